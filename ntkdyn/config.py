@@ -1,0 +1,299 @@
+"""Run configuration: typed sections, YAML in and out, ``--set`` overrides, validation.
+
+Every problem is reported before any compute as one ``ConfigError`` line naming the key, the
+bad value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any
+
+import yaml
+
+from ntkdyn import optimizers
+
+
+class ConfigError(ValueError):
+    """A bad configuration: the message names the key and what is allowed."""
+
+
+@dataclasses.dataclass
+class DataConfig:
+    source: str = "sphere"  # sphere | digits | npz
+    n: int = 64
+    d: int = 16  # sphere only
+    target: str = "teacher"  # sphere: gaussian|teacher|smooth; digits: pm1|label
+    noise: float = 0.0
+    teacher_width: int = 64
+    classes: list[int] | None = None  # digits
+    normalize: str = "unit"  # digits / npz: unit | standardize | none
+    path: str | None = None  # npz
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    name: str = "paper"  # paper | released | mlp | flax
+    width: int = 2048
+    init_std: float | None = None  # paper: kappa (default 1); released: first-layer std (default 1/m)
+    depth: int = 2  # mlp hidden layers
+    W_std: float = 1.4142135623730951
+    b_std: float = 0.0
+    loss: str | None = None  # half_sum | mse | half_mse; default: the model's own
+    module: str | None = None  # flax: 'package.module:factory', factory(key, d, **kwargs) -> nnx.Module
+    kwargs: dict | None = None
+    init_params: str | None = None  # .npz with the initial parameters
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    steps: int = 1000
+    record_every: int = 1
+    error_at: list[int] | None = None  # default [0, steps]
+    kernel_at: list[int] | None = None  # default [0, steps/4, steps/2, steps]
+    divergence_factor: float = 1e6
+
+
+@dataclasses.dataclass
+class TheoryConfig:
+    kernel: str = "H0"  # H0 | Hinf
+    diffrax: bool = True
+    rtol: float = 1e-10
+    atol: float = 1e-12
+
+
+@dataclasses.dataclass
+class RatesConfig:
+    window: list[float] = dataclasses.field(default_factory=lambda: [0.1, 1.0])
+    stall_factor: float = 1.01
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    name: str
+    eta: float
+    label: str | None = None
+    beta: float | None = None
+    r: float | None = None
+    kwargs: dict | None = None  # extra arguments of an optax optimizer (empirical only)
+
+    def hyper(self) -> dict:
+        h = {"eta": self.eta}
+        for key in ("beta", "r"):
+            if getattr(self, key) is not None:
+                h[key] = getattr(self, key)
+        return {**h, **(self.kwargs or {})}
+
+
+@dataclasses.dataclass
+class Config:
+    optimizers: list[OptimizerConfig]
+    name: str = "run"
+    seed: int = 0
+    dtype: str = "float32"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    theory: TheoryConfig = dataclasses.field(default_factory=TheoryConfig)
+    rates: RatesConfig = dataclasses.field(default_factory=RatesConfig)
+
+
+# --------------------------------------------------------------------------- parsing
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(value: Any, tp, key: str):
+    """Check ``value`` against the annotation ``tp``; build nested dataclasses."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(tp, value, key + ".")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list of {_type_name(item)}, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return value
+    if not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _build(cls, raw: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"unknown key '{prefix}{key}'; allowed: {', '.join(names)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in raw:
+            kwargs[f.name] = _coerce(raw[f.name], hints[f.name], prefix + f.name)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing key '{prefix}{f.name}'")
+    return cls(**kwargs)
+
+
+def _allowed(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+
+
+def validate(cfg: Config) -> Config:
+    """Value checks (types were checked by the parser); fills defaults that depend on others."""
+    _allowed("dtype", cfg.dtype, ("float32", "float64"))
+    d, m, t = cfg.data, cfg.model, cfg.train
+    _allowed("data.source", d.source, ("sphere", "digits", "npz"))
+    if d.n < 1:
+        raise ConfigError(f"data.n: must be >= 1, got {d.n}")
+    if d.source == "sphere":
+        if d.d < 1:
+            raise ConfigError(f"data.d: must be >= 1, got {d.d}")
+        _allowed("data.target", d.target, ("gaussian", "teacher", "smooth"))
+    if d.source == "digits":
+        _allowed("data.target", d.target, ("pm1", "label"))
+        for c in d.classes or []:
+            if not 0 <= c <= 9:
+                raise ConfigError(f"data.classes: {c} is not a digit; allowed: 0..9")
+    if d.source == "npz" and not d.path:
+        raise ConfigError("data.path: required when data.source is 'npz'")
+    _allowed("data.normalize", d.normalize, ("unit", "standardize", "none"))
+    if d.noise < 0:
+        raise ConfigError(f"data.noise: must be >= 0, got {d.noise}")
+    _allowed("model.name", m.name, ("paper", "released", "mlp", "flax"))
+    if m.width < 1:
+        raise ConfigError(f"model.width: must be >= 1, got {m.width}")
+    if m.depth < 1:
+        raise ConfigError(f"model.depth: must be >= 1, got {m.depth}")
+    if m.init_std is not None and m.init_std <= 0:
+        raise ConfigError(f"model.init_std: must be > 0, got {m.init_std}")
+    if m.loss is not None:
+        _allowed("model.loss", m.loss, ("half_sum", "mse", "half_mse"))
+    if m.name == "flax" and not m.module:
+        raise ConfigError("model.module: required when model.name is 'flax' ('package.module:factory')")
+    if t.steps < 1:
+        raise ConfigError(f"train.steps: must be >= 1, got {t.steps}")
+    if t.record_every < 1 or t.steps % t.record_every:
+        raise ConfigError(f"train.record_every: must be >= 1 and divide train.steps={t.steps}, got {t.record_every}")
+    if t.divergence_factor <= 1:
+        raise ConfigError(f"train.divergence_factor: must be > 1, got {t.divergence_factor}")
+    t.error_at = sorted(set(t.error_at if t.error_at is not None else [0, t.steps]))
+    t.kernel_at = sorted(set(t.kernel_at if t.kernel_at is not None else [0, t.steps // 4, t.steps // 2, t.steps]))
+    for key, values in (("train.error_at", t.error_at), ("train.kernel_at", t.kernel_at)):
+        for v in values:
+            if not 0 <= v <= t.steps:
+                raise ConfigError(f"{key}: step {v} is outside 0..train.steps={t.steps}")
+    if 0 not in t.kernel_at:
+        t.kernel_at = [0] + t.kernel_at
+    _allowed("theory.kernel", cfg.theory.kernel, ("H0", "Hinf"))
+    if cfg.theory.kernel == "Hinf" and m.name != "paper":
+        raise ConfigError(f"theory.kernel: 'Hinf' is defined for model.name 'paper' only (got {m.name!r}); use 'H0'")
+    w = cfg.rates.window
+    if len(w) != 2 or not 0 <= w[0] < w[1]:
+        raise ConfigError(f"rates.window: expected [start, end] with 0 <= start < end, got {w}")
+    if not cfg.optimizers:
+        raise ConfigError("optimizers: at least one optimizer is needed")
+    labels = []
+    for i, o in enumerate(cfg.optimizers):
+        key = f"optimizers[{i}]"
+        if o.name not in optimizers.REGISTRY:
+            raise ConfigError(f"{key}.name: unknown optimizer {o.name!r}; allowed: {', '.join(sorted(optimizers.REGISTRY))}")
+        spec = optimizers.REGISTRY[o.name]
+        if not (o.eta > 0 and math.isfinite(o.eta)):
+            raise ConfigError(f"{key}.eta: must be > 0, got {o.eta}")
+        for hp in ("beta", "r"):
+            if getattr(o, hp) is not None and hp not in spec.hyper:
+                raise ConfigError(f"{key}.{hp}: optimizer {o.name!r} takes no {hp!r}; it takes: eta"
+                                  + "".join(f", {h}" for h in spec.hyper))
+        for hp, default in spec.hyper.items():
+            if default is None and getattr(o, hp, None) is None:
+                raise ConfigError(f"{key}.{hp}: required by optimizer {o.name!r}")
+        if o.beta is not None and not 0 <= o.beta < 1:
+            raise ConfigError(f"{key}.beta: must be in [0, 1), got {o.beta}")
+        if o.r is not None and o.r <= 0:
+            raise ConfigError(f"{key}.r: must be > 0, got {o.r}")
+        if o.kwargs and spec.has_theory:
+            raise ConfigError(f"{key}.kwargs: only empirical-only optax optimizers take kwargs, not {o.name!r}")
+        o.label = o.label or o.name
+        if o.label in labels or "/" in o.label:
+            raise ConfigError(f"{key}.label: {o.label!r} repeats another label or contains '/'; labels must be unique")
+        labels.append(o.label)
+    return cfg
+
+
+def from_dict(raw: dict) -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a mapping at the top level, got {type(raw).__name__}")
+    return validate(_build(Config, raw))
+
+
+def load_raw(path: str) -> dict:
+    try:
+        with open(path) as fh:
+            raw = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    return raw if raw is not None else {}
+
+
+def apply_override(raw: dict, assignment: str) -> dict:
+    """'a.b=value' (value parsed as YAML; list items by index: 'optimizers.0.eta=0.1')."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.steps=500")
+    key, text = assignment.split("=", 1)
+    value = yaml.safe_load(text)
+    node = raw
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {key}: {part!r} is not an index of a list of length {len(node)}")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:depth])} is not a mapping")
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and part not in node:
+                node[part] = {}
+            node = node[part]
+    return raw
+
+
+def load(path: str, overrides: list[str] = ()) -> Config:
+    raw = load_raw(path)
+    for assignment in overrides:
+        raw = apply_override(raw, assignment)
+    return from_dict(raw)
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

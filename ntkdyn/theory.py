@@ -1,0 +1,181 @@
+"""Kernel-regime predictions: exact discrete recurrences and limiting ODEs.
+
+Everything here works in float64 on the eigen-decomposition of the dynamics kernel
+K = c H (c from the loss; ``models.loss_scale``), with e = u - y the prediction error and
+loss L = (c / 2) ||e||^2. Inputs are the eigenvalues ``lam`` of K and the coordinates
+``coef = V^T e0`` of the initial error in its orthonormal eigenbasis V.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import special
+
+from ntkdyn.optimizers import LimitODE, OptimizerSpec, asymptotic_companion, companion, spectral_radius
+
+
+def eigen(K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ascending eigenvalues and orthonormal eigenvectors of the symmetric matrix K (float64)."""
+    K = np.asarray(K, np.float64)
+    lam, V = np.linalg.eigh(0.5 * (K + K.T))
+    return lam, V
+
+
+def modal_loss(modes: np.ndarray, c: float) -> np.ndarray:
+    """L = (c/2) sum_i modes_i^2 over the last axis."""
+    return 0.5 * c * np.sum(np.square(modes), axis=-1)
+
+
+# --------------------------------------------------------------------------- discrete
+def discrete_modes(spec: OptimizerSpec, hyper: dict, lam, coef, steps: int) -> np.ndarray:
+    """Exact kernel-regime error per mode, e_k, for k = 0..steps: shape (steps + 1, n).
+
+    Iterates x_k = A_k(lambda) x_{k-1} with x_0 = (coef, 0) (``optimizers.companion``).
+    """
+    lam = np.asarray(lam, np.float64)
+    e = np.asarray(coef, np.float64).copy()
+    m = np.zeros_like(e)
+    out = np.empty((steps + 1, e.size))
+    out[0] = e
+    A = companion(spec, hyper, lam, 1) if spec.constant else None
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in range(1, steps + 1):
+            if not spec.constant:
+                A = companion(spec, hyper, lam, k)
+            e, m = A[:, 0, 0] * e + A[:, 0, 1] * m, A[:, 1, 0] * e + A[:, 1, 1] * m
+            out[k] = e
+    return out
+
+
+def predicted_linear_rate(spec: OptimizerSpec, hyper: dict, lam) -> float:
+    """Per-iteration loss factor max_i rho(A(lambda_i))^2 (k -> infinity for scheduled methods)."""
+    return float(np.max(spectral_radius(asymptotic_companion(spec, hyper, lam))) ** 2)
+
+
+def stability(spec: OptimizerSpec, hyper: dict, lam) -> dict:
+    """Which modes are unstable (rho > 1) for these (eta, beta)."""
+    rho = spectral_radius(asymptotic_companion(spec, hyper, lam))
+    bad = np.flatnonzero(rho > 1.0 + 1e-12)
+    return {"stable": bool(bad.size == 0), "unstable_modes": int(bad.size),
+            "max_spectral_radius": float(np.max(rho))}
+
+
+def nag_c_crossover_step(eta: float, lam_min: float) -> float:
+    """Step after which discrete NAG-C at fixed eta turns linear: about 1 / (eta lambda_min).
+
+    As beta_k -> 1 the roots of z^2 - (1+beta)(1-eta lam) z + beta (1-eta lam) satisfy
+    |z|^2 -> 1 - eta lam (DESIGN.md section 1)."""
+    return 1.0 / (eta * lam_min)
+
+
+# --------------------------------------------------------------------------- ODE closed forms
+def gradient_flow_modes(lam, t) -> np.ndarray:
+    """e_i(t) / e_i(0) = exp(-lambda_i t); shape t.shape + lam.shape."""
+    return np.exp(-np.multiply.outer(np.asarray(t, np.float64), np.asarray(lam, np.float64)))
+
+
+def damped_oscillator_modes(lam, gamma: float, t) -> np.ndarray:
+    """Solution of c'' + gamma c' + lambda c = 0, c(0) = 1, c'(0) = 0.
+
+    With w^2 = gamma^2/4 - lambda: c = e^{-gamma t/2} (cosh wt + (gamma/2) sinh(wt)/w), written
+    as a sum of two exponentials when w is real (no overflow) and with cos/sin when imaginary.
+    """
+    t = np.asarray(t, np.float64)[..., None]
+    lam = np.asarray(lam, np.float64)
+    half = 0.5 * gamma
+    w2 = half * half - lam
+    w = np.sqrt(np.abs(w2))
+    out = np.empty(np.broadcast_shapes(t.shape, lam.shape))
+    over = w2 > 0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        wt = w * t
+        ws = np.where(w > 0, w, 1.0)
+        # near t = 0 (w t < 1): e^{-ht} (cosh wt + h sinh(wt)/w); later, to avoid overflow:
+        # 0.5 (1 + h/w) e^{(w-h)t} + 0.5 (1 - h/w) e^{-(w+h)t}
+        near = np.exp(-half * t) * (np.cosh(wt) + half * np.where(w > 0, np.sinh(wt) / ws, t))
+        far = 0.5 * (1 + half / ws) * np.exp((w - half) * t) + 0.5 * (1 - half / ws) * np.exp(-(w + half) * t)
+        o_val = np.where(wt < 1.0, near, far)
+        # underdamped or critical: e^{-ht} (cos wt + h sin(wt)/w), sin(wt)/w = t at w = 0
+        u_val = np.exp(-half * t) * (np.cos(wt) + half * np.where(w > 0, np.sin(wt) / ws, t))
+    out[...] = np.where(over, o_val, u_val)
+    return out
+
+
+def bessel_modes(lam, r: float, t) -> np.ndarray:
+    """Solution of c'' + (r/t) c' + lambda c = 0, c(0) = 1, c'(0) = 0:
+
+    c(t) = Gamma(nu + 1) (2 / z)^nu J_nu(z), z = sqrt(lambda) t, nu = (r - 1) / 2,
+    and its series 1 - z^2 / (4 (nu + 1)) + z^4 / (32 (nu + 1)(nu + 2)) for z < 1e-2.
+    """
+    nu = 0.5 * (r - 1.0)
+    z = np.multiply.outer(np.asarray(t, np.float64), np.sqrt(np.maximum(np.asarray(lam, np.float64), 0.0)))
+    small = z < 1e-2
+    zs = np.where(small, 1.0, z)
+    with np.errstate(over="ignore", invalid="ignore"):
+        big = np.exp(special.gammaln(nu + 1) + nu * np.log(2.0 / zs)) * special.jv(nu, zs)
+    z2 = z * z
+    series = 1.0 - z2 / (4 * (nu + 1)) + z2 * z2 / (32 * (nu + 1) * (nu + 2))
+    return np.where(small, series, big)
+
+
+def ode_modes(ode: LimitODE, lam, coef, t) -> np.ndarray:
+    """Closed-form ODE error per mode at times t: shape t.shape + (n,)."""
+    if ode.order == 1:
+        shape = gradient_flow_modes(lam, t)
+    elif ode.damping == "constant":
+        shape = damped_oscillator_modes(lam, ode.gamma, t)
+    elif ode.damping == "vanishing":
+        shape = bessel_modes(lam, ode.r, t)
+    else:
+        raise ValueError(f"no closed form for {ode!r}")
+    return shape * np.asarray(coef, np.float64)
+
+
+# --------------------------------------------------------------------------- diffrax
+def ode_diffrax(ode: LimitODE, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rtol: float = 1e-10,
+                atol: float = 1e-12, max_steps: int = 1_000_000) -> np.ndarray:
+    """Integrate the ODE in the full output space (no eigen-decomposition) with diffrax Tsit5.
+
+    Returns e(t) of shape (len(t), n), float64. The NAG-C ODE is singular at t = 0: it starts at
+    t0 = min(t_1, 1e-3 / sqrt(lambda_max)) from the series e(t0) = e0 - t0^2/(4(nu+1)) K e0,
+    e'(t0) = -t0/(2(nu+1)) K e0 (error O(t0^4 ||K||^2)).
+    """
+    import diffrax
+    import jax
+    import jax.numpy as jnp
+
+    with jax.enable_x64(True):
+        K = jnp.asarray(K, jnp.float64)
+        e0 = jnp.asarray(e0, jnp.float64)
+        ts = jnp.asarray(t, jnp.float64)
+        controller = diffrax.PIDController(rtol=rtol, atol=atol)
+        solver = diffrax.Tsit5()
+        if ode.order == 1:
+            term = diffrax.ODETerm(lambda s, e, args: -K @ e)
+            sol = diffrax.diffeqsolve(term, solver, ts[0], ts[-1], None, e0, saveat=diffrax.SaveAt(ts=ts),
+                                      stepsize_controller=controller, max_steps=max_steps)
+            return np.asarray(sol.ys)
+
+        def vector_field(s, y, args):
+            e, de = y
+            return de, -ode.damping_at(s) * de - K @ e
+
+        y0 = (e0, jnp.zeros_like(e0))
+        t_start = ts[0]
+        if ode.damping == "vanishing":
+            nu = 0.5 * (ode.r - 1.0)
+            lam_max = float(np.max(np.abs(np.linalg.eigvalsh(np.asarray(K)))))
+            positive = np.asarray(t)[np.asarray(t) > 0]
+            t0 = min(float(positive[0]) if positive.size else 1.0, 1e-3 / math.sqrt(max(lam_max, 1e-300)))
+            Ke0 = K @ e0
+            y0 = (e0 - t0**2 / (4 * (nu + 1)) * Ke0, -t0 / (2 * (nu + 1)) * Ke0)
+            t_start = jnp.asarray(t0, jnp.float64)
+        later = ts[ts >= t_start] if ode.damping == "vanishing" else ts
+        sol = diffrax.diffeqsolve(diffrax.ODETerm(vector_field), solver, t_start, later[-1], None, y0,
+                                  saveat=diffrax.SaveAt(ts=later), stepsize_controller=controller,
+                                  max_steps=max_steps)
+        ys = np.asarray(sol.ys[0])
+    if ys.shape[0] < len(t):  # times before t0 (only t = 0): the initial condition itself
+        ys = np.concatenate([np.tile(np.asarray(e0), (len(t) - ys.shape[0], 1)), ys])
+    return ys
