@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from typing import Any
@@ -178,6 +179,10 @@ def validate(cfg: Config) -> Config:
                 raise ConfigError(f"data.classes: {c} is not a digit; allowed: 0..9")
     if d.source == "npz" and not d.path:
         raise ConfigError("data.path: required when data.source is 'npz'")
+    if d.source == "npz" and not os.path.isfile(d.path):
+        raise ConfigError(f"data.path: file not found: {d.path}")
+    if m.init_params and not os.path.isfile(m.init_params):
+        raise ConfigError(f"model.init_params: file not found: {m.init_params}")
     _allowed("data.normalize", d.normalize, ("unit", "standardize", "none"))
     if d.noise < 0:
         raise ConfigError(f"data.noise: must be >= 0, got {d.noise}")

@@ -84,13 +84,15 @@ def build_model(cfg: Config, d: int):
     return model, params, consts
 
 
-def prepare(cfg: Config) -> Setup:
+def prepare(cfg: Config, data: tuple[np.ndarray, np.ndarray] | None = None, built=None) -> Setup:
+    """Data, model, initial error and kernels. ``data`` and ``built`` (from ``load_data`` and
+    ``build_model``) may be given when the caller has already loaded them to check the input."""
     times = {}
     t = time.perf_counter()
-    X, y = load_data(cfg)
+    X, y = data if data is not None else load_data(cfg)
     times["data"] = time.perf_counter() - t
     t = time.perf_counter()
-    model, params, consts = build_model(cfg, X.shape[1])
+    model, params, consts = built if built is not None else build_model(cfg, X.shape[1])
     dtype = jax_dtype(cfg)
     Xj, yj = jnp.asarray(X, dtype), jnp.asarray(y, dtype)
     e0 = np.asarray(model.apply(params, consts, Xj) - yj, np.float64)

@@ -23,8 +23,9 @@ def eigen(K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def modal_loss(modes: np.ndarray, c: float) -> np.ndarray:
-    """L = (c/2) sum_i modes_i^2 over the last axis."""
-    return 0.5 * c * np.sum(np.square(modes), axis=-1)
+    """L = (c/2) sum_i modes_i^2 over the last axis (inf where a diverging prediction overflows)."""
+    with np.errstate(over="ignore"):
+        return 0.5 * c * np.sum(np.square(modes), axis=-1)
 
 
 # --------------------------------------------------------------------------- discrete

@@ -1,0 +1,23 @@
+"""Shared test setup: float64 everywhere for the theory checks (training tests pass explicit dtypes)."""
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+
+def _random_spd(rng: np.random.Generator, n: int, kappa: float, lam_max: float = 1.0) -> np.ndarray:
+    """Random symmetric positive definite matrix, eigenvalues log-spaced in [lam_max/kappa, lam_max]."""
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    lam = lam_max * np.geomspace(1.0 / kappa, 1.0, n)
+    return (Q * lam) @ Q.T
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def random_spd():
+    return _random_spd

@@ -1,0 +1,356 @@
+"""Kernel-regime theory: ODE closed forms, diffrax, discrete recurrences, predicted rates.
+
+References are independent: scipy's solve_ivp, hand-written scalar recurrences from
+DESIGN.md section 1, and closed forms (Polyak's optimal heavy ball, GD's contraction factor).
+"""
+import math
+
+import numpy as np
+import pytest
+from scipy import special
+from scipy.integrate import solve_ivp
+
+from ntkdyn import optimizers, rates, theory
+
+T_GRID = np.linspace(0.0, 30.0, 301)
+
+
+def _ivp(rhs, y0, t0, t, method="DOP853", rtol=1e-13, atol=1e-16):
+    sol = solve_ivp(rhs, (t0, t[-1]), y0, method=method, t_eval=t, rtol=rtol, atol=atol)
+    assert sol.success, sol.message
+    return sol.y[0]
+
+
+# --------------------------------------------------------------------------- ODE closed forms
+@pytest.mark.parametrize("lam", [0.0, 1e-12, 1e-6, 0.01, 0.3, 1.0, 4.0])
+def test_gradient_flow_modes_vs_solve_ivp(lam):
+    ref = _ivp(lambda s, y: [-lam * y[0]], [1.0], 0.0, T_GRID)
+    got = theory.gradient_flow_modes(np.array([lam]), T_GRID)
+    assert got.shape == (T_GRID.size, 1)
+    np.testing.assert_allclose(got[:, 0], ref, rtol=1e-10, atol=1e-14)
+
+
+def test_gradient_flow_modes_shape_and_values():
+    lam = np.array([0.0, 0.5, 2.0])
+    t = np.array([[0.0, 1.0], [2.0, 3.0]])
+    got = theory.gradient_flow_modes(lam, t)
+    assert got.shape == (2, 2, 3)
+    np.testing.assert_allclose(got, np.exp(-t[..., None] * lam), rtol=0, atol=0)
+
+
+# (gamma, lambda): lambda = 0, tiny, overdamped, nearly / exactly critical, underdamped, undamped
+OSC_CASES = [
+    (0.5, 0.0), (0.5, 1e-12), (0.5, 1e-3), (0.5, 0.0625), (0.5, 1.0), (0.5, 3.0),
+    (2.0, 0.0), (2.0, 1e-10), (2.0, 0.0625), (2.0, 1.0), (2.0, 1.0 * (1 + 1e-10)), (2.0, 1.0 * (1 - 1e-10)),
+    (2.0, 3.0), (3.0, 2.25), (10.0, 1.0), (0.0, 1.0), (0.0, 0.01),
+]
+
+
+@pytest.mark.parametrize("gamma,lam", OSC_CASES)
+def test_damped_oscillator_modes_vs_solve_ivp(gamma, lam):
+    # Radau: the strongly overdamped cases are stiff, where DOP853 leaves ~1e-10 behind
+    ref = _ivp(lambda s, y: [y[1], -gamma * y[1] - lam * y[0]], [1.0, 0.0], 0.0, T_GRID, method="Radau")
+    got = theory.damped_oscillator_modes(np.array([lam]), gamma, T_GRID)
+    assert got.shape == (T_GRID.size, 1)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got[:, 0], ref, rtol=0, atol=1e-10)
+
+
+def test_damped_oscillator_critical_closed_form():
+    """gamma^2 = 4 lambda exactly: c = e^{-gamma t/2} (1 + gamma t / 2)."""
+    for gamma in (0.5, 2.0, 3.0):
+        lam = gamma * gamma / 4
+        got = theory.damped_oscillator_modes(np.array([lam]), gamma, T_GRID)[:, 0]
+        np.testing.assert_allclose(got, np.exp(-gamma * T_GRID / 2) * (1 + gamma * T_GRID / 2), rtol=1e-13, atol=1e-300)
+
+
+def test_damped_oscillator_long_horizon_no_overflow():
+    """Strongly overdamped modes at large t (cosh(wt) would overflow): slow mode only."""
+    gamma, lam = 10.0, np.array([1.0, 1e-3])
+    t = np.array([0.0, 50.0, 200.0, 2000.0])
+    got = theory.damped_oscillator_modes(lam, gamma, t)
+    assert np.all(np.isfinite(got))
+    h = gamma / 2
+    w = np.sqrt(h * h - lam)
+    expected = 0.5 * (1 + h / w) * np.exp(-(h - w) * t[:, None]) + 0.5 * (1 - h / w) * np.exp(-(h + w) * t[:, None])
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def _bessel_ivp(lam, r, t):
+    """c'' + (r/t) c' + lam c = 0 from t0 = 1e-4 with the two-term series (error ~ 1e-20)."""
+    nu = (r - 1) / 2
+    t0 = 1e-4
+    c0 = 1 - lam * t0**2 / (4 * (nu + 1)) + lam**2 * t0**4 / (32 * (nu + 1) * (nu + 2))
+    d0 = -lam * t0 / (2 * (nu + 1)) + lam**2 * t0**3 / (8 * (nu + 1) * (nu + 2))
+    ts = t[t >= t0]
+    return ts, _ivp(lambda s, y: [y[1], -(r / s) * y[1] - lam * y[0]], [c0, d0], t0, ts)
+
+
+@pytest.mark.parametrize("r", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("lam", [0.0, 1e-8, 0.01, 1.0, 4.0])
+def test_bessel_modes_vs_solve_ivp(r, lam):
+    ts, ref = _bessel_ivp(lam, r, T_GRID)
+    got = theory.bessel_modes(np.array([lam]), r, ts)[:, 0]
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-10)
+    assert theory.bessel_modes(np.array([lam]), r, np.array([0.0]))[0, 0] == 1.0
+
+
+def test_bessel_modes_special_cases():
+    """r = 1: J0(z); r = 2: sin(z)/z; r = 3: 2 J1(z)/z (z = sqrt(lam) t)."""
+    lam = np.array([0.25, 1.0, 9.0])
+    t = np.linspace(0.5, 40.0, 200)
+    z = t[:, None] * np.sqrt(lam)
+    np.testing.assert_allclose(theory.bessel_modes(lam, 1, t), special.j0(z), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(theory.bessel_modes(lam, 2, t), np.sin(z) / z, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(theory.bessel_modes(lam, 3, t), 2 * special.j1(z) / z, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("r", [1, 2, 3, 5, 8])
+def test_bessel_series_branch_continuity(r):
+    """Around z = 1e-2 the series and the J_nu branch agree to rounding."""
+    nu = (r - 1) / 2
+    z = 1e-2 * (1 + np.array([-1e-6, -1e-9, 0.0, 1e-9, 1e-6]))
+    got = theory.bessel_modes(np.array([1.0]), r, z)[:, 0]  # lam = 1, so t = z
+    direct = special.gamma(nu + 1) * (2 / z) ** nu * special.jv(nu, z)
+    np.testing.assert_allclose(got, direct, rtol=1e-14)
+    assert np.max(np.abs(np.diff(got))) < 1e-10  # no jump across the branch point
+
+
+@pytest.mark.parametrize("r", [1, 3, 5, 8])
+def test_bessel_envelope_decays_like_t_to_minus_r_over_2(r):
+    """NAG-C ODE: max |c| over late windows decays like t^(-r/2) (loss like t^(-r))."""
+    starts = np.geomspace(1e3, 1e5, 9)
+    env = []
+    for z0 in starts:
+        t = np.linspace(z0, z0 + 40.0, 4001)  # several periods (2 pi), lam = 1 so t = z
+        env.append(np.max(np.abs(theory.bessel_modes(np.array([1.0]), r, t))))
+    slope = np.polyfit(np.log(starts), np.log(env), 1)[0]
+    assert slope == pytest.approx(-r / 2, rel=0.05)
+
+
+# --------------------------------------------------------------------------- closed form vs diffrax
+@pytest.mark.parametrize("name,hyper", [
+    ("gd", {"eta": 0.01}),
+    ("hb", {"eta": 0.01, "beta": 0.9}),
+    ("nag_c", {"eta": 0.01, "r": 3.0}),
+])
+def test_ode_modes_vs_diffrax(name, hyper, random_spd):
+    rng = np.random.default_rng(1)
+    K = random_spd(rng, 6, kappa=100.0)
+    e0 = rng.standard_normal(6)
+    spec = optimizers.get(name)
+    ode = spec.ode(optimizers.resolve_hyper(spec, hyper))
+    t = np.arange(0, 2001, 20) * ode.time_step
+    lam, V = theory.eigen(K)
+    closed = theory.ode_modes(ode, lam, V.T @ e0, t) @ V.T
+    numeric = theory.ode_diffrax(ode, K, e0, t)
+    assert numeric.shape == closed.shape == (t.size, 6)
+    np.testing.assert_allclose(closed[0], e0, atol=1e-15)
+    np.testing.assert_allclose(numeric, closed, rtol=0, atol=1e-8 * np.max(np.abs(e0)))
+    # the prediction is not trivial: the error moved by O(1)
+    assert np.max(np.abs(closed[-1] - e0)) > 0.1
+
+
+def test_limit_ode_faces():
+    eta, beta = 0.04, 0.8
+    hb = optimizers.get("hb").ode({"eta": eta, "beta": beta})
+    assert hb.order == 2 and hb.damping == "constant"
+    assert hb.time_step == pytest.approx(0.2)
+    assert hb.gamma == pytest.approx((1 - beta) / 0.2)
+    assert optimizers.get("nag").ode({"eta": eta, "beta": beta}) == hb
+    gd = optimizers.get("gd").ode({"eta": eta})
+    assert gd.order == 1 and gd.time_step == eta
+    with pytest.raises(ValueError, match="no damping"):
+        gd.damping_at(1.0)
+    nc = optimizers.get("nag_c").ode({"eta": eta, "r": 5.0})
+    assert nc.damping_at(np.array([0.5, 2.0])) == pytest.approx([10.0, 2.5])
+    assert hb.damping_at(np.array([0.5, 2.0])) == pytest.approx([hb.gamma, hb.gamma])
+
+
+# --------------------------------------------------------------------------- discrete recurrences
+LAMS = np.array([0.0, 1e-4, 0.05, 0.7, 1.3, 2.9])  # includes an unstable mode for large eta*lam
+COEF = np.array([1.0, -0.3, 0.8, 0.5, -1.2, 0.1])
+
+
+def _three_term(c0, c1, p1, p0, steps):
+    """c_{k+1} = p1 c_k - p0 c_{k-1}, elementwise."""
+    out = np.empty((steps + 1, c0.size))
+    out[0], out[1] = c0, c1
+    for k in range(1, steps):
+        out[k + 1] = p1 * out[k] - p0 * out[k - 1]
+    return out
+
+
+def test_discrete_gd_matches_power():
+    eta = 0.3
+    got = theory.discrete_modes(optimizers.get("gd"), {"eta": eta}, LAMS, COEF, 60)
+    k = np.arange(61)[:, None]
+    np.testing.assert_allclose(got, COEF * (1 - eta * LAMS) ** k, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 0.9])
+def test_discrete_hb_matches_three_term_recurrence(beta):
+    eta, steps = 0.3, 80
+    got = theory.discrete_modes(optimizers.get("hb"), {"eta": eta, "beta": beta}, LAMS, COEF, steps)
+    ref = _three_term(COEF, (1 - eta * LAMS) * COEF, 1 + beta - eta * LAMS, beta, steps)
+    scale = np.max(np.abs(ref), axis=1, keepdims=True)
+    np.testing.assert_allclose(got / scale, ref / scale, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 0.9])
+def test_discrete_nag_matches_characteristic_polynomial(beta):
+    """NAG (look-ahead iterate): e_1 = (1 - eta lam (1 + beta)) e_0, then
+    e_{k+1} = (1 + beta)(1 - eta lam) e_k - beta (1 - eta lam) e_{k-1} (Cayley-Hamilton)."""
+    eta, steps = 0.3, 80
+    got = theory.discrete_modes(optimizers.get("nag"), {"eta": eta, "beta": beta}, LAMS, COEF, steps)
+    q = 1 - eta * LAMS
+    ref = _three_term(COEF, (1 - eta * LAMS * (1 + beta)) * COEF, (1 + beta) * q, beta * q, steps)
+    scale = np.max(np.abs(ref), axis=1, keepdims=True)
+    np.testing.assert_allclose(got / scale, ref / scale, rtol=0, atol=1e-12)
+
+
+def _momentum_sgd_scalar(lam, e0, eta, betas, nesterov, steps):
+    """torch.optim.SGD-style momentum on the quadratic lam e^2 / 2 (one mode, e = parameter),
+    beta reset before every step (as the released notebook does for NAG-C)."""
+    e, v = float(e0), 0.0
+    out = [e]
+    for k in range(1, steps + 1):
+        g = lam * e
+        v = betas(k) * v + g
+        e = e - eta * (g + betas(k) * v if nesterov else v)
+        out.append(e)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("r", [3.0, 5.0])
+def test_discrete_nag_c_matches_scheduled_momentum_sgd(r):
+    eta, steps = 0.2, 150
+    got = theory.discrete_modes(optimizers.get("nag_c"), {"eta": eta, "r": r}, LAMS[:5], COEF[:5], steps)
+    for i in range(5):
+        ref = _momentum_sgd_scalar(LAMS[i], COEF[i], eta, lambda k: (k - 1) / (k + r - 1), True, steps)
+        np.testing.assert_allclose(got[:, i], ref, rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("name,dt_of_eta,order", [
+    ("gd", lambda eta: eta, 1.0),        # t = k eta, error O(eta)
+    ("hb", math.sqrt, 0.5),              # t = k sqrt(eta), beta = 1 - gamma sqrt(eta): O(sqrt(eta))
+    ("nag_c", math.sqrt, 0.5),
+])
+def test_discrete_approaches_ode_as_eta_to_zero(name, dt_of_eta, order):
+    lam, coef, T, gamma = np.array([0.3, 1.0, 2.5]), np.array([1.0, -0.5, 0.25]), 10.0, 1.5
+    spec = optimizers.get(name)
+    errors = []
+    for eta in (1e-2, 1e-3, 1e-4):
+        hyper = {"eta": eta, "beta": 1 - gamma * math.sqrt(eta), "r": 3.0}
+        hyper = {k: v for k, v in hyper.items() if k == "eta" or k in spec.hyper}
+        dt = dt_of_eta(eta)
+        steps = int(round(T / dt))
+        discrete = theory.discrete_modes(spec, hyper, lam, coef, steps)
+        ode = theory.ode_modes(spec.ode(hyper), lam, coef, np.arange(steps + 1) * dt)
+        errors.append(np.max(np.abs(discrete - ode)))
+    errors = np.array(errors)
+    assert np.all(np.diff(errors) < 0)
+    fitted = np.polyfit(np.log([1e-2, 1e-3, 1e-4]), np.log(errors), 1)[0]
+    assert fitted == pytest.approx(order, abs=0.1)
+
+
+# --------------------------------------------------------------------------- predicted rates
+@pytest.mark.parametrize("kappa", [10.0, 100.0])
+def test_polyak_heavy_ball_rate(kappa):
+    mu, L = 0.01, 0.01 * kappa
+    sl, sm = math.sqrt(L), math.sqrt(mu)
+    hyper = {"eta": 4 / (sl + sm) ** 2, "beta": ((sl - sm) / (sl + sm)) ** 2}
+    lam = np.linspace(mu, L, 8)
+    rho = (math.sqrt(kappa) - 1) / (math.sqrt(kappa) + 1)
+    spec = optimizers.get("hb")
+    # double roots at the ends of the spectrum: the root's rounding is sqrt(eps)
+    assert theory.predicted_linear_rate(spec, hyper, lam) == pytest.approx(rho**2, rel=1e-7)
+    interior = optimizers.spectral_radius(optimizers.companion(spec, hyper, lam[1:-1], 1))
+    np.testing.assert_allclose(interior, rho, rtol=1e-12)  # complex roots: |z| = sqrt(beta) exactly
+    # a long exact run decays at that rate
+    coef = np.random.default_rng(2).standard_normal(lam.size)
+    steps = 300
+    loss = theory.modal_loss(theory.discrete_modes(spec, hyper, lam, coef, steps), 1.0)
+    fit = rates.fit_rates(np.arange(steps + 1), loss, window=(0.5, 1.0))
+    assert fit.verdict == "linear"
+    assert math.log(fit.linear_rate) == pytest.approx(math.log(rho**2), rel=0.03)
+
+
+def test_gd_predicted_rate_and_measured_rate():
+    lam = np.array([0.1, 0.4, 1.0, 1.7])
+    for eta in (0.2, 0.5, 1.0, 1.1):
+        expected = float(np.max(np.abs(1 - eta * lam)) ** 2)
+        got = theory.predicted_linear_rate(optimizers.get("gd"), {"eta": eta}, lam)
+        assert got == pytest.approx(expected, rel=1e-12)
+    eta = 0.5
+    loss = theory.modal_loss(theory.discrete_modes(optimizers.get("gd"), {"eta": eta}, lam, np.ones(4), 400), 1.0)
+    fit = rates.fit_rates(np.arange(401), loss, window=(0.5, 1.0))
+    assert fit.linear_rate == pytest.approx(0.95**2, rel=1e-9)
+
+
+def test_modal_loss():
+    modes = np.array([[1.0, 2.0], [3.0, -4.0]])
+    np.testing.assert_allclose(theory.modal_loss(modes, 0.5), [1.25, 6.25])
+
+
+def test_eigen_reconstructs(random_spd):
+    K = random_spd(np.random.default_rng(3), 5, 50.0)
+    lam, V = theory.eigen(K)
+    assert np.all(np.diff(lam) >= 0)
+    np.testing.assert_allclose((V * lam) @ V.T, K, atol=1e-14)
+    np.testing.assert_allclose(V.T @ V, np.eye(5), atol=1e-14)
+
+
+def test_gd_stability_boundary():
+    lam = np.array([0.2, 1.0, 4.0])
+    spec = optimizers.get("gd")
+    edge = 2 / lam.max()
+    assert theory.stability(spec, {"eta": edge * (1 - 1e-6)}, lam)["stable"]
+    bad = theory.stability(spec, {"eta": edge * (1 + 1e-6)}, lam)
+    assert not bad["stable"] and bad["unstable_modes"] == 1
+    worse = theory.stability(spec, {"eta": 2 / 0.2 * 1.01}, lam)
+    assert worse["unstable_modes"] == 3
+    assert worse["max_spectral_radius"] == pytest.approx(abs(1 - 2 / 0.2 * 1.01 * 4.0))
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 0.9, 0.99])
+def test_hb_stability_region(beta):
+    """HB is stable iff 0 < eta lam < 2 (1 + beta) (for 0 <= beta < 1)."""
+    spec = optimizers.get("hb")
+    edge = 2 * (1 + beta)
+    for x in np.linspace(0.05, 1.5, 30) * edge:
+        if abs(x - edge) < 1e-3 * edge:
+            continue
+        st = theory.stability(spec, {"eta": 1.0, "beta": beta}, np.array([x]))
+        assert st["stable"] == (x < edge), (beta, x)
+
+
+def test_nag_c_crossover_step():
+    assert theory.nag_c_crossover_step(0.01, 0.5) == pytest.approx(200.0)
+    assert theory.nag_c_crossover_step(1.0, 0.0158) == pytest.approx(1 / 0.0158)
+
+
+def test_nag_c_fixed_eta_turns_linear():
+    """DESIGN.md section 1: single mode, eta lam = 0.0158. The loss-envelope exponent steepens
+    with k (about -6 on 100..300, -12 on 300..1000, -32 on 1000..3000) and the late loss decays
+    linearly at about (1 - eta lam) per step (root modulus^2 -> 1 - eta lam as beta_k -> 1)."""
+    eta_lam, steps = 0.0158, 6000
+    c = theory.discrete_modes(optimizers.get("nag_c"), {"eta": 1.0, "r": 3.0}, np.array([eta_lam]),
+                              np.array([1.0]), steps)[:, 0]
+    loss = c * c
+    k = np.arange(steps + 1)
+
+    def envelope_exponent(a, b):
+        seg, ks = np.abs(c[a:b + 1]), k[a:b + 1]
+        peak = np.flatnonzero((seg[1:-1] >= seg[:-2]) & (seg[1:-1] >= seg[2:])) + 1
+        return np.polyfit(np.log(ks[peak]), 2 * np.log(seg[peak]), 1)[0]
+
+    p1, p2, p3 = envelope_exponent(100, 300), envelope_exponent(300, 1000), envelope_exponent(1000, 3000)
+    assert -8.0 < p1 < -4.0
+    assert p2 < 1.5 * p1 and p3 < 2 * p2
+    assert p3 < -25
+    late = rates.fit_rates(k, loss, window=(3000, 6000))
+    assert late.verdict == "linear"
+    assert math.log(late.linear_rate) == pytest.approx(math.log(1 - eta_lam), rel=0.1)
+    # the crossover step sits before the late window
+    assert theory.nag_c_crossover_step(1.0, eta_lam) < 3000
