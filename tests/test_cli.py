@@ -104,7 +104,7 @@ def test_set_overrides(tmp_path):
     out = tmp_path / "out"
     cfg = {**TINY, "optimizers": TINY["optimizers"][:1], "theory": {"diffrax": False}}
     assert main([write_config(tmp_path, cfg), "--out", str(out), "--quiet",
-                 "--set", "train.steps=40", "--set", "train.error_at=[0, 40]",
+                 "--set", "train.steps=40", "--set", "train.error_at=[0, 40]", "--set", "train.kernel_at=[0]",
                  "--set", "optimizers.0.eta=0.25"]) == 0
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["train"]["steps"] == 40 and resolved["train"]["error_at"] == [0, 40] and resolved["optimizers"][0]["eta"] == 0.25
