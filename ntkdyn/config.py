@@ -6,6 +6,7 @@ bad value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import os
 import types
@@ -240,6 +241,11 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key}.r: must be > 0, got {o.r}")
         if o.kwargs and spec.has_theory:
             raise ConfigError(f"{key}.kwargs: only empirical-only optax optimizers take kwargs, not {o.name!r}")
+        if o.kwargs:
+            accepted = [p for p in inspect.signature(spec.optax_factory).parameters if p != "learning_rate"]
+            for kw in o.kwargs:
+                if kw not in accepted:
+                    raise ConfigError(f"{key}.kwargs.{kw}: not an argument of optax.{o.name}; allowed: {', '.join(accepted)}")
         o.label = o.label or o.name
         if o.label in labels or "/" in o.label:
             raise ConfigError(f"{key}.label: {o.label!r} repeats another label or contains '/'; labels must be unique")

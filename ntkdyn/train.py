@@ -111,12 +111,14 @@ def train(model: Model, spec: optimizers.OptimizerSpec, hyper: dict, c: float, p
           params, consts, X, y) -> TrainResult:
     """Compile (timed apart) and run ``make_train_fn``; returns numpy results."""
     dtype = X.dtype
-    hyper_arr = {k: jnp.asarray(v, dtype) for k, v in hyper.items()}
-    fn = jax.jit(make_train_fn(model, spec, c, plan))
+    numeric = {k: jnp.asarray(v, dtype) for k, v in hyper.items() if isinstance(v, float | int) and not isinstance(v, bool)}
+    static = {k: v for k, v in hyper.items() if k not in numeric}  # e.g. nesterov=True for optax.sgd
+    train_fn = make_train_fn(model, spec, c, plan)
+    fn = jax.jit(lambda h, *args: train_fn({**h, **static}, *args))
     t0 = time.perf_counter()
-    compiled = fn.lower(hyper_arr, params, consts, X, y).compile()
+    compiled = fn.lower(numeric, params, consts, X, y).compile()
     t1 = time.perf_counter()
-    losses, div_at, errors, snaps, final = jax.block_until_ready(compiled(hyper_arr, params, consts, X, y))
+    losses, div_at, errors, snaps, final = jax.block_until_ready(compiled(numeric, params, consts, X, y))
     t2 = time.perf_counter()
     div = int(div_at)
     return TrainResult(

@@ -1,0 +1,267 @@
+"""Optimizers' training face (vs optax), training on a linear model (vs the exact recurrence),
+the registry, divergence handling and recording."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ntkdyn import optimizers, theory
+from ntkdyn.models import Model
+from ntkdyn.train import TrainPlan, train
+
+LINEAR = Model("lin", lambda p, c, X: X @ p["w"], "half_sum")
+
+
+def _quadratic(seed=0, n=7):
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    A = (Q * np.geomspace(0.05, 1.0, n)) @ Q.T
+    return jnp.asarray(A), jnp.asarray(rng.standard_normal(n)), jnp.asarray(rng.standard_normal(n))
+
+
+def _run(tx, A, b, theta, steps):
+    state = tx.init(theta)
+    out = [theta]
+    for _ in range(steps):
+        g = A @ theta - b
+        updates, state = tx.update(g, state, theta)
+        theta = optax.apply_updates(theta, updates)
+        out.append(theta)
+    return np.asarray(jnp.stack(out))
+
+
+@pytest.mark.parametrize("name,beta,nesterov", [("gd", None, False), ("hb", 0.9, False), ("hb", 0.5, False),
+                                                ("nag", 0.9, True), ("nag", 0.3, True)])
+def test_linear_momentum_equals_optax_sgd(name, beta, nesterov):
+    A, b, theta0 = _quadratic()
+    eta, steps = 0.7, 150
+    spec = optimizers.get(name)
+    hyper = {"eta": eta} if beta is None else {"eta": eta, "beta": beta}
+    ours = _run(optimizers.linear_momentum(spec, hyper), A, b, theta0, steps)
+    ref = _run(optax.sgd(eta) if beta is None else optax.sgd(eta, momentum=beta, nesterov=nesterov),
+               A, b, theta0, steps)
+    assert ours.dtype == np.float64
+    np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-14)
+    assert np.linalg.norm(ours[-1] - ours[0]) > 0.1  # it moved
+
+
+def test_linear_momentum_pytree_and_dtype():
+    """Works on pytrees and keeps each leaf's dtype (float32 params stay float32)."""
+    tx = optimizers.linear_momentum(optimizers.get("nag"), {"eta": 0.1, "beta": 0.9})
+    params = {"a": jnp.ones(3, jnp.float32), "b": {"c": jnp.ones((2, 2), jnp.float32)}}
+    state = tx.init(params)
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, state = tx.update(grads, state)
+    updates, state = tx.update(grads, state)
+    assert jax.tree.map(lambda u: u.dtype, updates) == {"a": jnp.float32, "b": {"c": jnp.float32}}
+    # v_2 = 0.9 + 1 = 1.9; update = -0.1 (g + beta v_2) = -0.1 (1 + 1.71)
+    np.testing.assert_allclose(np.asarray(updates["a"]), -0.1 * (1 + 0.9 * 1.9), rtol=1e-6)
+    assert int(state.count) == 2
+
+
+def test_nag_c_coefficients():
+    spec = optimizers.get("nag_c")
+    k = np.arange(1, 6, dtype=float)
+    beta, a, b = spec.coefficients({"eta": 0.1, "r": 3.0}, k)
+    np.testing.assert_allclose(beta, (k - 1) / (k + 2))
+    np.testing.assert_allclose(a, 1.0)
+    np.testing.assert_allclose(b, beta)
+    assert not spec.constant
+    assert optimizers.nag_c_beta(1, 3.0) == 0.0
+
+
+# --------------------------------------------------------------------------- linear model vs recurrence
+def _linear_problem(dtype=jnp.float64, n=6, d=10, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) / np.sqrt(d)
+    y = rng.standard_normal(n)
+    w0 = 0.3 * rng.standard_normal(d)
+    return jnp.asarray(X, dtype), jnp.asarray(y, dtype), {"w": jnp.asarray(w0, dtype)}
+
+
+@pytest.mark.parametrize("name,extra", [("gd", {}), ("hb", {"beta": 0.9}), ("nag", {"beta": 0.8}),
+                                        ("nag_c", {"r": 3.0}), ("nag_c", {"r": 5.0})])
+def test_linear_model_training_is_the_exact_recurrence(name, extra):
+    X, y, params = _linear_problem()
+    Xn = np.asarray(X)
+    lam, V = theory.eigen(Xn @ Xn.T)  # K = c H with c = 1 (half_sum), H = X X^T
+    hyper = {"eta": 0.8 / lam[-1], **extra}
+    spec = optimizers.get(name)
+    steps = 200
+    error_at = (0, 1, 2, 17, 100, 199, 200)
+    res = train(LINEAR, spec, hyper, 1.0, TrainPlan(steps, error_at=error_at), params, {}, X, y)
+    e0 = Xn @ np.asarray(params["w"]) - np.asarray(y)
+    modes = theory.discrete_modes(spec, hyper, lam, V.T @ e0, steps)
+    errors = modes @ V.T
+    assert res.diverged_at is None
+    np.testing.assert_array_equal(res.step, np.arange(steps + 1))
+    ref_loss = theory.modal_loss(modes, 1.0)
+    assert ref_loss[-1] < 1e-2 * ref_loss[0]  # it trained
+    # e = X w - y is computed with cancellation once e << y: allow float64 rounding of y on top of
+    # 1e-10 relative; ||e|| = sqrt(2 L) is then within the same bound
+    floor = 1e-14 * np.linalg.norm(np.asarray(y))
+    gap = np.abs(np.sqrt(2 * res.loss) - np.sqrt(2 * ref_loss))
+    assert np.all(gap <= 1e-10 * np.sqrt(2 * ref_loss) + floor), np.max(gap / np.sqrt(2 * ref_loss))
+    np.testing.assert_array_equal(res.error_at, error_at)
+    assert res.errors.shape == (len(error_at), 6)
+    for row, k in zip(res.errors, error_at):
+        assert np.linalg.norm(row - errors[k]) <= 1e-10 * np.linalg.norm(errors[k]) + floor, k
+
+
+def test_float32_training_runs_in_float32():
+    X, y, params = _linear_problem(jnp.float32)
+    res = train(LINEAR, optimizers.get("hb"), {"eta": 0.5, "beta": 0.5}, 1.0, TrainPlan(50, error_at=(50,)),
+                params, {}, X, y)
+    assert res.final_params["w"].dtype == jnp.float32
+    assert res.errors.dtype == np.float32
+    Xn, yn = np.asarray(X, np.float64), np.asarray(y, np.float64)
+    lam, V = theory.eigen(Xn @ Xn.T)
+    e0 = Xn @ np.asarray(params["w"], np.float64) - yn
+    ref = theory.modal_loss(theory.discrete_modes(optimizers.get("hb"), {"eta": 0.5, "beta": 0.5}, lam, V.T @ e0, 50), 1.0)
+    np.testing.assert_allclose(res.loss, ref, rtol=1e-4)
+
+
+def test_snapshots_are_params_at_those_steps():
+    X, y, params = _linear_problem()
+    spec = optimizers.get("gd")
+    plan = TrainPlan(20, snapshot_at=(0, 5, 20))
+    res = train(LINEAR, spec, {"eta": 0.3}, 1.0, plan, params, {}, X, y)
+    w = np.asarray(params["w"])
+    Xn, yn = np.asarray(X), np.asarray(y)
+    snaps = {}
+    for k in range(21):
+        snaps[k] = w.copy()
+        w = w - 0.3 * Xn.T @ (Xn @ w - yn)
+    for i, k in enumerate((0, 5, 20)):
+        np.testing.assert_allclose(np.asarray(res.snapshots["w"][i]), snaps[k], rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(res.final_params["w"]), snaps[20], rtol=1e-12)
+
+
+def test_loss_scale_enters_the_gradient():
+    """With c = 2/n (mse) the run equals the half_sum run at eta * c."""
+    X, y, params = _linear_problem()
+    n = X.shape[0]
+    mse = Model("lin", LINEAR.apply, "mse")
+    spec = optimizers.get("hb")
+    a = train(mse, spec, {"eta": 0.9, "beta": 0.5}, 2.0 / n, TrainPlan(30, error_at=(30,)), params, {}, X, y)
+    b = train(LINEAR, spec, {"eta": 0.9 * 2.0 / n, "beta": 0.5}, 1.0, TrainPlan(30, error_at=(30,)), params, {}, X, y)
+    np.testing.assert_allclose(a.errors, b.errors, rtol=1e-12)
+    np.testing.assert_allclose(a.loss, b.loss * 2.0 / n, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- registry
+def test_unknown_optimizer_lists_allowed():
+    with pytest.raises(ValueError) as info:
+        optimizers.get("sgdd")
+    msg = str(info.value)
+    assert "sgdd" in msg
+    for name in ("gd", "hb", "nag", "nag_c", "adam"):
+        assert name in msg
+
+
+def test_resolve_hyper():
+    with pytest.raises(ValueError, match="'hb' needs 'beta'"):
+        optimizers.resolve_hyper(optimizers.get("hb"), {"eta": 0.1})
+    with pytest.raises(ValueError, match="needs 'beta'"):
+        optimizers.resolve_hyper(optimizers.get("nag"), {"eta": 0.1, "beta": None})
+    assert optimizers.resolve_hyper(optimizers.get("nag_c"), {"eta": 0.1}) == {"eta": 0.1, "r": 3.0}
+    assert optimizers.resolve_hyper(optimizers.get("nag_c"), {"eta": 0.1, "r": 5.0})["r"] == 5.0
+    given = {"eta": 0.1, "beta": 0.9}
+    assert optimizers.resolve_hyper(optimizers.get("hb"), given) == given
+
+
+def test_theory_faces_present_for_linear_methods():
+    for name in ("gd", "hb", "nag", "nag_c"):
+        spec = optimizers.get(name)
+        assert spec.has_theory and spec.ode is not None
+
+
+@pytest.mark.parametrize("name,hyper", [("adam", {"eta": 0.05}), ("rmsprop", {"eta": 0.01}),
+                                        ("adam", {"eta": 0.05, "b1": 0.5})])
+def test_empirical_only_optimizer_trains(name, hyper):
+    spec = optimizers.get(name)
+    assert spec.coefficients is None and spec.ode is None and not spec.has_theory
+    X, y, params = _linear_problem()
+    res = train(LINEAR, spec, hyper, 1.0, TrainPlan(100, error_at=(100,)), params, {}, X, y)
+    assert res.diverged_at is None
+    assert np.all(np.isfinite(res.loss))
+    assert res.loss[-1] < 0.5 * res.loss[0]
+    # the first step is the optax optimizer's own
+    tx = getattr(optax, name)(hyper["eta"], **{k: v for k, v in hyper.items() if k != "eta"})
+    g = jax.grad(lambda p: 0.5 * jnp.sum((LINEAR.apply(p, {}, X) - y) ** 2))(params)
+    upd, _ = tx.update(g, tx.init(params), params)
+    w1 = params["w"] + upd["w"]
+    np.testing.assert_allclose(res.loss[1], 0.5 * np.sum((np.asarray(X @ w1 - y)) ** 2), rtol=1e-10)
+
+
+# --------------------------------------------------------------------------- divergence
+def _gd_divergence_run(steps=40, error_at=()):
+    X, y, params = _linear_problem()
+    Xn = np.asarray(X)
+    lam, V = theory.eigen(Xn @ Xn.T)
+    eta = 3.0 / lam[-1]  # |1 - eta lam_max| = 2 > 1
+    plan = TrainPlan(steps, error_at=error_at, divergence_factor=1e6)
+    res = train(LINEAR, optimizers.get("gd"), {"eta": eta}, 1.0, plan, params, {}, X, y)
+    e0 = Xn @ np.asarray(params["w"]) - np.asarray(y)
+    modes = theory.discrete_modes(optimizers.get("gd"), {"eta": eta}, lam, V.T @ e0, steps)
+    return res, modes, V, (X, y)
+
+
+def test_gd_divergence_detected_at_predicted_step():
+    res, modes, V, (X, y) = _gd_divergence_run()
+    ref = theory.modal_loss(modes, 1.0)
+    expected = int(np.argmax(ref > 1e6 * ref[0]))
+    assert expected > 0
+    assert res.diverged_at == expected
+    k = res.diverged_at
+    assert np.all(np.isfinite(res.loss[: k + 1]))
+    np.testing.assert_allclose(res.loss[: k + 1], ref[: k + 1], rtol=1e-9)
+    assert np.all(np.isnan(res.loss[k + 1:]))
+    # parameters freeze at the step that diverged
+    e_final = np.asarray(LINEAR.apply(res.final_params, {}, X) - y)
+    np.testing.assert_allclose(e_final, modes[k] @ V.T, rtol=1e-9)
+
+
+def test_errors_after_divergence_are_not_reported_as_zero():
+    """error_at steps the run never reached must not come back as e = 0 (a perfect fit)."""
+    res, modes, V, _ = _gd_divergence_run(steps=40, error_at=(0, 5, 30, 40))
+    assert res.diverged_at is not None and res.diverged_at < 30
+    np.testing.assert_allclose(res.errors[0], modes[0] @ V.T, rtol=1e-12)
+    np.testing.assert_allclose(res.errors[1], modes[5] @ V.T, rtol=1e-9)
+    assert not np.any(res.errors[2:] == 0.0), res.errors[2:]
+    assert np.all(np.isnan(res.errors[2:]))
+
+
+def test_stable_run_has_no_divergence():
+    X, y, params = _linear_problem()
+    Xn = np.asarray(X)
+    lam_max = np.linalg.eigvalsh(Xn @ Xn.T)[-1]
+    res = train(LINEAR, optimizers.get("gd"), {"eta": 1.9 / lam_max}, 1.0, TrainPlan(60), params, {}, X, y)
+    assert res.diverged_at is None
+    assert np.all(np.isfinite(res.loss))
+
+
+def test_nonfinite_loss_counts_as_divergence():
+    X, y, params = _linear_problem()
+    params = {"w": params["w"].at[0].set(jnp.inf)}
+    res = train(LINEAR, optimizers.get("gd"), {"eta": 0.1}, 1.0, TrainPlan(10), params, {}, X, y)
+    assert res.diverged_at == 0
+    assert np.all(np.isnan(res.loss[1:]))
+
+
+# --------------------------------------------------------------------------- recording
+@pytest.mark.parametrize("every", [2, 5, 30])
+def test_record_every_subsamples(every):
+    X, y, params = _linear_problem()
+    spec, hyper = optimizers.get("nag_c"), {"eta": 0.5, "r": 3.0}
+    full = train(LINEAR, spec, hyper, 1.0, TrainPlan(60), params, {}, X, y)
+    sub = train(LINEAR, spec, hyper, 1.0, TrainPlan(60, record_every=every), params, {}, X, y)
+    np.testing.assert_array_equal(sub.step, np.arange(0, 61, every))
+    np.testing.assert_allclose(sub.loss, full.loss[::every], rtol=1e-12)
+
+
+def test_record_every_must_divide_steps():
+    X, y, params = _linear_problem()
+    with pytest.raises(ValueError, match="multiple of train.record_every"):
+        train(LINEAR, optimizers.get("gd"), {"eta": 0.1}, 1.0, TrainPlan(10, record_every=3), params, {}, X, y)
