@@ -213,8 +213,8 @@ def validate(cfg: Config) -> Config:
     if 0 not in t.kernel_at:
         t.kernel_at = [0] + t.kernel_at
     _allowed("theory.kernel", cfg.theory.kernel, ("H0", "Hinf"))
-    if cfg.theory.kernel == "Hinf" and m.name != "paper":
-        raise ConfigError(f"theory.kernel: 'Hinf' is defined for model.name 'paper' only (got {m.name!r}); use 'H0'")
+    if cfg.theory.kernel == "Hinf" and m.name not in ("paper", "mlp"):
+        raise ConfigError(f"theory.kernel: 'Hinf' is defined for model.name 'paper' and 'mlp' only (got {m.name!r}); use 'H0'")
     w = cfg.rates.window
     if len(w) != 2 or not 0 <= w[0] < w[1]:
         raise ConfigError(f"rates.window: expected [start, end] with 0 <= start < end, got {w}")

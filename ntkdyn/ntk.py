@@ -65,3 +65,48 @@ def spectrum(H: np.ndarray) -> dict:
 def kernel_drift(H: np.ndarray, H0: np.ndarray) -> float:
     """||H - H0||_F / ||H0||_F."""
     return float(np.linalg.norm(H - H0) / np.linalg.norm(H0))
+
+
+# --------------------------------------------------------------------------- infinite width
+def _relu_expectations(S: np.ndarray, d1: np.ndarray, d2: np.ndarray):
+    """For (u, v) ~ N(0, [[q1, S], [S, q2]]): E[relu(u) relu(v)] and E[relu'(u) relu'(v)]
+    (arc-cosine kernels of degree 1 and 0; Cho & Saul 2009):
+    sqrt(q1 q2) (sin t + (pi - t) cos t) / (2 pi) and (pi - t) / (2 pi), cos t = S / sqrt(q1 q2)."""
+    norm = np.sqrt(np.outer(d1, d2))
+    safe = np.where(norm > 0, norm, 1.0)
+    cos = np.clip(np.where(norm > 0, S / safe, 0.0), -1.0, 1.0)
+    t = np.arccos(cos)
+    return norm * (np.sin(t) + (np.pi - t) * cos) / (2 * np.pi), (np.pi - t) / (2 * np.pi)
+
+
+def mlp_kernels(X1, X2=None, depth: int = 1, W_std: float = 1.0, b_std: float | None = None):
+    """Infinite-width (NNGP, NTK) of a ReLU MLP in NTK parameterisation, float64.
+
+    The network is neural-tangents' ``stax.serial([Dense(w, W_std, b_std), Relu()] * depth,
+    Dense(1, W_std, b_std))``: z_{l+1} = W_std / sqrt(fan_in) h_l W + b_std b, W, b ~ N(0, 1)
+    (``models.ntk_mlp``). Recursion (Jacot et al. 2018; Lee et al. 2019):
+    Sigma_1 = W_std^2 x.x' / d + b_std^2, Theta_1 = Sigma_1, and per hidden layer
+    Sigma_{l+1} = W_std^2 E[relu relu](Sigma_l) + b_std^2,
+    Theta_{l+1} = Sigma_{l+1} + W_std^2 E[relu' relu'](Sigma_l) Theta_l.
+    Returns (Sigma_{depth+1}, Theta_{depth+1}), each n1 x n2 (X2=None means X1).
+
+    The paper model's H∞ (``models.paper_hinf``: only the first layer trained, w ~ N(0, I)) is
+    the first-layer part of the depth-1 NTK rescaled by d: H∞ = d (Theta - Sigma) at W_std = 1,
+    b_std = 0.
+    """
+    b2 = 0.0 if b_std is None else float(b_std) ** 2
+    w2 = float(W_std) ** 2
+    X1 = np.asarray(X1, np.float64)
+    X2 = X1 if X2 is None else np.asarray(X2, np.float64)
+    d = X1.shape[1]
+    S = w2 * (X1 @ X2.T) / d + b2
+    q1 = w2 * np.sum(X1 * X1, axis=1) / d + b2
+    q2 = w2 * np.sum(X2 * X2, axis=1) / d + b2
+    T = S.copy()
+    for _ in range(depth):
+        E, Ed = _relu_expectations(S, q1, q2)
+        S = w2 * E + b2
+        T = S + w2 * Ed * T
+        q1 = w2 * q1 / 2 + b2  # E[relu(u)^2] = q / 2
+        q2 = w2 * q2 / 2 + b2
+    return S, T

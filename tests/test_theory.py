@@ -326,6 +326,17 @@ def test_hb_stability_region(beta):
         assert st["stable"] == (x < edge), (beta, x)
 
 
+def test_nag_c_predicted_rate_is_one_minus_eta_lam_min():
+    """As beta_k -> 1 the roots have |z|^2 -> 1 - eta lam: loss factor 1 - eta lam_min per step,
+    half of GD's log-rate (1 - eta lam_min)^2 (DESIGN.md section 1)."""
+    lam = np.array([0.02, 0.3, 0.9])
+    eta = 0.5
+    got = theory.predicted_linear_rate(optimizers.get("nag_c"), {"eta": eta, "r": 3.0}, lam)
+    assert got == pytest.approx(1 - eta * lam[0], rel=1e-9)
+    gd = theory.predicted_linear_rate(optimizers.get("gd"), {"eta": eta}, lam)
+    assert math.log(gd) == pytest.approx(2 * math.log(got), rel=1e-9)
+
+
 def test_nag_c_crossover_step():
     assert theory.nag_c_crossover_step(0.01, 0.5) == pytest.approx(200.0)
     assert theory.nag_c_crossover_step(1.0, 0.0158) == pytest.approx(1 / 0.0158)

@@ -1,0 +1,288 @@
+"""Data builders and configuration parsing / validation."""
+import copy
+
+import numpy as np
+import pytest
+import yaml
+
+from ntkdyn import config, data
+from ntkdyn.config import ConfigError
+
+
+# --------------------------------------------------------------------------- data
+@pytest.mark.parametrize("target", ["gaussian", "teacher", "smooth"])
+def test_sphere_unit_norm_and_deterministic(target):
+    X, y = data.sphere(40, 7, target, seed=3)
+    assert X.shape == (40, 7) and y.shape == (40,)
+    assert X.dtype == y.dtype == np.float64
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-14)
+    X2, y2 = data.sphere(40, 7, target, seed=3)
+    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(y, y2)
+    X3, y3 = data.sphere(40, 7, target, seed=4)
+    assert not np.allclose(X, X3) and not np.allclose(y, y3)
+    if target != "gaussian":  # standardised
+        assert abs(y.mean()) < 1e-12 and y.std() == pytest.approx(1.0, rel=1e-9)
+
+
+def test_sphere_noise_is_added():
+    _, y0 = data.sphere(30, 4, "teacher", seed=0)
+    _, y1 = data.sphere(30, 4, "teacher", seed=0, noise=0.1)
+    diff = y1 - y0
+    assert 0.0 < np.std(diff) < 0.3
+    _, y2 = data.sphere(30, 4, "teacher", seed=0, noise=0.0)
+    np.testing.assert_array_equal(y0, y2)
+
+
+def test_sphere_teacher_is_a_relu_network_of_the_inputs():
+    """Same inputs -> same targets; the teacher is a function of x (duplicate rows agree)."""
+    rng = np.random.default_rng(0)
+    X = data.unit_sphere(rng, 5, 3)
+    X = np.concatenate([X, X[:2]])
+    y = data.sphere_targets(np.random.default_rng(1), X, "teacher", 0.0, 16)
+    np.testing.assert_allclose(y[5:], y[:2], rtol=1e-14)
+
+
+def test_sphere_unknown_target():
+    with pytest.raises(ValueError, match="unknown rule 'cosine'; allowed: gaussian, teacher, smooth"):
+        data.sphere(5, 3, "cosine", seed=0)
+
+
+def _digit_labels(X):
+    """Labels of digits rows (normalize='none') by lookup in the bundled set."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    lookup = {row.tobytes(): lab for row, lab in zip(d.data.astype(np.float64), d.target)}
+    return np.array([lookup[row.tobytes()] for row in X])
+
+
+def test_digits_classes_and_pm1_targets():
+    X, y = data.digits(60, [3, 5], "pm1", "none", seed=0)
+    assert X.shape == (60, 64)
+    labels = _digit_labels(X)
+    assert set(labels) <= {3, 5} and len(set(labels)) == 2
+    np.testing.assert_array_equal(y, np.where(labels == 3, 1.0, -1.0))
+    X2, y2 = data.digits(60, [3, 5], "pm1", "none", seed=0)
+    np.testing.assert_array_equal(X, X2)
+    X3, _ = data.digits(60, [3, 5], "pm1", "none", seed=1)
+    assert not np.array_equal(X, X3)
+
+
+def test_digits_label_target_and_normalisation():
+    X, y = data.digits(50, None, "label", "none", seed=2)
+    np.testing.assert_array_equal(y, _digit_labels(X).astype(float))
+    Xu, _ = data.digits(50, None, "label", "unit", seed=2)
+    np.testing.assert_allclose(np.linalg.norm(Xu, axis=1), 1.0, rtol=1e-14)
+    np.testing.assert_allclose(Xu, X / np.linalg.norm(X, axis=1, keepdims=True))
+
+
+def test_digits_errors():
+    with pytest.raises(ValueError, match=r"data.n=500 is more than the \d+ digits of classes \[0, 1\]"):
+        data.digits(500, [0, 1], "pm1", "none", seed=0)
+    with pytest.raises(ValueError, match="data.target: unknown 'teacher' for digits"):
+        data.digits(10, None, "teacher", "none", seed=0)
+
+
+def test_normalise():
+    X = np.array([[3.0, 4.0, 1.0], [0.0, 2.0, 1.0], [6.0, 0.0, 1.0]])
+    np.testing.assert_allclose(np.linalg.norm(data.normalise(X, "unit"), axis=1), 1.0)
+    S = data.normalise(X, "standardize")
+    np.testing.assert_allclose(S.mean(axis=0), 0.0, atol=1e-15)
+    np.testing.assert_allclose(S.std(axis=0)[:2], 1.0)
+    np.testing.assert_array_equal(S[:, 2], 0.0)  # constant column: no division by zero
+    assert data.normalise(X, "none") is X
+    with pytest.raises(ValueError, match="data.normalize: unknown 'zscore'"):
+        data.normalise(X, "zscore")
+
+
+def test_from_npz_ok(tmp_path):
+    X = np.arange(12.0).reshape(4, 3)
+    path = tmp_path / "d.npz"
+    np.savez(path, X=X, y=np.arange(4.0).reshape(4, 1))
+    X2, y2 = data.from_npz(str(path))
+    np.testing.assert_array_equal(X2, X)
+    np.testing.assert_array_equal(y2, np.arange(4.0))
+    Xu, _ = data.from_npz(str(path), "unit")
+    np.testing.assert_allclose(np.linalg.norm(Xu[1:], axis=1), 1.0)
+
+
+@pytest.mark.parametrize("arrays,message", [
+    ({"X": np.zeros((4, 3))}, r"has no array 'y' \(it has \['X'\]\)"),
+    ({"y": np.zeros(4)}, r"has no array 'X'"),
+    ({"X": np.zeros(4), "y": np.zeros(4)}, r"X must be 2-D \(n, d\), got shape \(4,\)"),
+    ({"X": np.zeros((4, 3)), "y": np.zeros(5)}, r"y must have shape \(4,\), got \(5,\)"),
+    ({"X": np.zeros((4, 3)), "y": np.zeros((4, 2))}, r"y must have shape \(4,\), got \(4, 2\)"),
+    ({"X": np.full((4, 3), np.nan), "y": np.zeros(4)}, r"non-finite values"),
+])
+def test_from_npz_errors_name_the_problem(tmp_path, arrays, message):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="data.path: .*" + message):
+        data.from_npz(str(path))
+
+
+def test_from_npz_missing_or_unreadable(tmp_path):
+    with pytest.raises(ValueError, match="data.path: file not found: .*nope.npz"):
+        data.from_npz(str(tmp_path / "nope.npz"))
+    junk = tmp_path / "junk.npz"
+    junk.write_text("hello")
+    with pytest.raises(ValueError, match="data.path: cannot read .*junk.npz as .npz"):
+        data.from_npz(str(junk))
+
+
+# --------------------------------------------------------------------------- config
+MINIMAL = {"optimizers": [{"name": "gd", "eta": 0.1}]}
+
+
+def _with(**sections):
+    raw = copy.deepcopy(MINIMAL)
+    raw.update(copy.deepcopy(sections))
+    return raw
+
+
+def test_minimal_config_fills_defaults():
+    cfg = config.from_dict(copy.deepcopy(MINIMAL))
+    assert cfg.train.steps == 1000
+    assert cfg.train.error_at == [0, 1000]
+    assert cfg.train.kernel_at == [0, 250, 500, 1000]
+    assert cfg.optimizers[0].label == "gd"
+    assert cfg.optimizers[0].hyper() == {"eta": 0.1}
+    assert cfg.model.name == "paper" and cfg.data.source == "sphere" and cfg.dtype == "float32"
+
+
+def test_defaults_follow_steps_and_kernel_at_gets_zero():
+    cfg = config.from_dict(_with(train={"steps": 40, "kernel_at": [40, 10, 10]}))
+    assert cfg.train.error_at == [0, 40]
+    assert cfg.train.kernel_at == [0, 10, 40]
+
+
+def test_labels_and_hyper():
+    cfg = config.from_dict({"optimizers": [
+        {"name": "hb", "eta": 0.1, "beta": 0.9},
+        {"name": "hb", "eta": 0.1, "beta": 0.5, "label": "hb-slow"},
+        {"name": "nag_c", "eta": 0.01, "r": 5},
+        {"name": "adam", "eta": 0.01, "kwargs": {"b1": 0.8}}]})
+    assert [o.label for o in cfg.optimizers] == ["hb", "hb-slow", "nag_c", "adam"]
+    assert cfg.optimizers[2].hyper() == {"eta": 0.01, "r": 5.0}
+    assert cfg.optimizers[3].hyper() == {"eta": 0.01, "b1": 0.8}
+
+
+def test_dump_round_trip():
+    cfg = config.from_dict(_with(train={"steps": 20, "record_every": 5}, model={"width": 64}))
+    again = config.from_dict(yaml.safe_load(config.dump(cfg)))
+    assert again == cfg
+
+
+BAD = [
+    ({"foo": 1}, "unknown key 'foo'"),
+    ({"data": {"foo": 1}}, "unknown key 'data.foo'"),
+    ({"optimizers": [{"name": "gd", "eta": 0.1, "momentum": 0.9}]}, r"unknown key 'optimizers\[0\].momentum'"),
+    ({"train": {"steps": "ten"}}, "train.steps: expected an integer, got 'ten'"),
+    ({"train": {"steps": True}}, "train.steps: expected an integer"),
+    ({"train": {"steps": 0}}, "train.steps: must be >= 1"),
+    ({"data": "sphere"}, "data: expected a mapping"),
+    ({"rates": {"window": 0.5}}, "rates.window: expected a list"),
+    ({"optimizers": [{"name": "gd", "eta": 0.0}]}, r"optimizers\[0\].eta: must be > 0"),
+    ({"optimizers": [{"name": "gd", "eta": -0.1}]}, r"optimizers\[0\].eta: must be > 0"),
+    ({"optimizers": [{"name": "gd", "eta": float("inf")}]}, r"optimizers\[0\].eta: must be > 0"),
+    ({"optimizers": [{"name": "gd", "eta": "fast"}]}, r"optimizers\[0\].eta: expected a number"),
+    ({"optimizers": [{"name": "hb", "eta": 0.1, "beta": 1.0}]}, r"optimizers\[0\].beta: must be in \[0, 1\)"),
+    ({"optimizers": [{"name": "hb", "eta": 0.1, "beta": -0.1}]}, r"optimizers\[0\].beta: must be in \[0, 1\)"),
+    ({"optimizers": [{"name": "nag_c", "eta": 0.1, "r": 0}]}, r"optimizers\[0\].r: must be > 0"),
+    ({"model": {"width": 0}}, "model.width: must be >= 1"),
+    ({"model": {"name": "resnet"}}, "model.name: 'resnet' is not allowed; allowed: paper, released, mlp, flax"),
+    ({"optimizers": [{"name": "sgdm", "eta": 0.1}]}, r"optimizers\[0\].name: unknown optimizer 'sgdm'; allowed: .*hb"),
+    ({"optimizers": [{"name": "gd", "eta": 0.1, "beta": 0.9}]}, r"optimizers\[0\].beta: optimizer 'gd' takes no 'beta'"),
+    ({"optimizers": [{"name": "hb", "eta": 0.1}]}, r"optimizers\[0\].beta: required by optimizer 'hb'"),
+    ({"optimizers": [{"name": "gd", "eta": 0.1, "kwargs": {"x": 1}}]}, r"optimizers\[0\].kwargs"),
+    ({"optimizers": [{"name": "gd", "eta": 0.1}, {"name": "gd", "eta": 0.2}]}, r"optimizers\[1\].label: 'gd' repeats"),
+    ({"optimizers": [{"name": "gd", "eta": 0.1, "label": "a"}, {"name": "hb", "eta": 0.2, "beta": 0.5, "label": "a"}]},
+     r"optimizers\[1\].label"),
+    ({"optimizers": [{"name": "gd", "eta": 0.1, "label": "a/b"}]}, r"optimizers\[0\].label"),
+    ({"optimizers": []}, "optimizers: at least one optimizer"),
+    ({"model": {"name": "released"}, "theory": {"kernel": "Hinf"}}, "theory.kernel: 'Hinf' is defined for model.name 'paper' only"),
+    ({"train": {"steps": 10, "record_every": 3}}, "train.record_every: must be >= 1 and divide train.steps=10, got 3"),
+    ({"train": {"steps": 10, "error_at": [0, 11]}}, "train.error_at: step 11 is outside 0..train.steps=10"),
+    ({"dtype": "float16"}, "dtype: 'float16' is not allowed"),
+    ({"data": {"source": "npz"}}, "data.path: required"),
+    ({"data": {"source": "digits", "target": "pm1", "classes": [3, 12]}}, "data.classes: 12 is not a digit"),
+    ({"rates": {"window": [0.5, 0.2]}}, "rates.window"),
+    ({"model": {"name": "flax"}}, "model.module: required"),
+]
+
+
+@pytest.mark.parametrize("sections,message", BAD)
+def test_bad_config_names_the_key(sections, message):
+    with pytest.raises(ConfigError, match=message):
+        config.from_dict(_with(**sections))
+
+
+def test_missing_optimizers_and_non_mapping():
+    with pytest.raises(ConfigError, match="missing key 'optimizers'"):
+        config.from_dict({})
+    with pytest.raises(ConfigError, match="expected a mapping at the top level"):
+        config.from_dict([1, 2])
+    with pytest.raises(ConfigError, match=r"missing key 'optimizers\[0\].eta'"):
+        config.from_dict({"optimizers": [{"name": "gd"}]})
+
+
+def test_apply_override():
+    raw = {"train": {"steps": 100}, "optimizers": [{"name": "gd", "eta": 0.1}, {"name": "hb", "eta": 0.1, "beta": 0.9}]}
+    config.apply_override(raw, "optimizers.1.eta=0.5")
+    assert raw["optimizers"][1]["eta"] == 0.5 and raw["optimizers"][0]["eta"] == 0.1
+    config.apply_override(raw, "train.steps=500")
+    assert raw["train"]["steps"] == 500
+    config.apply_override(raw, "model.width=64")  # a new section
+    assert raw["model"] == {"width": 64}
+    config.apply_override(raw, "train.error_at=[0, 10]")
+    assert raw["train"]["error_at"] == [0, 10]
+    cfg = config.from_dict(raw)
+    assert cfg.optimizers[1].eta == 0.5 and cfg.train.steps == 500 and cfg.model.width == 64
+
+
+@pytest.mark.parametrize("assignment,message", [
+    ("optimizers.5.eta=0.5", "'5' is not an index of a list of length 1"),
+    ("optimizers.x.eta=0.5", "'x' is not an index"),
+    ("optimizers.-1.eta=0.5", "is not an index"),
+    ("train.steps.max=3", "train.steps is not a mapping"),
+    ("train.steps", "expected KEY=VALUE"),
+])
+def test_apply_override_errors(assignment, message):
+    raw = {"train": {"steps": 100}, "optimizers": [{"name": "gd", "eta": 0.1}]}
+    with pytest.raises(ConfigError, match=message):
+        config.apply_override(raw, assignment)
+
+
+def test_load_file_with_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"optimizers": [{"name": "gd", "eta": 0.1}], "train": {"steps": 20}}))
+    cfg = config.load(str(path), ["optimizers.0.eta=0.25", "train.record_every=4"])
+    assert cfg.optimizers[0].eta == 0.25 and cfg.train.record_every == 4
+    with pytest.raises(ConfigError, match="train.record_every"):
+        config.load(str(path), ["train.record_every=3"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        config.load(str(tmp_path / "nope.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        config.load(str(bad))
+
+
+@pytest.mark.parametrize("name", ["quickstart", "digits"])
+def test_shipped_configs_validate(name):
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+    cfg = config.load(str(path))
+    assert cfg.optimizers and cfg.train.steps >= 1
+
+
+def test_scientific_notation_numbers_are_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads '1e-3' (no dot) as a string; step sizes are routinely written that
+    way in files and in --set overrides, so the config must accept them as numbers."""
+    path = tmp_path / "c.yaml"
+    path.write_text("optimizers:\n  - {name: gd, eta: 1e-3}\ntheory:\n  rtol: 1e-8\n")
+    cfg = config.load(str(path))
+    assert cfg.optimizers[0].eta == pytest.approx(1e-3)
+    assert cfg.theory.rtol == pytest.approx(1e-8)
+    raw = config.apply_override(copy.deepcopy(MINIMAL), "optimizers.0.eta=5e-4")
+    assert config.from_dict(raw).optimizers[0].eta == pytest.approx(5e-4)
