@@ -125,6 +125,8 @@ def _coerce(value: Any, tp, key: str):
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list of {_type_name(item)}, got {value!r}")
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp in (float, int) and isinstance(value, str):
+        value = _number_from_text(value, key)  # PyYAML reads 1e-3 (no dot) as a string
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
@@ -140,6 +142,13 @@ def _coerce(value: Any, tp, key: str):
     if not isinstance(value, tp):
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     return value
+
+
+def _number_from_text(text: str, key: str):
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{key}: expected a number, got {text!r}") from None
 
 
 def _build(cls, raw: dict, prefix: str = ""):

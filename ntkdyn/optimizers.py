@@ -1,46 +1,49 @@
 """Optimizers, each declared once with three faces.
 
-Every optimizer with a kernel-regime theory is a *linear momentum method*: at update
-k = 1, 2, ... it uses coefficients (beta_k, a_k, b_k) and
+Every optimizer with a kernel-regime theory is declared as a **linear method**: a state
+S = (theta, z_1, ..., z_p) of parameter-shaped vectors and, at update k = 1, 2, ...,
 
-    v_k = beta_k v_{k-1} + g_k,        theta_k = theta_{k-1} - eta (a_k g_k + b_k v_k),
+    S_k = T_k S_{k-1} + u_k g_k,        g_k = grad L(theta_{k-1}),
 
-with v_0 = 0 and g_k the gradient at theta_{k-1}. This is optax's ``trace`` + ``scale``
-(and torch.optim.SGD's momentum): GD is (0, 1, 0), Polyak heavy ball (beta, 0, 1), NAG in the
-Sutskever/optax/torch form (beta, 1, beta). The parameters held are always theta_k, so for the
-Nesterov methods the logged iterate is optax's *look-ahead* point, the point where the
-gradient is evaluated.
+with (p+1) x (p+1) matrices T_k and vectors u_k that depend on the hyperparameters and k only.
+Each z_j is a "point" (an iterate such as OGM's y_k; starts at theta_0) or a "vector" (a
+velocity or a past gradient; starts at 0). Row 0 is the parameter update. Examples:
 
-From the same coefficients follow the two other faces:
+    GD        p = 0: T = [[1]],                        u = [-eta]
+    HB        z = v: T = [[1, -eta b], [0, b]],        u = [-eta, 1]         (v_k = b v + g)
+    NAG       z = v: T = [[1, -eta b^2], [0, b]],      u = [-eta (1 + b), 1] (optax/torch form)
+    NAG-C     as NAG with b = beta_k = (k-1)/(k+r-1)
 
-* **Kernel-regime recurrence.** With e = u - y, kernel K = c H (c from the loss, see
-  ``models.loss_scale``) and one eigenmode lambda of K, the output-space momentum m = J v obeys
-  m_k = beta_k m_{k-1} + lambda e_{k-1} and e_k = e_{k-1} - eta (a_k lambda e_{k-1} + b_k m_k):
+The parameters held are theta_k, the point where the gradient is evaluated: for the Nesterov
+methods in optax/torch form that is the *look-ahead* iterate.
 
-      [e_k, m_k]^T = A_k(lambda) [e_{k-1}, m_{k-1}]^T,
-      A_k = [[1 - eta lambda (a_k + b_k), -eta b_k beta_k], [lambda, beta_k]].
+From the one declaration follow
 
-  Its characteristic polynomial is z^2 - (1 + beta - eta lambda) z + beta for HB and
-  z^2 - (1 + beta)(1 - eta lambda) z + beta (1 - eta lambda) for NAG (DESIGN.md section 1).
-* **Limiting ODE** (``LimitODE``): first order e' = -K e with t = k eta, or second order
-  e'' + gamma(t) e' + K e = 0 with t = k sqrt(eta).
+* **training**: ``transformation`` (an optax GradientTransformation; structural zeros of T, u
+  given as Python numbers are skipped, so HB costs what optax.sgd costs);
+* **kernel-regime recurrence**: in the eigenbasis of K = c H, the gradient of one mode is
+  lambda e, so the output-space state X = (e, J z_1, ...) (points as errors) evolves by
+  X_k = A_k(lambda) X_{k-1}, A_k = T_k + lambda u_k e_0^T (``companion``), exactly for a
+  linear model;
+* **limiting ODE** (``LimitODE``): first order e' = -K e, t = k eta, or second order
+  e'' + gamma(t) e' + K e = 0, t = k sqrt(eta).
 
-Optimizers without a recurrence (adam, rmsprop, ...) are "empirical only": their
-``coefficients`` and ``ode`` faces are ``None`` and every prediction for them is absent.
+Optimizers without a recurrence (adam, rmsprop, ...) are "empirical only": their ``method``
+and ``ode`` are None and every prediction for them is absent.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-Hyper = dict[str, float]
-Coefficients = Callable[[Hyper, "jax.Array | np.ndarray | int"], tuple]
+Hyper = dict[str, Any]
+Scalar = Any  # Python number, numpy scalar or traced jax scalar
 
 
 # --------------------------------------------------------------------------- ODE face
@@ -79,38 +82,52 @@ class LimitODE:
 
 # --------------------------------------------------------------------------- declarations
 @dataclasses.dataclass(frozen=True)
+class LinearMethod:
+    """S_k = T_k S_{k-1} + u_k g_k (module docstring). ``step(hyper, k) -> (T, u)`` returns
+    nested lists of scalars; ``states`` gives the kind of each z_j ("point" or "vector")."""
+
+    states: tuple[str, ...]
+    step: Callable[[Hyper, Scalar], tuple[list[list[Scalar]], list[Scalar]]]
+
+
+@dataclasses.dataclass(frozen=True)
 class OptimizerSpec:
     """One optimizer, declared once.
 
-    ``hyper``: the hyperparameters it takes besides ``eta`` with their defaults (None means
-    required). ``coefficients(hyper, k) -> (beta_k, a_k, b_k)`` for k >= 1 (numpy or jax
-    arrays), or None. ``ode(hyper) -> LimitODE`` or None. ``optax_factory(eta, **hyper)`` for
-    empirical-only optimizers.
+    ``hyper``: hyperparameters besides ``eta`` with defaults (None = required). ``method``: the
+    linear method (training + recurrence), or None. ``ode(hyper) -> LimitODE`` or None.
+    ``optax_factory(eta, **kwargs)`` for empirical-only optimizers. ``constant``: T, u do not
+    depend on k.
     """
 
     name: str
     summary: str
     hyper: dict[str, float | None]
-    coefficients: Coefficients | None = None
+    method: LinearMethod | None = None
     ode: Callable[[Hyper], LimitODE] | None = None
     optax_factory: Callable[..., optax.GradientTransformation] | None = None
-    constant: bool = True  # coefficients independent of k
+    constant: bool = True
 
     @property
     def has_theory(self) -> bool:
-        return self.coefficients is not None
+        return self.method is not None
 
 
 def _gd(h: Hyper, k):
-    return 0.0 * k, 1.0 + 0.0 * k, 0.0 * k
+    return [[1.0]], [-h["eta"]]
 
 
 def _hb(h: Hyper, k):
-    return h["beta"] + 0.0 * k, 0.0 * k, 1.0 + 0.0 * k
+    eta, b = h["eta"], h["beta"]
+    return [[1.0, -eta * b], [0.0, b]], [-eta, 1.0]
+
+
+def _nesterov(eta, b):
+    return [[1.0, -eta * b * b], [0.0, b]], [-eta * (1.0 + b), 1.0]
 
 
 def _nag(h: Hyper, k):
-    return h["beta"] + 0.0 * k, 1.0 + 0.0 * k, h["beta"] + 0.0 * k
+    return _nesterov(h["eta"], h["beta"])
 
 
 def nag_c_beta(k, r):
@@ -119,8 +136,7 @@ def nag_c_beta(k, r):
 
 
 def _nag_c(h: Hyper, k):
-    beta = nag_c_beta(k, h["r"])
-    return beta, 1.0 + 0.0 * k, beta
+    return _nesterov(h["eta"], nag_c_beta(k, h["r"]))
 
 
 def _gd_ode(h: Hyper) -> LimitODE:
@@ -144,14 +160,13 @@ def register(spec: OptimizerSpec) -> OptimizerSpec:
     return spec
 
 
-register(OptimizerSpec("gd", "gradient descent", {}, _gd, _gd_ode))
-register(OptimizerSpec("hb", "Polyak heavy ball (optax sgd with momentum)", {"beta": None}, _hb, _hb_ode))
-register(OptimizerSpec(
-    "nag", "Nesterov, constant beta (optax sgd nesterov=True; look-ahead iterate)",
-    {"beta": None}, _nag, _hb_ode))
-register(OptimizerSpec(
-    "nag_c", "Nesterov with beta_k = (k-1)/(k+r-1) (look-ahead iterate)",
-    {"r": 3.0}, _nag_c, _nag_c_ode, constant=False))
+register(OptimizerSpec("gd", "gradient descent", {}, LinearMethod((), _gd), _gd_ode))
+register(OptimizerSpec("hb", "Polyak heavy ball (optax sgd with momentum)", {"beta": None},
+                       LinearMethod(("vector",), _hb), _hb_ode))
+register(OptimizerSpec("nag", "Nesterov, constant beta (optax sgd nesterov=True; look-ahead iterate)",
+                       {"beta": None}, LinearMethod(("vector",), _nag), _hb_ode))
+register(OptimizerSpec("nag_c", "Nesterov with beta_k = (k-1)/(k+r-1) (look-ahead iterate)", {"r": 3.0},
+                       LinearMethod(("vector",), _nag_c), _nag_c_ode, constant=False))
 
 EMPIRICAL_ONLY = ("adam", "adamw", "rmsprop", "adagrad", "adabelief", "lion", "lamb", "sgd", "adafactor", "yogi")
 for _name in EMPIRICAL_ONLY:
@@ -177,66 +192,84 @@ def resolve_hyper(spec: OptimizerSpec, hyper: Hyper) -> Hyper:
 
 
 # --------------------------------------------------------------------------- training face
-class MomentumState(NamedTuple):
+class LinearMethodState(NamedTuple):
     count: jax.Array  # number of updates done
-    velocity: optax.Updates
+    z: tuple  # the auxiliary vectors z_1..z_p (pytrees like params)
 
 
-def linear_momentum(spec: OptimizerSpec, hyper: Hyper) -> optax.GradientTransformation:
-    """The training face of ``spec``: v_k = beta_k v_{k-1} + g_k; update = -eta (a_k g_k + b_k v_k).
+def _is_zero(c) -> bool:
+    return isinstance(c, (int, float)) and c == 0
 
-    ``hyper`` values may be traced arrays (one compiled program serves every eta, beta, r).
-    """
-    coefficients = spec.coefficients
-    eta = hyper["eta"]
+
+def _combine(terms, like):
+    """sum_i c_i * x_i over pytrees, skipping structural zeros; zeros_like(like) if empty."""
+    terms = [(c, x) for c, x in terms if not _is_zero(c)]
+    if not terms:
+        return jax.tree.map(jnp.zeros_like, like)
+    return jax.tree.map(lambda *leaves: sum(c * leaf for (c, _), leaf in zip(terms, leaves)).astype(leaves[0].dtype),
+                        *[x for _, x in terms])
+
+
+def linear_method_transformation(spec: OptimizerSpec, hyper: Hyper) -> optax.GradientTransformation:
+    """The training face of a linear method: z_j <- T_j0 theta + sum_i T_ji z_i + u_j g and
+    update = (T_00 - 1) theta + sum_i T_0i z_i + u_0 g. ``hyper`` values may be traced."""
+    method = spec.method
 
     def init(params):
-        return MomentumState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params))
+        z = tuple(params if kind == "point" else jax.tree.map(jnp.zeros_like, params) for kind in method.states)
+        return LinearMethodState(jnp.zeros([], jnp.int32), z)
 
     def update(grads, state, params=None):
-        del params
-        k = state.count + 1
-        beta, a, b = coefficients(hyper, k.astype(jnp.result_type(float)))
-        velocity = jax.tree.map(lambda v, g: (beta * v + g).astype(g.dtype), state.velocity, grads)
-        updates = jax.tree.map(lambda g, v: (-eta * (a * g + b * v)).astype(g.dtype), grads, velocity)
-        return updates, MomentumState(k, velocity)
+        if params is None and method.states and "point" in method.states:
+            raise ValueError(f"{spec.name} needs params in update()")
+        k = (state.count + 1).astype(jnp.result_type(float))
+        T, u = method.step(hyper, k)
+        vectors = (params,) + state.z
+
+        def row(j):
+            t0 = T[j][0] - 1.0 if j == 0 else T[j][0]
+            terms = [(t0, params)] if params is not None else []
+            terms += [(T[j][i], vectors[i]) for i in range(1, len(vectors))] + [(u[j], grads)]
+            return _combine(terms, grads)
+
+        new_z = tuple(row(j) for j in range(1, len(vectors)))
+        return row(0), LinearMethodState(state.count + 1, new_z)
 
     return optax.GradientTransformation(init, update)
 
 
 def transformation(spec: OptimizerSpec, hyper: Hyper) -> optax.GradientTransformation:
     """optax transformation for training (any spec)."""
-    if spec.coefficients is not None:
-        return linear_momentum(spec, hyper)
+    if spec.method is not None:
+        return linear_method_transformation(spec, hyper)
     extra = {k: v for k, v in hyper.items() if k != "eta"}
     return spec.optax_factory(hyper["eta"], **extra)
 
 
 # --------------------------------------------------------------------------- recurrence face
-def companion(spec: OptimizerSpec, hyper: Hyper, lam, k):
-    """A_k(lambda), shape lam.shape + (2, 2), acting on (e_{k-1}, m_{k-1}) (module docstring)."""
-    lam = np.asarray(lam, dtype=np.float64)
-    beta, a, b = (np.broadcast_to(np.asarray(c, np.float64), lam.shape) for c in spec.coefficients(hyper, np.float64(k)))
-    eta = hyper["eta"]
-    A = np.empty(lam.shape + (2, 2))
-    A[..., 0, 0] = 1.0 - eta * lam * (a + b)
-    A[..., 0, 1] = -eta * b * beta
-    A[..., 1, 0] = lam
-    A[..., 1, 1] = beta
+def companion(spec: OptimizerSpec, hyper: Hyper, lam, k) -> np.ndarray:
+    """A_k(lambda) = T_k + lambda u_k e_0^T, shape lam.shape + (p+1, p+1), float64."""
+    T, u = spec.method.step(hyper, float(k))
+    T = np.asarray(T, np.float64)
+    u = np.asarray(u, np.float64)
+    lam = np.asarray(lam, np.float64)
+    A = np.broadcast_to(T, lam.shape + T.shape).copy()
+    A[..., :, 0] += lam[..., None] * u
     return A
 
 
-def asymptotic_companion(spec: OptimizerSpec, hyper: Hyper, lam):
-    """A(lambda) for constant methods; the k -> infinity limit for scheduled ones."""
-    if spec.constant:
-        return companion(spec, hyper, lam, 1)
-    return companion(spec, hyper, lam, 1e12)
+def initial_state(spec: OptimizerSpec, coef) -> np.ndarray:
+    """X_0 per mode: (e_0, then e_0 for point states and 0 for vector states), shape (n, p+1)."""
+    coef = np.asarray(coef, np.float64)
+    cols = [coef] + [coef if kind == "point" else np.zeros_like(coef) for kind in spec.method.states]
+    return np.stack(cols, axis=-1)
+
+
+def asymptotic_companion(spec: OptimizerSpec, hyper: Hyper, lam) -> np.ndarray:
+    """A(lambda) for constant methods; the k -> infinity limit (k = 1e12) for scheduled ones."""
+    return companion(spec, hyper, lam, 1 if spec.constant else 1e12)
 
 
 def spectral_radius(A) -> np.ndarray:
-    """max |eigenvalue| of each 2x2 matrix in a stack (closed form, float64)."""
-    A = np.asarray(A, np.float64)
-    tr = A[..., 0, 0] + A[..., 1, 1]
-    det = A[..., 0, 0] * A[..., 1, 1] - A[..., 0, 1] * A[..., 1, 0]
-    disc = np.sqrt((tr * tr - 4.0 * det).astype(np.complex128))
-    return np.maximum(np.abs((tr + disc) / 2), np.abs((tr - disc) / 2))
+    """max |eigenvalue| of each square matrix in a stack (float64)."""
+    return np.max(np.abs(np.linalg.eigvals(np.asarray(A, np.float64))), axis=-1)

@@ -12,7 +12,8 @@ import math
 import numpy as np
 from scipy import special
 
-from ntkdyn.optimizers import LimitODE, OptimizerSpec, asymptotic_companion, companion, spectral_radius
+from ntkdyn.optimizers import (LimitODE, OptimizerSpec, asymptotic_companion, companion, initial_state,
+                               spectral_radius)
 
 
 def eigen(K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -32,20 +33,20 @@ def modal_loss(modes: np.ndarray, c: float) -> np.ndarray:
 def discrete_modes(spec: OptimizerSpec, hyper: dict, lam, coef, steps: int) -> np.ndarray:
     """Exact kernel-regime error per mode, e_k, for k = 0..steps: shape (steps + 1, n).
 
-    Iterates x_k = A_k(lambda) x_{k-1} with x_0 = (coef, 0) (``optimizers.companion``).
+    Iterates X_k = A_k(lambda) X_{k-1} from X_0 = ``optimizers.initial_state`` (the first
+    component of X is the error; ``optimizers.companion``).
     """
     lam = np.asarray(lam, np.float64)
-    e = np.asarray(coef, np.float64).copy()
-    m = np.zeros_like(e)
-    out = np.empty((steps + 1, e.size))
-    out[0] = e
+    X = initial_state(spec, coef)
+    out = np.empty((steps + 1, lam.size))
+    out[0] = X[:, 0]
     A = companion(spec, hyper, lam, 1) if spec.constant else None
     with np.errstate(over="ignore", invalid="ignore"):
         for k in range(1, steps + 1):
             if not spec.constant:
                 A = companion(spec, hyper, lam, k)
-            e, m = A[:, 0, 0] * e + A[:, 0, 1] * m, A[:, 1, 0] * e + A[:, 1, 1] * m
-            out[k] = e
+            X = np.einsum("nij,nj->ni", A, X)
+            out[k] = X[:, 0]
     return out
 
 
