@@ -126,7 +126,7 @@ def _coerce(value: Any, tp, key: str):
             raise ConfigError(f"{key}: expected a list of {_type_name(item)}, got {value!r}")
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp in (float, int) and isinstance(value, str):
-        value = _number_from_text(value, key)  # PyYAML reads 1e-3 (no dot) as a string
+        value = _number_from_text(value, key, "an integer" if tp is int else "a number")  # PyYAML reads 1e-3 (no dot) as a string
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
@@ -144,11 +144,11 @@ def _coerce(value: Any, tp, key: str):
     return value
 
 
-def _number_from_text(text: str, key: str):
+def _number_from_text(text: str, key: str, expected: str):
     try:
         return float(text)
     except ValueError:
-        raise ConfigError(f"{key}: expected a number, got {text!r}") from None
+        raise ConfigError(f"{key}: expected {expected}, got {text!r}") from None
 
 
 def _build(cls, raw: dict, prefix: str = ""):

@@ -1,24 +1,35 @@
-"""Full-batch training as one compiled ``lax.scan``.
+"""Full-batch training as compiled ``lax.scan`` chunks, batched over runs.
 
 The loss L = (c/2)||f(X) - y||^2 is recorded at steps 0, k, 2k, ..., T (k = ``record_every``),
 the error vector e = f(X) - y at ``error_at`` and the trained parameters at ``snapshot_at``
 (for kernel drift). A step whose loss is non-finite or exceeds ``divergence_factor * L_0``
-marks the run diverged at that step: the parameters stop changing and later losses are NaN
-(``lax.cond`` skips the work of later steps on CPU/GPU).
+marks the run diverged at that step: its parameters stop changing and later losses are NaN.
+
+Runs that share shapes (seeds, eta, beta, r, ...) train as one program: the single-run step is
+``vmap``-ed over a leading run axis, which is sharded over the local devices (a ``Mesh`` with
+one axis "runs"; nothing changes on one device). The steps are cut into equal chunks of one
+compiled scan each, so a progress line can be printed between chunks and memory holds only the
+recorded losses. Every executable is compiled once per (model, optimizer, plan, shapes) and
+counted in ``COMPILE_COUNT``.
 """
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ntkdyn import optimizers
 from ntkdyn.models import Model
+
+COMPILE_COUNT = {"n": 0}
+_CACHE: dict = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +39,7 @@ class TrainPlan:
     error_at: tuple[int, ...] = ()
     snapshot_at: tuple[int, ...] = ()
     divergence_factor: float = 1e6
+    chunks: int = 1  # the scan is cut into this many equal compiled calls (progress, ETA)
 
 
 @dataclasses.dataclass
@@ -44,87 +56,180 @@ class TrainResult:
     run_s: float
 
 
-def make_train_fn(model: Model, spec: optimizers.OptimizerSpec, c: float, plan: TrainPlan):
-    """Pure ``train(hyper, params, consts, X, y)``; hyper values are traced (one program per spec)."""
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    diverged_at: jax.Array  # -1 while running
+    errors: jax.Array
+    snapshots: Any
+    limit: jax.Array  # divergence_factor * L_0
+
+
+def n_blocks(plan: TrainPlan) -> int:
     if plan.steps % plan.record_every:
         raise ValueError(f"train.steps={plan.steps} must be a multiple of train.record_every={plan.record_every}")
-    n_blocks = plan.steps // plan.record_every
+    blocks = plan.steps // plan.record_every
+    if blocks % plan.chunks:
+        raise ValueError(f"{blocks} recorded blocks cannot be cut into {plan.chunks} equal chunks")
+    return blocks
+
+
+def single_run_fns(model: Model, spec: optimizers.OptimizerSpec, c: float, plan: TrainPlan):
+    """Pure single-run functions (init, chunk, finish); hyper values are traced."""
+    blocks_per_chunk = n_blocks(plan) // plan.chunks
     error_at = jnp.asarray(plan.error_at or (-1,), jnp.int32)
     snapshot_at = jnp.asarray(plan.snapshot_at or (-1,), jnp.int32)
 
-    def train(hyper, params, consts, X, y):
+    def loss_fn(p, consts, X, y):
+        e = model.apply(p, consts, X) - y
+        return 0.5 * c * jnp.sum(e * e), e
+
+    def record(k, e, p, errors, snaps):
+        errors = jnp.where((error_at == k)[:, None], e[None, :], errors)
+        hit = snapshot_at == k
+        snaps = jax.lax.cond(  # k is not batched, so this stays a cond under vmap
+            jnp.any(hit), lambda s: jax.tree.map(lambda buf, leaf: buf.at[jnp.argmax(hit)].set(leaf), s, p),
+            lambda s: s, snaps)
+        return errors, snaps
+
+    def init(hyper, params, consts, X, y) -> TrainState:
+        tx = optimizers.transformation(spec, hyper)
+        L0, _ = loss_fn(params, consts, X, y)
+        errors = jnp.zeros((error_at.shape[0], X.shape[0]), X.dtype)
+        snaps = jax.tree.map(lambda leaf: jnp.zeros((snapshot_at.shape[0],) + leaf.shape, leaf.dtype), params)
+        return TrainState(params, tx.init(params), jnp.asarray(-1, jnp.int32), errors, snaps,
+                          plan.divergence_factor * L0)
+
+    def chunk(state: TrainState, hyper, consts, X, y, first_block):
         tx = optimizers.transformation(spec, hyper)
 
-        def loss_fn(p):
-            e = model.apply(p, consts, X) - y
-            return 0.5 * c * jnp.sum(e * e), e
+        def step(state: TrainState, k):
+            (L, e), g = jax.value_and_grad(loss_fn, has_aux=True)(state.params, consts, X, y)
+            errors, snaps = record(k, e, state.params, state.errors, state.snapshots)
+            live = state.diverged_at < 0
+            bad = live & (~jnp.isfinite(L) | (L > state.limit))
+            updates, new_opt = tx.update(g, state.opt_state, state.params)
+            new_params = optax.apply_updates(state.params, updates)
+            move = live & ~bad
+            keep = lambda old, new: jax.tree.map(lambda o, nw: jnp.where(move, nw, o), old, new)
+            return TrainState(keep(state.params, new_params), keep(state.opt_state, new_opt),
+                              jnp.where(bad, k.astype(jnp.int32), state.diverged_at),
+                              jnp.where(live, errors, state.errors), snaps,  # frozen params after divergence
+                              state.limit), jnp.where(live, L, jnp.nan)
 
-        def record(k, e, p, errors, snaps):
-            errors = jnp.where((error_at == k)[:, None], e[None, :], errors)
-            hit = snapshot_at == k
-            snaps = jax.lax.cond(
-                jnp.any(hit),
-                lambda s: jax.tree.map(lambda buf, leaf: buf.at[jnp.argmax(hit)].set(leaf), s, p),
-                lambda s: s, snaps)
-            return errors, snaps
+        def block(state, b):
+            state, losses = jax.lax.scan(step, state, b * plan.record_every + jnp.arange(plan.record_every))
+            return state, losses[0]
 
-        L0, _ = loss_fn(params)
-        limit = plan.divergence_factor * L0
-        errors0 = jnp.zeros((error_at.shape[0], X.shape[0]), X.dtype)
-        snaps0 = jax.tree.map(lambda leaf: jnp.zeros((snapshot_at.shape[0],) + leaf.shape, leaf.dtype), params)
+        return jax.lax.scan(block, state, first_block + jnp.arange(blocks_per_chunk))
 
-        def step(carry, k):
-            def active(carry):
-                p, state, div_at, errors, snaps = carry
-                (L, e), g = jax.value_and_grad(loss_fn, has_aux=True)(p)
-                errors, snaps = record(k, e, p, errors, snaps)
-                bad = ~jnp.isfinite(L) | (L > limit)
-                updates, new_state = tx.update(g, state, p)
-                new_p = optax.apply_updates(p, updates)
-                keep = lambda old, new: jax.tree.map(lambda o, nw: jnp.where(bad, o, nw), old, new)
-                return (keep(p, new_p), keep(state, new_state), jnp.where(bad, k.astype(div_at.dtype), div_at), errors, snaps), L
+    def finish(state: TrainState, hyper, consts, X, y):
+        L, e = loss_fn(state.params, consts, X, y)
+        live = state.diverged_at < 0
+        errors, snaps = record(plan.steps, e, state.params, state.errors, state.snapshots)
+        bad = live & (~jnp.isfinite(L) | (L > state.limit))
+        return (jnp.where(live, L, jnp.nan), jnp.where(bad, plan.steps, state.diverged_at),
+                jnp.where(live, errors, state.errors), jax.tree.map(lambda o, n: jnp.where(live, n, o),
+                                                                   state.snapshots, snaps))
 
-            def frozen(carry):
-                return carry, jnp.asarray(jnp.nan, L0.dtype)
+    return init, chunk, finish
 
-            return jax.lax.cond(carry[2] < 0, active, frozen, carry)
 
-        def block(carry, b):
-            carry, losses = jax.lax.scan(step, carry, b * plan.record_every + jnp.arange(plan.record_every))
-            return carry, losses[0]
+def run_mesh() -> Mesh:
+    """A one-axis mesh ("runs") over all devices jax sees (all hosts after jax.distributed)."""
+    return Mesh(np.asarray(jax.devices()), ("runs",))
 
-        carry = (params, tx.init(params), jnp.asarray(-1, jnp.int32), errors0, snaps0)
-        carry, losses = jax.lax.scan(block, carry, jnp.arange(n_blocks))
-        p, _, div_at, errors, snaps = carry
-        L_end, e_end = loss_fn(p)
-        live = div_at < 0
-        errors, snaps = jax.lax.cond(live, lambda a: record(plan.steps, e_end, p, *a), lambda a: a, (errors, snaps))
-        bad_end = live & (~jnp.isfinite(L_end) | (L_end > limit))
-        div_at = jnp.where(bad_end, plan.steps, div_at)
-        L_end = jnp.where(live, L_end, jnp.nan)
-        return jnp.append(losses, L_end), div_at, errors, snaps, p
 
-    return train
+def _compiled(key, fn: Callable, *args):
+    if key not in _CACHE:
+        _CACHE[key] = jax.jit(fn).lower(*args).compile()
+        COMPILE_COUNT["n"] += 1
+    return _CACHE[key]
+
+
+def _shape_key(tree):
+    return tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(tree))
+
+
+def train_batch(model: Model, spec: optimizers.OptimizerSpec, hypers: list[dict], c: float, plan: TrainPlan,
+                params: list, consts: list, X: list, y: list, progress: Callable[[int, float], None] | None = None
+                ) -> list[TrainResult]:
+    """Train R runs of the same shapes as one vmapped, sharded program; one TrainResult per run.
+
+    ``hypers[i]`` holds run i's numeric hyperparameters (non-numeric ones, e.g. optax kwargs
+    like nesterov=True, must be equal across runs and are compiled in). ``progress(step, eta_s)``
+    is called after every chunk.
+    """
+    R = len(hypers)
+    dtype = X[0].dtype
+    numeric_keys = [k for k, v in hypers[0].items() if isinstance(v, float | int) and not isinstance(v, bool)]
+    static = {k: v for k, v in hypers[0].items() if k not in numeric_keys}
+    mesh = run_mesh()
+    n_dev = mesh.devices.size
+    R_pad = -(-R // n_dev) * n_dev  # pad with copies of the last run so the run axis divides evenly
+    pick = list(range(R)) + [R - 1] * (R_pad - R)
+    sharding = NamedSharding(mesh, PartitionSpec("runs"))
+    stack = lambda trees: jax.device_put(jax.tree.map(lambda *xs: jnp.stack(xs), *[trees[i] for i in pick]), sharding)
+    h = stack([{k: jnp.asarray(hp[k], dtype) for k in numeric_keys} for hp in hypers])
+    p, cs, Xb, yb = stack(params), stack(consts), stack(X), stack(y)
+
+    init, chunk, finish = single_run_fns(model, spec, c, plan)
+    v_init = jax.vmap(lambda hyper, *a: init({**hyper, **static}, *a))
+    v_chunk = jax.vmap(lambda s, hyper, cs_, X_, y_, b: chunk(s, {**hyper, **static}, cs_, X_, y_, b),
+                       in_axes=(0, 0, 0, 0, 0, None))
+    v_finish = jax.vmap(lambda s, hyper, cs_, X_, y_: finish(s, {**hyper, **static}, cs_, X_, y_))
+
+    key = (model.name, id(model.apply), spec.name, c, plan, tuple(sorted(static.items())), n_dev,
+           _shape_key((h, p, cs, Xb, yb)))
+    t0 = time.perf_counter()
+    f_init = _compiled(key + ("init",), v_init, h, p, cs, Xb, yb)
+    state = f_init(h, p, cs, Xb, yb)
+    b0 = jnp.asarray(0, jnp.int32)
+    f_chunk = _compiled(key + ("chunk",), v_chunk, state, h, cs, Xb, yb, b0)
+    f_finish = _compiled(key + ("finish",), v_finish, state, h, cs, Xb, yb)
+    t1 = time.perf_counter()
+    blocks_per_chunk = n_blocks(plan) // plan.chunks
+    losses = []
+    for i in range(plan.chunks):
+        state, chunk_losses = f_chunk(state, h, cs, Xb, yb, jnp.asarray(i * blocks_per_chunk, jnp.int32))
+        losses.append(chunk_losses)
+        if progress is not None:
+            jax.block_until_ready(chunk_losses)
+            done = (i + 1) / plan.chunks
+            elapsed = time.perf_counter() - t1
+            progress((i + 1) * blocks_per_chunk * plan.record_every, elapsed * (1 - done) / done)
+    L_end, div_at, errors, snaps = jax.block_until_ready(f_finish(state, h, cs, Xb, yb))
+    t2 = time.perf_counter()
+    loss = np.concatenate([np.asarray(x, np.float64) for x in losses] + [np.asarray(L_end, np.float64)[:, None]],
+                          axis=1)
+    div_at, errors = np.asarray(div_at), np.asarray(errors)
+    snaps = jax.tree.map(np.asarray, snaps)
+    final = jax.tree.map(np.asarray, state.params)
+    steps = np.arange(0, plan.steps + 1, plan.record_every)
+    return [TrainResult(
+        step=steps, loss=loss[i], diverged_at=None if div_at[i] < 0 else int(div_at[i]),
+        error_at=np.asarray(plan.error_at, int), errors=errors[i, : len(plan.error_at)],
+        snapshot_at=np.asarray(plan.snapshot_at, int),
+        snapshots=jax.tree.map(lambda s: s[i, : len(plan.snapshot_at)], snaps),
+        final_params=jax.tree.map(lambda s: s[i], final), compile_s=(t1 - t0) / R, run_s=(t2 - t1) / R)
+        for i in range(R)]
 
 
 def train(model: Model, spec: optimizers.OptimizerSpec, hyper: dict, c: float, plan: TrainPlan,
-          params, consts, X, y) -> TrainResult:
-    """Compile (timed apart) and run ``make_train_fn``; returns numpy results."""
-    dtype = X.dtype
-    numeric = {k: jnp.asarray(v, dtype) for k, v in hyper.items() if isinstance(v, float | int) and not isinstance(v, bool)}
-    static = {k: v for k, v in hyper.items() if k not in numeric}  # e.g. nesterov=True for optax.sgd
-    train_fn = make_train_fn(model, spec, c, plan)
-    fn = jax.jit(lambda h, *args: train_fn({**h, **static}, *args))
-    t0 = time.perf_counter()
-    compiled = fn.lower(numeric, params, consts, X, y).compile()
-    t1 = time.perf_counter()
-    losses, div_at, errors, snaps, final = jax.block_until_ready(compiled(numeric, params, consts, X, y))
-    t2 = time.perf_counter()
-    div = int(div_at)
-    return TrainResult(
-        step=np.arange(0, plan.steps + 1, plan.record_every), loss=np.asarray(losses, np.float64),
-        diverged_at=None if div < 0 else div,
-        error_at=np.asarray(plan.error_at, int), errors=np.asarray(errors)[: len(plan.error_at)],
-        snapshot_at=np.asarray(plan.snapshot_at, int),
-        snapshots=jax.tree.map(lambda s: s[: len(plan.snapshot_at)], snaps),
-        final_params=final, compile_s=t1 - t0, run_s=t2 - t1)
+          params, consts, X, y, progress=None) -> TrainResult:
+    """One run (``train_batch`` with a single run)."""
+    return train_batch(model, spec, [hyper], c, plan, [params], [consts], [X], [y], progress)[0]
+
+
+def progress_printer(label: str, total_steps: int, runs: int, stream=sys.stderr) -> Callable[[int, float], None]:
+    """A progress line 'label: runs R, step k/T (p%), ETA s' rewritten in place on a terminal."""
+    tty = stream.isatty()
+
+    def show(step: int, eta_s: float) -> None:
+        line = f"  {label}: {runs} run(s), step {step}/{total_steps} ({100 * step / total_steps:.0f}%), ETA {eta_s:.1f} s"
+        stream.write(("\r" + line) if tty else (line + "\n"))
+        if tty and step >= total_steps:
+            stream.write("\n")
+        stream.flush()
+
+    return show
