@@ -1,10 +1,34 @@
-"""Neural tangent kernels: empirical Gram for any model, exact fast paths, spectrum, drift.
+"""Neural tangent kernels: empirical Gram for any model, exact fast paths, spectrum, drift,
+and the infinite-width kernels of deep ReLU MLPs.
 
 H_ij = <d f(x_i)/d theta, d f(x_j)/d theta> over the *trained* parameters only (raw Gram, no
 loss scale; the dynamics kernel is K = c H, see ``models.loss_scale``).
+
+Empirical NTK of a general model (``ntk_gram``), two implementations chosen by cost:
+
+* ``"jacobian"`` (Jacobian contraction): per-example Jacobians of a block of ``chunk`` inputs
+  (``vmap(grad)``), each block computed once while memory allows, then H_ab = J_a J_b^T leaf by
+  leaf. Cost ~ n * 3F + n^2 P (F = forward FLOPs per input, P = number of trained parameters).
+* ``"ntvp"`` (NTK-vector products): the Jacobian of one row block J_a is kept, and the column
+  block H_ba = J_b J_a^T is the forward-mode derivative ``jvp`` of f(X_b) along each row of J_a,
+  so no other Jacobian is ever held. Cost ~ n * 3F + n^2 * 3F / 2. Wins when F << P.
+
+Memory is bounded by ``memory_gb``: the Jacobian blocks kept at once (``chunk`` x P entries each)
+never exceed it. When the whole Jacobian does not fit, row blocks are held in groups and column
+blocks recomputed (n * 3F * n_blocks / (2 * group) extra), or NTVP is used when cheaper.
+
+Precision: float32 Jacobians contracted in float32 give H with an absolute error ~ eps32 *
+lambda_max, which swamps eigenvalues below ~1e-6 lambda_max and can make H indefinite.
+``accumulate="float64"`` (the default whenever jax x64 is enabled) contracts the float32
+Jacobians in float64: H is then the exact Gram of a Jacobian perturbed by eps32 relative, so it
+stays positive semi-definite and lambda_min is perturbed by ~eps32 sqrt(kappa) relative
+instead of ~eps32 kappa.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
 from functools import partial
 
 import jax
@@ -13,7 +37,10 @@ import numpy as np
 
 from ntkdyn.models import Model
 
+METHODS = ("auto", "jacobian", "ntvp")
 
+
+# --------------------------------------------------------------------------- empirical NTK
 def _jacobian_rows(apply, params, consts, X):
     """Per-example Jacobians of f wrt params: a pytree whose leaves are (len(X), *leaf.shape)."""
     def f_single(p, x):
@@ -22,37 +49,256 @@ def _jacobian_rows(apply, params, consts, X):
 
 
 @partial(jax.jit, static_argnums=0)
-def _block(apply, params, consts, Xa, Xb):
-    Ja = _jacobian_rows(apply, params, consts, Xa)
-    Jb = _jacobian_rows(apply, params, consts, Xb)
-    blocks = jax.tree.map(lambda a, b: a.reshape(a.shape[0], -1) @ b.reshape(b.shape[0], -1).T, Ja, Jb)
-    return sum(jax.tree.leaves(blocks))
+def _jacobian_block(apply, params, consts, Xb):
+    return _jacobian_rows(apply, params, consts, Xb)
 
 
-def ntk_gram(apply, params, consts, X, chunk: int = 256) -> np.ndarray:
-    """Empirical NTK Gram by Jacobian contraction, in blocks of ``chunk`` inputs.
+@partial(jax.jit, static_argnums=2)
+def _contract(Ja, Jb, acc: str):
+    """sum over leaves of Ja_leaf Jb_leaf^T, accumulated in ``acc`` (float32 products are exact
+    in float64, so float64 accumulation gives the Gram of the float32 Jacobian to ~1e-16)."""
+    dt = jnp.dtype(acc)
+    out = None
+    for a, b in zip(jax.tree.leaves(Ja), jax.tree.leaves(Jb)):
+        a = a.reshape(a.shape[0], -1)
+        b = b.reshape(b.shape[0], -1)
+        if a.dtype != dt and jnp.finfo(a.dtype).bits > jnp.finfo(dt).bits:
+            a, b = a.astype(dt), b.astype(dt)
+        blk = jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=dt)
+        out = blk if out is None else out + blk
+    return out
 
-    Memory: two Jacobian blocks of chunk x P entries at a time (P = number of trained
-    parameters), e.g. 2 x 256 x 10^6 x 4 B = 2 GB in float32. Returns a float64 numpy array.
+
+@partial(jax.jit, static_argnums=0)
+def _ntvp_block(apply, params, consts, Xb, Ja):
+    """J_b J_a^T: the jvp of f(X_b) along each row of J_a (a pytree with a leading axis)."""
+    def f(p):
+        return apply(p, consts, Xb)
+
+    def along(t):
+        return jax.jvp(f, (params,), (t,))[1]
+    return jax.vmap(along, out_axes=1)(Ja)
+
+
+def _x64_enabled() -> bool:
+    return jax.dtypes.canonicalize_dtype(jnp.float64) == jnp.dtype(jnp.float64)
+
+
+def _params_dtype(params):
+    leaves = jax.tree.leaves(params)
+    return jnp.result_type(*leaves) if leaves else jnp.dtype(jnp.float32)
+
+
+def forward_flops(apply, params, consts, X) -> float | None:
+    """FLOPs of one forward pass per input, from XLA's cost analysis (None if unavailable)."""
+    try:
+        ca = jax.jit(lambda p, c, x: apply(p, c, x)).lower(params, consts, X).cost_analysis()
+        if isinstance(ca, (list, tuple)):
+            ca = ca[0]
+        flops = float(ca.get("flops", 0.0))
+    except Exception:  # noqa: BLE001 - a backend without cost analysis
+        return None
+    return flops / X.shape[0] if flops > 0 else None
+
+
+@dataclasses.dataclass(frozen=True)
+class NTKPlan:
+    """How ``ntk_gram`` computes H: blocks, memory and the cost estimates it chose by.
+
+    ``jacobian_blocks`` counts Jacobian blocks computed (``blocks`` when all fit the memory
+    budget; more when column blocks are recomputed). Costs are FLOP estimates.
     """
-    n = X.shape[0]
-    starts = list(range(0, n, chunk))
-    H = np.zeros((n, n))
-    for i in starts:
-        for j in starts:
-            if j > i:
-                continue
-            block = np.asarray(_block(apply, params, consts, X[i:i + chunk], X[j:j + chunk]), np.float64)
-            H[i:i + chunk, j:j + chunk] = block
-            H[j:j + chunk, i:i + chunk] = block.T
+
+    method: str
+    n: int
+    n_params: int
+    chunk: int
+    blocks: int
+    group: int  # row blocks held at once (jacobian method)
+    accumulate: str
+    forward_flops: float
+    cost_jacobian: float
+    cost_ntvp: float
+    jacobian_blocks: int
+    peak_jacobian_bytes: int
+
+
+def plan_ntk(apply, params, consts, X, chunk: int = 256, method: str = "auto",
+             accumulate: str | None = "auto", memory_gb: float = 2.0) -> NTKPlan:
+    """Choose block size, method and precision for ``ntk_gram`` (see the module docstring)."""
+    if method not in METHODS:
+        raise ValueError(f"method: {method!r} is not allowed; allowed: {', '.join(METHODS)}")
+    n = int(X.shape[0])
+    P = int(sum(np.size(leaf) for leaf in jax.tree.leaves(params)))
+    pdt = jnp.dtype(_params_dtype(params))
+    if accumulate in (None, "auto"):
+        acc = "float64" if _x64_enabled() else pdt.name
+    else:
+        acc = jnp.dtype(accumulate).name
+        if acc == "float64" and not _x64_enabled():
+            raise ValueError("accumulate='float64' needs jax_enable_x64 (jax.config.update('jax_enable_x64', True))")
+    row_bytes = P * pdt.itemsize
+    budget = float(memory_gb) * 2**30
+    chunk = max(1, min(int(chunk), n, int(budget // (2 * row_bytes)) or 1))
+    blocks = math.ceil(n / chunk)
+    chunk = math.ceil(n / blocks)  # balanced blocks: padding < blocks rows
+    group = max(1, min(blocks, int(budget // (chunk * row_bytes)) - 1))
+    if group * chunk * row_bytes + (chunk * row_bytes if group < blocks else 0) > budget and group > 1:
+        group -= 1
+    F = forward_flops(apply, params, consts, X[:chunk]) if method == "auto" else None
+    F = F if F is not None else 2.0 * P
+    # Jacobian blocks computed: each group's own blocks once, plus earlier column blocks again.
+    jac_blocks = sum(min(group, blocks - g0) + g0 for g0 in range(0, blocks, group))
+    n_pad = blocks * chunk
+    pairs = blocks * (blocks + 1) // 2
+    cost_jac = jac_blocks * chunk * 3 * F + pairs * chunk * chunk * 2 * P
+    cost_ntvp = blocks * chunk * 3 * F + pairs * chunk * chunk * 3 * F
+    if method == "auto":
+        # ntvp evaluates in the parameter dtype; it is chosen only where that loses nothing
+        ntvp_ok = acc == pdt.name
+        method = "ntvp" if ntvp_ok and cost_ntvp < cost_jac else "jacobian"
+    if method == "ntvp":
+        jac_blocks, peak = blocks, chunk * row_bytes
+    else:
+        peak = (min(group, blocks) + (1 if group < blocks else 0)) * chunk * row_bytes
+    del n_pad
+    return NTKPlan(method, n, P, chunk, blocks, group, acc, F, float(cost_jac), float(cost_ntvp),
+                   jac_blocks, int(peak))
+
+
+def ntk_gram(apply, params, consts, X, chunk: int = 256, *, method: str = "auto",
+             accumulate: str | None = "auto", memory_gb: float = 2.0) -> np.ndarray:
+    """Empirical NTK Gram H = J J^T of ``apply(params, consts, X)`` (shape (n,)), float64 numpy.
+
+    ``chunk``: inputs per block (at most; reduced so that two Jacobian blocks fit ``memory_gb``).
+    ``method``: ``"jacobian"`` (Jacobian contraction, each block's Jacobian computed once while
+    the blocks fit ``memory_gb``, else row blocks in groups with column blocks recomputed),
+    ``"ntvp"`` (NTK-vector products, only one Jacobian block held) or ``"auto"`` (the cheaper
+    by the FLOP estimate of ``plan_ntk``). ``accumulate``: dtype of the contraction; ``"auto"`` is
+    float64 when jax x64 is enabled (see the module docstring on small eigenvalues), else the
+    parameters' dtype. Memory: at most ``memory_gb`` GiB of Jacobian blocks (chunk x P entries
+    each) plus the n x n result on the host. The result is exactly symmetric.
+    """
+    X = jnp.asarray(X)
+    plan = plan_ntk(apply, params, consts, X, chunk, method, accumulate, memory_gb)
+    n, c, nb = plan.n, plan.chunk, plan.blocks
+    if nb * c > n:  # pad with zero inputs (their rows are dropped) so every block has one shape
+        X = jnp.concatenate([X, jnp.zeros((nb * c - n,) + X.shape[1:], X.dtype)])
+    Xb = [X[i * c:(i + 1) * c] for i in range(nb)]
+    H = np.zeros((nb * c, nb * c))
+
+    def put(i, j, block):  # block = H[i-block, j-block], j <= i
+        block = np.asarray(block, np.float64)
+        if i == j:
+            block = 0.5 * (block + block.T)
+        H[i * c:(i + 1) * c, j * c:(j + 1) * c] = block
+        H[j * c:(j + 1) * c, i * c:(i + 1) * c] = block.T
+
+    if plan.method == "ntvp":
+        if plan.accumulate != jnp.dtype(_params_dtype(params)).name:
+            dt = jnp.dtype(plan.accumulate)
+            params, consts = jax.tree.map(lambda a: jnp.asarray(a, dt) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else a,
+                                          (params, consts))
+            Xb = [x.astype(dt) for x in Xb]
+        for i in range(nb):
+            Ji = _jacobian_block(apply, params, consts, Xb[i])
+            for j in range(i + 1):
+                put(i, j, _ntvp_block(apply, params, consts, Xb[j], Ji).T)  # (J_j J_i^T)^T
+            del Ji
+    else:
+        acc = plan.accumulate
+        for g0 in range(0, nb, plan.group):
+            rows = range(g0, min(g0 + plan.group, nb))
+            J = {i: _jacobian_block(apply, params, consts, Xb[i]) for i in rows}
+            for i in rows:
+                for j in range(g0, i + 1):
+                    put(i, j, _contract(J[i], J[j], acc))
+            for j in range(g0):  # column blocks of earlier groups: recomputed, one at a time
+                Jj = _jacobian_block(apply, params, consts, Xb[j])
+                for i in rows:
+                    put(i, j, _contract(J[i], Jj, acc))
+                del Jj
+            del J
+    return H[:n, :n]
+
+
+def naive_ntk_gram(apply, params, consts, X) -> np.ndarray:
+    """Reference: the full Jacobian of f(X) by ``jax.jacrev`` (n x P in memory), then J J^T."""
+    X = jnp.asarray(X)
+
+    @jax.jit
+    def gram(p):
+        J = jax.jacrev(lambda q: apply(q, consts, X))(p)
+        return sum(j.reshape(X.shape[0], -1) @ j.reshape(X.shape[0], -1).T for j in jax.tree.leaves(J))
+    return np.asarray(gram(params), np.float64)
+
+
+# --------------------------------------------------------------------------- exact fast paths
+def _mlp_layers(params) -> list[dict]:
+    """The ``models.ntk_mlp`` parameters as [{'kernel': (fan_in, fan_out), 'bias': ...}, ...]."""
+    layers: dict[int, dict] = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        keys = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
+        keys = [k for k in keys if k != "value"]
+        match = re.fullmatch(r"layers/(\d+)/(kernel|bias)", "/".join(keys))
+        if match is None:
+            raise ValueError(f"not an ntk_mlp parameter: {'/'.join(keys)}")
+        layers.setdefault(int(match.group(1)), {})[match.group(2)] = leaf
+    return [layers[i] for i in sorted(layers)]
+
+
+def mlp_gram(params, X, W_std: float, b_std: float | None):
+    """Exact empirical NTK of ``models.ntk_mlp`` without Jacobians, O(n^2 width depth):
+    with h_l the input of layer l, s_l = W_std / sqrt(fan_in_l) and delta_l = df/d(pre-activation_l),
+    d f / d K_l = s_l h_l (x) delta_l and d f / d b_l = b_std delta_l, so
+    H = sum_l (s_l^2 h_l h_l'^T + b_std^2 [bias trained]) * (delta_l delta_l'^T)  (elementwise).
+    The analogue of ``models.paper_gram`` for deep MLPs (neural-tangents' "structured derivatives")."""
+    layers = _mlp_layers(params)
+    b = float(b_std or 0.0)
+    hs, pres, scales = [], [], []
+    h = X
+    for l, layer in enumerate(layers):
+        K = layer["kernel"]
+        s = W_std / math.sqrt(K.shape[0])
+        pre = s * (h @ K) + (b * layer["bias"] if "bias" in layer else 0.0)
+        hs.append(h)
+        pres.append(pre)
+        scales.append(s)
+        h = jax.nn.relu(pre) if l < len(layers) - 1 else pre
+    H = 0.0
+    delta = jnp.ones((X.shape[0], 1), X.dtype)
+    for l in reversed(range(len(layers))):
+        layer = layers[l]
+        G = scales[l] ** 2 * (hs[l] @ hs[l].T)
+        if "bias" in layer:
+            G = G + b * b
+        H = H + G * (delta @ delta.T)
+        if l > 0:
+            delta = (delta @ (scales[l] * layer["kernel"]).T) * (pres[l - 1] > 0).astype(X.dtype)
     return H
+
+
+def mlp_fast_gram(W_std: float, b_std: float | None):
+    """``fast_gram(params, consts, X)`` for a ``models.ntk_mlp`` model (for ``Model.fast_gram``)."""
+    def fast_gram(params, consts, X):
+        return mlp_gram(params, X, W_std, b_std)
+    return fast_gram
 
 
 def gram(model: Model, params, consts, X, chunk: int = 256) -> np.ndarray:
     """H for ``model`` at ``params``: its exact fast path when it has one, else ``ntk_gram``."""
     if model.fast_gram is not None:
-        return np.asarray(jax.jit(model.fast_gram)(params, consts, X), np.float64)
+        return np.asarray(_jit_fast(model.fast_gram)(params, consts, X), np.float64)
     return ntk_gram(model.apply, params, consts, X, chunk)
+
+
+_FAST_JIT: dict = {}
+
+
+def _jit_fast(fn):
+    if fn not in _FAST_JIT:
+        _FAST_JIT[fn] = jax.jit(fn)
+    return _FAST_JIT[fn]
 
 
 def spectrum(H: np.ndarray) -> dict:
@@ -65,7 +311,6 @@ def spectrum(H: np.ndarray) -> dict:
 def kernel_drift(H: np.ndarray, H0: np.ndarray) -> float:
     """||H - H0||_F / ||H0||_F."""
     return float(np.linalg.norm(H - H0) / np.linalg.norm(H0))
-
 
 # --------------------------------------------------------------------------- infinite width
 def _relu_expectations(S: np.ndarray, d1: np.ndarray, d2: np.ndarray):

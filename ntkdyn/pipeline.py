@@ -17,7 +17,7 @@ import numpy as np
 from ntkdyn import data as data_mod
 from ntkdyn import models, ntk, optimizers, rates, theory
 from ntkdyn.config import Config, OptimizerConfig
-from ntkdyn.train import TrainPlan, TrainResult, train
+from ntkdyn.train import TrainPlan, TrainResult, train_batch
 
 
 @dataclasses.dataclass
@@ -109,7 +109,14 @@ def prepare(cfg: Config, data: tuple[np.ndarray, np.ndarray] | None = None, buil
 
 def train_plan(cfg: Config) -> TrainPlan:
     t = cfg.train
-    return TrainPlan(t.steps, t.record_every, tuple(t.error_at), tuple(t.kernel_at), t.divergence_factor)
+    return TrainPlan(t.steps, t.record_every, tuple(t.error_at), tuple(t.kernel_at), t.divergence_factor,
+                     chunks=progress_chunks(t.steps // t.record_every))
+
+
+def progress_chunks(blocks: int, target: int = 10) -> int:
+    """The divisor of ``blocks`` closest to ``target``: the scan runs as that many equal calls."""
+    divisors = [c for c in range(1, blocks + 1) if blocks % c == 0]
+    return min(divisors, key=lambda c: (abs(c - target), c))
 
 
 def loss_floor(dtype: str, L0: float) -> float:
@@ -117,13 +124,38 @@ def loss_floor(dtype: str, L0: float) -> float:
     return (100 * float(np.finfo(dtype).eps)) ** 2 * L0
 
 
-def run_optimizer(cfg: Config, setup: Setup, oc: OptimizerConfig) -> tuple[dict, dict]:
-    """Train and predict one optimizer. Returns (arrays keyed by name, metrics)."""
+def optimizer_hyper(setup: Setup, oc: OptimizerConfig) -> dict:
+    """Hyperparameters of ``oc`` with defaults filled; a spec with a ``tune(hyper, lam)`` hook
+    (e.g. Polyak-tuned HB) sets them from the eigenvalues of K."""
     spec = optimizers.get(oc.name)
     hyper = optimizers.resolve_hyper(spec, oc.hyper())
+    tune = getattr(spec, "tune", None)
+    return tune(hyper, setup.lam) if tune is not None else hyper
+
+
+def train_runs(cfgs: list[Config], setups: list[Setup], index: int, progress=None) -> list[TrainResult]:
+    """Train optimizer ``index`` of every run (same shapes) as one batched program."""
+    cfg = cfgs[0]
+    spec = optimizers.get(cfg.optimizers[index].name)
     dtype = jax_dtype(cfg)
-    X, y = jnp.asarray(setup.X, dtype), jnp.asarray(setup.y, dtype)
-    res: TrainResult = train(setup.model, spec, hyper, setup.c, train_plan(cfg), setup.params, setup.consts, X, y)
+    hypers = [optimizer_hyper(s, c.optimizers[index]) for c, s in zip(cfgs, setups)]
+    return train_batch(setups[0].model, spec, hypers, setups[0].c, train_plan(cfg),
+                       [s.params for s in setups], [s.consts for s in setups],
+                       [jnp.asarray(s.X, dtype) for s in setups], [jnp.asarray(s.y, dtype) for s in setups],
+                       progress)
+
+
+def run_optimizer(cfg: Config, setup: Setup, oc: OptimizerConfig, progress=None) -> tuple[dict, dict]:
+    """Train and predict one optimizer. Returns (arrays keyed by name, metrics)."""
+    res = train_runs([cfg], [setup], cfg.optimizers.index(oc), progress)[0]
+    return evaluate(cfg, setup, oc, res)
+
+
+def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -> tuple[dict, dict]:
+    """Kernel drift, predictions (discrete, ODE closed form, diffrax), rate fits, deviations."""
+    spec = optimizers.get(oc.name)
+    hyper = optimizer_hyper(setup, oc)
+    X = jnp.asarray(setup.X, jax_dtype(cfg))
     arrays = {"step": res.step, "loss": res.loss, "error_steps": res.error_at, "errors": res.errors}
     times = {"train_compile_s": res.compile_s, "train_run_s": res.run_s}
 
@@ -146,7 +178,11 @@ def run_optimizer(cfg: Config, setup: Setup, oc: OptimizerConfig) -> tuple[dict,
                "predicted": {"linear_rate": None}, "deviation": {"discrete": None, "ode": None},
                "theory_verdicts": {}, "kernel_drift": _finite(drift[-1]) if drift else None}
 
-    if spec.has_theory:
+    metrics["eta"] = hyper["eta"]
+    metrics["ode"] = None
+    if not spec.has_theory:
+        metrics["note"] = "empirical only: this optimizer has no kernel-regime recurrence or limiting ODE"
+    else:
         t = time.perf_counter()
         modes = theory.discrete_modes(spec, hyper, setup.lam, setup.coef, cfg.train.steps)[res.step]
         arrays["loss_discrete"] = theory.modal_loss(modes, setup.c)
@@ -154,6 +190,11 @@ def run_optimizer(cfg: Config, setup: Setup, oc: OptimizerConfig) -> tuple[dict,
                                 **theory.stability(spec, hyper, setup.lam)}
         if not spec.constant:
             metrics["predicted"]["crossover_step"] = theory.nag_c_crossover_step(hyper["eta"], float(setup.lam[0]))
+        times["theory_discrete_s"] = time.perf_counter() - t
+    if spec.ode is None and spec.has_theory:
+        metrics["note"] = "no limiting ODE is declared for this optimizer"
+    if spec.ode is not None:
+        t = time.perf_counter()
         ode = spec.ode(hyper)
         metrics["ode"] = ode.description
         ode_time = res.step * ode.time_step
@@ -168,16 +209,15 @@ def run_optimizer(cfg: Config, setup: Setup, oc: OptimizerConfig) -> tuple[dict,
             times["theory_diffrax_s"] = time.perf_counter() - t
             gap = np.linalg.norm(ode_modes @ setup.V.T - e_num, axis=1) / np.linalg.norm(setup.e0)
             metrics["ode_closed_vs_diffrax"] = _finite(np.max(gap))
-        ok = np.isfinite(res.loss)
-        for name in ("discrete", "ode"):
-            pred = arrays[f"loss_{name}"]
-            mask = ok & (pred > floor) & (res.loss > floor)
-            metrics["deviation"][name] = _finite(rates.max_relative_gap(pred, res.loss, mask))
-            metrics["theory_verdicts"][name] = rates.fit_rates(
-                res.step, pred, window, loss_floor("float64", L0), stall_factor=cfg.rates.stall_factor).verdict
-    else:
-        metrics["ode"] = None
-        metrics["note"] = "empirical only: this optimizer has no kernel-regime recurrence or limiting ODE"
+    ok = np.isfinite(res.loss)
+    for name in ("discrete", "ode"):
+        pred = arrays.get(f"loss_{name}")
+        if pred is None:
+            continue
+        mask = ok & (pred > floor) & (res.loss > floor)
+        metrics["deviation"][name] = _finite(rates.max_relative_gap(pred, res.loss, mask))
+        metrics["theory_verdicts"][name] = rates.fit_rates(
+            res.step, pred, window, loss_floor("float64", L0), stall_factor=cfg.rates.stall_factor).verdict
     metrics["times"] = times
     return arrays, metrics
 

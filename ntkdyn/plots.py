@@ -45,3 +45,80 @@ def loss_figure(trajectories: dict[str, dict[str, np.ndarray]], metrics: dict, p
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _rate_exponent(q):
+    """-log q: the per-iteration log-rate (bigger is faster); NaN where undefined."""
+    q = np.asarray([np.nan if v is None or v == "" else float(v) for v in q])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.log(q)
+
+
+def sweep_figure(rows: list[dict], axes: list[str], path: str) -> None:
+    """sweep.png: fitted vs predicted log-rate; log-rate vs the first of eta/beta/r swept
+    (mean over other axes, with min-max spread); deviation and kernel drift vs width."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    hyper_axis = next((a for a in axes if a.split(".")[-1] in ("eta", "beta", "r")), None)
+    width_axis = next((a for a in axes if a in ("width", "model.width")), None)
+    panels = 1 + (hyper_axis is not None) + (width_axis is not None)
+    fig, axs = plt.subplots(1, panels, figsize=(5.5 * panels, 4.5), squeeze=False)
+    axs = axs[0]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    ax = axs[0]
+    for i, label in enumerate(labels):
+        sel = [r for r in rows if r["label"] == label]
+        ax.scatter(_rate_exponent([r["predicted.linear_rate"] for r in sel]),
+                   _rate_exponent([r["fitted.linear_rate"] for r in sel]), s=14, color=colours[i % 10], label=label)
+    lims = [v for line in ax.collections for v in np.ravel(line.get_offsets()) if np.isfinite(v) and v > 0]
+    if lims:
+        lo, hi = min(lims) / 2, max(lims) * 2
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="fitted = predicted")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel("predicted -log(loss rate) per iteration")
+    ax.set_ylabel("fitted -log(loss rate) per iteration")
+    ax.set_title("rates: training vs kernel-regime theory")
+    ax.legend(fontsize=7)
+    k = 1
+    for axis, ykeys, title in ((hyper_axis, ("fitted.linear_rate", "predicted.linear_rate"), "rate vs "),
+                               (width_axis, ("deviation.discrete", "kernel_drift"), "vs ")):
+        if axis is None:
+            continue
+        ax = axs[k]
+        k += 1
+        for i, label in enumerate(labels):
+            sel = [r for r in rows if r["label"] == label]
+            xs = sorted({float(r[axis]) for r in sel})
+            for ykey, style in zip(ykeys, ("o-", "s--")):
+                vals = [[(_rate_exponent([r[ykey]])[0] if "rate" in ykey else
+                          (np.nan if r[ykey] in (None, "") else float(r[ykey]))) for r in sel if float(r[axis]) == x]
+                        for x in xs]
+                mean = [np.nanmean(v) if np.any(np.isfinite(v)) else np.nan for v in vals]
+                lo = [np.nanmin(v) if np.any(np.isfinite(v)) else np.nan for v in vals]
+                hi = [np.nanmax(v) if np.any(np.isfinite(v)) else np.nan for v in vals]
+                ax.plot(xs, mean, style, color=colours[i % 10], label=f"{label} {ykey}")
+                ax.fill_between(xs, lo, hi, color=colours[i % 10], alpha=0.15)
+        if axis == width_axis:
+            xs = np.asarray(sorted({float(r[axis]) for r in rows}))
+            ref = [r for r in rows if r.get("deviation.discrete") not in (None, "")]
+            if ref and xs.size:
+                y0 = float(np.nanmedian([float(r["deviation.discrete"]) for r in ref if float(r[axis]) == xs[0]]))
+                ax.plot(xs, y0 * np.sqrt(xs[0] / xs), "k:", label="1/sqrt(m) reference")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_title("deviation from kernel regime and kernel drift vs width")
+        else:
+            ax.set_ylabel("-log(loss rate) per iteration")
+            ax.set_title(title + axis)
+            if axis.split(".")[-1] == "eta":
+                ax.set_xscale("log")
+        ax.set_xlabel(axis)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

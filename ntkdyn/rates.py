@@ -59,7 +59,7 @@ def fit_rates(steps, loss, window=(0.1, 1.0), floor: float = 0.0, diverged: bool
         return RateFit("diverged", nan, nan, nan, nan, (0, 0))
     mask = window_mask(steps, loss, window, floor)
     if mask.sum() < 3:  # the loss reached the floor before the window: fit from step 1 instead
-        mask = window_mask(steps, loss, (1, steps[-1]), floor)
+        mask = (steps >= 1) & np.isfinite(loss) & (loss > floor)
     if mask.sum() < 3:
         return RateFit("stalled", nan, nan, nan, nan, (0, 0))
     k, logl = steps[mask], np.log(loss[mask])

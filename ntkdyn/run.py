@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
+import json
 import os
 import platform
 import sys
@@ -25,6 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="override a config value, e.g. --set train.steps=500 --set optimizers.0.eta=0.1")
     p.add_argument("--out", help="results folder (default results/<name>-<time>)")
     p.add_argument("--quiet", action="store_true", help="print only the summary table")
+    p.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first (multi-host sweeps; see README)")
     return p.parse_args(argv)
 
 
@@ -79,17 +82,30 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     try:
-        cfg = config_mod.load(args.config, args.set)
+        raw = config_mod.load_raw(args.config)
+        for assignment in args.set:
+            raw = config_mod.apply_override(raw, assignment)
+        if isinstance(raw, dict) and "sweep" in raw:
+            from ntkdyn import sweep
+
+            runs = sweep.expand(raw)
+        else:
+            cfg = config_mod.from_dict(raw)
     except config_mod.ConfigError as exc:
         print(f"ntkdyn: bad config: {exc}", file=sys.stderr)
         return 2
 
     import jax
 
+    if args.distributed:
+        jax.distributed.initialize()  # coordinator, process count and id from the environment
     jax.config.update("jax_enable_x64", True)  # float64 available; training uses cfg.dtype explicitly
     import numpy as np
 
-    from ntkdyn import pipeline, plots
+    from ntkdyn import pipeline, plots, train
+
+    if "sweep" in raw:
+        return run_sweep(raw, runs, args, say, t_start)
 
     try:  # input files are read before anything is written or computed
         data = pipeline.load_data(cfg)
@@ -127,7 +143,8 @@ def main(argv=None) -> int:
     for oc in cfg.optimizers:
         t = time.perf_counter()
         try:
-            arrays, m = pipeline.run_optimizer(cfg, setup, oc)
+            progress = None if args.quiet else train.progress_printer(oc.label, cfg.train.steps, 1)
+            arrays, m = pipeline.run_optimizer(cfg, setup, oc, progress)
         except Exception as exc:  # noqa: BLE001 - one optimizer failing must not lose the others
             failed = True
             metrics["optimizers"][oc.label] = {"optimizer": oc.name, "eta": oc.eta, "status": "failed",
@@ -158,6 +175,156 @@ def main(argv=None) -> int:
     print(summary_table(metrics))
     print(f"results: {out}  (total {env['times_s']['total']:.1f} s)")
     return 1 if failed else 0
+
+
+SUMMARY_FIELDS = ("label", "optimizer", "opt_eta", "opt_beta", "opt_r", "status", "verdict", "diverged_at",
+                  "fitted.linear_rate", "fitted.r2_linear", "fitted.power_exponent", "fitted.r2_power",
+                  "predicted.linear_rate", "predicted.stable", "predicted.crossover_step",
+                  "deviation.discrete", "deviation.ode", "kernel_drift")
+
+
+def summary_rows(run_id: str, values: dict, metrics: dict) -> list[dict]:
+    """One summary.csv row per optimizer of a run: the swept values (columns named by axis), the
+    spectrum, then ``SUMMARY_FIELDS`` (the optimizer's own eta, beta, r as opt_eta, opt_beta, opt_r)."""
+    rows = []
+    for label, m in metrics["optimizers"].items():
+        row = {"run_id": run_id, **values, "lambda_min": metrics["spectrum"]["lambda_min"],
+               "lambda_max": metrics["spectrum"]["lambda_max"]}
+        for field in SUMMARY_FIELDS:
+            value = {"label": label, "opt_eta": m.get("eta"), "opt_beta": m.get("beta"), "opt_r": m.get("r"), **m}
+            for part in field.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            row[field] = value
+        rows.append(row)
+    return rows
+
+
+def run_sweep(raw: dict, runs, args, say, t_start: float) -> int:
+    """Run every grid point; runs of equal shapes train as one batched program per optimizer.
+
+    Layout: OUT/config.yaml (the sweep), OUT/env.json, OUT/summary.csv, OUT/sweep.png and
+    OUT/runs/<run_id>/{config.yaml, data.npz, kernels.npz, trajectories.npz, metrics.json}.
+    A run whose metrics.json exists (written last, atomically) is skipped when the sweep is
+    re-run into the same folder.
+    """
+    import csv
+    import io
+
+    import jax
+    import yaml
+
+    from ntkdyn import pipeline, plots, sweep, train
+
+    name = raw.get("name", "sweep")
+    out = args.out or os.path.join("results", f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    writer = jax.process_index() == 0  # multi-host: one process writes
+    if writer:
+        os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+        results.write_text(os.path.join(out, "config.yaml"), yaml.safe_dump(raw, sort_keys=False))
+    env = {"versions": versions(), "device": device_info(), "processes": jax.process_count(),
+           "devices_on_run_axis": len(jax.devices()), "runs": len(runs), "command": " ".join(sys.argv),
+           "started": datetime.datetime.now().isoformat(timespec="seconds"), "times_s": {}}
+    groups = sweep.group_by_shape(runs)
+    say(f"ntkdyn: sweep {name}: {len(runs)} runs in {len(groups)} shape group(s) on {len(jax.devices())} "
+        f"device(s) -> {out}")
+    all_metrics: dict[str, dict] = {}
+    failed = False
+    compiles_before = train.COMPILE_COUNT["n"]
+    for g, group in enumerate(groups):
+        todo = []
+        for run in group:
+            done = os.path.join(out, "runs", run.run_id, "metrics.json")
+            if os.path.exists(done):
+                with open(done) as fh:
+                    all_metrics[run.run_id] = json.load(fh)
+            else:
+                todo.append(run)
+        if len(todo) < len(group):
+            say(f"  group {g + 1}: {len(group) - len(todo)} finished run(s) found, skipped")
+        if not todo:
+            continue
+        t = time.perf_counter()
+        try:
+            setups = [pipeline.prepare(run.cfg) for run in todo]
+        except ValueError as exc:
+            print(f"ntkdyn: bad input: {exc}", file=sys.stderr)
+            return 2
+        env["times_s"][f"group{g + 1}_prepare"] = time.perf_counter() - t
+        cfgs = [run.cfg for run in todo]
+        per_run = {run.run_id: ({}, {"spectrum": _spectrum(s), "optimizers": {}}) for run, s in zip(todo, setups)}
+        for i, oc in enumerate(cfgs[0].optimizers):
+            t = time.perf_counter()
+            progress = None if args.quiet else train.progress_printer(
+                f"group {g + 1} {oc.label}", cfgs[0].train.steps, len(todo))
+            try:
+                trained = pipeline.train_runs(cfgs, setups, i, progress)
+            except Exception as exc:  # noqa: BLE001 - keep the other optimizers and groups
+                failed = True
+                print(f"ntkdyn: group {g + 1} optimizer {oc.label} failed: {type(exc).__name__}: {exc}",
+                      file=sys.stderr)
+                for run in todo:
+                    per_run[run.run_id][1]["optimizers"][oc.label] = {
+                        "optimizer": oc.name, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+                continue
+            env["times_s"][f"group{g + 1}_{oc.label}_train"] = time.perf_counter() - t
+            t = time.perf_counter()
+            for run, setup, res in zip(todo, setups, trained):
+                arrays, m = pipeline.evaluate(run.cfg, setup, run.cfg.optimizers[i], res)
+                m.pop("times")
+                per_run[run.run_id][0].update({f"{oc.label}/{k}": v for k, v in arrays.items()})
+                per_run[run.run_id][1]["optimizers"][oc.label] = m
+            env["times_s"][f"group{g + 1}_{oc.label}_theory"] = time.perf_counter() - t
+        for run, setup in zip(todo, setups):
+            arrays, metrics = per_run[run.run_id]
+            all_metrics[run.run_id] = metrics
+            if writer:
+                folder = os.path.join(out, "runs", run.run_id)
+                os.makedirs(folder, exist_ok=True)
+                results.write_text(os.path.join(folder, "config.yaml"), config_mod.dump(run.cfg))
+                results.write_npz(os.path.join(folder, "data.npz"), {"X": setup.X, "y": setup.y, "e0": setup.e0})
+                results.write_npz(os.path.join(folder, "kernels.npz"), {"H0": setup.H0, "eigvals": setup.lam})
+                results.write_npz(os.path.join(folder, "trajectories.npz"), arrays)
+                results.write_json(os.path.join(folder, "metrics.json"), metrics)  # last: marks the run done
+    env["compiles"] = train.COMPILE_COUNT["n"] - compiles_before
+    rows = [row for run in runs if run.run_id in all_metrics
+            for row in summary_rows(run.run_id, run.values, all_metrics[run.run_id])]
+    if writer:
+        fields = list(dict.fromkeys(k for row in rows for k in row))
+        buffer = io.StringIO()
+        table = csv.DictWriter(buffer, fieldnames=fields)
+        table.writeheader()
+        table.writerows(rows)
+        results.write_text(os.path.join(out, "summary.csv"), buffer.getvalue())
+        t = time.perf_counter()
+        try:
+            plots.sweep_figure(rows, list(runs[0].values), os.path.join(out, "sweep.png"))
+        except Exception as exc:  # noqa: BLE001 - a failing plot must not lose the arrays
+            failed = True
+            env["plot_error"] = f"{type(exc).__name__}: {exc}"
+            print(f"ntkdyn: sweep plot failed ({exc}); arrays and summary are written", file=sys.stderr)
+        env["times_s"]["plots"] = time.perf_counter() - t
+        env["times_s"]["total"] = time.perf_counter() - t_start
+        results.write_json(os.path.join(out, "env.json"), env)
+    print(sweep_table(rows, list(runs[0].values)))
+    print(f"results: {out}  ({len(runs)} runs, {env['compiles']} compilations, "
+          f"total {time.perf_counter() - t_start:.1f} s)")
+    return 1 if failed else 0
+
+
+def _spectrum(setup) -> dict:
+    lam = setup.lam
+    return {"lambda_min": float(lam[0]), "lambda_max": float(lam[-1]),
+            "kappa": float(lam[-1] / lam[0]) if lam[0] > 0 else None, "loss_scale": setup.c}
+
+
+def sweep_table(rows: list[dict], axes: list[str], limit: int = 40) -> str:
+    head = ["run_id", "label", *axes, "verdict", "fitted.linear_rate", "predicted.linear_rate", "deviation.discrete"]
+    lines = [[str(h) for h in head]]
+    for row in rows[:limit]:
+        lines.append([fmt(row.get(h), ".6g") if isinstance(row.get(h), float) else str(row.get(h, "-")) for h in head])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines)
+    return text + (f"\n... {len(rows) - limit} more rows in summary.csv" if len(rows) > limit else "")
 
 
 if __name__ == "__main__":

@@ -140,9 +140,9 @@ def run_mesh() -> Mesh:
     return Mesh(np.asarray(jax.devices()), ("runs",))
 
 
-def _compiled(key, fn: Callable, *args):
+def _compiled(key, fn: Callable, *args, **jit_kwargs):
     if key not in _CACHE:
-        _CACHE[key] = jax.jit(fn).lower(*args).compile()
+        _CACHE[key] = jax.jit(fn, **jit_kwargs).lower(*args).compile()
         COMPILE_COUNT["n"] += 1
     return _CACHE[key]
 
@@ -182,11 +182,14 @@ def train_batch(model: Model, spec: optimizers.OptimizerSpec, hypers: list[dict]
     key = (model.name, id(model.apply), spec.name, c, plan, tuple(sorted(static.items())), n_dev,
            _shape_key((h, p, cs, Xb, yb)))
     t0 = time.perf_counter()
-    f_init = _compiled(key + ("init",), v_init, h, p, cs, Xb, yb)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    f_init = _compiled(key + ("init",), v_init, h, p, cs, Xb, yb, in_shardings=sharding, out_shardings=sharding)
     state = f_init(h, p, cs, Xb, yb)
     b0 = jnp.asarray(0, jnp.int32)
-    f_chunk = _compiled(key + ("chunk",), v_chunk, state, h, cs, Xb, yb, b0)
-    f_finish = _compiled(key + ("finish",), v_finish, state, h, cs, Xb, yb)
+    f_chunk = _compiled(key + ("chunk",), v_chunk, state, h, cs, Xb, yb, b0, donate_argnums=0,
+                        in_shardings=(sharding,) * 5 + (replicated,), out_shardings=sharding)
+    f_finish = _compiled(key + ("finish",), v_finish, state, h, cs, Xb, yb, in_shardings=sharding,
+                         out_shardings=sharding)
     t1 = time.perf_counter()
     blocks_per_chunk = n_blocks(plan) // plan.chunks
     losses = []

@@ -1,0 +1,121 @@
+"""Sweeps: expand a ``sweep:`` section into run configs and group them by shape.
+
+    sweep:
+      seed: {range: [0, 8]}                 # 0..7
+      eta: {geom: [1e-3, 1e-1, 5]}          # 5 values, log-spaced
+      optimizers.0.beta: [0.0, 0.5, 0.9]    # any dotted config key
+      width: [1024, 4096]                   # aliases: seed, width, n, d, steps
+
+``eta``, ``beta`` and ``r`` without a path apply to every optimizer that takes them. The grid
+is the Cartesian product of the axes, in the order written. Runs whose configs differ only in
+seed and optimizer hyperparameters share shapes and train as one compiled, vmapped program;
+shape-changing axes (width, n, d, steps, ...) form separate groups.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import json
+import re
+
+import numpy as np
+
+from ntkdyn import config as config_mod
+from ntkdyn import optimizers
+
+ALIASES = {"width": "model.width", "n": "data.n", "d": "data.d", "steps": "train.steps"}
+OPTIMIZER_AXES = ("eta", "beta", "r")
+SHARED_SHAPE_KEYS = ("seed",)  # and the optimizers' numeric hyperparameters
+
+
+@dataclasses.dataclass
+class Run:
+    run_id: str
+    values: dict  # axis -> value
+    cfg: config_mod.Config
+
+
+def axis_values(key: str, spec) -> list:
+    """A list, {range: [start, stop(, step)]} (integers, stop excluded), {linspace: [a, b, num]}
+    or {geom: [a, b, num]} (log-spaced)."""
+    if isinstance(spec, list):
+        if not spec:
+            raise config_mod.ConfigError(f"sweep.{key}: empty list")
+        return spec
+    if isinstance(spec, dict) and len(spec) == 1:
+        (kind, args), = spec.items()
+        try:
+            if kind == "range":
+                return list(range(*[int(a) for a in args]))
+            if kind == "linspace":
+                return [float(v) for v in np.linspace(float(args[0]), float(args[1]), int(args[2]))]
+            if kind == "geom":
+                return [float(v) for v in np.geomspace(float(args[0]), float(args[1]), int(args[2]))]
+        except (TypeError, ValueError, IndexError):
+            pass
+    raise config_mod.ConfigError(
+        f"sweep.{key}: expected a list or one of {{range: [start, stop]}}, {{linspace: [a, b, num]}}, "
+        f"{{geom: [a, b, num]}}, got {spec!r}")
+
+
+def _assignments(raw: dict, key: str, value) -> list[str]:
+    """The --set style assignments that one axis value stands for."""
+    if key in OPTIMIZER_AXES:
+        targets = []
+        for i, o in enumerate(raw.get("optimizers") or []):
+            name = o.get("name") if isinstance(o, dict) else None
+            spec = optimizers.REGISTRY.get(name)
+            if key == "eta" or (spec is not None and key in spec.hyper):
+                targets.append(f"optimizers.{i}.{key}")
+        if not targets:
+            raise config_mod.ConfigError(f"sweep.{key}: no optimizer in 'optimizers' takes {key!r}")
+        return [f"{t}={json.dumps(value)}" for t in targets]
+    return [f"{ALIASES.get(key, key)}={json.dumps(value)}"]
+
+
+def _slug(value) -> str:
+    text = f"{value:.6g}" if isinstance(value, float) else str(value)
+    return re.sub(r"[^A-Za-z0-9.+-]", "_", text)
+
+
+def expand(raw: dict) -> list[Run]:
+    """Every grid point of ``raw['sweep']`` as a validated Config (errors name the axis)."""
+    sweep = raw.get("sweep")
+    if not isinstance(sweep, dict) or not sweep:
+        raise config_mod.ConfigError("sweep: expected a mapping of axis -> values")
+    base = {k: v for k, v in raw.items() if k != "sweep"}
+    axes = {key: axis_values(key, spec) for key, spec in sweep.items()}
+    runs = []
+    for i, combo in enumerate(itertools.product(*axes.values())):
+        values = dict(zip(axes, combo))
+        run_raw = copy.deepcopy(base)
+        for key, value in values.items():
+            for assignment in _assignments(run_raw, key, value):
+                try:
+                    run_raw = config_mod.apply_override(run_raw, assignment)
+                except config_mod.ConfigError as exc:
+                    raise config_mod.ConfigError(f"sweep.{key}: {exc}") from None
+        try:
+            cfg = config_mod.from_dict(run_raw)
+        except config_mod.ConfigError as exc:
+            raise config_mod.ConfigError(f"sweep point {values}: {exc}") from None
+        run_id = f"{i:04d}_" + "_".join(f"{k.split('.')[-1]}={_slug(v)}" for k, v in values.items())
+        runs.append(Run(run_id, values, cfg))
+    return runs
+
+
+def shape_key(cfg: config_mod.Config) -> str:
+    """Identical for configs that differ only in seed and optimizer hyperparameters."""
+    d = config_mod.to_dict(cfg)
+    d.pop("seed")
+    d.pop("name")
+    d["optimizers"] = [{k: v for k, v in o.items() if k not in ("eta", "beta", "r")} for o in d["optimizers"]]
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def group_by_shape(runs: list[Run]) -> list[list[Run]]:
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(shape_key(run.cfg), []).append(run)
+    return list(groups.values())

@@ -1,0 +1,119 @@
+"""Sweeps: grid expansion, shape groups, batched training = separate runs, one compilation per
+shape, resume, and identical results on 1 and 4 (forced host) devices."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from ntkdyn import config, pipeline, sweep, train
+from ntkdyn.run import main
+
+BASE = {
+    "name": "s", "dtype": "float64",
+    "data": {"source": "sphere", "n": 10, "d": 4},
+    "model": {"name": "paper", "width": 128},
+    "train": {"steps": 60, "kernel_at": [0, 60]},
+    "theory": {"diffrax": False},
+    "optimizers": [{"name": "gd", "eta": 0.3}, {"label": "hb", "name": "hb", "eta": 0.1, "beta": 0.5}],
+}
+
+
+def test_expand_grid_and_aliases():
+    runs = sweep.expand({**BASE, "sweep": {"seed": {"range": [0, 3]}, "beta": [0.2, 0.7], "width": [64, 128]}})
+    assert len(runs) == 12
+    assert runs[0].values == {"seed": 0, "beta": 0.2, "width": 64}
+    assert runs[-1].cfg.seed == 2 and runs[-1].cfg.model.width == 128
+    assert runs[-1].cfg.optimizers[1].beta == 0.7 and runs[-1].cfg.optimizers[0].beta is None  # gd takes no beta
+    assert len({r.run_id for r in runs}) == 12
+    groups = sweep.group_by_shape(runs)
+    assert sorted(len(g) for g in groups) == [6, 6]  # width changes shapes; seed and beta do not
+
+
+def test_expand_ranges_and_errors():
+    assert sweep.axis_values("eta", {"geom": [1e-3, 1e-1, 3]}) == pytest.approx([1e-3, 1e-2, 1e-1])
+    assert sweep.axis_values("eta", {"linspace": [0, 1, 3]}) == [0.0, 0.5, 1.0]
+    with pytest.raises(config.ConfigError, match="sweep.eta: expected a list"):
+        sweep.axis_values("eta", {"logspace": [1, 2]})
+    with pytest.raises(config.ConfigError, match="beta: must be in"):
+        sweep.expand({**BASE, "sweep": {"beta": [0.5, 1.5]}})
+    with pytest.raises(config.ConfigError, match="no optimizer"):
+        sweep.expand({**BASE, "optimizers": [{"name": "gd", "eta": 0.1}], "sweep": {"beta": [0.5]}})
+
+
+def test_batched_training_equals_separate_runs():
+    runs = sweep.expand({**BASE, "sweep": {"seed": [0, 1], "eta": [0.05, 0.2]}})
+    setups = [pipeline.prepare(r.cfg) for r in runs]
+    cfgs = [r.cfg for r in runs]
+    before = train.COMPILE_COUNT["n"]
+    batched = pipeline.train_runs(cfgs, setups, 1)
+    assert train.COMPILE_COUNT["n"] - before == 3  # init, chunk, finish: once for all runs
+    again = pipeline.train_runs(cfgs, setups, 1)
+    assert train.COMPILE_COUNT["n"] - before == 3  # equal shapes: no recompilation
+    for cfg, setup, res, res2 in zip(cfgs, setups, batched, again):
+        single = pipeline.train_runs([cfg], [setup], 1)[0]
+        np.testing.assert_allclose(res.loss, single.loss, rtol=1e-12)
+        np.testing.assert_array_equal(res.loss, res2.loss)
+    assert not np.allclose(batched[0].loss, batched[1].loss)  # eta differs
+
+
+def _write(tmp_path, raw):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_sweep_cli_summary_and_resume(tmp_path):
+    raw = {**BASE, "sweep": {"seed": [0, 1], "beta": [0.3, 0.6]}}
+    out = tmp_path / "out"
+    assert main([_write(tmp_path, raw), "--out", str(out), "--quiet"]) == 0
+    with open(out / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 8  # 4 runs x 2 optimizers
+    assert {"run_id", "seed", "beta", "label", "verdict", "fitted.linear_rate", "predicted.linear_rate",
+            "deviation.discrete", "kernel_drift", "status"} <= set(rows[0])
+    assert (out / "sweep.png").is_file()
+    env = json.loads((out / "env.json").read_text())
+    assert env["runs"] == 4
+    run_dirs = sorted(os.listdir(out / "runs"))
+    assert len(run_dirs) == 4
+    # interrupted sweep: remove one run's completion marker; the re-run redoes only that run
+    victim = out / "runs" / run_dirs[2]
+    (victim / "metrics.json").unlink()
+    stamp = {d: os.path.getmtime(out / "runs" / d / "metrics.json") for d in run_dirs if d != run_dirs[2]}
+    assert main([_write(tmp_path, raw), "--out", str(out), "--quiet"]) == 0
+    assert (victim / "metrics.json").is_file()
+    for d, t in stamp.items():
+        assert os.path.getmtime(out / "runs" / d / "metrics.json") == t
+    with open(out / "summary.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 8
+
+
+SCRIPT = """
+import json, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+from ntkdyn import pipeline, sweep
+raw = json.loads(sys.argv[1])
+runs = sweep.expand(raw)
+setups = [pipeline.prepare(r.cfg) for r in runs]
+res = pipeline.train_runs([r.cfg for r in runs], setups, 1)
+print(json.dumps({"devices": len(jax.devices()), "loss": [r.loss.tolist() for r in res]}))
+"""
+
+
+def test_same_results_on_one_and_four_devices():
+    raw = {**BASE, "sweep": {"seed": [0, 1, 2], "eta": [0.05, 0.1]}}  # 6 runs: padded to 8 on 4 devices
+    out = {}
+    for count in (1, 4):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}", "JAX_PLATFORMS": "cpu"}
+        proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(raw)], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out[count] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out[1]["devices"] == 1 and out[4]["devices"] == 4
+    np.testing.assert_allclose(np.array(out[4]["loss"]), np.array(out[1]["loss"]), rtol=1e-10)
