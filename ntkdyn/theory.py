@@ -139,6 +139,7 @@ def ode_diffrax(ode: LimitODE, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rto
                 atol: float = 1e-12, max_steps: int = 1_000_000) -> np.ndarray:
     """Integrate the ODE in the full output space (no eigen-decomposition) with diffrax Tsit5.
 
+    ``e0`` is the error at t = 0 and ``t`` must start at 0 (as the step times t_k do).
     Returns e(t) of shape (len(t), n), float64. The NAG-C ODE is singular at t = 0: it starts at
     t0 = min(t_1, 1e-3 / sqrt(lambda_max)) from the series e(t0) = e0 - t0^2/(4(nu+1)) K e0,
     e'(t0) = -t0/(2(nu+1)) K e0 (error O(t0^4 ||K||^2)).
@@ -151,6 +152,8 @@ def ode_diffrax(ode: LimitODE, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rto
         K = jnp.asarray(K, jnp.float64)
         e0 = jnp.asarray(e0, jnp.float64)
         ts = jnp.asarray(t, jnp.float64)
+        if float(ts[0]) != 0.0:
+            raise ValueError(f"ode_diffrax: t must start at 0 (e0 is e(0)), got t[0] = {float(ts[0])}")
         controller = diffrax.PIDController(rtol=rtol, atol=atol)
         solver = diffrax.Tsit5()
         if ode.order == 1:
@@ -181,3 +184,134 @@ def ode_diffrax(ode: LimitODE, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rto
     if ys.shape[0] < len(t):  # times before t0 (only t = 0): the initial condition itself
         ys = np.concatenate([np.tile(np.asarray(e0), (len(t) - ys.shape[0], 1)), ys])
     return ys
+
+
+# --------------------------------------------------------------------------- high-resolution ODEs
+def impulse_modes(omega2, gamma, t) -> np.ndarray:
+    """Solution of c'' + gamma c' + omega2 c = 0, c(0) = 0, c'(0) = 1 (``omega2``, ``gamma``
+    broadcast over the mode axis): e^{-gamma t/2} sin(wt)/w, t e^{-gamma t/2} (critical) or
+    (e^{(w-h)t} - e^{-(w+h)t}) / (2w) (overdamped; no overflow); shape t.shape + modes."""
+    t = np.asarray(t, np.float64)[..., None]
+    omega2 = np.asarray(omega2, np.float64)
+    half = 0.5 * np.asarray(gamma, np.float64)
+    w2 = half * half - omega2
+    w = np.sqrt(np.abs(w2))
+    ws = np.where(w > 0, w, 1.0)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        wt = w * t
+        near = np.exp(-half * t) * np.where(w > 0, np.sinh(wt) / ws, t)
+        far = (np.exp((w - half) * t) - np.exp(-(w + half) * t)) / (2 * ws)
+        over = np.where(wt < 1.0, near, far)
+        under = np.exp(-half * t) * np.where(w > 0, np.sin(wt) / ws, t)
+    return np.where(w2 > 0, over, under)
+
+
+def oscillator_modes(omega2, gamma, velocity, t) -> np.ndarray:
+    """c'' + gamma c' + omega2 c = 0, c(0) = 1, c'(0) = velocity, per mode (arrays broadcast)."""
+    return damped_oscillator_modes(omega2, gamma, t) + np.asarray(velocity, np.float64) * impulse_modes(omega2, gamma, t)
+
+
+def _vanishing_series(ode, lam, t0: float, terms: int = 8):
+    """Regular solution of t c'' + (r + a t) c' + (b0 lam t + b1 lam) c = 0 at t0 (c(0) = 1):
+    a_{j+1} = -((a j + b1 lam) a_j + b0 lam a_{j-1}) / ((j + 1)(j + r)); returns c(t0), c'(t0)."""
+    a_d = ode.hess_damping * lam
+    coeffs = [np.ones_like(lam), -(ode.stiffness_t * lam) / ode.r]
+    for j in range(1, terms):
+        prev = coeffs[j - 1]
+        coeffs.append(-((a_d * j + ode.stiffness_t * lam) * coeffs[j] + ode.stiffness * lam * prev) / ((j + 1) * (j + ode.r)))
+    c = sum(cj * t0**j for j, cj in enumerate(coeffs))
+    dc = sum(j * cj * t0 ** (j - 1) for j, cj in enumerate(coeffs) if j > 0)
+    return c, dc
+
+
+def highres_modes(ode, lam, coef, t, rtol: float = 1e-11, atol: float = 1e-14) -> np.ndarray:
+    """Error per mode of a ``optimizers.HighResODE`` at times t: shape t.shape + (n,).
+
+    Constant damping: closed form (a damped oscillator per mode, damping gamma + hess_damping lam,
+    stiffness stiffness * lam, e'(0) = -velocity0 lam e0). Vanishing damping (no elementary closed
+    form): the modes are integrated together (scipy DOP853) from t0 = min(t_1, 1e-2 / sqrt(lam_max))
+    seeded by the regular power series at t = 0.
+    """
+    lam = np.asarray(lam, np.float64)
+    t = np.asarray(t, np.float64)
+    coef = np.asarray(coef, np.float64)
+    if ode.damping == "constant":
+        return oscillator_modes(ode.stiffness * lam, ode.gamma + ode.hess_damping * lam, -ode.velocity0 * lam, t) * coef
+    from scipy.integrate import solve_ivp
+
+    flat = t.ravel()
+    positive = flat[flat > 0]
+    t0 = min(float(positive.min()) if positive.size else 1.0, 1e-2 / math.sqrt(max(float(lam.max()), 1e-300)))
+    c0, dc0 = _vanishing_series(ode, lam, t0)
+    a_d, n = ode.hess_damping * lam, lam.size
+
+    def rhs(s, y):
+        c, dc = y[:n], y[n:]
+        return np.concatenate([dc, -(ode.r / s + a_d) * dc - (ode.stiffness + ode.stiffness_t / s) * lam * c])
+
+    later = np.unique(flat[flat >= t0])
+    out = np.ones((flat.size, n))
+    if later.size:
+        sol = solve_ivp(rhs, (t0, later[-1]), np.concatenate([c0, dc0]), method="DOP853", t_eval=later,
+                        rtol=rtol, atol=atol)
+        if not sol.success:
+            raise RuntimeError(f"high-resolution ODE integration failed: {sol.message}")
+        idx = np.searchsorted(later, flat)
+        mask = flat >= t0
+        out[mask] = sol.y[:n].T[idx[mask]]
+    early = (flat > 0) & (flat < t0)
+    if early.any():
+        out[early] = np.stack([_vanishing_series(ode, lam, float(s))[0] for s in flat[early]])
+    return out.reshape(t.shape + (n,)) * coef
+
+
+def highres_diffrax(ode, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rtol: float = 1e-10, atol: float = 1e-12,
+                    max_steps: int = 1_000_000) -> np.ndarray:
+    """The high-resolution ODE integrated in the full output space with diffrax Tsit5 (no
+    eigen-decomposition); vanishing damping starts at t0 = min(t_1, 1e-3/sqrt(lam_max)) from the
+    series e(t0) = e0 - (b1/r) t0 K e0, e'(t0) = -(b1/r) K e0 (+ O(t0))."""
+    import diffrax
+    import jax
+    import jax.numpy as jnp
+
+    with jax.enable_x64(True):
+        Kj = jnp.asarray(K, jnp.float64)
+        e0j = jnp.asarray(e0, jnp.float64)
+        ts = jnp.asarray(t, jnp.float64)
+
+        def vector_field(s, y, args):
+            e, de = y
+            stiff = ode.stiffness + (ode.stiffness_t / s if ode.damping == "vanishing" else 0.0)
+            return de, -ode.damping_at(s) * de - ode.hess_damping * (Kj @ de) - stiff * (Kj @ e)
+
+        Ke0 = Kj @ e0j
+        if ode.damping == "vanishing":
+            lam_max = float(np.max(np.abs(np.linalg.eigvalsh(np.asarray(K)))))
+            positive = np.asarray(t)[np.asarray(t) > 0]
+            t0 = min(float(positive[0]) if positive.size else 1.0, 1e-3 / math.sqrt(max(lam_max, 1e-300)))
+            k1 = ode.stiffness_t / ode.r
+            y0 = (e0j - k1 * t0 * Ke0, -k1 * Ke0)
+            t_start = jnp.asarray(t0, jnp.float64)
+            later = ts[ts >= t_start]
+        else:
+            y0 = (e0j, -ode.velocity0 * Ke0)
+            t_start, later = ts[0], ts
+        sol = diffrax.diffeqsolve(diffrax.ODETerm(vector_field), diffrax.Tsit5(), t_start, later[-1], None, y0,
+                                  saveat=diffrax.SaveAt(ts=later),
+                                  stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+                                  max_steps=max_steps)
+        ys = np.asarray(sol.ys[0])
+    if ys.shape[0] < len(t):
+        ys = np.concatenate([np.tile(np.asarray(e0), (len(t) - ys.shape[0], 1)), ys])
+    return ys
+
+
+def vanishing_tail(eta: float, lam_min: float, r: float = 3.0) -> dict:
+    """Fixed-step NAG-C (and OGM, r = 3) on the slowest mode h = eta lam_min: the loss envelope is
+    prod_j beta_j (1 - h) ~ C k^{-r} (1 - h)^k (det A_k = beta_k (1 - h)), so the tail loss factor
+    is 1 - h and the **crossover step**, where the exponential factor's share of the log-log slope
+    d log L / d log k = -r + k log(1 - h) equals the power law's, is k* = r / (-log(1 - h)) ~ r/h."""
+    h = eta * lam_min
+    if not 0 < h < 1:
+        return {"crossover_step": None, "tail_rate": None, "power_exponent": -r}
+    return {"crossover_step": r / -math.log1p(-h), "tail_rate": 1.0 - h, "power_exponent": -float(r)}

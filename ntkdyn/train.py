@@ -95,7 +95,7 @@ def single_run_fns(model: Model, spec: optimizers.OptimizerSpec, c: float, plan:
     def init(hyper, params, consts, X, y) -> TrainState:
         tx = optimizers.transformation(spec, hyper)
         L0, _ = loss_fn(params, consts, X, y)
-        errors = jnp.zeros((error_at.shape[0], X.shape[0]), X.dtype)
+        errors = jnp.full((error_at.shape[0], X.shape[0]), jnp.nan, X.dtype)  # NaN: step never reached
         snaps = jax.tree.map(lambda leaf: jnp.zeros((snapshot_at.shape[0],) + leaf.shape, leaf.dtype), params)
         return TrainState(params, tx.init(params), jnp.asarray(-1, jnp.int32), errors, snaps,
                           plan.divergence_factor * L0)

@@ -33,12 +33,12 @@ def _run(tx, A, b, theta, steps):
 
 @pytest.mark.parametrize("name,beta,nesterov", [("gd", None, False), ("hb", 0.9, False), ("hb", 0.5, False),
                                                 ("nag", 0.9, True), ("nag", 0.3, True)])
-def test_linear_momentum_equals_optax_sgd(name, beta, nesterov):
+def test_linear_method_equals_optax_sgd(name, beta, nesterov):
     A, b, theta0 = _quadratic()
     eta, steps = 0.7, 150
     spec = optimizers.get(name)
     hyper = {"eta": eta} if beta is None else {"eta": eta, "beta": beta}
-    ours = _run(optimizers.linear_momentum(spec, hyper), A, b, theta0, steps)
+    ours = _run(optimizers.transformation(spec, hyper), A, b, theta0, steps)
     ref = _run(optax.sgd(eta) if beta is None else optax.sgd(eta, momentum=beta, nesterov=nesterov),
                A, b, theta0, steps)
     assert ours.dtype == np.float64
@@ -46,29 +46,47 @@ def test_linear_momentum_equals_optax_sgd(name, beta, nesterov):
     assert np.linalg.norm(ours[-1] - ours[0]) > 0.1  # it moved
 
 
-def test_linear_momentum_pytree_and_dtype():
+def test_linear_method_pytree_and_dtype():
     """Works on pytrees and keeps each leaf's dtype (float32 params stay float32)."""
-    tx = optimizers.linear_momentum(optimizers.get("nag"), {"eta": 0.1, "beta": 0.9})
+    tx = optimizers.transformation(optimizers.get("nag"), {"eta": 0.1, "beta": 0.9})
     params = {"a": jnp.ones(3, jnp.float32), "b": {"c": jnp.ones((2, 2), jnp.float32)}}
     state = tx.init(params)
     grads = jax.tree.map(jnp.ones_like, params)
-    updates, state = tx.update(grads, state)
-    updates, state = tx.update(grads, state)
+    updates, state = tx.update(grads, state, params)
+    updates, state = tx.update(grads, state, params)
     assert jax.tree.map(lambda u: u.dtype, updates) == {"a": jnp.float32, "b": {"c": jnp.float32}}
     # v_2 = 0.9 + 1 = 1.9; update = -0.1 (g + beta v_2) = -0.1 (1 + 1.71)
     np.testing.assert_allclose(np.asarray(updates["a"]), -0.1 * (1 + 0.9 * 1.9), rtol=1e-6)
     assert int(state.count) == 2
 
 
-def test_nag_c_coefficients():
-    spec = optimizers.get("nag_c")
-    k = np.arange(1, 6, dtype=float)
-    beta, a, b = spec.coefficients({"eta": 0.1, "r": 3.0}, k)
-    np.testing.assert_allclose(beta, (k - 1) / (k + 2))
-    np.testing.assert_allclose(a, 1.0)
-    np.testing.assert_allclose(b, beta)
-    assert not spec.constant
+def test_nag_c_is_nag_with_scheduled_beta():
+    spec, nag = optimizers.get("nag_c"), optimizers.get("nag")
+    assert not spec.constant and nag.constant
+    eta, r = 0.1, 3.0
+    for k in (1.0, 2.0, 5.0, 100.0):
+        beta = (k - 1) / (k + r - 1)
+        assert optimizers.nag_c_beta(k, r) == pytest.approx(beta)
+        T, u = spec.method.step({"eta": eta, "r": r}, k)
+        T_ref, u_ref = nag.method.step({"eta": eta, "beta": beta}, k)
+        np.testing.assert_allclose(np.asarray(T, float), np.asarray(T_ref, float), rtol=1e-15)
+        np.testing.assert_allclose(np.asarray(u, float), np.asarray(u_ref, float), rtol=1e-15)
     assert optimizers.nag_c_beta(1, 3.0) == 0.0
+
+
+def test_companion_matrices_are_the_designed_recurrences():
+    """HB: [[1 - eta lam, -eta beta], [lam, beta]] on (e, J v); NAG: trace (1+beta)(1-eta lam),
+    determinant beta (1 - eta lam) (DESIGN.md section 1)."""
+    lam = np.array([0.0, 0.4, 1.7])
+    eta, beta = 0.3, 0.8
+    A = optimizers.companion(optimizers.get("hb"), {"eta": eta, "beta": beta}, lam, 1)
+    expected = np.stack([np.array([[1 - eta * x, -eta * beta], [x, beta]]) for x in lam])
+    np.testing.assert_allclose(A, expected, rtol=1e-15)
+    A = optimizers.companion(optimizers.get("nag"), {"eta": eta, "beta": beta}, lam, 1)
+    np.testing.assert_allclose(np.trace(A, axis1=1, axis2=2), (1 + beta) * (1 - eta * lam), rtol=1e-14)
+    np.testing.assert_allclose(np.linalg.det(A), beta * (1 - eta * lam), rtol=1e-12, atol=1e-15)
+    A = optimizers.companion(optimizers.get("gd"), {"eta": eta}, lam, 1)
+    np.testing.assert_allclose(A[:, 0, 0], 1 - eta * lam, rtol=1e-15)
 
 
 # --------------------------------------------------------------------------- linear model vs recurrence
@@ -181,7 +199,7 @@ def test_theory_faces_present_for_linear_methods():
                                         ("adam", {"eta": 0.05, "b1": 0.5})])
 def test_empirical_only_optimizer_trains(name, hyper):
     spec = optimizers.get(name)
-    assert spec.coefficients is None and spec.ode is None and not spec.has_theory
+    assert spec.method is None and spec.ode is None and not spec.has_theory
     X, y, params = _linear_problem()
     res = train(LINEAR, spec, hyper, 1.0, TrainPlan(100, error_at=(100,)), params, {}, X, y)
     assert res.diverged_at is None
@@ -265,3 +283,34 @@ def test_record_every_must_divide_steps():
     X, y, params = _linear_problem()
     with pytest.raises(ValueError, match="multiple of train.record_every"):
         train(LINEAR, optimizers.get("gd"), {"eta": 0.1}, 1.0, TrainPlan(10, record_every=3), params, {}, X, y)
+
+
+def test_chunked_scan_equals_one_scan():
+    X, y, params = _linear_problem()
+    spec, hyper = optimizers.get("hb"), {"eta": 0.5, "beta": 0.7}
+    one = train(LINEAR, spec, hyper, 1.0, TrainPlan(60, record_every=2, error_at=(0, 31, 60)), params, {}, X, y)
+    seen = []
+    three = train(LINEAR, spec, hyper, 1.0, TrainPlan(60, record_every=2, error_at=(0, 31, 60), chunks=3),
+                  params, {}, X, y, progress=lambda step, eta_s: seen.append(step))
+    assert seen == [20, 40, 60]
+    np.testing.assert_allclose(three.loss, one.loss, rtol=1e-12)
+    np.testing.assert_allclose(three.errors, one.errors, rtol=1e-12)
+    with pytest.raises(ValueError, match="cannot be cut into 7 equal chunks"):
+        train(LINEAR, spec, hyper, 1.0, TrainPlan(60, record_every=2, chunks=7), params, {}, X, y)
+
+
+def test_train_batch_equals_separate_runs():
+    from ntkdyn.train import train_batch
+    X, y, params = _linear_problem()
+    _, _, params2 = _linear_problem(seed=1)
+    spec = optimizers.get("nag")
+    hypers = [{"eta": 0.3, "beta": 0.5}, {"eta": 0.6, "beta": 0.9}, {"eta": 0.2, "beta": 0.0}]
+    plist = [params, params2, params]
+    plan = TrainPlan(40, error_at=(40,))
+    batch = train_batch(LINEAR, spec, hypers, 1.0, plan, plist, [{}] * 3, [X] * 3, [y] * 3)
+    assert len(batch) == 3
+    for hyper, p, res in zip(hypers, plist, batch):
+        alone = train(LINEAR, spec, hyper, 1.0, plan, p, {}, X, y)
+        np.testing.assert_allclose(res.loss, alone.loss, rtol=1e-12)
+        np.testing.assert_allclose(res.errors, alone.errors, rtol=1e-12)
+    assert not np.allclose(batch[0].loss, batch[1].loss)
