@@ -347,11 +347,16 @@ def mlp_kernels(X1, X2=None, depth: int = 1, W_std: float = 1.0, b_std: float | 
     S = w2 * (X1 @ X2.T) / d + b2
     q1 = w2 * np.sum(X1 * X1, axis=1) / d + b2
     q2 = w2 * np.sum(X2 * X2, axis=1) / d + b2
+    same = X2 is X1
+    if same:  # the diagonal is exactly q (cos = 1): arccos near 1 would turn 1e-16 into 1e-8
+        np.fill_diagonal(S, q1)
     T = S.copy()
     for _ in range(depth):
         E, Ed = _relu_expectations(S, q1, q2)
         S = w2 * E + b2
         T = S + w2 * Ed * T
         q1 = w2 * q1 / 2 + b2  # E[relu(u)^2] = q / 2
-        q2 = w2 * q2 / 2 + b2
+        q2 = q1 if same else w2 * q2 / 2 + b2
+        if same:
+            np.fill_diagonal(S, q1)
     return S, T
