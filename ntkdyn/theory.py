@@ -7,6 +7,7 @@ loss L = (c / 2) ||e||^2. Inputs are the eigenvalues ``lam`` of K and the coordi
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -144,46 +145,55 @@ def ode_diffrax(ode: LimitODE, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rto
     t0 = min(t_1, 1e-3 / sqrt(lambda_max)) from the series e(t0) = e0 - t0^2/(4(nu+1)) K e0,
     e'(t0) = -t0/(2(nu+1)) K e0 (error O(t0^4 ||K||^2)).
     """
-    import diffrax
     import jax
     import jax.numpy as jnp
 
     with jax.enable_x64(True):
-        K = jnp.asarray(K, jnp.float64)
-        e0 = jnp.asarray(e0, jnp.float64)
-        ts = jnp.asarray(t, jnp.float64)
-        if float(ts[0]) != 0.0:
-            raise ValueError(f"ode_diffrax: t must start at 0 (e0 is e(0)), got t[0] = {float(ts[0])}")
-        controller = diffrax.PIDController(rtol=rtol, atol=atol)
-        solver = diffrax.Tsit5()
+        ts = np.asarray(t, np.float64)
+        if ts[0] != 0.0:
+            raise ValueError(f"ode_diffrax: t must start at 0 (e0 is e(0)), got t[0] = {ts[0]}")
+        K = np.asarray(K, np.float64)
+        e0 = np.asarray(e0, np.float64)
+        solve = _diffrax_solver(ode.order, ode.damping, float(ode.gamma), float(ode.r), rtol, atol, max_steps)
         if ode.order == 1:
-            term = diffrax.ODETerm(lambda s, e, args: -K @ e)
-            sol = diffrax.diffeqsolve(term, solver, ts[0], ts[-1], None, e0, saveat=diffrax.SaveAt(ts=ts),
-                                      stepsize_controller=controller, max_steps=max_steps)
-            return np.asarray(sol.ys)
-
-        def vector_field(s, y, args):
-            e, de = y
-            return de, -ode.damping_at(s) * de - K @ e
-
-        y0 = (e0, jnp.zeros_like(e0))
-        t_start = ts[0]
+            return np.asarray(solve(K, e0, 0.0, ts))
+        y0, t_start = (e0, np.zeros_like(e0)), 0.0
         if ode.damping == "vanishing":
             nu = 0.5 * (ode.r - 1.0)
-            lam_max = float(np.max(np.abs(np.linalg.eigvalsh(np.asarray(K)))))
-            positive = np.asarray(t)[np.asarray(t) > 0]
-            t0 = min(float(positive[0]) if positive.size else 1.0, 1e-3 / math.sqrt(max(lam_max, 1e-300)))
+            lam_max = float(np.max(np.abs(np.linalg.eigvalsh(K))))
+            positive = ts[ts > 0]
+            t_start = min(float(positive[0]) if positive.size else 1.0, 1e-3 / math.sqrt(max(lam_max, 1e-300)))
             Ke0 = K @ e0
-            y0 = (e0 - t0**2 / (4 * (nu + 1)) * Ke0, -t0 / (2 * (nu + 1)) * Ke0)
-            t_start = jnp.asarray(t0, jnp.float64)
-        later = ts[ts >= t_start] if ode.damping == "vanishing" else ts
-        sol = diffrax.diffeqsolve(diffrax.ODETerm(vector_field), solver, t_start, later[-1], None, y0,
-                                  saveat=diffrax.SaveAt(ts=later), stepsize_controller=controller,
-                                  max_steps=max_steps)
-        ys = np.asarray(sol.ys[0])
-    if ys.shape[0] < len(t):  # times before t0 (only t = 0): the initial condition itself
-        ys = np.concatenate([np.tile(np.asarray(e0), (len(t) - ys.shape[0], 1)), ys])
+            y0 = (e0 - t_start**2 / (4 * (nu + 1)) * Ke0, -t_start / (2 * (nu + 1)) * Ke0)
+        later = ts[ts >= t_start]
+        ys = np.asarray(solve(K, y0, t_start, later)[0])
+    if ys.shape[0] < len(ts):  # times before t0 (only t = 0): the initial condition itself
+        ys = np.concatenate([np.tile(e0, (len(ts) - ys.shape[0], 1)), ys])
     return ys
+
+
+@functools.lru_cache(maxsize=32)
+def _diffrax_solver(order: int, damping: str, gamma: float, r: float, rtol: float, atol: float, max_steps: int):
+    """A compiled diffrax Tsit5 solve (K, y0, t_start, ts) -> ys, cached per ODE kind, so repeated
+    predictions of equal shapes do not recompile."""
+    import diffrax
+    import jax
+    import jax.numpy as jnp
+
+    def field(s, y, K):
+        if order == 1:
+            return -K @ y
+        e, de = y
+        damp = gamma if damping == "constant" else r / s
+        return de, -damp * de - K @ e
+
+    @jax.jit
+    def solve(K, y0, t_start, ts):
+        return diffrax.diffeqsolve(diffrax.ODETerm(field), diffrax.Tsit5(), t_start, ts[-1], None, y0, args=K,
+                                   saveat=diffrax.SaveAt(ts=ts), stepsize_controller=diffrax.PIDController(
+                                       rtol=rtol, atol=atol), max_steps=max_steps).ys
+
+    return solve
 
 
 # --------------------------------------------------------------------------- high-resolution ODEs
@@ -269,7 +279,7 @@ def highres_diffrax(ode, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rtol: flo
                     max_steps: int = 1_000_000) -> np.ndarray:
     """The high-resolution ODE integrated in the full output space with diffrax Tsit5 (no
     eigen-decomposition); vanishing damping starts at t0 = min(t_1, 1e-3/sqrt(lam_max)) from the
-    series e(t0) = e0 - (b1/r) t0 K e0, e'(t0) = -(b1/r) K e0 (+ O(t0))."""
+    regular series to O(t0^2)."""
     import diffrax
     import jax
     import jax.numpy as jnp
@@ -289,8 +299,10 @@ def highres_diffrax(ode, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rtol: flo
             lam_max = float(np.max(np.abs(np.linalg.eigvalsh(np.asarray(K)))))
             positive = np.asarray(t)[np.asarray(t) > 0]
             t0 = min(float(positive[0]) if positive.size else 1.0, 1e-3 / math.sqrt(max(lam_max, 1e-300)))
-            k1 = ode.stiffness_t / ode.r
-            y0 = (e0j - k1 * t0 * Ke0, -k1 * Ke0)
+            k1 = ode.stiffness_t / ode.r  # series e = e0 + t a1 + t^2 a2, a1 = -k1 K e0
+            a1 = -k1 * Ke0
+            a2 = -((ode.hess_damping + ode.stiffness_t) * (Kj @ a1) + ode.stiffness * Ke0) / (2 * (1 + ode.r))
+            y0 = (e0j + t0 * a1 + t0**2 * a2, a1 + 2 * t0 * a2)
             t_start = jnp.asarray(t0, jnp.float64)
             later = ts[ts >= t_start]
         else:
