@@ -117,3 +117,16 @@ def test_same_results_on_one_and_four_devices():
         out[count] = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out[1]["devices"] == 1 and out[4]["devices"] == 4
     np.testing.assert_allclose(np.array(out[4]["loss"]), np.array(out[1]["loss"]), rtol=1e-10)
+
+
+def test_shared_data_path_equals_separate_runs():
+    """One seed, several eta: X, y and the output signs are shared (one wide GEMM); same numbers."""
+    runs = sweep.expand({**BASE, "sweep": {"eta": [0.05, 0.1, 0.2]}})
+    setups = [pipeline.prepare(r.cfg) for r in runs]
+    assert train._all_equal([s.X for s in setups]) and not train._all_equal([s.params for s in setups[:1] * 2 + [
+        {"W": setups[0].params["W"] + 1}]])
+    batched = pipeline.train_runs([r.cfg for r in runs], setups, 1)
+    for run, setup, res in zip(runs, setups, batched):
+        single = pipeline.train_runs([run.cfg], [setup], 1)[0]
+        np.testing.assert_allclose(res.loss, single.loss, rtol=1e-12)
+        np.testing.assert_allclose(res.errors, single.errors, rtol=1e-12, atol=1e-14)
