@@ -160,10 +160,11 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
     times = {"train_compile_s": res.compile_s, "train_run_s": res.run_s}
 
     t = time.perf_counter()
-    drift = [ntk.kernel_drift(ntk.gram(setup.model, jax.tree.map(lambda s: s[i], res.snapshots), setup.consts, X),
-                              setup.H0)
-             for i, k in enumerate(res.snapshot_at) if res.diverged_at is None or k <= res.diverged_at]
-    arrays["kernel_steps"] = res.snapshot_at[: len(drift)]
+    reached = [i for i, k in enumerate(res.snapshot_at) if res.diverged_at is None or k <= res.diverged_at]
+    grams = [ntk.gram(setup.model, jax.tree.map(lambda s: s[i], res.snapshots), setup.consts, X) for i in reached]
+    drift = [ntk.kernel_drift(H, setup.H0) for H in grams]
+    arrays["kernel_steps"] = res.snapshot_at[reached]
+    arrays["kernels"] = np.asarray(grams).reshape(len(grams), *setup.H0.shape)
     arrays["kernel_drift"] = np.asarray(drift)
     times["kernel_drift_s"] = time.perf_counter() - t
 

@@ -49,6 +49,11 @@ def test_end_to_end_writes_every_file(tmp_path):
         for key in ("step", "loss", "loss_discrete", "loss_ode", "loss_ode_diffrax", "ode_time"):
             assert traj[f"{label}/{key}"].shape == (61,), (label, key)
     assert "adam/loss" in traj.files and "adam/loss_discrete" not in traj.files
+    np.testing.assert_array_equal(traj["hb/kernel_steps"], [0, 120])
+    np.testing.assert_allclose(traj["hb/kernels"][0], kernels["H0"], rtol=1e-12)  # H at step 0 is H0
+    drift = np.linalg.norm(traj["hb/kernels"][1] - kernels["H0"]) / np.linalg.norm(kernels["H0"])
+    np.testing.assert_allclose(traj["hb/kernel_drift"][1], drift, rtol=1e-12)
+    assert drift > 0
     np.testing.assert_array_equal(traj["gd/step"], np.arange(0, 121, 2))
     np.testing.assert_allclose(traj["hb/ode_time"], traj["hb/step"] * np.sqrt(0.1))
     m = json.loads((out / "metrics.json").read_text())
