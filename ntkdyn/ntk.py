@@ -19,10 +19,12 @@ blocks recomputed (n * 3F * n_blocks / (2 * group) extra), or NTVP is used when 
 
 Precision: float32 Jacobians contracted in float32 give H with an absolute error ~ eps32 *
 lambda_max, which swamps eigenvalues below ~1e-6 lambda_max and can make H indefinite.
-``accumulate="float64"`` (the default whenever jax x64 is enabled) contracts the float32
-Jacobians in float64: H is then the exact Gram of a Jacobian perturbed by eps32 relative, so it
-stays positive semi-definite and lambda_min is perturbed by ~eps32 sqrt(kappa) relative
-instead of ~eps32 kappa.
+``accumulate="float64"`` contracts the float32 Jacobians in float64: H is then the exact Gram
+of a Jacobian perturbed by eps32 relative, so it stays positive semi-definite and lambda_min is
+perturbed by ~eps32 sqrt(kappa) relative instead of ~eps32 kappa. It costs 3-6x the float32
+contraction on a CPU, so ``accumulate="auto"`` (the default) contracts in float32 and redoes the
+contraction in float64 only where it matters: when jax x64 is enabled and the float32 result has
+lambda_min < ``F64_BELOW`` * lambda_max (float64 parameters are always contracted in float64).
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ import numpy as np
 from ntkdyn.models import Model
 
 METHODS = ("auto", "jacobian", "ntvp")
+F64_BELOW = 1e-4  # accumulate="auto": redo in float64 when lambda_min < F64_BELOW * lambda_max
 
 
 # --------------------------------------------------------------------------- empirical NTK
@@ -89,8 +92,26 @@ def _params_dtype(params):
     return jnp.result_type(*leaves) if leaves else jnp.dtype(jnp.float32)
 
 
+_FLOPS_CACHE: dict = {}
+
+
 def forward_flops(apply, params, consts, X) -> float | None:
     """FLOPs of one forward pass per input, from XLA's cost analysis (None if unavailable)."""
+    sig = lambda t: (jax.tree.structure(t), tuple((jnp.shape(a), jnp.result_type(a)) for a in jax.tree.leaves(t)))  # noqa: E731
+    try:
+        key = (apply, sig(params), sig(consts), sig(X))
+        hash(key)
+    except TypeError:
+        key = None
+    if key is not None and key in _FLOPS_CACHE:
+        return _FLOPS_CACHE[key]
+    flops = _xla_flops(apply, params, consts, X)
+    if key is not None:
+        _FLOPS_CACHE[key] = flops
+    return flops
+
+
+def _xla_flops(apply, params, consts, X) -> float | None:
     try:
         ca = jax.jit(lambda p, c, x: apply(p, c, x)).lower(params, consts, X).cost_analysis()
         if isinstance(ca, (list, tuple)):
@@ -115,7 +136,8 @@ class NTKPlan:
     chunk: int
     blocks: int
     group: int  # row blocks held at once (jacobian method)
-    accumulate: str
+    accumulate: str  # dtype of the (first) contraction
+    refine_f64: bool  # accumulate="auto" with float32 parameters and x64 on: float64 where it matters
     forward_flops: float
     cost_jacobian: float
     cost_ntvp: float
@@ -131,8 +153,10 @@ def plan_ntk(apply, params, consts, X, chunk: int = 256, method: str = "auto",
     n = int(X.shape[0])
     P = int(sum(np.size(leaf) for leaf in jax.tree.leaves(params)))
     pdt = jnp.dtype(_params_dtype(params))
+    refine = False
     if accumulate in (None, "auto"):
-        acc = "float64" if _x64_enabled() else pdt.name
+        acc = pdt.name
+        refine = _x64_enabled() and pdt.itemsize < 8
     else:
         acc = jnp.dtype(accumulate).name
         if acc == "float64" and not _x64_enabled():
@@ -142,14 +166,12 @@ def plan_ntk(apply, params, consts, X, chunk: int = 256, method: str = "auto",
     chunk = max(1, min(int(chunk), n, int(budget // (2 * row_bytes)) or 1))
     blocks = math.ceil(n / chunk)
     chunk = math.ceil(n / blocks)  # balanced blocks: padding < blocks rows
+    # row blocks held at once; one more block for recomputed columns when not all fit
     group = max(1, min(blocks, int(budget // (chunk * row_bytes)) - 1))
-    if group * chunk * row_bytes + (chunk * row_bytes if group < blocks else 0) > budget and group > 1:
-        group -= 1
     F = forward_flops(apply, params, consts, X[:chunk]) if method == "auto" else None
     F = F if F is not None else 2.0 * P
     # Jacobian blocks computed: each group's own blocks once, plus earlier column blocks again.
     jac_blocks = sum(min(group, blocks - g0) + g0 for g0 in range(0, blocks, group))
-    n_pad = blocks * chunk
     pairs = blocks * (blocks + 1) // 2
     cost_jac = jac_blocks * chunk * 3 * F + pairs * chunk * chunk * 2 * P
     cost_ntvp = blocks * chunk * 3 * F + pairs * chunk * chunk * 3 * F
@@ -161,8 +183,7 @@ def plan_ntk(apply, params, consts, X, chunk: int = 256, method: str = "auto",
         jac_blocks, peak = blocks, chunk * row_bytes
     else:
         peak = (min(group, blocks) + (1 if group < blocks else 0)) * chunk * row_bytes
-    del n_pad
-    return NTKPlan(method, n, P, chunk, blocks, group, acc, F, float(cost_jac), float(cost_ntvp),
+    return NTKPlan(method, n, P, chunk, blocks, group, acc, refine, F, float(cost_jac), float(cost_ntvp),
                    jac_blocks, int(peak))
 
 
@@ -174,13 +195,24 @@ def ntk_gram(apply, params, consts, X, chunk: int = 256, *, method: str = "auto"
     ``method``: ``"jacobian"`` (Jacobian contraction, each block's Jacobian computed once while
     the blocks fit ``memory_gb``, else row blocks in groups with column blocks recomputed),
     ``"ntvp"`` (NTK-vector products, only one Jacobian block held) or ``"auto"`` (the cheaper
-    by the FLOP estimate of ``plan_ntk``). ``accumulate``: dtype of the contraction; ``"auto"`` is
-    float64 when jax x64 is enabled (see the module docstring on small eigenvalues), else the
-    parameters' dtype. Memory: at most ``memory_gb`` GiB of Jacobian blocks (chunk x P entries
-    each) plus the n x n result on the host. The result is exactly symmetric.
+    by the FLOP estimate of ``plan_ntk``). ``accumulate``: dtype of the contraction
+    (``"float32"``, ``"float64"``) or ``"auto"``: the parameters' dtype, redone in float64 when
+    x64 is enabled and lambda_min < ``F64_BELOW`` lambda_max (see the module docstring).
+    Memory: at most ``memory_gb`` GiB of Jacobian blocks (chunk x P entries each; ``plan_ntk``
+    tells the plan) plus the n x n result on the host. The result is exactly symmetric.
     """
     X = jnp.asarray(X)
     plan = plan_ntk(apply, params, consts, X, chunk, method, accumulate, memory_gb)
+    H = _gram_with_plan(apply, params, consts, X, plan)
+    if plan.refine_f64 and H.shape[0] > 1:
+        lam = np.linalg.eigvalsh(H)
+        if lam[0] < F64_BELOW * lam[-1]:
+            plan = dataclasses.replace(plan, method="jacobian", accumulate="float64", refine_f64=False)
+            H = _gram_with_plan(apply, params, consts, X, plan)
+    return H
+
+
+def _gram_with_plan(apply, params, consts, X, plan: NTKPlan) -> np.ndarray:
     n, c, nb = plan.n, plan.chunk, plan.blocks
     if nb * c > n:  # pad with zero inputs (their rows are dropped) so every block has one shape
         X = jnp.concatenate([X, jnp.zeros((nb * c - n,) + X.shape[1:], X.dtype)])
@@ -219,7 +251,7 @@ def ntk_gram(apply, params, consts, X, chunk: int = 256, *, method: str = "auto"
                     put(i, j, _contract(J[i], Jj, acc))
                 del Jj
             del J
-    return H[:n, :n]
+    return H[:n, :n].copy() if nb * c > n else H
 
 
 def naive_ntk_gram(apply, params, consts, X) -> np.ndarray:

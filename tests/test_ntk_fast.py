@@ -130,6 +130,14 @@ def test_float64_accumulation_of_float32_jacobians():
     assert lam[0] < 1e-6 * lam[-1]  # the problem really is below float32 resolution
     H32 = ntk.ntk_gram(model.apply, params, consts, X, chunk=5, accumulate="float32")
     np.testing.assert_allclose(H32, H, rtol=0, atol=1e-5 * np.abs(H).max())
+    # accumulate="auto" (the default): float64 here, where lambda_min is tiny ...
+    assert np.array_equal(ntk.ntk_gram(model.apply, params, consts, X, chunk=5), H)
+    # ... and float32 for well-separated inputs
+    Xw = X[:6]
+    Hw = ntk.ntk_gram(model.apply, params, consts, Xw, chunk=5, accumulate="float32")
+    lam = np.linalg.eigvalsh(Hw)
+    assert lam[0] > 10 * ntk.F64_BELOW * lam[-1]
+    assert np.array_equal(ntk.ntk_gram(model.apply, params, consts, Xw, chunk=5), Hw)
 
 
 # --------------------------------------------------------------------------- infinite width

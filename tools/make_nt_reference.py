@@ -188,6 +188,8 @@ def bench(spec: dict) -> dict:
                 first, best = _time(lambda: kfn(X, None, params), spec.get("repeat", 2))
                 row[f"impl{impl}_s"] = best
                 row[f"impl{impl}_first_s"] = first
+                K = np.asarray(kfn(X, None, params), np.float64).reshape(X.shape[0], X.shape[0])
+                row[f"impl{impl}_trace"] = float(np.trace(K))  # to check it is the same kernel
             except Exception as exc:  # noqa: BLE001 - report which implementation fails and why
                 row[f"impl{impl}_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         results["cases"][case["name"]] = row
