@@ -90,6 +90,28 @@ class OptimizerConfig:
 
 
 @dataclasses.dataclass
+class ControlConfig:
+    """``control:`` section (``ntkdyn.control``): per-mode linear systems, transfer functions, maps."""
+
+    labels: list[str] | None = None  # optimizer labels analysed (default: every one with a recurrence)
+    extra: list[OptimizerConfig] | None = None  # analysed, not trained (e.g. implicit_gd: recurrence only)
+    band: float = 0.02  # settling band
+    max_iters: int = 100000  # settling is certified within this many iterations, else reported null
+    step_steps: int = 200  # step-response plot length
+    map_optimizers: list[str] = dataclasses.field(default_factory=lambda: ["hb"])  # (eta, beta) maps
+    map_eta: list[float] = dataclasses.field(default_factory=lambda: [0.1, 8.0])  # eta * lambda_max, log grid
+    map_beta: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.95])
+    map_grid: list[int] = dataclasses.field(default_factory=lambda: [16, 12])  # [n_eta, n_beta]
+    map_steps: int = 100  # training steps per map cell (0: predicted map only)
+    map_dtype: str = "float32"  # training dtype of the map cells
+    locus: str = "beta"  # root locus parameter where the optimizer takes it: beta | eta
+    locus_points: int = 200
+    sweep_optimizer: str = "nag_c"  # eta sweep: low- vs high-resolution ODE against training
+    sweep_etas: list[float] = dataclasses.field(default_factory=list)
+    sweep_time: float = 200.0  # ODE time of each sweep run (steps = sweep_time / time_step)
+
+
+@dataclasses.dataclass
 class Config:
     optimizers: list[OptimizerConfig]
     name: str = "run"
@@ -100,6 +122,7 @@ class Config:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     theory: TheoryConfig = dataclasses.field(default_factory=TheoryConfig)
     rates: RatesConfig = dataclasses.field(default_factory=RatesConfig)
+    control: ControlConfig | None = None
 
 
 # --------------------------------------------------------------------------- parsing
@@ -259,6 +282,68 @@ def validate(cfg: Config) -> Config:
         if o.label in labels or "/" in o.label:
             raise ConfigError(f"{key}.label: {o.label!r} repeats another label or contains '/'; labels must be unique")
         labels.append(o.label)
+    if cfg.control is not None:  # control: section (ntkdyn.control)
+        from ntkdyn import control
+
+        cc = cfg.control
+        for lab in cc.labels or []:
+            if lab not in labels:
+                raise ConfigError(f"control.labels: {lab!r} is not an optimizer label; allowed: {', '.join(labels)}")
+        for i, o in enumerate(cc.extra or []):
+            key = f"control.extra[{i}]"
+            try:
+                spec = control.get(o.name)
+            except ValueError:
+                allowed = sorted(list(optimizers.RECURRENCE_ONLY) + [n for n, s in optimizers.REGISTRY.items() if s.has_theory])
+                raise ConfigError(f"{key}.name: {o.name!r} has no recurrence; allowed: {', '.join(allowed)}") from None
+            if not (o.eta > 0 and math.isfinite(o.eta)):
+                raise ConfigError(f"{key}.eta: must be > 0, got {o.eta}")
+            for hp, default in spec.hyper.items():
+                if default is None and getattr(o, hp, None) is None:
+                    raise ConfigError(f"{key}.{hp}: required by optimizer {o.name!r}")
+            if o.beta is not None and not 0 <= o.beta < 1:
+                raise ConfigError(f"{key}.beta: must be in [0, 1), got {o.beta}")
+            o.label = o.label or o.name
+            if o.label in labels:
+                raise ConfigError(f"{key}.label: {o.label!r} repeats another label; labels must be unique")
+            labels.append(o.label)
+        if not 0 < cc.band < 1:
+            raise ConfigError(f"control.band: must be in (0, 1), got {cc.band}")
+        if cc.max_iters < 1:
+            raise ConfigError(f"control.max_iters: must be >= 1, got {cc.max_iters}")
+        if cc.step_steps < 1:
+            raise ConfigError(f"control.step_steps: must be >= 1, got {cc.step_steps}")
+        for name in cc.map_optimizers:
+            spec = optimizers.REGISTRY.get(name)
+            if spec is None or not spec.has_theory or "beta" not in spec.hyper or spec.tune is not None:
+                allowed = [n for n, s in optimizers.REGISTRY.items() if s.has_theory and "beta" in s.hyper and s.tune is None]
+                raise ConfigError(f"control.map_optimizers: {name!r} has no (eta, beta) map; allowed: {', '.join(allowed)}")
+        if len(cc.map_eta) != 2 or not 0 < cc.map_eta[0] < cc.map_eta[1]:
+            raise ConfigError(f"control.map_eta: expected [lo, hi] with 0 < lo < hi (eta * lambda_max), got {cc.map_eta}")
+        if len(cc.map_beta) != 2 or not 0 <= cc.map_beta[0] <= cc.map_beta[1] < 1:
+            raise ConfigError(f"control.map_beta: expected [lo, hi] with 0 <= lo <= hi < 1, got {cc.map_beta}")
+        if len(cc.map_grid) != 2 or min(cc.map_grid) < 2:
+            raise ConfigError(f"control.map_grid: expected [n_eta, n_beta], each >= 2, got {cc.map_grid}")
+        if cc.map_steps < 0:
+            raise ConfigError(f"control.map_steps: must be >= 0, got {cc.map_steps}")
+        _allowed("control.map_dtype", cc.map_dtype, ("float32", "float64"))
+        _allowed("control.locus", cc.locus, ("beta", "eta"))
+        if cc.locus_points < 2:
+            raise ConfigError(f"control.locus_points: must be >= 2, got {cc.locus_points}")
+        if cc.sweep_etas:
+            spec = optimizers.REGISTRY.get(cc.sweep_optimizer)
+            if spec is None or not spec.has_theory or spec.ode is None or spec.tune is not None:
+                raise ConfigError(f"control.sweep_optimizer: {cc.sweep_optimizer!r} needs a recurrence and an ODE")
+            for hp, default in spec.hyper.items():
+                if default is None and not any(o.name == cc.sweep_optimizer and getattr(o, hp, None) is not None
+                                               for o in cfg.optimizers):
+                    raise ConfigError(f"control.sweep_optimizer: {cc.sweep_optimizer!r} needs {hp!r}; list it in "
+                                      "optimizers with that value")
+            for e in cc.sweep_etas:
+                if not (e > 0 and math.isfinite(e)):
+                    raise ConfigError(f"control.sweep_etas: every eta must be > 0, got {e}")
+        if not cc.sweep_time > 0:
+            raise ConfigError(f"control.sweep_time: must be > 0, got {cc.sweep_time}")
     return cfg
 
 

@@ -1,0 +1,589 @@
+"""Control-theory view of the optimizers, exact per NTK eigenmode (float64, numpy only).
+
+Wu et al. (2021) model SGD as a first-order control system, SGD-momentum as a second-order one
+and NAG as a second-order one with an extra zero. In the kernel regime this is exact: each
+eigenvalue lambda of K = c H is a separate linear plant.
+
+**State space.** For an optimizer declared as a linear method (``optimizers``), the output-space
+state of one mode is X = (u, J z_1, ..., J z_p) (points as outputs, vectors as J v), and with the
+target y as input
+
+    X_k = A_k X_{k-1} + B y,   u_k = C X_k,
+    A_k = T_k + lambda u_k e_0^T (``optimizers.companion``),  B = -lambda u_k,  C = e_0^T.
+
+The error e = u - y obeys X~_k = A_k X~_{k-1} from X~_0 = (e_0, e_0 for points, 0 for vectors)
+(``optimizers.initial_state``). Recurrence-only optimizers (``optimizers.RECURRENCE_ONLY``:
+implicit GD, A = (1 + eta lambda)^{-1}) give (A, B, C, x0) directly.
+
+**Transfer function reported**: G(z) = U(z) / Y(z) = C (zI - A)^{-1} B, target -> output, zero
+initial state; scheduled methods (NAG-C, OGM, Adams-Bashforth start-up) are reported frozen at
+k -> infinity. Its poles are the eigenvalues of A (the same for every input/output pair) and its
+zeros are the roots of det(zI - A + BC) - det(zI - A). G(1) = 1 for every convergent method (the
+output tracks the target). A zero at z = 0 is a pure one-step advance (z F(z) is F shifted by one
+step) and does not shape the response: GD has none, HB has only that one (G = eta lam z /
+(z^2 - (1 + beta - eta lam) z + beta)), while NAG, whose gradient is taken at the look-ahead point,
+has G = eta lam ((1 + beta) z - beta) / (z^2 - (1 + beta)(1 - eta lam) z + beta (1 - eta lam)): a
+finite zero at z = beta / (1 + beta). The free error response from an initial condition has
+z-transform C (zI - A)^{-1} z X~_0 whose numerator zeros depend on X~_0; the step response of G
+is exactly 1 - e_k / e_0 (the free response normalised), so overshoot and settling read from it.
+
+**Per-mode quantities**: poles, zeros, spectral radius rho (the per-iteration error contraction;
+the loss factor is rho^2), overshoot max_k (s_k - 1)^+ of the step response s_k, settling
+iterations (the first K with |s_k - 1| <= band for all k >= K, band = 2%), and the continuous
+counterpart from the limiting ODE: natural frequency omega_n and damping ratio zeta (per unit ODE
+time; t -> infinity values for vanishing damping), for the low-resolution ODE (``spec.ode``) and
+the high-resolution one (``spec.ode_hr``). Settling is certified, not truncated: the trajectory is
+iterated until a Lyapunov bound |C x|^2 <= (C P^-1 C^T) x^T P x (A^T P A - P = -I) guarantees that
+no later step leaves the band (for scheduled methods with the frozen k -> infinity matrix).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from ntkdyn import optimizers, theory
+
+BAND = 0.02
+
+
+# --------------------------------------------------------------------------- declarations
+def get(name: str):
+    """An OptimizerSpec with a recurrence, or a recurrence-only ``optimizers.ModalSpec``."""
+    if name in optimizers.RECURRENCE_ONLY:
+        return optimizers.RECURRENCE_ONLY[name]
+    spec = optimizers.get(name)
+    if not spec.has_theory:
+        raise ValueError(f"optimizer {name!r} has no kernel-regime recurrence (empirical only)")
+    return spec
+
+
+def resolve(spec, hyper: dict, lam) -> dict:
+    """Defaults filled, then ``spec.tune(hyper, lam)`` where declared (e.g. Polyak-tuned HB)."""
+    out = dict(hyper)
+    for key, default in spec.hyper.items():
+        if out.get(key) is None:
+            if default is None:
+                raise ValueError(f"optimizer {spec.name!r} needs {key!r}")
+            out[key] = default
+    return spec.tune(out, np.asarray(lam, np.float64)) if spec.tune is not None else out
+
+
+@dataclasses.dataclass
+class StateSpace:
+    """x_k = A x_{k-1} + B y, u_k = C x_k per mode; x0: free-response state for e_0 = 1."""
+
+    lam: np.ndarray  # (n,)
+    A: np.ndarray  # (n, d, d)
+    B: np.ndarray  # (n, d)
+    C: np.ndarray  # (d,)
+    x0: np.ndarray  # (n, d)
+
+
+ASYMPTOTIC_K = 1e12
+
+
+def state_space(spec, hyper: dict, lam, k: float | None = None) -> StateSpace:
+    """(A, B, C, x0) per mode at update k (None: the k -> infinity system for scheduled methods)."""
+    lam = np.atleast_1d(np.asarray(lam, np.float64))
+    if isinstance(spec, optimizers.ModalSpec):
+        A, B, C, x0 = spec.system(hyper, lam)
+        return StateSpace(lam, np.asarray(A, np.float64), np.asarray(B, np.float64), np.asarray(C, np.float64),
+                          np.asarray(x0, np.float64))
+    kk = (1.0 if spec.constant else ASYMPTOTIC_K) if k is None else float(k)
+    A = optimizers.companion(spec, hyper, lam, kk)
+    _, u = spec.method.step(hyper, kk)
+    u = np.asarray(u, np.float64)
+    d = u.size
+    return StateSpace(lam, A, -lam[:, None] * u, np.eye(d)[0], optimizers.initial_state(spec, np.ones_like(lam)))
+
+
+def poles(ss: StateSpace) -> np.ndarray:
+    """Eigenvalues of A per mode, largest modulus first: (n, d) complex."""
+    p = np.linalg.eigvals(ss.A)
+    order = np.argsort(-np.abs(p), axis=-1, kind="stable")
+    return np.take_along_axis(p, order, axis=-1)
+
+
+def spectral_radius(ss: StateSpace) -> np.ndarray:
+    return np.max(np.abs(np.linalg.eigvals(ss.A)), axis=-1)
+
+
+def transfer_function(ss: StateSpace, tol: float = 1e-12) -> tuple[list[np.ndarray], np.ndarray]:
+    """Numerator (leading zeros trimmed) and monic denominator coefficients of G(z) = C (zI - A)^{-1} B
+    per mode, highest power first: N(z) = det(zI - A + B C) - det(zI - A), D(z) = det(zI - A)."""
+    nums, dens = [], []
+    for A, B in zip(ss.A, ss.B):
+        den = np.real(np.poly(A))
+        num = np.real(np.poly(A - np.outer(B, ss.C))) - den
+        scale = max(np.max(np.abs(num)), np.max(np.abs(B)) * np.max(np.abs(ss.C)), 1e-300)
+        num = np.where(np.abs(num) < tol * scale, 0.0, num)
+        nz = np.flatnonzero(num)
+        nums.append(num[nz[0]:] if nz.size else np.zeros(1))
+        dens.append(den)
+    return nums, np.asarray(dens)
+
+
+def zeros(ss: StateSpace) -> list[np.ndarray]:
+    """Finite zeros of G(z) per mode (roots of the trimmed numerator)."""
+    nums, _ = transfer_function(ss)
+    return [np.roots(num) if num.size > 1 else np.zeros(0, complex) for num in nums]
+
+
+def dc_gain(ss: StateSpace) -> np.ndarray:
+    """G(1) = C (I - A)^{-1} B per mode (1 when the output settles on the target)."""
+    d = ss.A.shape[-1]
+    return np.einsum("j,nj->n", ss.C, np.linalg.solve(np.eye(d) - ss.A, ss.B[..., None])[..., 0])
+
+
+# --------------------------------------------------------------------------- responses
+def free_response(spec, hyper: dict, lam, steps: int) -> np.ndarray:
+    """e_k / e_0 per mode for k = 0..steps (the actual schedule from k = 1): (steps + 1, n)."""
+    lam = np.atleast_1d(np.asarray(lam, np.float64))
+    if isinstance(spec, optimizers.ModalSpec):
+        ss = state_space(spec, hyper, lam)
+        out = np.empty((steps + 1, lam.size))
+        x = ss.x0.copy()
+        out[0] = x @ ss.C
+        with np.errstate(over="ignore", invalid="ignore"):
+            for k in range(1, steps + 1):
+                x = np.einsum("nij,nj->ni", ss.A, x)
+                out[k] = x @ ss.C
+        return out
+    return theory.discrete_modes(spec, hyper, lam, np.ones_like(lam), steps)
+
+
+def step_response(spec, hyper: dict, lam, steps: int) -> np.ndarray:
+    """Output for a unit step in the target from rest: s_k = 1 - e_k / e_0, (steps + 1, n)."""
+    return 1.0 - free_response(spec, hyper, lam, steps)
+
+
+def lyapunov(A: np.ndarray) -> np.ndarray:
+    """P with A^T P A - P = -I for each stable A in a stack (Kronecker solve; d <= 4 here)."""
+    n, d, _ = A.shape
+    At = np.swapaxes(A, -1, -2)
+    M = np.eye(d * d) - np.einsum("nij,nkl->nikjl", At, At).reshape(n, d * d, d * d)
+    P = np.linalg.solve(M, np.broadcast_to(np.eye(d).reshape(d * d), (n, d * d))[..., None])[..., 0]
+    P = P.reshape(n, d, d)
+    return 0.5 * (P + np.swapaxes(P, -1, -2))
+
+
+def settling(spec, hyper: dict, lam, band: float = BAND, max_iters: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
+    """Settling iterations (first K with |e_k / e_0| <= band for all k >= K; -1 where unstable or not
+    certified within ``max_iters``) and overshoot max_k(-e_k / e_0)^+ of each mode.
+
+    The trajectory is iterated until the Lyapunov certificate of the (frozen, k -> infinity)
+    system guarantees that no later step leaves the band or exceeds the overshoot found."""
+    lam = np.atleast_1d(np.asarray(lam, np.float64))
+    n = lam.size
+    ss_inf = state_space(spec, hyper, lam)
+    rho = spectral_radius(ss_inf)
+    settle = np.full(n, -1, dtype=np.int64)
+    over = np.zeros(n)
+    active = np.flatnonzero(rho < 1.0 - 1e-13)
+    if active.size == 0:
+        return settle, over
+    P = lyapunov(ss_inf.A[active])
+    gain = np.einsum("i,nij,j->n", ss_inf.C, np.linalg.inv(P), ss_inf.C)
+    varying = not spec.constant and not isinstance(spec, optimizers.ModalSpec)
+    x = ss_inf.x0[active].copy()
+    last = np.zeros(active.size, dtype=np.int64)  # 1 + last k with |c_k| > band
+    c = x @ ss_inf.C
+    last[np.abs(c) > band] = 1
+    peak = np.maximum(-c, 0.0)
+    A = ss_inf.A[active]
+    margin = 0.1 if varying else 1.0  # scheduled methods: certificate of the frozen system, with margin
+    alive = np.ones(active.size, bool)
+    for k in range(1, max_iters + 1):
+        if varying:
+            A = optimizers.companion(spec, hyper, lam[active], k)
+        x = np.einsum("nij,nj->ni", A, x)
+        c = x @ ss_inf.C
+        hit = alive & (np.abs(c) > band)
+        last[hit] = k + 1
+        peak = np.where(alive, np.maximum(peak, -c), peak)
+        bound = np.sqrt(np.maximum(np.einsum("ni,nij,nj->n", x, P, x), 0.0) * gain)
+        done = alive & (bound <= margin * band) & (bound <= np.maximum(peak, 1e-6 * band))
+        alive &= ~done
+        if not alive.any():
+            break
+    settle[active[~alive]] = last[~alive]
+    over[active] = peak
+    return settle, over
+
+
+def settling_from_trajectory(c: np.ndarray, band: float = BAND) -> np.ndarray:
+    """1 + the last k with |c_k| > band along axis 0 (0 if none): the settling read off a trajectory."""
+    c = np.asarray(c)
+    out = np.zeros(c.shape[1:], dtype=np.int64)
+    above = np.abs(c) > band
+    anyk = above.any(axis=0)
+    last = c.shape[0] - 1 - np.argmax(above[::-1], axis=0)
+    out[anyk] = last[anyk] + 1
+    return out
+
+
+# --------------------------------------------------------------------------- continuous counterpart
+def ode_damping(ode, lam) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(zeta, omega_n) per mode of a LimitODE or HighResODE, per unit ODE time (t -> infinity
+    for vanishing damping). First-order ODE e' = -K e: zeta None, omega_n = lambda (pole at -lambda)."""
+    lam = np.asarray(lam, np.float64)
+    if ode is None:
+        return None, None
+    if isinstance(ode, optimizers.LimitODE):
+        if ode.order == 1:
+            return None, lam.copy()
+        omega = np.sqrt(np.maximum(lam, 0.0))
+        gamma = ode.gamma if ode.damping == "constant" else 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(omega > 0, gamma / (2 * np.where(omega > 0, omega, 1.0)), np.inf), omega
+    omega = np.sqrt(np.maximum(ode.stiffness * lam, 0.0))
+    gamma = (ode.gamma if ode.damping == "constant" else 0.0) + ode.hess_damping * lam
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(omega > 0, gamma / (2 * np.where(omega > 0, omega, 1.0)), np.inf), omega
+
+
+def discrete_equivalent(p: np.ndarray, time_step: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """zeta, omega_n of s = log(p) / time_step for the dominant pole p of each mode."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.log(np.asarray(p, complex)) / time_step
+        w = np.abs(s)
+        return np.where(w > 0, -s.real / np.where(w > 0, w, 1.0), 1.0), w
+
+
+# --------------------------------------------------------------------------- one optimizer
+def _pairs(z) -> list[list[float]]:
+    return [[float(v.real), float(v.imag)] for v in np.asarray(z, complex).ravel()]
+
+
+def _num(x):
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def analyse(spec, hyper: dict, lam, band: float = BAND, max_iters: int = 100_000) -> dict:
+    """control.json entry of one optimizer on the spectrum ``lam`` (hyper already resolved)."""
+    lam = np.atleast_1d(np.asarray(lam, np.float64))
+    ss = state_space(spec, hyper, lam)
+    p = poles(ss)
+    zs = zeros(ss)
+    rho = np.max(np.abs(p), axis=-1)
+    settle, over = settling(spec, hyper, lam, band, max_iters)
+    ode = spec.ode(hyper) if spec.ode is not None else None
+    ode_hr = spec.ode_hr(hyper) if getattr(spec, "ode_hr", None) is not None else None
+    zeta, omega = ode_damping(ode, lam)
+    zeta_hr, omega_hr = ode_damping(ode_hr, lam)
+    dt = ode.time_step if ode is not None else 1.0
+    zeta_d, omega_d = discrete_equivalent(p[:, 0], dt)
+    gain = dc_gain(ss)
+    modes = []
+    for i, lm in enumerate(lam):
+        modes.append({
+            "lambda": float(lm), "poles": _pairs(p[i]), "zeros": _pairs(zs[i]), "spectral_radius": float(rho[i]),
+            "stable": bool(rho[i] < 1.0), "zeta": None if zeta is None else _num(zeta[i]),
+            "omega_n": None if omega is None else _num(omega[i]),
+            "zeta_hr": None if zeta_hr is None else _num(zeta_hr[i]),
+            "omega_n_hr": None if omega_hr is None else _num(omega_hr[i]),
+            "zeta_discrete": _num(zeta_d[i]), "omega_n_discrete": _num(omega_d[i]),
+            "settling_iters": None if settle[i] < 0 else int(settle[i]),
+            "overshoot": _num(over[i]) if rho[i] < 1 else None, "dc_gain": _num(gain[i])})
+    worst = int(np.argmax(rho))
+    nz = [z[np.abs(z) > 1e-12] for z in zs]
+    return {
+        "optimizer": spec.name, "eta": _num(hyper.get("eta")), "beta": _num(hyper.get("beta")),
+        "r": _num(hyper.get("r")), "hyper": {k: _num(v) for k, v in hyper.items() if isinstance(v, (int, float))},
+        "time_varying": not spec.constant,
+        "system": "k -> infinity (frozen schedule)" if not spec.constant else "constant",
+        "ode": ode.description if ode is not None else None, "ode_hr": ode_hr.description if ode_hr is not None else None,
+        "ode_time_step": ode.time_step if ode is not None else None,
+        "spectral_radius": float(rho[worst]), "rate": float(rho[worst] ** 2), "stable": bool(np.all(rho < 1.0)),
+        "slowest_mode": {"lambda": float(lam[worst]), "index": worst},
+        "settling_iters_max": None if np.any(settle < 0) else int(np.max(settle)),
+        "overshoot_max": _num(np.max(over)) if np.all(rho < 1) else None,
+        "nonzero_zeros": bool(any(z.size for z in nz)),
+        "modes": modes}
+
+
+# --------------------------------------------------------------------------- maps and loci
+def rate_map(spec, base: dict, lam, etas, betas) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted loss factor max_i rho(A(lambda_i))^2 and stability on the grid (len(betas), len(etas))."""
+    lam = np.asarray(lam, np.float64)
+    rate = np.empty((len(betas), len(etas)))
+    for j, b in enumerate(betas):
+        for i, e in enumerate(etas):
+            h = {**base, "eta": float(e), "beta": float(b)}
+            rate[j, i] = np.max(spectral_radius(state_space(spec, h, lam))) ** 2
+    return rate, rate < 1.0
+
+
+def first_unstable(unstable: np.ndarray) -> np.ndarray:
+    """Per row, the index of the first unstable column (row length if none)."""
+    u = np.asarray(unstable, bool)
+    return np.where(u.any(axis=1), np.argmax(u, axis=1), u.shape[1])
+
+
+def stability_limit(spec, hyper: dict, lam: float, key: str = "eta", hi: float | None = None) -> float | None:
+    """Largest value of ``key`` keeping rho(A(lam)) <= 1 (bisection from 0; None if stable up to ``hi``)."""
+    hi = hi if hi is not None else 1000.0 / lam
+    f = lambda v: float(spectral_radius(state_space(spec, {**hyper, key: v}, [lam]))[0]) <= 1.0 + 1e-12
+    if f(hi):
+        return None
+    lo = 0.0
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if f(mid) else (lo, mid)
+    return lo
+
+
+def root_locus(spec, hyper: dict, lams, key: str, values) -> np.ndarray:
+    """Poles of A(lambda) for each value of ``key``: (len(values), len(lams), d) complex."""
+    return np.stack([poles(state_space(spec, {**hyper, key: float(v)}, lams)) for v in values])
+
+
+# --------------------------------------------------------------------------- NAG-C tail
+def envelope_peaks(loss: np.ndarray) -> np.ndarray:
+    """Indices of the local maxima of a (possibly oscillating) positive sequence."""
+    a = np.asarray(loss, np.float64)
+    return np.flatnonzero((a[1:-1] >= a[:-2]) & (a[1:-1] >= a[2:]) & np.isfinite(a[1:-1]) & (a[1:-1] > 0)) + 1
+
+
+def measure_tail(step, loss, window: tuple[float, float], floor: float = 0.0) -> dict:
+    """Fit log L = a + p log k + k log q to the peaks of the loss over ``window`` (absolute steps):
+    power exponent p, tail loss factor q and crossover step k* = p / log q (where the exponential
+    factor's share of the log-log slope p + k log q equals the power law's)."""
+    step = np.asarray(step, np.float64)
+    loss = np.asarray(loss, np.float64)
+    pk = envelope_peaks(loss)
+    sel = pk[(step[pk] >= window[0]) & (step[pk] <= window[1]) & (loss[pk] > floor)]
+    out = {"window": [float(window[0]), float(window[1])], "peaks": int(sel.size),
+           "power_exponent": None, "tail_rate": None, "crossover_step": None}
+    if sel.size < 4:
+        return out
+    k = step[sel]
+    M = np.stack([np.ones_like(k), np.log(k), k], axis=1)
+    a, p, logq = np.linalg.lstsq(M, np.log(loss[sel]), rcond=None)[0]
+    out.update(power_exponent=float(p), tail_rate=float(math.exp(logq)),
+               crossover_step=float(p / logq) if logq < 0 and p < 0 else None)
+    return out
+
+
+def log_gap(pred, ref, floor: float) -> float | None:
+    """Mean |log10 L_pred - log10 L_ref| (decades) over the steps where both exceed ``floor``."""
+    pred, ref = np.asarray(pred, np.float64), np.asarray(ref, np.float64)
+    m = np.isfinite(pred) & np.isfinite(ref) & (pred > floor) & (ref > floor)
+    return float(np.mean(np.abs(np.log10(pred[m]) - np.log10(ref[m])))) if m.any() else None
+
+
+def ode_losses(spec, hyper: dict, lam, coef, c: float, step) -> dict[str, np.ndarray]:
+    """Loss predicted by the low- and high-resolution ODEs at the given steps (where declared)."""
+    out = {}
+    step = np.asarray(step, np.float64)
+    if spec.ode is not None:
+        ode = spec.ode(hyper)
+        out["low"] = theory.modal_loss(theory.ode_modes(ode, lam, coef, step * ode.time_step), c)
+    if getattr(spec, "ode_hr", None) is not None:
+        ode = spec.ode_hr(hyper)
+        out["high"] = theory.modal_loss(theory.highres_modes(ode, lam, coef, step * ode.time_step), c)
+    return out
+
+
+# --------------------------------------------------------------------------- a run's control section
+def _train(setup, cfg, spec, hypers: list[dict], steps: int, dtype: str | None = None):
+    """Train ``hypers`` as one batched program on the run's model and data (``train.train_batch``)."""
+    import jax
+    import jax.numpy as jnp
+
+    from ntkdyn import train
+
+    jdt = jnp.float64 if (dtype or cfg.dtype) == "float64" else jnp.float32
+    X, y = jnp.asarray(setup.X, jdt), jnp.asarray(setup.y, jdt)
+    cast = lambda a: jnp.asarray(a, jdt) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else a
+    params, consts = jax.tree.map(cast, setup.params), jax.tree.map(cast, setup.consts)
+    plan = train.TrainPlan(steps, 1, (), (), cfg.train.divergence_factor)
+    R = len(hypers)
+    return train.train_batch(setup.model, spec, hypers, setup.c, plan, [params] * R, [consts] * R, [X] * R, [y] * R)
+
+
+def compute(cfg, setup, metrics: dict | None = None, trajectories: dict | None = None, say=print) -> tuple[dict, dict]:
+    """The ``control:`` section of a run: (control.json content, arrays for the plots).
+
+    Uses the run's spectrum (``setup.lam``), its optimizers with a recurrence (and
+    ``control.extra``, not trained), the trained losses in ``trajectories`` and fitted rates in
+    ``metrics``; trains the (eta, beta) map and the eta sweep itself (batched)."""
+    cc = cfg.control
+    metrics = metrics or {}
+    trajectories = trajectories or {}
+    lam, coef = np.asarray(setup.lam, np.float64), np.asarray(setup.coef, np.float64)
+    report: dict[str, Any] = {
+        "transfer_function": "G(z) = U(z)/Y(z) = C (zI - A)^-1 B, target y -> output u, zero initial state; "
+                             "scheduled methods frozen at k -> infinity; zeros include z = 0 (a one-step advance)",
+        "rate": "loss factor per iteration = spectral_radius^2", "band": cc.band,
+        "spectrum": {"lambda_min": float(lam[0]), "lambda_max": float(lam[-1]),
+                     "kappa": float(lam[-1] / lam[0]) if lam[0] > 0 else None, "n": int(lam.size)},
+        "optimizers": {}}
+    plot: dict[str, Any] = {"lam": lam, "optimizers": {}}
+    entries = [(oc, True) for oc in cfg.optimizers if (cc.labels is None or oc.label in cc.labels)]
+    entries += [(oc, False) for oc in (cc.extra or [])]
+    L0 = 0.5 * setup.c * float(np.sum(coef**2))
+    # comparisons with training stop 1000 eps above zero (relative to L_0): below, round-off of the
+    # trained network's outputs, not the dynamics, sets the loss
+    floor = (1000 * float(np.finfo(cfg.dtype).eps)) ** 2 * L0
+    for oc, trained in entries:
+        label = oc.label or oc.name
+        try:
+            spec = get(oc.name)
+        except ValueError:
+            continue
+        hyper = resolve(spec, oc.hyper(), lam)
+        entry = analyse(spec, hyper, lam, cc.band, cc.max_iters)
+        m = metrics.get("optimizers", {}).get(label, {}) if trained else {}
+        entry["trained"] = bool(trained and label in trajectories)
+        entry["observed"] = ({"status": m.get("status"), "verdict": m.get("verdict"),
+                              "linear_rate": (m.get("fitted") or {}).get("linear_rate"),
+                              "diverged_at": m.get("diverged_at")} if entry["trained"]
+                             else "recurrence only: no training face" if isinstance(spec, optimizers.ModalSpec)
+                             else "not trained")
+        arrays = {"hyper": hyper, "spec": spec}
+        if entry["trained"]:
+            arr = trajectories[label]
+            preds = ode_losses(spec, hyper, lam, coef, setup.c, arr["step"])
+            entry["ode_match"] = {f"{k}_log10_gap": log_gap(v, arr["loss"], floor) for k, v in preds.items()}
+            if "loss_discrete" in arr:
+                entry["ode_match"]["discrete_log10_gap"] = log_gap(arr["loss_discrete"], arr["loss"], floor)
+            arrays.update(step=arr["step"], loss=arr["loss"], loss_discrete=arr.get("loss_discrete"),
+                          **{f"loss_ode_{k}": v for k, v in preds.items()})
+            if spec.ode is not None and spec.ode(hyper).damping == "vanishing" and lam[0] > 0:
+                entry["tail"] = _tail(spec, hyper, lam, arr, floor)
+        report["optimizers"][label] = entry
+        plot["optimizers"][label] = arrays
+        say(f"  control: {label}: rho = {entry['spectral_radius']:.6f}, rate {entry['rate']:.6f}, "
+            f"{'stable' if entry['stable'] else 'UNSTABLE'}")
+
+    if cc.map_steps >= 0 and cc.map_optimizers:
+        report["maps"], plot["maps"] = {}, {}
+        for name in cc.map_optimizers:
+            rep, arr = _map(cfg, setup, name, floor)
+            report["maps"][name], plot["maps"][name] = rep, arr
+            say(f"  control: map {name}: boundary offset (cells): linear growth {rep.get('boundary_offset_max')}, "
+                f"blow-up {rep.get('divergence_offset_max')}")
+    if cc.sweep_etas:
+        report["ode_sweep"], plot["ode_sweep"] = _sweep(cfg, setup, floor)
+    return report, plot
+
+
+def _tail(spec, hyper, lam, arr, floor) -> dict:
+    # NAG-C: det A_k = beta_k (1 - h); OGM: a_k (1 - h), a_k ~ 1 - 3/k: both envelopes k^-r (1 - h)^k, h = eta lam
+    eta, r = hyper["eta"], spec.ode(hyper).r
+    pred = theory.vanishing_tail(eta, float(lam[0]), r)
+    out = {"predicted": pred}
+    ks = pred["crossover_step"]
+    if ks is None:
+        return out
+    window = (0.25 * ks, 8.0 * ks)
+    step = np.asarray(arr["step"])
+    out["window"] = list(window)
+    out["window_covered"] = bool(step[-1] >= window[1])
+    out["measured"] = measure_tail(step, arr["loss"], window, floor)
+    if arr.get("loss_discrete") is not None:
+        out["discrete"] = measure_tail(step, arr["loss_discrete"], window, floor)
+    meas = out["measured"]
+    if meas["crossover_step"] and meas["tail_rate"]:
+        out["crossover_rel_error"] = meas["crossover_step"] / ks - 1.0
+        out["tail_log_rate_rel_error"] = math.log(meas["tail_rate"]) / math.log(pred["tail_rate"]) - 1.0
+    return out
+
+
+def _map(cfg, setup, name: str, floor: float) -> tuple[dict, dict]:
+    """Predicted rate and stability over the (eta, beta) grid; with ``map_steps`` > 0 every cell is
+    also trained (one batched program, ``map_dtype``). Observed per cell: ``grew`` (the loss rose
+    above L_0 at some step: the linear instability the kernel regime predicts), ``diverged`` (training
+    blew up or ended above L_0) and the fitted rate. A wide network can leave the kernel regime and
+    recover between the two boundaries (the catapult phase, Lewkowycz et al. 2020)."""
+    from ntkdyn import rates
+
+    cc = cfg.control
+    spec = get(name)
+    lam = np.asarray(setup.lam, np.float64)
+    etas = np.geomspace(cc.map_eta[0], cc.map_eta[1], cc.map_grid[0]) / lam[-1]
+    betas = np.linspace(cc.map_beta[0], cc.map_beta[1], cc.map_grid[1])
+    base = resolve(spec, {"eta": 1.0, "beta": 0.0}, lam)
+    rate, stable = rate_map(spec, base, lam, etas, betas)
+    rep = {"optimizer": name, "eta": etas.tolist(), "beta": betas.tolist(), "eta_lambda_max": (etas * lam[-1]).tolist(),
+           "predicted_rate": rate.tolist(), "predicted_stable": stable.tolist(),
+           "predicted_first_unstable": first_unstable(~stable).tolist()}
+    arr = {"etas": etas, "betas": betas, "rate": rate, "stable": stable}
+    if cc.map_steps > 0:
+        hypers = [{**base, "eta": float(e), "beta": float(b)} for b in betas for e in etas]
+        res = _train(setup, cfg, spec, hypers, cc.map_steps, cc.map_dtype)
+        shape = (len(betas), len(etas))
+        grew, diverged = np.zeros(shape, bool), np.zeros(shape, bool)
+        obs_rate = np.full(shape, np.nan)
+        map_floor = (100 * float(np.finfo(cc.map_dtype).eps)) ** 2 * float(res[0].loss[0])
+        for idx, r in enumerate(res):
+            j, i = divmod(idx, len(etas))
+            L = r.loss
+            blew = r.diverged_at is not None or not np.all(np.isfinite(L))
+            diverged[j, i] = blew or L[-1] > L[0]
+            grew[j, i] = blew or np.nanmax(L[1:]) > L[0]
+            if not diverged[j, i]:
+                obs_rate[j, i] = rates.fit_rates(r.step, L, (0.5, 1.0), map_floor).linear_rate
+        off = first_unstable(grew) - first_unstable(~stable)
+        off_div = first_unstable(diverged) - first_unstable(~stable)
+        rep.update(steps=cc.map_steps, dtype=cc.map_dtype, observed_grew=grew.tolist(),
+                   observed_diverged=diverged.tolist(), observed_rate=[[_num(v) for v in row] for row in obs_rate],
+                   observed_first_grew=first_unstable(grew).tolist(),
+                   observed_first_diverged=first_unstable(diverged).tolist(),
+                   boundary_offset=off.tolist(), boundary_offset_max=int(np.max(np.abs(off))),
+                   divergence_offset=off_div.tolist(), divergence_offset_max=int(np.max(np.abs(off_div))))
+        arr.update(grew=grew, diverged=diverged, obs_rate=obs_rate)
+    return rep, arr
+
+
+def _sweep(cfg, setup, floor: float) -> tuple[dict, dict]:
+    """Train one optimizer (``control.sweep_optimizer``) at each eta of ``control.sweep_etas`` for
+    ``sweep_time`` units of ODE time and compare the low- and high-resolution ODEs with training."""
+    cc = cfg.control
+    spec = get(cc.sweep_optimizer)
+    lam, coef = np.asarray(setup.lam, np.float64), np.asarray(setup.coef, np.float64)
+    base = next((oc.hyper() for oc in cfg.optimizers if oc.name == cc.sweep_optimizer), {})
+    rows, arrays = [], []
+    for eta in cc.sweep_etas:
+        hyper = resolve(spec, {**base, "eta": float(eta)}, lam)
+        ode = spec.ode(hyper)
+        steps = max(int(round(cc.sweep_time / ode.time_step)), 10)
+        res = _train(setup, cfg, spec, [hyper], steps)[0]
+        preds = ode_losses(spec, hyper, lam, coef, setup.c, res.step)
+        disc = theory.modal_loss(theory.discrete_modes(spec, hyper, lam, coef, steps), setup.c)
+        row = {"eta": float(eta), "steps": steps, "status": "diverged" if res.diverged_at is not None else "ok",
+               "discrete_log10_gap": log_gap(disc, res.loss, floor),
+               **{f"{k}_log10_gap": log_gap(v, res.loss, floor) for k, v in preds.items()}}
+        if ode.damping == "vanishing" and lam[0] > 0:
+            row["crossover_step"] = theory.vanishing_tail(float(eta), float(lam[0]), ode.r)["crossover_step"]
+        rows.append(row)
+        arrays.append({"eta": float(eta), "step": res.step, "loss": res.loss, "loss_discrete": disc, **preds})
+    return {"optimizer": cc.sweep_optimizer, "ode_time": cc.sweep_time, "rows": rows,
+            "metric": "mean |log10 L_pred - log10 L_train| over the steps where both exceed (1000 eps)^2 L_0"}, {"runs": arrays}
+
+
+def summary_table(report: dict) -> str:
+    """Side-by-side text table: predicted (control) vs observed (training) per optimizer."""
+    head = ["label", "optimizer", "eta", "beta", "spectral radius", "predicted rate", "fitted rate", "stable",
+            "status", "settling max", "overshoot max", "zeros != 0", "zeta(l_min) lo/hr"]
+    rows = [head]
+    f = lambda v, s=".6f": "-" if v is None else format(v, s)
+    for label, e in report["optimizers"].items():
+        obs = e["observed"] if isinstance(e["observed"], dict) else {}
+        m0 = e["modes"][0]
+        rows.append([label, e["optimizer"], f(e["eta"], ".4g"), f(e["beta"], ".4g"), f(e["spectral_radius"]),
+                     f(e["rate"]), f(obs.get("linear_rate")), str(e["stable"]),
+                     obs.get("status") or ("recurrence only" if not e["trained"] else "-"),
+                     f(e["settling_iters_max"], "d"), f(e["overshoot_max"], ".3f"), str(e["nonzero_zeros"]),
+                     f"{f(m0['zeta'], '.3g')}/{f(m0['zeta_hr'], '.3g')}"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
