@@ -49,6 +49,38 @@ def device_info() -> dict:
             "devices": [str(d) for d in devices], "host": platform.node(), "machine": platform.machine()}
 
 
+def output_folder(args: argparse.Namespace, name: str) -> str:
+    return args.out or os.path.join("results", f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+
+
+def new_env(**extra) -> dict:
+    """The env.json skeleton: versions, device, command, start time, stage times."""
+    return {"versions": versions(), "device": device_info(), **extra, "command": " ".join(sys.argv),
+            "started": datetime.datetime.now().isoformat(timespec="seconds"), "times_s": {}}
+
+
+def guarded_stage(env: dict, name: str, stage) -> bool:
+    """Run an output stage (a plot, the control view) that must not lose what is already written:
+    a failure is printed and recorded as env[name + '_error']. Returns whether it succeeded."""
+    t = time.perf_counter()
+    try:
+        stage()
+        ok = True
+    except Exception as exc:  # noqa: BLE001 - any failure of an output stage is reported the same way
+        env[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
+        print(f"ntkdyn: {name} stage failed ({type(exc).__name__}: {exc}); the other outputs are written",
+              file=sys.stderr)
+        ok = False
+    env["times_s"][name] = time.perf_counter() - t
+    return ok
+
+
+def spectrum_metrics(setup) -> dict:
+    lam = setup.lam
+    return {"lambda_min": float(lam[0]), "lambda_max": float(lam[-1]),
+            "kappa": float(lam[-1] / lam[0]) if lam[0] > 0 else None, "loss_scale": setup.c}
+
+
 def fmt(x, spec=".4g") -> str:
     if x is None:
         return "-"
@@ -114,12 +146,10 @@ def main(argv=None) -> int:
         print(f"ntkdyn: bad input: {exc}", file=sys.stderr)
         return 2
 
-    out = args.out or os.path.join("results", f"{cfg.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    out = output_folder(args, cfg.name)
     os.makedirs(out, exist_ok=True)
     results.write_text(os.path.join(out, "config.yaml"), config_mod.dump(cfg))
-    env = {"versions": versions(), "device": device_info(), "dtype": cfg.dtype, "seed": cfg.seed,
-           "command": " ".join(sys.argv), "started": datetime.datetime.now().isoformat(timespec="seconds"),
-           "times_s": {}}
+    env = new_env(dtype=cfg.dtype, seed=cfg.seed)
     results.write_json(os.path.join(out, "env.json"), env)
     say(f"ntkdyn: {cfg.name} -> {out} ({env['device']['platform']}, {cfg.dtype})")
 
@@ -132,10 +162,7 @@ def main(argv=None) -> int:
         kernels["Hinf"] = setup.Hinf
     results.write_npz(os.path.join(out, "kernels.npz"), kernels)
     lam = setup.lam
-    metrics = {"spectrum": {"lambda_min": float(lam[0]), "lambda_max": float(lam[-1]),
-                            "kappa": float(lam[-1] / lam[0]) if lam[0] > 0 else None,
-                            "kernel": cfg.theory.kernel, "loss_scale": setup.c},
-               "optimizers": {}}
+    metrics = {"spectrum": {**spectrum_metrics(setup), "kernel": cfg.theory.kernel}, "optimizers": {}}
     say(f"  n={setup.X.shape[0]} d={setup.X.shape[1]}  K = {setup.c:g} * {cfg.theory.kernel}: "
         f"lambda_min={lam[0]:.4g} lambda_max={lam[-1]:.4g}")
     trajectories: dict[str, dict[str, np.ndarray]] = {}
@@ -162,14 +189,15 @@ def main(argv=None) -> int:
             f"{env['times_s'][oc.label]['train_compile_s']:.2f} s)")
     results.write_json(os.path.join(out, "metrics.json"), metrics)
 
-    t = time.perf_counter()
-    try:
-        plots.loss_figure(trajectories, metrics["optimizers"], os.path.join(out, "loss.png"))
-    except Exception as exc:  # noqa: BLE001 - a failing plot must not lose the arrays
-        failed = True
-        env["plot_error"] = f"{type(exc).__name__}: {exc}"
-        print(f"ntkdyn: plotting failed ({exc}); arrays and metrics are written", file=sys.stderr)
-    env["times_s"]["plots"] = time.perf_counter() - t
+    failed |= not guarded_stage(env, "plot", lambda: plots.loss_figure(
+        trajectories, metrics["optimizers"], os.path.join(out, "loss.png")))
+    if cfg.control is not None:  # control.json and the control figures (ntkdyn.control)
+        def control_stage():
+            from ntkdyn import control_plots
+
+            print(control_plots.run_section(cfg, setup, metrics, trajectories, out, say))
+
+        failed |= not guarded_stage(env, "control", control_stage)
     env["times_s"]["total"] = time.perf_counter() - t_start
     results.write_json(os.path.join(out, "env.json"), env)
     print(summary_table(metrics))
@@ -216,14 +244,12 @@ def run_sweep(raw: dict, runs, args, say, t_start: float) -> int:
     from ntkdyn import pipeline, plots, sweep, train
 
     name = raw.get("name", "sweep")
-    out = args.out or os.path.join("results", f"{name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    out = output_folder(args, name)
     writer = jax.process_index() == 0  # multi-host: one process writes
     if writer:
         os.makedirs(os.path.join(out, "runs"), exist_ok=True)
         results.write_text(os.path.join(out, "config.yaml"), yaml.safe_dump(raw, sort_keys=False))
-    env = {"versions": versions(), "device": device_info(), "processes": jax.process_count(),
-           "devices_on_run_axis": len(jax.devices()), "runs": len(runs), "command": " ".join(sys.argv),
-           "started": datetime.datetime.now().isoformat(timespec="seconds"), "times_s": {}}
+    env = new_env(processes=jax.process_count(), devices_on_run_axis=len(jax.devices()), runs=len(runs))
     groups = sweep.group_by_shape(runs)
     say(f"ntkdyn: sweep {name}: {len(runs)} runs in {len(groups)} shape group(s) on {len(jax.devices())} "
         f"device(s) -> {out}")
@@ -251,7 +277,8 @@ def run_sweep(raw: dict, runs, args, say, t_start: float) -> int:
             return 2
         env["times_s"][f"group{g + 1}_prepare"] = time.perf_counter() - t
         cfgs = [run.cfg for run in todo]
-        per_run = {run.run_id: ({}, {"spectrum": _spectrum(s), "optimizers": {}}) for run, s in zip(todo, setups)}
+        per_run = {run.run_id: ({}, {"spectrum": spectrum_metrics(s), "optimizers": {}})
+                   for run, s in zip(todo, setups)}
         for i, oc in enumerate(cfgs[0].optimizers):
             t = time.perf_counter()
             progress = None if args.quiet else train.progress_printer(
@@ -295,26 +322,14 @@ def run_sweep(raw: dict, runs, args, say, t_start: float) -> int:
         table.writeheader()
         table.writerows(rows)
         results.write_text(os.path.join(out, "summary.csv"), buffer.getvalue())
-        t = time.perf_counter()
-        try:
-            plots.sweep_figure(rows, list(runs[0].values), os.path.join(out, "sweep.png"))
-        except Exception as exc:  # noqa: BLE001 - a failing plot must not lose the arrays
-            failed = True
-            env["plot_error"] = f"{type(exc).__name__}: {exc}"
-            print(f"ntkdyn: sweep plot failed ({exc}); arrays and summary are written", file=sys.stderr)
-        env["times_s"]["plots"] = time.perf_counter() - t
+        failed |= not guarded_stage(env, "plot", lambda: plots.sweep_figure(
+            rows, list(runs[0].values), os.path.join(out, "sweep.png")))
         env["times_s"]["total"] = time.perf_counter() - t_start
         results.write_json(os.path.join(out, "env.json"), env)
     print(sweep_table(rows, list(runs[0].values)))
     print(f"results: {out}  ({len(runs)} runs, {env['compiles']} compilations, "
           f"total {time.perf_counter() - t_start:.1f} s)")
     return 1 if failed else 0
-
-
-def _spectrum(setup) -> dict:
-    lam = setup.lam
-    return {"lambda_min": float(lam[0]), "lambda_max": float(lam[-1]),
-            "kappa": float(lam[-1] / lam[0]) if lam[0] > 0 else None, "loss_scale": setup.c}
 
 
 def sweep_table(rows: list[dict], axes: list[str], limit: int = 40) -> str:
