@@ -75,7 +75,7 @@ class RatesConfig:
 @dataclasses.dataclass
 class OptimizerConfig:
     name: str
-    eta: float
+    eta: float | None = None  # required unless the optimizer sets it from the spectrum (hb_polyak)
     label: str | None = None
     beta: float | None = None
     r: float | None = None
@@ -252,36 +252,12 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"rates.window: expected [start, end] with 0 <= start < end, got {w}")
     if not cfg.optimizers:
         raise ConfigError("optimizers: at least one optimizer is needed")
-    labels = []
+    labels: list[str] = []
     for i, o in enumerate(cfg.optimizers):
         key = f"optimizers[{i}]"
         if o.name not in optimizers.REGISTRY:
             raise ConfigError(f"{key}.name: unknown optimizer {o.name!r}; allowed: {', '.join(sorted(optimizers.REGISTRY))}")
-        spec = optimizers.REGISTRY[o.name]
-        if not (o.eta > 0 and math.isfinite(o.eta)):
-            raise ConfigError(f"{key}.eta: must be > 0, got {o.eta}")
-        for hp in ("beta", "r"):
-            if getattr(o, hp) is not None and hp not in spec.hyper:
-                raise ConfigError(f"{key}.{hp}: optimizer {o.name!r} takes no {hp!r}; it takes: eta"
-                                  + "".join(f", {h}" for h in spec.hyper))
-        for hp, default in spec.hyper.items():
-            if default is None and getattr(o, hp, None) is None:
-                raise ConfigError(f"{key}.{hp}: required by optimizer {o.name!r}")
-        if o.beta is not None and not 0 <= o.beta < 1:
-            raise ConfigError(f"{key}.beta: must be in [0, 1), got {o.beta}")
-        if o.r is not None and o.r <= 0:
-            raise ConfigError(f"{key}.r: must be > 0, got {o.r}")
-        if o.kwargs and spec.has_theory:
-            raise ConfigError(f"{key}.kwargs: only empirical-only optax optimizers take kwargs, not {o.name!r}")
-        if o.kwargs:
-            accepted = [p for p in inspect.signature(spec.optax_factory).parameters if p != "learning_rate"]
-            for kw in o.kwargs:
-                if kw not in accepted:
-                    raise ConfigError(f"{key}.kwargs.{kw}: not an argument of optax.{o.name}; allowed: {', '.join(accepted)}")
-        o.label = o.label or o.name
-        if o.label in labels or "/" in o.label:
-            raise ConfigError(f"{key}.label: {o.label!r} repeats another label or contains '/'; labels must be unique")
-        labels.append(o.label)
+        _check_optimizer(key, o, optimizers.REGISTRY[o.name], labels)
     if cfg.control is not None:  # control: section (ntkdyn.control)
         from ntkdyn import control
 
@@ -296,17 +272,7 @@ def validate(cfg: Config) -> Config:
             except ValueError:
                 allowed = sorted(list(optimizers.RECURRENCE_ONLY) + [n for n, s in optimizers.REGISTRY.items() if s.has_theory])
                 raise ConfigError(f"{key}.name: {o.name!r} has no recurrence; allowed: {', '.join(allowed)}") from None
-            if not (o.eta > 0 and math.isfinite(o.eta)):
-                raise ConfigError(f"{key}.eta: must be > 0, got {o.eta}")
-            for hp, default in spec.hyper.items():
-                if default is None and getattr(o, hp, None) is None:
-                    raise ConfigError(f"{key}.{hp}: required by optimizer {o.name!r}")
-            if o.beta is not None and not 0 <= o.beta < 1:
-                raise ConfigError(f"{key}.beta: must be in [0, 1), got {o.beta}")
-            o.label = o.label or o.name
-            if o.label in labels:
-                raise ConfigError(f"{key}.label: {o.label!r} repeats another label; labels must be unique")
-            labels.append(o.label)
+            _check_optimizer(key, o, spec, labels)
         if not 0 < cc.band < 1:
             raise ConfigError(f"control.band: must be in (0, 1), got {cc.band}")
         if cc.max_iters < 1:
@@ -345,6 +311,38 @@ def validate(cfg: Config) -> Config:
         if not cc.sweep_time > 0:
             raise ConfigError(f"control.sweep_time: must be > 0, got {cc.sweep_time}")
     return cfg
+
+
+def _check_optimizer(key: str, o: OptimizerConfig, spec: optimizers.OptimizerSpec, labels: list[str]) -> None:
+    """Checks of one optimizer entry against its declaration; fills its label (appended to labels)."""
+    if getattr(spec, "tune", None) is None and o.eta is None:
+        raise ConfigError(f"{key}.eta: required by optimizer {o.name!r}")
+    if o.eta is not None and not (o.eta > 0 and math.isfinite(o.eta)):
+        raise ConfigError(f"{key}.eta: must be > 0, got {o.eta}")
+    takes = "eta" + "".join(f", {h}" for h in spec.hyper)
+    for hp in ("beta", "r"):
+        if getattr(o, hp) is not None and hp not in spec.hyper:
+            raise ConfigError(f"{key}.{hp}: optimizer {o.name!r} takes no {hp!r}; it takes: {takes}")
+    if o.beta is not None and not 0 <= o.beta < 1:
+        raise ConfigError(f"{key}.beta: must be in [0, 1), got {o.beta}")
+    if o.r is not None and o.r <= 0:
+        raise ConfigError(f"{key}.r: must be > 0, got {o.r}")
+    if getattr(spec, "optax_factory", None) is not None:
+        accepted = [p for p in inspect.signature(spec.optax_factory).parameters if p != "learning_rate"]
+        what = f"an argument of optax.{o.name}"
+    else:  # declared hyperparameters other than beta and r (e.g. hb2's beta2, ogm's N)
+        accepted = [h for h in spec.hyper if h not in ("beta", "r")]
+        what = f"a hyperparameter of {o.name!r}"
+    for kw in o.kwargs or {}:
+        if kw not in accepted:
+            raise ConfigError(f"{key}.kwargs.{kw}: not {what}; allowed: {', '.join(accepted) or 'none'}")
+    for hp, default in spec.hyper.items():
+        if default is None and getattr(o, hp, None) is None and hp not in (o.kwargs or {}):
+            raise ConfigError(f"{key}.{hp}: required by optimizer {o.name!r}")
+    o.label = o.label or o.name
+    if o.label in labels or "/" in o.label:
+        raise ConfigError(f"{key}.label: {o.label!r} repeats another label or contains '/'; labels must be unique")
+    labels.append(o.label)
 
 
 def from_dict(raw: dict) -> Config:

@@ -176,7 +176,7 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
                "status": "diverged" if res.diverged_at is not None else "ok",
                "verdict": fit.verdict, "diverged_at": res.diverged_at,
                "fitted": {k: _finite(v) for k, v in fit.as_dict().items() if k != "verdict"},
-               "predicted": {"linear_rate": None}, "deviation": {"discrete": None, "ode": None},
+               "predicted": {"linear_rate": None}, "deviation": {"discrete": None, "ode": None, "ode_hr": None},
                "theory_verdicts": {}, "kernel_drift": _finite(drift[-1]) if drift else None}
 
     metrics["eta"] = hyper["eta"]
@@ -189,8 +189,10 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
         arrays["loss_discrete"] = theory.modal_loss(modes, setup.c)
         metrics["predicted"] = {"linear_rate": theory.predicted_linear_rate(spec, hyper, setup.lam),
                                 **theory.stability(spec, hyper, setup.lam)}
-        if not spec.constant:
-            metrics["predicted"]["crossover_step"] = theory.nag_c_crossover_step(hyper["eta"], float(setup.lam[0]))
+        ode = spec.ode(hyper) if spec.ode is not None else None
+        if ode is not None and ode.damping == "vanishing":  # fixed-step tail of r/t damping (NAG-C, OGM)
+            tail = theory.vanishing_tail(hyper["eta"], float(setup.lam[0]), ode.r)
+            metrics["predicted"].update(crossover_step=tail["crossover_step"], tail_rate=tail["tail_rate"])
         times["theory_discrete_s"] = time.perf_counter() - t
     if spec.ode is None and spec.has_theory:
         metrics["note"] = "no limiting ODE is declared for this optimizer"
@@ -210,8 +212,15 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
             times["theory_diffrax_s"] = time.perf_counter() - t
             gap = np.linalg.norm(ode_modes @ setup.V.T - e_num, axis=1) / np.linalg.norm(setup.e0)
             metrics["ode_closed_vs_diffrax"] = _finite(np.max(gap))
+    if spec.ode_hr is not None:  # high-resolution ODE (Shi, Du, Jordan, Su 2018)
+        t = time.perf_counter()
+        hr = spec.ode_hr(hyper)
+        metrics["ode_hr"] = hr.description
+        hr_modes = theory.highres_modes(hr, setup.lam, setup.coef, res.step * hr.time_step)
+        arrays["loss_ode_hr"] = theory.modal_loss(hr_modes, setup.c)
+        times["theory_ode_hr_s"] = time.perf_counter() - t
     ok = np.isfinite(res.loss)
-    for name in ("discrete", "ode"):
+    for name in ("discrete", "ode", "ode_hr"):
         pred = arrays.get(f"loss_{name}")
         if pred is None:
             continue

@@ -21,7 +21,8 @@ def loss_figure(trajectories: dict[str, dict[str, np.ndarray]], metrics: dict, p
         for ax in axes:
             x = step if ax is axes[0] else np.maximum(step, 1)
             ax.plot(x[ok], loss[ok], "-", color=colour, label=f"{label}: {m.get('verdict', '?')}")
-            for key, style, name in (("loss_discrete", "--", "kernel recurrence"), ("loss_ode", ":", "ODE")):
+            for key, style, name in (("loss_discrete", "--", "kernel recurrence"), ("loss_ode", ":", "ODE"),
+                                     ("loss_ode_hr", "-.", "high-res ODE")):
                 if key in arr:
                     pred = arr[key]
                     shown = np.isfinite(pred) & (pred > 0) & (pred < 1e30)

@@ -91,7 +91,7 @@ def fmt(x, spec=".4g") -> str:
 
 def summary_table(metrics: dict) -> str:
     head = ["label", "optimizer", "eta", "beta/r", "status", "verdict", "kernel/ODE verdicts",
-            "fitted rate", "predicted rate", "power exp", "dev discrete", "dev ODE", "drift"]
+            "fitted rate", "predicted rate", "power exp", "dev discrete", "dev ODE", "dev hr-ODE", "drift"]
     rows = [head]
     for label, m in metrics["optimizers"].items():
         hp = m.get("beta") if m.get("beta") is not None else (f"r={m['r']:g}" if m.get("r") is not None else None)
@@ -102,7 +102,8 @@ def summary_table(metrics: dict) -> str:
                      fmt((m.get("predicted") or {}).get("linear_rate"), ".6f"),
                      fmt((m.get("fitted") or {}).get("power_exponent"), ".3f"),
                      fmt((m.get("deviation") or {}).get("discrete"), ".3g"),
-                     fmt((m.get("deviation") or {}).get("ode"), ".3g"), fmt(m.get("kernel_drift"), ".3g")])
+                     fmt((m.get("deviation") or {}).get("ode"), ".3g"),
+                     fmt((m.get("deviation") or {}).get("ode_hr"), ".3g"), fmt(m.get("kernel_drift"), ".3g")])
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -64,12 +64,15 @@ def stability(spec: OptimizerSpec, hyper: dict, lam) -> dict:
             "max_spectral_radius": float(np.max(rho))}
 
 
-def nag_c_crossover_step(eta: float, lam_min: float) -> float:
-    """Step after which discrete NAG-C at fixed eta turns linear: about 1 / (eta lambda_min).
+def nag_c_crossover_step(eta: float, lam_min: float, r: float = 3.0) -> float | None:
+    """Step where discrete NAG-C at a fixed eta leaves its power-law transient for a linear tail.
 
-    As beta_k -> 1 the roots of z^2 - (1+beta)(1-eta lam) z + beta (1-eta lam) satisfy
-    |z|^2 -> 1 - eta lam (DESIGN.md section 1)."""
-    return 1.0 / (eta * lam_min)
+    As beta_k -> 1 the roots of the slowest mode (h = eta lam_min) satisfy |z|^2 -> 1 - h, and
+    the loss envelope is ~ k^{-r} (1 - h)^k; its log-log slope -r + k log(1 - h) has equal power
+    and exponential parts at k* = r / -log(1 - h) ~ r / h (DESIGN.md section 1 says "roughly
+    1/(eta lam_min)"). None when h is outside (0, 1)."""
+    h = eta * lam_min
+    return r / -math.log1p(-h) if 0 < h < 1 else None
 
 
 # --------------------------------------------------------------------------- ODE closed forms
@@ -331,6 +334,5 @@ def vanishing_tail(eta: float, lam_min: float, r: float = 3.0) -> dict:
     is 1 - h and the **crossover step**, where the exponential factor's share of the log-log slope
     d log L / d log k = -r + k log(1 - h) equals the power law's, is k* = r / (-log(1 - h)) ~ r/h."""
     h = eta * lam_min
-    if not 0 < h < 1:
-        return {"crossover_step": None, "tail_rate": None, "power_exponent": -r}
-    return {"crossover_step": r / -math.log1p(-h), "tail_rate": 1.0 - h, "power_exponent": -float(r)}
+    return {"crossover_step": nag_c_crossover_step(eta, lam_min, r), "tail_rate": 1.0 - h if 0 < h < 1 else None,
+            "power_exponent": -float(r)}

@@ -224,8 +224,14 @@ def test_missing_optimizers_and_non_mapping():
         config.from_dict({})
     with pytest.raises(ConfigError, match="expected a mapping at the top level"):
         config.from_dict([1, 2])
-    with pytest.raises(ConfigError, match=r"missing key 'optimizers\[0\].eta'"):
+    with pytest.raises(ConfigError, match=r"optimizers\[0\].eta: required by optimizer 'gd'"):
         config.from_dict({"optimizers": [{"name": "gd"}]})
+    # Polyak-tuned HB sets eta from the spectrum: no eta needed
+    assert config.from_dict({"optimizers": [{"name": "hb_polyak"}]}).optimizers[0].eta is None
+    with pytest.raises(ConfigError, match=r"optimizers\[0\].kwargs.gamma: not a hyperparameter of 'hb2'"):
+        config.from_dict({"optimizers": [{"name": "hb2", "eta": 0.1, "beta": 0.5, "kwargs": {"gamma": 1}}]})
+    assert config.from_dict({"optimizers": [{"name": "hb2", "eta": 0.1, "beta": 0.5,
+                                             "kwargs": {"beta2": 0.2}}]}).optimizers[0].hyper()["beta2"] == 0.2
 
 
 def test_apply_override():

@@ -338,8 +338,11 @@ def test_nag_c_predicted_rate_is_one_minus_eta_lam_min():
 
 
 def test_nag_c_crossover_step():
-    assert theory.nag_c_crossover_step(0.01, 0.5) == pytest.approx(200.0)
-    assert theory.nag_c_crossover_step(1.0, 0.0158) == pytest.approx(1 / 0.0158)
+    """k* = r / -log(1 - eta lam), close to r / (eta lam) for small eta lam; None outside (0, 1)."""
+    assert theory.nag_c_crossover_step(0.01, 0.5) == pytest.approx(3 / -math.log(1 - 0.005))
+    assert theory.nag_c_crossover_step(0.01, 0.5) == pytest.approx(600.0, rel=0.01)
+    assert theory.nag_c_crossover_step(1.0, 0.0158, r=6) == pytest.approx(6 / 0.0158, rel=0.01)
+    assert theory.nag_c_crossover_step(1.0, 2.5) is None
 
 
 def test_nag_c_fixed_eta_turns_linear():
