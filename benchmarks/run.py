@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -200,12 +199,14 @@ def bench_sweep_memory(steps: int) -> dict:
         path = os.path.join(tmp, "mem.yaml")
         with open(path, "w") as fh:
             yaml.safe_dump(cfg, fh)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        subprocess.run([sys.executable, "-m", "ntkdyn.run", "--quiet", path, "--out", os.path.join(tmp, "o")],
-                       check=True, capture_output=True)
-        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"runs": 32, "n": 256, "m": 4096, "steps": steps, "peak_rss_gb": peak_kb / 1e6,
-            "note": "max RSS over child processes so far" if before else None}
+        # peak RSS read by the child itself (VmHWM): ru_maxrss of a child counts this process too
+        code = ("import runpy, sys; sys.argv = ['ntkdyn.run', '--quiet', sys.argv[1], '--out', sys.argv[2]]\n"
+                "try:\n    runpy.run_module('ntkdyn.run', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+                "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])")
+        proc = subprocess.run([sys.executable, "-c", code, path, os.path.join(tmp, "o")], check=True,
+                              capture_output=True, text=True)
+        peak_kb = int(proc.stdout.strip().splitlines()[-1])
+    return {"runs": 32, "n": 256, "m": 4096, "steps": steps, "peak_rss_gb": peak_kb / 1e6}
 
 
 def bench_ode(n: int = 64, steps: int = 2000) -> dict:

@@ -74,7 +74,8 @@ def build_model(cfg: Config, d: int):
     elif m.name == "mlp":
         module = models.ntk_mlp(key, d, m.width, m.depth, m.W_std, m.b_std, dtype)
         model, params, consts = models.from_flax(module, "half_sum", "mlp")
-        model = dataclasses.replace(model, hinf=lambda X: ntk.mlp_kernels(X, None, m.depth, m.W_std, m.b_std)[1])
+        model = dataclasses.replace(model, hinf=lambda X: ntk.mlp_kernels(X, None, m.depth, m.W_std, m.b_std)[1],
+                                    fast_gram=ntk.mlp_fast_gram(m.W_std, m.b_std))
     else:
         module = models.load_factory(m.module)(key, d, **(m.kwargs or {}))
         model, params, consts = models.from_flax(module, "half_sum", "flax")
