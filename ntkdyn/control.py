@@ -61,14 +61,8 @@ def get(name: str):
 
 
 def resolve(spec, hyper: dict, lam) -> dict:
-    """Defaults filled, then ``spec.tune(hyper, lam)`` where declared (e.g. Polyak-tuned HB)."""
-    out = dict(hyper)
-    for key, default in spec.hyper.items():
-        if out.get(key) is None:
-            if default is None:
-                raise ValueError(f"optimizer {spec.name!r} needs {key!r}")
-            out[key] = default
-    return spec.tune(out, np.asarray(lam, np.float64)) if spec.tune is not None else out
+    """Defaults filled, then ``spec.tune(hyper, lam)`` where declared (``optimizers.resolve_hyper``)."""
+    return optimizers.resolve_hyper(spec, hyper, lam)
 
 
 @dataclasses.dataclass

@@ -430,15 +430,17 @@ def get(name: str) -> OptimizerSpec:
     return REGISTRY[name]
 
 
-def resolve_hyper(spec: OptimizerSpec, hyper: Hyper) -> Hyper:
-    """Fill defaults; check that every required hyperparameter is given."""
+def resolve_hyper(spec: OptimizerSpec, hyper: Hyper, lam=None) -> Hyper:
+    """Fill defaults; check that every required hyperparameter is given; with the eigenvalues
+    ``lam`` of K, apply ``spec.tune`` where declared (e.g. Polyak-tuned HB)."""
     out = dict(hyper)
     for key, default in spec.hyper.items():
         if out.get(key) is None:
             if default is None:
                 raise ValueError(f"optimizer {spec.name!r} needs {key!r}")
             out[key] = default
-    return out
+    tune = getattr(spec, "tune", None)
+    return tune(out, np.asarray(lam, np.float64)) if tune is not None and lam is not None else out
 
 
 # --------------------------------------------------------------------------- training face

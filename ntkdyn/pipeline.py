@@ -128,10 +128,7 @@ def loss_floor(dtype: str, L0: float) -> float:
 def optimizer_hyper(setup: Setup, oc: OptimizerConfig) -> dict:
     """Hyperparameters of ``oc`` with defaults filled; a spec with a ``tune(hyper, lam)`` hook
     (e.g. Polyak-tuned HB) sets them from the eigenvalues of K."""
-    spec = optimizers.get(oc.name)
-    hyper = optimizers.resolve_hyper(spec, oc.hyper())
-    tune = getattr(spec, "tune", None)
-    return tune(hyper, setup.lam) if tune is not None else hyper
+    return optimizers.resolve_hyper(optimizers.get(oc.name), oc.hyper(), setup.lam)
 
 
 def train_runs(cfgs: list[Config], setups: list[Setup], index: int, progress=None) -> list[TrainResult]:
