@@ -1,0 +1,211 @@
+"""Where the continuous picture holds: deviation between training and the limiting ODE as the
+step size shrinks at a fixed width, for GD, HB and NAG-C.
+
+    python experiments/ode_limit.py [--quick] [--seed 0] --out DIR
+
+Paper model on digits. eta = c / lambda_max(K) for c = 1, 1/4, 1/16, ... Each run covers the same
+span of ODE time, so smaller steps take more iterations: GD t = k eta (gradient flow e' = -K e),
+HB t = k sqrt(eta) with gamma = (1 - beta)/sqrt(eta) held fixed (beta = 1 - gamma sqrt(eta), the
+heavy-ball ODE e'' + gamma e' + K e = 0), NAG-C (r = 3) t = k sqrt(eta) (e'' + (3/t) e' + K e = 0).
+Three gaps per run (max relative loss gap over the run): training vs ODE, kernel recurrence vs ODE
+(discretisation only; width plays no part) and training vs kernel recurrence (finite width only).
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+
+import _common as C
+from ntkdyn import rates
+
+SIZES = {"full": {"n": 300, "width": 4096, "factors": [1.0, 1 / 4, 1 / 16, 1 / 64, 1 / 256]},
+         "quick": {"n": 100, "width": 1024, "factors": [1.0, 1 / 4, 1 / 16]}}
+BASE_STEPS = 100  # iterations at c = 1; the ODE time span is the same for every c
+HB_BETA0 = 0.5  # beta at c = 1; gamma = (1 - HB_BETA0) sqrt(lambda_max) is held fixed
+NAG_R = 3.0
+RECORDS = 400  # about this many recorded losses per run
+EXPECTED_ORDER = {"gd": 1.0, "hb": 0.5, "nag_c": 0.5}  # local error of the time map: O(eta) / O(sqrt(eta))
+
+
+def steps_for(name: str, c: float) -> int:
+    scale = 1.0 / c if name == "gd" else 1.0 / math.sqrt(c)
+    return int(round(BASE_STEPS * scale))
+
+
+def record_every(steps: int) -> int:
+    k = max(1, steps // RECORDS)
+    while steps % k:
+        k -= 1
+    return k
+
+
+def main(argv=None) -> int:
+    args = C.parse_args(__doc__.split("\n")[0], argv)
+    mode = "quick" if args.quick else "full"
+    sz = SIZES[mode]
+    study = C.Study("ode_limit", "Where the continuous (ODE) picture holds: step size to zero at fixed width", args,
+                    summary=__doc__.split("\n\n")[1].replace("\n", " "))
+    probe = C.digits_raw("paper", sz["n"], sz["width"], 10, {"name": "gd", "eta": 1.0}, seed=args.seed)
+    _, setup = C.setup_for(probe)
+    lam_max = float(setup.lam[-1])
+    gamma = (1 - HB_BETA0) * math.sqrt(lam_max)
+    study.setting(data=f"{C.DATA_TEXT}, n = {sz['n']}", model="paper", width=sz["width"], seed=args.seed,
+                  eta_factors=sz["factors"], eta="c / lambda_max(K)", spectrum=C.spectrum(setup),
+                  steps_at_c1=BASE_STEPS, hb=f"gamma = (1 - {HB_BETA0}) sqrt(lambda_max) = {gamma:.4g} fixed, "
+                  "beta = 1 - gamma sqrt(eta)", nag_c=f"r = {NAG_R:g}", dtype="float32 (training), float64 (theory)",
+                  deviation="max over recorded steps of |L_a - L_b| / L_b where both exceed the float32 floor")
+    out = {}
+    for name in ("gd", "hb", "nag_c"):
+        rows = []
+        for c in sz["factors"]:
+            eta = c / lam_max
+            opt = {"name": name, "eta": eta}
+            if name == "hb":
+                opt["beta"] = 1.0 - gamma * math.sqrt(eta)
+            if name == "nag_c":
+                opt["r"] = NAG_R
+            steps = steps_for(name, c)
+            raw = C.digits_raw("paper", sz["n"], sz["width"], steps, opt, seed=args.seed,
+                               record_every=record_every(steps), kernel_at=[0, steps])
+            (arrays, metrics, cfg, s), = C.run_group([raw], label=f"{name} c={c:g} ({steps} steps)")
+            L0 = float(arrays["loss"][0])
+            floor = C.floor_of("float32", L0)
+            mask = (arrays["loss_ode"] > floor) & (arrays["loss_discrete"] > floor)
+            disc_vs_ode = rates.max_relative_gap(arrays["loss_ode"], arrays["loss_discrete"], mask)
+            hr = arrays.get("loss_ode_hr")
+            if hr is None and name != "gd":
+                hr = C.highres_loss(name, opt, s, arrays["step"])
+            disc_vs_hr = train_vs_hr = None
+            if hr is not None:
+                arrays["loss_ode_hr"] = hr
+                m_hr = (hr > floor) & (arrays["loss_discrete"] > floor)
+                disc_vs_hr = rates.max_relative_gap(hr, arrays["loss_discrete"], m_hr)
+                train_vs_hr = rates.max_relative_gap(hr, arrays["loss"], m_hr & (arrays["loss"] > floor))
+            rows.append({"c": c, "eta": eta, "eta_lambda_max": c, "steps": steps, "beta": opt.get("beta"),
+                         "train_vs_ode": metrics["deviation"]["ode"], "train_vs_discrete": metrics["deviation"]["discrete"],
+                         "discrete_vs_ode": C.num(disc_vs_ode), "kernel_drift": metrics["kernel_drift"],
+                         "discrete_vs_ode_hr": C.num(disc_vs_hr), "train_vs_ode_hr": C.num(train_vs_hr),
+                         "ode_time_end": float(arrays["ode_time"][-1]), "status": metrics["status"]})
+            study.add_arrays(f"{name}/c={c:g}", {k: arrays.get(k) for k in ("step", "loss", "loss_discrete", "loss_ode",
+                                                                             "loss_ode_hr", "ode_time")})
+            out.setdefault(name + "_arrays", []).append(arrays)
+        out[name] = rows
+        study.lap(name)
+    _figure(study, out, sz)
+    _table(study, out)
+    for name in ("gd", "hb", "nag_c"):
+        _claims(study, name, out[name], sz)
+    study.lap("figures_and_verdicts")
+    study.finish()
+    return 0
+
+
+LABEL = {"gd": "GD", "hb": "HB (gamma fixed)", "nag_c": "NAG-C (r = 3)"}
+
+
+def _claims(study, name, rows, sz) -> None:
+    eta = [r["eta"] for r in rows]
+    d_disc = [r["discrete_vs_ode"] for r in rows]
+    d_train = [r["train_vs_ode"] for r in rows]
+    d_width = [r["train_vs_discrete"] for r in rows]
+    order = C.loglog_slope(eta, d_disc)
+    exp = EXPECTED_ORDER[name]
+    res = "inconclusive" if order is None else ("agrees" if order >= 0.5 * exp else ("partly" if order > 0 else "differs"))
+    line = (f"{LABEL[name]}: gap between the kernel recurrence and the ODE shrinks like eta^{C.f3(order, '.2f')} "
+            f"(expected order {exp:g}); gaps " + ", ".join(f"eta lambda_max={r['c']:.3g}: {C.f3(r['discrete_vs_ode'])}" for r in rows) + ".")
+    d_hr = [r["discrete_vs_ode_hr"] for r in rows]
+    if any(v is not None for v in d_hr):
+        order_hr = C.loglog_slope(eta, d_hr)
+        line += (f" High-resolution ODE (Shi et al. 2018): gaps " + ", ".join(C.f3(v) for v in d_hr)
+                 + f", order {C.f3(order_hr, '.2f')}; it is closer than the low-resolution ODE at "
+                 f"{sum(1 for a, b in zip(d_hr, d_disc) if a is not None and b is not None and a < b)}/{len(rows)} step sizes.")
+    study.claim(f"ode_discretisation_{name}", "The discrete method tends to its limiting ODE as eta -> 0 "
+                "(the continuous-time analysis of the paper)", res, line, setting=f"paper model, digits n = {sz['n']}, "
+                f"m = {sz['width']}, same ODE time span for every eta", figure="ode_limit.png",
+                numbers={"eta": eta, "discrete_vs_ode": d_disc, "order": order, "expected_order": exp,
+                         "discrete_vs_ode_highres": d_hr})
+    ok = [r for r in rows if r["train_vs_ode"] is not None and r["train_vs_ode"] <= 0.1]
+    first = d_train[0]
+    last = d_train[-1]
+    floor = d_width[-1]
+    reached = last is not None and floor is not None and last <= 2.0 * floor + 1e-12
+    shrinks = first is not None and last is not None and last < 0.5 * first
+    res2 = "agrees" if (shrinks and reached) else ("partly" if (shrinks or reached) else "differs")
+    holds = (f"the ODE is within 10% of training for eta lambda_max <= {max(r['c'] for r in ok):.3g}" if ok
+             else "the ODE is not within 10% of training at any eta tried")
+    line2 = (f"{LABEL[name]}: training vs ODE gap " + ", ".join(f"{r['c']:.3g}: {C.f3(r['train_vs_ode'])}" for r in rows)
+             + f" (eta lambda_max: gap); the finite-width floor (training vs kernel recurrence) at the smallest eta is "
+             f"{C.f3(floor)}; {holds}.")
+    if not shrinks and reached:
+        line2 += " The finite-width gap dominates already at the largest eta, so shrinking eta cannot reduce it."
+    elif not shrinks:
+        line2 += " The gap does not shrink with eta here."
+    if shrinks and not reached:
+        line2 += " The gap shrinks but has not yet reached the finite-width floor at the smallest eta."
+    study.claim(f"ode_training_{name}", "Training follows the limiting ODE once the step is small (until the "
+                "finite-width gap takes over)", res2, line2, setting=f"paper model, digits n = {sz['n']}, m = {sz['width']}",
+                figure="ode_limit.png", numbers={"eta_lambda_max": [r["c"] for r in rows], "train_vs_ode": d_train,
+                                                 "train_vs_discrete": d_width})
+
+
+def _table(study, out) -> None:
+    cols = ["optimizer", "eta lambda_max", "eta", "beta", "steps", "ODE time span", "train vs ODE",
+            "kernel vs ODE", "kernel vs high-res ODE", "train vs high-res ODE", "train vs kernel", "kernel drift", "status"]
+    rows = []
+    for name in ("gd", "hb", "nag_c"):
+        for r in out[name]:
+            rows.append([name, C.num(r["c"], 5), C.num(r["eta"], 6), C.num(r["beta"], 5), r["steps"],
+                         C.num(r["ode_time_end"], 4), C.num(r["train_vs_ode"], 4), C.num(r["discrete_vs_ode"], 4),
+                         C.num(r["discrete_vs_ode_hr"], 4), C.num(r["train_vs_ode_hr"], 4),
+                         C.num(r["train_vs_discrete"], 4), C.num(r["kernel_drift"], 4), r["status"]])
+    study.table("Deviations as eta shrinks", cols, rows, "Max relative loss gap over the run (float32 floor excluded).")
+
+
+def _figure(study, out, sz) -> None:
+    plt = C.plt()
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    for j, name in enumerate(("gd", "hb", "nag_c")):
+        rows = out[name]
+        ax = axes[0, j]
+        x = np.asarray([r["c"] for r in rows])
+        for key, style, lab in (("train_vs_ode", "o-", "training vs ODE"), ("discrete_vs_ode", "s--", "kernel recurrence vs ODE"),
+                                ("train_vs_discrete", "^:", "training vs kernel recurrence (width)"),
+                                ("discrete_vs_ode_hr", "d-.", "kernel recurrence vs high-res ODE")):
+            y = np.asarray([np.nan if r[key] is None else r[key] for r in rows], float)
+            if np.isfinite(y).any():
+                ax.plot(*C.positive(x, y), style, label=lab)
+        d = np.asarray([np.nan if r["discrete_vs_ode"] is None else r["discrete_vs_ode"] for r in rows], float)
+        if np.isfinite(d[0]) and d[0] > 0:
+            order = EXPECTED_ORDER[name]
+            ax.plot(x, d[0] * (x / x[0]) ** order, "k:", lw=0.8, label=f"eta^{order:g} reference")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("eta * lambda_max")
+        ax.set_ylabel("max relative loss gap")
+        ax.set_title(LABEL[name], fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        ax = axes[1, j]
+        arrs = out[name + "_arrays"]
+        cmap = plt.get_cmap("viridis")
+        for i, (r, a) in enumerate(zip(rows, arrs)):
+            col = cmap(i / max(1, len(rows) - 1))
+            ax.plot(*C.positive(a["ode_time"], a["loss"]), "-", color=col, lw=1.2, label=f"training, eta lambda_max={r['c']:.3g}")
+        a = arrs[-1]
+        ax.plot(*C.positive(a["ode_time"], a["loss_ode"]), "k--", lw=1.0, label="ODE")
+        ax.set_yscale("log")
+        ax.set_xlabel("ODE time t" + (" = k eta" if name == "gd" else " = k sqrt(eta)"))
+        ax.set_ylabel("training loss")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Paper model on digits (n = {sz['n']}, m = {sz['width']}): training, kernel recurrence and ODE as eta -> 0",
+                 fontsize=11)
+    fig.tight_layout()
+    study.figure(fig, "ode_limit.png", "Top: max relative loss gaps vs eta * lambda_max (log-log) with the expected "
+                 "order of the time discretisation. Bottom: training loss vs ODE time for every eta, ODE dashed.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

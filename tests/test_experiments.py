@@ -1,0 +1,60 @@
+"""Smoke test of the reproduction studies: the quickest study (hb_vs_epoch --quick) runs from its
+command line into a temporary folder, writes a well-formed verdicts.json with its figure and
+arrays, and ``python -m ntkdyn.report`` renders it as Markdown and as self-contained HTML."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from ntkdyn import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = ("agrees", "differs", "partly", "inconclusive", "info")
+
+
+def test_quickest_study_and_report(tmp_path):
+    out = tmp_path / "hb_vs_epoch"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "hb_vs_epoch.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((out / "verdicts.json").read_text())
+    assert doc["study"] == "hb_vs_epoch" and doc["mode"] == "quick"
+    for key in ("title", "command", "settings", "claims", "figures", "tables", "times_s", "versions"):
+        assert key in doc, key
+    assert doc["settings"]["eta"]["released"] == 1e-4
+    ids = [c["id"] for c in doc["claims"]]
+    assert {"hb_linear_paper", "hb_linear_released"} <= set(ids)
+    for c in doc["claims"]:
+        assert c["result"] in RESULTS, c
+        assert c["line"] and c["claim"] and c["source"], c
+        assert isinstance(c["numbers"], dict)
+        assert c["differs_from_paper"] == (c["source"].startswith("Bu, Xu, Chen") and c["result"] in ("differs", "partly"))
+    lin = next(c for c in doc["claims"] if c["id"] == "hb_linear_paper")
+    assert set(lin["numbers"]["verdicts_train"]) == {"0.2", "0.5", "0.8"}
+    assert all(v in ("linear", "sublinear", "stalled", "diverged") for v in lin["numbers"]["verdicts_train"].values())
+    assert lin["window"][0] < lin["window"][1]
+    # the verdict line is computed from the verdicts it reports
+    n_lin = sum(v == "linear" for v in lin["numbers"]["verdicts_train"].values())
+    assert f"linear in {n_lin}/3 beta values" in lin["line"]
+    for f in doc["figures"]:
+        assert (out / f["file"]).stat().st_size > 10_000
+    table = doc["tables"][0]
+    assert len(table["rows"]) == 6 and all(len(r) == len(table["columns"]) for r in table["rows"])
+    with np.load(out / "arrays.npz") as arr:
+        assert "paper/beta=0.2/loss" in arr.files and "released/beta=0.8/loss_discrete" in arr.files
+        assert np.all(np.isfinite(arr["paper/beta=0.5/loss"]))
+    assert not [p for p in os.listdir(out) if p.startswith(".tmp-")]
+
+    md, page = tmp_path / "report.md", tmp_path / "report.html"
+    assert report.main([str(tmp_path), "--out", str(md)]) == 0  # the parent folder: studies found below it
+    text = md.read_text()
+    assert "hb_vs_epoch" in text and "](hb_vs_epoch/hb_vs_epoch.png)" in text
+    for c in doc["claims"]:
+        assert c["line"].replace("|", "\\|") in text
+    assert report.main([str(out), "--out", str(page)]) == 0
+    body = page.read_text()
+    assert body.startswith("<!DOCTYPE html>") and "data:image/png;base64," in body and "</html>" in body
+    assert "differ from the paper" in body
+    assert report.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.md")]) == 2
