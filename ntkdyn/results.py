@@ -17,6 +17,9 @@ def atomic_write(path: str, write: Callable[[io.IOBase], None], binary: bool = F
     try:
         with os.fdopen(fd, "wb" if binary else "w") as fh:
             write(fh)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
