@@ -179,6 +179,7 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
 
     metrics["eta"] = hyper["eta"]
     metrics["ode"] = None
+    ode = spec.ode(hyper) if spec.ode is not None else None
     if not spec.has_theory:
         metrics["note"] = "empirical only: this optimizer has no kernel-regime recurrence or limiting ODE"
     else:
@@ -187,16 +188,14 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
         arrays["loss_discrete"] = theory.modal_loss(modes, setup.c)
         metrics["predicted"] = {"linear_rate": theory.predicted_linear_rate(spec, hyper, setup.lam),
                                 **theory.stability(spec, hyper, setup.lam)}
-        ode = spec.ode(hyper) if spec.ode is not None else None
         if ode is not None and ode.damping == "vanishing":  # fixed-step tail of r/t damping (NAG-C, OGM)
             tail = theory.vanishing_tail(hyper["eta"], float(setup.lam[0]), ode.r)
             metrics["predicted"].update(crossover_step=tail["crossover_step"], tail_rate=tail["tail_rate"])
         times["theory_discrete_s"] = time.perf_counter() - t
-    if spec.ode is None and spec.has_theory:
+    if ode is None and spec.has_theory:
         metrics["note"] = "no limiting ODE is declared for this optimizer"
-    if spec.ode is not None:
+    if ode is not None:
         t = time.perf_counter()
-        ode = spec.ode(hyper)
         metrics["ode"] = ode.description
         ode_time = res.step * ode.time_step
         arrays["ode_time"] = ode_time

@@ -164,7 +164,7 @@ def ode_diffrax(ode: LimitODE, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rto
             raise ValueError(f"ode_diffrax: t must start at 0 (e0 is e(0)), got t[0] = {ts[0]}")
         K = np.asarray(K, np.float64)
         e0 = np.asarray(e0, np.float64)
-        solve = _diffrax_solver(ode.order, ode.damping, float(ode.gamma), float(ode.r), rtol, atol, max_steps)
+        solve = _diffrax_solver(ode, rtol, atol, max_steps)
         if ode.order == 1:
             return np.asarray(solve(K, e0, 0.0, ts))
         y0, t_start = (e0, np.zeros_like(e0)), 0.0
@@ -183,19 +183,17 @@ def ode_diffrax(ode: LimitODE, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rto
 
 
 @functools.lru_cache(maxsize=32)
-def _diffrax_solver(order: int, damping: str, gamma: float, r: float, rtol: float, atol: float, max_steps: int):
-    """A compiled diffrax Tsit5 solve (K, y0, t_start, ts) -> ys, cached per ODE kind, so repeated
-    predictions of equal shapes do not recompile."""
+def _diffrax_solver(ode: LimitODE, rtol: float, atol: float, max_steps: int):
+    """A compiled diffrax Tsit5 solve (K, y0, t_start, ts) -> ys, cached per ODE (a frozen,
+    hashable dataclass), so repeated predictions of equal shapes do not recompile."""
     import diffrax
     import jax
-    import jax.numpy as jnp
 
     def field(s, y, K):
-        if order == 1:
+        if ode.order == 1:
             return -K @ y
         e, de = y
-        damp = gamma if damping == "constant" else r / s
-        return de, -damp * de - K @ e
+        return de, -ode.damping_at(s) * de - K @ e
 
     @jax.jit
     def solve(K, y0, t_start, ts):
