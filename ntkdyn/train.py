@@ -1,16 +1,28 @@
 """Full-batch training as compiled ``lax.scan`` chunks, batched over runs.
 
-The loss L = (c/2)||f(X) - y||^2 is recorded at steps 0, k, 2k, ..., T (k = ``record_every``),
-the error vector e = f(X) - y at ``error_at`` and the trained parameters at ``snapshot_at``
-(for kernel drift). A step whose loss is non-finite or exceeds ``divergence_factor * L_0``
-marks the run diverged at that step: its parameters stop changing and later losses are NaN.
+The loss L = (c/2)||f(X) - y||^2 and the squared gradient norm ||grad_theta L||^2 are recorded
+at steps 0, k, 2k, ..., T (k = ``record_every``), the error vector e = f(X) - y at ``error_at``
+and the parameters at ``snapshot_at`` (for kernel drift). A step whose loss is non-finite or
+exceeds ``divergence_factor * L_0`` marks the run diverged at that step: its parameters stop
+changing (the update of that step is not applied) and later losses are NaN.
+
+Speed: the steps between two recorded steps (a block) run as a plain scan of the optax step,
+the same program a user writes by hand. Divergence is checked once per block: when a live run
+went bad inside the block, one ``cond`` re-runs that block from its start with the per-step
+checks and freezes (so the divergence step is exact); a block with an ``error_at`` or
+``snapshot_at`` step strictly inside takes the same careful path, so errors and snapshots land
+on their exact steps. Runs already diverged are frozen by one select per block (skipped while
+none has diverged). The state is donated between chunks.
 
 Runs that share shapes (seeds, eta, beta, r, ...) train as one program: the single-run step is
-``vmap``-ed over a leading run axis, which is sharded over the local devices (a ``Mesh`` with
-one axis "runs"; nothing changes on one device). The steps are cut into equal chunks of one
-compiled scan each, so a progress line can be printed between chunks and memory holds only the
-recorded losses. Every executable is compiled once per (model, optimizer, plan, shapes) and
-counted in ``COMPILE_COUNT``.
+``vmap``-ed over a leading run axis, which is sharded over all devices (a ``Mesh`` with one axis
+"runs"; after ``jax.distributed.initialize`` it spans every process). The blocks are cut into
+equal chunks of one compiled call each, so a progress line can be printed between chunks.
+Every executable is compiled once per (model, optimizer, plan, shapes) and counted in
+``COMPILE_COUNT``.
+
+The optimizer's update is called as ``update(grads, state, params, value=L)`` (wrapped by
+``optax.with_extra_args_support``), so a transformation may read the current loss.
 """
 from __future__ import annotations
 
@@ -39,7 +51,7 @@ class TrainPlan:
     error_at: tuple[int, ...] = ()
     snapshot_at: tuple[int, ...] = ()
     divergence_factor: float = 1e6
-    chunks: int = 1  # the scan is cut into this many equal compiled calls (progress, ETA)
+    chunks: int = 1  # the blocks are cut into this many equal compiled calls (progress, ETA)
 
 
 @dataclasses.dataclass
@@ -48,21 +60,24 @@ class TrainResult:
     loss: np.ndarray  # loss at those steps (NaN after divergence)
     diverged_at: int | None
     error_at: np.ndarray
-    errors: np.ndarray  # (len(error_at), n)
+    errors: np.ndarray  # (len(error_at), n); NaN at steps after divergence
     snapshot_at: np.ndarray
     snapshots: Any  # params pytree with a leading axis len(snapshot_at)
     final_params: Any
     compile_s: float
     run_s: float
+    grad_norm_sq: np.ndarray  # ||grad_theta L||^2 at ``step`` (NaN after divergence, like ``loss``)
 
 
 class TrainState(NamedTuple):
+    """Batched state: every leaf has a leading run axis R."""
+
     params: Any
     opt_state: Any
-    diverged_at: jax.Array  # -1 while running
-    errors: jax.Array
-    snapshots: Any
-    limit: jax.Array  # divergence_factor * L_0
+    diverged_at: jax.Array  # (R,) int32, -1 while running
+    errors: jax.Array  # (R, len(error_at), n)
+    snapshots: Any  # params pytree, leaves (R, len(snapshot_at), ...)
+    limit: jax.Array  # (R,) divergence_factor * L_0
 
 
 def n_blocks(plan: TrainPlan) -> int:
@@ -74,69 +89,142 @@ def n_blocks(plan: TrainPlan) -> int:
     return blocks
 
 
-def single_run_fns(model: Model, spec: optimizers.OptimizerSpec, c: float, plan: TrainPlan):
-    """Pure single-run functions (init, chunk, finish); hyper values are traced."""
+def interior_events(plan: TrainPlan) -> np.ndarray:
+    """Bool per block: an ``error_at`` or ``snapshot_at`` step lies strictly inside the block."""
+    k = plan.record_every
+    inside = np.zeros(n_blocks(plan), bool)
+    for s in set(plan.error_at) | set(plan.snapshot_at):
+        if 0 <= s < plan.steps and s % k:
+            inside[s // k] = True
+    return inside
+
+
+def _sum_sq(tree) -> jax.Array:
+    """sum over leaves of sum(x^2) for an unbatched pytree."""
+    return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree))
+
+
+def _bcast(mask: jax.Array, leaf: jax.Array) -> jax.Array:
+    """(R,) mask reshaped to broadcast against a leaf with leading run axis."""
+    return mask.reshape(mask.shape + (1,) * (leaf.ndim - 1))
+
+
+def _select(mask: jax.Array, new, old):
+    """Per run: ``new`` where mask, else ``old`` (pytrees with a leading run axis)."""
+    return jax.tree.map(lambda n, o: jnp.where(_bcast(mask, n), n, o), new, old)
+
+
+def batched_fns(model: Model, spec: optimizers.OptimizerSpec, static: dict, c: float, plan: TrainPlan,
+                axes: tuple):
+    """Batched (init, chunk, finish) over a leading run axis; ``axes`` gives the run axis (0) or
+    None (shared by every run) for (consts, X, y). Hyperparameters in ``hyper`` are traced."""
+    k = plan.record_every
     blocks_per_chunk = n_blocks(plan) // plan.chunks
     error_at = jnp.asarray(plan.error_at or (-1,), jnp.int32)
     snapshot_at = jnp.asarray(plan.snapshot_at or (-1,), jnp.int32)
+    inside = jnp.asarray(interior_events(plan))
+
+    def tx_of(hyper):
+        return optax.with_extra_args_support(optimizers.transformation(spec, {**hyper, **static}))
 
     def loss_fn(p, consts, X, y):
         e = model.apply(p, consts, X) - y
         return 0.5 * c * jnp.sum(e * e), e
 
-    def record(k, e, p, errors, snaps):
-        errors = jnp.where((error_at == k)[:, None], e[None, :], errors)
-        hit = snapshot_at == k
-        snaps = jax.lax.cond(  # k is not batched, so this stays a cond under vmap
-            jnp.any(hit), lambda s: jax.tree.map(lambda buf, leaf: buf.at[jnp.argmax(hit)].set(leaf), s, p),
+    def one_step(params, opt_state, hyper, consts, X, y):
+        """The plain optax step of one run: (new params, new state, L, e, ||g||^2)."""
+        (L, e), g = jax.value_and_grad(loss_fn, has_aux=True)(params, consts, X, y)
+        updates, new_opt = tx_of(hyper).update(g, opt_state, params, value=L)
+        return optax.apply_updates(params, updates), new_opt, L, e, _sum_sq(g)
+
+    vstep = jax.vmap(one_step, in_axes=(0, 0, 0) + axes)
+    vloss = jax.vmap(jax.value_and_grad(loss_fn, has_aux=True), in_axes=(0,) + axes)
+
+    def is_bad(L, limit):
+        return ~jnp.isfinite(L) | (L > limit)
+
+    def record(k_abs, live, e, params, errors, snaps):
+        """Errors and a parameter snapshot at step k_abs (a scalar, not per run)."""
+        hit_e = (error_at == k_abs)[None, :, None] & live[:, None, None]
+        errors = jnp.where(hit_e, e[:, None, :], errors)
+        hit = snapshot_at == k_abs
+        snaps = jax.lax.cond(
+            jnp.any(hit), lambda s: jax.tree.map(lambda buf, leaf: buf.at[:, jnp.argmax(hit)].set(leaf), s, params),
             lambda s: s, snaps)
         return errors, snaps
 
+    def careful_block(state: TrainState, b, hyper, consts, X, y):
+        """The block with per-step divergence checks, freezes and recording (the rare path)."""
+        def step(st: TrainState, i):
+            k_abs = b * k + i
+            live = st.diverged_at < 0
+            p, o, L, e, gn = vstep(st.params, st.opt_state, hyper, consts, X, y)
+            errors, snaps = record(k_abs, live, e, st.params, st.errors, st.snapshots)
+            bad = live & is_bad(L, st.limit)
+            move = live & ~bad
+            new = TrainState(_select(move, p, st.params), _select(move, o, st.opt_state),
+                             jnp.where(bad, k_abs, st.diverged_at), errors, snaps, st.limit)
+            return new, (jnp.where(live, L, jnp.nan), jnp.where(live, gn, jnp.nan))
+
+        state, (Ls, gns) = jax.lax.scan(step, state, jnp.arange(k, dtype=jnp.int32))
+        return state, (Ls[0], gns[0])
+
+    def fast_block(state: TrainState, b, hyper, consts, X, y):
+        """The block as a plain scan; a divergence inside sends it to ``careful_block``."""
+        live = state.diverged_at < 0
+        p, o, L0, e0, gn0 = vstep(state.params, state.opt_state, hyper, consts, X, y)
+        first_bad = jnp.where(is_bad(L0, state.limit), 0, -1)
+
+        def inner(carry, i):
+            p, o, fb = carry
+            p, o, L, _, _ = vstep(p, o, hyper, consts, X, y)
+            return (p, o, jnp.where((fb < 0) & is_bad(L, state.limit), i, fb)), None
+
+        if k > 1:
+            (p, o, first_bad), _ = jax.lax.scan(inner, (p, o, first_bad), jnp.arange(1, k, dtype=jnp.int32))
+
+        def accept(_):
+            new_p, new_o = jax.lax.cond(jnp.all(live), lambda: (p, o),
+                                        lambda: (_select(live, p, state.params), _select(live, o, state.opt_state)))
+            errors, snaps = record(b * k, live, e0, state.params, state.errors, state.snapshots)
+            return (TrainState(new_p, new_o, state.diverged_at, errors, snaps, state.limit),
+                    (jnp.where(live, L0, jnp.nan), jnp.where(live, gn0, jnp.nan)))
+
+        newly_bad = jnp.any(live & (first_bad >= 0))
+        return jax.lax.cond(newly_bad, lambda _: careful_block(state, b, hyper, consts, X, y), accept, None)
+
     def init(hyper, params, consts, X, y) -> TrainState:
-        tx = optimizers.transformation(spec, hyper)
-        L0, _ = loss_fn(params, consts, X, y)
-        errors = jnp.full((error_at.shape[0], X.shape[0]), jnp.nan, X.dtype)  # NaN: step never reached
-        snaps = jax.tree.map(lambda leaf: jnp.zeros((snapshot_at.shape[0],) + leaf.shape, leaf.dtype), params)
-        return TrainState(params, tx.init(params), jnp.asarray(-1, jnp.int32), errors, snaps,
+        (L0, _), _ = vloss(params, consts, X, y)
+        opt_state = jax.vmap(lambda h, p: tx_of(h).init(p))(hyper, params)
+        R = L0.shape[0]
+        n = y.shape[-1]
+        errors = jnp.full((R, error_at.shape[0], n), jnp.nan, L0.dtype)  # NaN: step never reached
+        snaps = jax.tree.map(lambda leaf: jnp.zeros((leaf.shape[0], snapshot_at.shape[0]) + leaf.shape[1:],
+                                                    leaf.dtype), params)
+        return TrainState(params, opt_state, jnp.full((R,), -1, jnp.int32), errors, snaps,
                           plan.divergence_factor * L0)
 
     def chunk(state: TrainState, hyper, consts, X, y, first_block):
-        tx = optimizers.transformation(spec, hyper)
+        def block(st, b):
+            return jax.lax.cond(inside[b], careful_block, fast_block, st, b, hyper, consts, X, y)
 
-        def step(state: TrainState, k):
-            (L, e), g = jax.value_and_grad(loss_fn, has_aux=True)(state.params, consts, X, y)
-            errors, snaps = record(k, e, state.params, state.errors, state.snapshots)
-            live = state.diverged_at < 0
-            bad = live & (~jnp.isfinite(L) | (L > state.limit))
-            updates, new_opt = tx.update(g, state.opt_state, state.params)
-            new_params = optax.apply_updates(state.params, updates)
-            move = live & ~bad
-            keep = lambda old, new: jax.tree.map(lambda o, nw: jnp.where(move, nw, o), old, new)
-            return TrainState(keep(state.params, new_params), keep(state.opt_state, new_opt),
-                              jnp.where(bad, k.astype(jnp.int32), state.diverged_at),
-                              jnp.where(live, errors, state.errors), snaps,  # frozen params after divergence
-                              state.limit), jnp.where(live, L, jnp.nan)
-
-        def block(state, b):
-            state, losses = jax.lax.scan(step, state, b * plan.record_every + jnp.arange(plan.record_every))
-            return state, losses[0]
-
-        return jax.lax.scan(block, state, first_block + jnp.arange(blocks_per_chunk))
+        state, (Ls, gns) = jax.lax.scan(block, state, first_block + jnp.arange(blocks_per_chunk, dtype=jnp.int32))
+        return state, Ls.T, gns.T  # (R, blocks_per_chunk)
 
     def finish(state: TrainState, hyper, consts, X, y):
-        L, e = loss_fn(state.params, consts, X, y)
+        (L, e), g = vloss(state.params, consts, X, y)
+        gn = jax.vmap(_sum_sq)(g)
         live = state.diverged_at < 0
-        errors, snaps = record(plan.steps, e, state.params, state.errors, state.snapshots)
-        bad = live & (~jnp.isfinite(L) | (L > state.limit))
-        return (jnp.where(live, L, jnp.nan), jnp.where(bad, plan.steps, state.diverged_at),
-                jnp.where(live, errors, state.errors), jax.tree.map(lambda o, n: jnp.where(live, n, o),
-                                                                   state.snapshots, snaps))
+        errors, snaps = record(plan.steps, live, e, state.params, state.errors, state.snapshots)
+        bad = live & is_bad(L, state.limit)
+        return (jnp.where(live, L, jnp.nan), jnp.where(live, gn, jnp.nan),
+                jnp.where(bad, plan.steps, state.diverged_at), errors, snaps)
 
     return init, chunk, finish
 
 
 def run_mesh() -> Mesh:
-    """A one-axis mesh ("runs") over all devices jax sees (all hosts after jax.distributed)."""
+    """A one-axis mesh ("runs") over all devices jax sees (all processes after jax.distributed)."""
     return Mesh(np.asarray(jax.devices()), ("runs",))
 
 
@@ -163,6 +251,24 @@ def _shape_key(tree):
     return tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(tree))
 
 
+def _put(tree, sharding: NamedSharding):
+    """Host values -> global arrays with ``sharding``. Every process holds the same host values
+    (runs are prepared identically everywhere), so each fills only its own devices' shards."""
+    def one(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+    return jax.tree.map(one, tree)
+
+
+def _to_host(tree):
+    """Global arrays -> numpy on every process (gathered from all processes when there are several)."""
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, tree)
+    from jax.experimental import multihost_utils
+
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+
+
 def train_batch(model: Model, spec: optimizers.OptimizerSpec, hypers: list[dict], c: float, plan: TrainPlan,
                 params: list, consts: list, X: list, y: list, progress: Callable[[int, float], None] | None = None
                 ) -> list[TrainResult]:
@@ -181,61 +287,57 @@ def train_batch(model: Model, spec: optimizers.OptimizerSpec, hypers: list[dict]
     R_pad = -(-R // n_dev) * n_dev  # pad with copies of the last run so the run axis divides evenly
     pick = list(range(R)) + [R - 1] * (R_pad - R)
     sharding = NamedSharding(mesh, PartitionSpec("runs"))
-    stack = lambda trees: jax.device_put(jax.tree.map(lambda *xs: jnp.stack(xs), *[trees[i] for i in pick]), sharding)
     replicated = NamedSharding(mesh, PartitionSpec())
-    h = stack([{k: jnp.asarray(hp[k], dtype) for k in numeric_keys} for hp in hypers])
+    stack = lambda trees: _put(jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]),
+                                            *[trees[i] for i in pick]), sharding)
+    h = stack([{k: np.asarray(hp[k], dtype) for k in numeric_keys} for hp in hypers])
     p = stack(params)
     # Inputs equal in every run (data of one seed, fixed output signs) are passed once, not
     # stacked: the batched matmuls then become one wide GEMM, X @ [W_1; ...; W_R]^T.
     shared = [_all_equal(trees) for trees in (consts, X, y)]
-    cs, Xb, yb = (jax.device_put(trees[0], replicated) if same else stack(trees)
-                  for trees, same in zip((consts, X, y), shared))
+    cs, Xb, yb = (_put(trees[0], replicated) if same else stack(trees) for trees, same in zip((consts, X, y), shared))
     axes = tuple(None if same else 0 for same in shared)
-
-    init, chunk, finish = single_run_fns(model, spec, c, plan)
-    v_init = jax.vmap(lambda hyper, *a: init({**hyper, **static}, *a), in_axes=(0, 0) + axes)
-    v_chunk = jax.vmap(lambda s, hyper, cs_, X_, y_, b: chunk(s, {**hyper, **static}, cs_, X_, y_, b),
-                       in_axes=(0, 0) + axes + (None,))
-    v_finish = jax.vmap(lambda s, hyper, cs_, X_, y_: finish(s, {**hyper, **static}, cs_, X_, y_),
-                        in_axes=(0, 0) + axes)
+    init, chunk, finish = batched_fns(model, spec, static, c, plan, axes)
     data_shardings = tuple(replicated if same else sharding for same in shared)
 
     key = (model.name, id(model.apply), spec.name, c, plan, tuple(sorted(static.items())), n_dev,
            _shape_key((h, p, cs, Xb, yb)), tuple(shared))
     t0 = time.perf_counter()
-    f_init = _compiled(key + ("init",), v_init, h, p, cs, Xb, yb, in_shardings=(sharding, sharding) + data_shardings,
+    f_init = _compiled(key + ("init",), init, h, p, cs, Xb, yb, in_shardings=(sharding, sharding) + data_shardings,
                        out_shardings=sharding)
     state = f_init(h, p, cs, Xb, yb)
     b0 = jnp.asarray(0, jnp.int32)
-    f_chunk = _compiled(key + ("chunk",), v_chunk, state, h, cs, Xb, yb, b0, donate_argnums=0,
+    f_chunk = _compiled(key + ("chunk",), chunk, state, h, cs, Xb, yb, b0, donate_argnums=0,
                         in_shardings=(sharding, sharding) + data_shardings + (replicated,), out_shardings=sharding)
-    f_finish = _compiled(key + ("finish",), v_finish, state, h, cs, Xb, yb,
+    f_finish = _compiled(key + ("finish",), finish, state, h, cs, Xb, yb,
                          in_shardings=(sharding, sharding) + data_shardings, out_shardings=sharding)
     t1 = time.perf_counter()
     blocks_per_chunk = n_blocks(plan) // plan.chunks
-    losses = []
+    losses, gnorms = [], []
     for i in range(plan.chunks):
-        state, chunk_losses = f_chunk(state, h, cs, Xb, yb, jnp.asarray(i * blocks_per_chunk, jnp.int32))
+        state, chunk_losses, chunk_gn = f_chunk(state, h, cs, Xb, yb, jnp.asarray(i * blocks_per_chunk, jnp.int32))
         losses.append(chunk_losses)
+        gnorms.append(chunk_gn)
         if progress is not None:
             jax.block_until_ready(chunk_losses)
             done = (i + 1) / plan.chunks
             elapsed = time.perf_counter() - t1
             progress((i + 1) * blocks_per_chunk * plan.record_every, elapsed * (1 - done) / done)
-    L_end, div_at, errors, snaps = jax.block_until_ready(f_finish(state, h, cs, Xb, yb))
+    out = jax.block_until_ready(f_finish(state, h, cs, Xb, yb))
     t2 = time.perf_counter()
+    (L_end, gn_end, div_at, errors, snaps), final, losses, gnorms = _to_host((out, state.params, losses, gnorms))
     loss = np.concatenate([np.asarray(x, np.float64) for x in losses] + [np.asarray(L_end, np.float64)[:, None]],
                           axis=1)
-    div_at, errors = np.asarray(div_at), np.asarray(errors)
-    snaps = jax.tree.map(np.asarray, snaps)
-    final = jax.tree.map(np.asarray, state.params)
+    gnorm = np.concatenate([np.asarray(x, np.float64) for x in gnorms] + [np.asarray(gn_end, np.float64)[:, None]],
+                           axis=1)
     steps = np.arange(0, plan.steps + 1, plan.record_every)
     return [TrainResult(
         step=steps, loss=loss[i], diverged_at=None if div_at[i] < 0 else int(div_at[i]),
         error_at=np.asarray(plan.error_at, int), errors=errors[i, : len(plan.error_at)],
         snapshot_at=np.asarray(plan.snapshot_at, int),
         snapshots=jax.tree.map(lambda s: s[i, : len(plan.snapshot_at)], snaps),
-        final_params=jax.tree.map(lambda s: s[i], final), compile_s=(t1 - t0) / R, run_s=(t2 - t1) / R)
+        final_params=jax.tree.map(lambda s: s[i], final), compile_s=(t1 - t0) / R, run_s=(t2 - t1) / R,
+        grad_norm_sq=gnorm[i])
         for i in range(R)]
 
 
