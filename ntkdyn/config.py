@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from ntkdyn import optimizers
+from ntkdyn import data as data_mod
+from ntkdyn import models, optimizers
 
 
 class ConfigError(ValueError):
@@ -24,15 +25,16 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass
 class DataConfig:
-    source: str = "sphere"  # sphere | digits | npz
-    n: int = 64
+    source: str = "sphere"  # sphere | digits | npz | mnist
+    n: int | None = None  # default: sphere, digits 64; npz all its points; mnist 600 (the released notebook's)
     d: int = 16  # sphere only
     target: str = "teacher"  # sphere: gaussian|teacher|smooth; digits: pm1|label
     noise: float = 0.0
     teacher_width: int = 64
     classes: list[int] | None = None  # digits
-    normalize: str = "unit"  # digits / npz: unit | standardize | none
-    path: str | None = None  # npz
+    normalize: str | None = None  # unit | standardize | none | pixels (digits /16, mnist /255); default:
+    # mnist pixels (torchvision ToTensor, as the notebook), else unit
+    path: str | None = None  # npz: the file; mnist: the IDX images file, a folder holding them, or an .npz
 
 
 @dataclasses.dataclass
@@ -40,6 +42,7 @@ class ModelConfig:
     name: str = "paper"  # paper | released | mlp | flax
     width: int = 2048
     init_std: float | None = None  # paper: kappa (default 1); released: first-layer std (default 1/m)
+    init: str | None = None  # released only: notebook (default; bias U(-1/sqrt d, 1/sqrt d)) | gaussian_bias
     depth: int = 2  # mlp hidden layers
     W_std: float = 1.4142135623730951
     b_std: float = 0.0
@@ -198,8 +201,8 @@ def validate(cfg: Config) -> Config:
     """Value checks (types were checked by the parser); fills defaults that depend on others."""
     _allowed("dtype", cfg.dtype, ("float32", "float64"))
     d, m, t = cfg.data, cfg.model, cfg.train
-    _allowed("data.source", d.source, ("sphere", "digits", "npz"))
-    if d.n < 1:
+    _allowed("data.source", d.source, ("sphere", "digits", "npz", "mnist"))
+    if d.n is not None and d.n < 1:
         raise ConfigError(f"data.n: must be >= 1, got {d.n}")
     if d.source == "sphere":
         if d.d < 1:
@@ -210,13 +213,21 @@ def validate(cfg: Config) -> Config:
         for c in d.classes or []:
             if not 0 <= c <= 9:
                 raise ConfigError(f"data.classes: {c} is not a digit; allowed: 0..9")
-    if d.source == "npz" and not d.path:
-        raise ConfigError("data.path: required when data.source is 'npz'")
+    if d.source in ("npz", "mnist") and not d.path:
+        raise ConfigError(f"data.path: required when data.source is {d.source!r}")
     if d.source == "npz" and not os.path.isfile(d.path):
         raise ConfigError(f"data.path: file not found: {d.path}")
+    if d.source == "mnist" and not os.path.exists(d.path):
+        raise ConfigError(f"data.path: not found: {d.path}")
+    _fill_data_size(d)
     if m.init_params and not os.path.isfile(m.init_params):
         raise ConfigError(f"model.init_params: file not found: {m.init_params}")
-    _allowed("data.normalize", d.normalize, ("unit", "standardize", "none"))
+    if d.normalize is None:
+        d.normalize = "pixels" if d.source == "mnist" else "unit"
+    _allowed("data.normalize", d.normalize, data_mod.NORMALIZE)
+    if d.normalize == "pixels" and d.source not in data_mod.PIXEL_MAX:
+        raise ConfigError(f"data.normalize: 'pixels' is for image sources ({', '.join(data_mod.PIXEL_MAX)}), "
+                          f"not data.source {d.source!r}")
     if d.noise < 0:
         raise ConfigError(f"data.noise: must be >= 0, got {d.noise}")
     _allowed("model.name", m.name, ("paper", "released", "mlp", "flax"))
@@ -226,6 +237,11 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.depth: must be >= 1, got {m.depth}")
     if m.init_std is not None and m.init_std <= 0:
         raise ConfigError(f"model.init_std: must be > 0, got {m.init_std}")
+    if m.name == "released":
+        m.init = m.init or "notebook"
+        _allowed("model.init", m.init, models.RELEASED_INITS)
+    elif m.init is not None:
+        raise ConfigError(f"model.init: {m.init!r} is for model.name 'released' only (got {m.name!r}); leave it out")
     if m.loss is not None:
         _allowed("model.loss", m.loss, ("half_sum", "mse", "half_mse"))
     if m.name == "flax" and not m.module:
@@ -311,6 +327,23 @@ def validate(cfg: Config) -> Config:
         if not cc.sweep_time > 0:
             raise ConfigError(f"control.sweep_time: must be > 0, got {cc.sweep_time}")
     return cfg
+
+
+def _fill_data_size(d: DataConfig) -> None:
+    """data.n: the default of its source (npz: all its points; mnist: 600, the released notebook's;
+    else 64); an n larger than the file is an error. Files are read for their headers only."""
+    defaults = {"sphere": 64, "digits": 64, "mnist": 600}
+    if d.source not in ("npz", "mnist"):
+        d.n = defaults[d.source] if d.n is None else d.n
+        return
+    try:
+        count = data_mod.npz_rows(d.path) if d.source == "npz" else data_mod.mnist_length(d.path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    n = count if d.n is None and d.source == "npz" else (d.n if d.n is not None else defaults["mnist"])
+    if n > count:
+        raise ConfigError(f"data.n: {n} is more than the {count} points in data.path {d.path}")
+    d.n = n
 
 
 def _check_optimizer(key: str, o: OptimizerConfig, spec: optimizers.OptimizerSpec, labels: list[str]) -> None:

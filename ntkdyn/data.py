@@ -1,14 +1,19 @@
-"""Data sets: synthetic sphere data, scikit-learn's bundled digits, user .npz. Nothing downloads.
+"""Data sets: synthetic sphere data, scikit-learn's bundled digits, user .npz, MNIST from local
+files. Nothing downloads.
 
 Each builder returns float64 numpy arrays X (n, d) and y (n,).
 """
 from __future__ import annotations
 
+import gzip
 import os
+import zipfile
 
 import numpy as np
 
 TARGETS = ("gaussian", "teacher", "smooth")
+NORMALIZE = ("unit", "standardize", "none", "pixels")
+PIXEL_MAX = {"digits": 16.0, "mnist": 255.0}  # largest pixel intensity of each image source
 
 
 def unit_sphere(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -48,8 +53,9 @@ def sphere(n: int, d: int, target: str, seed: int, noise: float = 0.0, teacher_w
     return X, sphere_targets(rng, X, target, noise, teacher_width)
 
 
-def normalise(X: np.ndarray, how: str) -> np.ndarray:
-    """unit: each row scaled to norm 1; standardize: each column to mean 0, std 1; none."""
+def normalise(X: np.ndarray, how: str, pixel_max: float | None = None) -> np.ndarray:
+    """unit: each row scaled to norm 1; standardize: each column to mean 0, std 1; none;
+    pixels: X / pixel_max (image intensities to [0, 1]: digits / 16; MNIST / 255 = torchvision's ToTensor)."""
     if how == "unit":
         return X / np.linalg.norm(X, axis=1, keepdims=True)
     if how == "standardize":
@@ -57,13 +63,18 @@ def normalise(X: np.ndarray, how: str) -> np.ndarray:
         return (X - X.mean(axis=0)) / np.where(std > 0, std, 1.0)
     if how == "none":
         return X
-    raise ValueError(f"data.normalize: unknown {how!r}; allowed: unit, standardize, none")
+    if how == "pixels":
+        if pixel_max is None:
+            raise ValueError(f"data.normalize: 'pixels' is defined for image sources only ({', '.join(PIXEL_MAX)})")
+        return X / pixel_max
+    raise ValueError(f"data.normalize: unknown {how!r}; allowed: {', '.join(NORMALIZE)}")
 
 
 def digits(n: int, classes: list[int] | None, target: str, normalize: str, seed: int):
     """scikit-learn's bundled 8x8 digits (1797 images, no download), n drawn at random.
 
     target 'pm1': +1 for the first listed class, -1 for the others; 'label': the digit as float.
+    normalize 'pixels' divides by 16 (intensities 0..16 to [0, 1]).
     """
     from sklearn.datasets import load_digits
 
@@ -83,7 +94,7 @@ def digits(n: int, classes: list[int] | None, target: str, normalize: str, seed:
         y = labels.astype(np.float64)
     else:
         raise ValueError(f"data.target: unknown {target!r} for digits; allowed: pm1, label")
-    return normalise(X, normalize), y
+    return normalise(X, normalize, PIXEL_MAX["digits"]), y
 
 
 def from_npz(path: str, normalize: str = "none"):
@@ -107,3 +118,139 @@ def from_npz(path: str, normalize: str = "none"):
     if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
         raise ValueError(f"data.path: {path} holds non-finite values")
     return normalise(X, normalize), y
+
+
+def npz_rows(path: str, key: str = "X") -> int:
+    """Number of rows of array ``key`` in an .npz, read from its .npy header (the array is not loaded)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"data.path: file not found: {path}")
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n[:-4] for n in z.namelist() if n.endswith(".npy")]
+            if key not in names:
+                raise ValueError(f"data.path: {path} has no array {key!r} (it has {sorted(names)})")
+            with z.open(key + ".npy") as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape = read(f)[0]
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"data.path: cannot read {path} as .npz ({exc})") from None
+    if len(shape) < 1:
+        raise ValueError(f"data.path: {key} in {path} is a scalar, expected an array of points")
+    return int(shape[0])
+
+
+# --------------------------------------------------------------------------- MNIST from local files
+MNIST_NPZ_KEYS = ("x_train", "y_train")  # the layout of Keras' mnist.npz
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def _open(path: str):
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def _idx_header(f, path: str) -> tuple[type, tuple[int, ...]]:
+    """(dtype, shape) from an IDX header: two zero bytes, a type code, the number of dimensions,
+    then each dimension as a big-endian uint32 (LeCun's MNIST file format)."""
+    magic = f.read(4)
+    if len(magic) != 4 or magic[:2] != b"\0\0" or magic[2] not in _IDX_DTYPES or magic[3] < 1:
+        raise ValueError(f"data.path: {path} is not an IDX file (header {magic!r})")
+    dims = f.read(4 * magic[3])
+    if len(dims) != 4 * magic[3]:
+        raise ValueError(f"data.path: {path} ends inside its IDX header")
+    return _IDX_DTYPES[magic[2]], tuple(int(v) for v in np.frombuffer(dims, ">u4"))
+
+
+def read_idx(path: str, count: int | None = None) -> np.ndarray:
+    """The array of an IDX file (optionally gzip-compressed, by the .gz suffix); only its first
+    ``count`` items along axis 0 when given."""
+    try:
+        with _open(path) as f:
+            dtype, shape = _idx_header(f, path)
+            rows = shape[0] if count is None else min(count, shape[0])
+            per = int(np.prod(shape[1:], dtype=np.int64))
+            want = rows * per * np.dtype(dtype).itemsize
+            buf = f.read(want)
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"data.path: cannot read {path} ({exc})") from None
+    if len(buf) != want:
+        raise ValueError(f"data.path: {path} is truncated: {len(buf)} of {want} data bytes")
+    return np.frombuffer(buf, dtype).reshape((rows,) + shape[1:])
+
+
+def idx_length(path: str) -> int:
+    """Number of items (the first dimension) of an IDX file, from its header."""
+    try:
+        with _open(path) as f:
+            return _idx_header(f, path)[1][0]
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"data.path: cannot read {path} ({exc})") from None
+
+
+def _first_existing(candidates: list[str]) -> str | None:
+    return next((c for c in candidates if os.path.isfile(c)), None)
+
+
+def mnist_files(path: str) -> tuple[str, str | None]:
+    """(images, labels) for ``data.path``: an .npz (Keras layout: x_train, y_train; labels None),
+    an images IDX file (``*-images-idx3-ubyte[.gz]``; its labels file ``*-labels-idx1-ubyte[.gz]``
+    beside it), or a folder holding ``train-images-idx3-ubyte[.gz]`` and ``train-labels-idx1-ubyte[.gz]``
+    (e.g. torchvision's ``MNIST/raw``)."""
+    if os.path.isdir(path):
+        images = _first_existing([os.path.join(path, "train-images-idx3-ubyte" + z) for z in ("", ".gz")])
+        if images is None:
+            raise ValueError(f"data.path: folder {path} holds no train-images-idx3-ubyte[.gz]")
+    elif not os.path.isfile(path):
+        raise ValueError(f"data.path: file not found: {path}")
+    elif path.endswith(".npz"):
+        return path, None
+    else:
+        images = path
+    base = os.path.basename(images)
+    if "images-idx3-ubyte" not in base:
+        raise ValueError(f"data.path: {path}: expected an .npz, an '*-images-idx3-ubyte[.gz]' file or a folder "
+                         "holding train-images-idx3-ubyte[.gz]")
+    stem = os.path.join(os.path.dirname(images), base.replace("images-idx3-ubyte", "labels-idx1-ubyte"))
+    stem = stem[:-3] if stem.endswith(".gz") else stem
+    labels = _first_existing([stem, stem + ".gz"])
+    if labels is None:
+        raise ValueError(f"data.path: no labels file {os.path.basename(stem)}[.gz] beside {images}")
+    return images, labels
+
+
+def mnist_length(path: str) -> int:
+    """Number of images behind ``data.path`` (headers only)."""
+    images, labels = mnist_files(path)
+    if labels is None:
+        return npz_rows(images, MNIST_NPZ_KEYS[0])
+    n_img, n_lab = idx_length(images), idx_length(labels)
+    if n_img != n_lab:
+        raise ValueError(f"data.path: {images} holds {n_img} images but {labels} {n_lab} labels")
+    return n_img
+
+
+def mnist(path: str, n: int, normalize: str = "pixels"):
+    """MNIST from local files (``mnist_files``), as the released notebook prepares it: the first
+    ``n`` training images (its ``SubsetRandomSampler(range(n))`` full batch: the first n, in any
+    order), flattened to 784 pixels, scaled by ToTensor to [0, 1] (``normalize='pixels'``: / 255),
+    the digit label (0-9) as the float target."""
+    images, labels = mnist_files(path)
+    if labels is None:
+        try:
+            with np.load(images) as f:
+                missing = [k for k in MNIST_NPZ_KEYS if k not in f.files]
+                if missing:
+                    raise ValueError(f"data.path: {images} has no array {missing[0]!r} (an MNIST .npz holds "
+                                     f"{', '.join(MNIST_NPZ_KEYS)}; it has {sorted(f.files)})")
+                X, y = f[MNIST_NPZ_KEYS[0]][:n], f[MNIST_NPZ_KEYS[1]][:n]
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ValueError(f"data.path: cannot read {images} as .npz ({exc})") from None
+    else:
+        X, y = read_idx(images, n), read_idx(labels, n)
+    if X.shape[0] < n or y.shape[0] < n:
+        raise ValueError(f"data.n={n} is more than the {min(X.shape[0], y.shape[0])} images in {path}")
+    X = np.asarray(X, np.float64).reshape(n, -1)
+    y = np.asarray(y, np.float64).reshape(-1)
+    if y.shape != (n,):
+        raise ValueError(f"data.path: MNIST labels must be one digit per image, got shape {y.shape}")
+    return normalise(X, normalize, PIXEL_MAX["mnist"]), y

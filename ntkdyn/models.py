@@ -79,7 +79,8 @@ PAPER = Model("paper", paper_apply, "half_sum", paper_gram, paper_hinf)
 
 # --------------------------------------------------------------------------- released-code model
 def released_apply(params, consts, X):
-    """f(x) = sum_r a_r relu(w_r . x + b_r) (standard parameterisation, both layers trained)."""
+    """f(x) = sum_r a_r relu(w_r . x + b_r) (standard parameterisation, both layers trained, no output bias:
+    the released notebook's ``Linear(d, m) -> ReLU -> Linear(m, 1, bias=False)``, no 1/sqrt(m))."""
     return jax.nn.relu(X @ params["W"].T + params["b"]) @ params["a"]
 
 
@@ -92,12 +93,31 @@ def released_gram(params, consts, X):
     return (X @ X.T + 1.0) * (D @ D.T) + R @ R.T
 
 
-def released_init(key, d: int, width: int, init_std: float | None, dtype):
-    """First layer W, b ~ N(0, (1/m)^2) (init_std overrides 1/m), second a ~ U(-1, 1)."""
+RELEASED_INITS = ("notebook", "gaussian_bias")
+
+
+def released_init(key, d: int, width: int, init_std: float | None, dtype, init: str = "notebook"):
+    """Initial parameters of ``released_apply`` (m = width, d = input dimension).
+
+    ``notebook`` (the released notebook, ShiyunXu/NTK_Optimizer ``TwoLayerMLP``): it re-draws only the
+    first layer's weight, W ~ N(0, (1/m)^2) (``normal_(.., 0, 1/m)``: std 1/m), and the second layer's
+    weight, a ~ U(-1, 1); the first layer's bias keeps PyTorch's ``nn.Linear`` default
+    b ~ U(-1/sqrt(d), 1/sqrt(d)); the second layer has no bias.
+    ``gaussian_bias``: as ``notebook`` but b ~ N(0, std^2) like W (ntkdyn's earlier released init;
+    not the notebook's: its kernel moves far more during training).
+    ``init_std`` overrides the first-layer weight std 1/m (and the bias std of ``gaussian_bias``).
+    The draws follow these distributions from a JAX key; PyTorch's random stream (torch seed 218)
+    is not reproduced."""
+    if init not in RELEASED_INITS:
+        raise ValueError(f"model.init: unknown {init!r} for the released model; allowed: {', '.join(RELEASED_INITS)}")
     kw, kb, ka = jax.random.split(key, 3)
     std = 1.0 / width if init_std is None else init_std
-    return ({"W": std * jax.random.normal(kw, (width, d), dtype),
-             "b": std * jax.random.normal(kb, (width,), dtype),
+    if init == "notebook":
+        bound = 1.0 / math.sqrt(d)
+        b = jax.random.uniform(kb, (width,), dtype, -bound, bound)
+    else:
+        b = std * jax.random.normal(kb, (width,), dtype)
+    return ({"W": std * jax.random.normal(kw, (width, d), dtype), "b": b,
              "a": jax.random.uniform(ka, (width,), dtype, -1.0, 1.0)}, {})
 
 

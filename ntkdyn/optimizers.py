@@ -12,7 +12,9 @@ velocity or a past gradient; starts at 0). Row 0 is the parameter update. Exampl
     GD        p = 0: T = [[1]],                        u = [-eta]
     HB        z = v: T = [[1, -eta b], [0, b]],        u = [-eta, 1]         (v_k = b v + g)
     NAG       z = v: T = [[1, -eta b^2], [0, b]],      u = [-eta (1 + b), 1] (optax/torch form)
-    NAG-C     as NAG with b = beta_k = (k-1)/(k+r-1)
+    NAG-C     T = [[1, -eta b a], [0, a]], u = [-eta (1 + b), 1] with b = beta_k = (k-1)/(k+r-1) and
+              a = beta_k for k >= 3, a = 0 for k <= 2 (torch form, as the released notebook runs it:
+              torch keeps no velocity while the momentum is 0, so v_2 = g_2; see ``_nag_c``)
 
 The parameters held are theta_k, the point where the gradient is evaluated: for the Nesterov
 methods in optax/torch form that is the *look-ahead* iterate.
@@ -140,7 +142,23 @@ def nag_c_beta(k, r):
 
 
 def _nag_c(h: Hyper, k):
-    return _nesterov(h["eta"], nag_c_beta(k, h["r"]))
+    """NAG-C in the form the released notebook (Bu, Xu, Chen) runs: ``torch.optim.SGD(nesterov=True)``
+    with the momentum reset to beta_k = (k-1)/(k+r-1) before update (epoch) k. torch's step is
+    v <- mu v + g (v created as a copy of g at the first step with mu != 0; no velocity while
+    mu = 0), theta <- theta - lr (g + mu v). Update 1 has mu = 0, so the velocity is created at
+    update 2 as v_2 = g_2, not beta_2 v_1 + g_2. As a linear method (velocity decay a_k, Nesterov
+    coefficient b_k):
+
+        v_k = a_k v_{k-1} + g_k,   theta_k = theta_{k-1} - eta (g_k + b_k v_k),
+        b_k = beta_k,   a_k = beta_k for k >= 3,   a_1 = a_2 = 0,
+
+    i.e. T_k = [[1, -eta b_k a_k], [0, a_k]], u_k = [-eta (1 + b_k), 1]. theta_k is the look-ahead
+    (gradient) point. Per mode the error obeys e_1 = (1 - eta lam) e_0, e_2 = (1 - eta lam (1 + beta_2)) e_1
+    and, for k >= 2, e_{k+1} = (1 - eta lam (1 + beta_{k+1}) + q_k) e_k - q_k (1 - eta lam) e_{k-1}
+    with q_k = beta_{k+1}^2 / beta_k."""
+    eta, b = h["eta"], nag_c_beta(k, h["r"])
+    a = _at_least(k, 3, b, 0.0)
+    return [[1.0, -eta * b * a], [0.0, a]], [-eta * (1.0 + b), 1.0]
 
 
 def _gd_ode(h: Hyper) -> LimitODE:
@@ -169,7 +187,9 @@ register(OptimizerSpec("hb", "Polyak heavy ball (optax sgd with momentum)", {"be
                        LinearMethod(("vector",), _hb), _hb_ode))
 register(OptimizerSpec("nag", "Nesterov, constant beta (optax sgd nesterov=True; look-ahead iterate)",
                        {"beta": None}, LinearMethod(("vector",), _nag), _hb_ode))
-register(OptimizerSpec("nag_c", "Nesterov with beta_k = (k-1)/(k+r-1) (look-ahead iterate)", {"r": 3.0},
+register(OptimizerSpec("nag_c", "Nesterov with beta_k = (k-1)/(k+r-1), torch form as run by the released notebook "
+                       "(SGD nesterov=True, momentum reset every step, velocity from update 2; look-ahead iterate)",
+                       {"r": 3.0},
                        LinearMethod(("vector",), _nag_c), _nag_c_ode, constant=False))
 
 # --------------------------------------------------------------------------- numerical-methods optimizers
@@ -464,7 +484,8 @@ def _combine(terms, like):
 
 def linear_method_transformation(spec: OptimizerSpec, hyper: Hyper) -> optax.GradientTransformation:
     """The training face of a linear method: z_j <- T_j0 theta + sum_i T_ji z_i + u_j g and
-    update = (T_00 - 1) theta + sum_i T_0i z_i + u_0 g. ``hyper`` values may be traced."""
+    update = (T_00 - 1) theta + sum_i T_0i z_i + u_0 g. ``hyper`` values may be traced;
+    ``hyper["eta"]`` may be an optax schedule (update k uses eta_k = schedule(k - 1))."""
     method = spec.method
 
     def init(params):
@@ -475,7 +496,9 @@ def linear_method_transformation(spec: OptimizerSpec, hyper: Hyper) -> optax.Gra
         if params is None and method.states and "point" in method.states:
             raise ValueError(f"{spec.name} needs params in update()")
         k = (state.count + 1).astype(jnp.result_type(float))
-        T, u = method.step(hyper, k)
+        # a scheduled step size (any optax schedule, ``ntkdyn.schedules``): eta_k = schedule(k - 1)
+        h = {**hyper, "eta": hyper["eta"](state.count)} if callable(hyper.get("eta")) else hyper
+        T, u = method.step(h, k)
         vectors = (params,) + state.z
 
         def row(j):

@@ -48,13 +48,20 @@ def jax_dtype(cfg: Config):
 
 
 def load_data(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) of a validated config (``config.validate`` fills data.n and data.normalize). npz: all
+    points unless data.n is smaller (then a random subset drawn with the run's seed); mnist: the
+    first data.n images (the released notebook's preprocessing, ``data.mnist``)."""
     d = cfg.data
     if d.source == "sphere":
         return data_mod.sphere(d.n, d.d, d.target, cfg.seed, d.noise, d.teacher_width)
     if d.source == "digits":
         return data_mod.digits(d.n, d.classes, d.target, d.normalize, cfg.seed)
+    if d.source == "mnist":
+        return data_mod.mnist(d.path, d.n, d.normalize)
     X, y = data_mod.from_npz(d.path, d.normalize)
-    if d.n < X.shape[0]:
+    if d.n is not None and d.n > X.shape[0]:
+        raise ValueError(f"data.n: {d.n} is more than the {X.shape[0]} points in data.path {d.path}")
+    if d.n is not None and d.n < X.shape[0]:
         idx = np.random.default_rng(cfg.seed).permutation(X.shape[0])[: d.n]
         X, y = X[idx], y[idx]
     return X, y
@@ -70,7 +77,7 @@ def build_model(cfg: Config, d: int):
         params, consts = models.paper_init(key, d, m.width, m.init_std or 1.0, dtype)
     elif m.name == "released":
         model = models.RELEASED
-        params, consts = models.released_init(key, d, m.width, m.init_std, dtype)
+        params, consts = models.released_init(key, d, m.width, m.init_std, dtype, m.init or "notebook")
     elif m.name == "mlp":
         module = models.ntk_mlp(key, d, m.width, m.depth, m.W_std, m.b_std, dtype)
         model, params, consts = models.from_flax(module, "half_sum", "mlp")

@@ -60,18 +60,49 @@ def test_linear_method_pytree_and_dtype():
     assert int(state.count) == 2
 
 
-def test_nag_c_is_nag_with_scheduled_beta():
-    spec, nag = optimizers.get("nag_c"), optimizers.get("nag")
-    assert not spec.constant and nag.constant
-    eta, r = 0.1, 3.0
-    for k in (1.0, 2.0, 5.0, 100.0):
+def _torch_sgd(A, b, theta0, eta, momentum_at, nesterov, steps):
+    """numpy loop of torch.optim.SGD's step (torch/optim/sgd.py) on L = theta.A.theta/2 - b.theta, with
+    the group's momentum set to momentum_at(k) before step k (as the released notebook does):
+    no buffer while momentum is 0; at the first step with momentum != 0 buf = g (a copy), then
+    buf = mu buf + g; the step is g + mu buf (nesterov) or buf."""
+    A, b, theta = np.asarray(A), np.asarray(b), np.array(theta0, np.float64)
+    buf, out = None, [theta.copy()]
+    for k in range(1, steps + 1):
+        mu, g = momentum_at(k), A @ theta - b
+        if mu != 0:
+            buf = g.copy() if buf is None else mu * buf + g
+            g = g + mu * buf if nesterov else buf
+        theta = theta - eta * g
+        out.append(theta.copy())
+    return np.array(out)
+
+
+@pytest.mark.parametrize("r", [2.0, 3.0, 8.0])
+def test_nag_c_is_torch_sgd_with_momentum_reset_each_step(r):
+    """nag_c = the released notebook's loop: SGD(nesterov=True), momentum (k-1)/(k+r-1) set before step k."""
+    A, b, theta0 = _quadratic(seed=2)
+    eta, steps = 0.9, 120
+    ours = _run(optimizers.transformation(optimizers.get("nag_c"), {"eta": eta, "r": r}), A, b, theta0, steps)
+    ref = _torch_sgd(A, b, theta0, eta, lambda k: (k - 1) / (k + r - 1), True, steps)
+    np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-14)
+    # the buffer starting at update 2 (v_2 = g_2) matters: the form with v_2 = beta_2 g_1 + g_2 differs
+    ref_v1 = _run(_optax_scheduled_nesterov(eta, r), A, b, theta0, steps)
+    assert np.max(np.abs(ref_v1[2] - ref[2])) > 1e-3
+    assert optimizers.nag_c_beta(1, r) == 0.0 and optimizers.nag_c_beta(1e12, r) == pytest.approx(1.0)
+
+
+def _optax_scheduled_nesterov(eta, r):
+    """optax-style Nesterov with beta_k: v_k = beta_k v_{k-1} + g_k from v_0 = 0 (so v_2 = beta_2 g_1 + g_2)."""
+    def init(p):
+        return (jnp.zeros([]), jnp.zeros_like(p))
+
+    def update(g, state, params=None):
+        k, v = state[0] + 1, state[1]
         beta = (k - 1) / (k + r - 1)
-        assert optimizers.nag_c_beta(k, r) == pytest.approx(beta)
-        T, u = spec.method.step({"eta": eta, "r": r}, k)
-        T_ref, u_ref = nag.method.step({"eta": eta, "beta": beta}, k)
-        np.testing.assert_allclose(np.asarray(T, float), np.asarray(T_ref, float), rtol=1e-15)
-        np.testing.assert_allclose(np.asarray(u, float), np.asarray(u_ref, float), rtol=1e-15)
-    assert optimizers.nag_c_beta(1, 3.0) == 0.0
+        v = beta * v + g
+        return -eta * (g + beta * v), (k, v)
+
+    return optax.GradientTransformation(init, update)
 
 
 def test_companion_matrices_are_the_designed_recurrences():

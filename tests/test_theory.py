@@ -213,12 +213,14 @@ def test_discrete_nag_matches_characteristic_polynomial(beta):
 def _momentum_sgd_scalar(lam, e0, eta, betas, nesterov, steps):
     """torch.optim.SGD-style momentum on the quadratic lam e^2 / 2 (one mode, e = parameter),
     beta reset before every step (as the released notebook does for NAG-C)."""
-    e, v = float(e0), 0.0
+    e, v = float(e0), None  # torch keeps no momentum buffer while the momentum is 0 (update 1 of NAG-C)
     out = [e]
     for k in range(1, steps + 1):
         g = lam * e
-        v = betas(k) * v + g
-        e = e - eta * (g + betas(k) * v if nesterov else v)
+        if betas(k) != 0:
+            v = g if v is None else betas(k) * v + g
+            g = g + betas(k) * v if nesterov else v
+        e = e - eta * g
         out.append(e)
     return np.array(out)
 
