@@ -1,0 +1,283 @@
+"""Mini-batch (stochastic) gradient methods in the kernel regime: exact mean loss, sampled bands,
+linear rates and the batch-size picture of Ma, Bassily & Belkin (2018).
+
+Setting (as ``theory``): error e = u - y, loss L = (c/2)||e||^2, dynamics kernel K = c H with
+ascending eigenvalues ``lam`` and orthonormal eigenvectors ``V``; n = number of training points.
+A mini-batch step with batch B (b indices) uses the gradient of (c/2)(n/b) sum_{i in B} e_i^2, i.e.
+
+    g = c J^T S e,   S = (n/b) diag(counts of each index in B),   E[S] = I,
+
+so the expected gradient is the full-batch one. Sampling (``train.sampling``):
+
+* ``replacement``: the b indices are i.i.d. uniform on {1..n} (a batch may repeat an index);
+* ``shuffle``: each epoch is a fresh uniform permutation cut into n // b batches of b; the last
+  n mod b indices of the permutation are skipped that epoch (drop-last). Every batch is then a
+  uniform b-subset, so E[S] = I still holds, but the batches of one epoch are dependent.
+
+For a linear method (``optimizers.LinearMethod``) with output-space state X = (e, J z_1, ...),
+the kernel-regime recurrence becomes
+
+    X_k = A_k X_{k-1} + u_k (x) K (S_k - I) e_{k-1},        A_k = T_k (x) I + (u_k e_0^T) (x) K,
+
+exact for a linear model. With ``replacement`` the mean E[X_k] follows the full-batch recurrence
+and the second moment Q_k = E[X_k X_k^T] follows the exact linear recurrence
+
+    Q_k = A_k Q_{k-1} A_k^T + (u_k u_k^T) (x) K (E[S W S] - W) K,    W = E[e e^T] (block (0, 0) of Q),
+    E[S W S] = (1 - 1/b) W + (n/b) Diag(W)      (``batch_moment``; b i.i.d. indices),
+
+so E[L_k] = (c/2) tr W_k is predicted exactly (``second_moment_loss``). ``shuffle`` has no such
+closed form; it is predicted by simulating the linear recurrence itself over many sampled orders
+(``simulate_losses``). Everything here is float64 numpy; K is n x n, so the exact recurrence costs
+O(n^3) per step and the simulation O(runs n^2) per step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from ntkdyn import schedules
+from ntkdyn.optimizers import OptimizerSpec, companion, initial_state
+
+SAMPLING = ("replacement", "shuffle")
+
+
+# --------------------------------------------------------------------------- the batch selector
+def batch_moment(M: np.ndarray, b: int) -> np.ndarray:
+    """E[S M S] for S = (n/b) diag(counts) of b i.i.d. uniform indices on {1..n}:
+
+        (n/b)^2 [ b(b-1) M / n^2 + b Diag(M) / n ] = (1 - 1/b) M + (n/b) Diag(M)
+
+    (distinct draws are independent with E[E_i] = I/n; a draw with itself gives E[E_i M E_i] =
+    Diag(M)/n). ``M`` is n x n; Diag keeps its diagonal."""
+    M = np.asarray(M, np.float64)
+    n = M.shape[0]
+    return (1.0 - 1.0 / b) * M + (n / b) * np.diag(np.diag(M))
+
+
+def check_batch(n: int, batch_size: int, sampling: str) -> None:
+    """ValueError naming the bad value unless 1 <= b (<= n for shuffle) and sampling is known."""
+    if sampling not in SAMPLING:
+        raise ValueError(f"sampling {sampling!r} is not allowed; allowed: {', '.join(SAMPLING)}")
+    if batch_size < 1 or (sampling == "shuffle" and batch_size > n):
+        raise ValueError(f"batch_size {batch_size} must be in 1..n = {n} for sampling {sampling!r}")
+
+
+def batch_counts(rng: np.random.Generator, runs: int, n: int, b: int, sampling: str):
+    """An endless stream of (runs, n) index counts per step (``replacement`` or ``shuffle``, module
+    docstring), one independent sampler per run."""
+    check_batch(n, b, sampling)
+    rows = np.arange(runs)[:, None]
+    if sampling == "replacement":
+        while True:
+            counts = np.zeros((runs, n))
+            np.add.at(counts, (np.broadcast_to(rows, (runs, b)), rng.integers(0, n, (runs, b))), 1.0)
+            yield counts
+    per_epoch = n // b
+    while True:
+        perm = rng.permuted(np.broadcast_to(np.arange(n), (runs, n)), axis=1)
+        for j in range(per_epoch):
+            counts = np.zeros((runs, n))
+            counts[np.broadcast_to(rows, (runs, b)), perm[:, j * b:(j + 1) * b]] = 1.0
+            yield counts
+
+
+# --------------------------------------------------------------------------- exact mean loss
+def _step_hyper(hyper: dict, etas, k: int) -> dict:
+    return schedules.hyper_at(hyper, etas[k - 1]) if etas is not None else hyper
+
+
+def second_moment_loss(spec: OptimizerSpec, hyper: dict, lam, V, coef, c: float, steps: int,
+                       batch_size: int) -> np.ndarray:
+    """Exact E[L_k], k = 0..steps, of mini-batch training with ``replacement`` sampling, batch size b,
+    in the kernel regime (module docstring): the second moment Q_k of the state X_k in the
+    eigenbasis of K (Q has shape (p+1, p+1, n, n)),
+
+        Q_k[r, s] = sum_{p, q} A_k(lam_i)[r, p] A_k(lam_j)[s, q] Q_{k-1}[p, q]_{ij}
+                    + u_k[r] u_k[s] (1/b) Lam (n V^T Diag(V W V^T) V - W) Lam,   W = Q_{k-1}[0, 0],
+
+    E[L_k] = (c/2) tr W_k. A scheduled eta uses eta_k (``schedules``). Shape (steps + 1,), float64
+    (inf where the prediction overflows: diverging)."""
+    lam = np.asarray(lam, np.float64)
+    V = np.asarray(V, np.float64)
+    n = lam.size
+    X0 = initial_state(spec, coef)  # (n, p+1)
+    Q = np.einsum("ir,js->rsij", X0, X0)
+    etas = schedules.eta_values(hyper["eta"], steps) if schedules.is_scheduled(hyper.get("eta")) else None
+    out = np.empty(steps + 1)
+    out[0] = 0.5 * c * np.trace(Q[0, 0])
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in range(1, steps + 1):
+            h = _step_hyper(hyper, etas, k)
+            A = companion(spec, h, lam, k)  # (n, p+1, p+1)
+            u = np.asarray(spec.method.step(h, float(k))[1], np.float64)
+            W = Q[0, 0]
+            d = np.einsum("ai,ai->a", V @ W, V)  # diagonal of W in the data basis
+            noise = lam[:, None] * (n * (V.T * d) @ V - W) * lam[None, :] / batch_size
+            Q = np.einsum("jsq,rqij->rsij", A, np.einsum("irp,pqij->rqij", A, Q))
+            Q += u[:, None, None, None] * u[None, :, None, None] * noise
+            out[k] = 0.5 * c * np.trace(Q[0, 0])
+    return out
+
+
+# --------------------------------------------------------------------------- sampled recurrence
+def simulate_losses(spec: OptimizerSpec, hyper: dict, K, e0, c: float, steps: int, batch_size: int,
+                    sampling: str, runs: int, seed: int = 0) -> np.ndarray:
+    """L_k, k = 0..steps, of ``runs`` independently sampled orders of the kernel-regime linear
+    recurrence X_k = T_k X_{k-1} + u_k (x) K S_k e_{k-1} (output space, float64): shape (runs, steps + 1).
+    The Monte-Carlo prediction for ``shuffle`` (and a check of the exact one for ``replacement``)."""
+    K = np.asarray(K, np.float64)
+    e0 = np.asarray(e0, np.float64)
+    n = e0.size
+    X = np.broadcast_to(initial_state(spec, e0)[None].transpose(0, 2, 1), (runs, len(spec.method.states) + 1, n)).copy()
+    etas = schedules.eta_values(hyper["eta"], steps) if schedules.is_scheduled(hyper.get("eta")) else None
+    stream = batch_counts(np.random.default_rng(seed), runs, n, batch_size, sampling)
+    out = np.empty((runs, steps + 1))
+    out[:, 0] = 0.5 * c * np.sum(X[:, 0] ** 2, axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in range(1, steps + 1):
+            T, u = spec.method.step(_step_hyper(hyper, etas, k), float(k))
+            T, u = np.asarray(T, np.float64), np.asarray(u, np.float64)
+            g = ((n / batch_size) * next(stream) * X[:, 0]) @ K  # K S e (K symmetric), (runs, n)
+            X = np.einsum("rs,Rsn->Rrn", T, X) + u[None, :, None] * g[:, None, :]
+            out[:, k] = 0.5 * c * np.sum(X[:, 0] ** 2, axis=1)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class MeanBand:
+    """Predicted mean loss of mini-batch training and the 95 % band for the mean of ``runs`` runs.
+
+    ``mean``: exact (``second_moment``) or sampled (``monte_carlo``). ``sd``: the standard deviation
+    of one run's loss at each step (sampled). Band: mean +- z sqrt(sd^2 / runs + var_mean), with
+    var_mean = sd^2 / mc_runs when the mean itself is sampled, else 0 (z = 1.96, normal
+    approximation of the mean of ``runs`` runs)."""
+
+    mean: np.ndarray
+    sd: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    runs: int
+    mc_runs: int
+    source: str  # "second_moment" | "monte_carlo"
+
+
+def mean_band(mean_exact, sims: np.ndarray, runs: int, z: float = 1.959963984540054) -> MeanBand:
+    """``MeanBand`` from Monte-Carlo losses ``sims`` (mc_runs, T); ``mean_exact`` (T,) or None
+    (then the sampled mean is used and its own sampling error widens the band)."""
+    sims = np.asarray(sims, np.float64)
+    mc = sims.shape[0]
+    with np.errstate(invalid="ignore", over="ignore"):
+        sd = np.std(sims, axis=0, ddof=1)
+        if mean_exact is None:
+            mean, half, source = np.mean(sims, axis=0), z * sd * math.sqrt(1.0 / runs + 1.0 / mc), "monte_carlo"
+        else:
+            mean, half, source = np.asarray(mean_exact, np.float64), z * sd / math.sqrt(runs), "second_moment"
+    return MeanBand(mean, sd, mean - half, mean + half, runs, mc, source)
+
+
+# --------------------------------------------------------------------------- linear rate
+def second_moment_rate(spec: OptimizerSpec, hyper: dict, lam, V, batch_size: int) -> float:
+    """Per-step loss factor of mini-batch training (``replacement``) in the kernel regime: the
+    spectral radius of the second-moment operator Q -> A Q A^T + (u u^T) (x) (1/b) Lam (n V^T
+    Diag(V W V^T) V - W) Lam (``second_moment_loss``, constant methods with a constant eta), so
+    that E[L_k] ~ rate^k. Full batch (b -> infinity) gives max_i rho(A(lam_i))^2. Computed with
+    ARPACK (``scipy.sparse.linalg.eigs``) on the (p+1)^2 n^2-dimensional operator; 1.0 or more
+    means the mean loss does not converge."""
+    from scipy.sparse.linalg import LinearOperator, eigs
+
+    if not spec.constant or schedules.is_scheduled(hyper.get("eta")):
+        raise ValueError(f"second_moment_rate: {spec.name} with this eta is not a constant method")
+    lam = np.asarray(lam, np.float64)
+    V = np.asarray(V, np.float64)
+    n = lam.size
+    A = companion(spec, hyper, lam, 1)
+    u = np.asarray(spec.method.step(hyper, 1.0)[1], np.float64)
+    P = A.shape[-1]
+    uu = np.outer(u, u)[:, :, None, None]
+
+    def apply(q):
+        Q = q.reshape(P, P, n, n)
+        W = Q[0, 0]
+        d = np.einsum("ai,ai->a", V @ W, V)
+        noise = lam[:, None] * (n * (V.T * d) @ V - W) * lam[None, :] / batch_size
+        out = np.einsum("jsq,rqij->rsij", A, np.einsum("irp,pqij->rqij", A, Q)) + uu * noise
+        return out.ravel()
+
+    dim = P * P * n * n
+    if dim <= 400:  # small: dense
+        M = np.stack([apply(col) for col in np.eye(dim)], axis=1)
+        return float(np.max(np.abs(np.linalg.eigvals(M))))
+    op = LinearOperator((dim, dim), matvec=apply, dtype=np.float64)
+    start = np.einsum("rs,ij->rsij", np.eye(P), np.eye(n)).ravel()
+    vals = eigs(op, k=1, which="LM", v0=start, tol=1e-10, maxiter=20000, return_eigenvectors=False)
+    return float(np.max(np.abs(vals)))
+
+
+def best_step_size(spec: OptimizerSpec, hyper: dict, lam, V, batch_size: int, grid: int = 40) -> tuple[float, float]:
+    """(eta*, rate*): the eta minimising ``second_moment_rate`` at batch size b (other
+    hyperparameters fixed), searched on a log grid of ``grid`` points over eta lam_max in
+    [1e-3, 4] and refined by a bounded scalar search around the best grid point."""
+    from scipy.optimize import minimize_scalar
+
+    lam_max = float(np.max(lam))
+
+    def rate(log_eta):
+        return second_moment_rate(spec, {**hyper, "eta": math.exp(log_eta)}, lam, V, batch_size)
+
+    logs = np.linspace(math.log(1e-3 / lam_max), math.log(4.0 / lam_max), grid)
+    values = np.array([rate(x) for x in logs])
+    i = int(np.argmin(values))
+    lo, hi = logs[max(i - 1, 0)], logs[min(i + 1, grid - 1)]
+    res = minimize_scalar(rate, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
+    if res.fun <= values[i]:
+        return float(math.exp(res.x)), float(res.fun)
+    return float(math.exp(logs[i])), float(values[i])
+
+
+def steps_to(loss: np.ndarray, eps: float) -> int | None:
+    """First k with loss[k] <= eps * loss[0], or None if never within the horizon."""
+    hit = np.flatnonzero(np.asarray(loss) <= eps * loss[0])
+    return int(hit[0]) if hit.size else None
+
+
+# --------------------------------------------------------------------------- Ma, Bassily, Belkin (2018)
+@dataclasses.dataclass(frozen=True)
+class MBBConstants:
+    """The constants of Ma, Bassily & Belkin (2018), "The power of interpolation", for the kernel
+    regime of L = (c/2)||e||^2 = (1/n) sum_i l_i with per-sample losses l_i = (n c / 2) e_i^2:
+    per-sample smoothness beta = max_i n K_ii (the Hessian of l_i is n c J_i^T J_i), and the
+    extreme nonzero eigenvalues lam_1 = lambda_max(K), lam_n = lambda_min(K) of the Hessian c J^T J
+    on the span of the data. Their mini-batch SGD w <- w - (eta/b) sum_{i in B} grad l_i is the step
+    used here (g = c J^T S e), so their eta is this eta."""
+
+    beta: float
+    lam_1: float
+    lam_n: float
+
+    def bound_step_size(self, b) -> np.ndarray:
+        """eta(b) = b / (beta + (b - 1) lam_1) = 1 / L_b, L_b = (beta + (b - 1) lam_1) / b: the step
+        minimising the one-step bound E||w_k - w*||^2 <= (1 - eta (2 - eta L_b) lam_n) ||w_{k-1} - w*||^2
+        that follows from E||S-gradient||^2 <= L_b <grad, error> (MBB, section 3)."""
+        b = np.asarray(b, np.float64)
+        return b / (self.beta + (b - 1.0) * self.lam_1)
+
+    def bound_rate(self, b) -> np.ndarray:
+        """The bound's per-step factor at eta(b): 1 - lam_n / L_b (for E||w - w*||^2, not the loss)."""
+        b = np.asarray(b, np.float64)
+        return 1.0 - self.lam_n * b / (self.beta + (b - 1.0) * self.lam_1)
+
+    @property
+    def knee_batch_size(self) -> float:
+        """b* = 1 + beta / lam_1, where the two terms of b L_b = beta + (b - 1) lam_1 are equal: below
+        it eta(b) grows about linearly in b (linear scaling), above it eta(b) saturates at about
+        1 / lam_1 (MBB's critical mini-batch size, m* ~ beta / lam_1)."""
+        return 1.0 + self.beta / self.lam_1
+
+
+def mbb_constants(K) -> MBBConstants:
+    """``MBBConstants`` of the dynamics kernel K = c H (n x n)."""
+    K = np.asarray(K, np.float64)
+    lam = np.linalg.eigvalsh(0.5 * (K + K.T))
+    return MBBConstants(beta=float(K.shape[0] * np.max(np.diag(K))), lam_1=float(lam[-1]), lam_n=float(lam[0]))

@@ -1,0 +1,180 @@
+"""Mini-batch theory (ntkdyn.stochastic) against independent references.
+
+References: Monte-Carlo of the batch selector; a hand-written numpy loop of mini-batch SGD / heavy
+ball in *parameter space* on a linear model f(theta) = Phi theta (no kernel, no eigenbasis, no
+ntkdyn code); closed forms for orthogonal data (K = kappa I), derived in the comments.
+"""
+import math
+
+import numpy as np
+import pytest
+
+from ntkdyn import optimizers, stochastic, theory
+
+
+def _linear_problem(n=8, p=24, seed=1):
+    rng = np.random.default_rng(seed)
+    Phi = rng.standard_normal((n, p)) / math.sqrt(p)
+    y = rng.standard_normal(n)
+    return Phi, y
+
+
+def _param_space_runs(Phi, y, eta, beta, b, steps, runs, sampling, seed, c=1.0):
+    """Mini-batch HB (beta = 0: SGD) on L = (c/2)||Phi theta - y||^2 from theta = 0, written out
+    directly: batch indices drawn per run, gradient c (n/b) Phi_B^T (Phi_B theta - y_B),
+    v <- beta v + g, theta <- theta - eta v. Returns the full-set losses, (runs, steps + 1)."""
+    rng = np.random.default_rng(seed)
+    n, p = Phi.shape
+    theta = np.zeros((runs, p))
+    v = np.zeros((runs, p))
+    losses = [0.5 * c * np.sum((theta @ Phi.T - y) ** 2, axis=1)]
+    order, pos = None, n  # shuffle: current permutation per run and position in it
+    for _ in range(steps):
+        if sampling == "replacement":
+            idx = rng.integers(0, n, (runs, b))
+        else:
+            if pos + b > n:  # drop-last: a fresh permutation when fewer than b indices are left
+                order = np.argsort(rng.random((runs, n)), axis=1)
+                pos = 0
+            idx = order[:, pos:pos + b]
+            pos += b
+        PB = Phi[idx]  # (runs, b, p)
+        r = np.einsum("rbp,rp->rb", PB, theta) - y[idx]
+        g = c * (n / b) * np.einsum("rbp,rb->rp", PB, r)
+        v = beta * v + g
+        theta = theta - eta * v
+        losses.append(0.5 * c * np.sum((theta @ Phi.T - y) ** 2, axis=1))
+    return np.stack(losses, axis=1)
+
+
+def test_batch_moment_matches_monte_carlo():
+    rng = np.random.default_rng(0)
+    n, b, N = 5, 3, 200_000
+    A = rng.standard_normal((n, n))
+    M = A @ A.T
+    idx = rng.integers(0, n, (N, b))
+    counts = np.zeros((N, n))
+    np.add.at(counts, (np.repeat(np.arange(N), b), idx.ravel()), 1.0)
+    s = (n / b) * counts
+    samples = s[:, :, None] * s[:, None, :] * M  # (S M S)_ij = s_i M_ij s_j
+    mc, se = samples.mean(0), samples.std(0) / math.sqrt(N)
+    got = stochastic.batch_moment(M, b)
+    assert np.all(np.abs(got - mc) < 5 * se + 1e-12)
+    # the identity differs from the naive E[S] M E[S] = M by more than the Monte-Carlo error
+    assert np.max(np.abs(M - mc) / se) > 20
+
+
+@pytest.mark.parametrize("name,beta,eta", [("gd", 0.0, 0.2), ("hb", 0.6, 0.08)])
+def test_exact_second_moment_vs_parameter_space_monte_carlo(name, beta, eta):
+    Phi, y = _linear_problem()
+    K = Phi @ Phi.T
+    lam, V = theory.eigen(K)
+    e0 = -y
+    spec = optimizers.get(name)
+    hyper = {"eta": eta} if name == "gd" else {"eta": eta, "beta": beta}
+    steps, b, R = 60, 2, 20_000
+    exact = stochastic.second_moment_loss(spec, hyper, lam, V, V.T @ e0, 1.0, steps, b)
+    runs = _param_space_runs(Phi, y, eta, beta, b, steps, R, "replacement", seed=3)
+    mean, se = runs.mean(0), runs.std(0) / math.sqrt(R)
+    assert exact[0] == pytest.approx(0.5 * np.sum(y**2), rel=1e-12)
+    assert np.all(np.abs(exact - mean) <= 5 * se + 1e-9 * exact), np.max(np.abs(exact - mean) / (se + 1e-300))
+    full = theory.modal_loss(theory.discrete_modes(spec, hyper, lam, V.T @ e0, steps), 1.0)
+    assert np.max((mean - full) / (se + 1e-300)) > 10  # the noise term matters here: the test can fail
+
+
+@pytest.mark.parametrize("sampling", ["replacement", "shuffle"])
+def test_simulated_recurrence_vs_parameter_space_loop(sampling):
+    Phi, y = _linear_problem(n=8)
+    K = Phi @ Phi.T
+    spec = optimizers.get("hb")
+    hyper = {"eta": 0.3, "beta": 0.5}
+    steps, b, R = 40, 3, 6000  # n = 8, b = 3: shuffle drops 2 indices per epoch
+    sim = stochastic.simulate_losses(spec, hyper, K, -y, 1.0, steps, b, sampling, R, seed=5)
+    ref = _param_space_runs(Phi, y, 0.3, 0.5, b, steps, R, sampling, seed=7)
+    se = np.sqrt(sim.var(0) / R + ref.var(0) / R)
+    assert np.all(np.abs(sim.mean(0) - ref.mean(0)) <= 5 * se + 1e-12)
+
+
+def test_shuffle_differs_from_replacement():
+    # n = b: every shuffle step is the full batch (S = I), so shuffle is deterministic full-batch GD,
+    # while replacement with b = n is still noisy
+    Phi, y = _linear_problem(n=6)
+    K = Phi @ Phi.T
+    lam, V = theory.eigen(K)
+    spec, hyper = optimizers.get("gd"), {"eta": 0.5}
+    sim = stochastic.simulate_losses(spec, hyper, K, -y, 1.0, 30, 6, "shuffle", 50, seed=0)
+    full = theory.modal_loss(theory.discrete_modes(spec, hyper, lam, V.T @ -y, 30), 1.0)
+    np.testing.assert_allclose(sim, np.broadcast_to(full, sim.shape), rtol=1e-10)
+    rep = stochastic.second_moment_loss(spec, hyper, lam, V, V.T @ -y, 1.0, 30, 6)
+    assert rep[-1] > 1.2 * full[-1]
+
+
+def _orthogonal_K(n, kappa):
+    Q, _ = np.linalg.qr(np.random.default_rng(2).standard_normal((n, n)))
+    return kappa * np.eye(n), Q  # K = kappa I; any orthonormal basis is an eigenbasis
+
+
+def test_rate_closed_form_orthogonal_data():
+    # K = kappa I: a diagonal W stays diagonal and W_ii' = ((1 - eta kappa)^2 + eta^2 kappa^2 (n - 1)/b) W_ii
+    # (off-diagonal entries shrink faster), so the loss factor is that number.
+    n, kappa, eta = 6, 0.8, 0.7
+    K, Q = _orthogonal_K(n, kappa)
+    lam = np.full(n, kappa)
+    for b in (1, 2, 5):
+        want = (1 - eta * kappa) ** 2 + eta**2 * kappa**2 * (n - 1) / b
+        got = stochastic.second_moment_rate(optimizers.get("gd"), {"eta": eta}, lam, Q, b)
+        assert got == pytest.approx(want, rel=1e-10)
+
+
+def test_rate_matches_long_run_decay_and_full_batch_limit(random_spd, rng):
+    n = 16  # (p+1)^2 n^2 = 1024 > 400: the ARPACK path
+    K = random_spd(rng, n, 20.0, 1.0)
+    lam, V = theory.eigen(K)
+    spec, hyper = optimizers.get("hb"), {"eta": 0.8, "beta": 0.5}
+    rate = stochastic.second_moment_rate(spec, hyper, lam, V, 4)
+    loss = stochastic.second_moment_loss(spec, hyper, lam, V, V.T @ rng.standard_normal(n), 1.0, 600, 4)
+    slope = (math.log(loss[600]) - math.log(loss[400])) / 200
+    assert math.exp(slope) == pytest.approx(rate, rel=2e-3)
+    full = stochastic.second_moment_rate(spec, hyper, lam, V, 10**12)
+    assert full == pytest.approx(theory.predicted_linear_rate(spec, hyper, lam), rel=1e-8)
+    assert rate > full * 1.001
+
+
+def test_best_step_size_and_mbb_orthogonal_closed_form():
+    # K = kappa I: minimising (1 - eta kappa)^2 + eta^2 kappa^2 (n - 1)/b over eta gives
+    # eta* = b / (kappa (b + n - 1)): linear in b for b << n, saturating at 1/kappa for b >> n.
+    n, kappa = 5, 2.0
+    K, Q = _orthogonal_K(n, kappa)
+    mbb = stochastic.mbb_constants(K)
+    assert mbb.knee_batch_size == pytest.approx(n + 1)  # beta = n kappa, lam_1 = kappa
+    for b in (1, 2, 4, 50):
+        eta, rate = stochastic.best_step_size(optimizers.get("gd"), {}, np.full(n, kappa), Q, b, grid=30)
+        want = b / (kappa * (b + n - 1))
+        assert eta == pytest.approx(want, rel=1e-4)
+        assert float(mbb.bound_step_size(b)) == pytest.approx(want, rel=1e-12)
+
+
+def test_check_batch_errors():
+    with pytest.raises(ValueError, match="sampling 'cyclic'"):
+        stochastic.check_batch(8, 2, "cyclic")
+    with pytest.raises(ValueError, match="batch_size 9"):
+        stochastic.check_batch(8, 9, "shuffle")
+
+
+def test_mean_band_covers_sampled_means():
+    # the 95% band of the mean of 32 runs covers the mean of 32 fresh parameter-space runs at
+    # (nearly) every step, and is narrower than the spread of single runs
+    Phi, y = _linear_problem(n=8)
+    K = Phi @ Phi.T
+    lam, V = theory.eigen(K)
+    spec, hyper = optimizers.get("gd"), {"eta": 0.4}
+    exact = stochastic.second_moment_loss(spec, hyper, lam, V, V.T @ -y, 1.0, 50, 2)
+    sims = stochastic.simulate_losses(spec, hyper, K, -y, 1.0, 50, 2, "replacement", 4000, seed=1)
+    band = stochastic.mean_band(exact, sims, 32)
+    inside = []
+    for rep in range(20):
+        runs = _param_space_runs(Phi, y, 0.4, 0.0, 2, 50, 32, "replacement", seed=100 + rep)
+        m = runs.mean(0)[1:]
+        inside.append(np.mean((m >= band.lo[1:]) & (m <= band.hi[1:])))
+    assert 0.85 < np.mean(inside) <= 1.0
+    assert np.all(band.hi[1:] - band.lo[1:] < 2 * 1.96 * band.sd[1:] / 5)
