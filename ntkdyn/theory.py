@@ -35,16 +35,23 @@ def discrete_modes(spec: OptimizerSpec, hyper: dict, lam, coef, steps: int) -> n
     """Exact kernel-regime error per mode, e_k, for k = 0..steps: shape (steps + 1, n).
 
     Iterates X_k = A_k(lambda) X_{k-1} from X_0 = ``optimizers.initial_state`` (the first
-    component of X is the error; ``optimizers.companion``).
+    component of X is the error; ``optimizers.companion``). A scheduled ``hyper["eta"]``
+    (``ntkdyn.schedules``) gives A_k its step size eta_k = schedule(k - 1): exact for a linear model.
     """
+    from ntkdyn import schedules
+
     lam = np.asarray(lam, np.float64)
     X = initial_state(spec, coef)
     out = np.empty((steps + 1, lam.size))
     out[0] = X[:, 0]
-    A = companion(spec, hyper, lam, 1) if spec.constant else None
+    scheduled = schedules.is_scheduled(hyper.get("eta"))
+    etas = schedules.eta_values(hyper["eta"], steps) if scheduled else None
+    A = companion(spec, hyper, lam, 1) if spec.constant and not scheduled else None
     with np.errstate(over="ignore", invalid="ignore"):
         for k in range(1, steps + 1):
-            if not spec.constant:
+            if scheduled:
+                A = companion(spec, schedules.hyper_at(hyper, etas[k - 1]), lam, k)
+            elif not spec.constant:
                 A = companion(spec, hyper, lam, k)
             X = np.einsum("nij,nj->ni", A, X)
             out[k] = X[:, 0]
@@ -334,3 +341,57 @@ def vanishing_tail(eta: float, lam_min: float, r: float = 3.0) -> dict:
     h = eta * lam_min
     return {"crossover_step": nag_c_crossover_step(eta, lam_min, r), "tail_rate": 1.0 - h if 0 < h < 1 else None,
             "power_exponent": -float(r)}
+
+
+# --------------------------------------------------------------------------- floors and regimes
+def null_modes(lam, rtol: float) -> np.ndarray:
+    """Mask of K's numerical null space: |lam_i| <= rtol * max_j |lam_j| (numpy.linalg.matrix_rank's
+    rule; rtol = n eps of the dtype K was computed in)."""
+    lam = np.asarray(lam, np.float64)
+    return np.abs(lam) <= rtol * float(np.max(np.abs(lam), initial=0.0))
+
+
+def loss_floor_star(lam, coef, c: float, rtol: float) -> dict:
+    """The least-squares floor L* = (c/2) ||P_null e0||^2 = (c/2) sum_{i null} coef_i^2, P_null the
+    projector on K's (numerical, ``null_modes``) null space, coef = V^T e0.
+
+    In the kernel regime a method that moves along gradients (K e) never changes the null part of
+    e (A(0) keeps it: c_k = c_0 for GD, HB, NAG, NAG-C), and every other mode of a convergent run
+    tends to 0, so L -> L*. It is > 0 when the data cannot be interpolated, e.g. repeated inputs
+    with different targets (then L* = (c/2) sum over groups of sum (y_i - mean_group y)^2).
+    Returns {"floor": L*, "null_modes": count, "rtol": rtol}."""
+    null = null_modes(lam, rtol)
+    coef = np.asarray(coef, np.float64)
+    return {"floor": 0.5 * c * float(np.sum(coef[null] ** 2)), "null_modes": int(null.sum()), "rtol": float(rtol)}
+
+
+def asymptotic_regime(spec: OptimizerSpec, hyper: dict, lam, ode: LimitODE | None = None) -> dict:
+    """The regime a fixed-step method ends in, at this eta, on the modes ``lam`` (pass those outside
+    K's null space: they hold the floor L*), and the horizon (in steps) after which it sets in.
+
+    rho = max_i rho(A(lam_i)), A the per-mode companion (its k -> infinity limit for scheduled
+    momentum); loss factor ``rate`` = rho^2 per step; ``regime`` "linear" (rho < 1), "growing"
+    (rho > 1) or "stalled" (|rho - 1| <= 1e-12). ``horizon``:
+      r/t damping (``ode.damping == "vanishing"``: NAG-C, OGM): the crossover step
+        k* = r / -log(1 - eta lam_min) (``nag_c_crossover_step``), ``horizon_kind`` "crossover";
+      otherwise 1 / |log rho|, the steps over which the slowest (or fastest-growing) mode changes
+        by a factor e (GD: 1 / -log(1 - eta lam_min) ~ 1/(eta lam_min)), ``horizon_kind``
+        "slowest-mode time". Before it, the faster modes of a spread spectrum are still dying,
+        and a sum of geometric modes can look sublinear; for a narrow spectrum the linear regime
+        holds earlier, so this is the time by which it has set in.
+    Empty ``lam``: every field None."""
+    lam = np.asarray(lam, np.float64)
+    out = {"regime": None, "rate": None, "horizon": None, "horizon_kind": None}
+    if lam.size == 0:
+        return out
+    rho = float(np.max(spectral_radius(asymptotic_companion(spec, hyper, lam))))
+    out["rate"] = rho**2
+    if abs(rho - 1.0) <= 1e-12:
+        out["regime"] = "stalled"
+        return out
+    out["regime"] = "linear" if rho < 1.0 else "growing"
+    if rho < 1.0 and ode is not None and ode.damping == "vanishing":
+        out.update(horizon=nag_c_crossover_step(hyper["eta"], float(np.min(lam)), ode.r), horizon_kind="crossover")
+    else:
+        out.update(horizon=1.0 / abs(math.log(rho)) if rho > 0 else 0.0, horizon_kind="slowest-mode time")
+    return out
