@@ -32,7 +32,9 @@ the loss factor is rho^2), overshoot max_k (s_k - 1)^+ of the step response s_k,
 iterations (the first K with |s_k - 1| <= band for all k >= K, band = 2%), and the continuous
 counterpart from the limiting ODE: natural frequency omega_n and damping ratio zeta (per unit ODE
 time; t -> infinity values for vanishing damping), for the low-resolution ODE (``spec.ode``) and
-the high-resolution one (``spec.ode_hr``). Settling is certified, not truncated: the trajectory is
+the high-resolution one (``spec.ode_hr``), and the same pair read off the discrete system itself
+(``discrete_equivalent``: from both dominant z-poles, s = log z / time_step, omega_n^2 = s1 s2,
+zeta = -(s1 + s2) / (2 omega_n); it tends to the ODE's values as eta -> 0). Settling is certified, not truncated: the trajectory is
 iterated until a Lyapunov bound |C x|^2 <= (C P^-1 C^T) x^T P x (A^T P A - P = -I) guarantees that
 no later step leaves the band (for scheduled methods with the frozen k -> infinity matrix).
 """
@@ -239,12 +241,42 @@ def ode_damping(ode, lam) -> tuple[np.ndarray | None, np.ndarray | None]:
         return np.where(omega > 0, gamma / (2 * np.where(omega > 0, omega, 1.0)), np.inf), omega
 
 
-def discrete_equivalent(p: np.ndarray, time_step: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """zeta, omega_n of s = log(p) / time_step for the dominant pole p of each mode."""
+def discrete_equivalent(p: np.ndarray, time_step: float = 1.0, order: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """(zeta, omega_n) per mode of the continuous system equivalent to the discrete one, from its
+    ``order`` dominant poles (``p``: (n, d) largest modulus first, as ``poles`` returns them).
+
+    Each z-pole maps to s = log(z) / time_step (per unit ODE time, so the values compare with
+    ``ode_damping``). order 2 (momentum methods): both poles s1, s2 of the pair give
+    omega_n^2 = s1 s2 and zeta = -(s1 + s2) / (2 omega_n) (Vieta for s^2 + 2 zeta omega_n s + omega_n^2);
+    for a complex pair this is omega_n = |s|, zeta = -Re s / |s|, for two real poles zeta >= 1
+    (overdamped). order 1: omega_n = -s of the dominant pole (the ODE e' = -omega_n e), zeta NaN.
+    NaN where no real continuous equivalent exists: a pole <= 0 on the real axis (the mode flips sign
+    every step), one real and one complex pole, or a pole outside the unit circle with real s1 s2 < 0.
+    """
+    p = np.asarray(p, complex)
+    if p.ndim == 1:
+        p = p[:, None]
+    n = p.shape[0]
+    nan = np.full(n, np.nan)
+    tiny = 1e-12 * np.maximum(np.abs(p), 1.0)
+    real = np.abs(p.imag) <= tiny
+    bad = real & (p.real <= 0)  # negative or zero real pole: no continuous counterpart
     with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.log(np.asarray(p, complex)) / time_step
-        w = np.abs(s)
-        return np.where(w > 0, -s.real / np.where(w > 0, w, 1.0), 1.0), w
+        s = np.log(np.where(bad, 1.0, p)) / time_step
+    if order == 1:
+        ok = real[:, 0] & ~bad[:, 0]
+        return nan, np.where(ok, -s[:, 0].real, np.nan)
+    if p.shape[1] < 2:
+        raise ValueError(f"discrete_equivalent: order {order} needs at least 2 poles per mode, got {p.shape[1]}")
+    s1, s2 = s[:, 0], s[:, 1]
+    pair = ~bad[:, 0] & ~bad[:, 1] & (real[:, 0] == real[:, 1])
+    pair &= real[:, 0] | (np.abs(p[:, 0] - np.conj(p[:, 1])) <= 1e-9 * np.abs(p[:, 0]))  # a conjugate pair
+    prod, total = (s1 * s2).real, (s1 + s2).real
+    ok = pair & (prod > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        omega = np.sqrt(np.where(ok, prod, 1.0))
+        zeta = -total / (2.0 * omega)
+    return np.where(ok, zeta, np.nan), np.where(ok, omega, np.nan)
 
 
 # --------------------------------------------------------------------------- one optimizer
@@ -272,7 +304,8 @@ def analyse(spec, hyper: dict, lam, band: float = BAND, max_iters: int = 100_000
     zeta, omega = ode_damping(ode, lam)
     zeta_hr, omega_hr = ode_damping(ode_hr, lam)
     dt = ode.time_step if ode is not None else 1.0
-    zeta_d, omega_d = discrete_equivalent(p[:, 0], dt)
+    order = ode.order if ode is not None else min(p.shape[-1], 2)
+    zeta_d, omega_d = discrete_equivalent(p, dt, order)
     gain = dc_gain(ss)
     modes = []
     for i, lm in enumerate(lam):
@@ -566,7 +599,8 @@ def _sweep(cfg, setup, floor: float) -> tuple[dict, dict]:
 def summary_table(report: dict) -> str:
     """Side-by-side text table: predicted (control) vs observed (training) per optimizer."""
     head = ["label", "optimizer", "eta", "beta", "spectral radius", "predicted rate", "fitted rate", "stable",
-            "status", "settling max", "overshoot max", "zeros != 0", "zeta(l_min) lo/hr"]
+            "status", "settling max", "overshoot max", "zeros != 0", "zeta(l_min) disc/lo/hr",
+            "omega_n(l_min) disc/lo"]
     rows = [head]
     f = lambda v, s=".6f": "-" if v is None else format(v, s)
     for label, e in report["optimizers"].items():
@@ -576,7 +610,8 @@ def summary_table(report: dict) -> str:
                      f(e["rate"]), f(obs.get("linear_rate")), str(e["stable"]),
                      obs.get("status") or ("recurrence only" if not e["trained"] else "-"),
                      f(e["settling_iters_max"], "d"), f(e["overshoot_max"], ".3f"), str(e["nonzero_zeros"]),
-                     f"{f(m0['zeta'], '.3g')}/{f(m0['zeta_hr'], '.3g')}"])
+                     f"{f(m0['zeta_discrete'], '.3g')}/{f(m0['zeta'], '.3g')}/{f(m0['zeta_hr'], '.3g')}",
+                     f"{f(m0['omega_n_discrete'], '.3g')}/{f(m0['omega_n'], '.3g')}"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -162,23 +162,102 @@ def test_unstable_mode_has_no_settling():
 
 
 # --------------------------------------------------------------------------- continuous counterpart
+def _measured_zeta_omega(damping: float, stiffness: float, tau: float, samples: int = 60):
+    """(zeta, omega_n) measured on the solution of c'' + damping c' + stiffness c = 0, c(0) = 1,
+    c'(0) = 0 integrated by scipy (DOP853): the samples c_j = c(j tau) obey c_{j+2} = p1 c_{j+1} + p0 c_j
+    exactly (Prony); the roots z of z^2 - p1 z - p0 give s = log(z) / tau, omega_n^2 = s1 s2 and
+    zeta = -(s1 + s2) / (2 omega_n)."""
+    t = np.arange(samples) * tau
+    c = solve_ivp(lambda _, y: [y[1], -damping * y[1] - stiffness * y[0]], (0, t[-1]), [1.0, 0.0], method="DOP853",
+                  t_eval=t, rtol=1e-13, atol=1e-15).y[0]
+    (p1, p0), *_ = np.linalg.lstsq(np.stack([c[1:-1], c[:-2]], 1), c[2:], rcond=None)
+    s = np.log(np.roots([1.0, -p1, -p0]).astype(complex)) / tau
+    omega = math.sqrt((s[0] * s[1]).real)
+    return -(s[0] + s[1]).real / (2 * omega), omega
+
+
 def test_ode_damping_ratios():
+    """zeta and omega_n reported for each ODE equal the ones measured on its solution (scipy), with the
+    vector field written here from the ODE's declared coefficients: HB and NAG low- and high-resolution,
+    NAG-C's high-resolution ODE at t -> infinity (r/t and the 1/t stiffness gone), and gradient flow
+    (e' = -lambda e: omega_n is the decay rate, measured from the log-slope)."""
     eta, beta, lam = 0.04, 0.8, np.array([0.1, 1.0, 3.0])
-    zeta, omega = control.ode_damping(optimizers.get("hb").ode({"eta": eta, "beta": beta}), lam)
-    np.testing.assert_allclose(omega, np.sqrt(lam), rtol=1e-14)
-    np.testing.assert_allclose(zeta, (1 - beta) / (2 * np.sqrt(eta * lam)), rtol=1e-12)
+    cases = [(optimizers.get("hb").ode({"eta": eta, "beta": beta}), lambda o, lm: (o.gamma, lm)),
+             (optimizers.get("hb").ode_hr({"eta": eta, "beta": beta}),
+              lambda o, lm: (o.gamma + o.hess_damping * lm, o.stiffness * lm)),
+             (optimizers.get("nag").ode_hr({"eta": eta, "beta": beta}),
+              lambda o, lm: (o.gamma + o.hess_damping * lm, o.stiffness * lm)),
+             (optimizers.get("nag_c").ode_hr({"eta": eta, "r": 3.0}),
+              lambda o, lm: (o.hess_damping * lm, o.stiffness * lm))]
+    for ode, field in cases:
+        zeta, omega = control.ode_damping(ode, lam)
+        for i, lm in enumerate(lam):
+            g, w2 = field(ode, lm)
+            z_ref, w_ref = _measured_zeta_omega(g, w2, 0.3 / math.sqrt(w2 + g * g))
+            assert zeta[i] == pytest.approx(z_ref, rel=1e-7) and omega[i] == pytest.approx(w_ref, rel=1e-7)
+    # the low-resolution NAG-C ODE has no damping left at t -> infinity
+    zl, wl = control.ode_damping(optimizers.get("nag_c").ode({"eta": eta, "r": 3.0}), lam)
+    np.testing.assert_array_equal(zl, 0.0)
     zeta, omega = control.ode_damping(optimizers.get("gd").ode({"eta": eta}), lam)
-    assert zeta is None and np.allclose(omega, lam)
-    # NAG-C: the low-resolution damping r/t vanishes; the high-resolution one tends to sqrt(eta) lam
-    zl, _ = control.ode_damping(optimizers.get("nag_c").ode({"eta": eta, "r": 3.0}), lam)
-    zh, wh = control.ode_damping(optimizers.get("nag_c").ode_hr({"eta": eta, "r": 3.0}), lam)
-    np.testing.assert_allclose(zl, 0.0, atol=0)
-    np.testing.assert_allclose(zh, np.sqrt(eta * lam) / 2, rtol=1e-12)
-    # NAG's gradient correction adds damping that HB's high-resolution ODE lacks
-    zh_hb, _ = control.ode_damping(optimizers.get("hb").ode_hr({"eta": eta, "beta": beta}), lam)
-    zh_nag, _ = control.ode_damping(optimizers.get("nag").ode_hr({"eta": eta, "beta": beta}), lam)
-    np.testing.assert_allclose(zh_nag - zh_hb, (2 * beta / (1 + beta)) * math.sqrt(eta) * lam
-                               / (2 * np.sqrt(2 / (1 + beta) * lam)), rtol=1e-12)
+    t = np.linspace(0.0, 2.0, 5)
+    for i, lm in enumerate(lam):
+        c = solve_ivp(lambda _, y: [-lm * y[0]], (0, 2.0), [1.0], t_eval=t, rtol=1e-12, atol=1e-15).y[0]
+        assert omega[i] == pytest.approx(-np.polyfit(t, np.log(c), 1)[0], rel=1e-8)
+    assert zeta is None
+
+
+def _hb_poles(eta, beta, lam):
+    """Roots of z^2 - (1 + beta - eta lam) z + beta by the quadratic formula (complex sqrt)."""
+    b = 1 + beta - eta * lam
+    root = (b * b - 4 * beta + 0j) ** 0.5
+    return (b + root) / 2, (b - root) / 2
+
+
+def test_discrete_zeta_omega_from_both_poles_hand_computed():
+    """HB, eta = 0.04, beta = 0.9 (gamma = (1 - beta)/sqrt(eta) = 0.5): an overdamped mode (lambda = 0.04,
+    two real poles) and an underdamped one (lambda = 1, |z| = sqrt(beta)), computed by hand from the
+    quadratic formula; z1 z2 = beta also gives zeta omega_n = -log(beta) / (2 sqrt(eta)) exactly."""
+    eta, beta = 0.04, 0.9
+    dt = math.sqrt(eta)
+    e = control.analyse(optimizers.get("hb"), {"eta": eta, "beta": beta}, np.array([0.04, 1.0]), max_iters=10)
+    over, under = e["modes"]
+    z1, z2 = _hb_poles(eta, beta, 0.04)
+    assert z1.imag == 0 and z2.imag == 0 and 0 < z2.real < z1.real < 1
+    s1, s2 = math.log(z1.real) / dt, math.log(z2.real) / dt
+    w = math.sqrt(s1 * s2)
+    assert over["omega_n_discrete"] == pytest.approx(w, rel=1e-10)
+    assert over["zeta_discrete"] == pytest.approx(-(s1 + s2) / (2 * w), rel=1e-10)
+    assert over["zeta_discrete"] * over["omega_n_discrete"] == pytest.approx(-math.log(beta) / (2 * dt), rel=1e-10)
+    assert over["zeta_discrete"] > 1.2  # overdamped, not the 1 a single real pole gives
+    # underdamped: s = (log(beta)/2 +- i theta) / dt, cos(theta) = (1 + beta - eta lam) / (2 sqrt(beta))
+    theta = math.acos((1 + beta - eta * 1.0) / (2 * math.sqrt(beta)))
+    sr = 0.5 * math.log(beta)
+    assert under["omega_n_discrete"] == pytest.approx(math.hypot(sr, theta) / dt, rel=1e-10)
+    assert under["zeta_discrete"] == pytest.approx(-sr / math.hypot(sr, theta), rel=1e-10)
+    # GD (first order): omega_n = -log(1 - eta lam) / eta, no damping ratio; a negative pole has no equivalent
+    g = control.analyse(optimizers.get("gd"), {"eta": 0.5}, np.array([0.2, 3.0]), max_iters=10)["modes"]
+    assert g[0]["omega_n_discrete"] == pytest.approx(-math.log(1 - 0.1) / 0.5, rel=1e-12)
+    assert g[0]["zeta_discrete"] is None and g[1]["omega_n_discrete"] is None  # pole 1 - 1.5 < 0
+
+
+def test_discrete_zeta_omega_tend_to_the_odes_as_eta_vanishes():
+    """HB with gamma = (1 - beta)/sqrt(eta) = 0.5 held fixed: on lambda = 0.04 the ODE c'' + 0.5 c' + 0.04 c = 0
+    has poles -0.1 and -0.4, so omega_n = 0.2 and zeta = 0.5 / (2 * 0.2) = 1.25 (worked out here, not read
+    from ode_damping); lambda = 1: omega_n = 1, zeta = 0.25. The discrete values converge at O(sqrt(eta))."""
+    lam = np.array([0.04, 1.0])
+    ref = {"zeta": [1.25, 0.25], "omega_n": [0.2, 1.0]}
+    errs = []
+    for eta in (1e-2, 1e-4, 1e-6):
+        e = control.analyse(optimizers.get("hb"), {"eta": eta, "beta": 1 - 0.5 * math.sqrt(eta)}, lam, max_iters=10)
+        err = 0.0
+        for i, m in enumerate(e["modes"]):
+            assert m["zeta"] == pytest.approx(ref["zeta"][i], rel=1e-9)  # the ODE's own values
+            assert m["omega_n"] == pytest.approx(ref["omega_n"][i], rel=1e-9)
+            err = max(err, abs(m["zeta_discrete"] / ref["zeta"][i] - 1), abs(m["omega_n_discrete"] / ref["omega_n"][i] - 1))
+        errs.append(err)
+    assert errs[-1] < 1e-3
+    for a, b in zip(errs, errs[1:]):  # ~ sqrt(eta): a factor 10 per factor 100 in eta
+        assert 7 < a / b < 14
 
 
 # --------------------------------------------------------------------------- maps
