@@ -1,33 +1,79 @@
-"""Figures. Matplotlib only here; inputs are the arrays a run writes."""
+"""Figures. Matplotlib only here; inputs are typed results (``ntkdyn.results``) or the arrays a
+run writes. The format follows the file extension (``FORMATS``); every figure is written with the
+data behind it beside it: ``<name>.csv`` (the plotted series, one row per point).
+"""
 from __future__ import annotations
+
+import os
+from collections.abc import Mapping
 
 import numpy as np
 
+from ntkdyn import results
 
-def loss_figure(trajectories: dict[str, dict[str, np.ndarray]], metrics: dict, path: str) -> None:
-    """loss.png: log-y (left) and log-log (right); empirical solid, discrete dashed, ODE dotted."""
+FORMATS = ("png", "svg", "pdf")
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def figure_format(path: str) -> str:
+    """The format of ``path`` from its extension; ValueError unless one of ``FORMATS``."""
+    ext = os.path.splitext(path)[1].lstrip(".").lower()
+    if ext not in FORMATS:
+        raise ValueError(f"figure {path}: format {ext!r} is not allowed; allowed: {', '.join(FORMATS)}")
+    return ext
+
+
+def data_path(path: str) -> str:
+    """Where the data behind the figure at ``path`` is written: the same name with .csv."""
+    return os.path.splitext(path)[0] + ".csv"
+
+
+def plot_loss(run: results.RunResult, path: str) -> str:
+    """The loss figure of a run (``loss_figure``) at ``path`` (.png, .svg or .pdf), and its data
+    (``data_path``). Returns ``path``."""
+    loss_figure({label: o.trajectory for label, o in run.optimizers.items()}, run.optimizers, path)
+    return path
+
+
+def loss_figure(trajectories: Mapping[str, Mapping[str, np.ndarray]],
+                metrics: Mapping[str, results.OptimizerResult | Mapping], path: str) -> None:
+    """Loss vs iteration, log-y (left) and log-log (right); training solid, kernel recurrence dashed,
+    ODE dotted, high-resolution ODE dash-dot; x at a diverged run's last finite loss.
+
+    Args:
+        trajectories: label -> arrays (``step``, ``loss``, ``loss_discrete``, ...).
+        metrics: label -> ``OptimizerResult`` (or its metrics.json entry) for the verdict in the legend.
+        path: the figure file; its extension sets the format. The data goes to ``data_path(path)``.
+    """
+    fmt = figure_format(path)
+    typed = {label: m if isinstance(m, results.OptimizerResult) else results.OptimizerResult.from_json(label, m)
+             for label, m in metrics.items()}
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, arr) in enumerate(trajectories.items()):
         colour = colours[i % len(colours)]
-        m = metrics.get(label, {})
+        m = typed.get(label)
         step, loss = arr["step"], arr["loss"]
         ok = np.isfinite(loss) & (loss > 0)
         for ax in axes:
             x = step if ax is axes[0] else np.maximum(step, 1)
-            ax.plot(x[ok], loss[ok], "-", color=colour, label=f"{label}: {m.get('verdict', '?')}")
+            ax.plot(x[ok], loss[ok], "-", color=colour, label=f"{label}: {(m and m.verdict) or '?'}")
             for key, style, name in (("loss_discrete", "--", "kernel recurrence"), ("loss_ode", ":", "ODE"),
                                      ("loss_ode_hr", "-.", "high-res ODE")):
                 if key in arr:
                     pred = arr[key]
                     shown = np.isfinite(pred) & (pred > 0) & (pred < 1e30)
                     ax.plot(x[shown], pred[shown], style, color=colour, alpha=0.8, label=f"{label} {name}")
-            if m.get("diverged_at") is not None and ok.any():
+            if m is not None and m.diverged_at is not None and ok.any():
                 ax.plot(x[ok][-1], loss[ok][-1], "x", color=colour, markersize=10)
     axes[0].set_yscale("log")
     axes[1].set_xscale("log")
@@ -44,8 +90,11 @@ def loss_figure(trajectories: dict[str, dict[str, np.ndarray]], metrics: dict, p
             ax.set_ylim(max(finite.min() * 0.3, finite.max() * 1e-14), finite.max() * 3)
     axes[0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format=fmt)
     plt.close(fig)
+    columns = {k: v for k, v in results.long_table([("", label, arr) for label, arr in trajectories.items()],
+                                                   pandas=False).items() if k != "run_id"}
+    results.write_csv(data_path(path), columns)
 
 
 def _rate_exponent(q):
@@ -55,14 +104,24 @@ def _rate_exponent(q):
         return -np.log(q)
 
 
+def plot_sweep(sweep: results.SweepResult, path: str) -> str:
+    """The sweep figure (``sweep_figure``) of a loaded sweep at ``path``, with its data. Returns ``path``."""
+    sweep_figure([r.to_json() for r in sweep.rows], list(sweep.axes), path)
+    return path
+
+
 def sweep_figure(rows: list[dict], axes: list[str], path: str) -> None:
-    """sweep.png: fitted vs predicted log-rate; log-rate vs the first of eta/beta/r swept
-    (mean over other axes, with min-max spread); deviation and kernel drift vs width."""
-    import matplotlib
+    """Fitted vs predicted log-rate; log-rate vs the first of eta/beta/r swept (mean over other
+    axes, with min-max spread); deviation and kernel drift vs width.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Args:
+        rows: summary.csv rows (``SweepRow.to_json()``).
+        axes: the swept columns.
+        path: the figure file (.png, .svg or .pdf); the rows plotted, with the log-rates, go to
+            ``data_path(path)``.
+    """
+    fmt = figure_format(path)
+    plt = _pyplot()
     labels = list(dict.fromkeys(r["label"] for r in rows))
     hyper_axis = next((a for a in axes if a.split(".")[-1] in ("eta", "beta", "r")), None)
     width_axis = next((a for a in axes if a in ("width", "model.width")), None)
@@ -121,5 +180,11 @@ def sweep_figure(rows: list[dict], axes: list[str], path: str) -> None:
         ax.set_xlabel(axis)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format=fmt)
     plt.close(fig)
+    keys = ["run_id", "label", *axes, "fitted.linear_rate", "predicted.linear_rate", "deviation.discrete",
+            "kernel_drift"]
+    columns = {k: [r.get(k) for r in rows] for k in keys}
+    columns["fitted_log_rate"] = _rate_exponent(columns["fitted.linear_rate"])
+    columns["predicted_log_rate"] = _rate_exponent(columns["predicted.linear_rate"])
+    results.write_csv(data_path(path), columns)

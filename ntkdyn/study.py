@@ -1,0 +1,150 @@
+"""A run from Python: config (a ``Config``, a mapping or a YAML path), optionally your own model
+and data, then training, the empirical NTK, every prediction and the verdicts, as a typed
+``results.RunResult``.
+
+    model = ntkdyn.from_apply_fn(apply_fn, params)            # or from_linen / from_flax
+    run = ntkdyn.run_study({"train": {"steps": 300}, "optimizers": [{"name": "gd", "eta": 0.5}]},
+                           model=model, data=(X, y))
+    run["gd"].verdict, run["gd"].fitted.linear_rate, run["gd"].predicted.linear_rate
+
+The stages are ``pipeline.prepare`` (data, model, H0, spectrum of K = c H) and, per optimizer,
+``pipeline.run_optimizer`` (one compiled scan, then ``pipeline.evaluate``): the same code as
+``python -m ntkdyn.run``. Float64 (used by the theory) is switched on inside this call only
+(``jax.enable_x64``); training runs in the config's ``dtype``.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ntkdyn import config as config_mod
+from ntkdyn import results
+from ntkdyn.models import Model
+
+
+def _config(config: config_mod.Config | Mapping | str, user_model: bool, user_data: bool) -> config_mod.Config:
+    if isinstance(config, config_mod.Config):
+        return config_mod.validate(config)
+    if isinstance(config, (str, os.PathLike)):
+        raw = config_mod.load_raw(str(config))
+    elif isinstance(config, Mapping):
+        raw = dict(config)
+    else:
+        raise config_mod.ConfigError(f"config: expected a Config, a mapping or a YAML path, got {type(config).__name__}")
+    if "sweep" in raw:
+        raise config_mod.ConfigError("sweep: run_study runs one config; run sweeps with python -m ntkdyn.run")
+    for key, given in (("model", user_model), ("data", user_data)):
+        if given and key in raw:
+            raise config_mod.ConfigError(f"{key}: given both in the config and as {key}=...; give it once")
+    return config_mod.from_dict(raw)
+
+
+def _check_data(data) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) as float64 arrays: X (n, d), y (n,) or (n, 1), finite."""
+    try:
+        X, y = data
+    except (TypeError, ValueError):
+        raise ValueError(f"data: expected a pair (X, y), got {type(data).__name__}") from None
+    X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"data: X must be 2-D (n, d), got shape {X.shape}")
+    y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
+    if y.shape != (X.shape[0],):
+        raise ValueError(f"data: y must have shape ({X.shape[0]},) to match X, got {y.shape}")
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
+        raise ValueError("data: X and y must be finite")
+    return X, y
+
+
+def _check_model(built, cfg: config_mod.Config):
+    import jax
+
+    try:
+        model, params, consts = built
+    except (TypeError, ValueError):
+        raise ValueError("model: expected (Model, params, consts) from models.from_apply_fn, from_linen or "
+                         f"from_flax, got {type(built).__name__}") from None
+    if not isinstance(model, Model):
+        raise ValueError(f"model: the first item must be an ntkdyn Model, got {type(model).__name__}")
+    if cfg.theory.kernel == "Hinf" and model.hinf is None:
+        raise config_mod.ConfigError(f"theory.kernel: 'Hinf' needs an infinite-width kernel, which model "
+                                     f"{model.name!r} does not have; use 'H0'")
+    wrong = sorted({str(leaf.dtype) for leaf in jax.tree.leaves(params)
+                    if np.issubdtype(leaf.dtype, np.inexact) and leaf.dtype != np.dtype(cfg.dtype)})
+    if wrong:
+        raise config_mod.ConfigError(f"dtype: the model's parameters are {', '.join(wrong)} but dtype is "
+                                     f"{cfg.dtype!r}; make them {cfg.dtype} or set dtype to match")
+    return model, params, consts
+
+
+def _described_config(cfg: config_mod.Config, setup, user_model: bool, user_data: bool) -> dict:
+    import jax
+
+    doc = config_mod.to_dict(cfg)
+    if user_model:
+        doc["model"] = {"name": setup.model.name, "source": "python", "loss": setup.model.loss,
+                        "parameters": int(sum(np.size(leaf) for leaf in jax.tree.leaves(setup.params)))}
+    if user_data:
+        doc["data"] = {"source": "python", "n": int(setup.X.shape[0]), "d": int(setup.X.shape[1])}
+    return doc
+
+
+def run_study(config: config_mod.Config | Mapping | str, *, model: tuple[Model, Any, Any] | None = None,
+              data: tuple[Any, Any] | None = None, out: str | None = None,
+              progress: bool = False) -> results.RunResult:
+    """Train every optimizer of ``config`` and predict it from theory (as ``python -m ntkdyn.run``).
+
+    Args:
+        config: a ``Config``, a mapping as in the YAML files (``config.from_dict``) or a YAML path.
+            With ``model``/``data`` given, the mapping must not have a ``model``/``data`` section.
+        model: ``(Model, params, consts)`` from ``models.from_apply_fn``, ``from_linen`` or
+            ``from_flax``; its floating parameters must have the config's ``dtype``. Default: the
+            config's model.
+        data: ``(X, y)`` with X (n, d) and y (n,); default: the config's data.
+        out: a folder to write the run into (``results.write_run``), or None.
+        progress: print a progress line per chunk of steps.
+    Returns:
+        ``results.RunResult``: spectrum, one ``OptimizerResult`` per label (verdict, fitted,
+        predicted, deviation, kernel drift, trajectories), data (X, y, e0), kernels (H0, eigvals, Hinf).
+    Raises:
+        ConfigError / ValueError: bad config, model or data, before any training.
+    """
+    import jax
+
+    from ntkdyn import pipeline, train
+
+    cfg = _config(config, model is not None, data is not None)
+    built = _check_model(model, cfg) if model is not None else None
+    X_y = _check_data(data) if data is not None else None
+    t_start = time.perf_counter()
+    with jax.enable_x64(True):
+        X_y = X_y if X_y is not None else pipeline.load_data(cfg)
+        setup = pipeline.prepare(cfg, X_y, built)
+        opts = {}
+        times: dict[str, Any] = dict(setup.times)
+        for oc in cfg.optimizers:
+            t = time.perf_counter()
+            printer = train.progress_printer(oc.label, cfg.train.steps, 1) if progress else None
+            arrays, metrics = pipeline.run_optimizer(cfg, setup, oc, printer)
+            times[oc.label] = {**metrics.pop("times"), "total_s": time.perf_counter() - t}
+            opts[oc.label] = results.OptimizerResult.from_json(oc.label, metrics, arrays)
+    lam = setup.lam
+    spectrum = results.Spectrum(float(lam[0]), float(lam[-1]), float(lam[-1] / lam[0]) if lam[0] > 0 else None,
+                                float(setup.c), cfg.theory.kernel)
+    kernels = {"H0": setup.H0, "eigvals": lam, "kernel_used": np.asarray(cfg.theory.kernel),
+               "loss_scale": np.asarray(setup.c)}
+    if setup.Hinf is not None:
+        kernels["Hinf"] = setup.Hinf
+    times["total"] = time.perf_counter() - t_start
+    run = results.RunResult(config=_described_config(cfg, setup, model is not None, data is not None),
+                            spectrum=spectrum, optimizers=opts, data={"X": setup.X, "y": setup.y, "e0": setup.e0},
+                            kernels=kernels, env={"dtype": cfg.dtype, "seed": cfg.seed, "command": "ntkdyn.run_study",
+                                                  "times_s": times},
+                            run_id=cfg.name, folder=out)
+    if out is not None:
+        results.write_run(out, run)
+    return run
