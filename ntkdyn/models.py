@@ -126,7 +126,11 @@ RELEASED = Model("released", released_apply, "mse", released_gram, None)
 
 # --------------------------------------------------------------------------- flax models
 def from_flax(module, loss: str = "half_sum", name: str = "flax") -> tuple[Model, Params, Params]:
-    """Wrap any flax NNX module (``module(X)`` of shape (n,) or (n, 1)): trained = its nnx.Param."""
+    """Wrap any flax NNX module (``module(X)`` of shape (n,) or (n, 1)): trained = its nnx.Param.
+    A pair ``(linen_module, variables)`` goes to ``from_linen`` (so a ``model.module`` factory may
+    return either)."""
+    if isinstance(module, tuple) and len(module) == 2:
+        return from_linen(module[0], module[1], loss, name)
     from flax import nnx
 
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
@@ -212,3 +216,75 @@ def load_params(path: str, params, consts):
 
 def save_params(path: str, params, consts) -> None:
     np.savez(path, **{k: np.asarray(v) for k, v in {**flat_names(consts), **flat_names(params)}.items()})
+
+
+# --------------------------------------------------------------------------- user models
+def _scalar_output(out, n: int, what: str):
+    """``out`` as shape (n,): (n,) and (n, 1) are accepted, anything else is an error naming ``what``."""
+    if out.shape == (n, 1):
+        return out.reshape(n)
+    if out.shape != (n,):
+        raise ValueError(f"{what} must return one output per input, shape ({n},) or ({n}, 1); got {out.shape}")
+    return out
+
+
+def _check_loss(loss: str) -> None:
+    if loss not in LOSSES:
+        raise ValueError(f"loss: unknown {loss!r}; allowed: {', '.join(LOSSES)}")
+
+
+def from_linen(module, variables, loss: str = "half_sum", name: str = "linen") -> tuple[Model, Params, Params]:
+    """Wrap a flax Linen module and its ``variables`` (from ``module.init``): the ``params``
+    collection is trained, the other collections (e.g. ``batch_stats``) are held fixed.
+
+    Args:
+        module: a ``flax.linen.Module`` whose ``apply(variables, X)`` has shape (n,) or (n, 1).
+        variables: ``module.init(key, X)``; must hold a ``params`` collection.
+        loss: ``half_sum`` | ``mse`` | ``half_mse`` (``loss_scale``).
+    Returns:
+        (Model, params, consts) as the pipeline takes them (``pipeline.prepare(..., built=...)``).
+    """
+    _check_loss(loss)
+    if not hasattr(variables, "keys") or "params" not in variables:
+        raise ValueError(f"from_linen: variables must be module.init(...)'s mapping with a 'params' collection; "
+                         f"got {type(variables).__name__}"
+                         + (f" with keys {sorted(variables)}" if hasattr(variables, "keys") else ""))
+    params = variables["params"]
+    consts = {k: v for k, v in variables.items() if k != "params"}
+
+    def apply(p, c, X):
+        return _scalar_output(module.apply({"params": p, **c}, X), X.shape[0], f"linen module {type(module).__name__}")
+
+    return Model(name, apply, loss), params, consts
+
+
+def from_apply_fn(apply_fn: Callable[[Params, jax.Array], jax.Array], params, loss: str = "half_sum",
+                  name: str = "apply_fn") -> tuple[Model, Params, Params]:
+    """Wrap any JAX function ``apply_fn(params, X)`` of shape (n,) or (n, 1), with ``params`` any
+    pytree of arrays (all of it is trained): a plain function, a flax Linen ``module.apply`` with
+    its variables (every collection then trained: use ``from_linen`` to train ``params`` only),
+    a stax ``apply_fn``, or an equinox model split by ``eqx.partition``.
+
+    The empirical NTK of such a model is computed by ``ntk.gram`` (Jacobian contraction or NTK-vector
+    products); it has no infinite-width kernel, so predictions use ``theory.kernel: H0``.
+
+    Args:
+        apply_fn: pure function of (params, X (n, d)) -> outputs.
+        params: the initial parameters.
+        loss: ``half_sum`` (1/2 ||u - y||^2) | ``mse`` | ``half_mse``; K = c H with c from ``loss_scale``.
+        name: the model's name in results.
+    Returns:
+        (Model, params, consts) with empty consts.
+    """
+    _check_loss(loss)
+    if not callable(apply_fn):
+        raise ValueError(f"from_apply_fn: apply_fn must be callable, got {type(apply_fn).__name__}")
+    leaves = jax.tree.leaves(params)
+    if not leaves:
+        raise ValueError("from_apply_fn: params has no array leaves (nothing to train)")
+
+    def apply(p, c, X):
+        return _scalar_output(apply_fn(p, X), X.shape[0], f"apply_fn {getattr(apply_fn, '__name__', '')}".strip())
+
+    return Model(name, apply, loss), params, {}
+

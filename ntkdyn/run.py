@@ -19,15 +19,58 @@ from ntkdyn import config as config_mod
 from ntkdyn import results
 
 
+HELP_EPILOG = """\
+config sections (README "Config keys"):
+  name, seed, dtype    float32 | float64 (training; theory is always float64)
+  data:                source sphere | digits | npz | mnist (n, d, target, normalize, path, ...)
+  model:               name paper | released | mlp | flax (width, depth, loss, module, init_params)
+  train:               steps, record_every, error_at, kernel_at, divergence_factor
+  theory:              kernel H0 | Hinf, diffrax, rtol, atol
+  rates:               window [start, end], stall_factor
+  optimizers:          list of {name, eta, label, beta, r, kwargs}: gd, hb, nag, nag_c, ... or any optax name
+  control:             optional control view (configs/control.yaml)
+
+sweeps: a 'sweep:' section makes a grid (the product of its axes), e.g.
+  sweep:
+    seed: {range: [0, 8]}          # 0..7; also {linspace: [a, b, num]}, {geom: [a, b, num]}
+    beta: [0.0, 0.5, 0.9]          # eta, beta, r apply to every optimizer that takes them
+    width: [1024, 4096]            # aliases seed, width, n, d, steps; or any dotted key
+  or on the command line: --set 'sweep={beta: [0.0, 0.5, 0.9]}'
+
+exit status: 0 ok; 1 an optimizer, the plot or the control stage failed (the rest is written);
+2 bad config or input (nothing computed).
+"""
+
+
+def _config_list() -> str:
+    """The configs/ shipped beside the package, each with its first comment line."""
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    if not os.path.isdir(folder):
+        return ""
+    lines = []
+    for name in sorted(f for f in os.listdir(folder) if f.endswith(".yaml")):
+        with open(os.path.join(folder, name)) as fh:
+            first = fh.readline().strip()
+        lines.append(f"  configs/{name:<18} {first.lstrip('# ') if first.startswith('#') else ''}")
+    return "configs:\n" + "\n".join(lines) + "\n\n"
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ntkdyn.run", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ntkdyn.run", description=__doc__.split("\n")[0],
+                                epilog=_config_list() + HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="YAML config file (see configs/)")
+    p.add_argument("--format", choices=("png", "svg", "pdf"), default="png",
+                   help="figure format (default png); each figure's data is written beside it as .csv")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.steps=500 --set optimizers.0.eta=0.1")
     p.add_argument("--out", help="results folder (default results/<name>-<time>)")
     p.add_argument("--quiet", action="store_true", help="print only the summary table")
     p.add_argument("--distributed", action="store_true",
-                   help="call jax.distributed.initialize() first (multi-host sweeps; see README)")
+                   help="call jax.distributed.initialize() first (multi-process sweeps; README \"Scaling out\")")
+    p.add_argument("--coordinator", metavar="HOST:PORT", help="with --distributed: coordinator address "
+                   "(default: found by jax on a cluster, or JAX_COORDINATOR_ADDRESS)")
+    p.add_argument("--num-processes", type=int, help="with --distributed: number of processes")
+    p.add_argument("--process-id", type=int, help="with --distributed: this process's id (0 writes the results)")
     return p.parse_args(argv)
 
 
@@ -90,20 +133,34 @@ def fmt(x, spec=".4g") -> str:
 
 
 def summary_table(metrics: dict) -> str:
-    head = ["label", "optimizer", "eta", "beta/r", "status", "verdict", "kernel/ODE verdicts",
-            "fitted rate", "predicted rate", "power exp", "dev discrete", "dev ODE", "dev hr-ODE", "drift"]
+    """One row per optimizer (README "Reading the verdicts"): verdict (on L - L* where marked) and its
+    margin over the fitted steps; local (envelope) rate and exponent; theory's asymptotic loss factor
+    and where the window lies relative to its horizon (k* crossover, k_s slowest-mode time);
+    deviations: max relative gap and max/mean log10 gap of each prediction."""
+    head = ["label", "optimizer", "eta", "beta/r", "status", "verdict", "margin", "window",
+            "kernel/ODE verdicts", "local rate", "local exp", "predicted rate", "window vs horizon",
+            "dev discrete", "dev ODE", "dev hr-ODE", "log10 gap disc", "drift"]
     rows = [head]
     for label, m in metrics["optimizers"].items():
         hp = m.get("beta") if m.get("beta") is not None else (f"r={m['r']:g}" if m.get("r") is not None else None)
         tv = m.get("theory_verdicts") or {}
-        rows.append([label, m.get("optimizer"), fmt(m.get("eta")), fmt(hp), m.get("status"), m.get("verdict", "-"),
+        fit, dev = m.get("fitted") or {}, m.get("deviation") or {}
+        verdict = m.get("verdict", "-") + (" (L-L*)" if fit.get("fitted_on") == "L - L*" else "")
+        win = fit.get("window")
+        reg = m.get("regime") or {}
+        horizon = "-"
+        if reg.get("horizon") is not None:
+            name = "k*" if reg.get("horizon_kind") == "crossover" else "k_s"
+            horizon = f"{reg.get('window_position') or ''} {name}={reg['horizon']:.4g}".strip()
+        gap = (m.get("deviation_log10") or {}).get("discrete") or {}
+        rows.append([label, m.get("optimizer"), fmt(m.get("eta")), fmt(hp), m.get("status"), verdict,
+                     fmt(fit.get("margin"), "+.2f"), f"{win[0]:g}-{win[1]:g}" if win and win[1] else "-",
                      "/".join(tv.get(k, "-") for k in ("discrete", "ode")) if tv else "-",
-                     fmt((m.get("fitted") or {}).get("linear_rate"), ".6f"),
-                     fmt((m.get("predicted") or {}).get("linear_rate"), ".6f"),
-                     fmt((m.get("fitted") or {}).get("power_exponent"), ".3f"),
-                     fmt((m.get("deviation") or {}).get("discrete"), ".3g"),
-                     fmt((m.get("deviation") or {}).get("ode"), ".3g"),
-                     fmt((m.get("deviation") or {}).get("ode_hr"), ".3g"), fmt(m.get("kernel_drift"), ".3g")])
+                     fmt(fit.get("local_linear_rate"), ".6f"), fmt(fit.get("local_power_exponent"), ".3f"),
+                     fmt((m.get("predicted") or {}).get("linear_rate"), ".6f"), horizon,
+                     fmt(dev.get("discrete"), ".3g"), fmt(dev.get("ode"), ".3g"), fmt(dev.get("ode_hr"), ".3g"),
+                     f"{fmt(gap.get('max'), '.2g')}/{fmt(gap.get('mean'), '.2g')}" if gap else "-",
+                     fmt(m.get("kernel_drift"), ".3g")])
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -131,7 +188,9 @@ def main(argv=None) -> int:
     import jax
 
     if args.distributed:
-        jax.distributed.initialize()  # coordinator, process count and id from the environment
+        from ntkdyn.train import init_distributed
+
+        init_distributed(args.coordinator, args.num_processes, args.process_id)
     jax.config.update("jax_enable_x64", True)  # float64 available; training uses cfg.dtype explicitly
     import numpy as np
 
@@ -191,7 +250,7 @@ def main(argv=None) -> int:
     results.write_json(os.path.join(out, "metrics.json"), metrics)
 
     failed |= not guarded_stage(env, "plot", lambda: plots.loss_figure(
-        trajectories, metrics["optimizers"], os.path.join(out, "loss.png")))
+        trajectories, metrics["optimizers"], os.path.join(out, f"loss.{args.format}")))
     if cfg.control is not None:  # control.json and the control figures (ntkdyn.control)
         def control_stage():
             from ntkdyn import control_plots
@@ -324,7 +383,7 @@ def run_sweep(raw: dict, runs, args, say, t_start: float) -> int:
         table.writerows(rows)
         results.write_text(os.path.join(out, "summary.csv"), buffer.getvalue())
         failed |= not guarded_stage(env, "plot", lambda: plots.sweep_figure(
-            rows, list(runs[0].values), os.path.join(out, "sweep.png")))
+            rows, list(runs[0].values), os.path.join(out, f"sweep.{args.format}")))
         env["times_s"]["total"] = time.perf_counter() - t_start
         results.write_json(os.path.join(out, "env.json"), env)
     print(sweep_table(rows, list(runs[0].values)))
