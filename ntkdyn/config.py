@@ -13,10 +13,11 @@ import types
 import typing
 from typing import Any
 
+import numpy as np
 import yaml
 
 from ntkdyn import data as data_mod
-from ntkdyn import models, optimizers
+from ntkdyn import models, optimizers, schedules
 
 
 class ConfigError(ValueError):
@@ -59,6 +60,9 @@ class TrainConfig:
     error_at: list[int] | None = None  # default [0, steps]
     kernel_at: list[int] | None = None  # default [0, steps/4, steps/2, steps]
     divergence_factor: float = 1e6
+    batch_size: int | None = None  # mini-batch size b (default: full batch); 1..data.n
+    sampling: str = "replacement"  # replacement (b i.i.d. indices a step) | shuffle (epochs of a permutation)
+    sampling_runs: int = 1  # independent batch orders trained per optimizer (one program; same data, init)
 
 
 @dataclasses.dataclass
@@ -67,6 +71,8 @@ class TheoryConfig:
     diffrax: bool = True
     rtol: float = 1e-10
     atol: float = 1e-12
+    linearized: str = "auto"  # train the network's linearisation too: auto (optimizers without a recurrence) | always | never
+    mc_runs: int = 2000  # sampled batch orders of the kernel-regime recurrence (mini-batch bands; shuffle's mean)
 
 
 @dataclasses.dataclass
@@ -78,14 +84,16 @@ class RatesConfig:
 @dataclasses.dataclass
 class OptimizerConfig:
     name: str
-    eta: float | None = None  # required unless the optimizer sets it from the spectrum (hb_polyak)
+    # a number, or an optax schedule {schedule: NAME, **its arguments} (ntkdyn.schedules); required
+    # unless the optimizer sets it from the spectrum (hb_polyak)
+    eta: float | dict | None = None
     label: str | None = None
     beta: float | None = None
     r: float | None = None
     kwargs: dict | None = None  # extra arguments of an optax optimizer (empirical only)
 
     def hyper(self) -> dict:
-        h = {"eta": self.eta}
+        h = {"eta": schedules.from_config(self.eta) if isinstance(self.eta, dict) else self.eta}
         for key in ("beta", "r"):
             if getattr(self, key) is not None:
                 h[key] = getattr(self, key)
@@ -141,6 +149,8 @@ def _coerce(value: Any, tp, key: str):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        if isinstance(value, dict) and dict in inner:  # e.g. eta: a number or a schedule mapping
+            return value
         return _coerce(value, inner[0], key)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -274,6 +284,7 @@ def validate(cfg: Config) -> Config:
         if o.name not in optimizers.REGISTRY:
             raise ConfigError(f"{key}.name: unknown optimizer {o.name!r}; allowed: {', '.join(sorted(optimizers.REGISTRY))}")
         _check_optimizer(key, o, optimizers.REGISTRY[o.name], labels)
+    _check_beyond_full_batch(cfg)
     if cfg.control is not None:  # control: section (ntkdyn.control)
         from ntkdyn import control
 
@@ -350,7 +361,12 @@ def _check_optimizer(key: str, o: OptimizerConfig, spec: optimizers.OptimizerSpe
     """Checks of one optimizer entry against its declaration; fills its label (appended to labels)."""
     if getattr(spec, "tune", None) is None and o.eta is None:
         raise ConfigError(f"{key}.eta: required by optimizer {o.name!r}")
-    if o.eta is not None and not (o.eta > 0 and math.isfinite(o.eta)):
+    if isinstance(o.eta, dict):
+        try:
+            schedules.from_config(o.eta)
+        except ValueError as exc:
+            raise ConfigError(f"{key}.eta: {exc}") from None
+    elif o.eta is not None and not (o.eta > 0 and math.isfinite(o.eta)):
         raise ConfigError(f"{key}.eta: must be > 0, got {o.eta}")
     takes = "eta" + "".join(f", {h}" for h in spec.hyper)
     for hp in ("beta", "r"):
@@ -376,6 +392,36 @@ def _check_optimizer(key: str, o: OptimizerConfig, spec: optimizers.OptimizerSpe
     if o.label in labels or "/" in o.label:
         raise ConfigError(f"{key}.label: {o.label!r} repeats another label or contains '/'; labels must be unique")
     labels.append(o.label)
+
+
+def _check_beyond_full_batch(cfg: Config) -> None:
+    """Mini-batch (train.batch_size, train.sampling, train.sampling_runs), scheduled eta and the
+    linearised prediction (theory.linearized, theory.mc_runs): values, and combinations not supported."""
+    t, th = cfg.train, cfg.theory
+    _allowed("train.sampling", t.sampling, ("replacement", "shuffle"))
+    if t.batch_size is not None and not 1 <= t.batch_size <= cfg.data.n:
+        raise ConfigError(f"train.batch_size: must be in 1..data.n={cfg.data.n} (or null: full batch), got {t.batch_size}")
+    if t.sampling_runs < 1:
+        raise ConfigError(f"train.sampling_runs: must be >= 1, got {t.sampling_runs}")
+    if t.sampling_runs > 1 and t.batch_size is None:
+        raise ConfigError(f"train.sampling_runs: {t.sampling_runs} runs of full-batch training are identical; "
+                          "set train.batch_size or leave sampling_runs at 1")
+    _allowed("theory.linearized", th.linearized, ("auto", "always", "never"))
+    if th.mc_runs < 2:
+        raise ConfigError(f"theory.mc_runs: must be >= 2, got {th.mc_runs}")
+    for i, o in enumerate(cfg.optimizers):
+        if isinstance(o.eta, dict):
+            etas = schedules.eta_values(schedules.from_config(o.eta), t.steps)
+            if not (np.all(np.isfinite(etas)) and np.all(etas >= 0) and np.any(etas > 0)):
+                raise ConfigError(f"optimizers[{i}].eta: the schedule must give finite eta_k >= 0, not all 0, over "
+                                  f"train.steps={t.steps}; got min {etas.min():.3g}, max {etas.max():.3g}")
+    if cfg.control is not None:
+        scheduled = [o.label for o in cfg.optimizers if isinstance(o.eta, dict)
+                     and (cfg.control.labels is None or o.label in cfg.control.labels)]
+        if t.batch_size is not None or scheduled:
+            what = "train.batch_size" if t.batch_size is not None else f"the scheduled eta of {', '.join(scheduled)}"
+            raise ConfigError(f"control: the control view is full-batch with a constant eta; remove {what} "
+                              "or the control: section")
 
 
 def from_dict(raw: dict) -> Config:

@@ -132,7 +132,8 @@ def eta_values(eta, steps: int) -> np.ndarray:
     import jax.numpy as jnp
 
     with jax.enable_x64(True):
-        return np.asarray(eta(jnp.arange(steps, dtype=jnp.int64)), np.float64).reshape(steps)
+        values = np.asarray(eta(jnp.arange(steps, dtype=jnp.int64)), np.float64)
+        return np.broadcast_to(values, (steps,)).copy()  # constant_schedule ignores the count
 
 
 def hyper_at(hyper: dict, eta_k: float) -> dict:

@@ -1,0 +1,128 @@
+"""Step-size schedules (ntkdyn.schedules) in the config, the training face and the recurrence.
+
+References: the schedules' formulas written out in numpy; a hand-written parameter-space loop of
+GD / heavy ball / Nesterov with eta_k on a linear model f(theta) = Phi theta; a parameter-space
+Monte-Carlo for the mini-batch second moment with a schedule.
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ntkdyn import config, models, optimizers, schedules, stochastic, theory
+from ntkdyn.train import TrainPlan, train
+
+STEPS = 50
+
+
+def _values(raw):
+    return schedules.eta_values(schedules.from_config(raw), STEPS)
+
+
+def test_schedule_values_match_their_formulas():
+    t = np.arange(STEPS, dtype=float)
+    got = _values({"schedule": "cosine_decay", "init_value": 0.3, "decay_steps": 40, "alpha": 0.1})
+    frac = np.minimum(t, 40) / 40
+    np.testing.assert_allclose(got, 0.3 * ((1 - 0.1) * 0.5 * (1 + np.cos(np.pi * frac)) + 0.1), rtol=1e-6)
+    got = _values({"schedule": "warmup_cosine", "init_value": 0.0, "peak_value": 0.2, "warmup_steps": 10,
+                   "decay_steps": 40})
+    warm = 0.2 * t / 10
+    cos = 0.5 * 0.2 * (1 + np.cos(np.pi * np.clip(t - 10, 0, 30) / 30))
+    np.testing.assert_allclose(got, np.where(t < 10, warm, cos), rtol=1e-6, atol=1e-9)
+    got = _values({"schedule": "piecewise", "init_value": 0.2, "boundaries_and_scales": {10: 0.5, 30: 0.1}})
+    np.testing.assert_allclose(got, np.where(t < 10, 0.2, np.where(t < 30, 0.1, 0.01)), rtol=1e-6)
+    got = _values({"schedule": "exponential", "init_value": 0.2, "transition_steps": 5, "decay_rate": 0.5})
+    np.testing.assert_allclose(got, 0.2 * 0.5 ** (t / 5), rtol=1e-6)
+    assert schedules.eta_values(0.1, 3).tolist() == [0.1, 0.1, 0.1]
+
+
+def _param_loop(Phi, y, name, etas, beta):
+    """GD / HB (v = beta v + g, theta -= eta_k v) / NAG (optax form: theta -= eta_k (g + beta v)),
+    written out on L = 1/2 ||Phi theta - y||^2; losses at k = 0..len(etas)."""
+    theta = np.zeros(Phi.shape[1])
+    v = np.zeros_like(theta)
+    out = [0.5 * np.sum((Phi @ theta - y) ** 2)]
+    for eta in etas:
+        g = Phi.T @ (Phi @ theta - y)
+        if name == "gd":
+            theta = theta - eta * g
+        elif name == "hb":
+            v = beta * v + g
+            theta = theta - eta * v
+        else:
+            v = beta * v + g
+            theta = theta - eta * (g + beta * v)
+        out.append(0.5 * np.sum((Phi @ theta - y) ** 2))
+    return np.array(out)
+
+
+RAW = {"schedule": "warmup_cosine", "init_value": 0.05, "peak_value": 0.6, "warmup_steps": 10, "decay_steps": 50}
+
+
+@pytest.mark.parametrize("name", ["gd", "hb", "nag"])
+def test_scheduled_recurrence_and_training_match_a_hand_written_loop(name):
+    rng = np.random.default_rng(0)
+    n, p = 6, 20
+    Phi = rng.standard_normal((n, p)) / math.sqrt(p)
+    y = rng.standard_normal(n)
+    sched = schedules.from_config(RAW)
+    hyper = {"eta": sched} if name == "gd" else {"eta": sched, "beta": 0.5}
+    etas = schedules.eta_values(sched, STEPS)
+    want = _param_loop(Phi, y, name, etas, 0.5)
+    lam, V = theory.eigen(Phi @ Phi.T)
+    spec = optimizers.get(name)
+    rec = theory.modal_loss(theory.discrete_modes(spec, hyper, lam, V.T @ -y, STEPS), 1.0)
+    np.testing.assert_allclose(rec, want, rtol=1e-10)
+    const = theory.modal_loss(theory.discrete_modes(spec, {**hyper, "eta": 0.6}, lam, V.T @ -y, STEPS), 1.0)
+    assert np.max(np.abs(const / want - 1)) > 1e-2  # the schedule matters: the comparison can fail
+    linear = models.Model("linear", lambda th, c, X: X @ th["w"], "half_sum")
+    res = train(linear, spec, hyper, 1.0, TrainPlan(STEPS, 1), {"w": jnp.zeros(p, jnp.float64)}, {},
+                jnp.asarray(Phi), jnp.asarray(y))
+    np.testing.assert_allclose(res.loss, want, rtol=1e-5)  # optax evaluates the schedule in float32
+
+
+def test_scheduled_second_moment_vs_monte_carlo():
+    rng = np.random.default_rng(1)
+    n, p, b, R = 6, 18, 2, 20000
+    Phi = rng.standard_normal((n, p)) / math.sqrt(p)
+    y = rng.standard_normal(n)
+    sched = schedules.from_config({"schedule": "exponential", "init_value": 0.3, "transition_steps": 10,
+                                   "decay_rate": 0.3})
+    etas = schedules.eta_values(sched, 30)
+    lam, V = theory.eigen(Phi @ Phi.T)
+    exact = stochastic.second_moment_loss(optimizers.get("gd"), {"eta": sched}, lam, V, V.T @ -y, 1.0, 30, b)
+    theta = np.zeros((R, p))
+    losses = [np.full(R, 0.5 * y @ y)]
+    for eta in etas:  # SGD with eta_k, written out in parameter space
+        idx = rng.integers(0, n, (R, b))
+        r = np.einsum("rbp,rp->rb", Phi[idx], theta) - y[idx]
+        theta = theta - eta * (n / b) * np.einsum("rbp,rb->rp", Phi[idx], r)
+        losses.append(0.5 * np.sum((theta @ Phi.T - y) ** 2, axis=1))
+    runs = np.stack(losses, 1)
+    se = runs.std(0) / math.sqrt(R)
+    assert np.all(np.abs(runs.mean(0) - exact) <= 5 * se + 1e-9 * exact)
+
+
+def _cfg(eta, **train):
+    raw = {"optimizers": [{"name": "gd", "eta": eta}], "data": {"n": 8}, "train": {"steps": 20, **train}}
+    return config.from_dict(raw)
+
+
+def test_config_schedule_and_batch_errors():
+    cfg = _cfg({"schedule": "cosine_decay", "init_value": 0.1, "decay_steps": 20})
+    assert isinstance(cfg.optimizers[0].hyper()["eta"], schedules.Schedule)
+    for eta, match in [({"schedule": "cosine"}, "optimizers\\[0\\].eta: schedule: 'cosine' is not allowed"),
+                       ({"schedule": "cosine_decay", "init_value": 0.1}, "decay_steps: required"),
+                       ({"schedule": "constant", "value": 0.1, "foo": 1}, "foo: not an argument"),
+                       ({"schedule": "constant", "value": -0.1}, "finite eta_k >= 0"),
+                       ({"schedule": "piecewise", "init_value": 0.1, "boundaries_and_scales": [1]}, "boundaries")]:
+        with pytest.raises(config.ConfigError, match=match):
+            _cfg(eta)
+    with pytest.raises(config.ConfigError, match="train.batch_size: must be in 1..data.n=8"):
+        _cfg(0.1, batch_size=9)
+    with pytest.raises(config.ConfigError, match="train.sampling: 'cyclic' is not allowed"):
+        _cfg(0.1, batch_size=2, sampling="cyclic")
+    with pytest.raises(config.ConfigError, match="train.sampling_runs"):
+        _cfg(0.1, sampling_runs=4)
