@@ -294,3 +294,141 @@ def test_scientific_notation_numbers_are_numbers(tmp_path):
     assert cfg.theory.rtol == pytest.approx(1e-8)
     raw = config.apply_override(copy.deepcopy(MINIMAL), "optimizers.0.eta=5e-4")
     assert config.from_dict(raw).optimizers[0].eta == pytest.approx(5e-4)
+
+
+# --------------------------------------------------------------------------- npz: all points unless data.n
+def _npz(tmp_path, n=37, d=3):
+    X = np.arange(n * d, dtype=np.float64).reshape(n, d) + 1.0
+    path = tmp_path / "pts.npz"
+    np.savez(path, X=X, y=np.arange(n, dtype=np.float64))
+    return str(path), X
+
+
+def test_npz_uses_all_points_unless_n_is_given(tmp_path):
+    from ntkdyn import pipeline
+    path, X = _npz(tmp_path)
+    cfg = config.from_dict(_with(data={"source": "npz", "path": path, "normalize": "none"}))
+    assert cfg.data.n == 37  # the file's size, stated in the config
+    X2, y2 = pipeline.load_data(cfg)
+    np.testing.assert_array_equal(X2, X)  # all points, in the file's order
+    np.testing.assert_array_equal(y2, np.arange(37.0))
+    cfg = config.from_dict(_with(data={"source": "npz", "path": path, "normalize": "none", "n": 10}))
+    X3, y3 = pipeline.load_data(cfg)
+    assert X3.shape == (10, 3)
+    np.testing.assert_array_equal(X3, X[y3.astype(int)])  # a subset of the file's rows, y kept with its x
+    with pytest.raises(ConfigError, match=r"data.n: 38 is more than the 37 points in data.path .*pts.npz"):
+        config.from_dict(_with(data={"source": "npz", "path": path, "n": 38}))
+
+
+def test_npz_without_X_is_a_config_error(tmp_path):
+    path = tmp_path / "noX.npz"
+    np.savez(path, Z=np.zeros((3, 2)), y=np.zeros(3))
+    with pytest.raises(ConfigError, match=r"data.path: .*noX.npz has no array 'X' \(it has \['Z', 'y'\]\)"):
+        config.from_dict(_with(data={"source": "npz", "path": str(path)}))
+
+
+# --------------------------------------------------------------------------- MNIST from local files
+def _write_idx(path, array: np.ndarray, code: int = 0x08) -> None:
+    """An IDX file as specified by LeCun (magic 0 0 type ndim, big-endian uint32 sizes, data)."""
+    import gzip
+    header = bytes([0, 0, code, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "wb") as fh:
+            fh.write(payload)
+    else:
+        with open(path, "wb") as fh:
+            fh.write(payload)
+
+
+def _tiny_mnist(tmp_path, gz: bool, count=9):
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+    images[0, 0, 0], images[1, 0, 0] = 255, 0
+    labels = rng.integers(0, 10, size=count, dtype=np.uint8)
+    z = ".gz" if gz else ""
+    _write_idx(tmp_path / f"train-images-idx3-ubyte{z}", images)
+    _write_idx(tmp_path / f"train-labels-idx1-ubyte{z}", labels)
+    return images, labels
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("where", ["folder", "images_file"])
+def test_mnist_idx_notebook_preprocessing(tmp_path, gz, where):
+    """First n images, flattened, / 255 (torchvision ToTensor), the digit as float target."""
+    from ntkdyn import pipeline
+    images, labels = _tiny_mnist(tmp_path, gz)
+    path = str(tmp_path) if where == "folder" else str(tmp_path / ("train-images-idx3-ubyte" + (".gz" if gz else "")))
+    cfg = config.from_dict(_with(data={"source": "mnist", "path": path, "n": 6}))
+    assert cfg.data.normalize == "pixels"
+    X, y = pipeline.load_data(cfg)
+    assert X.shape == (6, 784) and X.dtype == np.float64
+    for i in range(6):
+        np.testing.assert_array_equal(X[i], images[i].reshape(-1) / 255.0)
+    assert X[0, 0] == 1.0 and X[1, 0] == 0.0
+    np.testing.assert_array_equal(y, labels[:6].astype(np.float64))
+    # unit normalisation on request, raw intensities with 'none'
+    Xn, _ = pipeline.load_data(config.from_dict(_with(data={"source": "mnist", "path": path, "n": 6,
+                                                            "normalize": "none"})))
+    np.testing.assert_array_equal(Xn, images[:6].reshape(6, -1).astype(np.float64))
+
+
+def test_mnist_npz_and_default_n(tmp_path):
+    from ntkdyn import pipeline
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, size=(700, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 10, size=700, dtype=np.uint8)
+    path = tmp_path / "mnist.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=x[:5], y_test=y[:5])
+    cfg = config.from_dict(_with(data={"source": "mnist", "path": str(path)}))
+    assert cfg.data.n == 600  # the released notebook's default
+    X, yy = pipeline.load_data(cfg)
+    np.testing.assert_array_equal(X, x[:600].reshape(600, -1) / 255.0)
+    np.testing.assert_array_equal(yy, y[:600].astype(float))
+    bad = tmp_path / "other.npz"
+    np.savez(bad, X=np.zeros((3, 2)))
+    with pytest.raises(ConfigError, match=r"data.path: .*other.npz has no array 'x_train'"):
+        config.from_dict(_with(data={"source": "mnist", "path": str(bad), "n": 2}))
+
+
+def test_mnist_errors_name_the_key(tmp_path):
+    _tiny_mnist(tmp_path, gz=False, count=9)
+    with pytest.raises(ConfigError, match=r"data.n: 10 is more than the 9 points in data.path"):
+        config.from_dict(_with(data={"source": "mnist", "path": str(tmp_path), "n": 10}))
+    with pytest.raises(ConfigError, match=r"data.n: 600 is more than the 9 points"):  # the default n
+        config.from_dict(_with(data={"source": "mnist", "path": str(tmp_path)}))
+    with pytest.raises(ConfigError, match="data.path: required when data.source is 'mnist'"):
+        config.from_dict(_with(data={"source": "mnist"}))
+    with pytest.raises(ConfigError, match="data.path: not found"):
+        config.from_dict(_with(data={"source": "mnist", "path": str(tmp_path / "nowhere")}))
+    with pytest.raises(ConfigError, match="data.normalize: 'pixels' is for image sources"):
+        config.from_dict(_with(data={"source": "sphere", "normalize": "pixels"}))
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    _write_idx(lonely / "t10k-images-idx3-ubyte", np.zeros((2, 28, 28)))
+    with pytest.raises(ConfigError, match="data.path: no labels file t10k-labels-idx1-ubyte"):
+        config.from_dict(_with(data={"source": "mnist", "path": str(lonely / "t10k-images-idx3-ubyte"), "n": 1}))
+    _write_idx(lonely / "t10k-labels-idx1-ubyte", np.zeros(3))
+    with pytest.raises(ConfigError, match="holds 2 images but .* 3 labels"):
+        config.from_dict(_with(data={"source": "mnist", "path": str(lonely / "t10k-images-idx3-ubyte"), "n": 1}))
+    junk = tmp_path / "junk-images-idx3-ubyte"
+    junk.write_bytes(b"\x08\x03\x00\x00" + bytes(20))
+    (tmp_path / "junk-labels-idx1-ubyte").write_bytes(b"")
+    with pytest.raises(ConfigError, match="is not an IDX file"):
+        config.from_dict(_with(data={"source": "mnist", "path": str(junk), "n": 1}))
+    short = tmp_path / "short"
+    short.mkdir()
+    images = np.zeros((4, 28, 28), np.uint8)
+    _write_idx(short / "train-images-idx3-ubyte", images)
+    _write_idx(short / "train-labels-idx1-ubyte", np.zeros(4))
+    with open(short / "train-images-idx3-ubyte", "r+b") as fh:  # cut inside the 3rd image
+        fh.truncate(16 + 2 * 784 + 100)
+    with pytest.raises(ValueError, match="is truncated"):
+        data.mnist(str(short), 3)
+
+
+def test_digits_pixels_is_over_16():
+    X, _ = data.digits(30, None, "label", "none", seed=1)
+    Xp, _ = data.digits(30, None, "label", "pixels", seed=1)
+    np.testing.assert_array_equal(Xp, X / 16.0)
+    assert X.max() == 16.0  # the bundled intensities run 0..16
