@@ -359,3 +359,16 @@ def progress_printer(label: str, total_steps: int, runs: int, stream=sys.stderr)
         stream.flush()
 
     return show
+
+
+def init_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                     process_id: int | None = None) -> None:
+    """``jax.distributed.initialize`` for multi-process runs (call before any other jax use).
+
+    On a cluster jax finds the coordinator, process count and id itself (SLURM, Open MPI, TPU
+    pods); elsewhere give them (or set JAX_COORDINATOR_ADDRESS). CPU processes exchange data
+    through gloo collectives, so two processes on one machine work too: the run axis then spans
+    the devices of every process, and results are gathered on every process (process 0 writes).
+    """
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
