@@ -194,7 +194,20 @@ def main(argv=None) -> int:
     jax.config.update("jax_enable_x64", True)  # float64 available; training uses cfg.dtype explicitly
     import numpy as np
 
-    from ntkdyn import pipeline, plots, train
+    from ntkdyn import memory, pipeline, plots, train
+
+    try:  # the memory estimate, before any data, parameter or kernel is computed (ntkdyn.memory)
+        if "sweep" in raw:
+            for group in sweep.group_by_shape(runs):
+                memory.check(group[0].cfg, len(group))
+        else:
+            memory.check(cfg)
+    except memory.TooLarge as exc:
+        print(f"ntkdyn: too large for memory: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"ntkdyn: bad input: {exc}", file=sys.stderr)
+        return 2
 
     if "sweep" in raw:
         return run_sweep(raw, runs, args, say, t_start)

@@ -164,3 +164,42 @@ def test_update_receives_the_loss():
     res = train(models.PAPER, spec, {"eta": 1.0}, 1.0, TrainPlan(20), params, consts, X, y)
     ref, _ = _numpy_loop(X, y, params["W"], consts["a"], None, None, 20, step_rule="polyak")
     np.testing.assert_allclose(res.loss, ref["loss"], rtol=1e-9)
+
+
+# --------------------------------------------------------------------------- memory check before compute
+def test_too_large_run_stops_before_compute(tmp_path, capsys):
+    import time
+
+    from ntkdyn.run import main
+
+    t = time.perf_counter()
+    out = tmp_path / "out"
+    assert main(["configs/quickstart.yaml", "--set", "model.width=2000000000", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "too large for memory" in err and "needs about" in err and "GB available" in err, err
+    assert "width 2000000000" in err
+    assert not out.exists()  # nothing written, nothing computed
+    assert time.perf_counter() - t < 10
+
+
+def test_memory_estimate_covers_the_training_state():
+    """The estimate's training part is at least the bytes of the real batched TrainState."""
+    from ntkdyn import config, memory, pipeline
+    from ntkdyn.train import batched_fns
+
+    cfg = config.from_dict({"name": "m", "dtype": "float64", "data": {"source": "sphere", "n": 10, "d": 4},
+                            "model": {"name": "paper", "width": 96}, "train": {"steps": 20, "kernel_at": [0, 5, 20]},
+                            "optimizers": [{"name": "hb", "eta": 0.1, "beta": 0.5}]})
+    R = 3
+    est = memory.estimate(cfg, runs=R)
+    init, _, _ = batched_fns(models.PAPER, optimizers.get("hb"), {}, 1.0, pipeline.train_plan(cfg), (None,) * 3)
+    sds = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float64)
+    state = jax.eval_shape(init, {"eta": sds(R), "beta": sds(R)}, {"W": sds(R, 96, 4)}, {"a": sds(96)},
+                           sds(10, 4), sds(10))
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+    assert est.params == 96 * 4 and est.n == 10 and est.d == 4
+    assert state_bytes <= est.parts["training"]
+    with pytest.raises(memory.TooLarge, match="on the accelerator"):
+        memory.check(cfg, R, host=1e9, device=1e4)
+    with pytest.raises(memory.TooLarge, match="has 1e-05 GB available"):
+        memory.check(cfg, R, host=1e4)

@@ -1,0 +1,145 @@
+"""Memory a run needs, estimated from its config before anything is built or computed.
+
+``check(cfg, runs)`` raises ``TooLarge`` (a ValueError) when the estimate exceeds the memory this
+process can use, so ``--set model.width=2000000000`` stops at once with both numbers instead of
+an allocation error deep inside XLA. The estimate is an upper-side count of the large arrays,
+in bytes (s = bytes per training float, P = trained parameters, H = hidden units per input, R =
+runs trained together, n = inputs, T = recorded steps, S = kernel snapshots):
+
+  training     R * P * s * (8 + S)    params, new params, gradient, update, 2 optimizer states
+                                      (old and new), S snapshots
+               R * n * H * s * 3      pre-activations, activations and their gradient
+  kernels      R * n^2 * 8 * (4 + S)  H0, H_inf, K, eigenvectors, one Gram per snapshot (float64)
+               R * n * H * s * 2      the Gram's intermediate (activation patterns)
+  predictions  R * T * n * 8 * 4      discrete, ODE, high-resolution ODE and diffrax modes
+
+The limit is the host's available memory (``MemAvailable``), and on an accelerator also its
+memory (``bytes_limit``) for the training and kernel parts. User flax modules count their
+parameters exactly (``nnx.eval_shape``) and their activations as H = P / d (one hidden layer).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from ntkdyn.config import Config
+
+GB = 1e9
+
+
+class TooLarge(ValueError):
+    """The estimated memory of a run exceeds the limit (the message gives both)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    parts: dict  # bytes per part: training, kernels, predictions
+    n: int
+    d: int
+    params: int  # P per run
+    hidden: int  # H per input
+    runs: int
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.parts.values()))
+
+    @property
+    def device_part(self) -> float:
+        return float(self.parts["training"] + self.parts["kernels"])
+
+
+def input_dim(cfg: Config) -> int:
+    """d of the inputs, read without loading the data (npz: the array header only)."""
+    src = cfg.data.source
+    if src == "sphere":
+        return int(cfg.data.d)
+    if src == "digits":
+        return 64
+    if src == "mnist":
+        return 784
+    try:
+        with np.load(cfg.data.path) as z:
+            shape = z["X"].shape
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"data.path: cannot read X from {cfg.data.path!r} ({type(exc).__name__}: {exc})") from exc
+    return int(np.prod(shape[1:]))
+
+
+def model_size(cfg: Config, d: int) -> tuple[int, int]:
+    """(P trained parameters, H hidden units per input) of the model in ``cfg``."""
+    m = cfg.model
+    w = int(m.width)
+    if m.name == "paper":
+        return w * d, w
+    if m.name == "released":
+        return w * d + 2 * w, w
+    if m.name == "mlp":
+        return d * w + (m.depth - 1) * w * w + w + m.depth * w + 1, w * m.depth
+    import jax
+    from flax import nnx
+
+    from ntkdyn import models
+
+    factory = models.load_factory(m.module)
+    abstract = nnx.eval_shape(lambda: factory(jax.random.PRNGKey(0), d, **(m.kwargs or {})))
+    P = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+    return P, max(P // max(d, 1), 1)
+
+
+def estimate(cfg: Config, runs: int = 1, d: int | None = None) -> Estimate:
+    n = int(cfg.data.n)
+    d = input_dim(cfg) if d is None else d
+    P, H = model_size(cfg, d)
+    s = 8 if cfg.dtype == "float64" else 4
+    S = len(cfg.train.kernel_at or ())
+    T = cfg.train.steps // cfg.train.record_every + 1
+    R = runs
+    parts = {"training": R * (P * s * (8 + S) + n * H * s * 3),
+             "kernels": R * (n * n * 8 * (4 + S) + n * H * s * 2),
+             "predictions": R * T * n * 8 * 4}
+    return Estimate(parts, n, d, P, H, R)
+
+
+def host_available() -> float:
+    """Bytes the host can still give (MemAvailable; total physical memory where /proc is absent)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def device_limit() -> float | None:
+    """Memory of the first accelerator (bytes), None on CPU or when jax does not say."""
+    import jax
+
+    dev = jax.devices()[0]
+    if dev.platform == "cpu":
+        return None
+    stats = dev.memory_stats() or {}
+    return float(stats["bytes_limit"]) if "bytes_limit" in stats else None
+
+
+def check(cfg: Config, runs: int = 1, d: int | None = None, host: float | None = None,
+          device: float | None = None) -> Estimate:
+    """``TooLarge`` unless the estimate fits; ``host``/``device`` override the measured limits."""
+    est = estimate(cfg, runs, d)
+    host = host_available() if host is None else host
+    device = device_limit() if device is None else device
+    where = f"{est.runs} run(s) of n={est.n}, d={est.d}, {cfg.model.name} width {cfg.model.width} " \
+            f"({est.params:,} parameters per run, {cfg.dtype})"
+    detail = ", ".join(f"{k} {v / GB:.3g} GB" for k, v in est.parts.items())
+    if est.total > host:
+        raise TooLarge(f"{where} needs about {est.total / GB:.3g} GB ({detail}); this machine has "
+                       f"{host / GB:.3g} GB available. Lower model.width, data.n, the sweep's group size "
+                       f"or train.steps / train.record_every")
+    if device is not None and est.device_part > device:
+        raise TooLarge(f"{where} needs about {est.device_part / GB:.3g} GB on the accelerator ({detail}); "
+                       f"it has {device / GB:.3g} GB. Lower model.width, data.n or the sweep's group size")
+    return est
