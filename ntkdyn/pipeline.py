@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkdyn import data as data_mod
-from ntkdyn import models, ntk, optimizers, rates, theory
+from ntkdyn import linearized, models, ntk, optimizers, rates, schedules, stochastic, theory
 from ntkdyn.config import Config, OptimizerConfig
 from ntkdyn.train import TrainPlan, TrainResult, train_batch
 
@@ -176,28 +176,59 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
     L0 = float(res.loss[0])
     floor = loss_floor(cfg.dtype, L0)
     window = tuple(cfg.rates.window)
-    fit = rates.fit_rates(res.step, res.loss, window, floor, res.diverged_at is not None, cfg.rates.stall_factor)
+    # least-squares floor L* (part of e0 in K's numerical null space; rtol = n eps of K's dtype): when it
+    # is above the float floor, rates are fitted on L - L* (rates.fit_rates, README "Reading the verdicts")
+    kernel_eps = float(np.finfo(cfg.dtype if cfg.theory.kernel == "H0" else "float64").eps)
+    floor_info = theory.loss_floor_star(setup.lam, setup.coef, setup.c, setup.lam.size * kernel_eps)
+    L_star = floor_info["floor"] if floor_info["floor"] > floor else 0.0
+    null = theory.null_modes(setup.lam, floor_info["rtol"])
+    fit_floor = rates.difference_floor(floor, L_star, np.finfo(cfg.dtype).eps)
+    fit = rates.fit_rates(res.step, res.loss, window, fit_floor, res.diverged_at is not None,
+                          cfg.rates.stall_factor, floor_star=L_star)
     metrics = {"optimizer": oc.name, "eta": oc.eta, "beta": hyper.get("beta"), "r": hyper.get("r"),
                "status": "diverged" if res.diverged_at is not None else "ok",
                "verdict": fit.verdict, "diverged_at": res.diverged_at,
-               "fitted": {k: _finite(v) for k, v in fit.as_dict().items() if k != "verdict"},
+               "fitted": {k: v if isinstance(v, (str, int)) else _finite(v)
+                          for k, v in fit.as_dict().items() if k != "verdict"},
+               "loss_floor": {**floor_info, "subtracted": L_star > 0},
                "predicted": {"linear_rate": None}, "deviation": {"discrete": None, "ode": None, "ode_hr": None},
-               "theory_verdicts": {}, "kernel_drift": _finite(drift[-1]) if drift else None}
+               "deviation_log10": {}, "theory_verdicts": {}, "regime": None, "scope": rates.scope(fit, None),
+               "kernel_drift": _finite(drift[-1]) if drift else None}
 
-    metrics["eta"] = hyper["eta"]
+    metrics["eta"] = schedules.describe(hyper["eta"])
     metrics["ode"] = None
-    ode = spec.ode(hyper) if spec.ode is not None else None
-    if not spec.has_theory:
+    ode = spec.ode(hyper) if spec.ode is not None and full_batch_constant(cfg, hyper) else None
+    arrays["grad_norm_sq"] = res.grad_norm_sq
+    if getattr(spec, "restart", None) is not None:  # adaptive restart: its rule applied to the predicted trajectory
+        t = time.perf_counter()
+        modes, hits = theory.restarted_modes(spec, hyper, setup.lam, setup.coef, cfg.train.steps)
+        modes = modes[res.step]
+        arrays["loss_discrete"] = theory.modal_loss(modes, setup.c)
+        arrays["grad_norm_sq_discrete"] = theory.modal_grad_norm_sq(modes, setup.lam, setup.c)
+        arrays["restart_steps_discrete"] = hits
+        metrics["predicted"] = {"linear_rate": None, "restart_rule": spec.restart.rule, "restarts": int(hits.size),
+                                "first_restarts": hits[:10].tolist()}
+        times["theory_discrete_s"] = time.perf_counter() - t
+    elif not spec.has_theory:
         metrics["note"] = "empirical only: this optimizer has no kernel-regime recurrence or limiting ODE"
     else:
         t = time.perf_counter()
         modes = theory.discrete_modes(spec, hyper, setup.lam, setup.coef, cfg.train.steps)[res.step]
         arrays["loss_discrete"] = theory.modal_loss(modes, setup.c)
-        metrics["predicted"] = {"linear_rate": theory.predicted_linear_rate(spec, hyper, setup.lam),
-                                **theory.stability(spec, hyper, setup.lam)}
+        if cfg.train.batch_size is None:  # ||grad L||^2 = c e^T K e along the full-batch recurrence
+            arrays["grad_norm_sq_discrete"] = theory.modal_grad_norm_sq(modes, setup.lam, setup.c)
+        live = setup.lam[~null] if (~null).any() else setup.lam  # null modes hold L*, they do not decay
+        if not schedules.is_scheduled(hyper["eta"]):  # a schedule: per-step stability, _beyond_full_batch
+            metrics["predicted"] = {"linear_rate": theory.predicted_linear_rate(spec, hyper, live),
+                                    **theory.stability(spec, hyper, setup.lam)}
         if ode is not None and ode.damping == "vanishing":  # fixed-step tail of r/t damping (NAG-C, OGM)
-            tail = theory.vanishing_tail(hyper["eta"], float(setup.lam[0]), ode.r)
+            tail = theory.vanishing_tail(hyper["eta"], float(live[0]), ode.r)
             metrics["predicted"].update(crossover_step=tail["crossover_step"], tail_rate=tail["tail_rate"])
+        if not callable(hyper["eta"]):  # fixed eta (not a schedule): the regime it ends in, and when
+            regime = theory.asymptotic_regime(spec, hyper, live, ode)
+            position = rates.window_position(fit.window, regime["horizon"])
+            metrics["regime"] = {**regime, "window_position": position}
+            metrics["scope"] = rates.scope(fit, regime)
         times["theory_discrete_s"] = time.perf_counter() - t
     if ode is None and spec.has_theory:
         metrics["note"] = "no limiting ODE is declared for this optimizer"
@@ -216,24 +247,118 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
             times["theory_diffrax_s"] = time.perf_counter() - t
             gap = np.linalg.norm(ode_modes @ setup.V.T - e_num, axis=1) / np.linalg.norm(setup.e0)
             metrics["ode_closed_vs_diffrax"] = _finite(np.max(gap))
-    if spec.ode_hr is not None:  # high-resolution ODE (Shi, Du, Jordan, Su 2018)
+    if spec.ode_hr is not None and full_batch_constant(cfg, hyper):  # high-resolution ODE (Shi, Du, Jordan, Su 2018)
         t = time.perf_counter()
         hr = spec.ode_hr(hyper)
         metrics["ode_hr"] = hr.description
         hr_modes = theory.highres_modes(hr, setup.lam, setup.coef, res.step * hr.time_step)
         arrays["loss_ode_hr"] = theory.modal_loss(hr_modes, setup.c)
         times["theory_ode_hr_s"] = time.perf_counter() - t
+    _beyond_full_batch(cfg, setup, spec, hyper, res, arrays, metrics, times)
     ok = np.isfinite(res.loss)
-    for name in ("discrete", "ode", "ode_hr"):
+    for name in ("discrete", "ode", "ode_hr", "linearized"):
         pred = arrays.get(f"loss_{name}")
         if pred is None:
             continue
         mask = ok & (pred > floor) & (res.loss > floor)
         metrics["deviation"][name] = _finite(rates.max_relative_gap(pred, res.loss, mask))
-        metrics["theory_verdicts"][name] = rates.fit_rates(
-            res.step, pred, window, loss_floor("float64", L0), stall_factor=cfg.rates.stall_factor).verdict
+        metrics["deviation_log10"][name] = rates.log_gap(
+            pred, res.loss, floor, rates.window_mask(res.step, res.loss, window, floor)).as_dict()
+        pred_floor = rates.difference_floor(loss_floor("float64", L0), L_star, np.finfo("float64").eps,
+                                            cfg.train.steps)
+        theory_fit = rates.fit_rates(res.step, pred, window, pred_floor, stall_factor=cfg.rates.stall_factor,
+                                     floor_star=L_star)
+        metrics["theory_verdicts"][name] = theory_fit.verdict
+    if "grad_norm_sq_discrete" in arrays:  # the predicted squared gradient norm against training's
+        g_pred, g_train = arrays["grad_norm_sq_discrete"], np.asarray(res.grad_norm_sq, np.float64)
+        g_floor = loss_floor(cfg.dtype, float(g_train[0])) if np.isfinite(g_train[0]) else 0.0
+        g_mask = np.isfinite(g_train) & (g_pred > g_floor) & (g_train > g_floor)
+        metrics["deviation"]["grad_norm_sq"] = _finite(rates.max_relative_gap(g_pred, g_train, g_mask))
     metrics["times"] = times
     return arrays, metrics
+
+
+def full_batch_constant(cfg: Config, hyper: dict) -> bool:
+    """True for full-batch training with a constant eta: the setting of the limiting ODEs (which
+    describe the mean error, not the mean loss of mini-batch runs) and of the fixed-eta rates."""
+    return cfg.train.batch_size is None and not schedules.is_scheduled(hyper["eta"])
+
+
+def wants_linearized(cfg: Config, spec: optimizers.OptimizerSpec) -> bool:
+    """theory.linearized: always, never, or auto (optimizers without a kernel-regime recurrence)."""
+    return cfg.theory.linearized == "always" or (cfg.theory.linearized == "auto" and not spec.has_theory
+                                                  and getattr(spec, "restart", None) is None)
+
+
+def _beyond_full_batch(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec, hyper: dict, res: TrainResult,
+                       arrays: dict, metrics: dict, times: dict) -> None:
+    """Predictions beyond full batch and constant eta, added to ``arrays`` / ``metrics`` in place:
+
+    * scheduled eta: per-step stability (max spectral radius of A_k(lambda) with eta_k) in
+      ``metrics["predicted"]``; the recurrence with eta_k is ``loss_discrete`` (``theory.discrete_modes``);
+    * mini-batch (``train.batch_size``): ``loss_discrete`` becomes the predicted mean loss E[L_k]
+      (exact second moment for ``replacement``, the mean of ``theory.mc_runs`` sampled orders for
+      ``shuffle``; ``stochastic``), ``loss_full_batch`` keeps the full-batch recurrence, and
+      ``loss_band_lo`` / ``loss_band_hi`` the 95 % band of the mean of ``train.sampling_runs`` runs;
+      ``metrics["stochastic"]`` says whether the trained mean lies inside it at every recorded step;
+    * ``theory.linearized``: the network's linearisation at theta_0 trained through the same path
+      with the same optimizer, schedule and batches (``loss_linearized``; ``linearized``).
+    """
+    t = cfg.train
+    scheduled = schedules.is_scheduled(hyper["eta"])
+    if not full_batch_constant(cfg, hyper) and spec.ode is not None:
+        metrics["note"] = ("the limiting ODEs are not compared: " +
+                           ("mini-batch runs (the ODEs describe the mean error, not the mean loss)"
+                            if t.batch_size is not None else "the step size is scheduled (the recurrence uses eta_k)"))
+    if scheduled and spec.has_theory:
+        start = time.perf_counter()
+        etas = schedules.eta_values(hyper["eta"], t.steps)
+        rho = max(float(np.max(optimizers.spectral_radius(optimizers.companion(
+            spec, schedules.hyper_at(hyper, e), setup.lam, k + 1)))) for k, e in enumerate(etas))
+        metrics["predicted"] = {"linear_rate": None, "stable": bool(rho <= 1.0 + 1e-12),
+                                "max_spectral_radius": _finite(rho), "eta_range": [float(etas.min()), float(etas.max())]}
+        times["theory_schedule_s"] = time.perf_counter() - start
+    if t.batch_size is not None and spec.has_theory:
+        start = time.perf_counter()
+        b = t.batch_size
+        sims = stochastic.simulate_losses(spec, hyper, setup.K, setup.e0, setup.c, t.steps, b, t.sampling,
+                                          cfg.theory.mc_runs, seed=cfg.seed)[:, res.step]
+        exact = (stochastic.second_moment_loss(spec, hyper, setup.lam, setup.V, setup.coef, setup.c, t.steps, b)[res.step]
+                 if t.sampling == "replacement" else None)
+        band = stochastic.mean_band(exact, sims, t.sampling_runs)
+        arrays["loss_full_batch"] = arrays.get("loss_discrete")
+        arrays["loss_discrete"], arrays["loss_band_lo"], arrays["loss_band_hi"] = band.mean, band.lo, band.hi
+        live = np.isfinite(res.loss)
+        inside = live & (res.loss >= band.lo) & (res.loss <= band.hi)
+        outside = np.flatnonzero(live & ~inside)
+        mbb = stochastic.mbb_constants(setup.K)
+        info = {"batch_size": b, "sampling": t.sampling, "sampling_runs": t.sampling_runs,
+                "mc_runs": cfg.theory.mc_runs, "mean": band.source,
+                "inside_band": _finite(np.mean(inside[live])) if live.any() else None,
+                "all_inside": bool(live.any() and outside.size == 0),
+                "first_outside_step": int(res.step[outside[0]]) if outside.size else None,
+                "mbb": {"beta": mbb.beta, "lam_1": mbb.lam_1, "lam_n": mbb.lam_n,
+                        "knee_batch_size": mbb.knee_batch_size, "bound_step_size": float(mbb.bound_step_size(b))}}
+        if t.sampling == "replacement" and spec.constant and not scheduled:
+            info["linear_rate"] = stochastic.second_moment_rate(spec, hyper, setup.lam, setup.V, b)
+        metrics["stochastic"] = info
+        times["theory_stochastic_s"] = time.perf_counter() - start
+    if wants_linearized(cfg, spec):
+        start = time.perf_counter()
+        lin = train_linearized(cfg, setup, spec, hyper)
+        arrays["loss_linearized"] = lin.loss
+        metrics["linearized"] = {"diverged_at": lin.diverged_at, "runs": t.sampling_runs}
+        times["linearized_s"] = time.perf_counter() - start
+
+
+def train_linearized(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec, hyper: dict) -> TrainResult:
+    """The network's linearisation at theta_0 (``linearized.linearize``) trained by the same
+    training path, optimizer, schedule, plan and (for mini-batch runs) the same batches."""
+    dtype = jax_dtype(cfg)
+    model = linearized.linearize(setup.model)
+    consts = linearized.linear_consts(setup.params, setup.consts)
+    return train_batch(model, spec, [hyper], setup.c, train_plan(cfg), [setup.params], [consts],
+                       [jnp.asarray(setup.X, dtype)], [jnp.asarray(setup.y, dtype)])[0]
 
 
 def _finite(x):

@@ -71,9 +71,8 @@ def batch_counts(rng: np.random.Generator, runs: int, n: int, b: int, sampling: 
     rows = np.arange(runs)[:, None]
     if sampling == "replacement":
         while True:
-            counts = np.zeros((runs, n))
-            np.add.at(counts, (np.broadcast_to(rows, (runs, b)), rng.integers(0, n, (runs, b))), 1.0)
-            yield counts
+            flat = (rows * n + rng.integers(0, n, (runs, b))).ravel()
+            yield np.bincount(flat, minlength=runs * n).reshape(runs, n).astype(np.float64)
     per_epoch = n // b
     while True:
         perm = rng.permuted(np.broadcast_to(np.arange(n), (runs, n)), axis=1)
