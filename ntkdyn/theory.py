@@ -395,3 +395,48 @@ def asymptotic_regime(spec: OptimizerSpec, hyper: dict, lam, ode: LimitODE | Non
     else:
         out.update(horizon=1.0 / abs(math.log(rho)) if rho > 0 else 0.0, horizon_kind="slowest-mode time")
     return out
+
+
+# --------------------------------------------------------------------------- gradient norms, adaptive restart
+def modal_grad_norm_sq(modes: np.ndarray, lam, c: float) -> np.ndarray:
+    """||grad_theta L||^2 in the kernel regime from the error modes (last axis), for L = (c/2)||e||^2:
+    grad L = c J^T e, so ||grad L||^2 = c^2 e^T H e = c e^T K e = c sum_i lambda_i coef_i^2 with lambda the
+    eigenvalues of K = c H and coef = V^T e (units: squared loss per squared parameter)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return c * np.sum(np.asarray(lam, np.float64) * np.square(modes), axis=-1)
+
+
+def restarted_modes(spec: OptimizerSpec, hyper: dict, lam, coef, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel-regime error per mode of an adaptively restarted method (``optimizers.Restart``), exact for a
+    linear model: the n modes are iterated together (the restart test couples them) with the base
+    method's A_j(lambda), j = updates since the last restart, and the rule applied to the predicted
+    trajectory before each update k >= 2 (E = e_{k-1}, P = e_{k-2} in the eigenbasis of K):
+
+        function: ||E||^2 > ||P||^2                         (L(theta_{k-1}) > L(theta_{k-2}))
+        gradient: sum_i E_i (1 - eta lambda_i)(E_i - P_i) > 0
+
+    the latter being g_k . (x_k - x_{k-1}) / c with g = c J^T e, J (theta_{k-1} - theta_{k-2}) = E - P and
+    g . g' = c e^T K e'. A restart sets j = 1 for update k. Returns (e_k for k = 0..steps, shape
+    (steps + 1, n); the updates k at which a restart happened)."""
+    from ntkdyn import optimizers
+
+    rs = spec.restart
+    base = optimizers.get(rs.base)
+    lam = np.asarray(lam, np.float64)
+    X = initial_state(base, coef)
+    out = np.empty((steps + 1, lam.size))
+    out[0] = X[:, 0]
+    damp = 1.0 - hyper["eta"] * lam
+    j, hits = 0, []
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in range(1, steps + 1):
+            hit = False
+            if k >= 2:
+                E, P = out[k - 1], out[k - 2]
+                hit = bool(E @ E > P @ P) if rs.rule == "function" else bool(np.sum(E * damp * (E - P)) > 0)
+            j = 1 if hit else j + 1
+            if hit:
+                hits.append(k)
+            X = np.einsum("nij,nj->ni", companion(base, hyper, lam, j), X)
+            out[k] = X[:, 0]
+    return out, np.asarray(hits, np.int64)
