@@ -1,55 +1,77 @@
-"""One page from the results folders of the studies in ``experiments/``.
+"""One page from any results folders: single runs, sweeps, studies of ``experiments/``.
 
-    python -m ntkdyn.report RESULTS... [--out FILE] [--format md|html] [--title TEXT]
+    python -m ntkdyn.report RESULTS... [--out FILE] [--format md|html] [--figures png|svg] [--title TEXT]
 
-Each RESULTS argument is a folder holding a ``verdicts.json`` (written by ``experiments/<study>.py``)
-or a folder whose sub-folders hold one. The page shows, for every study, its settings, the verdict
-lines (each computed from the data by the study; nothing here is written by hand), its figures and
-tables, and at the top a summary of every claim and a list of the results that differ from the claim
-(of the paper or of theory). HTML pages embed the figures (one self-contained file); Markdown pages
-link them by paths relative to the page. The format follows the extension of ``--out``
-(``.html``/``.htm`` -> HTML, otherwise Markdown) unless ``--format`` is given.
-Exit status: 0 written, 2 no verdicts found or unreadable input.
+Each RESULTS argument is a folder that ``ntkdyn.load`` reads: a run (metrics.json), a sweep
+(summary.csv, runs/), a study (verdicts.json) or a folder of studies. The page's title says what
+was run (``describe()`` of each folder) unless ``--title`` is given. A run shows its settings,
+spectrum, the table of verdicts, rates, deviations and drift, and its loss figure; a sweep its
+verdict counts, its summary rows and its figure; a study its claims and verdicts (each computed
+from the data by the study; nothing here is written by hand), figures and tables, with a list of
+the results that differ from the claims first.
+
+Run and sweep figures are drawn from the data into ``<page name>_files/`` (``--figures`` png or
+svg), each with its data beside it as .csv. HTML pages embed the figures (one self-contained
+file); Markdown pages link them by paths relative to the page. The format follows the extension
+of ``--out`` (``.html``/``.htm`` -> HTML, otherwise Markdown) unless ``--format`` is given.
+Exit status: 0 written, 2 no results found or unreadable input.
 """
 from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import datetime
 import html
 import json
 import os
 import sys
+from collections.abc import Sequence
 
 from ntkdyn import results
 
 RESULT_ORDER = ("differs", "partly", "inconclusive", "agrees", "info")
 BADGE = {"agrees": ("AGREES", "#1a7f37"), "differs": ("DIFFERS", "#cf222e"), "partly": ("PARTLY", "#bf8700"),
          "inconclusive": ("INCONCLUSIVE", "#6e7781"), "info": ("INFO", "#0969da")}
+Loaded = results.RunResult | results.SweepResult | results.StudyResult | results.StudyCollection
 
 
-def find_studies(paths: list[str]) -> list[tuple[str, dict]]:
-    """(folder, verdicts) for every folder given or directly below one given, in argument order."""
-    found: list[tuple[str, dict]] = []
-    for p in paths:
-        if os.path.isfile(p) and os.path.basename(p) == "verdicts.json":
-            p = os.path.dirname(p) or "."
-        candidates = [p] if os.path.isfile(os.path.join(p, "verdicts.json")) else (
-            [os.path.join(p, d) for d in sorted(os.listdir(p)) if os.path.isfile(os.path.join(p, d, "verdicts.json"))]
-            if os.path.isdir(p) else [])
-        if not candidates:
-            raise ValueError(f"{p}: no verdicts.json here or in its sub-folders")
-        for folder in candidates:
-            path = os.path.join(folder, "verdicts.json")
-            try:
-                with open(path) as fh:
-                    doc = json.load(fh)
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ValueError(f"{path}: cannot read ({exc})") from None
-            if not isinstance(doc, dict) or "claims" not in doc:
-                raise ValueError(f"{path}: not a study's verdicts.json (no 'claims')")
-            found.append((folder, doc))
-    return found
+# --------------------------------------------------------------------------- the page as blocks
+# A span is (style, text) with style "" | "b" | "i" | "code" | "badge" | "#anchor"; a cell or a
+# paragraph is a str or a list of spans.
+@dataclasses.dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
+    anchor: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Para:
+    spans: str | list
+
+
+@dataclasses.dataclass(frozen=True)
+class Bullets:
+    items: list
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    columns: Sequence[str]
+    rows: Sequence[Sequence]
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    path: str
+    caption: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Details:
+    summary: str
+    blocks: list
 
 
 def _fmt(v) -> str:
@@ -62,203 +84,393 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _settings_items(settings: dict) -> list[tuple[str, str]]:
-    out = []
-    for k, v in settings.items():
-        if isinstance(v, dict):
-            v = ", ".join(f"{a}: {_fmt(b)}" for a, b in v.items())
-        out.append((k, _fmt(v) if not isinstance(v, str) else v))
-    return out
+def _spans(x) -> list:
+    return [("", x)] if isinstance(x, str) else list(x)
 
 
-def _all_claims(studies):
-    for folder, doc in studies:
-        for c in doc.get("claims", []):
-            yield folder, doc, c
+# --------------------------------------------------------------------------- finding results
+def find_results(paths: list[str]) -> list[Loaded]:
+    """``results.load`` of every path (a verdicts.json file stands for its folder)."""
+    found = []
+    for p in paths:
+        if os.path.isfile(p) and os.path.basename(p) == "verdicts.json":
+            p = os.path.dirname(p) or "."
+        found.append(results.load(p))
+    return found
 
 
-def _differ_groups(studies):
-    """[(heading, [(folder, doc, claim)])]: results that differ (fully or partly) from the paper's own
-    claims (``differs_from_paper``), then from the other claims (NTK and ODE theory)."""
-    differ = [(f, d, c) for f, d, c in _all_claims(studies) if c.get("result") in ("differs", "partly")]
-    from_paper = lambda c: c.get("differs_from_paper", "Bu, Xu, Chen" in str(c.get("source", "")))
-    paper = [x for x in differ if from_paper(x[2])]
-    other = [x for x in differ if not from_paper(x[2])]
-    return [("Where our results differ from the paper's claims", paper),
-            ("Where our results differ from other theory claims tested here", other)]
+def default_title(items: list[Loaded]) -> str:
+    """What was run: the one folder's ``describe()``, or the kinds and names of several."""
+    if len(items) == 1:
+        return "ntkdyn " + items[0].describe()
+    names = []
+    for it in items:
+        if isinstance(it, results.RunResult):
+            names.append(f"run {it.config.get('name', it.run_id)}")
+        elif isinstance(it, results.SweepResult):
+            names.append(f"sweep {it.config.get('name', 'sweep')}")
+        elif isinstance(it, results.StudyResult):
+            names.append(f"study {it.study}")
+        else:
+            names.append(f"studies {', '.join(s.study for s in it.studies)}")
+    return "ntkdyn results: " + "; ".join(names)
 
 
-def _counts(studies) -> dict:
-    counts = {r: 0 for r in RESULT_ORDER}
-    for _, _, c in _all_claims(studies):
-        counts[c.get("result", "info")] = counts.get(c.get("result", "info"), 0) + 1
-    return counts
+# --------------------------------------------------------------------------- runs
+def _flat(prefix: str, value) -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        return [kv for k, v in value.items() for kv in _flat(f"{prefix}.{k}" if prefix else str(k), v)]
+    return [] if value is None else [(prefix, _fmt(value))]
 
 
-# --------------------------------------------------------------------------- Markdown
-def _md_cell(v) -> str:
-    return _fmt(v).replace("|", "\\|").replace("\n", " ")
+def _hyper(o: results.OptimizerResult) -> str:
+    if o.beta is not None:
+        return f"beta={o.beta:g}"
+    return f"r={o.r:g}" if o.r is not None else ""
 
 
-def render_markdown(studies, out_path: str, title: str) -> str:
-    base = os.path.dirname(os.path.abspath(out_path))
-    lines = [f"# {title}", "",
-             f"Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by `python -m ntkdyn.report` from "
-             f"{len(studies)} results folder(s). Every verdict line below was computed from the data by the study "
-             "script that wrote it (`verdicts.json`); none is written by hand.", ""]
-    counts = _counts(studies)
-    lines += ["Results: " + ", ".join(f"{counts[r]} {r}" for r in RESULT_ORDER if counts.get(r)), ""]
-    lines += ["## Studies", "", "| study | mode | command | run time (s) | verdicts |", "| --- | --- | --- | --- | --- |"]
-    for folder, doc in studies:
-        res = [c["result"] for c in doc["claims"]]
-        summary = ", ".join(f"{res.count(r)} {r}" for r in RESULT_ORDER if res.count(r))
-        lines.append(f"| [{_md_cell(doc.get('study'))}](#{_anchor(doc)}) | {_md_cell(doc.get('mode'))} | "
-                     f"`{_md_cell(doc.get('command'))}` | {_md_cell((doc.get('times_s') or {}).get('total'))} | {summary} |")
-    for heading, group in _differ_groups(studies):
-        lines += ["", f"## {heading}", ""]
+def run_blocks(run: results.RunResult, assets: str, figures: str, index: int) -> list:
+    """Settings, spectrum, the per-optimizer table and the loss figure of one run."""
+    blocks: list = [Heading(2, f"Run {run.run_id or run.config.get('name', '')}: {run.describe()}")]
+    s = run.spectrum
+    if s is not None:
+        blocks.append(Para([("", "Kernel K = c·"), ("code", str(s.kernel or "H")), ("", f" with c = {s.loss_scale:g}: "
+                                                                                      f"λ_min = {s.lambda_min:.4g}, "
+                                                                                      f"λ_max = {s.lambda_max:.4g}, "
+                                                                                      f"κ = {_fmt(s.kappa)}.")]))
+    settings = [kv for key in ("seed", "dtype", "data", "model", "train", "theory", "rates")
+                if key in run.config for kv in _flat(key, run.config[key])]
+    blocks.append(Details("Settings", [Table(["key", "value"], settings)]))
+    cols = ["label", "optimizer", "eta", "β / r", "status", "verdict", "kernel / ODE verdicts", "fitted rate",
+            "power exponent", "predicted rate", "stable", "dev. discrete", "dev. ODE", "dev. hr-ODE", "kernel drift"]
+    rows = []
+    for label, o in run.optimizers.items():
+        f, p, d = o.fitted, o.predicted, o.deviation
+        tv = "/".join(o.theory_verdicts.get(k, "-") for k in ("discrete", "ode")) if o.theory_verdicts else ""
+        rows.append([label, o.optimizer, _fmt(o.eta), _hyper(o), o.status, o.verdict or "", tv,
+                     _fmt(f and f.linear_rate), _fmt(f and f.power_exponent), _fmt(p and p.linear_rate),
+                     _fmt(p and p.stable), _fmt(d and d.discrete), _fmt(d and d.ode), _fmt(d and d.ode_hr),
+                     _fmt(o.kernel_drift)])
+    blocks.append(Table(cols, rows))
+    notes = [[("b", label), ("", f": {o.note or ''} {o.error or ''}".rstrip())]
+             for label, o in run.optimizers.items() if o.note or o.error]
+    if notes:
+        blocks.append(Bullets(notes))
+    if any(o.trajectory for o in run.optimizers.values()):
+        from ntkdyn import plots
+
+        path = os.path.join(assets, f"run{index}_{_safe(run.run_id)}_loss.{figures}")
+        plots.plot_loss(run, path)
+        blocks.append(Figure(path, "Training loss (solid), kernel recurrence (dashed), ODE (dotted), "
+                                   "high-resolution ODE (dash-dot); log-y left, log-log right. Data: "
+                                   f"{os.path.basename(plots.data_path(path))}."))
+    return blocks
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in str(text))
+
+
+# --------------------------------------------------------------------------- sweeps
+def sweep_blocks(sweep: results.SweepResult, assets: str, figures: str, index: int, limit: int = 200) -> list:
+    """Verdict counts per label, the summary rows and the sweep figure."""
+    blocks: list = [Heading(2, f"Sweep: {sweep.describe()}")]
+    counts: dict[str, dict[str, int]] = {}
+    for r in sweep.rows:
+        counts.setdefault(r.label, {})
+        counts[r.label][r.verdict or r.status or "-"] = counts[r.label].get(r.verdict or r.status or "-", 0) + 1
+    verdicts = sorted({v for c in counts.values() for v in c})
+    blocks.append(Table(["label", *verdicts], [[lab, *(str(c.get(v, 0)) for v in verdicts)]
+                                               for lab, c in counts.items()]))
+    cols = ["run_id", "label", *sweep.axes, "status", "verdict", "fitted rate", "predicted rate", "dev. discrete",
+            "kernel drift"]
+    rows = [[r.run_id, r.label, *(_fmt(r.values.get(a)) for a in sweep.axes), r.status or "", r.verdict or "",
+             _fmt(r.fitted_linear_rate), _fmt(r.predicted_linear_rate), _fmt(r.deviation_discrete),
+             _fmt(r.kernel_drift)] for r in sweep.rows[:limit]]
+    more = f" (first {limit} of {len(sweep.rows)})" if len(sweep.rows) > limit else ""
+    blocks.append(Details(f"Summary rows{more}", [Table(cols, rows)]))
+    if sweep.rows:
+        from ntkdyn import plots
+
+        path = os.path.join(assets, f"sweep{index}_{_safe(sweep.config.get('name', 'sweep'))}.{figures}")
+        plots.plot_sweep(sweep, path)
+        blocks.append(Figure(path, "Fitted vs predicted log-rate per iteration; rate against the swept "
+                                   "hyperparameter; deviation and kernel drift against width where swept. Data: "
+                                   f"{os.path.basename(plots.data_path(path))}."))
+    return blocks
+
+
+# --------------------------------------------------------------------------- studies
+def _anchor(study: results.StudyResult) -> str:
+    return "study-" + study.study.replace("_", "-")
+
+
+def _differs_from_paper(c: results.Claim) -> bool:
+    return c.differs_from_paper if c.differs_from_paper is not None else "Bu, Xu, Chen" in c.source
+
+
+def studies_blocks(studies: list[results.StudyResult]) -> list:
+    """Summary table, the results that differ from the claims, every claim, then each study."""
+    claims = [(s, c) for s in studies for c in s.claims]
+    counts = {r: sum(c.result == r for _, c in claims) for r in RESULT_ORDER}
+    blocks: list = [Para("Results: " + ", ".join(f"{counts[r]} {r}" for r in RESULT_ORDER if counts[r])
+                         + ". Every verdict line below was computed from the data by the study script that wrote "
+                           "it (verdicts.json); none is written by hand.")]
+    blocks.append(Heading(2, "Studies"))
+    rows = []
+    for s in studies:
+        res = [c.result for c in s.claims]
+        rows.append([[("#" + _anchor(s), s.study)], s.mode or "", [("code", str(s.doc.get("command", "")))],
+                     _fmt((s.doc.get("times_s") or {}).get("total")),
+                     [span for r in RESULT_ORDER if res.count(r) for span in (("badge", r), ("", f" {res.count(r)} "))]])
+    blocks.append(Table(["study", "mode", "command", "run time (s)", "verdicts"], rows))
+    differ = [(s, c) for s, c in claims if c.result in ("differs", "partly")]
+    for heading, group in (("Where our results differ from the paper's claims",
+                            [x for x in differ if _differs_from_paper(x[1])]),
+                           ("Where our results differ from other theory claims tested here",
+                            [x for x in differ if not _differs_from_paper(x[1])])):
+        blocks.append(Heading(2, heading))
         if not group:
-            lines.append("None: every such claim tested here agrees with the data (or is marked inconclusive/info).")
-        for _, doc, c in group:
-            lines.append(f"- **{BADGE[c['result']][0]}** ({doc['study']}; claim from {c.get('source', '')}): "
-                         f"*{c['claim']}*. {c['line']}")
-    lines += ["", "## Claims and verdicts", "", "| study | claim | source | result | verdict (computed) |",
-              "| --- | --- | --- | --- | --- |"]
-    for _, doc, c in _all_claims(studies):
-        lines.append(f"| {_md_cell(doc['study'])} | {_md_cell(c['claim'])} | {_md_cell(c.get('source'))} | "
-                     f"**{BADGE.get(c['result'], (c['result'],))[0]}** | {_md_cell(c['line'])} |")
-    for folder, doc in studies:
-        lines += ["", f"## {doc.get('study')}: {doc.get('title', '')}", f'<a id="{_anchor(doc)}"></a>', ""]
-        if doc.get("summary"):
-            lines += [doc["summary"], ""]
-        lines += [f"Mode **{doc.get('mode')}**, command `{doc.get('command')}`, run time "
-                  f"{(doc.get('times_s') or {}).get('total')} s ({doc.get('machine', {}).get('cpus')} CPUs, "
-                  f"{doc.get('machine', {}).get('jax_backend')}).", ""]
-        lines += ["<details><summary>Settings</summary>", ""]
-        lines += [f"- **{k}**: {v}" for k, v in _settings_items(doc.get("settings", {}))]
-        lines += ["", "</details>", "", "### Verdicts", ""]
-        for c in doc["claims"]:
-            win = f" (window: steps {c['window'][0]:.0f}-{c['window'][1]:.0f})" if c.get("window") and None not in c["window"] else ""
-            lines.append(f"- **{BADGE.get(c['result'], (c['result'],))[0]}** *{c['claim']}*{win} [{c.get('source', '')}]: {c['line']}")
-        for figd in doc.get("figures", []):
-            path = os.path.join(folder, figd["file"])
-            rel = os.path.relpath(os.path.abspath(path), base)
-            lines += ["", f"![{figd['file']}]({rel.replace(os.sep, '/')})" if os.path.exists(path)
-                      else f"(figure missing: {figd['file']})", "", f"*{figd.get('caption', '')}*"]
-        for t in doc.get("tables", []):
-            lines += ["", f"<details><summary>Table: {t['title']}</summary>", "",
-                      "| " + " | ".join(_md_cell(c) for c in t["columns"]) + " |",
-                      "| " + " | ".join("---" for _ in t["columns"]) + " |"]
-            lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in t["rows"]]
-            if t.get("note"):
-                lines += ["", t["note"]]
-            lines += ["", "</details>"]
-    return "\n".join(lines) + "\n"
+            blocks.append(Para("None: every such claim tested here agrees with the data (or is marked "
+                               "inconclusive/info)."))
+        else:
+            blocks.append(Bullets([[("badge", c.result), ("", " "), ("b", s.study),
+                                    ("", f" (claim from {c.source}): "), ("i", c.claim), ("", f". {c.line}")]
+                                   for s, c in group]))
+    blocks.append(Heading(2, "Claims and verdicts"))
+    blocks.append(Table(["study", "claim", "source", "result", "verdict (computed)"],
+                        [[s.study, c.claim, c.source, [("badge", c.result)], c.line] for s, c in claims]))
+    for s in studies:
+        blocks += study_blocks(s)
+    return blocks
 
 
-def _anchor(doc) -> str:
-    return "study-" + str(doc.get("study", "x")).replace("_", "-")
+def study_blocks(s: results.StudyResult) -> list:
+    doc = s.doc
+    machine = doc.get("machine") or {}
+    blocks: list = [Heading(2, f"{s.study}: {s.title}", _anchor(s))]
+    if doc.get("summary"):
+        blocks.append(Para(str(doc["summary"])))
+    blocks.append(Para([("", "Mode "), ("b", str(s.mode)), ("", ", command "), ("code", str(doc.get("command"))),
+                        ("", f", run time {_fmt((doc.get('times_s') or {}).get('total'))} s "
+                             f"({machine.get('cpus')} CPUs, {machine.get('jax_backend')}).")]))
+    settings = [(k, ", ".join(f"{a}: {_fmt(b)}" for a, b in v.items()) if isinstance(v, dict) else _fmt(v))
+                for k, v in (doc.get("settings") or {}).items()]
+    blocks.append(Details("Settings", [Table(["setting", "value"], settings)]))
+    blocks.append(Heading(3, "Verdicts"))
+    items = []
+    for c in s.claims:
+        win = (f" (window: steps {c.window[0]:.0f}-{c.window[1]:.0f})"
+               if c.window and None not in c.window else "")
+        items.append([("badge", c.result), ("", " "), ("i", c.claim), ("", f"{win} [{c.source}]: {c.line}")])
+    blocks.append(Bullets(items))
+    for fig in doc.get("figures") or []:
+        blocks.append(Figure(os.path.join(s.folder or ".", fig["file"]), fig.get("caption", "")))
+    for t in doc.get("tables") or []:
+        inner: list = [Table([str(c) for c in t["columns"]], [[_fmt(v) for v in row] for row in t["rows"]])]
+        if t.get("note"):
+            inner.append(Para(t["note"]))
+        blocks.append(Details(f"Table: {t['title']}", inner))
+    return blocks
 
 
-# --------------------------------------------------------------------------- HTML
+# --------------------------------------------------------------------------- renderers
+def _md_inline(x, cell: bool = False) -> str:
+    out = []
+    for style, text in _spans(x):
+        text = str(text)
+        if cell:
+            text = text.replace("|", "\\|").replace("\n", " ")
+        if style == "b":
+            out.append(f"**{text}**")
+        elif style == "i":
+            out.append(f"*{text}*")
+        elif style == "code":
+            out.append(f"`{text}`")
+        elif style == "badge":
+            out.append(f"**{BADGE.get(text, (text.upper(),))[0]}**")
+        elif style.startswith("#"):
+            out.append(f"[{text}]({style})")
+        else:
+            out.append(text)
+    return "".join(out)
+
+
+def render_markdown(blocks: list, out_path: str, title: str) -> str:
+    base = os.path.dirname(os.path.abspath(out_path))
+    lines = [f"# {title}", "", f"Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by `python -m ntkdyn.report`.", ""]
+
+    def emit(block) -> None:
+        if isinstance(block, Heading):
+            lines.extend([f"{'#' * block.level} {block.text}"]
+                         + ([f'<a id="{block.anchor}"></a>'] if block.anchor else []) + [""])
+        elif isinstance(block, Para):
+            lines.extend([_md_inline(block.spans), ""])
+        elif isinstance(block, Bullets):
+            lines.extend([f"- {_md_inline(item)}" for item in block.items] + [""])
+        elif isinstance(block, Table):
+            lines.append("| " + " | ".join(_md_inline(c, True) for c in block.columns) + " |")
+            lines.append("| " + " | ".join("---" for _ in block.columns) + " |")
+            lines.extend("| " + " | ".join(_md_inline(c, True) for c in row) + " |" for row in block.rows)
+            lines.append("")
+        elif isinstance(block, Figure):
+            rel = os.path.relpath(os.path.abspath(block.path), base).replace(os.sep, "/")
+            shown = f"![{os.path.basename(block.path)}]({rel})" if os.path.exists(block.path) \
+                else f"(figure missing: {os.path.basename(block.path)})"
+            lines.extend([shown, "", f"*{block.caption}*", ""])
+        elif isinstance(block, Details):
+            lines.extend([f"<details><summary>{html.escape(block.summary)}</summary>", ""])
+            for b in block.blocks:
+                emit(b)
+            lines.extend(["</details>", ""])
+
+    for block in blocks:
+        emit(block)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1400px;margin:2em auto;
 padding:0 1em;color:#1f2328;line-height:1.45}h1,h2,h3{border-bottom:1px solid #d0d7de;padding-bottom:.2em}
 table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #d0d7de;padding:3px 6px;
 vertical-align:top}th{background:#f6f8fa}.badge{color:#fff;border-radius:4px;padding:1px 6px;font-size:11px;
 font-weight:600;white-space:nowrap}img{max-width:100%;border:1px solid #d0d7de}code{background:#f6f8fa;padding:1px 4px}
-.claim{margin:.35em 0}.cap{font-style:italic;color:#57606a;font-size:13px}details{margin:.5em 0}"""
+li{margin:.35em 0}.cap{font-style:italic;color:#57606a;font-size:13px}details{margin:.5em 0}"""
+MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 
-def _badge(result: str) -> str:
-    text, colour = BADGE.get(result, (result.upper(), "#6e7781"))
-    return f'<span class="badge" style="background:{colour}">{text}</span>'
+def _html_inline(x) -> str:
+    e = html.escape
+    out = []
+    for style, text in _spans(x):
+        text = str(text)
+        if style == "b":
+            out.append(f"<b>{e(text)}</b>")
+        elif style == "i":
+            out.append(f"<i>{e(text)}</i>")
+        elif style == "code":
+            out.append(f"<code>{e(text)}</code>")
+        elif style == "badge":
+            label, colour = BADGE.get(text, (text.upper(), "#6e7781"))
+            out.append(f'<span class="badge" style="background:{colour}">{e(label)}</span>')
+        elif style.startswith("#"):
+            out.append(f"<a href='{e(style)}'>{e(text)}</a>")
+        else:
+            out.append(e(text))
+    return "".join(out)
 
 
 def _img(path: str) -> str:
+    mime = MIME.get(os.path.splitext(path)[1].lower())
+    if mime is None:  # e.g. a PDF: linked, not embedded
+        return f"<p><a href='{html.escape(path)}'>{html.escape(os.path.basename(path))}</a></p>"
     with open(path, "rb") as fh:
         data = base64.b64encode(fh.read()).decode("ascii")
-    return f'<img alt="{html.escape(os.path.basename(path))}" src="data:image/png;base64,{data}">'
+    return f'<img alt="{html.escape(os.path.basename(path))}" src="data:{mime};base64,{data}">'
 
 
-def render_html(studies, out_path: str, title: str) -> str:
+def render_html(blocks: list, out_path: str, title: str) -> str:
     e = html.escape
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{CSS}</style></head><body>",
-             f"<h1>{e(title)}</h1>",
-             f"<p>Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by <code>python -m ntkdyn.report</code> from "
-             f"{len(studies)} results folder(s). Every verdict line was computed from the data by the study script that "
-             "wrote it (<code>verdicts.json</code>); none is written by hand.</p>"]
-    counts = _counts(studies)
-    parts.append("<p>Results: " + ", ".join(f"{_badge(r)} {counts[r]}" for r in RESULT_ORDER if counts.get(r)) + "</p>")
-    parts.append("<h2>Studies</h2><table><tr><th>study</th><th>mode</th><th>command</th><th>run time (s)</th><th>verdicts</th></tr>")
-    for folder, doc in studies:
-        res = [c["result"] for c in doc["claims"]]
-        parts.append(f"<tr><td><a href='#{_anchor(doc)}'>{e(str(doc.get('study')))}</a></td><td>{e(str(doc.get('mode')))}</td>"
-                     f"<td><code>{e(str(doc.get('command')))}</code></td><td>{e(_fmt((doc.get('times_s') or {}).get('total')))}</td>"
-                     f"<td>{' '.join(f'{_badge(r)} {res.count(r)}' for r in RESULT_ORDER if res.count(r))}</td></tr>")
-    parts.append("</table>")
-    for heading, group in _differ_groups(studies):
-        parts.append(f"<h2>{e(heading)}</h2>")
-        if not group:
-            parts.append("<p>None: every such claim tested here agrees with the data (or is marked inconclusive/info).</p>")
-        else:
-            parts.append("<ul>" + "".join(
-                f"<li class='claim'>{_badge(c['result'])} <b>{e(doc['study'])}</b> (claim from {e(c.get('source', ''))}): "
-                f"<i>{e(c['claim'])}</i>. {e(c['line'])}</li>" for _, doc, c in group) + "</ul>")
-    parts.append("<h2>Claims and verdicts</h2><table><tr><th>study</th><th>claim</th><th>source</th><th>result</th>"
-                 "<th>verdict (computed)</th></tr>")
-    for _, doc, c in _all_claims(studies):
-        parts.append(f"<tr><td>{e(doc['study'])}</td><td>{e(c['claim'])}</td><td>{e(c.get('source', ''))}</td>"
-                     f"<td>{_badge(c['result'])}</td><td>{e(c['line'])}</td></tr>")
-    parts.append("</table>")
-    for folder, doc in studies:
-        parts.append(f"<h2 id='{_anchor(doc)}'>{e(str(doc.get('study')))}: {e(doc.get('title', ''))}</h2>")
-        if doc.get("summary"):
-            parts.append(f"<p>{e(doc['summary'])}</p>")
-        m = doc.get("machine", {})
-        parts.append(f"<p>Mode <b>{e(str(doc.get('mode')))}</b>, command <code>{e(str(doc.get('command')))}</code>, run time "
-                     f"{e(_fmt((doc.get('times_s') or {}).get('total')))} s ({e(str(m.get('cpus')))} CPUs, "
-                     f"{e(str(m.get('jax_backend')))}).</p>")
-        parts.append("<details><summary>Settings</summary><ul>" + "".join(
-            f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in _settings_items(doc.get("settings", {}))) + "</ul></details>")
-        parts.append("<h3>Verdicts</h3><ul>")
-        for c in doc["claims"]:
-            win = (f" (window: steps {c['window'][0]:.0f}-{c['window'][1]:.0f})"
-                   if c.get("window") and None not in c["window"] else "")
-            parts.append(f"<li class='claim'>{_badge(c['result'])} <i>{e(c['claim'])}</i>{e(win)} "
-                         f"[{e(c.get('source', ''))}]: {e(c['line'])}</li>")
-        parts.append("</ul>")
-        for figd in doc.get("figures", []):
-            path = os.path.join(folder, figd["file"])
-            parts.append(_img(path) if os.path.exists(path) else f"<p>(figure missing: {e(figd['file'])})</p>")
-            parts.append(f"<p class='cap'>{e(figd.get('caption', ''))}</p>")
-        for t in doc.get("tables", []):
-            parts.append(f"<details><summary>Table: {e(t['title'])}</summary><table><tr>"
-                         + "".join(f"<th>{e(str(c))}</th>" for c in t["columns"]) + "</tr>"
-                         + "".join("<tr>" + "".join(f"<td>{e(_fmt(v))}</td>" for v in row) + "</tr>" for row in t["rows"])
-                         + "</table>" + (f"<p class='cap'>{e(t['note'])}</p>" if t.get("note") else "") + "</details>")
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{CSS}</style>"
+             f"</head><body>", f"<h1>{e(title)}</h1>",
+             f"<p>Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by <code>python -m ntkdyn.report</code>.</p>"]
+
+    def emit(block) -> None:
+        if isinstance(block, Heading):
+            anchor = f" id='{e(block.anchor)}'" if block.anchor else ""
+            parts.append(f"<h{block.level}{anchor}>{e(block.text)}</h{block.level}>")
+        elif isinstance(block, Para):
+            parts.append(f"<p>{_html_inline(block.spans)}</p>")
+        elif isinstance(block, Bullets):
+            parts.append("<ul>" + "".join(f"<li>{_html_inline(i)}</li>" for i in block.items) + "</ul>")
+        elif isinstance(block, Table):
+            parts.append("<table><tr>" + "".join(f"<th>{_html_inline(c)}</th>" for c in block.columns) + "</tr>"
+                         + "".join("<tr>" + "".join(f"<td>{_html_inline(c)}</td>" for c in row) + "</tr>"
+                                   for row in block.rows) + "</table>")
+        elif isinstance(block, Figure):
+            parts.append(_img(block.path) if os.path.exists(block.path)
+                         else f"<p>(figure missing: {e(os.path.basename(block.path))})</p>")
+            parts.append(f"<p class='cap'>{e(block.caption)}</p>")
+        elif isinstance(block, Details):
+            parts.append(f"<details><summary>{e(block.summary)}</summary>")
+            for b in block.blocks:
+                emit(b)
+            parts.append("</details>")
+
+    for block in blocks:
+        emit(block)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
+# --------------------------------------------------------------------------- entry points
+def page_blocks(items: list[Loaded], assets: str, figures: str = "png") -> list:
+    """The blocks of the page: runs and sweeps in argument order, then every study together."""
+    blocks: list = []
+    studies: list[results.StudyResult] = []
+    for i, it in enumerate(items):
+        if isinstance(it, results.RunResult):
+            blocks += run_blocks(it, assets, figures, i)
+        elif isinstance(it, results.SweepResult):
+            blocks += sweep_blocks(it, assets, figures, i)
+        elif isinstance(it, results.StudyResult):
+            studies.append(it)
+        else:
+            studies.extend(it.studies)
+    if studies:
+        blocks += studies_blocks(studies)
+    return blocks
+
+
+def write_report(paths: str | list[str], out: str = "report.html", fmt: str | None = None, figures: str = "png",
+                 title: str | None = None) -> str:
+    """Render results folders into one page.
+
+    Args:
+        paths: results folder(s): runs, sweeps, studies or folders of studies.
+        out: the page; ``.html``/``.htm`` gives HTML unless ``fmt`` says otherwise.
+        fmt: ``md`` | ``html`` | None (from ``out``).
+        figures: ``png`` | ``svg``: format of the figures drawn for runs and sweeps (into
+            ``<out without extension>_files/``, each with its data as .csv).
+        title: the page title; default: what was run (``default_title``).
+    Returns:
+        ``out``.
+    Raises:
+        ValueError: a path is not a results folder.
+    """
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    if figures not in ("png", "svg"):
+        raise ValueError(f"figures: {figures!r} is not allowed; allowed: png, svg")
+    fmt = fmt or ("html" if out.lower().endswith((".html", ".htm")) else "md")
+    if fmt not in ("md", "html"):
+        raise ValueError(f"format: {fmt!r} is not allowed; allowed: md, html")
+    items = find_results(paths)
+    folder = os.path.dirname(os.path.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    assets = os.path.splitext(os.path.abspath(out))[0] + "_files"
+    if any(isinstance(it, (results.RunResult, results.SweepResult)) for it in items):
+        os.makedirs(assets, exist_ok=True)
+    blocks = page_blocks(items, assets, figures)
+    text = (render_html if fmt == "html" else render_markdown)(blocks, out, title or default_title(items))
+    results.write_text(out, text)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ntkdyn.report", description=__doc__.split("\n")[0])
-    p.add_argument("results", nargs="+", help="results folders of experiments/<study>.py (or their parent)")
+    p.add_argument("results", nargs="+", help="results folders: runs, sweeps, studies (or a folder of studies)")
     p.add_argument("--out", default="report.html", help="output file (.html: self-contained; .md: Markdown with "
                    "relative image links); default report.html")
     p.add_argument("--format", choices=("md", "html"), help="override the format chosen from --out")
-    p.add_argument("--title", default="ntkdyn: reproducing Bu, Xu, Chen (2021) and where the theory stops matching")
+    p.add_argument("--figures", choices=("png", "svg"), default="png", help="format of run and sweep figures")
+    p.add_argument("--title", help="page title (default: what was run)")
     args = p.parse_args(argv)
     try:
-        studies = find_studies(args.results)
+        out = write_report(args.results, args.out, args.format, args.figures, args.title)
     except ValueError as exc:
         print(f"ntkdyn.report: {exc}", file=sys.stderr)
         return 2
-    fmt = args.format or ("html" if args.out.lower().endswith((".html", ".htm")) else "md")
-    folder = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(folder, exist_ok=True)
-    text = (render_html if fmt == "html" else render_markdown)(studies, args.out, args.title)
-    results.write_text(args.out, text)
-    n = sum(len(doc["claims"]) for _, doc in studies)
-    print(f"report: {args.out} ({fmt}, {len(studies)} studies, {n} verdicts)")
+    fmt = args.format or ("html" if out.lower().endswith((".html", ".htm")) else "md")
+    print(f"report: {out} ({fmt}, {len(args.results)} results folder(s))")
     return 0
 
 
