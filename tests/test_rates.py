@@ -1,46 +1,180 @@
-"""Rate fits and verdicts on sequences with known rates."""
+"""Rate fits and verdicts on trajectories whose answer is known independently: closed forms
+(geometric, power laws, scipy's Bessel J_1), hand-written recurrences, and, for a spread
+spectrum, the exact instantaneous rates of the sum of modes."""
 import math
 
 import numpy as np
 import pytest
+from scipy import special
 
-from ntkdyn import rates
+from ntkdyn import optimizers, rates, theory
 
 
+def one_fit(k, loss, **kw):
+    return rates.fit_rates(np.asarray(k, float), np.asarray(loss, float), **kw)
+
+
+# --------------------------------------------------------------------------- exact rates
 @pytest.mark.parametrize("q", [0.9, 0.99])
 def test_geometric_is_linear(q):
     k = np.arange(0, 1001)
-    fit = rates.fit_rates(k, 3.0 * q**k)
+    fit = one_fit(k, 3.0 * q**k)
     assert fit.verdict == "linear"
     assert fit.linear_rate == pytest.approx(q, abs=1e-10)
+    assert fit.local_linear_rate == pytest.approx(q, abs=1e-10)
     assert fit.r2_linear == pytest.approx(1.0, abs=1e-12)
     assert fit.r2_power < fit.r2_linear
+    assert fit.spread_linear < 1e-8 and fit.margin == pytest.approx(1.0)
     assert fit.window == (100, 1000)
+    assert fit.fitted_on == "L" and fit.floor_star == 0.0
 
 
 @pytest.mark.parametrize("p", [1, 2, 3])
 def test_power_law_is_sublinear(p):
     k = np.arange(1, 1001)
-    fit = rates.fit_rates(k, 5.0 * k.astype(float) ** -p)
+    fit = one_fit(k, 5.0 * k.astype(float) ** -p)
     assert fit.verdict == "sublinear"
     assert fit.power_exponent == pytest.approx(-p, abs=1e-10)
+    assert fit.local_power_exponent == pytest.approx(-p, abs=1e-10)
     assert fit.r2_power == pytest.approx(1.0, abs=1e-12)
     assert fit.r2_linear < fit.r2_power
+    assert fit.margin == pytest.approx(-1.0)
 
 
 def test_power_law_with_step_zero_ignores_it():
     """Step 0 (log k = -inf) is outside every window; a finite L_0 is fine."""
     k = np.arange(0, 501)
     loss = np.where(k == 0, 10.0, np.maximum(k, 1).astype(float) ** -2.0)
-    fit = rates.fit_rates(k, loss, window=(0.0, 1.0))
+    fit = one_fit(k, loss, window=(0.0, 1.0))
     assert fit.verdict == "sublinear"
     assert fit.window[0] == 1
     assert fit.power_exponent == pytest.approx(-2.0, abs=1e-10)
 
 
+# --------------------------------------------------------------------------- oscillations
+@pytest.mark.parametrize("p", [1, 2, 3])
+def test_power_law_with_oscillation_is_sublinear(p):
+    """k^-p (0.2 + cos^2(0.03 k)): the envelope is exactly 1.2 k^-p at the peaks."""
+    k = np.arange(1, 3001, dtype=float)
+    fit = one_fit(k, k**-p * (0.2 + np.cos(0.03 * k) ** 2))
+    assert fit.verdict == "sublinear"
+    assert fit.local_power_exponent == pytest.approx(-p, abs=0.02)
+    assert fit.margin < -0.8
+
+
+def bessel_mode_loss(h: float, k) -> np.ndarray:
+    """Loss of one NAG-C ODE mode (r = 3, nu = 1) at t = k sqrt(eta): (2 J_1(x) / x)^2, x = sqrt(h) k,
+    from scipy's J_1 directly. Its peaks follow (8 / pi) x^-3 (J_1(x)^2 ~ 2 / (pi x) cos^2(...))."""
+    x = np.sqrt(h) * np.asarray(k, float)
+    xs = np.where(x > 0, x, 1.0)
+    return np.where(x > 0, (2 * special.jv(1, xs) / xs) ** 2, 1.0)
+
+
+def test_one_bessel_mode_is_sublinear_where_r2_is_a_coin_toss():
+    h, T = 1e-4, 20000  # x = 0.01 k: ~57 periods of J_1^2 in the window [2000, 20000]
+    k = np.arange(T + 1)
+    fit = one_fit(k, bessel_mode_loss(h, k))
+    assert abs(fit.r2_linear - fit.r2_power) < 0.1 and max(fit.r2_linear, fit.r2_power) < 0.6  # the old criterion
+    assert fit.verdict == "sublinear"
+    assert fit.local_power_exponent == pytest.approx(-3.0, abs=0.02)  # envelope x^-3
+    assert fit.margin < -0.8
+
+
+def test_window_starting_at_a_zero_of_the_oscillation_is_not_stalled():
+    """The window starts at the 6th zero of J_1, where L ~ 6e-9 while its envelope is ~1e-4; the
+    envelope falls (k_end / k_0)^3 = 1000x over the window."""
+    h = 1e-4
+    k0 = int(round(special.jn_zeros(1, 6)[-1] / math.sqrt(h)))
+    k = np.arange(0, 10 * k0 + 1)
+    loss = bessel_mode_loss(h, k)
+    assert loss[k0] < 1e-3 * loss[k0 - 160: k0 + 160].max()
+    fit = one_fit(k, loss, window=(k0, 10 * k0))
+    assert fit.window[0] == k0
+    assert fit.verdict == "sublinear"
+    assert -3.05 < fit.change_log10 < -2.6  # from the first peak after k0 to the last one
+
+
+def test_underdamped_heavy_ball_mode_is_linear():
+    """One HB mode by hand: c_{k+1} = (1 + beta - h) c_k - beta c_{k-1}, c_1 = c_0. Complex roots
+    ((1 + beta - h)^2 < 4 beta) have |z|^2 = beta, so the loss c^2 is beta^k times an oscillation."""
+    beta, h, T = 0.95, 0.1, 2000
+    assert (1 + beta - h) ** 2 < 4 * beta
+    c = np.empty(T + 1)
+    c[0] = c[1] = 1.0
+    for j in range(1, T):
+        c[j + 1] = (1 + beta - h) * c[j] - beta * c[j - 1]
+    fit = one_fit(np.arange(T + 1), 0.5 * c**2)
+    assert fit.verdict == "linear"
+    assert fit.local_linear_rate == pytest.approx(beta, rel=1e-4)
+    assert fit.margin > 0.8
+
+
+def test_envelope_points_are_the_peaks_of_an_oscillation_and_all_of_a_monotone_sequence():
+    k = np.arange(2000.0)
+    osc = 0.995**k * np.cos(0.05 * k + 0.3) ** 2
+    env = rates.envelope_points(osc)
+    inner = env[(env > 0) & (env < k.size - 1)]
+    assert np.all((osc[inner] >= osc[inner - 1]) & (osc[inner] >= osc[inner + 1]))
+    assert 25 <= env.size <= 33  # one per period pi / 0.05 = 63 steps
+    mono = 1.0 / (1.0 + k)
+    np.testing.assert_array_equal(rates.envelope_points(mono), np.arange(k.size))
+
+
+# --------------------------------------------------------------------------- a spread spectrum
+def gd_spread(steps):
+    """GD, eta = 1, on 40 eigenvalues log-spaced in [3e-5, 1], unit coefficients: L = 1/2 sum (1 - lam)^(2k)."""
+    lam = np.geomspace(3e-5, 1.0, 40)
+    return lam, 0.5 * np.sum((1.0 - lam) ** (2 * np.asarray(steps, float)[:, None]), axis=1)
+
+
+def test_gd_on_a_spread_spectrum_is_sublinear_before_its_horizon_and_linear_after():
+    """What is true over k = 300..3000: the exact instantaneous per-step rate -dlogL/dk (a weighted
+    mean of -2 log(1 - lam)) falls 4.6x while the exponent -dlogL/dlogk changes 2.2x: the local rate
+    scales as k^b with b < -1/2, so the power law is the more nearly constant model, and no geometric
+    law holds there. Theory says why: the slowest mode needs 1 / -log(1 - 3e-5) = 33333 steps to decay,
+    so the window ends long before the linear regime; past it the verdict is linear at its rate."""
+    k = np.arange(3001)
+    lam, loss = gd_spread(k)
+    slow = lam[:-1]  # lam = 1 dies at step 1
+    ks = np.geomspace(300, 3000, 50)
+    w = (1.0 - slow) ** (2 * ks[:, None])
+    rate = (w @ (-2 * np.log1p(-slow))) / w.sum(axis=1)
+    b = np.polyfit(np.log(ks), np.log(rate), 1)[0]
+    assert b < -0.6 and rate[0] / rate[-1] > 4
+
+    fit = one_fit(k, loss)
+    assert fit.window == (300, 3000)
+    assert fit.verdict == "sublinear" and fit.margin < -0.3
+    spec = optimizers.get("gd")
+    regime = theory.asymptotic_regime(spec, {"eta": 1.0}, lam)
+    assert regime["regime"] == "linear"
+    assert regime["rate"] == pytest.approx((1 - 3e-5) ** 2, rel=1e-12)
+    assert regime["horizon"] == pytest.approx(1 / -math.log1p(-3e-5), rel=1e-9)
+    assert rates.window_position(fit.window, regime["horizon"]) == "before"
+    assert "ends before the slowest-mode time" in rates.scope(fit, regime)
+
+    late_k = np.arange(0, 400001, 100)
+    late = one_fit(late_k, gd_spread(late_k)[1], window=(1e5, 4e5))
+    assert late.verdict == "linear"
+    assert (1 - lam[1]) ** 2 < late.local_linear_rate <= (1 - lam[0]) ** 2
+
+
+# --------------------------------------------------------------------------- growing, stalled, diverged
+def test_unstable_run_growing_under_the_divergence_factor_is_growing():
+    k = np.arange(0, 1160)
+    loss = 1.01**k  # grows 1e5x, below train.divergence_factor = 1e6
+    assert loss[-1] > 1e5 and loss[-1] < 1e6
+    fit = one_fit(k, loss)
+    assert fit.verdict == "growing"
+    assert fit.local_linear_rate == pytest.approx(1.01, rel=1e-9)
+    # an oscillating unstable mode (|z| > 1, complex): growing too
+    osc = 1.004**k * np.cos(0.1 * k) ** 2
+    assert one_fit(k, osc).verdict == "growing"
+
+
 def test_constant_is_stalled():
     k = np.arange(0, 200)
-    fit = rates.fit_rates(k, np.full(200, 0.7))
+    fit = one_fit(k, np.full(200, 0.7))
     assert fit.verdict == "stalled"
     assert fit.linear_rate == pytest.approx(1.0)
 
@@ -48,8 +182,8 @@ def test_constant_is_stalled():
 def test_slow_decrease_below_stall_factor_is_stalled():
     k = np.arange(0, 101)
     loss = 1.0 - 1e-4 * k  # falls by ~1% over the window, below the default factor 1.01
-    assert rates.fit_rates(k, loss).verdict == "stalled"
-    assert rates.fit_rates(k, loss, stall_factor=1.001).verdict != "stalled"
+    assert one_fit(k, loss).verdict == "stalled"
+    assert one_fit(k, loss, stall_factor=1.001).verdict != "stalled"
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
@@ -57,28 +191,54 @@ def test_nonfinite_is_diverged(bad):
     k = np.arange(0, 50)
     loss = 0.9 ** k.astype(float)
     loss[30] = bad
-    fit = rates.fit_rates(k, loss)
+    fit = one_fit(k, loss)
     assert fit.verdict == "diverged"
     assert math.isnan(fit.linear_rate) and math.isnan(fit.power_exponent)
 
 
-def test_diverged_flag():
-    k = np.arange(0, 50)
-    assert rates.fit_rates(k, 0.9 ** k.astype(float), diverged=True).verdict == "diverged"
+def test_nan_tail_is_diverged():
+    """Training writes NaN after the step it diverged at (train.py); a NaN tail is a divergence
+    even when the finite part decreases."""
+    k = np.arange(0, 1000)
+    loss = 0.99 ** k.astype(float)
+    loss[700:] = np.nan
+    assert one_fit(k, loss).verdict == "diverged"
+    assert one_fit(k, 0.99 ** k.astype(float), diverged=True).verdict == "diverged"
 
 
+# --------------------------------------------------------------------------- undecided
+def test_stretched_exponential_is_undecided():
+    """exp(-2 sqrt k): the local per-step rate k^-1/2 and the local exponent -k^1/2 vary equally:
+    neither model is the more nearly constant."""
+    k = np.arange(0, 1001)
+    fit = one_fit(k, np.exp(-2.0 * np.sqrt(k)))
+    assert fit.verdict == "undecided"
+    assert abs(fit.margin) < 0.05
+    assert "margin" in fit.reason
+
+
+def test_short_windows_are_undecided():
+    k = np.arange(0, 6)
+    fit = one_fit(k, 0.5**k)  # window = steps 1..5: too few sub-windows of two points
+    assert fit.verdict == "undecided" and "too short" in fit.reason
+    assert fit.linear_rate == pytest.approx(0.5)  # the global fit is still reported
+    two = one_fit(np.arange(3), np.array([1.0, 0.5, 0.25]))
+    assert two.verdict == "undecided" and "fewer than 3" in two.reason
+
+
+# --------------------------------------------------------------------------- floors
 def test_floor_excluded_from_fit():
     """A geometric sequence that reaches the float floor and stays there: only the part above
     the floor is fitted, so the rate is the true one."""
     k = np.arange(0, 1001)
     q = 0.9
     loss = np.maximum(q ** k.astype(float), 1e-30)  # hits 1e-30 at k ~ 656
-    fit = rates.fit_rates(k, loss, floor=1e-30)
+    fit = one_fit(k, loss, floor=1e-30)
     assert fit.verdict == "linear"
     assert fit.linear_rate == pytest.approx(q, abs=1e-10)
     assert fit.window[1] < 660
     # without the floor the flat tail would bias the fit
-    assert abs(rates.fit_rates(k, loss).linear_rate - q) > 1e-3
+    assert abs(one_fit(k, loss).linear_rate - q) > 1e-3
 
 
 def test_floor_reached_before_window_refits_from_step_one():
@@ -86,12 +246,78 @@ def test_floor_reached_before_window_refits_from_step_one():
     the fit falls back to the steps from 1 on that are above the floor (rates.fit_rates)."""
     k = np.arange(0, 1001)
     loss = np.maximum(0.5 ** k.astype(float), 1e-30)
-    fit = rates.fit_rates(k, loss, floor=1e-30)
+    fit = one_fit(k, loss, floor=1e-30)
     assert fit.verdict == "linear"
     assert fit.linear_rate == pytest.approx(0.5, abs=1e-10)
     assert fit.window[0] == 1
 
 
+def arccos_kernel(X: np.ndarray) -> np.ndarray:
+    """H_inf of the paper model for unit inputs (DESIGN.md 1): x.x' (pi - arccos x.x') / (2 pi)."""
+    G = np.clip(X @ X.T, -1.0, 1.0)
+    return G * (np.pi - np.arccos(G)) / (2 * np.pi)
+
+
+def test_repeated_inputs_fit_on_loss_minus_floor_and_are_linear():
+    """5 distinct unit inputs, each twice with different targets: K has 5 null directions (the
+    differences within pairs), GD cannot fit the within-pair spread, and L -> L* = 1/2 sum over pairs
+    of sum (y_i - mean_pair y)^2 (u_0 is equal within a pair). GD is run by hand."""
+    rng = np.random.default_rng(3)
+    Xd = rng.standard_normal((5, 3))
+    Xd /= np.linalg.norm(Xd, axis=1, keepdims=True)
+    X = np.repeat(Xd, 2, axis=0)
+    y = rng.standard_normal(10)
+    u0 = 0.3 * X[:, 0]
+    K = arccos_kernel(X)
+    lam, V = np.linalg.eigh(K)
+    e = u0 - y
+    floor_star = 0.5 * np.sum((y - np.repeat(y.reshape(5, 2).mean(axis=1), 2)) ** 2)
+    info = theory.loss_floor_star(lam, V.T @ e, 1.0, 10 * np.finfo(float).eps)
+    assert info["null_modes"] == 5
+    assert info["floor"] == pytest.approx(floor_star, rel=1e-10)
+
+    eta, T = 1.0 / lam[-1], 200
+    loss = np.empty(T + 1)
+    for j in range(T + 1):
+        loss[j] = 0.5 * e @ e
+        e = e - eta * (K @ e)
+    floor = rates.difference_floor(1e-28 * loss[0], info["floor"], np.finfo(float).eps)
+    fit = one_fit(np.arange(T + 1), loss, floor=floor, floor_star=info["floor"])
+    assert fit.fitted_on == "L - L*" and fit.floor_star == info["floor"]
+    assert fit.verdict == "linear"
+    lam_plus = lam[~theory.null_modes(lam, 10 * np.finfo(float).eps)]
+    assert fit.local_linear_rate == pytest.approx((1 - eta * lam_plus[0]) ** 2, rel=1e-5)
+    # on L itself the loss flattens at L*: not linear
+    assert one_fit(np.arange(T + 1), loss).verdict in ("stalled", "sublinear", "undecided")
+
+
+# --------------------------------------------------------------------------- theory regimes
+def test_asymptotic_regimes_against_closed_forms():
+    lam = np.array([0.05, 0.4, 1.0])
+    hb = theory.asymptotic_regime(optimizers.get("hb"), {"eta": 0.1, "beta": 0.9}, lam)
+    # every mode underdamped ((1 + beta - eta lam)^2 < 4 beta): |z|^2 = beta
+    assert np.all((1.9 - 0.1 * lam) ** 2 < 3.6)
+    assert hb["rate"] == pytest.approx(0.9, rel=1e-12) and hb["horizon"] == pytest.approx(2 / -math.log(0.9))
+    nagc = theory.asymptotic_regime(optimizers.get("nag_c"), {"eta": 0.01, "r": 3.0}, lam,
+                                    optimizers.get("nag_c").ode({"eta": 0.01, "r": 3.0}))
+    assert nagc["horizon_kind"] == "crossover"
+    assert nagc["horizon"] == pytest.approx(3 / -math.log1p(-0.01 * 0.05), rel=1e-12)
+    assert nagc["rate"] == pytest.approx(1 - 0.01 * 0.05, rel=1e-8)
+    bad = theory.asymptotic_regime(optimizers.get("gd"), {"eta": 2.5}, lam)  # |1 - 2.5| = 1.5 > 1
+    assert bad["regime"] == "growing" and bad["rate"] == pytest.approx(2.25)
+
+
+def test_window_position_and_scope():
+    assert rates.window_position((100, 200), 300.0) == "before"
+    assert rates.window_position((100, 200), 50.0) == "after"
+    assert rates.window_position((100, 200), 150.0) == "straddles"
+    assert rates.window_position((100, 200), None) is None
+    fit = one_fit(np.arange(1, 1001), np.arange(1, 1001.0) ** -3)
+    text = rates.scope(fit, {"regime": "linear", "rate": 0.999, "horizon": 3000.0, "horizon_kind": "crossover"})
+    assert text.startswith("sublinear over k = 100..1000") and "ends before the crossover k = 3000" in text
+
+
+# --------------------------------------------------------------------------- helpers
 def test_window_mask_fractions_and_absolute_steps():
     k = np.arange(0, 101, dtype=float)
     loss = np.ones(101)
@@ -107,11 +333,12 @@ def test_window_mask_fractions_and_absolute_steps():
     assert not m[60] and not m[70] and m[61]
 
 
-def test_ratefit_as_dict():
-    fit = rates.fit_rates(np.arange(0, 101), 0.8 ** np.arange(0, 101.0))
+def test_ratefit_as_dict_keeps_the_old_keys():
+    fit = one_fit(np.arange(0, 101), 0.8 ** np.arange(0, 101.0))
     d = fit.as_dict()
     assert d["verdict"] == "linear" and d["window"] == [10, 100]
-    assert set(d) == {"verdict", "linear_rate", "r2_linear", "power_exponent", "r2_power", "window"}
+    assert {"verdict", "linear_rate", "r2_linear", "power_exponent", "r2_power", "window"} <= set(d)
+    assert {"fitted_on", "floor_star", "margin", "local_linear_rate", "local_power_exponent", "reason"} <= set(d)
 
 
 def test_max_relative_gap():
@@ -122,3 +349,50 @@ def test_max_relative_gap():
     assert rates.max_relative_gap(ref, other, np.ones(4, bool)) == pytest.approx(11.5)
     assert math.isnan(rates.max_relative_gap(ref, other, np.zeros(4, bool)))
     assert rates.max_relative_gap(ref, ref, np.ones(4, bool)) == 0.0
+
+
+def test_log_gap():
+    ref = np.array([1.0, 1.0, 1.0, 1.0, 1e-40])
+    pred = np.array([10.0, 0.01, 1.0, np.nan, 1.0])
+    g = rates.log_gap(pred, ref, floor=1e-30)  # steps 0..2 count: |1|, |-2|, 0 decades
+    assert (g.max, g.steps) == (pytest.approx(2.0), 3) and g.mean == pytest.approx(1.0)
+    assert rates.log_gap(ref, pred, floor=1e-30) == g  # symmetric
+    assert rates.log_gap(pred, ref, 1e-30, mask=[True, False, False, False, False]).max == pytest.approx(1.0)
+    empty = rates.log_gap(pred, ref, 1e-30, mask=np.zeros(5, bool))
+    assert empty.steps == 0 and empty.as_dict() == {"max": None, "mean": None, "steps": 0}
+
+
+# --------------------------------------------------------------------------- end to end
+def test_pipeline_on_repeated_inputs_fits_loss_minus_floor(tmp_path):
+    """A tiny dataset with every input twice and different targets, through pipeline.prepare and
+    run_optimizer: the floor L* matches the within-pair spread of y (the network's outputs on equal
+    inputs are equal), the verdict is linear on L - L*, the predicted rate leaves the null modes out."""
+    from ntkdyn import config, pipeline
+
+    rng = np.random.default_rng(0)
+    Xd = rng.standard_normal((4, 3))
+    X, y = np.repeat(Xd, 2, axis=0), rng.standard_normal(8)
+    path = tmp_path / "pairs.npz"
+    np.savez(path, X=X, y=y)
+    cfg = config.from_dict({
+        "name": "pairs", "seed": 0, "dtype": "float64",
+        "data": {"source": "npz", "path": str(path), "normalize": "unit"},
+        "model": {"name": "paper", "width": 512},
+        "train": {"steps": 300, "error_at": [0], "kernel_at": [0]},
+        "theory": {"diffrax": False},
+        "optimizers": [{"name": "gd", "eta": 0.5}]})
+    setup = pipeline.prepare(cfg)
+    _, m = pipeline.run_optimizer(cfg, setup, cfg.optimizers[0])
+    within = 0.5 * np.sum((y - np.repeat(y.reshape(4, 2).mean(axis=1), 2)) ** 2)
+    assert m["loss_floor"]["null_modes"] == 4 and m["loss_floor"]["subtracted"]
+    assert m["loss_floor"]["floor"] == pytest.approx(within, rel=1e-8)
+    assert m["fitted"]["fitted_on"] == "L - L*" and m["fitted"]["floor_star"] == pytest.approx(within, rel=1e-8)
+    assert m["verdict"] == "linear" and m["theory_verdicts"]["discrete"] == "linear"
+    lam = np.linalg.eigvalsh(setup.K)
+    live = lam[lam > 1e-8 * lam[-1]]
+    expected = max((1 - 0.5 * live[0]) ** 2, (1 - 0.5 * live[-1]) ** 2)
+    assert m["predicted"]["linear_rate"] == pytest.approx(expected, rel=1e-9)
+    assert m["regime"]["regime"] == "linear" and m["regime"]["rate"] == pytest.approx(expected, rel=1e-9)
+    assert m["regime"]["window_position"] in ("before", "after", "straddles")
+    assert set(m["deviation_log10"]["discrete"]) == {"max", "mean", "steps"}
+    assert {"linear_rate", "r2_linear", "power_exponent", "r2_power", "window"} <= set(m["fitted"])
