@@ -2,9 +2,10 @@
 
     python experiments/hb_vs_epoch.py [--quick] [--seed 0] --out DIR
 
-HB with beta in {0.2, 0.5, 0.8}; the released-code model at the notebook's lr 1e-4 and the paper
-model at eta = 1 / lambda_max(K); kernel-regime recurrence and ODE overlays; a rate table and
-computed verdicts in DIR/verdicts.json (see experiments/README.md).
+HB with beta in {0.2, 0.5, 0.8}; the released notebook's setting (its init: first-layer bias
+U(-1/sqrt d, 1/sqrt d); MSE; lr 1e-4; 5000 steps; digits n = 600, pixels / 16, digit target; see
+_epoch.py) and the paper model at eta = 1 / lambda_max(K); kernel-regime recurrence and ODE
+overlays; a rate table and computed verdicts in DIR/verdicts.json (see experiments/README.md).
 """
 import sys
 

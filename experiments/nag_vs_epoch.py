@@ -3,8 +3,10 @@ figure), on digits.
 
     python experiments/nag_vs_epoch.py [--quick] [--seed 0] --out DIR
 
-NAG-C with beta_k = (k-1)/(k+r-1), r in {2, 3, 6, 8} (the notebook's d); the released-code model
-at lr 1e-4 and the paper model at eta = 1 / lambda_max(K); verdicts over windows that start at
+NAG-C with beta_k = (k-1)/(k+r-1), r in {2, 3, 6, 8} (the notebook's d), in torch form (momentum
+set before each step, velocity from step 2, as the notebook runs it); the released notebook's
+setting (its init, MSE, lr 1e-4, 5000 steps, digits n = 600, pixels / 16; see _epoch.py) and the
+paper model at eta = 0.1 / lambda_max(K); verdicts over windows that start at
 the Bessel-envelope onset of the slowest mode and end before the predicted crossover to the
 linear tail (DESIGN.md section 1).
 """
