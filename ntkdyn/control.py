@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from ntkdyn import optimizers, theory
+from ntkdyn import optimizers, rates, theory
 
 BAND = 0.02
 
@@ -372,19 +372,13 @@ def root_locus(spec, hyper: dict, lams, key: str, values) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- NAG-C tail
-def envelope_peaks(loss: np.ndarray) -> np.ndarray:
-    """Indices of the local maxima of a (possibly oscillating) positive sequence."""
-    a = np.asarray(loss, np.float64)
-    return np.flatnonzero((a[1:-1] >= a[:-2]) & (a[1:-1] >= a[2:]) & np.isfinite(a[1:-1]) & (a[1:-1] > 0)) + 1
-
-
 def measure_tail(step, loss, window: tuple[float, float], floor: float = 0.0) -> dict:
     """Fit log L = a + p log k + k log q to the peaks of the loss over ``window`` (absolute steps):
     power exponent p, tail loss factor q and crossover step k* = p / log q (where the exponential
     factor's share of the log-log slope p + k log q equals the power law's)."""
     step = np.asarray(step, np.float64)
     loss = np.asarray(loss, np.float64)
-    pk = envelope_peaks(loss)
+    pk = rates.envelope_peaks(loss)
     sel = pk[(step[pk] >= window[0]) & (step[pk] <= window[1]) & (loss[pk] > floor)]
     out = {"window": [float(window[0]), float(window[1])], "peaks": int(sel.size),
            "power_exponent": None, "tail_rate": None, "crossover_step": None}
@@ -399,10 +393,9 @@ def measure_tail(step, loss, window: tuple[float, float], floor: float = 0.0) ->
 
 
 def log_gap(pred, ref, floor: float) -> float | None:
-    """Mean |log10 L_pred - log10 L_ref| (decades) over the steps where both exceed ``floor``."""
-    pred, ref = np.asarray(pred, np.float64), np.asarray(ref, np.float64)
-    m = np.isfinite(pred) & np.isfinite(ref) & (pred > floor) & (ref > floor)
-    return float(np.mean(np.abs(np.log10(pred[m]) - np.log10(ref[m])))) if m.any() else None
+    """Mean |log10 L_pred - log10 L_ref| (decades) over the steps where both exceed ``floor``
+    (``rates.log_gap``'s mean; None where no step counts)."""
+    return rates.log_gap(pred, ref, floor).as_dict()["mean"]
 
 
 def ode_losses(spec, hyper: dict, lam, coef, c: float, step) -> dict[str, np.ndarray]:
@@ -530,8 +523,6 @@ def _map(cfg, setup, name: str, floor: float) -> tuple[dict, dict]:
     above L_0 at some step: the linear instability the kernel regime predicts), ``diverged`` (training
     blew up or ended above L_0) and the fitted rate. A wide network can leave the kernel regime and
     recover between the two boundaries (the catapult phase, Lewkowycz et al. 2020)."""
-    from ntkdyn import rates
-
     cc = cfg.control
     spec = get(name)
     lam = np.asarray(setup.lam, np.float64)
