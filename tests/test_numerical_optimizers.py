@@ -147,10 +147,28 @@ def test_ogm_meets_its_worst_case_bound_on_a_quadratic():
 
 
 def test_ogm_theta_table_and_continuation():
-    th = optimizers._theta_table(70_000)
-    np.testing.assert_allclose(optimizers.ogm_theta(np.arange(70_001.0)), th, rtol=1e-13)
-    assert optimizers.ogm_theta(5.0) == th[5]
-    assert np.all(th[1:] >= (np.arange(1, 70_001) + 2) / 2)  # theta_k >= (k + 2)/2
+    """theta_k of OGM against references that do not use its table: a loop written here (Python floats)
+    out to k = 3e5, far past the table's 2^16 where ogm_theta switches to its fitted expansion; the
+    defining invariant theta_k^2 - theta_k = theta_{k-1}^2 on ogm_theta's own values (table and
+    continuation, incl. k = 1e7); Kim & Fessler's bound theta_k >= (k + 2)/2; the traced (jax) path."""
+    import jax
+
+    marks = [1, 2, 5, 100, 65535, 65536, 65537, 70_000, 100_000, 200_000, 300_000]
+    ref, th = {}, 1.0
+    for k in range(1, marks[-1] + 1):
+        th = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * th * th))
+        if k in marks:
+            ref[k] = th
+    for k in marks:
+        assert optimizers.ogm_theta(float(k)) == pytest.approx(ref[k], rel=1e-12)
+    assert optimizers.ogm_theta(0.0) == 1.0
+    k = np.concatenate([np.arange(1.0, 70_001.0), np.geomspace(7e4, 1e7, 200).round()])
+    th, prev = optimizers.ogm_theta(k), optimizers.ogm_theta(k - 1)
+    np.testing.assert_allclose(th * th - th, prev * prev, rtol=1e-13)
+    assert np.all(th >= (k + 2) / 2)
+    with jax.enable_x64(True):
+        traced = jax.jit(optimizers.ogm_theta)(jnp.asarray(k))
+    np.testing.assert_allclose(np.asarray(traced), th, rtol=1e-13)
 
 
 def test_ogm_ode_is_nesterovs_with_doubled_step():
