@@ -52,6 +52,23 @@ class TrainPlan:
     snapshot_at: tuple[int, ...] = ()
     divergence_factor: float = 1e6
     chunks: int = 1  # the blocks are cut into this many equal compiled calls (progress, ETA)
+    batch_size: int | None = None  # mini-batch size b (None: full batch); see ``batch_indices``
+    sampling: str = "replacement"  # replacement | shuffle (``batch_indices``)
+
+
+SAMPLE_KEY = "_sample_key"  # the run's sampling key (raw uint32 PRNG key) travels with its hyperparameters
+
+
+def batch_indices(key: jax.Array, step: jax.Array, n: int, b: int, sampling: str) -> jax.Array:
+    """The b training indices of update ``step`` (0-based) of one run, from its key, inside the
+    compiled scan. ``replacement``: b i.i.d. uniform indices, keyed by fold_in(key, step);
+    ``shuffle``: epoch step // (n // b) is a fresh permutation (fold_in(key, epoch)) cut into n // b
+    batches of b (the last n mod b indices of each permutation are skipped: drop-last)."""
+    if sampling == "replacement":
+        return jax.random.randint(jax.random.fold_in(key, step), (b,), 0, n)
+    per_epoch = n // b
+    perm = jax.random.permutation(jax.random.fold_in(key, step // per_epoch), n)
+    return jax.lax.dynamic_slice(perm, ((step % per_epoch) * b,), (b,))
 
 
 @dataclasses.dataclass
@@ -125,19 +142,27 @@ def batched_fns(model: Model, spec: optimizers.OptimizerSpec, static: dict, c: f
     inside = jnp.asarray(interior_events(plan))
 
     def tx_of(hyper):
+        hyper = {key: v for key, v in hyper.items() if key != SAMPLE_KEY}
         return optax.with_extra_args_support(optimizers.transformation(spec, {**hyper, **static}))
 
     def loss_fn(p, consts, X, y):
         e = model.apply(p, consts, X) - y
         return 0.5 * c * jnp.sum(e * e), e
 
-    def one_step(params, opt_state, hyper, consts, X, y):
-        """The plain optax step of one run: (new params, new state, L, e, ||g||^2)."""
+    def one_step(params, opt_state, hyper, consts, X, y, step):
+        """The plain optax step of one run: (new params, new state, L, e, ||g||^2); L, e and g on the
+        full training set. Mini-batch: the update uses the gradient of (c/2)(n/b) sum_{i in B} e_i^2
+        (expectation: the full gradient), B = ``batch_indices`` of this run's key and step."""
         (L, e), g = jax.value_and_grad(loss_fn, has_aux=True)(params, consts, X, y)
-        updates, new_opt = tx_of(hyper).update(g, opt_state, params, value=L)
+        g_step = g
+        if plan.batch_size is not None:
+            n = y.shape[0]
+            idx = batch_indices(hyper[SAMPLE_KEY], step, n, plan.batch_size, plan.sampling)
+            g_step = jax.grad(lambda p: (n / plan.batch_size) * loss_fn(p, consts, X[idx], y[idx])[0])(params)
+        updates, new_opt = tx_of(hyper).update(g_step, opt_state, params, value=L)
         return optax.apply_updates(params, updates), new_opt, L, e, _sum_sq(g)
 
-    vstep = jax.vmap(one_step, in_axes=(0, 0, 0) + axes)
+    vstep = jax.vmap(one_step, in_axes=(0, 0, 0) + axes + (None,))
     vloss = jax.vmap(jax.value_and_grad(loss_fn, has_aux=True), in_axes=(0,) + axes)
 
     def is_bad(L, limit):
@@ -158,7 +183,7 @@ def batched_fns(model: Model, spec: optimizers.OptimizerSpec, static: dict, c: f
         def step(st: TrainState, i):
             k_abs = b * k + i
             live = st.diverged_at < 0
-            p, o, L, e, gn = vstep(st.params, st.opt_state, hyper, consts, X, y)
+            p, o, L, e, gn = vstep(st.params, st.opt_state, hyper, consts, X, y, k_abs)
             errors, snaps = record(k_abs, live, e, st.params, st.errors, st.snapshots)
             bad = live & is_bad(L, st.limit)
             move = live & ~bad
@@ -172,12 +197,12 @@ def batched_fns(model: Model, spec: optimizers.OptimizerSpec, static: dict, c: f
     def fast_block(state: TrainState, b, hyper, consts, X, y):
         """The block as a plain scan; a divergence inside sends it to ``careful_block``."""
         live = state.diverged_at < 0
-        p, o, L0, e0, gn0 = vstep(state.params, state.opt_state, hyper, consts, X, y)
+        p, o, L0, e0, gn0 = vstep(state.params, state.opt_state, hyper, consts, X, y, b * k)
         first_bad = jnp.where(is_bad(L0, state.limit), 0, -1)
 
         def inner(carry, i):
             p, o, fb = carry
-            p, o, L, _, _ = vstep(p, o, hyper, consts, X, y)
+            p, o, L, _, _ = vstep(p, o, hyper, consts, X, y, b * k + i)
             return (p, o, jnp.where((fb < 0) & is_bad(L, state.limit), i, fb)), None
 
         if k > 1:
@@ -270,14 +295,17 @@ def _to_host(tree):
 
 
 def train_batch(model: Model, spec: optimizers.OptimizerSpec, hypers: list[dict], c: float, plan: TrainPlan,
-                params: list, consts: list, X: list, y: list, progress: Callable[[int, float], None] | None = None
-                ) -> list[TrainResult]:
+                params: list, consts: list, X: list, y: list, progress: Callable[[int, float], None] | None = None,
+                keys: list | None = None) -> list[TrainResult]:
     """Train R runs of the same shapes as one vmapped, sharded program; one TrainResult per run.
 
     ``hypers[i]`` holds run i's numeric hyperparameters (non-numeric ones, e.g. optax kwargs
     like nesterov=True, must be equal across runs and are compiled in). ``progress(step, eta_s)``
-    is called after every chunk.
+    is called after every chunk. ``keys[i]``: run i's sampling key (``jax.random.PRNGKey``), needed
+    when ``plan.batch_size`` is set; an input per run, so runs with different keys are one program.
     """
+    if plan.batch_size is not None and (keys is None or len(keys) != len(hypers)):
+        raise ValueError(f"mini-batch training (batch_size={plan.batch_size}) needs one sampling key per run")
     R = len(hypers)
     dtype = X[0].dtype
     numeric_keys = [k for k, v in hypers[0].items() if isinstance(v, float | int) and not isinstance(v, bool)]
@@ -290,7 +318,9 @@ def train_batch(model: Model, spec: optimizers.OptimizerSpec, hypers: list[dict]
     replicated = NamedSharding(mesh, PartitionSpec())
     stack = lambda trees: _put(jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]),
                                             *[trees[i] for i in pick]), sharding)
-    h = stack([{k: np.asarray(hp[k], dtype) for k in numeric_keys} for hp in hypers])
+    h = stack([{**{k: np.asarray(hp[k], dtype) for k in numeric_keys},
+                **({SAMPLE_KEY: np.asarray(keys[i], np.uint32)} if plan.batch_size is not None else {})}
+               for i, hp in enumerate(hypers)])
     p = stack(params)
     # Inputs equal in every run (data of one seed, fixed output signs) are passed once, not
     # stacked: the batched matmuls then become one wide GEMM, X @ [W_1; ...; W_R]^T.
@@ -342,9 +372,10 @@ def train_batch(model: Model, spec: optimizers.OptimizerSpec, hypers: list[dict]
 
 
 def train(model: Model, spec: optimizers.OptimizerSpec, hyper: dict, c: float, plan: TrainPlan,
-          params, consts, X, y, progress=None) -> TrainResult:
-    """One run (``train_batch`` with a single run)."""
-    return train_batch(model, spec, [hyper], c, plan, [params], [consts], [X], [y], progress)[0]
+          params, consts, X, y, progress=None, key=None) -> TrainResult:
+    """One run (``train_batch`` with a single run; ``key``: its sampling key for mini-batch plans)."""
+    return train_batch(model, spec, [hyper], c, plan, [params], [consts], [X], [y], progress,
+                       None if key is None else [key])[0]
 
 
 def progress_printer(label: str, total_steps: int, runs: int, stream=sys.stderr) -> Callable[[int, float], None]:

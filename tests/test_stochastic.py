@@ -178,3 +178,81 @@ def test_mean_band_covers_sampled_means():
         inside.append(np.mean((m >= band.lo[1:]) & (m <= band.hi[1:])))
     assert 0.85 < np.mean(inside) <= 1.0
     assert np.all(band.hi[1:] - band.lo[1:] < 2 * 1.96 * band.sd[1:] / 5)
+
+
+# --------------------------------------------------------------------------- mini-batch training (ntkdyn.train)
+def _linear_model():
+    from ntkdyn import models
+
+    return models.Model("linear", lambda th, c, X: X @ th["w"], "half_sum")
+
+
+def test_batch_indices_laws():
+    import jax
+
+    from ntkdyn.train import batch_indices
+
+    key = jax.random.PRNGKey(4)
+    n, b = 10, 3  # shuffle: 3 batches an epoch, 1 index skipped
+
+    def draw(sampling, steps):
+        return np.asarray(jax.vmap(lambda k: batch_indices(key, k, n, b, sampling))(np.arange(steps)))
+
+    shuffle = draw("shuffle", 6)
+    assert len(set(shuffle[:3].ravel().tolist())) == 9 and len(set(shuffle[3:].ravel().tolist())) == 9
+    assert not np.array_equal(shuffle[:3], shuffle[3:])  # a fresh permutation each epoch
+    draws = draw("replacement", 2000)
+    freq = np.bincount(draws.ravel(), minlength=n) / draws.size
+    assert np.all(np.abs(freq - 0.1) < 5 * math.sqrt(0.1 * 0.9 / draws.size))
+    assert any(len(set(row.tolist())) < b for row in draws)  # with replacement: repeats occur
+
+
+@pytest.mark.parametrize("sampling", ["replacement", "shuffle"])
+def test_minibatch_training_equals_a_numpy_loop_on_the_same_batches(sampling):
+    import jax
+    import jax.numpy as jnp
+
+    from ntkdyn.train import TrainPlan, batch_indices, train
+
+    Phi, y = _linear_problem(n=7, p=12)
+    key = jax.random.PRNGKey(11)
+    steps, b, eta, beta = 25, 3, 0.05, 0.5
+    res = train(_linear_model(), optimizers.get("hb"), {"eta": eta, "beta": beta}, 1.0,
+                TrainPlan(steps, 1, batch_size=b, sampling=sampling), {"w": jnp.zeros(12, jnp.float64)}, {},
+                jnp.asarray(Phi), jnp.asarray(y), key=key)
+    batches = np.asarray(jax.vmap(lambda k: batch_indices(key, k, 7, b, sampling))(np.arange(steps)))
+
+    def loop(batches):  # the update written out, on the given batches (None: full batch)
+        theta, v, out = np.zeros(12), np.zeros(12), [0.5 * y @ y]
+        for idx in batches:
+            idx = np.arange(7) if idx is None else idx
+            g = (7 / len(idx)) * Phi[idx].T @ (Phi[idx] @ theta - y[idx])
+            v = beta * v + g
+            theta = theta - eta * v
+            out.append(0.5 * np.sum((Phi @ theta - y) ** 2))
+        return np.array(out)
+
+    want = loop(batches)
+    np.testing.assert_allclose(res.loss, want, rtol=1e-10)
+    assert np.max(np.abs(loop([None] * steps) / want - 1)) > 1e-3  # the batches matter: the test can fail
+
+
+def test_minibatch_training_mean_is_the_exact_second_moment():
+    import jax
+    import jax.numpy as jnp
+
+    from ntkdyn.train import TrainPlan, train_batch
+
+    Phi, y = _linear_problem(n=8, p=16)
+    R, steps, b = 512, 30, 2
+    hyper = {"eta": 0.2}
+    plan = TrainPlan(steps, 1, batch_size=b, sampling="replacement")
+    w0 = {"w": jnp.zeros(16, jnp.float64)}
+    res = train_batch(_linear_model(), optimizers.get("gd"), [hyper] * R, 1.0, plan, [w0] * R, [{}] * R,
+                      [jnp.asarray(Phi)] * R, [jnp.asarray(y)] * R,
+                      keys=[jax.random.fold_in(jax.random.PRNGKey(0), i) for i in range(R)])
+    runs = np.stack([r.loss for r in res])
+    lam, V = theory.eigen(Phi @ Phi.T)
+    exact = stochastic.second_moment_loss(optimizers.get("gd"), hyper, lam, V, V.T @ -y, 1.0, steps, b)
+    se = runs.std(0) / math.sqrt(R)
+    assert np.all(np.abs(runs.mean(0) - exact) <= 5 * se + 1e-9 * exact)
