@@ -157,7 +157,8 @@ def _hb_claims(study, panel, model, sizes, fig) -> None:
     lin_train = [r for r in rows if r["fits"]["train"]["verdict"] == "linear"]
     lin_disc = [r for r in rows if r["fits"]["discrete"]["verdict"] == "linear"]
     window = rows[0]["window"]
-    detail = "; ".join(f"beta={r['beta']:g}: {r['fits']['train']['verdict']} (R2 lin {C.f3(r['fits']['train']['r2_linear'], '.4f')}"
+    detail = "; ".join(f"beta={r['beta']:g}: {r['fits']['train']['verdict']} (margin {C.f3(r['fits']['train']['margin'], '+.2f')}, "
+                       f"R2 lin {C.f3(r['fits']['train']['r2_linear'], '.4f')}"
                        f" vs power {C.f3(r['fits']['train']['r2_power'], '.4f')})" for r in rows)
     result = C.count_result(len(lin_train), len(rows))
     line = (f"HB, {_setting_text(model, panel, sizes)}, {C.steps_text(window)}: linear in "
@@ -276,7 +277,7 @@ def _deviation_claims(study, kind, panel, model, hname, fig) -> None:
 
 def _table(study, kind, panels, hname) -> None:
     cols = ["model", hname, "eta", "window", "verdict train", "kernel", "ODE", "ODE hr", "fitted rate",
-            "kernel rate (same window)", "predicted rate (k->inf)", "R2 lin / pow", "exponent train",
+            "kernel rate (same window)", "predicted rate (k->inf)", "margin (R2 lin / pow)", "exponent train",
             "exponent kernel", "exponent ODE", "dev kernel", "dev ODE", "drift", "crossover k*"]
     rows = []
     for model, p in panels.items():
@@ -287,7 +288,8 @@ def _table(study, kind, panels, hname) -> None:
                          f["ode"]["verdict"], f.get("ode_hr", {}).get("verdict", "-"),
                          C.num(f["train"]["linear_rate"], 7), C.num(f["discrete"]["linear_rate"], 7),
                          C.num(r["predicted_rate"], 7),
-                         f"{C.f3(f['train']['r2_linear'], '.4f')} / {C.f3(f['train']['r2_power'], '.4f')}",
+                         f"{C.f3(f['train']['margin'], '+.2f')} ({C.f3(f['train']['r2_linear'], '.4f')} / "
+                         f"{C.f3(f['train']['r2_power'], '.4f')})",
                          C.num(f["train"]["power_exponent"], 3), C.num(f["discrete"]["power_exponent"], 3),
                          C.num(f["ode"]["power_exponent"], 3), C.num(r["deviation"]["discrete"], 3),
                          C.num(r["deviation"]["ode"], 3), C.num(r["kernel_drift"], 3),

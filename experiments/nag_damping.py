@@ -16,6 +16,17 @@ measured power p, tail factor q and crossover p / log q, for training and for th
 recurrence (the same fit on the total loss is reported too); local log-log slopes against
 -r + k log(1 - eta lambda_min); the high-resolution ODE (gradient correction sqrt(eta) K e')
 against the low-resolution (Bessel) one over the tail.
+
+Part A2 (Part A's setting): the squared gradient norm ||grad L||^2 recorded by training and predicted
+in the kernel regime (c e^T K e along the recurrence); the exponent p of min_{i<=k} ||grad L(theta_i)||^2
+~ k^p over NAG-C's power-law window, for NAG-C (Shi, Du, Jordan, Su 2018: O(k^-3), from the gradient
+correction) beside GD (O(k^-2)) and constant-beta HB at the same eta.
+
+Part C (Part A's setting): NAG-C with O'Donoghue-Candes adaptive restart (function and gradient
+rules, ``optimizers.Restart``), trained and predicted (the same rule applied to the predicted
+kernel-regime trajectory), beside plain NAG-C: verdicts over the same window; and the two tuned
+momentum methods, NAG-SC (eta = 1/lambda_max, beta = (sqrt kappa - 1)/(sqrt kappa + 1), error factor
+1 - 1/sqrt(kappa)) and Polyak's HB, with predicted against fitted rates.
 """
 from __future__ import annotations
 
@@ -25,6 +36,7 @@ import sys
 import numpy as np
 
 import _common as C
+from ntkdyn import rates
 
 SIZES = {"full": {"n": 600, "width": 3000, "steps": 3000, "b_n": 150, "b_width": 2048},
          "quick": {"n": 200, "width": 1024, "steps": 1000, "b_n": 60, "b_width": 1024}}
@@ -43,8 +55,12 @@ def main(argv=None) -> int:
     sz = SIZES[mode]
     study = C.Study("nag_damping", "NAG-C damping: exponent vs r, constant-beta NAG, and the crossover to a linear tail",
                     args, summary=" ".join(__doc__.split("\n\n")[2:4]).replace("\n", " "))
-    part_a(study, args, sz)
+    ctx = part_a(study, args, sz)
     study.lap("part_a")
+    part_gradient_norms(study, args, sz, ctx)
+    study.lap("part_a2_gradient_norms")
+    part_c(study, args, sz, ctx)
+    study.lap("part_c_restart")
     part_b(study, args, sz)
     study.lap("part_b")
     study.finish()
@@ -52,7 +68,7 @@ def main(argv=None) -> int:
 
 
 # --------------------------------------------------------------------------- part A
-def part_a(study, args, sz) -> None:
+def part_a(study, args, sz) -> dict:
     T = sz["steps"]
     probe = C.digits_raw("paper", sz["n"], sz["width"], T, {"name": "gd", "eta": 1.0}, seed=args.seed)
     _, setup = C.setup_for(probe)
@@ -169,7 +185,8 @@ def part_a(study, args, sz) -> None:
                 figure="nag_damping_exponents.png", numbers={"dp_dr": slope, "tolerance": EXPONENT_TOL})
     lin = [r for r in crow if r["fits"]["train"]["verdict"] == "linear"]
     line3 = ("Constant-beta NAG at the same eta: " + ", ".join(
-        f"beta={r['beta']:g}: {r['fits']['train']['verdict']} (R2 lin {C.f3(r['fits']['train']['r2_linear'], '.4f')} vs power "
+        f"beta={r['beta']:g}: {r['fits']['train']['verdict']} (margin {C.f3(r['fits']['train']['margin'], '+.2f')}, "
+        f"R2 lin {C.f3(r['fits']['train']['r2_linear'], '.4f')} vs power "
         f"{C.f3(r['fits']['train']['r2_power'], '.4f')}; fitted rate {C.f3(r['fits']['train']['linear_rate'], '.6f')}, "
         f"kernel recurrence same window {C.f3(r['fits']['discrete']['linear_rate'], '.6f')}, predicted k->inf "
         f"{C.f3(r['predicted_rate'], '.6f')})" for r in crow) + f", steps {int(0.1 * T)}-{T}: linear in {len(lin)}/{len(crow)}.")
@@ -178,7 +195,7 @@ def part_a(study, args, sz) -> None:
                 figure="nag_damping_exponents.png",
                 numbers={"beta": CONST_BETAS, "verdict": [r["fits"]["train"]["verdict"] for r in crow]})
     cols = ["optimizer", "r / beta", "window", "verdict train", "kernel", "ODE", "exponent train", "exponent kernel",
-            "exponent ODE", "Bessel -r", "fitted rate", "R2 lin / pow", "crossover k*", "dev kernel"]
+            "exponent ODE", "Bessel -r", "fitted rate", "margin (R2 lin / pow)", "crossover k*", "dev kernel"]
     trows = []
     for r in rows:
         f = r["fits"]
@@ -186,15 +203,204 @@ def part_a(study, args, sz) -> None:
                       f["train"]["verdict"] + ("" if r["testable"] else " (untestable)"), f["discrete"]["verdict"],
                       f["ode"]["verdict"], C.num(f["train"]["power_exponent"], 3), C.num(f["discrete"]["power_exponent"], 3),
                       C.num(f["ode"]["power_exponent"], 3), -r["r"], C.num(f["train"]["linear_rate"], 7),
-                      f"{C.f3(f['train']['r2_linear'], '.4f')} / {C.f3(f['train']['r2_power'], '.4f')}",
+                      f"{C.f3(f['train']['margin'], '+.2f')} ({C.f3(f['train']['r2_linear'], '.4f')} / {C.f3(f['train']['r2_power'], '.4f')})",
                       C.num(r["crossover"], 0), C.num(r["deviation"]["discrete"], 3)])
     for r in crow:
         f = r["fits"]
         trows.append(["nag", r["beta"], f"{int(r['window'][0])}-{int(r['window'][1])}", f["train"]["verdict"],
                       f["discrete"]["verdict"], "-", C.num(f["train"]["power_exponent"], 3),
                       C.num(f["discrete"]["power_exponent"], 3), "-", "-", C.num(f["train"]["linear_rate"], 7),
-                      f"{C.f3(f['train']['r2_linear'], '.4f')} / {C.f3(f['train']['r2_power'], '.4f')}", "-", "-"])
+                      f"{C.f3(f['train']['margin'], '+.2f')} ({C.f3(f['train']['r2_linear'], '.4f')} / {C.f3(f['train']['r2_power'], '.4f')})", "-", "-"])
     study.table("Part A: exponents and verdicts", cols, trows)
+    r3 = next(i for i, r in enumerate(rows) if r["r"] == R_B)
+    return {"eta": eta, "T": T, "setup": setup, "lam_min": lam_min, "lam_max": lam_max, "window": rows[r3]["window"],
+            "nag_c": runs[r3][0], "nag_c_metrics": runs[r3][1],
+            "setting": setting}
+
+
+# --------------------------------------------------------------------------- part A2: gradient norms
+GRAD_TOL = 0.15  # NAG-C's exponent <= -3 (1 - GRAD_TOL) counts as "at least inverse cubic"
+GRAD_SEPARATION = 0.5  # NAG-C's exponent below GD's by at least this much counts as separated
+HB_BETA = 0.9
+
+
+def running_min_exponent(step, g, window, floor: float) -> float | None:
+    """Slope p of log min_{i<=k} g_i against log k over ``window`` (points above ``floor``)."""
+    step, g = np.asarray(step, np.float64), np.asarray(g, np.float64)
+    run = np.fmin.accumulate(np.where(np.isfinite(g), g, np.inf))
+    sel = (step >= max(window[0], 1)) & (step <= window[1]) & (run > floor) & np.isfinite(run)
+    return C.loglog_slope(step[sel], run[sel]) if sel.sum() >= 10 else None
+
+
+def part_gradient_norms(study, args, sz, ctx) -> None:
+    eta, T, window = ctx["eta"], ctx["T"], ctx["window"]
+    runs = {"nag_c": ctx["nag_c"]}
+    for name, opt in (("gd", {"name": "gd", "eta": eta}), ("hb", {"name": "hb", "eta": eta, "beta": HB_BETA})):
+        raw = C.digits_raw("paper", sz["n"], sz["width"], T, opt, seed=args.seed, kernel_at=[0, T])
+        (arrays, _, _, _), = C.run_group([raw], label=f"{name} (gradient norms)")
+        runs[name] = arrays
+    rows = {}
+    for name, a in runs.items():
+        g, gp = np.asarray(a["grad_norm_sq"], np.float64), np.asarray(a["grad_norm_sq_discrete"], np.float64)
+        fl32, fl64 = C.floor_of("float32", float(g[0])), C.floor_of("float64", float(g[0]))
+        both = np.isfinite(g) & (g > fl32) & (gp > fl32) & (a["step"] >= window[0]) & (a["step"] <= window[1])
+        rows[name] = {"train": running_min_exponent(a["step"], g, window, fl32),
+                      "kernel": running_min_exponent(a["step"], gp, window, fl64),
+                      "log10_gap_max": C.num(np.max(np.abs(np.log10(g[both] / gp[both])))) if both.any() else None}
+        study.add_arrays(f"A2/{name}", {"step": a["step"], "grad_norm_sq": g, "grad_norm_sq_discrete": gp})
+    p_nag, p_gd, p_hb = rows["nag_c"]["train"], rows["gd"]["train"], rows["hb"]["train"]
+    cubic = p_nag is not None and p_nag <= -3.0 * (1 - GRAD_TOL)
+    separated = p_nag is not None and p_gd is not None and p_nag <= p_gd - GRAD_SEPARATION
+    res = "agrees" if (cubic and separated) else ("partly" if (cubic or separated) else "differs")
+    if p_nag is None or p_gd is None:
+        res = "inconclusive"
+    lo, hi = int(window[0]), int(window[1])
+    line = (f"min_(i<=k) ||grad L||^2 ~ k^p over steps {lo}-{hi} (NAG-C's power-law window, eta = {eta:.3g}): "
+            f"NAG-C p = {C.f3(p_nag, '.2f')} (kernel prediction {C.f3(rows['nag_c']['kernel'], '.2f')}; Shi et al.: "
+            f"at least -3), GD p = {C.f3(p_gd, '.2f')} (kernel {C.f3(rows['gd']['kernel'], '.2f')}; guarantee -2), "
+            f"HB beta = {HB_BETA:g} p = {C.f3(p_hb, '.2f')} (kernel {C.f3(rows['hb']['kernel'], '.2f')}). "
+            f"NAG-C {'is' if cubic else 'is not'} at least inverse cubic and "
+            f"{'falls faster than GD by ' + C.f3(p_gd - p_nag, '.2f') if separated else 'is not separated from GD'}"
+            f" in the exponent. Constant-beta HB has no sublinear guarantee to compare: at a fixed eta it is "
+            f"gradient descent with step eta/(1 - beta) = {eta / (1 - HB_BETA):.3g} until its linear tail, so its "
+            f"exponent reflects this spectrum, not a worst case. Training vs prediction: max |log10 gap| "
+            + ", ".join(f"{k} {C.f3(v['log10_gap_max'], '.2g')}" for k, v in rows.items()) + " decades.")
+    study.claim("nag_c_gradient_norm_cubic", "NAG-C minimises the squared gradient norm at an inverse cubic rate "
+                "(gradient correction), faster than gradient descent's k^-2", res, line,
+                source="Shi, Du, Jordan, Su 2018 (high-resolution ODEs)", setting=ctx["setting"], window=window,
+                figure="nag_damping_gradient_norms.png",
+                numbers={"exponent_train": {k: v["train"] for k, v in rows.items()},
+                         "exponent_kernel": {k: v["kernel"] for k, v in rows.items()},
+                         "log10_gap_max": {k: v["log10_gap_max"] for k, v in rows.items()},
+                         "tolerance": GRAD_TOL, "separation": GRAD_SEPARATION, "hb_beta": HB_BETA})
+    study.table("Part A2: exponent of min_(i<=k) ||grad L||^2 over NAG-C's power-law window",
+                ["optimizer", "window", "exponent train", "exponent kernel", "reference", "max |log10 gap|"],
+                [[k, f"{lo}-{hi}", C.num(v["train"], 3), C.num(v["kernel"], 3),
+                  {"nag_c": "<= -3 (Shi et al.)", "gd": "-2 (worst case)", "hb": "-"}[k], v["log10_gap_max"]]
+                 for k, v in rows.items()])
+    plt = C.plt()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for name, col in (("nag_c", "C0"), ("gd", "C1"), ("hb", "C2")):
+        a = runs[name]
+        x = np.maximum(a["step"], 1)
+        ax.plot(*C.positive(x, np.fmin.accumulate(a["grad_norm_sq"])), "-", color=col, label=f"{name} training")
+        ax.plot(*C.positive(x, np.fmin.accumulate(a["grad_norm_sq_discrete"])), "--", color=col, lw=0.8,
+                label=f"{name} kernel prediction")
+    g0 = float(runs["nag_c"]["grad_norm_sq"][0])
+    kk = np.geomspace(window[0], window[1], 50)
+    for p, style in ((-3, "k:"), (-2, "k-.")):
+        ax.plot(kk, g0 * 0.1 * (kk / kk[0]) ** p, style, lw=0.8, label=f"k^{p}")
+    ax.axvspan(*window, color="grey", alpha=0.07)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration k")
+    ax.set_ylabel("min_(i<=k) ||grad L(theta_i)||^2")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"running minimum of the squared gradient norm, eta = {eta:.3g}", fontsize=10)
+    fig.tight_layout()
+    study.figure(fig, "nag_damping_gradient_norms.png", "Running minimum of ||grad L||^2 for NAG-C, GD and "
+                 "constant-beta HB at the same eta: training (solid) and kernel-regime prediction c e^T K e (dashed), "
+                 "with k^-3 and k^-2 for reference; shaded: NAG-C's power-law window.")
+
+
+# --------------------------------------------------------------------------- part C: restart, tuned momentum
+RESTARTS = ("nag_c_fn_restart", "nag_c_grad_restart")
+TUNED = ("nag_sc_tuned", "hb_polyak")
+
+
+def part_c(study, args, sz, ctx) -> None:
+    eta, T, s = ctx["eta"], ctx["T"], ctx["setup"]
+    window = [0.1 * T, float(T)]
+    runs = {"nag_c": (ctx["nag_c"], ctx["nag_c_metrics"])}
+    for name in RESTARTS:
+        raw = C.digits_raw("paper", sz["n"], sz["width"], T, {"name": name, "eta": eta, "r": R_B}, seed=args.seed,
+                           kernel_at=[0, T])
+        (arrays, metrics, _, _), = C.run_group([raw], label=name)
+        runs[name] = (arrays, metrics)
+    for name in TUNED:
+        raw = C.digits_raw("paper", sz["n"], sz["width"], T, {"name": name}, seed=args.seed, kernel_at=[0, T])
+        (arrays, metrics, _, _), = C.run_group([raw], label=name)
+        runs[name] = (arrays, metrics)
+    rows = {}
+    for name, (a, m) in runs.items():
+        L0 = float(a["loss"][0])
+        w = [2.0, float(T)] if name in TUNED else window  # the tuned methods reach float32's floor within ~T/10
+        rows[name] = {"eta": m["eta"], "beta": m.get("beta"), "window": w,
+                      "train": C.fit(a["step"], a["loss"], w, C.floor_of("float32", L0)),
+                      "kernel": C.fit(a["step"], a["loss_discrete"], w, C.floor_of("float64", L0)),
+                      "restarts": (m["predicted"] or {}).get("restarts"),
+                      "predicted_rate": (m["predicted"] or {}).get("linear_rate"),
+                      "deviation": (m["deviation"] or {}).get("discrete")}
+        study.add_arrays(f"C/{name}", {"step": a["step"], "loss": a["loss"], "loss_discrete": a["loss_discrete"],
+                                       "restart_steps_discrete": a.get("restart_steps_discrete")})
+    lo, hi = int(window[0]), int(window[1])
+    plain = rows["nag_c"]
+    lin = [n for n in RESTARTS if rows[n]["train"]["verdict"] == "linear" and rows[n]["kernel"]["verdict"] == "linear"]
+    sub = plain["train"]["verdict"] == "sublinear"
+    res = C.count_result(len(lin), len(RESTARTS)) if sub else ("partly" if lin else "differs")
+    line = (f"Steps {lo}-{hi}, eta = {eta:.3g} (before NAG-C's crossover k* = {C.f3(ctx['nag_c_metrics']['predicted'].get('crossover_step'), '.0f')}): "
+            f"plain NAG-C {plain['train']['verdict']} (kernel {plain['kernel']['verdict']}, power exponent "
+            f"{C.f3(plain['train']['power_exponent'], '.2f')}); " + "; ".join(
+                f"{n}: {rows[n]['train']['verdict']} (kernel prediction with the same rule "
+                f"{rows[n]['kernel']['verdict']}, {rows[n]['restarts']} predicted restarts, fitted loss factor "
+                f"{C.f3(rows[n]['train']['linear_rate'], '.5f')} vs kernel {C.f3(rows[n]['kernel']['linear_rate'], '.5f')}, "
+                f"final loss {C.f3(float(runs[n][0]['loss'][-1] / runs[n][0]['loss'][0]), '.2g')} L0 vs NAG-C's "
+                f"{C.f3(float(runs['nag_c'][0]['loss'][-1] / runs['nag_c'][0]['loss'][0]), '.2g')} L0)" for n in RESTARTS)
+            + f". Linear on training and prediction: {len(lin)}/{len(RESTARTS)}.")
+    study.claim("restart_restores_linear", "Adaptive restart (function or gradient rule) restores linear convergence "
+                "to NAG-C", res, line, source="O'Donoghue & Candes 2015", setting=ctx["setting"], window=window,
+                figure="nag_damping_restart.png",
+                numbers={n: {"verdict_train": rows[n]["train"]["verdict"], "verdict_kernel": rows[n]["kernel"]["verdict"],
+                             "restarts_predicted": rows[n]["restarts"], "rate_train": rows[n]["train"]["linear_rate"],
+                             "rate_kernel": rows[n]["kernel"]["linear_rate"]} for n in ("nag_c",) + RESTARTS})
+    kappa = ctx["lam_max"] / ctx["lam_min"]
+    agree = []
+    parts = []
+    for n in TUNED:
+        r = rows[n]
+        fr, pr = r["kernel"]["linear_rate"], r["predicted_rate"]
+        ok = fr is not None and pr is not None and abs(math.log(fr) / math.log(pr) - 1) <= 0.1
+        agree.append(ok)
+        parts.append(f"{n} (eta {r['eta']:.3g}, beta {r['beta']:.4f}): predicted loss factor {C.f3(pr, '.5f')}, fitted on "
+                     f"the kernel recurrence {C.f3(fr, '.5f')}, on training {C.f3(r['train']['linear_rate'], '.5f')} "
+                     f"({r['train']['verdict']})")
+    q = 1 / math.sqrt(kappa)
+    line2 = (f"kappa = {kappa:.4g}: tuned NAG-SC's error factor 1 - 1/sqrt(kappa) = {1 - q:.5f} (loss {(1 - q) ** 2:.5f}), "
+             f"Polyak HB's (sqrt kappa - 1)/(sqrt kappa + 1) = {(1 - q) / (1 + q):.5f} (loss {((1 - q) / (1 + q)) ** 2:.5f}). "
+             + "; ".join(parts) + f". Kernel fit within 10% (log-rate) of the prediction: {sum(agree)}/{len(agree)}.")
+    study.claim("tuned_momentum_rates", "Tuned NAG-SC converges at 1 - 1/sqrt(kappa), Polyak-tuned HB at "
+                "(sqrt kappa - 1)/(sqrt kappa + 1)", C.count_result(sum(agree), len(agree)), line2,
+                source="Nesterov 2004; Polyak 1964", setting=ctx["setting"].split(", eta =")[0] + ", tuned eta and beta",
+                window=[2.0, float(T)], figure="nag_damping_restart.png",
+                numbers={"kappa": kappa, **{n: {"predicted": rows[n]["predicted_rate"], "kernel": rows[n]["kernel"]["linear_rate"],
+                                                "train": rows[n]["train"]["linear_rate"]} for n in TUNED}})
+    cols = ["optimizer", "eta", "beta", "window", "verdict train", "verdict kernel", "restarts (pred.)",
+            "fitted rate train", "fitted rate kernel", "predicted rate", "power exponent train", "dev kernel"]
+    study.table("Part C: restarted NAG-C and tuned momentum", cols,
+                [[n, C.num(r["eta"], 5), C.num(r["beta"], 5), C.steps_text(r["train"]["window"]), r["train"]["verdict"],
+                  r["kernel"]["verdict"],
+                  r["restarts"], C.num(r["train"]["linear_rate"], 6), C.num(r["kernel"]["linear_rate"], 6),
+                  C.num(r["predicted_rate"], 6), C.num(r["train"]["power_exponent"], 3), C.num(r["deviation"], 3)]
+                 for n, r in rows.items()])
+    plt = C.plt()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, (n, (a, _)) in enumerate(runs.items()):
+        col = f"C{i}"
+        ax.plot(*C.positive(a["step"], a["loss"]), "-", color=col, lw=1.3,
+                label=f"{n}: {rows[n]['train']['verdict']}")
+        ax.plot(*C.positive(a["step"], a["loss_discrete"]), "--", color=col, lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration k")
+    ax.set_ylabel("training loss (dashed: kernel-regime prediction)")
+    ax.axvspan(*window, color="grey", alpha=0.05)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"restarted NAG-C (eta = {eta:.3g}) and tuned momentum (own eta), float32", fontsize=10)
+    fig.tight_layout()
+    study.figure(fig, "nag_damping_restart.png", "NAG-C with and without adaptive restart at the same eta, and tuned "
+                 "NAG-SC / Polyak HB at their own step sizes: training (solid) and kernel-regime prediction with the same "
+                 "restart rule (dashed), log-y axis; shaded: the fit window.")
 
 
 # --------------------------------------------------------------------------- part B
@@ -275,11 +481,10 @@ def part_b(study, args, sz) -> None:
                            "loss_ode": arrays["loss_ode"], "loss_ode_hr": hr, "slowest_mode_train": mode_train,
                            "slowest_mode_discrete": mode_disc})
 
-    def log_gap(pred_loss, lo, hi):
+    def log_gap(pred_loss, lo, hi):  # mean |log10 L_pred - log10 L_train| over [lo, hi] (rates.log_gap)
         if pred_loss is None:
             return None
-        m = (step >= lo) & (step <= hi) & (pred_loss > floor) & (loss > floor)
-        return float(np.mean(np.abs(np.log10(pred_loss[m]) - np.log10(loss[m])))) if m.any() else None
+        return rates.log_gap(pred_loss, loss, floor, (step >= lo) & (step <= hi)).as_dict()["mean"]
 
     tail = [ks, float(T)]
     gaps = {"low_res_ode": log_gap(arrays["loss_ode"], *tail), "high_res_ode": log_gap(hr, *tail),

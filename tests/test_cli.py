@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ntkdyn import plots
+from ntkdyn import plots, rates
 from ntkdyn.run import main
 
 TINY = {
@@ -63,7 +63,7 @@ def test_end_to_end_writes_every_file(tmp_path):
         assert set(o) >= {"optimizer", "eta", "beta", "r", "verdict", "diverged_at", "fitted", "predicted",
                           "deviation", "kernel_drift"}
         assert set(o["fitted"]) >= {"linear_rate", "r2_linear", "power_exponent", "r2_power"}
-        assert o["verdict"] in ("linear", "sublinear", "stalled", "diverged")
+        assert o["verdict"] in rates.VERDICTS
     assert m["optimizers"]["adam"]["predicted"]["linear_rate"] is None and "note" in m["optimizers"]["adam"]
     assert m["optimizers"]["hb"]["ode_closed_vs_diffrax"] < 1e-7
     # the loss recorded at step 0 is the loss of e0

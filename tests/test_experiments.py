@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from ntkdyn import report
+from ntkdyn import rates, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = ("agrees", "differs", "partly", "inconclusive", "info")
@@ -33,7 +33,7 @@ def test_quickest_study_and_report(tmp_path):
         assert c["differs_from_paper"] == (c["source"].startswith("Bu, Xu, Chen") and c["result"] in ("differs", "partly"))
     lin = next(c for c in doc["claims"] if c["id"] == "hb_linear_paper")
     assert set(lin["numbers"]["verdicts_train"]) == {"0.2", "0.5", "0.8"}
-    assert all(v in ("linear", "sublinear", "stalled", "diverged") for v in lin["numbers"]["verdicts_train"].values())
+    assert all(v in rates.VERDICTS for v in lin["numbers"]["verdicts_train"].values())
     assert lin["window"][0] < lin["window"][1]
     # the verdict line is computed from the verdicts it reports
     n_lin = sum(v == "linear" for v in lin["numbers"]["verdicts_train"].values())
