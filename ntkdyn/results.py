@@ -548,7 +548,7 @@ class StudyCollection:
         return long_table(groups, pandas=pandas)
 
     def describe(self) -> str:
-        return f"{len(self.studies)} studies: " + ", ".join(s.study for s in self.studies)
+        return f"{len(self.studies)} stud{'y' if len(self.studies) == 1 else 'ies'}: " + ", ".join(s.study for s in self.studies)
 
 
 def _study_groups(s: StudyResult):

@@ -1,0 +1,99 @@
+"""``python -m ntkdyn.report`` on the folders the command line writes (the quickstart at 200 steps,
+a small sweep) and on a study folder: the title says what was run, the tables hold the values of
+metrics.json / summary.csv, figures come with their data."""
+import csv
+import json
+import os
+
+import numpy as np
+from results_folders import quickstart_folder, sweep_folder
+
+import ntkdyn
+from ntkdyn import report
+
+
+def _rows(text: str, first: str) -> list[list[str]]:
+    """Markdown table rows whose first cell is ``first``, as lists of stripped cells."""
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith(f"| {first} |")]
+
+
+def test_report_of_the_quickstart_run(tmp_path, capsys):
+    folder = quickstart_folder()
+    page = tmp_path / "q.md"
+    assert report.main([folder, "--out", str(page)]) == 0
+    text = page.read_text()
+    title = text.splitlines()[0]
+    assert title.startswith("# ntkdyn quickstart: paper model (m=4096) on sphere data (n=64, d=16, teacher)")
+    assert "gd, hb, nag_c; 200 steps" in title and "Bu, Xu, Chen" not in title
+    with open(os.path.join(folder, "metrics.json")) as fh:
+        metrics = json.load(fh)
+    cols = None
+    for line in text.splitlines():
+        if line.startswith("| label | optimizer |"):
+            cols = [c.strip() for c in line.strip().strip("|").split("|")]
+    for label, m in metrics["optimizers"].items():
+        (row,) = [r for r in _rows(text, label) if len(r) == len(cols)]
+        cell = dict(zip(cols, row))
+        assert cell["verdict"] == m["verdict"] and cell["status"] == m["status"]
+        assert float(cell["fitted rate"]) == float(f"{m['fitted']['linear_rate']:.4g}")
+        assert float(cell["predicted rate"]) == float(f"{m['predicted']['linear_rate']:.4g}")
+        assert float(cell["kernel drift"]) == float(f"{m['kernel_drift']:.4g}")
+    # the figure is linked relative to the page, and its data equals the trajectories
+    figure = tmp_path / "q_files" / "run0_quickstart_loss.png"
+    assert "](q_files/run0_quickstart_loss.png)" in text and figure.stat().st_size > 10_000
+    with open(tmp_path / "q_files" / "run0_quickstart_loss.csv", newline="") as fh:
+        data = list(csv.DictReader(fh))
+    traj = np.load(os.path.join(folder, "trajectories.npz"))
+    hb = [r for r in data if r["label"] == "hb"]
+    np.testing.assert_allclose([float(r["loss"]) for r in hb], traj["hb/loss"], rtol=1e-12)
+    np.testing.assert_allclose([float(r["loss_ode_hr"]) for r in hb], traj["hb/loss_ode_hr"], rtol=1e-12)
+
+    html_page = tmp_path / "q.html"
+    assert report.main([folder, "--out", str(html_page), "--figures", "svg", "--title", "My run"]) == 0
+    body = html_page.read_text()
+    assert body.startswith("<!DOCTYPE html>") and "<h1>My run</h1>" in body and "data:image/svg+xml;base64," in body
+
+
+def test_report_of_a_sweep_and_a_run_together(tmp_path):
+    sweep, run = sweep_folder(), quickstart_folder()
+    page = tmp_path / "both.md"
+    assert ntkdyn.write_report([sweep, run], str(page)) == str(page)
+    text = page.read_text()
+    assert text.splitlines()[0] == "# ntkdyn results: sweep tiny_sweep; run quickstart"
+    with open(os.path.join(sweep, "summary.csv"), newline="") as fh:
+        summary = list(csv.DictReader(fh))
+    header = next(line for line in text.splitlines() if line.startswith("| label | ") and "linear" in line)
+    verdicts = [c.strip() for c in header.strip().strip("|").split("|")][1:]
+    for label in ("gd", "hb"):
+        (row,) = [r for r in _rows(text, label) if len(r) == len(verdicts) + 1]
+        counted = {v: sum(s["label"] == label and s["verdict"] == v for s in summary) for v in verdicts}
+        assert dict(zip(verdicts, map(int, row[1:]))) == counted
+    assert (tmp_path / "both_files" / "sweep0_tiny_sweep.png").is_file()
+    assert (tmp_path / "both_files" / "sweep0_tiny_sweep.csv").is_file()
+
+
+def test_report_of_a_study_folder(tmp_path):
+    study = tmp_path / "results" / "toy_study"
+    study.mkdir(parents=True)
+    claims = [{"id": "a", "claim": "HB is linear", "source": "Bu, Xu, Chen 2021", "result": "differs",
+               "line": "sublinear in 2/3 | runs", "window": [10, 100], "numbers": {}, "differs_from_paper": True},
+              {"id": "b", "claim": "ODE matches", "source": "theory", "result": "agrees", "line": "gap 1e-3",
+               "window": None, "numbers": {}, "differs_from_paper": False}]
+    (study / "verdicts.json").write_text(json.dumps({"study": "toy_study", "title": "A toy", "mode": "quick",
+                                                     "command": "python toy.py", "settings": {"eta": 0.1},
+                                                     "claims": claims, "figures": [], "tables": []}))
+    page = tmp_path / "s.md"
+    assert report.main([str(tmp_path / "results"), "--out", str(page)]) == 0
+    text = page.read_text()
+    assert text.splitlines()[0] == "# ntkdyn 1 study: toy_study"
+    paper = text.split("## Where our results differ from the paper's claims")[1].split("## ")[0]
+    assert "HB is linear" in paper and "ODE matches" not in paper
+    assert "sublinear in 2/3 \\| runs" in text and "(window: steps 10-100)" in text
+
+
+def test_report_bad_input(tmp_path, capsys):
+    assert report.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.md")]) == 2
+    assert "nowhere: not a folder" in capsys.readouterr().err
+    assert report.main([str(tmp_path), "--out", str(tmp_path / "x.md")]) == 2
+    assert "not a results folder" in capsys.readouterr().err
