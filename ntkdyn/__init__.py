@@ -20,6 +20,7 @@ __version__
 
 Names are imported on first use, so ``import ntkdyn`` stays cheap.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -31,13 +32,26 @@ except importlib.metadata.PackageNotFoundError:  # a source tree that is not ins
     __version__ = "0+unknown"
 
 _EXPORTS = {
-    "run_study": "study", "load_config": ("config", "load"), "Config": "config", "OptimizerConfig": "config",
+    "run_study": "study",
+    "load_config": ("config", "load"),
+    "Config": "config",
+    "OptimizerConfig": "config",
     "ConfigError": "config",
-    "from_apply_fn": "models", "from_linen": "models", "from_flax": "models", "Model": "models",
-    "sphere": "data", "digits": "data",
-    "load": "results", "RunResult": "results", "OptimizerResult": "results", "SweepResult": "results",
-    "SweepRow": "results", "StudyResult": "results",
-    "plot_loss": "plots", "plot_sweep": "plots", "write_report": "report",
+    "from_apply_fn": "models",
+    "from_linen": "models",
+    "from_flax": "models",
+    "Model": "models",
+    "sphere": "data",
+    "digits": "data",
+    "load": "results",
+    "RunResult": "results",
+    "OptimizerResult": "results",
+    "SweepResult": "results",
+    "SweepRow": "results",
+    "StudyResult": "results",
+    "plot_loss": "plots",
+    "plot_sweep": "plots",
+    "write_report": "report",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -2,6 +2,7 @@
 run writes. The format follows the file extension (``FORMATS``); every figure is written with the
 data behind it beside it: ``<name>.csv`` (the plotted series, one row per point).
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,11 @@ def plot_loss(run: results.RunResult, path: str) -> str:
     return path
 
 
-def loss_figure(trajectories: Mapping[str, Mapping[str, np.ndarray]],
-                metrics: Mapping[str, results.OptimizerResult | Mapping], path: str) -> None:
+def loss_figure(
+    trajectories: Mapping[str, Mapping[str, np.ndarray]],
+    metrics: Mapping[str, results.OptimizerResult | Mapping],
+    path: str,
+) -> None:
     """Loss vs iteration, log-y (left) and log-log (right); training solid, kernel recurrence dashed,
     ODE dotted, high-resolution ODE dash-dot; x at a diverged run's last finite loss.
 
@@ -54,8 +58,10 @@ def loss_figure(trajectories: Mapping[str, Mapping[str, np.ndarray]],
         path: the figure file; its extension sets the format. The data goes to ``data_path(path)``.
     """
     fmt = figure_format(path)
-    typed = {label: m if isinstance(m, results.OptimizerResult) else results.OptimizerResult.from_json(label, m)
-             for label, m in metrics.items()}
+    typed = {
+        label: m if isinstance(m, results.OptimizerResult) else results.OptimizerResult.from_json(label, m)
+        for label, m in metrics.items()
+    }
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -67,8 +73,11 @@ def loss_figure(trajectories: Mapping[str, Mapping[str, np.ndarray]],
         for ax in axes:
             x = step if ax is axes[0] else np.maximum(step, 1)
             ax.plot(x[ok], loss[ok], "-", color=colour, label=f"{label}: {(m and m.verdict) or '?'}")
-            for key, style, name in (("loss_discrete", "--", "kernel recurrence"), ("loss_ode", ":", "ODE"),
-                                     ("loss_ode_hr", "-.", "high-res ODE")):
+            for key, style, name in (
+                ("loss_discrete", "--", "kernel recurrence"),
+                ("loss_ode", ":", "ODE"),
+                ("loss_ode_hr", "-.", "high-res ODE"),
+            ):
                 if key in arr:
                     pred = arr[key]
                     shown = np.isfinite(pred) & (pred > 0) & (pred < 1e30)
@@ -92,8 +101,13 @@ def loss_figure(trajectories: Mapping[str, Mapping[str, np.ndarray]],
     fig.tight_layout()
     fig.savefig(path, dpi=110, format=fmt)
     plt.close(fig)
-    columns = {k: v for k, v in results.long_table([("", label, arr) for label, arr in trajectories.items()],
-                                                   pandas=False).items() if k != "run_id"}
+    columns = {
+        k: v
+        for k, v in results.long_table(
+            [("", label, arr) for label, arr in trajectories.items()], pandas=False
+        ).items()
+        if k != "run_id"
+    }
     results.write_csv(data_path(path), columns)
 
 
@@ -132,8 +146,13 @@ def sweep_figure(rows: list[dict], axes: list[str], path: str) -> None:
     ax = axs[0]
     for i, label in enumerate(labels):
         sel = [r for r in rows if r["label"] == label]
-        ax.scatter(_rate_exponent([r["predicted.linear_rate"] for r in sel]),
-                   _rate_exponent([r["fitted.linear_rate"] for r in sel]), s=14, color=colours[i % 10], label=label)
+        ax.scatter(
+            _rate_exponent([r["predicted.linear_rate"] for r in sel]),
+            _rate_exponent([r["fitted.linear_rate"] for r in sel]),
+            s=14,
+            color=colours[i % 10],
+            label=label,
+        )
     lims = [v for line in ax.collections for v in np.ravel(line.get_offsets()) if np.isfinite(v) and v > 0]
     if lims:
         lo, hi = min(lims) / 2, max(lims) * 2
@@ -145,8 +164,10 @@ def sweep_figure(rows: list[dict], axes: list[str], path: str) -> None:
     ax.set_title("rates: training vs kernel-regime theory")
     ax.legend(fontsize=7)
     k = 1
-    for axis, ykeys, title in ((hyper_axis, ("fitted.linear_rate", "predicted.linear_rate"), "rate vs "),
-                               (width_axis, ("deviation.discrete", "kernel_drift"), "vs ")):
+    for axis, ykeys, title in (
+        (hyper_axis, ("fitted.linear_rate", "predicted.linear_rate"), "rate vs "),
+        (width_axis, ("deviation.discrete", "kernel_drift"), "vs "),
+    ):
         if axis is None:
             continue
         ax = axs[k]
@@ -155,9 +176,18 @@ def sweep_figure(rows: list[dict], axes: list[str], path: str) -> None:
             sel = [r for r in rows if r["label"] == label]
             xs = sorted({float(r[axis]) for r in sel})
             for ykey, style in zip(ykeys, ("o-", "s--")):
-                vals = [[(_rate_exponent([r[ykey]])[0] if "rate" in ykey else
-                          (np.nan if r[ykey] in (None, "") else float(r[ykey]))) for r in sel if float(r[axis]) == x]
-                        for x in xs]
+                vals = [
+                    [
+                        (
+                            _rate_exponent([r[ykey]])[0]
+                            if "rate" in ykey
+                            else (np.nan if r[ykey] in (None, "") else float(r[ykey]))
+                        )
+                        for r in sel
+                        if float(r[axis]) == x
+                    ]
+                    for x in xs
+                ]
                 mean = [np.nanmean(v) if np.any(np.isfinite(v)) else np.nan for v in vals]
                 lo = [np.nanmin(v) if np.any(np.isfinite(v)) else np.nan for v in vals]
                 hi = [np.nanmax(v) if np.any(np.isfinite(v)) else np.nan for v in vals]
@@ -167,7 +197,9 @@ def sweep_figure(rows: list[dict], axes: list[str], path: str) -> None:
             xs = np.asarray(sorted({float(r[axis]) for r in rows}))
             ref = [r for r in rows if r.get("deviation.discrete") not in (None, "")]
             if ref and xs.size:
-                y0 = float(np.nanmedian([float(r["deviation.discrete"]) for r in ref if float(r[axis]) == xs[0]]))
+                y0 = float(
+                    np.nanmedian([float(r["deviation.discrete"]) for r in ref if float(r[axis]) == xs[0]])
+                )
                 ax.plot(xs, y0 * np.sqrt(xs[0] / xs), "k:", label="1/sqrt(m) reference")
             ax.set_xscale("log")
             ax.set_yscale("log")
@@ -182,8 +214,15 @@ def sweep_figure(rows: list[dict], axes: list[str], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110, format=fmt)
     plt.close(fig)
-    keys = ["run_id", "label", *axes, "fitted.linear_rate", "predicted.linear_rate", "deviation.discrete",
-            "kernel_drift"]
+    keys = [
+        "run_id",
+        "label",
+        *axes,
+        "fitted.linear_rate",
+        "predicted.linear_rate",
+        "deviation.discrete",
+        "kernel_drift",
+    ]
     columns = {k: [r.get(k) for r in rows] for k in keys}
     columns["fitted_log_rate"] = _rate_exponent(columns["fitted.linear_rate"])
     columns["predicted_log_rate"] = _rate_exponent(columns["predicted.linear_rate"])

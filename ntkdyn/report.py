@@ -16,6 +16,7 @@ file); Markdown pages link them by paths relative to the page. The format follow
 of ``--out`` (``.html``/``.htm`` -> HTML, otherwise Markdown) unless ``--format`` is given.
 Exit status: 0 written, 2 no results found or unreadable input.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,13 @@ from collections.abc import Sequence
 from ntkdyn import results
 
 RESULT_ORDER = ("differs", "partly", "inconclusive", "agrees", "info")
-BADGE = {"agrees": ("AGREES", "#1a7f37"), "differs": ("DIFFERS", "#cf222e"), "partly": ("PARTLY", "#bf8700"),
-         "inconclusive": ("INCONCLUSIVE", "#6e7781"), "info": ("INFO", "#0969da")}
+BADGE = {
+    "agrees": ("AGREES", "#1a7f37"),
+    "differs": ("DIFFERS", "#cf222e"),
+    "partly": ("PARTLY", "#bf8700"),
+    "inconclusive": ("INCONCLUSIVE", "#6e7781"),
+    "info": ("INFO", "#0969da"),
+}
 Loaded = results.RunResult | results.SweepResult | results.StudyResult | results.StudyCollection
 
 
@@ -134,26 +140,74 @@ def run_blocks(run: results.RunResult, assets: str, figures: str, index: int) ->
     blocks: list = [Heading(2, f"Run {run.run_id or run.config.get('name', '')}: {run.describe()}")]
     s = run.spectrum
     if s is not None:
-        blocks.append(Para([("", "Kernel K = c·"), ("code", str(s.kernel or "H")), ("", f" with c = {s.loss_scale:g}: "
-                                                                                      f"λ_min = {s.lambda_min:.4g}, "
-                                                                                      f"λ_max = {s.lambda_max:.4g}, "
-                                                                                      f"κ = {_fmt(s.kappa)}.")]))
-    settings = [kv for key in ("seed", "dtype", "data", "model", "train", "theory", "rates")
-                if key in run.config for kv in _flat(key, run.config[key])]
+        blocks.append(
+            Para(
+                [
+                    ("", "Kernel K = c·"),
+                    ("code", str(s.kernel or "H")),
+                    (
+                        "",
+                        f" with c = {s.loss_scale:g}: "
+                        f"λ_min = {s.lambda_min:.4g}, "
+                        f"λ_max = {s.lambda_max:.4g}, "
+                        f"κ = {_fmt(s.kappa)}.",
+                    ),
+                ]
+            )
+        )
+    settings = [
+        kv
+        for key in ("seed", "dtype", "data", "model", "train", "theory", "rates")
+        if key in run.config
+        for kv in _flat(key, run.config[key])
+    ]
     blocks.append(Details("Settings", [Table(["key", "value"], settings)]))
-    cols = ["label", "optimizer", "eta", "β / r", "status", "verdict", "kernel / ODE verdicts", "fitted rate",
-            "power exponent", "predicted rate", "stable", "dev. discrete", "dev. ODE", "dev. hr-ODE", "kernel drift"]
+    cols = [
+        "label",
+        "optimizer",
+        "eta",
+        "β / r",
+        "status",
+        "verdict",
+        "kernel / ODE verdicts",
+        "fitted rate",
+        "power exponent",
+        "predicted rate",
+        "stable",
+        "dev. discrete",
+        "dev. ODE",
+        "dev. hr-ODE",
+        "kernel drift",
+    ]
     rows = []
     for label, o in run.optimizers.items():
         f, p, d = o.fitted, o.predicted, o.deviation
         tv = "/".join(o.theory_verdicts.get(k, "-") for k in ("discrete", "ode")) if o.theory_verdicts else ""
-        rows.append([label, o.optimizer, _fmt(o.eta), _hyper(o), o.status, o.verdict or "", tv,
-                     _fmt(f and f.linear_rate), _fmt(f and f.power_exponent), _fmt(p and p.linear_rate),
-                     _fmt(p and p.stable), _fmt(d and d.discrete), _fmt(d and d.ode), _fmt(d and d.ode_hr),
-                     _fmt(o.kernel_drift)])
+        rows.append(
+            [
+                label,
+                o.optimizer,
+                _fmt(o.eta),
+                _hyper(o),
+                o.status,
+                o.verdict or "",
+                tv,
+                _fmt(f and f.linear_rate),
+                _fmt(f and f.power_exponent),
+                _fmt(p and p.linear_rate),
+                _fmt(p and p.stable),
+                _fmt(d and d.discrete),
+                _fmt(d and d.ode),
+                _fmt(d and d.ode_hr),
+                _fmt(o.kernel_drift),
+            ]
+        )
     blocks.append(Table(cols, rows))
-    notes = [[("b", label), ("", f": {o.note or ''} {o.error or ''}".rstrip())]
-             for label, o in run.optimizers.items() if o.note or o.error]
+    notes = [
+        [("b", label), ("", f": {o.note or ''} {o.error or ''}".rstrip())]
+        for label, o in run.optimizers.items()
+        if o.note or o.error
+    ]
     if notes:
         blocks.append(Bullets(notes))
     if any(o.trajectory for o in run.optimizers.values()):
@@ -161,9 +215,14 @@ def run_blocks(run: results.RunResult, assets: str, figures: str, index: int) ->
 
         path = os.path.join(assets, f"run{index}_{_safe(run.run_id)}_loss.{figures}")
         plots.plot_loss(run, path)
-        blocks.append(Figure(path, "Training loss (solid), kernel recurrence (dashed), ODE (dotted), "
-                                   "high-resolution ODE (dash-dot); log-y left, log-log right. Data: "
-                                   f"{os.path.basename(plots.data_path(path))}."))
+        blocks.append(
+            Figure(
+                path,
+                "Training loss (solid), kernel recurrence (dashed), ODE (dotted), "
+                "high-resolution ODE (dash-dot); log-y left, log-log right. Data: "
+                f"{os.path.basename(plots.data_path(path))}.",
+            )
+        )
     return blocks
 
 
@@ -178,15 +237,40 @@ def sweep_blocks(sweep: results.SweepResult, assets: str, figures: str, index: i
     counts: dict[str, dict[str, int]] = {}
     for r in sweep.rows:
         counts.setdefault(r.label, {})
-        counts[r.label][r.verdict or r.status or "-"] = counts[r.label].get(r.verdict or r.status or "-", 0) + 1
+        counts[r.label][r.verdict or r.status or "-"] = (
+            counts[r.label].get(r.verdict or r.status or "-", 0) + 1
+        )
     verdicts = sorted({v for c in counts.values() for v in c})
-    blocks.append(Table(["label", *verdicts], [[lab, *(str(c.get(v, 0)) for v in verdicts)]
-                                               for lab, c in counts.items()]))
-    cols = ["run_id", "label", *sweep.axes, "status", "verdict", "fitted rate", "predicted rate", "dev. discrete",
-            "kernel drift"]
-    rows = [[r.run_id, r.label, *(_fmt(r.values.get(a)) for a in sweep.axes), r.status or "", r.verdict or "",
-             _fmt(r.fitted_linear_rate), _fmt(r.predicted_linear_rate), _fmt(r.deviation_discrete),
-             _fmt(r.kernel_drift)] for r in sweep.rows[:limit]]
+    blocks.append(
+        Table(
+            ["label", *verdicts], [[lab, *(str(c.get(v, 0)) for v in verdicts)] for lab, c in counts.items()]
+        )
+    )
+    cols = [
+        "run_id",
+        "label",
+        *sweep.axes,
+        "status",
+        "verdict",
+        "fitted rate",
+        "predicted rate",
+        "dev. discrete",
+        "kernel drift",
+    ]
+    rows = [
+        [
+            r.run_id,
+            r.label,
+            *(_fmt(r.values.get(a)) for a in sweep.axes),
+            r.status or "",
+            r.verdict or "",
+            _fmt(r.fitted_linear_rate),
+            _fmt(r.predicted_linear_rate),
+            _fmt(r.deviation_discrete),
+            _fmt(r.kernel_drift),
+        ]
+        for r in sweep.rows[:limit]
+    ]
     more = f" (first {limit} of {len(sweep.rows)})" if len(sweep.rows) > limit else ""
     blocks.append(Details(f"Summary rows{more}", [Table(cols, rows)]))
     if sweep.rows:
@@ -194,9 +278,14 @@ def sweep_blocks(sweep: results.SweepResult, assets: str, figures: str, index: i
 
         path = os.path.join(assets, f"sweep{index}_{_safe(sweep.config.get('name', 'sweep'))}.{figures}")
         plots.plot_sweep(sweep, path)
-        blocks.append(Figure(path, "Fitted vs predicted log-rate per iteration; rate against the swept "
-                                   "hyperparameter; deviation and kernel drift against width where swept. Data: "
-                                   f"{os.path.basename(plots.data_path(path))}."))
+        blocks.append(
+            Figure(
+                path,
+                "Fitted vs predicted log-rate per iteration; rate against the swept "
+                "hyperparameter; deviation and kernel drift against width where swept. Data: "
+                f"{os.path.basename(plots.data_path(path))}.",
+            )
+        )
     return blocks
 
 
@@ -213,33 +302,75 @@ def studies_blocks(studies: list[results.StudyResult]) -> list:
     """Summary table, the results that differ from the claims, every claim, then each study."""
     claims = [(s, c) for s in studies for c in s.claims]
     counts = {r: sum(c.result == r for _, c in claims) for r in RESULT_ORDER}
-    blocks: list = [Para("Results: " + ", ".join(f"{counts[r]} {r}" for r in RESULT_ORDER if counts[r])
-                         + ". Every verdict line below was computed from the data by the study script that wrote "
-                           "it (verdicts.json); none is written by hand.")]
+    blocks: list = [
+        Para(
+            "Results: "
+            + ", ".join(f"{counts[r]} {r}" for r in RESULT_ORDER if counts[r])
+            + ". Every verdict line below was computed from the data by the study script that wrote "
+            "it (verdicts.json); none is written by hand."
+        )
+    ]
     blocks.append(Heading(2, "Studies"))
     rows = []
     for s in studies:
         res = [c.result for c in s.claims]
-        rows.append([[("#" + _anchor(s), s.study)], s.mode or "", [("code", str(s.doc.get("command", "")))],
-                     _fmt((s.doc.get("times_s") or {}).get("total")),
-                     [span for r in RESULT_ORDER if res.count(r) for span in (("badge", r), ("", f" {res.count(r)} "))]])
+        rows.append(
+            [
+                [("#" + _anchor(s), s.study)],
+                s.mode or "",
+                [("code", str(s.doc.get("command", "")))],
+                _fmt((s.doc.get("times_s") or {}).get("total")),
+                [
+                    span
+                    for r in RESULT_ORDER
+                    if res.count(r)
+                    for span in (("badge", r), ("", f" {res.count(r)} "))
+                ],
+            ]
+        )
     blocks.append(Table(["study", "mode", "command", "run time (s)", "verdicts"], rows))
     differ = [(s, c) for s, c in claims if c.result in ("differs", "partly")]
-    for heading, group in (("Where our results differ from the paper's claims",
-                            [x for x in differ if _differs_from_paper(x[1])]),
-                           ("Where our results differ from other theory claims tested here",
-                            [x for x in differ if not _differs_from_paper(x[1])])):
+    for heading, group in (
+        (
+            "Where our results differ from the paper's claims",
+            [x for x in differ if _differs_from_paper(x[1])],
+        ),
+        (
+            "Where our results differ from other theory claims tested here",
+            [x for x in differ if not _differs_from_paper(x[1])],
+        ),
+    ):
         blocks.append(Heading(2, heading))
         if not group:
-            blocks.append(Para("None: every such claim tested here agrees with the data (or is marked "
-                               "inconclusive/info)."))
+            blocks.append(
+                Para(
+                    "None: every such claim tested here agrees with the data (or is marked "
+                    "inconclusive/info)."
+                )
+            )
         else:
-            blocks.append(Bullets([[("badge", c.result), ("", " "), ("b", s.study),
-                                    ("", f" (claim from {c.source}): "), ("i", c.claim), ("", f". {c.line}")]
-                                   for s, c in group]))
+            blocks.append(
+                Bullets(
+                    [
+                        [
+                            ("badge", c.result),
+                            ("", " "),
+                            ("b", s.study),
+                            ("", f" (claim from {c.source}): "),
+                            ("i", c.claim),
+                            ("", f". {c.line}"),
+                        ]
+                        for s, c in group
+                    ]
+                )
+            )
     blocks.append(Heading(2, "Claims and verdicts"))
-    blocks.append(Table(["study", "claim", "source", "result", "verdict (computed)"],
-                        [[s.study, c.claim, c.source, [("badge", c.result)], c.line] for s, c in claims]))
+    blocks.append(
+        Table(
+            ["study", "claim", "source", "result", "verdict (computed)"],
+            [[s.study, c.claim, c.source, [("badge", c.result)], c.line] for s, c in claims],
+        )
+    )
     for s in studies:
         blocks += study_blocks(s)
     return blocks
@@ -251,17 +382,34 @@ def study_blocks(s: results.StudyResult) -> list:
     blocks: list = [Heading(2, f"{s.study}: {s.title}", _anchor(s))]
     if doc.get("summary"):
         blocks.append(Para(str(doc["summary"])))
-    blocks.append(Para([("", "Mode "), ("b", str(s.mode)), ("", ", command "), ("code", str(doc.get("command"))),
-                        ("", f", run time {_fmt((doc.get('times_s') or {}).get('total'))} s "
-                             f"({machine.get('cpus')} CPUs, {machine.get('jax_backend')}).")]))
-    settings = [(k, ", ".join(f"{a}: {_fmt(b)}" for a, b in v.items()) if isinstance(v, dict) else _fmt(v))
-                for k, v in (doc.get("settings") or {}).items()]
+    blocks.append(
+        Para(
+            [
+                ("", "Mode "),
+                ("b", str(s.mode)),
+                ("", ", command "),
+                ("code", str(doc.get("command"))),
+                (
+                    "",
+                    f", run time {_fmt((doc.get('times_s') or {}).get('total'))} s "
+                    f"({machine.get('cpus')} CPUs, {machine.get('jax_backend')}).",
+                ),
+            ]
+        )
+    )
+    settings = [
+        (k, ", ".join(f"{a}: {_fmt(b)}" for a, b in v.items()) if isinstance(v, dict) else _fmt(v))
+        for k, v in (doc.get("settings") or {}).items()
+    ]
     blocks.append(Details("Settings", [Table(["setting", "value"], settings)]))
     blocks.append(Heading(3, "Verdicts"))
     items = []
     for c in s.claims:
-        win = (f" (window: steps {c.window[0]:.0f}-{c.window[1]:.0f})"
-               if c.window and None not in c.window else "")
+        win = (
+            f" (window: steps {c.window[0]:.0f}-{c.window[1]:.0f})"
+            if c.window and None not in c.window
+            else ""
+        )
         items.append([("badge", c.result), ("", " "), ("i", c.claim), ("", f"{win} [{c.source}]: {c.line}")])
     blocks.append(Bullets(items))
     for fig in doc.get("figures") or []:
@@ -298,12 +446,20 @@ def _md_inline(x, cell: bool = False) -> str:
 
 def render_markdown(blocks: list, out_path: str, title: str) -> str:
     base = os.path.dirname(os.path.abspath(out_path))
-    lines = [f"# {title}", "", f"Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by `python -m ntkdyn.report`.", ""]
+    lines = [
+        f"# {title}",
+        "",
+        f"Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by `python -m ntkdyn.report`.",
+        "",
+    ]
 
     def emit(block) -> None:
         if isinstance(block, Heading):
-            lines.extend([f"{'#' * block.level} {block.text}"]
-                         + ([f'<a id="{block.anchor}"></a>'] if block.anchor else []) + [""])
+            lines.extend(
+                [f"{'#' * block.level} {block.text}"]
+                + ([f'<a id="{block.anchor}"></a>'] if block.anchor else [])
+                + [""]
+            )
         elif isinstance(block, Para):
             lines.extend([_md_inline(block.spans), ""])
         elif isinstance(block, Bullets):
@@ -315,8 +471,11 @@ def render_markdown(blocks: list, out_path: str, title: str) -> str:
             lines.append("")
         elif isinstance(block, Figure):
             rel = os.path.relpath(os.path.abspath(block.path), base).replace(os.sep, "/")
-            shown = f"![{os.path.basename(block.path)}]({rel})" if os.path.exists(block.path) \
+            shown = (
+                f"![{os.path.basename(block.path)}]({rel})"
+                if os.path.exists(block.path)
                 else f"(figure missing: {os.path.basename(block.path)})"
+            )
             lines.extend([shown, "", f"*{block.caption}*", ""])
         elif isinstance(block, Details):
             lines.extend([f"<details><summary>{html.escape(block.summary)}</summary>", ""])
@@ -329,12 +488,16 @@ def render_markdown(blocks: list, out_path: str, title: str) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1400px;margin:2em auto;
-padding:0 1em;color:#1f2328;line-height:1.45}h1,h2,h3{border-bottom:1px solid #d0d7de;padding-bottom:.2em}
-table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #d0d7de;padding:3px 6px;
-vertical-align:top}th{background:#f6f8fa}.badge{color:#fff;border-radius:4px;padding:1px 6px;font-size:11px;
-font-weight:600;white-space:nowrap}img{max-width:100%;border:1px solid #d0d7de}code{background:#f6f8fa;padding:1px 4px}
-li{margin:.35em 0}.cap{font-style:italic;color:#57606a;font-size:13px}details{margin:.5em 0}"""
+CSS = (
+    "body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1400px;"
+    "margin:2em auto;padding:0 1em;color:#1f2328;line-height:1.45}"
+    "h1,h2,h3{border-bottom:1px solid #d0d7de;padding-bottom:.2em}"
+    "table{border-collapse:collapse;font-size:12px;margin:.5em 0}"
+    "td,th{border:1px solid #d0d7de;padding:3px 6px;vertical-align:top}th{background:#f6f8fa}"
+    ".badge{color:#fff;border-radius:4px;padding:1px 6px;font-size:11px;font-weight:600;white-space:nowrap}"
+    "img{max-width:100%;border:1px solid #d0d7de}code{background:#f6f8fa;padding:1px 4px}"
+    "li{margin:.35em 0}.cap{font-style:italic;color:#57606a;font-size:13px}details{margin:.5em 0}"
+)
 MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 
@@ -370,9 +533,12 @@ def _img(path: str) -> str:
 
 def render_html(blocks: list, out_path: str, title: str) -> str:
     e = html.escape
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{CSS}</style>"
-             f"</head><body>", f"<h1>{e(title)}</h1>",
-             f"<p>Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by <code>python -m ntkdyn.report</code>.</p>"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{CSS}</style>"
+        f"</head><body>",
+        f"<h1>{e(title)}</h1>",
+        f"<p>Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by <code>python -m ntkdyn.report</code>.</p>",
+    ]
 
     def emit(block) -> None:
         if isinstance(block, Heading):
@@ -383,12 +549,22 @@ def render_html(blocks: list, out_path: str, title: str) -> str:
         elif isinstance(block, Bullets):
             parts.append("<ul>" + "".join(f"<li>{_html_inline(i)}</li>" for i in block.items) + "</ul>")
         elif isinstance(block, Table):
-            parts.append("<table><tr>" + "".join(f"<th>{_html_inline(c)}</th>" for c in block.columns) + "</tr>"
-                         + "".join("<tr>" + "".join(f"<td>{_html_inline(c)}</td>" for c in row) + "</tr>"
-                                   for row in block.rows) + "</table>")
+            parts.append(
+                "<table><tr>"
+                + "".join(f"<th>{_html_inline(c)}</th>" for c in block.columns)
+                + "</tr>"
+                + "".join(
+                    "<tr>" + "".join(f"<td>{_html_inline(c)}</td>" for c in row) + "</tr>"
+                    for row in block.rows
+                )
+                + "</table>"
+            )
         elif isinstance(block, Figure):
-            parts.append(_img(block.path) if os.path.exists(block.path)
-                         else f"<p>(figure missing: {e(os.path.basename(block.path))})</p>")
+            parts.append(
+                _img(block.path)
+                if os.path.exists(block.path)
+                else f"<p>(figure missing: {e(os.path.basename(block.path))})</p>"
+            )
             parts.append(f"<p class='cap'>{e(block.caption)}</p>")
         elif isinstance(block, Details):
             parts.append(f"<details><summary>{e(block.summary)}</summary>")
@@ -421,8 +597,13 @@ def page_blocks(items: list[Loaded], assets: str, figures: str = "png") -> list:
     return blocks
 
 
-def write_report(paths: str | list[str], out: str = "report.html", fmt: str | None = None, figures: str = "png",
-                 title: str | None = None) -> str:
+def write_report(
+    paths: str | list[str],
+    out: str = "report.html",
+    fmt: str | None = None,
+    figures: str = "png",
+    title: str | None = None,
+) -> str:
     """Render results folders into one page.
 
     Args:
@@ -457,9 +638,15 @@ def write_report(paths: str | list[str], out: str = "report.html", fmt: str | No
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ntkdyn.report", description=__doc__.split("\n")[0])
-    p.add_argument("results", nargs="+", help="results folders: runs, sweeps, studies (or a folder of studies)")
-    p.add_argument("--out", default="report.html", help="output file (.html: self-contained; .md: Markdown with "
-                   "relative image links); default report.html")
+    p.add_argument(
+        "results", nargs="+", help="results folders: runs, sweeps, studies (or a folder of studies)"
+    )
+    p.add_argument(
+        "--out",
+        default="report.html",
+        help="output file (.html: self-contained; .md: Markdown with "
+        "relative image links); default report.html",
+    )
     p.add_argument("--format", choices=("md", "html"), help="override the format chosen from --out")
     p.add_argument("--figures", choices=("png", "svg"), default="png", help="format of run and sweep figures")
     p.add_argument("--title", help="page title (default: what was run)")

@@ -39,6 +39,7 @@ Units: rates are loss factors per iteration, deviations relative, drift ||H_k - 
 (README "Definitions"). Keys not listed here (added by newer versions) are kept, unchanged, in
 the ``extra`` mapping of the object at that level, and written back by ``to_json``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -151,15 +152,25 @@ class Spectrum:
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:
-        out = {"lambda_min": self.lambda_min, "lambda_max": self.lambda_max, "kappa": self.kappa,
-               "loss_scale": self.loss_scale}
+        out = {
+            "lambda_min": self.lambda_min,
+            "lambda_max": self.lambda_max,
+            "kappa": self.kappa,
+            "loss_scale": self.loss_scale,
+        }
         return {**_put_optional(out, kernel=self.kernel), **self.extra}
 
     @classmethod
     def from_json(cls, doc: Mapping) -> Spectrum:
         known, extra = _split(doc, ("lambda_min", "lambda_max", "kappa", "loss_scale", "kernel"))
-        return cls(known["lambda_min"], known["lambda_max"], known.get("kappa"), known["loss_scale"],
-                   known.get("kernel"), extra)
+        return cls(
+            known["lambda_min"],
+            known["lambda_max"],
+            known.get("kappa"),
+            known["loss_scale"],
+            known.get("kernel"),
+            extra,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,15 +187,27 @@ class Fitted:
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"linear_rate": self.linear_rate, "r2_linear": self.r2_linear, "power_exponent": self.power_exponent,
-                "r2_power": self.r2_power, "window": None if self.window is None else list(self.window), **self.extra}
+        return {
+            "linear_rate": self.linear_rate,
+            "r2_linear": self.r2_linear,
+            "power_exponent": self.power_exponent,
+            "r2_power": self.r2_power,
+            "window": None if self.window is None else list(self.window),
+            **self.extra,
+        }
 
     @classmethod
     def from_json(cls, doc: Mapping) -> Fitted:
         known, extra = _split(doc, ("linear_rate", "r2_linear", "power_exponent", "r2_power", "window"))
         window = known.get("window")
-        return cls(known.get("linear_rate"), known.get("r2_linear"), known.get("power_exponent"),
-                   known.get("r2_power"), None if window is None else tuple(window), extra)
+        return cls(
+            known.get("linear_rate"),
+            known.get("r2_linear"),
+            known.get("power_exponent"),
+            known.get("r2_power"),
+            None if window is None else tuple(window),
+            extra,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,14 +225,26 @@ class Predicted:
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:
-        out = _put_optional({"linear_rate": self.linear_rate}, stable=self.stable, unstable_modes=self.unstable_modes,
-                            max_spectral_radius=self.max_spectral_radius, crossover_step=self.crossover_step,
-                            tail_rate=self.tail_rate)
+        out = _put_optional(
+            {"linear_rate": self.linear_rate},
+            stable=self.stable,
+            unstable_modes=self.unstable_modes,
+            max_spectral_radius=self.max_spectral_radius,
+            crossover_step=self.crossover_step,
+            tail_rate=self.tail_rate,
+        )
         return {**out, **self.extra}
 
     @classmethod
     def from_json(cls, doc: Mapping) -> Predicted:
-        names = ("linear_rate", "stable", "unstable_modes", "max_spectral_radius", "crossover_step", "tail_rate")
+        names = (
+            "linear_rate",
+            "stable",
+            "unstable_modes",
+            "max_spectral_radius",
+            "crossover_step",
+            "tail_rate",
+        )
         known, extra = _split(doc, names)
         return cls(*(known.get(k) for k in names), extra=extra)
 
@@ -233,9 +268,25 @@ class Deviation:
         return cls(known.get("discrete"), known.get("ode"), known.get("ode_hr"), extra)
 
 
-_OPT_KEYS = ("optimizer", "eta", "beta", "r", "status", "verdict", "diverged_at", "fitted", "predicted",
-             "deviation", "theory_verdicts", "kernel_drift", "ode", "ode_hr", "ode_closed_vs_diffrax", "note",
-             "error")
+_OPT_KEYS = (
+    "optimizer",
+    "eta",
+    "beta",
+    "r",
+    "status",
+    "verdict",
+    "diverged_at",
+    "fitted",
+    "predicted",
+    "deviation",
+    "theory_verdicts",
+    "kernel_drift",
+    "ode",
+    "ode_hr",
+    "ode_closed_vs_diffrax",
+    "note",
+    "error",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,31 +319,65 @@ class OptimizerResult:
     def to_json(self) -> dict:
         """This optimizer's entry of metrics.json (the module docstring's schema)."""
         if self.status == "failed":
-            return {"optimizer": self.optimizer, "eta": self.eta, "status": "failed", "error": self.error,
-                    **self.extra}
-        out = {"optimizer": self.optimizer, "eta": self.eta, "beta": self.beta, "r": self.r, "status": self.status,
-               "verdict": self.verdict, "diverged_at": self.diverged_at,
-               "fitted": None if self.fitted is None else self.fitted.to_json(),
-               "predicted": (self.predicted or Predicted(None)).to_json(),
-               "deviation": (self.deviation or Deviation()).to_json(),
-               "theory_verdicts": dict(self.theory_verdicts), "kernel_drift": self.kernel_drift, "ode": self.ode}
-        _put_optional(out, ode_hr=self.ode_hr, ode_closed_vs_diffrax=self.ode_closed_vs_diffrax, note=self.note,
-                      error=self.error)
+            return {
+                "optimizer": self.optimizer,
+                "eta": self.eta,
+                "status": "failed",
+                "error": self.error,
+                **self.extra,
+            }
+        out = {
+            "optimizer": self.optimizer,
+            "eta": self.eta,
+            "beta": self.beta,
+            "r": self.r,
+            "status": self.status,
+            "verdict": self.verdict,
+            "diverged_at": self.diverged_at,
+            "fitted": None if self.fitted is None else self.fitted.to_json(),
+            "predicted": (self.predicted or Predicted(None)).to_json(),
+            "deviation": (self.deviation or Deviation()).to_json(),
+            "theory_verdicts": dict(self.theory_verdicts),
+            "kernel_drift": self.kernel_drift,
+            "ode": self.ode,
+        }
+        _put_optional(
+            out,
+            ode_hr=self.ode_hr,
+            ode_closed_vs_diffrax=self.ode_closed_vs_diffrax,
+            note=self.note,
+            error=self.error,
+        )
         return {**out, **self.extra}
 
     @classmethod
-    def from_json(cls, label: str, doc: Mapping, trajectory: Mapping[str, np.ndarray] | None = None
-                  ) -> OptimizerResult:
+    def from_json(
+        cls, label: str, doc: Mapping, trajectory: Mapping[str, np.ndarray] | None = None
+    ) -> OptimizerResult:
         """From a metrics.json entry (and the arrays under ``label`` in trajectories.npz)."""
         k, extra = _split(doc, _OPT_KEYS)
-        return cls(label=label, optimizer=k.get("optimizer"), eta=k.get("eta"), status=k.get("status", "ok"),
-                   beta=k.get("beta"), r=k.get("r"), verdict=k.get("verdict"), diverged_at=k.get("diverged_at"),
-                   fitted=None if k.get("fitted") is None else Fitted.from_json(k["fitted"]),
-                   predicted=None if k.get("predicted") is None else Predicted.from_json(k["predicted"]),
-                   deviation=None if k.get("deviation") is None else Deviation.from_json(k["deviation"]),
-                   theory_verdicts=dict(k.get("theory_verdicts") or {}), kernel_drift=k.get("kernel_drift"),
-                   ode=k.get("ode"), ode_hr=k.get("ode_hr"), ode_closed_vs_diffrax=k.get("ode_closed_vs_diffrax"),
-                   note=k.get("note"), error=k.get("error"), extra=extra, trajectory=dict(trajectory or {}))
+        return cls(
+            label=label,
+            optimizer=k.get("optimizer"),
+            eta=k.get("eta"),
+            status=k.get("status", "ok"),
+            beta=k.get("beta"),
+            r=k.get("r"),
+            verdict=k.get("verdict"),
+            diverged_at=k.get("diverged_at"),
+            fitted=None if k.get("fitted") is None else Fitted.from_json(k["fitted"]),
+            predicted=None if k.get("predicted") is None else Predicted.from_json(k["predicted"]),
+            deviation=None if k.get("deviation") is None else Deviation.from_json(k["deviation"]),
+            theory_verdicts=dict(k.get("theory_verdicts") or {}),
+            kernel_drift=k.get("kernel_drift"),
+            ode=k.get("ode"),
+            ode_hr=k.get("ode_hr"),
+            ode_closed_vs_diffrax=k.get("ode_closed_vs_diffrax"),
+            note=k.get("note"),
+            error=k.get("error"),
+            extra=extra,
+            trajectory=dict(trajectory or {}),
+        )
 
     def table(self, pandas: bool | None = None):
         """The per-step trajectories as a long table (see ``long_table``) with run_id '' and this label."""
@@ -318,18 +403,24 @@ class RunResult:
 
     def to_json(self) -> dict:
         """The content of metrics.json."""
-        return {"spectrum": None if self.spectrum is None else self.spectrum.to_json(),
-                "optimizers": {label: o.to_json() for label, o in self.optimizers.items()}, **self.extra}
+        return {
+            "spectrum": None if self.spectrum is None else self.spectrum.to_json(),
+            "optimizers": {label: o.to_json() for label, o in self.optimizers.items()},
+            **self.extra,
+        }
 
     @classmethod
-    def from_json(cls, metrics: Mapping, trajectories: Mapping[str, Mapping[str, np.ndarray]] | None = None,
-                  **fields) -> RunResult:
+    def from_json(
+        cls, metrics: Mapping, trajectories: Mapping[str, Mapping[str, np.ndarray]] | None = None, **fields
+    ) -> RunResult:
         """From metrics.json content and the label groups of trajectories.npz; ``fields`` fill the
         other attributes (config, data, kernels, env, run_id, folder)."""
         known, extra = _split(metrics, ("spectrum", "optimizers"))
         trajectories = trajectories or {}
-        opts = {label: OptimizerResult.from_json(label, doc, trajectories.get(label))
-                for label, doc in (known.get("optimizers") or {}).items()}
+        opts = {
+            label: OptimizerResult.from_json(label, doc, trajectories.get(label))
+            for label, doc in (known.get("optimizers") or {}).items()
+        }
         spectrum = None if known.get("spectrum") is None else Spectrum.from_json(known["spectrum"])
         return cls(config=fields.pop("config", {}), spectrum=spectrum, optimizers=opts, extra=extra, **fields)
 
@@ -342,7 +433,9 @@ class RunResult:
         return self.table()
 
     def table(self, pandas: bool | None = None):
-        return long_table([(self.run_id, label, o.trajectory) for label, o in self.optimizers.items()], pandas=pandas)
+        return long_table(
+            [(self.run_id, label, o.trajectory) for label, o in self.optimizers.items()], pandas=pandas
+        )
 
     def describe(self) -> str:
         """One line saying what was run (model, data, optimizers, steps), from the config."""
@@ -351,14 +444,26 @@ class RunResult:
 
 # --------------------------------------------------------------------------- sweeps
 # summary.csv columns after run_id, the swept values, lambda_min and lambda_max: (column, SweepRow field)
-SUMMARY_COLUMNS = (("label", "label"), ("optimizer", "optimizer"), ("opt_eta", "eta"), ("opt_beta", "beta"),
-                   ("opt_r", "r"), ("status", "status"), ("verdict", "verdict"), ("diverged_at", "diverged_at"),
-                   ("fitted.linear_rate", "fitted_linear_rate"), ("fitted.r2_linear", "fitted_r2_linear"),
-                   ("fitted.power_exponent", "fitted_power_exponent"), ("fitted.r2_power", "fitted_r2_power"),
-                   ("predicted.linear_rate", "predicted_linear_rate"), ("predicted.stable", "predicted_stable"),
-                   ("predicted.crossover_step", "predicted_crossover_step"),
-                   ("deviation.discrete", "deviation_discrete"), ("deviation.ode", "deviation_ode"),
-                   ("kernel_drift", "kernel_drift"))
+SUMMARY_COLUMNS = (
+    ("label", "label"),
+    ("optimizer", "optimizer"),
+    ("opt_eta", "eta"),
+    ("opt_beta", "beta"),
+    ("opt_r", "r"),
+    ("status", "status"),
+    ("verdict", "verdict"),
+    ("diverged_at", "diverged_at"),
+    ("fitted.linear_rate", "fitted_linear_rate"),
+    ("fitted.r2_linear", "fitted_r2_linear"),
+    ("fitted.power_exponent", "fitted_power_exponent"),
+    ("fitted.r2_power", "fitted_r2_power"),
+    ("predicted.linear_rate", "predicted_linear_rate"),
+    ("predicted.stable", "predicted_stable"),
+    ("predicted.crossover_step", "predicted_crossover_step"),
+    ("deviation.discrete", "deviation_discrete"),
+    ("deviation.ode", "deviation_ode"),
+    ("kernel_drift", "kernel_drift"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -391,7 +496,12 @@ class SweepRow:
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:
-        out = {"run_id": self.run_id, **self.values, "lambda_min": self.lambda_min, "lambda_max": self.lambda_max}
+        out = {
+            "run_id": self.run_id,
+            **self.values,
+            "lambda_min": self.lambda_min,
+            "lambda_max": self.lambda_max,
+        }
         out.update({column: getattr(self, field) for column, field in SUMMARY_COLUMNS})
         return {**out, **self.extra}
 
@@ -403,22 +513,44 @@ class SweepRow:
         axes = list(axes)
         fields = {field: row.get(column) for column, field in SUMMARY_COLUMNS}
         known = {"run_id", "lambda_min", "lambda_max", *axes, *(c for c, _ in SUMMARY_COLUMNS)}
-        return cls(run_id=str(row["run_id"]), values={a: row.get(a) for a in axes}, lambda_min=row.get("lambda_min"),
-                   lambda_max=row.get("lambda_max"), **{**fields, "label": str(fields["label"])},
-                   extra={k: v for k, v in row.items() if k not in known})
+        return cls(
+            run_id=str(row["run_id"]),
+            values={a: row.get(a) for a in axes},
+            lambda_min=row.get("lambda_min"),
+            lambda_max=row.get("lambda_max"),
+            **{**fields, "label": str(fields["label"])},
+            extra={k: v for k, v in row.items() if k not in known},
+        )
 
     @classmethod
-    def from_result(cls, run_id: str, values: Mapping[str, Any], spectrum: Spectrum | None,
-                    result: OptimizerResult) -> SweepRow:
+    def from_result(
+        cls, run_id: str, values: Mapping[str, Any], spectrum: Spectrum | None, result: OptimizerResult
+    ) -> SweepRow:
         f, p, d = result.fitted, result.predicted, result.deviation
-        return cls(run_id=run_id, values=dict(values), lambda_min=spectrum and spectrum.lambda_min,
-                   lambda_max=spectrum and spectrum.lambda_max, label=result.label, optimizer=result.optimizer,
-                   eta=result.eta, beta=result.beta, r=result.r, status=result.status, verdict=result.verdict,
-                   diverged_at=result.diverged_at, fitted_linear_rate=f and f.linear_rate,
-                   fitted_r2_linear=f and f.r2_linear, fitted_power_exponent=f and f.power_exponent,
-                   fitted_r2_power=f and f.r2_power, predicted_linear_rate=p and p.linear_rate,
-                   predicted_stable=p and p.stable, predicted_crossover_step=p and p.crossover_step,
-                   deviation_discrete=d and d.discrete, deviation_ode=d and d.ode, kernel_drift=result.kernel_drift)
+        return cls(
+            run_id=run_id,
+            values=dict(values),
+            lambda_min=spectrum and spectrum.lambda_min,
+            lambda_max=spectrum and spectrum.lambda_max,
+            label=result.label,
+            optimizer=result.optimizer,
+            eta=result.eta,
+            beta=result.beta,
+            r=result.r,
+            status=result.status,
+            verdict=result.verdict,
+            diverged_at=result.diverged_at,
+            fitted_linear_rate=f and f.linear_rate,
+            fitted_r2_linear=f and f.r2_linear,
+            fitted_power_exponent=f and f.power_exponent,
+            fitted_r2_power=f and f.r2_power,
+            predicted_linear_rate=p and p.linear_rate,
+            predicted_stable=p and p.stable,
+            predicted_crossover_step=p and p.crossover_step,
+            deviation_discrete=d and d.discrete,
+            deviation_ode=d and d.ode,
+            kernel_drift=result.kernel_drift,
+        )
 
 
 def _parse_cell(v):
@@ -457,15 +589,23 @@ class SweepResult:
     def table(self, pandas: bool | None = None):
         """Every run's trajectories as one long table, with a column per swept axis."""
         values = {r.run_id: r.values for r in self.rows}
-        groups = [(run_id, label, o.trajectory) for run_id, run in self.runs.items()
-                  for label, o in run.optimizers.items()]
-        return long_table(groups, pandas=pandas, constants={run_id: values.get(run_id, {}) for run_id in self.runs},
-                          constant_names=self.axes)
+        groups = [
+            (run_id, label, o.trajectory)
+            for run_id, run in self.runs.items()
+            for label, o in run.optimizers.items()
+        ]
+        return long_table(
+            groups,
+            pandas=pandas,
+            constants={run_id: values.get(run_id, {}) for run_id in self.runs},
+            constant_names=self.axes,
+        )
 
     def describe(self) -> str:
         name = self.config.get("name", "sweep")
-        return (f"sweep '{name}': {len(self.runs)} runs over {' x '.join(self.axes)}; "
-                + describe_config({k: v for k, v in self.config.items() if k != "sweep"}, with_name=False))
+        return f"sweep '{name}': {len(self.runs)} runs over {' x '.join(self.axes)}; " + describe_config(
+            {k: v for k, v in self.config.items() if k != "sweep"}, with_name=False
+        )
 
 
 # --------------------------------------------------------------------------- studies (experiments/)
@@ -485,8 +625,15 @@ class Claim:
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:
-        out = {"id": self.id, "claim": self.claim, "source": self.source, "result": self.result, "line": self.line,
-               "window": None if self.window is None else list(self.window), "numbers": dict(self.numbers)}
+        out = {
+            "id": self.id,
+            "claim": self.claim,
+            "source": self.source,
+            "result": self.result,
+            "line": self.line,
+            "window": None if self.window is None else list(self.window),
+            "numbers": dict(self.numbers),
+        }
         return {**_put_optional(out, differs_from_paper=self.differs_from_paper), **self.extra}
 
     @classmethod
@@ -494,9 +641,17 @@ class Claim:
         names = ("id", "claim", "source", "result", "line", "window", "numbers", "differs_from_paper")
         k, extra = _split(doc, names)
         window = k.get("window")
-        return cls(id=k.get("id", ""), claim=k.get("claim", ""), result=k.get("result", "info"), line=k.get("line", ""),
-                   source=k.get("source", ""), window=None if window is None else tuple(window),
-                   numbers=k.get("numbers") or {}, differs_from_paper=k.get("differs_from_paper"), extra=extra)
+        return cls(
+            id=k.get("id", ""),
+            claim=k.get("claim", ""),
+            result=k.get("result", "info"),
+            line=k.get("line", ""),
+            source=k.get("source", ""),
+            window=None if window is None else tuple(window),
+            numbers=k.get("numbers") or {},
+            differs_from_paper=k.get("differs_from_paper"),
+            extra=extra,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -548,7 +703,9 @@ class StudyCollection:
         return long_table(groups, pandas=pandas)
 
     def describe(self) -> str:
-        return f"{len(self.studies)} stud{'y' if len(self.studies) == 1 else 'ies'}: " + ", ".join(s.study for s in self.studies)
+        return f"{len(self.studies)} stud{'y' if len(self.studies) == 1 else 'ies'}: " + ", ".join(
+            s.study for s in self.studies
+        )
 
 
 def _study_groups(s: StudyResult):
@@ -567,12 +724,19 @@ def per_step_columns(arrays: Mapping[str, np.ndarray]) -> list[str]:
     if step is None:
         return []
     n = np.shape(step)[0]
-    return [k for k, v in arrays.items() if np.ndim(v) == 1 and np.shape(v)[0] == n
-            and not k.startswith(("error", "kernel"))]
+    return [
+        k
+        for k, v in arrays.items()
+        if np.ndim(v) == 1 and np.shape(v)[0] == n and not k.startswith(("error", "kernel"))
+    ]
 
 
-def long_table(groups: Iterable[tuple[str, str, Mapping[str, np.ndarray]]], pandas: bool | None = None,
-               constants: Mapping[str, Mapping[str, Any]] | None = None, constant_names: Iterable[str] = ()):
+def long_table(
+    groups: Iterable[tuple[str, str, Mapping[str, np.ndarray]]],
+    pandas: bool | None = None,
+    constants: Mapping[str, Mapping[str, Any]] | None = None,
+    constant_names: Iterable[str] = (),
+):
     """One row per (run_id, label, recorded step): columns run_id, label, [swept values], step,
     loss, then every other per-step array (``per_step_columns``; absent ones are NaN).
 
@@ -590,7 +754,12 @@ def long_table(groups: Iterable[tuple[str, str, Mapping[str, np.ndarray]]], pand
     names: list[str] = ["step", "loss"]
     for _, _, arrs in groups:
         names += [k for k in per_step_columns(arrs) if k not in names]
-    cols: dict[str, list] = {"run_id": [], "label": [], **{c: [] for c in constant_names}, **{k: [] for k in names}}
+    cols: dict[str, list] = {
+        "run_id": [],
+        "label": [],
+        **{c: [] for c in constant_names},
+        **{k: [] for k in names},
+    }
     for run_id, label, arrs in groups:
         n = np.shape(arrs["step"])[0]
         cols["run_id"].append(np.full(n, run_id, dtype=object))
@@ -598,7 +767,9 @@ def long_table(groups: Iterable[tuple[str, str, Mapping[str, np.ndarray]]], pand
         for c in constant_names:
             cols[c].append(np.full(n, (constants or {}).get(run_id, {}).get(c), dtype=object))
         for k in names:
-            cols[k].append(np.asarray(arrs[k]) if k in arrs and k in per_step_columns(arrs) else np.full(n, np.nan))
+            cols[k].append(
+                np.asarray(arrs[k]) if k in arrs and k in per_step_columns(arrs) else np.full(n, np.nan)
+            )
     table = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
     for c in constant_names:  # numeric swept values as numbers
         try:
@@ -628,11 +799,19 @@ def describe_config(cfg: Mapping[str, Any], with_name: bool = True) -> str:
     model, data, train = cfg.get("model") or {}, cfg.get("data") or {}, cfg.get("train") or {}
     mdesc = f"{model.get('name', '?')} model"
     if model.get("width") is not None and model.get("name") in ("paper", "released", "mlp"):
-        mdesc += f" (m={model['width']}" + (f", depth {model['depth']}" if model.get("name") == "mlp" else "") + ")"
+        mdesc += (
+            f" (m={model['width']}"
+            + (f", depth {model['depth']}" if model.get("name") == "mlp" else "")
+            + ")"
+        )
     elif model.get("parameters") is not None:
         mdesc += f" ({model['parameters']} parameters)"
     source = data.get("source", "?")
-    details = [f"{k}={data[k]}" for k in ("n", "d") if data.get(k) is not None and not (k == "d" and source == "digits")]
+    details = [
+        f"{k}={data[k]}"
+        for k in ("n", "d")
+        if data.get(k) is not None and not (k == "d" and source == "digits")
+    ]
     if data.get("target") and source != "python":
         details.append(str(data["target"]))
     ddesc = f"{source} data" + (f" ({', '.join(details)})" if details else "")
@@ -670,15 +849,23 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
 def load_run(folder: str, run_id: str | None = None) -> RunResult:
     """A run folder (metrics.json, trajectories.npz, config.yaml, data.npz, kernels.npz, env.json)."""
     metrics = _read_json(os.path.join(folder, "metrics.json"))
-    traj = read_npz_groups(os.path.join(folder, "trajectories.npz")) \
-        if os.path.isfile(os.path.join(folder, "trajectories.npz")) else {}
+    traj = (
+        read_npz_groups(os.path.join(folder, "trajectories.npz"))
+        if os.path.isfile(os.path.join(folder, "trajectories.npz"))
+        else {}
+    )
     env_path, control_path = os.path.join(folder, "env.json"), os.path.join(folder, "control.json")
     return RunResult.from_json(
-        metrics, traj, config=_read_yaml(os.path.join(folder, "config.yaml")),
-        data=_read_npz(os.path.join(folder, "data.npz")), kernels=_read_npz(os.path.join(folder, "kernels.npz")),
+        metrics,
+        traj,
+        config=_read_yaml(os.path.join(folder, "config.yaml")),
+        data=_read_npz(os.path.join(folder, "data.npz")),
+        kernels=_read_npz(os.path.join(folder, "kernels.npz")),
         env=_read_json(env_path) if os.path.isfile(env_path) else {},
         control=_read_json(control_path) if os.path.isfile(control_path) else None,
-        run_id=run_id if run_id is not None else os.path.basename(os.path.normpath(folder)), folder=folder)
+        run_id=run_id if run_id is not None else os.path.basename(os.path.normpath(folder)),
+        folder=folder,
+    )
 
 
 def load_sweep(folder: str) -> SweepResult:
@@ -691,25 +878,40 @@ def load_sweep(folder: str) -> SweepResult:
             reader = csv.DictReader(fh)
             header = reader.fieldnames or []
             if "run_id" in header and "lambda_min" in header:
-                axes = header[header.index("run_id") + 1: header.index("lambda_min")]
+                axes = header[header.index("run_id") + 1 : header.index("lambda_min")]
             rows = [SweepRow.from_json(r, axes) for r in reader]
     runs_dir = os.path.join(folder, "runs")
-    ids = sorted(d for d in os.listdir(runs_dir) if os.path.isfile(os.path.join(runs_dir, d, "metrics.json"))) \
-        if os.path.isdir(runs_dir) else []
+    ids = (
+        sorted(d for d in os.listdir(runs_dir) if os.path.isfile(os.path.join(runs_dir, d, "metrics.json")))
+        if os.path.isdir(runs_dir)
+        else []
+    )
     env_path = os.path.join(folder, "env.json")
-    return SweepResult(config=_read_yaml(os.path.join(folder, "config.yaml")), axes=tuple(axes), rows=tuple(rows),
-                       runs={i: load_run(os.path.join(runs_dir, i), i) for i in ids},
-                       env=_read_json(env_path) if os.path.isfile(env_path) else {}, folder=folder)
+    return SweepResult(
+        config=_read_yaml(os.path.join(folder, "config.yaml")),
+        axes=tuple(axes),
+        rows=tuple(rows),
+        runs={i: load_run(os.path.join(runs_dir, i), i) for i in ids},
+        env=_read_json(env_path) if os.path.isfile(env_path) else {},
+        folder=folder,
+    )
 
 
 def load_study(folder: str) -> StudyResult:
     doc = _read_json(os.path.join(folder, "verdicts.json"))
     if not isinstance(doc, dict) or "claims" not in doc:
-        raise ValueError(f"{os.path.join(folder, 'verdicts.json')}: not a study's verdicts.json (no 'claims')")
-    return StudyResult(study=str(doc.get("study", os.path.basename(os.path.normpath(folder)))),
-                       title=str(doc.get("title", "")), mode=doc.get("mode"),
-                       claims=tuple(Claim.from_json(c) for c in doc["claims"]), doc=doc,
-                       arrays=_read_npz(os.path.join(folder, "arrays.npz")), folder=folder)
+        raise ValueError(
+            f"{os.path.join(folder, 'verdicts.json')}: not a study's verdicts.json (no 'claims')"
+        )
+    return StudyResult(
+        study=str(doc.get("study", os.path.basename(os.path.normpath(folder)))),
+        title=str(doc.get("title", "")),
+        mode=doc.get("mode"),
+        claims=tuple(Claim.from_json(c) for c in doc["claims"]),
+        doc=doc,
+        arrays=_read_npz(os.path.join(folder, "arrays.npz")),
+        folder=folder,
+    )
 
 
 def kind_of(folder: str) -> str:
@@ -726,8 +928,10 @@ def kind_of(folder: str) -> str:
         return "run"
     if any(os.path.isfile(os.path.join(folder, d, "verdicts.json")) for d in os.listdir(folder)):
         return "studies"
-    raise ValueError(f"{folder}: not a results folder (no metrics.json, summary.csv, runs/ or verdicts.json, "
-                     "nor sub-folders with verdicts.json)")
+    raise ValueError(
+        f"{folder}: not a results folder (no metrics.json, summary.csv, runs/ or verdicts.json, "
+        "nor sub-folders with verdicts.json)"
+    )
 
 
 def load(folder: str) -> RunResult | SweepResult | StudyResult | StudyCollection:
@@ -750,8 +954,11 @@ def load(folder: str) -> RunResult | SweepResult | StudyResult | StudyCollection
         return load_sweep(folder)
     if kind == "study":
         return load_study(folder)
-    subs = [os.path.join(folder, d) for d in sorted(os.listdir(folder))
-            if os.path.isfile(os.path.join(folder, d, "verdicts.json"))]
+    subs = [
+        os.path.join(folder, d)
+        for d in sorted(os.listdir(folder))
+        if os.path.isfile(os.path.join(folder, d, "verdicts.json"))
+    ]
     return StudyCollection(tuple(load_study(s) for s in subs), folder)
 
 
@@ -762,14 +969,18 @@ def write_run(folder: str, run: RunResult, config_text: str | None = None) -> No
     import yaml
 
     os.makedirs(folder, exist_ok=True)
-    write_text(os.path.join(folder, "config.yaml"),
-               config_text if config_text is not None else yaml.safe_dump(_yaml_safe(run.config), sort_keys=False))
+    write_text(
+        os.path.join(folder, "config.yaml"),
+        config_text if config_text is not None else yaml.safe_dump(_yaml_safe(run.config), sort_keys=False),
+    )
     if run.data:
         write_npz(os.path.join(folder, "data.npz"), dict(run.data))
     if run.kernels:
         write_npz(os.path.join(folder, "kernels.npz"), dict(run.kernels))
-    write_npz(os.path.join(folder, "trajectories.npz"),
-              {f"{label}/{k}": v for label, o in run.optimizers.items() for k, v in o.trajectory.items()})
+    write_npz(
+        os.path.join(folder, "trajectories.npz"),
+        {f"{label}/{k}": v for label, o in run.optimizers.items() for k, v in o.trajectory.items()},
+    )
     if run.env:
         write_json(os.path.join(folder, "env.json"), dict(run.env))
     write_json(os.path.join(folder, "metrics.json"), run.to_json())

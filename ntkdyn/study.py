@@ -12,6 +12,7 @@ The stages are ``pipeline.prepare`` (data, model, H0, spectrum of K = c H) and, 
 ``python -m ntkdyn.run``. Float64 (used by the theory) is switched on inside this call only
 (``jax.enable_x64``); training runs in the config's ``dtype``.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,9 @@ from ntkdyn import results
 from ntkdyn.models import Model
 
 
-def _config(config: config_mod.Config | Mapping | str, user_model: bool, user_data: bool) -> config_mod.Config:
+def _config(
+    config: config_mod.Config | Mapping | str, user_model: bool, user_data: bool
+) -> config_mod.Config:
     if isinstance(config, config_mod.Config):
         return config_mod.validate(config)
     if isinstance(config, (str, os.PathLike)):
@@ -34,7 +37,9 @@ def _config(config: config_mod.Config | Mapping | str, user_model: bool, user_da
     elif isinstance(config, Mapping):
         raw = dict(config)
     else:
-        raise config_mod.ConfigError(f"config: expected a Config, a mapping or a YAML path, got {type(config).__name__}")
+        raise config_mod.ConfigError(
+            f"config: expected a Config, a mapping or a YAML path, got {type(config).__name__}"
+        )
     if "sweep" in raw:
         raise config_mod.ConfigError("sweep: run_study runs one config; run sweeps with python -m ntkdyn.run")
     for key, given in (("model", user_model), ("data", user_data)):
@@ -66,18 +71,29 @@ def _check_model(built, cfg: config_mod.Config):
     try:
         model, params, consts = built
     except (TypeError, ValueError):
-        raise ValueError("model: expected (Model, params, consts) from models.from_apply_fn, from_linen or "
-                         f"from_flax, got {type(built).__name__}") from None
+        raise ValueError(
+            "model: expected (Model, params, consts) from models.from_apply_fn, from_linen or "
+            f"from_flax, got {type(built).__name__}"
+        ) from None
     if not isinstance(model, Model):
         raise ValueError(f"model: the first item must be an ntkdyn Model, got {type(model).__name__}")
     if cfg.theory.kernel == "Hinf" and model.hinf is None:
-        raise config_mod.ConfigError(f"theory.kernel: 'Hinf' needs an infinite-width kernel, which model "
-                                     f"{model.name!r} does not have; use 'H0'")
-    wrong = sorted({str(leaf.dtype) for leaf in jax.tree.leaves(params)
-                    if np.issubdtype(leaf.dtype, np.inexact) and leaf.dtype != np.dtype(cfg.dtype)})
+        raise config_mod.ConfigError(
+            f"theory.kernel: 'Hinf' needs an infinite-width kernel, which model "
+            f"{model.name!r} does not have; use 'H0'"
+        )
+    wrong = sorted(
+        {
+            str(leaf.dtype)
+            for leaf in jax.tree.leaves(params)
+            if np.issubdtype(leaf.dtype, np.inexact) and leaf.dtype != np.dtype(cfg.dtype)
+        }
+    )
     if wrong:
-        raise config_mod.ConfigError(f"dtype: the model's parameters are {', '.join(wrong)} but dtype is "
-                                     f"{cfg.dtype!r}; make them {cfg.dtype} or set dtype to match")
+        raise config_mod.ConfigError(
+            f"dtype: the model's parameters are {', '.join(wrong)} but dtype is "
+            f"{cfg.dtype!r}; make them {cfg.dtype} or set dtype to match"
+        )
     return model, params, consts
 
 
@@ -86,16 +102,25 @@ def _described_config(cfg: config_mod.Config, setup, user_model: bool, user_data
 
     doc = config_mod.to_dict(cfg)
     if user_model:
-        doc["model"] = {"name": setup.model.name, "source": "python", "loss": setup.model.loss,
-                        "parameters": int(sum(np.size(leaf) for leaf in jax.tree.leaves(setup.params)))}
+        doc["model"] = {
+            "name": setup.model.name,
+            "source": "python",
+            "loss": setup.model.loss,
+            "parameters": int(sum(np.size(leaf) for leaf in jax.tree.leaves(setup.params))),
+        }
     if user_data:
         doc["data"] = {"source": "python", "n": int(setup.X.shape[0]), "d": int(setup.X.shape[1])}
     return doc
 
 
-def run_study(config: config_mod.Config | Mapping | str, *, model: tuple[Model, Any, Any] | None = None,
-              data: tuple[Any, Any] | None = None, out: str | None = None,
-              progress: bool = False) -> results.RunResult:
+def run_study(
+    config: config_mod.Config | Mapping | str,
+    *,
+    model: tuple[Model, Any, Any] | None = None,
+    data: tuple[Any, Any] | None = None,
+    out: str | None = None,
+    progress: bool = False,
+) -> results.RunResult:
     """Train every optimizer of ``config`` and predict it from theory (as ``python -m ntkdyn.run``).
 
     Args:
@@ -133,18 +158,32 @@ def run_study(config: config_mod.Config | Mapping | str, *, model: tuple[Model, 
             times[oc.label] = {**metrics.pop("times"), "total_s": time.perf_counter() - t}
             opts[oc.label] = results.OptimizerResult.from_json(oc.label, metrics, arrays)
     lam = setup.lam
-    spectrum = results.Spectrum(float(lam[0]), float(lam[-1]), float(lam[-1] / lam[0]) if lam[0] > 0 else None,
-                                float(setup.c), cfg.theory.kernel)
-    kernels = {"H0": setup.H0, "eigvals": lam, "kernel_used": np.asarray(cfg.theory.kernel),
-               "loss_scale": np.asarray(setup.c)}
+    spectrum = results.Spectrum(
+        float(lam[0]),
+        float(lam[-1]),
+        float(lam[-1] / lam[0]) if lam[0] > 0 else None,
+        float(setup.c),
+        cfg.theory.kernel,
+    )
+    kernels = {
+        "H0": setup.H0,
+        "eigvals": lam,
+        "kernel_used": np.asarray(cfg.theory.kernel),
+        "loss_scale": np.asarray(setup.c),
+    }
     if setup.Hinf is not None:
         kernels["Hinf"] = setup.Hinf
     times["total"] = time.perf_counter() - t_start
-    run = results.RunResult(config=_described_config(cfg, setup, model is not None, data is not None),
-                            spectrum=spectrum, optimizers=opts, data={"X": setup.X, "y": setup.y, "e0": setup.e0},
-                            kernels=kernels, env={"dtype": cfg.dtype, "seed": cfg.seed, "command": "ntkdyn.run_study",
-                                                  "times_s": times},
-                            run_id=cfg.name, folder=out)
+    run = results.RunResult(
+        config=_described_config(cfg, setup, model is not None, data is not None),
+        spectrum=spectrum,
+        optimizers=opts,
+        data={"X": setup.X, "y": setup.y, "e0": setup.e0},
+        kernels=kernels,
+        env={"dtype": cfg.dtype, "seed": cfg.seed, "command": "ntkdyn.run_study", "times_s": times},
+        run_id=cfg.name,
+        folder=out,
+    )
     if out is not None:
         results.write_run(out, run)
     return run

@@ -1,6 +1,7 @@
 """The Python API: typed results that keep metrics.json's schema, ``load`` of run and sweep
 folders written by the command line, and a user's own model (plain function, flax Linen, NNX)
 through ``run_study``, compared with the built-in model and with a hand-built Jacobian Gram."""
+
 import csv
 import json
 import os
@@ -34,17 +35,38 @@ def test_metrics_round_trip_on_a_real_run():
 
 
 def test_unknown_keys_are_kept_at_every_level_and_failed_entries_keep_their_form():
-    entry = {"optimizer": "hb", "eta": 0.1, "beta": 0.5, "r": None, "status": "ok", "verdict": "linear",
-             "diverged_at": None, "horizon": {"k": 3},
-             "fitted": {"linear_rate": 0.9, "r2_linear": 1.0, "power_exponent": -2.0, "r2_power": 0.8,
-                        "window": [2, 10], "margin": 0.2},
-             "predicted": {"linear_rate": 0.8, "stable": True, "log_gap": [1, 2]},
-             "deviation": {"discrete": 0.1, "ode": None, "ode_hr": None, "max_log10": 0.3},
-             "theory_verdicts": {"discrete": "linear"}, "kernel_drift": 0.01, "ode": "e' = -K e",
-             "grad_norm": [1.0, 0.5]}
-    doc = {"spectrum": {"lambda_min": 0.1, "lambda_max": 2.0, "kappa": 20.0, "loss_scale": 1.0, "new": 1},
-           "optimizers": {"hb": entry, "bad": {"optimizer": "gd", "eta": 1.0, "status": "failed", "error": "boom"}},
-           "schema": 2}
+    entry = {
+        "optimizer": "hb",
+        "eta": 0.1,
+        "beta": 0.5,
+        "r": None,
+        "status": "ok",
+        "verdict": "linear",
+        "diverged_at": None,
+        "horizon": {"k": 3},
+        "fitted": {
+            "linear_rate": 0.9,
+            "r2_linear": 1.0,
+            "power_exponent": -2.0,
+            "r2_power": 0.8,
+            "window": [2, 10],
+            "margin": 0.2,
+        },
+        "predicted": {"linear_rate": 0.8, "stable": True, "log_gap": [1, 2]},
+        "deviation": {"discrete": 0.1, "ode": None, "ode_hr": None, "max_log10": 0.3},
+        "theory_verdicts": {"discrete": "linear"},
+        "kernel_drift": 0.01,
+        "ode": "e' = -K e",
+        "grad_norm": [1.0, 0.5],
+    }
+    doc = {
+        "spectrum": {"lambda_min": 0.1, "lambda_max": 2.0, "kappa": 20.0, "loss_scale": 1.0, "new": 1},
+        "optimizers": {
+            "hb": entry,
+            "bad": {"optimizer": "gd", "eta": 1.0, "status": "failed", "error": "boom"},
+        },
+        "schema": 2,
+    }
     run = results.RunResult.from_json(json.loads(json.dumps(doc)))
     assert run.to_json() == doc
     assert run["hb"].extra == {"horizon": {"k": 3}, "grad_norm": [1.0, 0.5]}
@@ -86,7 +108,9 @@ def test_load_sweep_rows_runs_and_table():
     sweep = ntkdyn.load(folder)
     assert isinstance(sweep, results.SweepResult) and sweep.axes == ("seed", "beta")
     assert len(sweep.runs) == 4 and len(sweep.rows) == 8
-    for row in sweep.rows:  # the CSV row, parsed from text, equals the row rebuilt from the run's metrics.json
+    for (
+        row
+    ) in sweep.rows:  # the CSV row, parsed from text, equals the row rebuilt from the run's metrics.json
         run = sweep.runs[row.run_id]
         assert row == results.SweepRow.from_result(row.run_id, row.values, run.spectrum, run[row.label])
         with open(os.path.join(folder, "runs", row.run_id, "metrics.json")) as fh:
@@ -100,7 +124,7 @@ def test_load_sweep_rows_runs_and_table():
         assert sel.sum() == sum(o.trajectory["step"].size for o in run.optimizers.values())
         assert set(table["beta"][sel]) == {next(r.values["beta"] for r in sweep.rows if r.run_id == run_id)}
     # the sweep figure was written as svg with its data beside it
-    assert (open(os.path.join(folder, "sweep.svg")).read(200).lstrip().startswith("<?xml"))
+    assert open(os.path.join(folder, "sweep.svg")).read(200).lstrip().startswith("<?xml")
     data = _read_csv(os.path.join(folder, "sweep.csv"))
     assert len(data) == 8 and {"fitted_log_rate", "predicted_log_rate", "seed", "beta"} <= set(data[0])
     for d, row in zip(data, sweep.rows):
@@ -113,8 +137,13 @@ def test_load_rejects_other_folders(tmp_path):
 
 
 # --------------------------------------------------------------------------- bring your own model
-SMALL = {"name": "own", "dtype": "float64", "train": {"steps": 40, "kernel_at": [0, 40]},
-         "theory": {"diffrax": False}, "rates": {"window": [0.2, 1.0]}}
+SMALL = {
+    "name": "own",
+    "dtype": "float64",
+    "train": {"steps": 40, "kernel_at": [0, 40]},
+    "theory": {"diffrax": False},
+    "rates": {"window": [0.2, 1.0]},
+}
 
 
 def _data(n=10, d=4):
@@ -125,15 +154,22 @@ def test_plain_apply_fn_matches_the_built_in_paper_model():
     """The paper model written by the user as apply_fn(params, X): the generic Jacobian NTK, training,
     predictions and verdicts equal those of model.name 'paper' (whose H0 is the closed form)."""
     X, y = _data()
-    cfg = {**SMALL, "model": {"name": "paper", "width": 128}, "optimizers": [{"name": "hb", "eta": 0.3, "beta": 0.5}]}
+    cfg = {
+        **SMALL,
+        "model": {"name": "paper", "width": 128},
+        "optimizers": [{"name": "hb", "eta": 0.3, "beta": 0.5}],
+    }
     built_in = ntkdyn.run_study(cfg, data=(X, y))
     params, consts = models.paper_init(jax.random.PRNGKey(0), 4, 128, 1.0, jnp.float64)  # what seed 0 builds
 
     def apply_fn(p, X):
         return jax.nn.relu(X @ p["W"].T) @ consts["a"] / jnp.sqrt(128.0)
 
-    own = ntkdyn.run_study({k: v for k, v in cfg.items() if k != "model"},
-                           model=ntkdyn.from_apply_fn(apply_fn, params), data=(X, y))
+    own = ntkdyn.run_study(
+        {k: v for k, v in cfg.items() if k != "model"},
+        model=ntkdyn.from_apply_fn(apply_fn, params),
+        data=(X, y),
+    )
     np.testing.assert_allclose(own.kernels["H0"], built_in.kernels["H0"], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(own.data["e0"], built_in.data["e0"], rtol=1e-12, atol=1e-14)
     a, b = own["hb"], built_in["hb"]
@@ -142,7 +178,11 @@ def test_plain_apply_fn_matches_the_built_in_paper_model():
     assert (a.verdict, a.theory_verdicts) == (b.verdict, b.theory_verdicts)
     np.testing.assert_allclose(a.predicted.linear_rate, b.predicted.linear_rate, rtol=1e-10)
     np.testing.assert_allclose(a.kernel_drift, b.kernel_drift, rtol=1e-6)
-    assert own.config["model"]["source"] == "python" and own.config["data"] == {"source": "python", "n": 10, "d": 4}
+    assert own.config["model"]["source"] == "python" and own.config["data"] == {
+        "source": "python",
+        "n": 10,
+        "d": 4,
+    }
 
 
 def _hand_gram(fn, params, X) -> np.ndarray:
@@ -171,8 +211,11 @@ def test_flax_linen_and_nnx_models_go_through_the_study():
     hand = _hand_gram(lambda p, X: net.apply({"params": p}, X)[:, 0], variables["params"], jnp.asarray(X))
     lam = np.linalg.eigvalsh(hand)
     eta = 1.0 / lam[-1]
-    run = ntkdyn.run_study({**SMALL, "optimizers": [{"name": "gd", "eta": eta}]},
-                           model=ntkdyn.from_linen(net, variables), data=(X, y))
+    run = ntkdyn.run_study(
+        {**SMALL, "optimizers": [{"name": "gd", "eta": eta}]},
+        model=ntkdyn.from_linen(net, variables),
+        data=(X, y),
+    )
     np.testing.assert_allclose(run.kernels["H0"], hand, rtol=1e-10, atol=1e-12)
     gd = run["gd"]
     assert gd.status == "ok" and gd.verdict is not None and gd.deviation.discrete is not None
@@ -180,8 +223,11 @@ def test_flax_linen_and_nnx_models_go_through_the_study():
     # GD's kernel-regime loss factor per step: max_i (1 - eta lambda_i)^2
     np.testing.assert_allclose(gd.predicted.linear_rate, np.max((1 - eta * lam) ** 2), rtol=1e-8)
 
-    module = nnx.Sequential(nnx.Linear(4, 8, param_dtype=jnp.float64, rngs=nnx.Rngs(1)), jnp.tanh,
-                            nnx.Linear(8, 1, param_dtype=jnp.float64, rngs=nnx.Rngs(2)))
+    module = nnx.Sequential(
+        nnx.Linear(4, 8, param_dtype=jnp.float64, rngs=nnx.Rngs(1)),
+        jnp.tanh,
+        nnx.Linear(8, 1, param_dtype=jnp.float64, rngs=nnx.Rngs(2)),
+    )
     model, params, consts = ntkdyn.from_flax(module)
     cfg = config.validate(ntkdyn.Config(optimizers=[ntkdyn.OptimizerConfig("gd", 0.2)], dtype="float64"))
     setup = pipeline.prepare(cfg, (X, y), (model, params, consts))
@@ -191,9 +237,15 @@ def test_flax_linen_and_nnx_models_go_through_the_study():
         W2, b2 = p["layers"][2]["kernel"], p["layers"][2]["bias"]
         return (jnp.tanh(X @ W1 + b1) @ W2 + b2)[:, 0]
 
-    plain = {"layers": {i: {k: jnp.asarray(params["layers"][i][k][...]) for k in ("kernel", "bias")} for i in (0, 2)}}
+    plain = {
+        "layers": {
+            i: {k: jnp.asarray(params["layers"][i][k][...]) for k in ("kernel", "bias")} for i in (0, 2)
+        }
+    }
     np.testing.assert_allclose(setup.H0, _hand_gram(by_hand, plain, jnp.asarray(X)), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(setup.e0, np.asarray(by_hand(plain, jnp.asarray(X))) - y, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        setup.e0, np.asarray(by_hand(plain, jnp.asarray(X))) - y, rtol=1e-12, atol=1e-14
+    )
 
 
 def test_config_factory_may_return_a_linen_pair():
@@ -207,12 +259,15 @@ def test_config_factory_may_return_a_linen_pair():
     assert model.loss == "mse" and consts == {}
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    ({"dtype": "float32"}, ntkdyn.ConfigError, "dtype: the model's parameters are float64"),
-    ({"theory": {"kernel": "Hinf", "diffrax": False}}, ntkdyn.ConfigError, "theory.kernel: 'Hinf' needs"),
-    ({"model": {"name": "paper"}}, ntkdyn.ConfigError, "model: given both in the config and as model="),
-    ({"optimizers": [{"name": "gd", "eta": -1.0}]}, ntkdyn.ConfigError, "optimizers[0].eta: must be > 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"dtype": "float32"}, ntkdyn.ConfigError, "dtype: the model's parameters are float64"),
+        ({"theory": {"kernel": "Hinf", "diffrax": False}}, ntkdyn.ConfigError, "theory.kernel: 'Hinf' needs"),
+        ({"model": {"name": "paper"}}, ntkdyn.ConfigError, "model: given both in the config and as model="),
+        ({"optimizers": [{"name": "gd", "eta": -1.0}]}, ntkdyn.ConfigError, "optimizers[0].eta: must be > 0"),
+    ],
+)
 def test_bad_input_is_named_before_compute(kwargs, error, message):
     X, y = _data()
     params = {"w": jnp.ones(4, jnp.float64)}
@@ -224,9 +279,14 @@ def test_bad_input_is_named_before_compute(kwargs, error, message):
 
 def test_bad_models_and_data_are_named():
     X, y = _data()
-    with pytest.raises(ValueError, match=r"must return one output per input, shape \(10,\) or \(10, 1\); got \(10, 2\)"):
-        ntkdyn.run_study({**SMALL, "optimizers": [{"name": "gd", "eta": 0.1}]},
-                         model=ntkdyn.from_apply_fn(lambda p, X: X @ p, jnp.ones((4, 2))), data=(X, y))
+    with pytest.raises(
+        ValueError, match=r"must return one output per input, shape \(10,\) or \(10, 1\); got \(10, 2\)"
+    ):
+        ntkdyn.run_study(
+            {**SMALL, "optimizers": [{"name": "gd", "eta": 0.1}]},
+            model=ntkdyn.from_apply_fn(lambda p, X: X @ p, jnp.ones((4, 2))),
+            data=(X, y),
+        )
     with pytest.raises(ValueError, match=r"data: y must have shape \(10,\)"):
         ntkdyn.run_study({**SMALL, "optimizers": [{"name": "gd", "eta": 0.1}]}, data=(X, y[:5]))
     with pytest.raises(ValueError, match="loss: unknown 'l1'"):

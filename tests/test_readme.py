@@ -1,5 +1,6 @@
 """The README's Python code blocks run as written (in one namespace, in a temporary folder), and
 the README's "Python API" section names every public name of ``ntkdyn``."""
+
 import os
 import re
 
@@ -15,7 +16,7 @@ def python_blocks(text: str) -> list[str]:
 def section(text: str, heading: str) -> str:
     start = text.index(f"\n## {heading}\n")
     end = text.find("\n## ", start + 1)
-    return text[start:end if end >= 0 else None]
+    return text[start : end if end >= 0 else None]
 
 
 def test_readme_python_blocks_run(tmp_path, monkeypatch, capsys):

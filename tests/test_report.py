@@ -1,6 +1,7 @@
 """``python -m ntkdyn.report`` on the folders the command line writes (the quickstart at 200 steps,
 a small sweep) and on a study folder: the title says what was run, the tables hold the values of
 metrics.json / summary.csv, figures come with their data."""
+
 import csv
 import json
 import os
@@ -14,8 +15,11 @@ from ntkdyn import report
 
 def _rows(text: str, first: str) -> list[list[str]]:
     """Markdown table rows whose first cell is ``first``, as lists of stripped cells."""
-    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
-            if line.startswith(f"| {first} |")]
+    return [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith(f"| {first} |")
+    ]
 
 
 def test_report_of_the_quickstart_run(tmp_path, capsys):
@@ -52,7 +56,11 @@ def test_report_of_the_quickstart_run(tmp_path, capsys):
     html_page = tmp_path / "q.html"
     assert report.main([folder, "--out", str(html_page), "--figures", "svg", "--title", "My run"]) == 0
     body = html_page.read_text()
-    assert body.startswith("<!DOCTYPE html>") and "<h1>My run</h1>" in body and "data:image/svg+xml;base64," in body
+    assert (
+        body.startswith("<!DOCTYPE html>")
+        and "<h1>My run</h1>" in body
+        and "data:image/svg+xml;base64," in body
+    )
 
 
 def test_report_of_a_sweep_and_a_run_together(tmp_path):
@@ -76,13 +84,42 @@ def test_report_of_a_sweep_and_a_run_together(tmp_path):
 def test_report_of_a_study_folder(tmp_path):
     study = tmp_path / "results" / "toy_study"
     study.mkdir(parents=True)
-    claims = [{"id": "a", "claim": "HB is linear", "source": "Bu, Xu, Chen 2021", "result": "differs",
-               "line": "sublinear in 2/3 | runs", "window": [10, 100], "numbers": {}, "differs_from_paper": True},
-              {"id": "b", "claim": "ODE matches", "source": "theory", "result": "agrees", "line": "gap 1e-3",
-               "window": None, "numbers": {}, "differs_from_paper": False}]
-    (study / "verdicts.json").write_text(json.dumps({"study": "toy_study", "title": "A toy", "mode": "quick",
-                                                     "command": "python toy.py", "settings": {"eta": 0.1},
-                                                     "claims": claims, "figures": [], "tables": []}))
+    claims = [
+        {
+            "id": "a",
+            "claim": "HB is linear",
+            "source": "Bu, Xu, Chen 2021",
+            "result": "differs",
+            "line": "sublinear in 2/3 | runs",
+            "window": [10, 100],
+            "numbers": {},
+            "differs_from_paper": True,
+        },
+        {
+            "id": "b",
+            "claim": "ODE matches",
+            "source": "theory",
+            "result": "agrees",
+            "line": "gap 1e-3",
+            "window": None,
+            "numbers": {},
+            "differs_from_paper": False,
+        },
+    ]
+    (study / "verdicts.json").write_text(
+        json.dumps(
+            {
+                "study": "toy_study",
+                "title": "A toy",
+                "mode": "quick",
+                "command": "python toy.py",
+                "settings": {"eta": 0.1},
+                "claims": claims,
+                "figures": [],
+                "tables": [],
+            }
+        )
+    )
     page = tmp_path / "s.md"
     assert report.main([str(tmp_path / "results"), "--out", str(page)]) == 0
     text = page.read_text()
