@@ -250,41 +250,52 @@ def _vanishing_series(ode, lam, t0: float, terms: int = 8):
 
 
 def highres_modes(ode, lam, coef, t, rtol: float = 1e-11, atol: float = 1e-14) -> np.ndarray:
-    """Error per mode of a ``optimizers.HighResODE`` at times t: shape t.shape + (n,).
+    """Error per mode of an ``optimizers.HighResODE`` at the step clock t = k * time_step (the ODE's own
+    time is tau = t + ode.start): shape t.shape + (n,).
 
-    Constant damping: closed form (a damped oscillator per mode, damping gamma + hess_damping lam,
-    stiffness stiffness * lam, e'(0) = -velocity0 lam e0). Vanishing damping (no elementary closed
-    form): the modes are integrated together (scipy DOP853) from t0 = min(t_1, 1e-2 / sqrt(lam_max))
-    seeded by the regular power series at t = 0.
+    Constant damping (autonomous: only the elapsed time t matters): closed form, a damped oscillator per
+    mode with damping gamma + hess_damping lam, stiffness stiffness * lam and e'(tau_0) = -velocity0 lam e0.
+    Vanishing damping (no elementary closed form): the modes are integrated together in tau with scipy's
+    DOP853, from tau_0 = ode.start > 0 with e(tau_0) = e0, e'(tau_0) = -velocity0 lam e0, or, for a start at
+    the singular point tau = 0, from t_s = min(t_1, 1e-2 / sqrt(lam_max)) seeded by the regular power
+    series (``_vanishing_series``, also used for 0 < t < t_s).
     """
     lam = np.asarray(lam, np.float64)
     t = np.asarray(t, np.float64)
     coef = np.asarray(coef, np.float64)
+    if np.any(t < 0):
+        raise ValueError(f"highres_modes: the step clock t = k * time_step must be >= 0, got min {t.min()}")
     if ode.damping == "constant":
         return oscillator_modes(ode.stiffness * lam, ode.gamma + ode.hess_damping * lam, -ode.velocity0 * lam, t) * coef
     from scipy.integrate import solve_ivp
 
     flat = t.ravel()
-    positive = flat[flat > 0]
-    t0 = min(float(positive.min()) if positive.size else 1.0, 1e-2 / math.sqrt(max(float(lam.max()), 1e-300)))
-    c0, dc0 = _vanishing_series(ode, lam, t0)
-    a_d, n = ode.hess_damping * lam, lam.size
+    n = lam.size
+    if ode.start > 0:
+        t_seed, c0, dc0 = 0.0, np.ones(n), -ode.velocity0 * lam
+    else:
+        positive = flat[flat > 0]
+        t_seed = min(float(positive.min()) if positive.size else 1.0, 1e-2 / math.sqrt(max(float(lam.max()), 1e-300)))
+        c0, dc0 = _vanishing_series(ode, lam, t_seed)
+    a_d = ode.hess_damping * lam
 
-    def rhs(s, y):
+    def rhs(tau, y):
         c, dc = y[:n], y[n:]
-        return np.concatenate([dc, -(ode.r / s + a_d) * dc - (ode.stiffness + ode.stiffness_t / s) * lam * c])
+        return np.concatenate([dc, -(ode.damping_at(tau) + a_d) * dc - ode.stiffness_at(tau) * lam * c])
 
-    later = np.unique(flat[flat >= t0])
+    later = np.unique(flat[flat >= t_seed])
     out = np.ones((flat.size, n))
     if later.size:
-        sol = solve_ivp(rhs, (t0, later[-1]), np.concatenate([c0, dc0]), method="DOP853", t_eval=later,
-                        rtol=rtol, atol=atol)
-        if not sol.success:
-            raise RuntimeError(f"high-resolution ODE integration failed: {sol.message}")
-        idx = np.searchsorted(later, flat)
-        mask = flat >= t0
-        out[mask] = sol.y[:n].T[idx[mask]]
-    early = (flat > 0) & (flat < t0)
+        vals = np.tile(c0, (later.size, 1))
+        if later[-1] > t_seed:
+            sol = solve_ivp(rhs, (ode.start + t_seed, ode.start + later[-1]), np.concatenate([c0, dc0]),
+                            method="DOP853", t_eval=ode.start + later, rtol=rtol, atol=atol)
+            if not sol.success:
+                raise RuntimeError(f"high-resolution ODE integration failed: {sol.message}")
+            vals = sol.y[:n].T
+        mask = flat >= t_seed
+        out[mask] = vals[np.searchsorted(later, flat[mask])]
+    early = (flat > 0) & (flat < t_seed)
     if early.any():
         out[early] = np.stack([_vanishing_series(ode, lam, float(s))[0] for s in flat[early]])
     return out.reshape(t.shape + (n,)) * coef
@@ -293,24 +304,27 @@ def highres_modes(ode, lam, coef, t, rtol: float = 1e-11, atol: float = 1e-14) -
 def highres_diffrax(ode, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rtol: float = 1e-10, atol: float = 1e-12,
                     max_steps: int = 1_000_000) -> np.ndarray:
     """The high-resolution ODE integrated in the full output space with diffrax Tsit5 (no
-    eigen-decomposition); vanishing damping starts at t0 = min(t_1, 1e-3/sqrt(lam_max)) from the
-    regular series to O(t0^2)."""
+    eigen-decomposition), at the step clock t = k * time_step (t[0] = 0; the ODE's own time is
+    tau = t + ode.start). From tau_0 = ode.start with e'(tau_0) = -velocity0 K e0; vanishing damping
+    started at the singular tau = 0 begins at t0 = min(t_1, 1e-3/sqrt(lam_max)) from the regular series
+    to O(t0^2)."""
     import diffrax
     import jax
     import jax.numpy as jnp
 
+    if np.asarray(t)[0] != 0.0:
+        raise ValueError(f"highres_diffrax: t must start at 0 (e0 is the error at update 0), got t[0] = {np.asarray(t)[0]}")
     with jax.enable_x64(True):
         Kj = jnp.asarray(K, jnp.float64)
         e0j = jnp.asarray(e0, jnp.float64)
-        ts = jnp.asarray(t, jnp.float64)
+        ts = jnp.asarray(np.asarray(t, np.float64) + ode.start, jnp.float64)
 
-        def vector_field(s, y, args):
+        def vector_field(tau, y, args):
             e, de = y
-            stiff = ode.stiffness + (ode.stiffness_t / s if ode.damping == "vanishing" else 0.0)
-            return de, -ode.damping_at(s) * de - ode.hess_damping * (Kj @ de) - stiff * (Kj @ e)
+            return de, -ode.damping_at(tau) * de - ode.hess_damping * (Kj @ de) - ode.stiffness_at(tau) * (Kj @ e)
 
         Ke0 = Kj @ e0j
-        if ode.damping == "vanishing":
+        if ode.damping == "vanishing" and ode.start == 0:
             lam_max = float(np.max(np.abs(np.linalg.eigvalsh(np.asarray(K)))))
             positive = np.asarray(t)[np.asarray(t) > 0]
             t0 = min(float(positive[0]) if positive.size else 1.0, 1e-3 / math.sqrt(max(lam_max, 1e-300)))
