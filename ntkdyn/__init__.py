@@ -6,6 +6,7 @@ change between versions:
 
 Running
     run_study(config, *, model=None, data=None, out=None, progress=False) -> RunResult
+    run_group(configs, *, models=None, data=None) -> [RunResult]: runs of equal shapes as one program
     load_config(path, overrides=()) -> Config;  Config, OptimizerConfig, ConfigError
 Models and data
     from_apply_fn(apply_fn, params, loss="half_sum") -> (Model, params, consts): any apply_fn(params, X)
@@ -33,6 +34,7 @@ except importlib.metadata.PackageNotFoundError:  # a source tree that is not ins
 
 _EXPORTS = {
     "run_study": "study",
+    "run_group": "study",
     "load_config": ("config", "load"),
     "Config": "config",
     "OptimizerConfig": "config",

@@ -8,16 +8,18 @@ and data, then training, the empirical NTK, every prediction and the verdicts, a
     run["gd"].verdict, run["gd"].fitted.linear_rate, run["gd"].predicted.linear_rate
 
 The stages are ``pipeline.prepare`` (data, model, H0, spectrum of K = c H) and, per optimizer,
-``pipeline.run_optimizer`` (one compiled scan, then ``pipeline.evaluate``): the same code as
-``python -m ntkdyn.run``. Float64 (used by the theory) is switched on inside this call only
-(``jax.enable_x64``); training runs in the config's ``dtype``.
+``pipeline.train_runs`` (one compiled scan for a whole group of runs of equal shapes,
+``run_group``) then ``pipeline.evaluate``: the same code as ``python -m ntkdyn.run``. Float64
+(used by the theory) is switched on inside these calls only (``jax.enable_x64``); training runs
+in the config's ``dtype``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -113,6 +115,110 @@ def _described_config(cfg: config_mod.Config, setup, user_model: bool, user_data
     return doc
 
 
+def _run_result(cfg, setup, opts: dict, times: dict, user_model: bool, user_data: bool, run_id: str):
+    lam = setup.lam
+    spectrum = results.Spectrum(
+        float(lam[0]),
+        float(lam[-1]),
+        float(lam[-1] / lam[0]) if lam[0] > 0 else None,
+        float(setup.c),
+        cfg.theory.kernel,
+    )
+    kernels = {
+        "H0": setup.H0,
+        "eigvals": lam,
+        "kernel_used": np.asarray(cfg.theory.kernel),
+        "loss_scale": np.asarray(setup.c),
+    }
+    if setup.Hinf is not None:
+        kernels["Hinf"] = setup.Hinf
+    return results.RunResult(
+        config=_described_config(cfg, setup, user_model, user_data),
+        spectrum=spectrum,
+        optimizers=opts,
+        data={"X": setup.X, "y": setup.y, "e0": setup.e0},
+        kernels=kernels,
+        env={"dtype": cfg.dtype, "seed": cfg.seed, "command": "ntkdyn.run_study", "times_s": times},
+        run_id=run_id,
+    )
+
+
+def run_group(
+    configs: Sequence[config_mod.Config | Mapping | str],
+    *,
+    models: Sequence[tuple[Model, Any, Any] | None] | None = None,
+    data: Sequence[tuple[Any, Any] | None] | None = None,
+    run_ids: Sequence[str] | None = None,
+    progress: bool = False,
+) -> list[results.RunResult]:
+    """Runs of equal shapes (they may differ in seed, data values and optimizer hyperparameters,
+    not in sizes or optimizer names): each optimizer trains every run as ONE compiled, batched
+    program (``pipeline.train_runs``), then each run is evaluated (``pipeline.evaluate``).
+
+    Args:
+        configs: one config per run (as in ``run_study``), with the same optimizer names in order.
+        models, data: per run, as ``run_study``'s ``model`` and ``data`` (None entries: the config's).
+        run_ids: names of the runs in the results (default: each config's name).
+        progress: print a progress line per chunk of steps.
+    Returns:
+        One ``results.RunResult`` per config, in order.
+    Raises:
+        ConfigError / ValueError: bad configs, models or data, or optimizer lists that differ.
+    """
+    import jax
+
+    from ntkdyn import pipeline, train
+
+    n = len(configs)
+    models = list(models) if models is not None else [None] * n
+    data = list(data) if data is not None else [None] * n
+    if not n or len(models) != n or len(data) != n or (run_ids is not None and len(run_ids) != n):
+        raise ValueError(
+            f"run_group: {n} configs need as many models, data and run_ids (None for the config's)"
+        )
+    cfgs = [_config(c, m is not None, d is not None) for c, m, d in zip(configs, models, data)]
+    names = [[o.name for o in c.optimizers] for c in cfgs]
+    if any(x != names[0] for x in names):
+        raise config_mod.ConfigError(
+            f"optimizers: runs of one group need the same optimizer names, got {names}"
+        )
+    built = [_check_model(m, c) if m is not None else None for m, c in zip(models, cfgs)]
+    pairs = [_check_data(d) if d is not None else None for d in data]
+    t_start = time.perf_counter()
+    with jax.enable_x64(True):
+        setups = [
+            pipeline.prepare(c, xy if xy is not None else pipeline.load_data(c), b)
+            for c, xy, b in zip(cfgs, pairs, built)
+        ]
+        opts: list[dict] = [{} for _ in cfgs]
+        times: list[dict] = [dict(s.times) for s in setups]
+        for i, oc in enumerate(cfgs[0].optimizers):
+            printer = train.progress_printer(oc.label, cfgs[0].train.steps, n) if progress else None
+            trained = pipeline.train_runs(cfgs, setups, i, printer)
+            for j, (cfg, setup, res) in enumerate(zip(cfgs, setups, trained)):
+                t = time.perf_counter()
+                label = cfg.optimizers[i].label
+                arrays, metrics = pipeline.evaluate(cfg, setup, cfg.optimizers[i], res)
+                times[j][label] = {**metrics.pop("times"), "evaluate_s": time.perf_counter() - t}
+                opts[j][label] = results.OptimizerResult.from_json(label, metrics, arrays)
+    total = time.perf_counter() - t_start
+    out = []
+    for j, (cfg, setup) in enumerate(zip(cfgs, setups)):
+        times[j]["group_total"] = total
+        out.append(
+            _run_result(
+                cfg,
+                setup,
+                opts[j],
+                times[j],
+                models[j] is not None,
+                data[j] is not None,
+                run_ids[j] if run_ids is not None else cfg.name,
+            )
+        )
+    return out
+
+
 def run_study(
     config: config_mod.Config | Mapping | str,
     *,
@@ -138,52 +244,8 @@ def run_study(
     Raises:
         ConfigError / ValueError: bad config, model or data, before any training.
     """
-    import jax
-
-    from ntkdyn import pipeline, train
-
-    cfg = _config(config, model is not None, data is not None)
-    built = _check_model(model, cfg) if model is not None else None
-    X_y = _check_data(data) if data is not None else None
-    t_start = time.perf_counter()
-    with jax.enable_x64(True):
-        X_y = X_y if X_y is not None else pipeline.load_data(cfg)
-        setup = pipeline.prepare(cfg, X_y, built)
-        opts = {}
-        times: dict[str, Any] = dict(setup.times)
-        for oc in cfg.optimizers:
-            t = time.perf_counter()
-            printer = train.progress_printer(oc.label, cfg.train.steps, 1) if progress else None
-            arrays, metrics = pipeline.run_optimizer(cfg, setup, oc, printer)
-            times[oc.label] = {**metrics.pop("times"), "total_s": time.perf_counter() - t}
-            opts[oc.label] = results.OptimizerResult.from_json(oc.label, metrics, arrays)
-    lam = setup.lam
-    spectrum = results.Spectrum(
-        float(lam[0]),
-        float(lam[-1]),
-        float(lam[-1] / lam[0]) if lam[0] > 0 else None,
-        float(setup.c),
-        cfg.theory.kernel,
-    )
-    kernels = {
-        "H0": setup.H0,
-        "eigvals": lam,
-        "kernel_used": np.asarray(cfg.theory.kernel),
-        "loss_scale": np.asarray(setup.c),
-    }
-    if setup.Hinf is not None:
-        kernels["Hinf"] = setup.Hinf
-    times["total"] = time.perf_counter() - t_start
-    run = results.RunResult(
-        config=_described_config(cfg, setup, model is not None, data is not None),
-        spectrum=spectrum,
-        optimizers=opts,
-        data={"X": setup.X, "y": setup.y, "e0": setup.e0},
-        kernels=kernels,
-        env={"dtype": cfg.dtype, "seed": cfg.seed, "command": "ntkdyn.run_study", "times_s": times},
-        run_id=cfg.name,
-        folder=out,
-    )
+    (run,) = run_group([config], models=[model], data=[data], progress=progress)
     if out is not None:
+        run = dataclasses.replace(run, folder=out)
         results.write_run(out, run)
     return run

@@ -293,3 +293,27 @@ def test_bad_models_and_data_are_named():
         ntkdyn.from_apply_fn(lambda p, X: X @ p, jnp.ones(4), loss="l1")
     with pytest.raises(ValueError, match="'params' collection"):
         ntkdyn.from_linen(object(), {"batch_stats": {}})
+
+
+def test_run_group_trains_runs_together_as_they_train_alone():
+    """Two runs (other seed, other eta) trained as one batched program equal the runs made one by one."""
+    X, y = _data()
+    base = {**SMALL, "model": {"name": "paper", "width": 64}}
+    cfgs = [
+        {**base, "seed": s, "optimizers": [{"name": "hb", "eta": eta, "beta": 0.5}]}
+        for s, eta in ((0, 0.3), (1, 0.2))
+    ]
+    together = ntkdyn.run_group(cfgs, data=[(X, y), (X, y)], run_ids=["a", "b"])
+    assert [r.run_id for r in together] == ["a", "b"]
+    for cfg, grouped in zip(cfgs, together):
+        alone = ntkdyn.run_study(cfg, data=(X, y))
+        np.testing.assert_array_equal(grouped.kernels["H0"], alone.kernels["H0"])
+        for key in ("loss", "loss_discrete", "loss_ode"):
+            np.testing.assert_allclose(grouped["hb"].trajectory[key], alone["hb"].trajectory[key], rtol=1e-10)
+        assert (
+            grouped["hb"].to_json() == alone["hb"].to_json() or grouped["hb"].verdict == alone["hb"].verdict
+        )
+    with pytest.raises(ntkdyn.ConfigError, match="same optimizer names"):
+        ntkdyn.run_group(
+            [cfgs[0], {**base, "optimizers": [{"name": "gd", "eta": 0.1}]}], data=[(X, y), (X, y)]
+        )
