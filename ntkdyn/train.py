@@ -84,6 +84,7 @@ class TrainResult:
     compile_s: float
     run_s: float
     grad_norm_sq: np.ndarray  # ||grad_theta L||^2 at ``step`` (NaN after divergence, like ``loss``)
+    loss_runs: np.ndarray | None = None  # (R, len(step)) when ``loss`` is the mean of R sampled runs
 
 
 class TrainState(NamedTuple):
@@ -106,13 +107,28 @@ def n_blocks(plan: TrainPlan) -> int:
     return blocks
 
 
-def interior_events(plan: TrainPlan) -> np.ndarray:
-    """Bool per block: an ``error_at`` or ``snapshot_at`` step lies strictly inside the block."""
-    k = plan.record_every
-    inside = np.zeros(n_blocks(plan), bool)
+GROUP_STEPS = 64  # steps of one fast group at most (one divergence check each)
+
+
+def group_size(plan: TrainPlan) -> int:
+    """G record blocks per group: the groups are the unit of the fast path (one divergence check,
+    one cond). G divides the blocks of a chunk, G * record_every <= GROUP_STEPS (or G = 1), and G is
+    the largest such that every event step on a block edge is a group edge, unless that G is under
+    a quarter of the largest allowed (then the few groups holding an event take the careful path)."""
+    k, bpc = plan.record_every, n_blocks(plan) // plan.chunks
+    allowed = [g for g in range(1, bpc + 1) if bpc % g == 0 and g * k <= max(GROUP_STEPS, k)]
+    events = [s // k for s in set(plan.error_at) | set(plan.snapshot_at) if s % k == 0]
+    aligned = [g for g in allowed if all(b % g == 0 for b in events)]
+    return max(aligned) if 4 * max(aligned) >= max(allowed) else max(allowed)
+
+
+def careful_groups(plan: TrainPlan) -> np.ndarray:
+    """Bool per group: an ``error_at`` or ``snapshot_at`` step lies strictly inside the group."""
+    span = plan.record_every * group_size(plan)
+    inside = np.zeros(n_blocks(plan) // group_size(plan), bool)
     for s in set(plan.error_at) | set(plan.snapshot_at):
-        if 0 <= s < plan.steps and s % k:
-            inside[s // k] = True
+        if 0 <= s < plan.steps and s % span:
+            inside[s // span] = True
     return inside
 
 
@@ -139,7 +155,8 @@ def batched_fns(model: Model, spec: optimizers.OptimizerSpec, static: dict, c: f
     blocks_per_chunk = n_blocks(plan) // plan.chunks
     error_at = jnp.asarray(plan.error_at or (-1,), jnp.int32)
     snapshot_at = jnp.asarray(plan.snapshot_at or (-1,), jnp.int32)
-    inside = jnp.asarray(interior_events(plan))
+    G = group_size(plan)
+    careful = jnp.asarray(careful_groups(plan))
 
     def tx_of(hyper):
         hyper = {key: v for key, v in hyper.items() if key != SAMPLE_KEY}
@@ -164,6 +181,7 @@ def batched_fns(model: Model, spec: optimizers.OptimizerSpec, static: dict, c: f
 
     vstep = jax.vmap(one_step, in_axes=(0, 0, 0) + axes + (None,))
     vloss = jax.vmap(jax.value_and_grad(loss_fn, has_aux=True), in_axes=(0,) + axes)
+    verror = jax.vmap(lambda p, consts, X, y: model.apply(p, consts, X) - y, in_axes=(0,) + axes)
 
     def is_bad(L, limit):
         return ~jnp.isfinite(L) | (L > limit)
@@ -176,6 +194,18 @@ def batched_fns(model: Model, spec: optimizers.OptimizerSpec, static: dict, c: f
         snaps = jax.lax.cond(
             jnp.any(hit), lambda s: jax.tree.map(lambda buf, leaf: buf.at[:, jnp.argmax(hit)].set(leaf), s, params),
             lambda s: s, snaps)
+        return errors, snaps
+
+    def record_start(k_abs, live, params, errors, snaps, consts, X, y):
+        """``record`` at the first step of a fast group: e by one forward pass, only at an error step."""
+        hit_e = error_at == k_abs
+        errors = jax.lax.cond(jnp.any(hit_e), lambda er: jnp.where(
+            hit_e[None, :, None] & live[:, None, None], verror(params, consts, X, y)[:, None, :], er),
+            lambda er: er, errors)
+        hit = snapshot_at == k_abs
+        snaps = jax.lax.cond(
+            jnp.any(hit), lambda sn: jax.tree.map(lambda buf, leaf: buf.at[:, jnp.argmax(hit)].set(leaf), sn, params),
+            lambda sn: sn, snaps)
         return errors, snaps
 
     def careful_block(state: TrainState, b, hyper, consts, X, y):
@@ -194,29 +224,42 @@ def batched_fns(model: Model, spec: optimizers.OptimizerSpec, static: dict, c: f
         state, (Ls, gns) = jax.lax.scan(step, state, jnp.arange(k, dtype=jnp.int32))
         return state, (Ls[0], gns[0])
 
-    def fast_block(state: TrainState, b, hyper, consts, X, y):
-        """The block as a plain scan; a divergence inside sends it to ``careful_block``."""
+    def careful_group(state: TrainState, g, hyper, consts, X, y):
+        """The G blocks of group g, each by ``careful_block``."""
+        return jax.lax.scan(lambda st, j: careful_block(st, g * G + j, hyper, consts, X, y), state,
+                            jnp.arange(G, dtype=jnp.int32))
+
+    def fast_group(state: TrainState, g, hyper, consts, X, y):
+        """The G blocks of group g as a plain scan of the step, the loss and ||g||^2 kept at each
+        block's first step; a run going bad anywhere in the group sends the group to ``careful_group``."""
         live = state.diverged_at < 0
-        p, o, L0, e0, gn0 = vstep(state.params, state.opt_state, hyper, consts, X, y, b * k)
-        first_bad = jnp.where(is_bad(L0, state.limit), 0, -1)
+        s0 = g * G * k
 
-        def inner(carry, i):
+        def step(carry, i):  # i: step within the group
             p, o, fb = carry
-            p, o, L, _, _ = vstep(p, o, hyper, consts, X, y, b * k + i)
-            return (p, o, jnp.where((fb < 0) & is_bad(L, state.limit), i, fb)), None
+            p, o, L, _, gn = vstep(p, o, hyper, consts, X, y, s0 + i)
+            return (p, o, jnp.where((fb < 0) & is_bad(L, state.limit), i, fb)), (L, gn)
 
-        if k > 1:
-            (p, o, first_bad), _ = jax.lax.scan(inner, (p, o, first_bad), jnp.arange(1, k, dtype=jnp.int32))
+        def block(carry, j):
+            carry, first = step(carry, j * k)
+            if k > 1:
+                carry, _ = jax.lax.scan(lambda c, i: (step(c, i)[0], None), carry,
+                                        j * k + jnp.arange(1, k, dtype=jnp.int32))
+            return carry, first
+
+        first_bad = jnp.full(live.shape, -1, jnp.int32)
+        (p, o, first_bad), (Ls, gns) = jax.lax.scan(block, (state.params, state.opt_state, first_bad),
+                                                    jnp.arange(G, dtype=jnp.int32))
 
         def accept(_):
             new_p, new_o = jax.lax.cond(jnp.all(live), lambda: (p, o),
                                         lambda: (_select(live, p, state.params), _select(live, o, state.opt_state)))
-            errors, snaps = record(b * k, live, e0, state.params, state.errors, state.snapshots)
+            errors, snaps = record_start(s0, live, state.params, state.errors, state.snapshots, consts, X, y)
             return (TrainState(new_p, new_o, state.diverged_at, errors, snaps, state.limit),
-                    (jnp.where(live, L0, jnp.nan), jnp.where(live, gn0, jnp.nan)))
+                    (jnp.where(live, Ls, jnp.nan), jnp.where(live, gns, jnp.nan)))
 
         newly_bad = jnp.any(live & (first_bad >= 0))
-        return jax.lax.cond(newly_bad, lambda _: careful_block(state, b, hyper, consts, X, y), accept, None)
+        return jax.lax.cond(newly_bad, lambda _: careful_group(state, g, hyper, consts, X, y), accept, None)
 
     def init(hyper, params, consts, X, y) -> TrainState:
         (L0, _), _ = vloss(params, consts, X, y)
@@ -230,11 +273,13 @@ def batched_fns(model: Model, spec: optimizers.OptimizerSpec, static: dict, c: f
                           plan.divergence_factor * L0)
 
     def chunk(state: TrainState, hyper, consts, X, y, first_block):
-        def block(st, b):
-            return jax.lax.cond(inside[b], careful_block, fast_block, st, b, hyper, consts, X, y)
+        def group(st, g):
+            return jax.lax.cond(careful[g], careful_group, fast_group, st, g, hyper, consts, X, y)
 
-        state, (Ls, gns) = jax.lax.scan(block, state, first_block + jnp.arange(blocks_per_chunk, dtype=jnp.int32))
-        return state, Ls.T, gns.T  # (R, blocks_per_chunk)
+        groups = first_block // G + jnp.arange(blocks_per_chunk // G, dtype=jnp.int32)
+        state, (Ls, gns) = jax.lax.scan(group, state, groups)  # (groups, G, R)
+        flat = lambda a: a.reshape(blocks_per_chunk, -1).T  # (R, blocks_per_chunk)
+        return state, flat(Ls), flat(gns)
 
     def finish(state: TrainState, hyper, consts, X, y):
         (L, e), g = vloss(state.params, consts, X, y)
