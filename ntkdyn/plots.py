@@ -211,6 +211,11 @@ def sweep_figure(rows: list[dict], axes: list[str], path: str) -> None:
                 ax.set_xscale("log")
         ax.set_xlabel(axis)
         ax.legend(fontsize=7)
+    from matplotlib.ticker import NullFormatter
+
+    for ax in axs:  # minor tick labels of short log axes overlap
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
     fig.tight_layout()
     fig.savefig(path, dpi=110, format=fmt)
     plt.close(fig)
