@@ -1,5 +1,6 @@
 """Where the continuous picture holds: deviation between training and the limiting ODE as the
-step size shrinks at a fixed width, for GD, HB and NAG-C.
+step size shrinks at a fixed width, for GD, HB and NAG-C; and the order of every ODE against its
+exact recurrence as eta -> 0.
 
     python experiments/ode_limit.py [--quick] [--seed 0] --out DIR
 
@@ -9,6 +10,13 @@ HB t = k sqrt(eta) with gamma = (1 - beta)/sqrt(eta) held fixed (beta = 1 - gamm
 heavy-ball ODE e'' + gamma e' + K e = 0), NAG-C (r = 3) t = k sqrt(eta) (e'' + (3/t) e' + K e = 0).
 Three gaps per run (max relative loss gap over the run): training vs ODE, kernel recurrence vs ODE
 (discretisation only; width plays no part) and training vs kernel recurrence (finite width only).
+
+Orders (no training): on the same spectrum and initial error, for c = eta lambda_max down to 1e-5, the
+max over a fixed ODE-time horizon of ||e_k - e(t_k)|| / ||e_0|| between the exact kernel recurrence
+(theory.discrete_modes) and each ODE (low resolution: theory.ode_modes; high resolution, Shi, Du,
+Jordan, Su 2018: theory.highres_modes), regressed on log eta (as diffrax's test_ode_order): GD, HB,
+NAG-SC (nag), NAG-C in the torch form (nag_c) and the classic form (nag_c_classic). Expected: 1 for
+gradient flow (t = k eta), 0.5 for the second-order low-resolution ODEs, 1 for the high-resolution ones.
 """
 from __future__ import annotations
 
@@ -18,7 +26,7 @@ import sys
 import numpy as np
 
 import _common as C
-from ntkdyn import rates
+from ntkdyn import optimizers, rates, theory
 
 SIZES = {"full": {"n": 300, "width": 4096, "factors": [1.0, 1 / 4, 1 / 16, 1 / 64, 1 / 256]},
          "quick": {"n": 100, "width": 1024, "factors": [1.0, 1 / 4, 1 / 16]}}
@@ -27,6 +35,10 @@ HB_BETA0 = 0.5  # beta at c = 1; gamma = (1 - HB_BETA0) sqrt(lambda_max) is held
 NAG_R = 3.0
 RECORDS = 400  # about this many recorded losses per run
 EXPECTED_ORDER = {"gd": 1.0, "hb": 0.5, "nag_c": 0.5}  # local error of the time map: O(eta) / O(sqrt(eta))
+ORDER_FACTORS = {"full": [1e-2, 1e-3, 1e-4, 1e-5], "quick": [1e-3, 1e-4, 1e-5]}  # eta lambda_max of the order fits
+ORDER_HORIZON = 8.0  # ODE time horizon of the order fits: 8 / sqrt(lambda_max) (GD: 8 / lambda_max)
+ORDER_METHODS = ("gd", "hb", "nag", "nag_c", "nag_c_classic")
+ORDER_EXPECTED = {"low": {"gd": 1.0}, "high": {}}  # default: 0.5 (low), 1.0 (high)
 
 
 def steps_for(name: str, c: float) -> int:
@@ -98,11 +110,121 @@ def main(argv=None) -> int:
     for name in ("gd", "hb", "nag_c"):
         _claims(study, name, out[name], sz)
     study.lap("figures_and_verdicts")
+    orders = ode_orders(setup.lam, setup.coef, lam_max, gamma, ORDER_FACTORS[mode])
+    _order_report(study, orders, sz)
+    study.lap("orders")
     study.finish()
     return 0
 
 
 LABEL = {"gd": "GD", "hb": "HB (gamma fixed)", "nag_c": "NAG-C (r = 3)"}
+ORDER_LABEL = {"gd": "GD", "hb": "HB (gamma fixed)", "nag": "NAG-SC (gamma fixed, look-ahead iterate)",
+               "nag_c": "NAG-C torch form (r = 3)", "nag_c_classic": "NAG-C classic form (r = 3)"}
+
+
+def order_hyper(name: str, eta: float, gamma: float) -> dict:
+    """Hyperparameters of the order fits: beta = 1 - gamma sqrt(eta) for HB and NAG-SC, r = 3 for NAG-C."""
+    h = {"eta": eta}
+    if name in ("hb", "nag"):
+        h["beta"] = 1.0 - gamma * math.sqrt(eta)
+    if name.startswith("nag_c"):
+        h["r"] = NAG_R
+    return h
+
+
+def ode_orders(lam, coef, lam_max: float, gamma: float, factors) -> dict:
+    """For every method of ORDER_METHODS and each of its ODEs (low, high resolution): the max over
+    t_k <= ORDER_HORIZON / sqrt(lambda_max) (GD: / lambda_max) of ||e_k - e(t_k)|| / ||e_0||, e_k the exact
+    kernel recurrence, for eta = c / lambda_max, and the fitted order (slope of log error on log eta)."""
+    norm0 = float(np.linalg.norm(coef))
+    out = {}
+    for name in ORDER_METHODS:
+        spec = optimizers.get(name)
+        rows = {"eta": [], "low": [], "high": []}
+        for c in factors:
+            eta = c / lam_max
+            hyper = order_hyper(name, eta, gamma)
+            low = spec.ode(hyper)
+            horizon = ORDER_HORIZON / (lam_max if low.order == 1 else math.sqrt(lam_max))
+            steps = int(horizon / low.time_step)
+            exact = theory.discrete_modes(spec, hyper, lam, coef, steps)
+            rows["eta"].append(eta)
+            t = np.arange(steps + 1) * low.time_step
+            rows["low"].append(float(np.max(np.linalg.norm(theory.ode_modes(low, lam, coef, t) - exact, axis=1))) / norm0)
+            if spec.ode_hr is not None:
+                hr = spec.ode_hr(hyper)
+                t = np.arange(steps + 1) * hr.time_step
+                rows["high"].append(float(np.max(np.linalg.norm(theory.highres_modes(hr, lam, coef, t) - exact,
+                                                                axis=1))) / norm0)
+        out[name] = {"eta": rows["eta"], "c": list(factors), "errors": {k: rows[k] for k in ("low", "high") if rows[k]},
+                     "order": {k: C.loglog_slope(rows["eta"], rows[k]) for k in ("low", "high") if rows[k]},
+                     "ode": spec.ode(order_hyper(name, factors[-1] / lam_max, gamma)).description,
+                     "ode_hr": (spec.ode_hr(order_hyper(name, factors[-1] / lam_max, gamma)).description
+                                if spec.ode_hr is not None else None)}
+    return out
+
+
+def _order_result(kind: str, name: str, order) -> tuple[str, float]:
+    expected = ORDER_EXPECTED[kind].get(name, 0.5 if kind == "low" else 1.0)
+    if order is None:
+        return "inconclusive", expected
+    if kind == "high":
+        return ("agrees" if order >= 0.9 else ("partly" if order > 0.6 else "differs")), expected
+    return ("agrees" if abs(order - expected) <= 0.15 else "differs"), expected
+
+
+def _order_report(study, orders: dict, sz) -> None:
+    """Claims (one per method), a table and a figure of the fitted orders."""
+    rows = []
+    for name, o in orders.items():
+        parts, results = [], []
+        for kind in ("low", "high"):
+            if kind not in o["order"]:
+                continue
+            res, exp = _order_result(kind, name, o["order"][kind])
+            results.append(res)
+            parts.append(f"{'low' if kind == 'low' else 'high'}-resolution ODE order {C.f3(o['order'][kind], '.2f')} "
+                         f"(expected {'>= 0.9' if kind == 'high' else f'{exp:g}'}; max error "
+                         + ", ".join(f"{e:.2g}" for e in o["errors"][kind]) + ")")
+            rows.append([name, kind, o["ode_hr"] if kind == "high" else o["ode"], C.num(o["order"][kind], 3),
+                         exp] + [C.num(e, 4) for e in o["errors"][kind]])
+        result = "agrees" if all(r == "agrees" for r in results) else (
+            "differs" if all(r == "differs" for r in results) else "partly")
+        line = (f"{ORDER_LABEL[name]} against its exact kernel recurrence, eta lambda_max = "
+                + ", ".join(f"{c:.0e}" for c in o["c"])
+                + ": " + "; ".join(parts) + ".")
+        study.claim(f"ode_order_{name}", "The high-resolution ODE tracks the discrete method to O(eta), the "
+                    "low-resolution ODE to O(sqrt(eta)) (gradient flow: O(eta))", result, line,
+                    source="ODE theory (Su, Boyd, Candes 2016; Shi, Du, Jordan, Su 2018)",
+                    setting=f"paper model kernel K = c H0 on digits n = {sz['n']}, m = {sz['width']}; horizon "
+                    f"{ORDER_HORIZON:g}/sqrt(lambda_max) of ODE time (GD {ORDER_HORIZON:g}/lambda_max)",
+                    figure="ode_order.png", numbers={"eta": o["eta"], "max_error": o["errors"], "order": o["order"],
+                                                      "ode": o["ode"], "ode_hr": o["ode_hr"]})
+    factors = next(iter(orders.values()))["c"]
+    cols = ["optimizer", "ODE", "equation", "fitted order", "expected"] + [f"error, eta lambda_max={c:.0e}" for c in factors]
+    study.table("Order of each ODE against the exact kernel recurrence", cols, rows,
+                "max over the horizon of ||e_k - e(t_k)|| / ||e_0||; order = slope of log error on log eta "
+                "(high resolution: expected 1, verdict agrees at >= 0.9).")
+    plt = C.plt()
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    cmap = plt.get_cmap("tab10")
+    for i, (name, o) in enumerate(orders.items()):
+        for kind, style in (("low", "o--"), ("high", "s-")):
+            if kind in o["errors"]:
+                ax.plot(*C.positive(o["eta"], o["errors"][kind]), style, color=cmap(i),
+                        label=f"{name} {kind} (order {C.f3(o['order'][kind], '.2f')})")
+    eta = np.asarray(next(iter(orders.values()))["eta"])
+    for p, ls in ((0.5, ":"), (1.0, "-.")):
+        ax.plot(eta, 1e-2 * (eta / eta[0]) ** p, "k", ls=ls, lw=0.8, label=f"eta^{p:g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("eta")
+    ax.set_ylabel("max ||e_k - e(t_k)|| / ||e_0||")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    study.figure(fig, "ode_order.png", "Max error of each ODE against the exact kernel recurrence vs eta (log-log), "
+                 "low resolution dashed, high resolution solid, with eta^0.5 and eta^1 slopes.")
 
 
 def _claims(study, name, rows, sz) -> None:
