@@ -12,27 +12,31 @@ Old global fits (kept, as before; least squares over all window points):
 The verdict does not use those R^2: a sum of geometric modes, an oscillating envelope or a
 window that starts near a zero of the oscillation fool them. It uses
 
-1. the **envelope**: the points of y that are not inside one cycle of an oscillation
-   (``envelope_points``): for a monotone sequence every point, for an oscillating one its
-   peaks (local maxima), so the zeros of cos^2-like factors never enter;
-2. **local rates** over log-spaced sub-windows of the envelope (at least two envelope points
-   each): the per-step rate d_j = slope of log y on k (log loss factor per step) and the power
-   exponent p_j = slope of log y on log k;
-3. their **spreads**, s = median|x - median x| / |median x| (relative median absolute
-   deviation; infinite unless the median local slope is negative). A geometric sequence has
-   constant d_j (s_linear = 0); a power law has constant p_j (s_power = 0).
-   ``margin`` = (s_power - s_linear) / max(s_power, s_linear) in [-1, 1]: > 0 favours linear,
-   < 0 sublinear. If the local per-step rate scales as k^b (log y ~ -k^(1+b)), s_linear = s_power
-   at b = -1/2, the stretched exponential exp(-c sqrt k), which is neither.
+1. the **envelope** (``envelope_points``): every point of a monotone sequence; of an
+   oscillating one, the points within a factor 1.25 of the line through neighbouring peaks, so the
+   troughs near the zeros of a cos^2-like factor never enter;
+2. **local rates** over (about 6) log-spaced sub-windows of the envelope (``local_rates``; each
+   with at least two envelope points and, for an oscillation of period P steps, at least P steps):
+   the per-step rate d_j = slope of log y on k (log loss factor per step) and the power exponent
+   p_j = slope of log y on log k;
+3. how **nearly constant** each is. Over the sub-windows the per-step rate scales as
+   -d_j ~ k^b (least squares of log(-d_j) on the sub-window's mid log k, ``rate_trend`` b with
+   standard error ``rate_trend_se``), so the local exponent scales as k^(b+1): b = 0 for a
+   geometric sequence (constant d), b = -1 for a power law (constant p). The linear model's
+   local rate is the more nearly constant when |b| < |b + 1|, i.e. b > -1/2.
+   ``margin`` = (|b + 1| - |b|) / max(|b|, |b + 1|) in [-1, 1]: > 0 favours linear, < 0
+   sublinear, 0 at b = -1/2 (log y ~ -sqrt k, the stretched exponential, which is neither).
 
 Verdicts, in this order:
   diverged   a non-finite loss, or one recorded as diverged by training;
-  undecided  fewer than 3 points above the floor, fewer than ``min_rates`` sub-windows, or
-             |margin| < ``margin_min`` (no model is clearly the more nearly constant);
   growing    the envelope rose by more than ``stall_factor`` over the window (an unstable run
              that stayed under ``train.divergence_factor``);
   stalled    it changed by less than ``stall_factor``;
-  linear     margin >= margin_min;   sublinear   margin <= -margin_min.
+  undecided  fewer than 3 points above the floor, fewer than ``min_rates`` sub-windows in which
+             the envelope decreases, |margin| < ``margin_min``, or b within ``z`` standard errors
+             of -1/2 (the local rates are too noisy to tell);
+  linear     margin >= margin_min and b - z se > -1/2;
+  sublinear  margin <= -margin_min and b + z se < -1/2.
 A verdict holds over its window only: every fixed-step method is eventually linear (loss factor
 rho^2 per step; ``theory.asymptotic_regime`` gives rho^2 and the horizon after which that regime
 sets in, ``window_position`` where the window lies relative to it, ``scope`` the sentence).
@@ -51,8 +55,9 @@ VERDICTS = ("linear", "sublinear", "undecided", "growing", "stalled", "diverged"
 class RateFit:
     """A verdict with the numbers behind it (module docstring). ``window`` (first, last step
     fitted); ``local_linear_rate`` exp(median d_j), a loss factor per step; ``local_power_exponent``
-    median p_j; ``change_log10`` log10 y at the envelope's last point minus at its first;
-    ``subwindows`` how many local rates were formed; ``reason`` one line on why."""
+    median p_j; ``rate_trend`` b and ``rate_trend_se``; ``change_log10`` log10 y at the envelope's
+    last point minus at its first; ``subwindows`` how many local rates entered the trend;
+    ``reason`` one line on why."""
 
     verdict: str
     linear_rate: float
@@ -64,8 +69,8 @@ class RateFit:
     floor_star: float = 0.0
     local_linear_rate: float = math.nan
     local_power_exponent: float = math.nan
-    spread_linear: float = math.nan
-    spread_power: float = math.nan
+    rate_trend: float = math.nan
+    rate_trend_se: float = math.nan
     margin: float = math.nan
     change_log10: float = math.nan
     subwindows: int = 0
@@ -114,36 +119,58 @@ def envelope_peaks(loss) -> np.ndarray:
     return np.flatnonzero((a[1:-1] >= a[:-2]) & (a[1:-1] >= a[2:]) & np.isfinite(a[1:-1]) & (a[1:-1] > 0)) + 1
 
 
-def envelope_points(values) -> np.ndarray:
-    """Indices of the upper envelope of a positive, possibly oscillating sequence.
+def oscillation_period(values) -> float:
+    """Median spacing (in indices) of the peaks of a positive sequence (``envelope_peaks``), or 0
+    with fewer than 3 peaks (no oscillation to speak of)."""
+    pk = envelope_peaks(values)
+    return float(np.median(np.diff(pk))) if pk.size >= 3 else 0.0
 
-    With P the median spacing of its peaks (``envelope_peaks``; needs 3 peaks, else P = 0, no
-    oscillation): a point strictly between two consecutive peaks at most 2P apart lies inside a
-    cycle (a flank or a trough) and is dropped, and so are the points before the first peak
-    and after the last one when that peak is within 2P of the end (a partial cycle). Kept:
-    the peaks and the points of monotone stretches longer than 2P. For a monotone sequence
-    that is every point, for a sampled q^k cos^2(wk) its peaks. Index order is preserved."""
+
+def envelope_points(values, tol: float = math.log(1.25)) -> np.ndarray:
+    """Indices of the points of a positive, possibly oscillating sequence that lie on or near its
+    upper envelope.
+
+    With P = ``oscillation_period`` (0: every point is kept), the upper envelope between two
+    consecutive peaks at most 2P apart (one cycle) is the straight line through them in log y; a
+    point of that cycle is kept if it lies less than ``tol`` (natural log; default a factor 1.25)
+    below it, so the flanks next to the peaks stay and the troughs near the zeros of a cos^2-like
+    factor go. The partial cycles before the first peak and after the last one (if within 2P of
+    the ends) are measured against the line through the first two or the last two peaks, extended. Gaps longer than 2P between peaks are monotone
+    stretches: every point is kept. For a monotone sequence that is every point, for
+    q^k cos^2(wk) the points with cos^2 > 0.8."""
     a = np.asarray(values, np.float64)
     n = a.size
-    pk = envelope_peaks(a)
-    if pk.size < 3:
+    period = oscillation_period(a)
+    if period == 0:
         return np.arange(n)
-    span = 2.0 * float(np.median(np.diff(pk)))
+    pk = envelope_peaks(a)
+    span = 2.0 * period
+    with np.errstate(divide="ignore"):
+        la = np.log(a)
     keep = np.ones(n, bool)
+
+    def below_line(idx, i0, i1):  # more than tol under the line through (i0, la[i0]) and (i1, la[i1])
+        line = la[i0] + (la[i1] - la[i0]) * (idx - i0) / (i1 - i0)
+        return la[idx] < line - tol
+
     for lo, hi in zip(pk[:-1], pk[1:]):
         if hi - lo <= span:
-            keep[lo + 1: hi] = False
+            idx = np.arange(lo + 1, hi)
+            keep[idx] = ~below_line(idx, lo, hi)
     if pk[0] <= span:
-        keep[: pk[0]] = False
+        idx = np.arange(0, pk[0])
+        keep[idx] = ~below_line(idx, pk[0], pk[1])
     if n - 1 - pk[-1] <= span:
-        keep[pk[-1] + 1:] = False
+        idx = np.arange(pk[-1] + 1, n)
+        keep[idx] = ~below_line(idx, pk[-2], pk[-1])
     return np.flatnonzero(keep)
 
 
-def local_rates(k, logy, subwindows: int = 10) -> LocalRates:
+def local_rates(k, logy, subwindows: int = 6, min_span: float = 0.0) -> LocalRates:
     """Local slopes of ``logy`` (envelope points, steps ``k`` >= 1 ascending) over ``subwindows``
-    log-spaced sub-windows of [k[0], k[-1]]; a sub-window with fewer than 2 points is merged
-    into the next one (the last into the one before)."""
+    log-spaced sub-windows of [k[0], k[-1]]: least squares of logy on k (``per_step``) and on
+    log k (``exponent``). A sub-window with fewer than 2 points or spanning fewer than
+    ``min_span`` steps is merged into the next one (what is left at the end, into the last)."""
     k = np.asarray(k, np.float64)
     logy = np.asarray(logy, np.float64)
     edges = np.geomspace(k[0], k[-1], subwindows + 1)
@@ -152,7 +179,7 @@ def local_rates(k, logy, subwindows: int = 10) -> LocalRates:
     pending = np.zeros(0, int)
     for j in range(subwindows):
         pending = np.concatenate([pending, np.flatnonzero(idx == j)])
-        if pending.size >= 2:
+        if pending.size >= 2 and k[pending[-1]] - k[pending[0]] >= min_span:
             groups.append(pending)
             pending = np.zeros(0, int)
     if pending.size and groups:
@@ -166,18 +193,27 @@ def local_rates(k, logy, subwindows: int = 10) -> LocalRates:
     return LocalRates(*(np.asarray(v, np.float64) for v in (start, end, per_step, exponent)))
 
 
-def relative_spread(x) -> float:
-    """median|x - median x| / |median x| when median x < 0 (a decreasing loss), else inf."""
-    x = np.asarray(x, np.float64)
-    med = float(np.median(x))
-    if not med < 0:
-        return math.inf
-    return float(np.median(np.abs(x - med))) / abs(med)
+def rate_trend(lr: LocalRates) -> tuple[float, float, int]:
+    """(b, its standard error, sub-windows used): least squares of log(-d_j) on the mid log k of
+    each sub-window, sqrt(start * end), over the sub-windows where the envelope decreases
+    (d_j < 0). NaN with fewer than 3 of them; the standard error needs 3."""
+    ok = lr.per_step < 0
+    if ok.sum() < 3:
+        return math.nan, math.nan, int(ok.sum())
+    x = 0.5 * (np.log(lr.start[ok]) + np.log(lr.end[ok]))
+    y = np.log(-lr.per_step[ok])
+    xc = x - x.mean()
+    sxx = float(xc @ xc)
+    if sxx == 0:
+        return math.nan, math.nan, int(ok.sum())
+    b = float(xc @ (y - y.mean())) / sxx
+    res = y - y.mean() - b * xc
+    return b, math.sqrt(float(res @ res) / (x.size - 2) / sxx), int(ok.sum())
 
 
 def fit_rates(steps, loss, window=(0.1, 1.0), floor: float = 0.0, diverged: bool = False,
               stall_factor: float = 1.01, *, floor_star: float = 0.0, margin_min: float = 0.2,
-              subwindows: int = 10, min_rates: int = 4) -> RateFit:
+              z: float = 2.0, subwindows: int = 6, min_rates: int = 4) -> RateFit:
     """Fit and classify ``loss`` - ``floor_star`` over ``window`` (module docstring).
 
     ``floor``: values of L - L* at or below it are float noise and left out (if fewer than 3
@@ -206,34 +242,33 @@ def fit_rates(steps, loss, window=(0.1, 1.0), floor: float = 0.0, diverged: bool
     env = envelope_points(y[mask])
     ke, le = k[env], logy[env]
     change = float(le[-1] - le[0])
-    lr = local_rates(ke, le, subwindows) if env.size >= 2 else None
-    n_rates = 0 if lr is None else lr.per_step.size
-    s_lin = relative_spread(lr.per_step) if n_rates else nan
-    s_pow = relative_spread(lr.exponent) if n_rates else nan
-    if n_rates and math.isfinite(max(s_lin, s_pow)) and max(s_lin, s_pow) > 0:
-        margin = (s_pow - s_lin) / max(s_pow, s_lin)
-    elif n_rates and math.isfinite(s_lin) != math.isfinite(s_pow):
-        margin = 1.0 if math.isfinite(s_lin) else -1.0
-    else:
-        margin = nan
-    numbers = dict(local_linear_rate=float(np.exp(np.median(lr.per_step))) if n_rates else nan,
-                   local_power_exponent=float(np.median(lr.exponent)) if n_rates else nan,
-                   spread_linear=s_lin, spread_power=s_pow, margin=margin, change_log10=change / math.log(10),
-                   subwindows=n_rates, **tag)
+    period_steps = oscillation_period(y[mask]) * float(np.median(np.diff(k)))
+    lr = local_rates(ke, le, subwindows, period_steps) if env.size >= 2 else None
+    b, se, used = rate_trend(lr) if lr is not None and lr.per_step.size else (nan, nan, 0)
+    margin = (abs(b + 1) - abs(b)) / max(abs(b), abs(b + 1)) if math.isfinite(b) else nan
+    formed = 0 if lr is None else lr.per_step.size
+    numbers = dict(local_linear_rate=float(np.exp(np.median(lr.per_step))) if formed else nan,
+                   local_power_exponent=float(np.median(lr.exponent)) if formed else nan,
+                   rate_trend=b, rate_trend_se=se, margin=margin, change_log10=change / math.log(10),
+                   subwindows=used, **tag)
     fell = f"the envelope of {fitted_on} changed by a factor {math.exp(change):.3g}"
     if change > math.log(stall_factor):
         return RateFit("growing", *base, **numbers, reason=f"{fell} (up by more than {stall_factor:g})")
     if change >= -math.log(stall_factor):
         return RateFit("stalled", *base, **numbers, reason=f"{fell} (less than {stall_factor:g})")
-    if n_rates < min_rates:
-        return RateFit("undecided", *base, **numbers,
-                       reason=f"window too short: {n_rates} sub-windows of envelope points, need {min_rates}")
-    spreads = f"spread of local per-step rates {s_lin:.3g}, of local exponents {s_pow:.3g}"
-    if not margin >= margin_min and not margin <= -margin_min:
-        return RateFit("undecided", *base, **numbers,
-                       reason=f"{spreads}: margin {margin:.2f} within +-{margin_min:g}")
-    verdict = "linear" if margin > 0 else "sublinear"
-    return RateFit(verdict, *base, **numbers, reason=f"{spreads}: margin {margin:.2f}")
+    if used < min_rates:
+        why = (f"{formed - used} of {formed} sub-windows not decreasing" if used < formed
+               else f"window too short for {min_rates} sub-windows"
+               + (f" of one oscillation period ({period_steps:.3g} steps)" if period_steps else ""))
+        return RateFit("undecided", *base, **numbers, reason=f"{why}: {used} local rates, need {min_rates}")
+    trend = (f"local per-step rate ~ k^b, b = {b:.2f} +- {se:.2f} (0 linear, -1 power law; "
+             f"{used} sub-windows): margin {margin:+.2f}")
+    if margin >= margin_min and b - z * se > -0.5:
+        return RateFit("linear", *base, **numbers, reason=trend)
+    if margin <= -margin_min and b + z * se < -0.5:
+        return RateFit("sublinear", *base, **numbers, reason=trend)
+    return RateFit("undecided", *base, **numbers,
+                   reason=f"{trend}; needs |margin| >= {margin_min:g} and b {z:g} standard errors from -1/2")
 
 
 def window_position(window, horizon: float | None) -> str | None:
