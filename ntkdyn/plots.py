@@ -232,3 +232,55 @@ def sweep_figure(rows: list[dict], axes: list[str], path: str) -> None:
     columns["fitted_log_rate"] = _rate_exponent(columns["fitted.linear_rate"])
     columns["predicted_log_rate"] = _rate_exponent(columns["predicted.linear_rate"])
     results.write_csv(data_path(path), columns)
+
+
+def stability_limit(result: results.OptimizerResult) -> float | None:
+    """The largest eta * lambda keeping the optimizer's kernel-regime recurrence stable on a mode
+    lambda (``control.stability_limit`` at lambda = 1, the optimizer's other hyperparameters fixed;
+    GD 2, HB 2 (1 + beta)); None for an optimizer without a recurrence or stable for every eta."""
+    from ntkdyn import control, optimizers
+
+    try:
+        spec = control.get(result.optimizer)
+        hyper = {
+            k: v for k, v in (("eta", result.eta), ("beta", result.beta), ("r", result.r)) if v is not None
+        }
+        hyper = optimizers.resolve_hyper(spec, hyper) if isinstance(spec, optimizers.OptimizerSpec) else hyper
+        return control.stability_limit(spec, hyper, 1.0, "eta")
+    except (ValueError, KeyError, TypeError):  # no recurrence, or hyperparameters it cannot resolve
+        return None
+
+
+def sharpness_figure(run: results.RunResult, path: str) -> str:
+    """lambda_max(K_k) at the recorded kernel steps (left) and eta * lambda_max(K_k) against each
+    optimizer's stability limit (right, dashed), from ``RunResult.sharpness``; the data (with the
+    limit as a column) goes to ``data_path(path)``. Returns ``path``."""
+    fmt = figure_format(path)
+    table = run.sharpness(pandas=False)
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    limits = np.full(table["label"].shape, np.nan)
+    for i, label in enumerate(dict.fromkeys(table["label"])):
+        rows = table["label"] == label
+        colour = colours[i % len(colours)]
+        limit = stability_limit(run.optimizers[label])
+        axes[0].plot(table["step"][rows], table["lambda_max"][rows], "o-", color=colour, label=label)
+        axes[1].plot(table["step"][rows], table["eta_lambda_max"][rows], "o-", color=colour, label=label)
+        if limit is not None:
+            limits[rows] = limit
+            axes[1].axhline(limit, color=colour, ls="--", lw=1, label=f"{label} stability limit {limit:.3g}")
+    axes[0].set_title("sharpness: largest eigenvalue of K_k = c H_k")
+    axes[0].set_ylabel("lambda_max(K_k)")
+    axes[1].set_title("eta * lambda_max(K_k) and the stability limit")
+    axes[1].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("iteration k")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format=fmt)
+    plt.close(fig)
+    columns = {k: v for k, v in table.items() if k != "run_id"}
+    results.write_csv(data_path(path), {**columns, "stability_limit": limits})
+    return path

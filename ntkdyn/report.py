@@ -223,6 +223,17 @@ def run_blocks(run: results.RunResult, assets: str, figures: str, index: int) ->
                 f"{os.path.basename(plots.data_path(path))}.",
             )
         )
+        if any("kernels" in o.trajectory for o in run.optimizers.values()):
+            path = os.path.join(assets, f"run{index}_{_safe(run.run_id)}_sharpness.{figures}")
+            plots.sharpness_figure(run, path)
+            blocks.append(
+                Figure(
+                    path,
+                    "Sharpness: λ_max of K_k = c·H_k at the recorded kernel steps, and η·λ_max against each "
+                    "optimizer's stability limit (dashed; above it the kernel-regime recurrence diverges). "
+                    f"Data: {os.path.basename(plots.data_path(path))}.",
+                )
+            )
     return blocks
 
 

@@ -49,7 +49,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -437,6 +437,41 @@ class RunResult:
             [(self.run_id, label, o.trajectory) for label, o in self.optimizers.items()], pandas=pandas
         )
 
+    def sharpness(self, pandas: bool | None = None):
+        """lambda_max(K_k) of the dynamics kernel K_k = c H_k at every recorded kernel step of every
+        label (``kernel_steps``, ``kernels``), and eta * lambda_max(K_k), the quantity a linear
+        method's stability limit bounds (GD: 2, HB: 2 (1 + beta)).
+
+        Returns:
+            A long table (``long_table``'s ``pandas`` rule) with columns run_id, label, step (the
+            kernel step), lambda_max, eta_lambda_max, kernel_drift; no rows for labels without kernels.
+        """
+        c = self.spectrum.loss_scale if self.spectrum is not None else 1.0
+        groups = []
+        for label, o in self.optimizers.items():
+            H, steps = o.trajectory.get("kernels"), o.trajectory.get("kernel_steps")
+            if H is None or steps is None or len(steps) == 0:
+                continue
+            H = np.asarray(H, np.float64)
+            lam_max = np.linalg.eigvalsh(c * 0.5 * (H + np.swapaxes(H, -1, -2)))[:, -1]
+            eta = np.nan if o.eta is None else float(o.eta)
+            drift = o.trajectory.get("kernel_drift", np.full(len(steps), np.nan))
+            groups.append(
+                (
+                    self.run_id,
+                    label,
+                    {
+                        "step": np.asarray(steps),
+                        "lambda_max": lam_max,
+                        "eta_lambda_max": eta * lam_max,
+                        "kernel_drift": drift,
+                    },
+                )
+            )
+        return long_table(
+            groups, pandas=pandas, fixed=("step", "lambda_max", "eta_lambda_max", "kernel_drift")
+        )
+
     def describe(self) -> str:
         """One line saying what was run (model, data, optimizers, steps), from the config."""
         return describe_config(self.config)
@@ -736,6 +771,7 @@ def long_table(
     pandas: bool | None = None,
     constants: Mapping[str, Mapping[str, Any]] | None = None,
     constant_names: Iterable[str] = (),
+    fixed: Sequence[str] | None = None,
 ):
     """One row per (run_id, label, recorded step): columns run_id, label, [swept values], step,
     loss, then every other per-step array (``per_step_columns``; absent ones are NaN).
@@ -746,14 +782,16 @@ def long_table(
             when pandas is installed.
         constants: run_id -> {name: value} repeated on every row of that run (e.g. swept values).
         constant_names: the names of those columns, in order.
+        fixed: exactly these array columns (all of one length per group) instead of the per-step ones.
     Returns:
         A DataFrame or a dict name -> 1-D numpy array (all of equal length).
     """
     groups = [(run_id, label, arrs) for run_id, label, arrs in groups if "step" in arrs]
     constant_names = list(constant_names)
-    names: list[str] = ["step", "loss"]
-    for _, _, arrs in groups:
+    names: list[str] = list(fixed) if fixed is not None else ["step", "loss"]
+    for _, _, arrs in groups if fixed is None else ():
         names += [k for k in per_step_columns(arrs) if k not in names]
+    take = (lambda arrs: set(fixed)) if fixed is not None else per_step_columns
     cols: dict[str, list] = {
         "run_id": [],
         "label": [],
@@ -766,10 +804,9 @@ def long_table(
         cols["label"].append(np.full(n, label, dtype=object))
         for c in constant_names:
             cols[c].append(np.full(n, (constants or {}).get(run_id, {}).get(c), dtype=object))
+        columns = take(arrs)
         for k in names:
-            cols[k].append(
-                np.asarray(arrs[k]) if k in arrs and k in per_step_columns(arrs) else np.full(n, np.nan)
-            )
+            cols[k].append(np.asarray(arrs[k]) if k in arrs and k in columns else np.full(n, np.nan))
     table = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
     for c in constant_names:  # numeric swept values as numbers
         try:

@@ -98,6 +98,28 @@ def test_load_run_folder_typed_metrics_and_long_table():
     np.testing.assert_array_equal(frame["loss"].to_numpy(), table["loss"])
 
 
+def test_sharpness_of_the_recorded_kernels(tmp_path):
+    from ntkdyn import plots
+
+    folder = quickstart_folder()
+    run = ntkdyn.load(folder)
+    table = run.sharpness(pandas=False)
+    traj = np.load(os.path.join(folder, "trajectories.npz"))
+    for label in ("gd", "hb", "nag_c"):
+        rows = table["label"] == label
+        np.testing.assert_array_equal(table["step"][rows], [0, 100, 200])
+        # at step 0 the kernel is H0, whose K = c H0 spectrum metrics.json reports
+        np.testing.assert_allclose(table["lambda_max"][rows][0], run.spectrum.lambda_max, rtol=1e-9)
+        np.testing.assert_allclose(table["eta_lambda_max"][rows], run[label].eta * table["lambda_max"][rows])
+        np.testing.assert_array_equal(table["kernel_drift"][rows], traj[f"{label}/kernel_drift"])
+    path = plots.sharpness_figure(run, str(tmp_path / "sharp.svg"))
+    limits = {r["label"]: float(r["stability_limit"]) for r in _read_csv(plots.data_path(path))}
+    # closed forms: GD eta lambda < 2, HB < 2 (1 + beta), NAG at beta -> 1: 2 (1 + b) / (1 + 2 b) -> 4/3
+    np.testing.assert_allclose(limits["gd"], 2.0, rtol=1e-9)
+    np.testing.assert_allclose(limits["hb"], 2.0 * (1 + 0.9), rtol=1e-9)
+    np.testing.assert_allclose(limits["nag_c"], 4.0 / 3.0, rtol=1e-3)
+
+
 def _read_csv(path):
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
