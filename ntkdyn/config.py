@@ -29,7 +29,7 @@ class DataConfig:
     source: str = "sphere"  # sphere | digits | npz | mnist
     n: int | None = None  # default: sphere, digits 64; npz all its points; mnist 600 (the released notebook's)
     d: int = 16  # sphere only
-    target: str = "teacher"  # sphere: gaussian|teacher|smooth; digits: pm1|label
+    target: str | None = None  # sphere: gaussian|teacher (default)|smooth; digits: pm1|label; mnist: label (default)
     noise: float = 0.0
     teacher_width: int = 64
     classes: list[int] | None = None  # digits
@@ -217,8 +217,11 @@ def validate(cfg: Config) -> Config:
     if d.source == "sphere":
         if d.d < 1:
             raise ConfigError(f"data.d: must be >= 1, got {d.d}")
+        d.target = d.target or "teacher"
         _allowed("data.target", d.target, ("gaussian", "teacher", "smooth"))
     if d.source == "digits":
+        if d.target is None:
+            raise ConfigError("data.target: required when data.source is 'digits'; allowed: pm1, label")
         _allowed("data.target", d.target, ("pm1", "label"))
         for c in d.classes or []:
             if not 0 <= c <= 9:
@@ -229,6 +232,13 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"data.path: file not found: {d.path}")
     if d.source == "mnist" and not os.path.exists(d.path):
         raise ConfigError(f"data.path: not found: {d.path}")
+    if d.source == "mnist":  # the released notebook's target: the digit label
+        d.target = d.target or "label"
+        _allowed("data.target", d.target, ("label",))
+        if d.classes is not None:
+            raise ConfigError(f"data.classes: not supported for data.source 'mnist' (got {d.classes}); leave it out")
+    if d.source == "npz" and d.target is not None:
+        raise ConfigError(f"data.target: an npz file brings its own targets y; leave data.target out (got {d.target!r})")
     _fill_data_size(d)
     if m.init_params and not os.path.isfile(m.init_params):
         raise ConfigError(f"model.init_params: file not found: {m.init_params}")

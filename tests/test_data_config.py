@@ -432,3 +432,19 @@ def test_digits_pixels_is_over_16():
     Xp, _ = data.digits(30, None, "label", "pixels", seed=1)
     np.testing.assert_array_equal(Xp, X / 16.0)
     assert X.max() == 16.0  # the bundled intensities run 0..16
+
+
+def test_targets_per_source(tmp_path):
+    assert config.from_dict(_with()).data.target == "teacher"  # sphere's default
+    with pytest.raises(ConfigError, match="data.target: required when data.source is 'digits'; allowed: pm1, label"):
+        config.from_dict(_with(data={"source": "digits"}))
+    _tiny_mnist(tmp_path, gz=False, count=9)
+    cfg = config.from_dict(_with(data={"source": "mnist", "path": str(tmp_path), "n": 3}))
+    assert cfg.data.target == "label"
+    with pytest.raises(ConfigError, match="data.target: 'pm1' is not allowed; allowed: label"):
+        config.from_dict(_with(data={"source": "mnist", "path": str(tmp_path), "n": 3, "target": "pm1"}))
+    with pytest.raises(ConfigError, match=r"data.classes: not supported for data.source 'mnist' \(got \[3, 5\]\)"):
+        config.from_dict(_with(data={"source": "mnist", "path": str(tmp_path), "n": 3, "classes": [3, 5]}))
+    path, _ = _npz(tmp_path)
+    with pytest.raises(ConfigError, match="data.target: an npz file brings its own targets y"):
+        config.from_dict(_with(data={"source": "npz", "path": path, "target": "teacher"}))
