@@ -339,3 +339,20 @@ def test_run_group_trains_runs_together_as_they_train_alone():
         ntkdyn.run_group(
             [cfgs[0], {**base, "optimizers": [{"name": "gd", "eta": 0.1}]}], data=[(X, y), (X, y)]
         )
+
+
+def test_equinox_model_through_from_apply_fn():
+    """An equinox module split by eqx.partition: the empirical NTK equals the hand-built Jacobian Gram."""
+    eqx = pytest.importorskip("equinox")
+    from ntkdyn import config, pipeline
+
+    X, y = _data(6, 4)
+    mlp = eqx.nn.MLP(4, "scalar", 8, 1, activation=jnp.tanh, key=jax.random.PRNGKey(0), dtype=jnp.float64)
+    params, static = eqx.partition(mlp, eqx.is_array)
+
+    def apply_fn(p, X):
+        return jax.vmap(eqx.combine(p, static))(X)
+
+    cfg = config.validate(ntkdyn.Config(optimizers=[ntkdyn.OptimizerConfig("gd", 0.1)], dtype="float64"))
+    setup = pipeline.prepare(cfg, (X, y), ntkdyn.from_apply_fn(apply_fn, params))
+    np.testing.assert_allclose(setup.H0, _hand_gram(apply_fn, params, jnp.asarray(X)), rtol=1e-10, atol=1e-12)
