@@ -118,7 +118,7 @@ def prepare(cfg: Config, data: tuple[np.ndarray, np.ndarray] | None = None, buil
 def train_plan(cfg: Config) -> TrainPlan:
     t = cfg.train
     return TrainPlan(t.steps, t.record_every, tuple(t.error_at), tuple(t.kernel_at), t.divergence_factor,
-                     chunks=progress_chunks(t.steps // t.record_every))
+                     chunks=progress_chunks(t.steps // t.record_every), batch_size=t.batch_size, sampling=t.sampling)
 
 
 def progress_chunks(blocks: int, target: int = 10) -> int:
@@ -144,10 +144,48 @@ def train_runs(cfgs: list[Config], setups: list[Setup], index: int, progress=Non
     spec = optimizers.get(cfg.optimizers[index].name)
     dtype = jax_dtype(cfg)
     hypers = [optimizer_hyper(s, c.optimizers[index]) for c, s in zip(cfgs, setups)]
-    return train_batch(setups[0].model, spec, hypers, setups[0].c, train_plan(cfg),
-                       [s.params for s in setups], [s.consts for s in setups],
-                       [jnp.asarray(s.X, dtype) for s in setups], [jnp.asarray(s.y, dtype) for s in setups],
-                       progress)
+    if cfg.train.batch_size is None:
+        return train_batch(setups[0].model, spec, hypers, setups[0].c, train_plan(cfg),
+                           [s.params for s in setups], [s.consts for s in setups],
+                           [jnp.asarray(s.X, dtype) for s in setups], [jnp.asarray(s.y, dtype) for s in setups],
+                           progress)
+    return train_sampled(setups[0].model, spec, cfgs, setups, hypers, [(s.params, s.consts) for s in setups],
+                         progress)
+
+
+def sampling_keys(cfg: Config) -> list:
+    """The sampling keys of run ``cfg``: fold_in(fold_in(PRNGKey(seed), 0x5EED), i), i < train.sampling_runs
+    (a stream apart from the initialisation, which uses PRNGKey(seed) itself)."""
+    base = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0x5EED)
+    return [jax.random.fold_in(base, i) for i in range(cfg.train.sampling_runs)]
+
+
+def train_sampled(model: models.Model, spec: optimizers.OptimizerSpec, cfgs: list[Config], setups: list[Setup],
+                  hypers: list[dict], inits: list[tuple], progress=None) -> list[TrainResult]:
+    """Mini-batch training of every config with its ``train.sampling_runs`` batch orders as ONE
+    program (runs x orders); per config one TrainResult whose ``loss`` (and gradient norm, errors)
+    is the mean over its orders, ``loss_runs`` the orders' losses, ``diverged_at`` the earliest
+    divergence; snapshots and final parameters are those of the first order. ``inits[i]`` =
+    (params, consts) of config i (the network's, or its linearisation's)."""
+    dtype = jax_dtype(cfgs[0])
+    R = cfgs[0].train.sampling_runs
+    rep = lambda items: [x for x in items for _ in range(R)]
+    keys = [k for c in cfgs for k in sampling_keys(c)]
+    flat = train_batch(model, spec, rep(hypers), setups[0].c, train_plan(cfgs[0]), rep([p for p, _ in inits]),
+                       rep([c for _, c in inits]), rep([jnp.asarray(s.X, dtype) for s in setups]),
+                       rep([jnp.asarray(s.y, dtype) for s in setups]), progress, keys=keys)
+    return [mean_result(flat[i * R:(i + 1) * R]) for i in range(len(cfgs))]
+
+
+def mean_result(results: list[TrainResult]) -> TrainResult:
+    """One TrainResult for R sampled runs of one config (``train_sampled``)."""
+    runs = np.stack([r.loss for r in results])
+    div = [r.diverged_at for r in results if r.diverged_at is not None]
+    return dataclasses.replace(results[0], loss=runs.mean(0), loss_runs=runs,
+                               grad_norm_sq=np.stack([r.grad_norm_sq for r in results]).mean(0),
+                               errors=np.stack([r.errors for r in results]).mean(0),
+                               diverged_at=min(div) if div else None,
+                               compile_s=sum(r.compile_s for r in results), run_s=sum(r.run_s for r in results))
 
 
 def run_optimizer(cfg: Config, setup: Setup, oc: OptimizerConfig, progress=None) -> tuple[dict, dict]:
@@ -306,6 +344,8 @@ def _beyond_full_batch(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec
     """
     t = cfg.train
     scheduled = schedules.is_scheduled(hyper["eta"])
+    if res.loss_runs is not None:
+        arrays["loss_runs"] = res.loss_runs
     if not full_batch_constant(cfg, hyper) and spec.ode is not None:
         metrics["note"] = ("the limiting ODEs are not compared: " +
                            ("mini-batch runs (the ODEs describe the mean error, not the mean loss)"
@@ -328,15 +368,9 @@ def _beyond_full_batch(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec
         band = stochastic.mean_band(exact, sims, t.sampling_runs)
         arrays["loss_full_batch"] = arrays.get("loss_discrete")
         arrays["loss_discrete"], arrays["loss_band_lo"], arrays["loss_band_hi"] = band.mean, band.lo, band.hi
-        live = np.isfinite(res.loss)
-        inside = live & (res.loss >= band.lo) & (res.loss <= band.hi)
-        outside = np.flatnonzero(live & ~inside)
         mbb = stochastic.mbb_constants(setup.K)
         info = {"batch_size": b, "sampling": t.sampling, "sampling_runs": t.sampling_runs,
-                "mc_runs": cfg.theory.mc_runs, "mean": band.source,
-                "inside_band": _finite(np.mean(inside[live])) if live.any() else None,
-                "all_inside": bool(live.any() and outside.size == 0),
-                "first_outside_step": int(res.step[outside[0]]) if outside.size else None,
+                "mc_runs": cfg.theory.mc_runs, "mean": band.source, **_band_check(cfg, band, res),
                 "mbb": {"beta": mbb.beta, "lam_1": mbb.lam_1, "lam_n": mbb.lam_n,
                         "knee_batch_size": mbb.knee_batch_size, "bound_step_size": float(mbb.bound_step_size(b))}}
         if t.sampling == "replacement" and spec.constant and not scheduled:
@@ -348,7 +382,28 @@ def _beyond_full_batch(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec
         lin = train_linearized(cfg, setup, spec, hyper)
         arrays["loss_linearized"] = lin.loss
         metrics["linearized"] = {"diverged_at": lin.diverged_at, "runs": t.sampling_runs}
+        if lin.loss_runs is not None:
+            arrays["loss_linearized_runs"] = lin.loss_runs
+            if "loss_band_lo" in arrays:  # the linearisation is linear: only sampling noise separates it from E[L]
+                band = stochastic.MeanBand(arrays["loss_discrete"], None, arrays["loss_band_lo"], arrays["loss_band_hi"],
+                                           t.sampling_runs, cfg.theory.mc_runs, "")
+                metrics["stochastic"]["linearized"] = _band_check(cfg, band, lin)
         times["linearized_s"] = time.perf_counter() - start
+
+
+def _band_check(cfg: Config, band: stochastic.MeanBand, res: TrainResult) -> dict:
+    """Is the trained mean loss inside the predicted mean's 95 % band at every recorded step? The band
+    is widened by the rounding of the training dtype, 100 eps |mean| (at step 0 every run has the same
+    loss, so the sampled band has zero width)."""
+    tol = 100 * float(np.finfo(cfg.dtype).eps) * np.abs(band.mean)
+    half = 0.5 * (band.hi - band.lo)
+    live = np.isfinite(res.loss)
+    with np.errstate(invalid="ignore"):
+        inside = live & (np.abs(res.loss - band.mean) <= half + tol)
+    outside = np.flatnonzero(live & ~inside)
+    return {"inside_band": _finite(np.mean(inside[live])) if live.any() else None,
+            "all_inside": bool(live.any() and outside.size == 0),
+            "first_outside_step": int(res.step[outside[0]]) if outside.size else None}
 
 
 def train_linearized(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec, hyper: dict) -> TrainResult:
@@ -357,6 +412,8 @@ def train_linearized(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec, 
     dtype = jax_dtype(cfg)
     model = linearized.linearize(setup.model)
     consts = linearized.linear_consts(setup.params, setup.consts)
+    if cfg.train.batch_size is not None:
+        return train_sampled(model, spec, [cfg], [setup], [hyper], [(setup.params, consts)])[0]
     return train_batch(model, spec, [hyper], setup.c, train_plan(cfg), [setup.params], [consts],
                        [jnp.asarray(setup.X, dtype)], [jnp.asarray(setup.y, dtype)])[0]
 
