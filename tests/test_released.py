@@ -163,3 +163,23 @@ def test_nag_c_recurrence_is_the_eliminated_three_term_form(r):
         ref[k + 1] = (1 - h * (1 + b(k + 1)) + q) * ref[k] - q * (1 - h) * ref[k - 1]
     scale = np.max(np.abs(ref), axis=0)
     np.testing.assert_allclose(got / scale, ref / scale, rtol=0, atol=1e-12)
+
+
+def test_mnist_files_into_the_released_model(tmp_path):
+    """A run's setup from local MNIST IDX files (written here): 784 inputs in [0, 1], digit targets,
+    the notebook init's bias bound 1/sqrt(784) = 1/28, MSE loss scale c = 2/n."""
+    import gzip
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(12, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=12, dtype=np.uint8)
+    for name, arr in (("train-images-idx3-ubyte.gz", images), ("train-labels-idx1-ubyte.gz", labels)):
+        with gzip.open(tmp_path / name, "wb") as fh:
+            fh.write(bytes([0, 0, 8, arr.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in arr.shape) + arr.tobytes())
+    cfg = config.from_dict({"dtype": "float64", "data": {"source": "mnist", "path": str(tmp_path), "n": 10},
+                            "model": {"name": "released", "width": 64}, "train": {"steps": 1},
+                            "optimizers": [{"name": "gd", "eta": 1e-4}]})
+    setup = pipeline.prepare(cfg)
+    assert setup.X.shape == (10, 784) and setup.X.max() <= 1.0
+    np.testing.assert_array_equal(setup.y, labels[:10])
+    assert np.all(np.abs(np.asarray(setup.params["b"])) <= 1 / 28) and setup.c == pytest.approx(2 / 10)
+    assert np.all(np.isfinite(setup.e0)) and setup.lam[0] > 0
