@@ -4,6 +4,7 @@ restart tests written from the paper's x-sequence, training a linear model (exac
 and closed-form rates."""
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -59,9 +60,10 @@ def _run_tx(tx, A, b, x0, steps):
     A, b = jnp.asarray(A), jnp.asarray(b)
     tx = optax.with_extra_args_support(tx)
     state = tx.init(theta)
+    update = jax.jit(tx.update)
     out = [theta]
     for _ in range(steps):
-        updates, state = tx.update(A @ theta - b, state, theta, value=0.5 * theta @ A @ theta - b @ theta)
+        updates, state = update(A @ theta - b, state, theta, value=0.5 * theta @ A @ theta - b @ theta)
         theta = optax.apply_updates(theta, updates)
         out.append(theta)
     return np.asarray(jnp.stack(out)), int(getattr(state, "restarts", 0))
