@@ -135,9 +135,9 @@ def envelope_points(values, tol: float = math.log(1.25)) -> np.ndarray:
     point of that cycle is kept if it lies less than ``tol`` (natural log; default a factor 1.25)
     below it, so the flanks next to the peaks stay and the troughs near the zeros of a cos^2-like
     factor go. The partial cycles before the first peak and after the last one (if within 2P of
-    the ends) are measured against the line through the first two or the last two peaks, extended. Gaps longer than 2P between peaks are monotone
-    stretches: every point is kept. For a monotone sequence that is every point, for
-    q^k cos^2(wk) the points with cos^2 > 0.8."""
+    the ends) are measured against the line through the first two or the last two peaks,
+    extended. Gaps longer than 2P between peaks are monotone stretches: every point is kept.
+    For a monotone sequence that is every point, for q^k cos^2(wk) the points with cos^2 > 0.8."""
     a = np.asarray(values, np.float64)
     n = a.size
     period = oscillation_period(a)
