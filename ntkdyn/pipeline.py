@@ -144,6 +144,9 @@ def train_runs(cfgs: list[Config], setups: list[Setup], index: int, progress=Non
     spec = optimizers.get(cfg.optimizers[index].name)
     dtype = jax_dtype(cfg)
     hypers = [optimizer_hyper(s, c.optimizers[index]) for c, s in zip(cfgs, setups)]
+    scheduled = [h["eta"] for h in hypers if schedules.is_scheduled(h["eta"])]
+    if scheduled and (len(scheduled) < len(hypers) or len(set(scheduled)) > 1):  # a schedule is compiled in
+        raise ValueError("runs with different step-size schedules cannot train as one program; run them separately")
     if cfg.train.batch_size is None:
         return train_batch(setups[0].model, spec, hypers, setups[0].c, train_plan(cfg),
                            [s.params for s in setups], [s.consts for s in setups],
@@ -237,7 +240,9 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
     metrics["ode"] = None
     ode = spec.ode(hyper) if spec.ode is not None and full_batch_constant(cfg, hyper) else None
     arrays["grad_norm_sq"] = res.grad_norm_sq
-    if getattr(spec, "restart", None) is not None:  # adaptive restart: its rule applied to the predicted trajectory
+    if getattr(spec, "restart", None) is not None and cfg.train.batch_size is not None:
+        metrics["note"] = "restart predictions are full-batch: not compared with mini-batch training"
+    elif getattr(spec, "restart", None) is not None:  # adaptive restart: its rule applied to the predicted trajectory
         t = time.perf_counter()
         modes, hits = theory.restarted_modes(spec, hyper, setup.lam, setup.coef, cfg.train.steps)
         modes = modes[res.step]
