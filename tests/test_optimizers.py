@@ -221,9 +221,37 @@ def test_resolve_hyper():
 
 
 def test_theory_faces_present_for_linear_methods():
-    for name in ("gd", "hb", "nag", "nag_c"):
+    """Every registered linear method has a recurrence face and an ODE face, and its training face (the
+    optax transformation, run here by a plain loop on a quadratic) moves the error exactly as its
+    recurrence face (companion matrices in the eigenbasis) predicts; NAG-C's classic form also equals
+    Su-Boyd-Candes's x/y iteration written out by hand. (That each ODE face is the eta -> 0 limit of its
+    recurrence: tests/test_theory.py::test_limit_ode_faces.)"""
+    A, b, theta0 = _quadratic(seed=4)
+    lam, V = theory.eigen(np.asarray(A))
+    theta_star = np.linalg.solve(np.asarray(A), np.asarray(b))
+    steps = 40
+    names = [n for n, s in optimizers.REGISTRY.items() if s.method is not None]
+    assert {"gd", "hb", "nag", "nag_c", "nag_c_classic"} <= set(names)
+    for name in names:
         spec = optimizers.get(name)
-        assert spec.has_theory and spec.ode is not None
+        assert spec.has_theory and spec.ode is not None, name
+        given = {"eta": 0.5 / lam[-1], **({"beta": 0.7} if "beta" in spec.hyper else {})}
+        hyper = optimizers.resolve_hyper(spec, given, lam)  # tuned methods set eta, beta from lam
+        run = _run(optimizers.transformation(spec, hyper), A, b, theta0, steps) - theta_star
+        modes = theory.discrete_modes(spec, hyper, lam, V.T @ (np.asarray(theta0) - theta_star), steps)
+        np.testing.assert_allclose(run @ V, modes, rtol=0, atol=1e-12 * np.max(np.abs(modes)), err_msg=name)
+        assert np.max(np.abs(run[-1] - run[0])) > 0.05, name
+    # classic NAG-C by hand: x_{k+1} = y_k - eta grad(y_k), y_{k+1} = x_{k+1} + k/(k+3) (x_{k+1} - x_k), y_0 = x_0
+    eta = 0.5 / lam[-1]
+    y = np.asarray(theta0, np.float64).copy()
+    x_prev, ref = y.copy(), [y.copy()]
+    for k in range(steps):
+        x = y - eta * (np.asarray(A) @ y - np.asarray(b))
+        y = x + k / (k + 3.0) * (x - x_prev)
+        x_prev = x
+        ref.append(y.copy())
+    ours = _run(optimizers.transformation(optimizers.get("nag_c_classic"), {"eta": eta, "r": 3.0}), A, b, theta0, steps)
+    np.testing.assert_allclose(ours, np.array(ref), rtol=1e-12, atol=1e-13)
 
 
 @pytest.mark.parametrize("name,hyper", [("adam", {"eta": 0.05}), ("rmsprop", {"eta": 0.01}),
