@@ -267,7 +267,7 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
         if ode is not None and ode.damping == "vanishing":  # fixed-step tail of r/t damping (NAG-C, OGM)
             tail = theory.vanishing_tail(hyper["eta"], float(live[0]), ode.r)
             metrics["predicted"].update(crossover_step=tail["crossover_step"], tail_rate=tail["tail_rate"])
-        if not callable(hyper["eta"]):  # fixed eta (not a schedule): the regime it ends in, and when
+        if full_batch_constant(cfg, hyper):  # fixed eta, full batch: the regime it ends in, and when
             regime = theory.asymptotic_regime(spec, hyper, live, ode)
             position = rates.window_position(fit.window, regime["horizon"])
             metrics["regime"] = {**regime, "window_position": position}
