@@ -24,7 +24,7 @@ metrics.json (one run; keys in ``[]`` are written only when they have a value, `
      "optimizers": {LABEL: {
         "optimizer": registry name, "eta", "beta"|null, "r"|null,
         "status": "ok" | "diverged" | "failed",
-        "verdict": "linear" | "sublinear" | "stalled" | "diverged",
+        "verdict": one of ``rates.VERDICTS`` (linear, sublinear, stalled, diverged, ...),
         "diverged_at": step|null,
         "fitted": {"linear_rate", "r2_linear", "power_exponent", "r2_power", "window": [k0, k1]} (nulls: NaN),
         "predicted": {"linear_rate"|null, ["stable", "unstable_modes", "max_spectral_radius",
@@ -34,7 +34,8 @@ metrics.json (one run; keys in ``[]`` are written only when they have a value, `
         "kernel_drift"|null, "ode": description|null,
         ["ode_hr": description], ["ode_closed_vs_diffrax"], ["note"], ["error"]}}}
 
-An optimizer that failed is written as ``{"optimizer", "eta", "status": "failed", "error"}``.
+An optimizer that failed is written as ``{"optimizer", "eta", "status": "failed", "error"}`` (a
+sweep writes it without "eta"; read back, eta is None).
 Units: rates are loss factors per iteration, deviations relative, drift ||H_k - H_0||_F / ||H_0||_F
 (README "Definitions"). Keys not listed here (added by newer versions) are kept, unchanged, in
 the ``extra`` mapping of the object at that level, and written back by ``to_json``.
