@@ -356,3 +356,16 @@ def test_equinox_model_through_from_apply_fn():
     cfg = config.validate(ntkdyn.Config(optimizers=[ntkdyn.OptimizerConfig("gd", 0.1)], dtype="float64"))
     setup = pipeline.prepare(cfg, (X, y), ntkdyn.from_apply_fn(apply_fn, params))
     np.testing.assert_allclose(setup.H0, _hand_gram(apply_fn, params, jnp.asarray(X)), rtol=1e-10, atol=1e-12)
+
+
+def test_cli_help_lists_configs_sections_sweeps_and_exit_codes(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.parse_args(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    shipped = sorted(
+        f for f in os.listdir(os.path.join(os.path.dirname(__file__), "..", "configs")) if f.endswith(".yaml")
+    )
+    assert shipped and all(f"configs/{name}" in text for name in shipped)
+    for word in ("optimizers:", "sweep:", "{range: [0, 8]}", "exit status", "--format {png,svg,pdf}"):
+        assert word in text, word
