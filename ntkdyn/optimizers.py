@@ -341,7 +341,8 @@ class HighResODE:
     """High-resolution ODE (Shi, Du, Jordan, Su 2018) in the kernel regime. At update k its own time is
     tau_k = (k + time_offset) * time_step, and
 
-        e'' + (gamma(tau) + hess_damping K) e' + (stiffness + stiffness_t / tau + stiffness_t2 / tau^2) K e = 0,
+        e'' + (gamma(tau) + hess_damping K) e'
+            + (stiffness + stiffness_t / tau + stiffness_t2 / tau^2) K e = 0,
         e(tau_0) = e0,  e'(tau_0) = -velocity0 K e0,   tau_0 = time_offset * time_step (``start``),
 
     gamma(tau) = gamma (``damping = "constant"``) or r / tau (``"vanishing"``). ``hess_damping K e'`` is
@@ -375,11 +376,11 @@ class HighResODE:
                              f"{self.time_step}, time_offset = {self.time_offset}")
         if self.damping == "vanishing" and self.time_offset == 0:
             if self.stiffness_t2 != 0:
-                raise ValueError("HighResODE: stiffness_t2 / tau^2 needs a start tau_0 > 0 (time_offset > 0), "
-                                 f"got stiffness_t2 = {self.stiffness_t2} with time_offset = 0")
+                raise ValueError("HighResODE: stiffness_t2 / tau^2 needs a start tau_0 > 0 (time_offset > 0),"
+                                 f" got stiffness_t2 = {self.stiffness_t2} with time_offset = 0")
             if not math.isclose(self.velocity0, self.stiffness_t / self.r, rel_tol=1e-12, abs_tol=1e-300):
-                raise ValueError(f"HighResODE: starting at tau = 0, regularity forces velocity0 = stiffness_t / r "
-                                 f"= {self.stiffness_t / self.r}, got {self.velocity0}")
+                raise ValueError("HighResODE: starting at tau = 0, regularity forces velocity0 = "
+                                 f"stiffness_t / r = {self.stiffness_t / self.r}, got {self.velocity0}")
 
     @property
     def start(self) -> float:
@@ -400,7 +401,8 @@ class HighResODE:
         if self.stiffness_t2:
             stiff += f" {'-' if self.stiffness_t2 < 0 else '+'} {abs(self.stiffness_t2):.4g}/tau^2"
         stiff = f"({stiff})" if (self.stiffness_t or self.stiffness_t2) else stiff
-        clock = f"tau = (k + {self.time_offset:g})*{self.time_step:.4g}" if self.time_offset else f"tau = k*{self.time_step:.4g}"
+        clock = (f"tau = (k + {self.time_offset:g})*{self.time_step:.4g}" if self.time_offset
+                 else f"tau = k*{self.time_step:.4g}")
         return (f"e'' + {damp} e'{corr} + {stiff} K e = 0, {clock}, e(tau0) = e0, "
                 f"e'(tau0) = -{self.velocity0:.4g} K e0")
 
@@ -409,16 +411,18 @@ class HighResODE:
         return self.gamma + 0.0 * tau if self.damping == "constant" else self.r / tau
 
     def stiffness_at(self, tau):
-        """stiffness + stiffness_t / tau + stiffness_t2 / tau^2 (numpy or jax; constant damping: stiffness)."""
+        """stiffness + stiffness_t / tau + stiffness_t2 / tau^2 (numpy or jax; constant damping:
+        stiffness)."""
         if self.damping == "constant":
             return self.stiffness + 0.0 * tau
         return self.stiffness + self.stiffness_t / tau + self.stiffness_t2 / (tau * tau)
 
 
 def _hb_ode_hr(h: Hyper) -> HighResODE:
-    """HB (any iterate: HB holds one). Per mode (h = eta lambda) e_{k+1} - e_k - beta (e_k - e_{k-1}) + h e_k = 0,
-    e_1 = (1 - h) e_0. With s = sqrt(eta), t = k s and Taylor expansion at t_k (e_{k+1} - 2 e_k + e_{k-1} =
-    s^2 e'' + O(s^4), e_k - e_{k-1} = s e' - s^2 e''/2 + O(s^3)):
+    """HB (any iterate: HB holds one). Per mode (h = eta lambda)
+    e_{k+1} - e_k - beta (e_k - e_{k-1}) + h e_k = 0, e_1 = (1 - h) e_0. With s = sqrt(eta), t = k s and
+    Taylor expansion at t_k (e_{k+1} - 2 e_k + e_{k-1} = s^2 e'' + O(s^4),
+    e_k - e_{k-1} = s e' - s^2 e''/2 + O(s^3)):
 
         ((1 + beta)/2) e'' + ((1 - beta)/s) e' + K e = 0
 
@@ -428,8 +432,8 @@ def _hb_ode_hr(h: Hyper) -> HighResODE:
     for e'(0) this is exactly -(s/2) K e0 (velocity0 = s/2). The forward difference alone, -s K e0, is off
     by O(s) and leaves the solution only O(sqrt eta) accurate."""
     s, b = math.sqrt(h["eta"]), h["beta"]
-    return HighResODE(time_step=s, damping="constant", gamma=2 * (1 - b) / ((1 + b) * s), stiffness=2 / (1 + b),
-                      velocity0=0.5 * s)
+    return HighResODE(time_step=s, damping="constant", gamma=2 * (1 - b) / ((1 + b) * s),
+                      stiffness=2 / (1 + b), velocity0=0.5 * s)
 
 
 def _nag_ode_hr(h: Hyper) -> HighResODE:
@@ -445,8 +449,8 @@ def _nag_ode_hr(h: Hyper) -> HighResODE:
     what the expansion gives for this iterate (and for x); Shi et al.'s sqrt(s) is it with
     2 beta / (1 + beta) = 1 - O(sqrt eta) rounded to 1, a change O(eta) in the coefficient and so O(eta) in
     e: both are O(eta) models (tests/test_theory.py fits both). Start (as for HB, the O(s^2) Hessian part
-    of e''(0) dropped): e'(0) = (y_1 - y_0)/s - (s/2) e''(0) = -(s (2 + beta)/2) K e0, velocity0 = s (2 + beta)/2
-    (the forward difference, -(1 + beta) s K e0, leaves O(sqrt eta))."""
+    of e''(0) dropped): e'(0) = (y_1 - y_0)/s - (s/2) e''(0) = -(s (2 + beta)/2) K e0,
+    velocity0 = s (2 + beta)/2 (the forward difference, -(1 + beta) s K e0, leaves O(sqrt eta))."""
     s, b = math.sqrt(h["eta"]), h["beta"]
     return HighResODE(time_step=s, damping="constant", gamma=2 * (1 - b) / ((1 + b) * s),
                       hess_damping=2 * b / (1 + b) * s, stiffness=2 / (1 + b), velocity0=0.5 * (2 + b) * s)
@@ -458,14 +462,16 @@ def _nag_c_highres(h: Hyper, time_offset: float, stiffness_t2: float) -> HighRes
     NAG-C forms make a plain gradient step first). A start error O(s) in e'(tau_0) moves e by O(s^2) only:
     r/tau damping shrinks a velocity kick at tau_0 ~ s like (tau_0/tau)^r."""
     s, r = math.sqrt(h["eta"]), h["r"]
-    return HighResODE(time_step=s, damping="vanishing", r=r, hess_damping=s, stiffness=1.0, stiffness_t=0.5 * r * s,
-                      stiffness_t2=stiffness_t2, velocity0=s, time_offset=time_offset)
+    return HighResODE(time_step=s, damping="vanishing", r=r, hess_damping=s, stiffness=1.0,
+                      stiffness_t=0.5 * r * s, stiffness_t2=stiffness_t2, velocity0=s,
+                      time_offset=time_offset)
 
 
 def _nag_c_ode_hr(h: Hyper) -> HighResODE:
     """NAG-C in the torch form (``_nag_c``: look-ahead point held, velocity from update 2). For k >= 2, per
     mode theta_{k+1} - theta_k = q_k (theta_k - theta_{k-1}) - h (1 + beta_{k+1}) theta_k + h q_k theta_{k-1},
-    q_k = beta_{k+1}^2 / beta_k, where 1 - q_k = r / (k + r + 1) + O(k^-3) and beta_{k+1} - q_k = -r/k^2 + O(k^-3):
+    q_k = beta_{k+1}^2 / beta_k, where 1 - q_k = r / (k + r + 1) + O(k^-3) and
+    beta_{k+1} - q_k = -r/k^2 + O(k^-3):
     a classic (``_nag_c_classic``) schedule one step later, plus an O(eta/tau^2) change of the gradient
     term. A smooth Z(tau) at tau_k = (k + a) s satisfies the recurrence up to (after dividing by eta)
     O(s) terms that vanish for the Shi et al. ODE with a = r/2 + 1 (the r (r + 2 - 2a) s Z'/(2 tau^2) term is
@@ -488,12 +494,13 @@ def _nag_c_ode_hr(h: Hyper) -> HighResODE:
 
 def _nag_c_classic_ode_hr(h: Hyper) -> HighResODE:
     """NAG-C in the classic form (``_nag_c_classic``: y_k, the gradient point, held). Per mode
-    y_{k+1} - y_k = beta_{k+1} (y_k - y_{k-1}) - h [(1 + beta_{k+1}) y_k - beta_{k+1} y_{k-1}], 1 - beta_{k+1} =
-    r / (k + r). Expanding as for ``_nag_c_ode_hr``, the O(s) residual vanishes for Shi et al.'s ODE with
-    tau_k = (k + r/2) sqrt(eta) (r = 3: (k + 3/2) sqrt(eta), Shi et al.'s time map, started at tau_0 = 3 sqrt(eta)/2),
-    and the singular O(s^2) terms, lam (r^2 - 2r) s^2 Z/(12 tau^2) + r (r - 2)(r + 1) s^2 Z'/(12 tau^3), cancel
-    with no further term. So e'' + (r/tau + sqrt(eta) K) e' + (1 + r sqrt(eta)/(2 tau)) K e = 0 tracks y_k to
-    O(eta) (measured order ~1). The plain-step iterate x_k = (1 - eta K) y_{k-1} sits one step earlier,
+    y_{k+1} - y_k = beta_{k+1} (y_k - y_{k-1}) - h [(1 + beta_{k+1}) y_k - beta_{k+1} y_{k-1}],
+    1 - beta_{k+1} = r / (k + r). Expanding as for ``_nag_c_ode_hr``, the O(s) residual vanishes for
+    Shi et al.'s ODE with tau_k = (k + r/2) sqrt(eta) (r = 3: (k + 3/2) sqrt(eta), Shi et al.'s time map,
+    started at tau_0 = 3 sqrt(eta)/2), and the singular O(s^2) terms, lam (r^2 - 2r) s^2 Z/(12 tau^2) +
+    r (r - 2)(r + 1) s^2 Z'/(12 tau^3), cancel with no further term. So
+    e'' + (r/tau + sqrt(eta) K) e' + (1 + r sqrt(eta)/(2 tau)) K e = 0 tracks y_k to O(eta) (measured
+    order ~1). The plain-step iterate x_k = (1 - eta K) y_{k-1} sits one step earlier,
     tau = (k - 1 + r/2) sqrt(eta), to O(eta)."""
     return _nag_c_highres(h, 0.5 * h["r"], 0.0)
 
@@ -503,22 +510,24 @@ for _name, _hr in (("hb", _hb_ode_hr), ("nag", _nag_ode_hr), ("nag_c", _nag_c_od
 
 
 def _nag_c_classic(h: Hyper, k):
-    """Classic Nesterov / Su-Boyd-Candes NAG-C: x_k = y_{k-1} - eta grad L(y_{k-1}), y_k = x_k + beta_k (x_k - x_{k-1}),
-    beta_k = (k-1)/(k+r-1), x_0 = y_0 (r = 3: SBC's y_{k+1} = x_{k+1} + k/(k+3) (x_{k+1} - x_k)). The gradient
-    point y_k is held (and logged). With w_k = (x_{k-1} - x_k)/eta:
+    """Classic Nesterov / Su-Boyd-Candes NAG-C: x_k = y_{k-1} - eta grad L(y_{k-1}),
+    y_k = x_k + beta_k (x_k - x_{k-1}), beta_k = (k-1)/(k+r-1), x_0 = y_0 (r = 3: SBC's
+    y_{k+1} = x_{k+1} + k/(k+3) (x_{k+1} - x_k)). The gradient point y_k is held (and logged). With
+    w_k = (x_{k-1} - x_k)/eta:
 
         w_k = beta_{k-1} w_{k-1} + g_k,   y_k = y_{k-1} - eta (g_k + beta_k w_k),   w_0 = 0,
 
-    T_k = [[1, -eta beta_k beta_{k-1}], [0, beta_{k-1}]], u_k = [-eta (1 + beta_k), 1] (beta_0 multiplies w_0 = 0:
-    taken as 0). It differs from the torch form (``_nag_c``) by the velocity decay, beta_{k-1} here and beta_k
-    there: an O(sqrt eta) difference in e at a fixed ODE time."""
+    T_k = [[1, -eta beta_k beta_{k-1}], [0, beta_{k-1}]], u_k = [-eta (1 + beta_k), 1] (beta_0 multiplies
+    w_0 = 0: taken as 0). It differs from the torch form (``_nag_c``) by the velocity decay, beta_{k-1}
+    here and beta_k there: an O(sqrt eta) difference in e at a fixed ODE time."""
     eta, r = h["eta"], h["r"]
     b, a = nag_c_beta(k, r), _at_least(k, 2, nag_c_beta(k - 1.0, r), 0.0)
     return [[1.0, -eta * b * a], [0.0, a]], [-eta * (1.0 + b), 1.0]
 
 
-register(OptimizerSpec("nag_c_classic", "Nesterov / Su-Boyd-Candes NAG-C x_k = y_{k-1} - eta grad L(y_{k-1}), "
-                       "y_k = x_k + (k-1)/(k+r-1) (x_k - x_{k-1}), x_0 = y_0; the gradient point y_k is held and logged",
+register(OptimizerSpec("nag_c_classic", "Nesterov / Su-Boyd-Candes NAG-C x_k = y_{k-1} - eta grad "
+                       "L(y_{k-1}), y_k = x_k + (k-1)/(k+r-1) (x_k - x_{k-1}), x_0 = y_0; the gradient "
+                       "point y_k is held and logged",
                        {"r": 3.0}, LinearMethod(("vector",), _nag_c_classic), _nag_c_ode, constant=False,
                        ode_hr=_nag_c_classic_ode_hr))
 

@@ -233,7 +233,8 @@ def impulse_modes(omega2, gamma, t) -> np.ndarray:
 
 def oscillator_modes(omega2, gamma, velocity, t) -> np.ndarray:
     """c'' + gamma c' + omega2 c = 0, c(0) = 1, c'(0) = velocity, per mode (arrays broadcast)."""
-    return damped_oscillator_modes(omega2, gamma, t) + np.asarray(velocity, np.float64) * impulse_modes(omega2, gamma, t)
+    velocity = np.asarray(velocity, np.float64)
+    return damped_oscillator_modes(omega2, gamma, t) + velocity * impulse_modes(omega2, gamma, t)
 
 
 def _vanishing_series(ode, lam, t0: float, terms: int = 8):
@@ -243,7 +244,8 @@ def _vanishing_series(ode, lam, t0: float, terms: int = 8):
     coeffs = [np.ones_like(lam), -(ode.stiffness_t * lam) / ode.r]
     for j in range(1, terms):
         prev = coeffs[j - 1]
-        coeffs.append(-((a_d * j + ode.stiffness_t * lam) * coeffs[j] + ode.stiffness * lam * prev) / ((j + 1) * (j + ode.r)))
+        num = (a_d * j + ode.stiffness_t * lam) * coeffs[j] + ode.stiffness * lam * prev
+        coeffs.append(-num / ((j + 1) * (j + ode.r)))
     c = sum(cj * t0**j for j, cj in enumerate(coeffs))
     dc = sum(j * cj * t0 ** (j - 1) for j, cj in enumerate(coeffs) if j > 0)
     return c, dc
@@ -266,7 +268,8 @@ def highres_modes(ode, lam, coef, t, rtol: float = 1e-11, atol: float = 1e-14) -
     if np.any(t < 0):
         raise ValueError(f"highres_modes: the step clock t = k * time_step must be >= 0, got min {t.min()}")
     if ode.damping == "constant":
-        return oscillator_modes(ode.stiffness * lam, ode.gamma + ode.hess_damping * lam, -ode.velocity0 * lam, t) * coef
+        damping = ode.gamma + ode.hess_damping * lam
+        return oscillator_modes(ode.stiffness * lam, damping, -ode.velocity0 * lam, t) * coef
     from scipy.integrate import solve_ivp
 
     flat = t.ravel()
@@ -275,7 +278,8 @@ def highres_modes(ode, lam, coef, t, rtol: float = 1e-11, atol: float = 1e-14) -
         t_seed, c0, dc0 = 0.0, np.ones(n), -ode.velocity0 * lam
     else:
         positive = flat[flat > 0]
-        t_seed = min(float(positive.min()) if positive.size else 1.0, 1e-2 / math.sqrt(max(float(lam.max()), 1e-300)))
+        first = float(positive.min()) if positive.size else 1.0
+        t_seed = min(first, 1e-2 / math.sqrt(max(float(lam.max()), 1e-300)))
         c0, dc0 = _vanishing_series(ode, lam, t_seed)
     a_d = ode.hess_damping * lam
 
@@ -301,8 +305,8 @@ def highres_modes(ode, lam, coef, t, rtol: float = 1e-11, atol: float = 1e-14) -
     return out.reshape(t.shape + (n,)) * coef
 
 
-def highres_diffrax(ode, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rtol: float = 1e-10, atol: float = 1e-12,
-                    max_steps: int = 1_000_000) -> np.ndarray:
+def highres_diffrax(ode, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rtol: float = 1e-10,
+                    atol: float = 1e-12, max_steps: int = 1_000_000) -> np.ndarray:
     """The high-resolution ODE integrated in the full output space with diffrax Tsit5 (no
     eigen-decomposition), at the step clock t = k * time_step (t[0] = 0; the ODE's own time is
     tau = t + ode.start). From tau_0 = ode.start with e'(tau_0) = -velocity0 K e0; vanishing damping
@@ -313,7 +317,8 @@ def highres_diffrax(ode, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rtol: flo
     import jax.numpy as jnp
 
     if np.asarray(t)[0] != 0.0:
-        raise ValueError(f"highres_diffrax: t must start at 0 (e0 is the error at update 0), got t[0] = {np.asarray(t)[0]}")
+        raise ValueError(f"highres_diffrax: t must start at 0 (e0 is the error at update 0), "
+                         f"got t[0] = {np.asarray(t)[0]}")
     with jax.enable_x64(True):
         Kj = jnp.asarray(K, jnp.float64)
         e0j = jnp.asarray(e0, jnp.float64)
@@ -321,7 +326,8 @@ def highres_diffrax(ode, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rtol: flo
 
         def vector_field(tau, y, args):
             e, de = y
-            return de, -ode.damping_at(tau) * de - ode.hess_damping * (Kj @ de) - ode.stiffness_at(tau) * (Kj @ e)
+            damp = ode.damping_at(tau) * de + ode.hess_damping * (Kj @ de)
+            return de, -damp - ode.stiffness_at(tau) * (Kj @ e)
 
         Ke0 = Kj @ e0j
         if ode.damping == "vanishing" and ode.start == 0:
@@ -337,7 +343,8 @@ def highres_diffrax(ode, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rtol: flo
         else:
             y0 = (e0j, -ode.velocity0 * Ke0)
             t_start, later = ts[0], ts
-        sol = diffrax.diffeqsolve(diffrax.ODETerm(vector_field), diffrax.Tsit5(), t_start, later[-1], None, y0,
+        sol = diffrax.diffeqsolve(diffrax.ODETerm(vector_field), diffrax.Tsit5(), t_start, later[-1], None,
+                                  y0,
                                   saveat=diffrax.SaveAt(ts=later),
                                   stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
                                   max_steps=max_steps)

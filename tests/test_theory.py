@@ -3,6 +3,7 @@
 References are independent: scipy's solve_ivp, hand-written scalar recurrences from
 DESIGN.md section 1, and closed forms (Polyak's optimal heavy ball, GD's contraction factor).
 """
+
 import dataclasses
 import math
 
@@ -41,9 +42,23 @@ def test_gradient_flow_modes_shape_and_values():
 
 # (gamma, lambda): lambda = 0, tiny, overdamped, nearly / exactly critical, underdamped, undamped
 OSC_CASES = [
-    (0.5, 0.0), (0.5, 1e-12), (0.5, 1e-3), (0.5, 0.0625), (0.5, 1.0), (0.5, 3.0),
-    (2.0, 0.0), (2.0, 1e-10), (2.0, 0.0625), (2.0, 1.0), (2.0, 1.0 * (1 + 1e-10)), (2.0, 1.0 * (1 - 1e-10)),
-    (2.0, 3.0), (3.0, 2.25), (10.0, 1.0), (0.0, 1.0), (0.0, 0.01),
+    (0.5, 0.0),
+    (0.5, 1e-12),
+    (0.5, 1e-3),
+    (0.5, 0.0625),
+    (0.5, 1.0),
+    (0.5, 3.0),
+    (2.0, 0.0),
+    (2.0, 1e-10),
+    (2.0, 0.0625),
+    (2.0, 1.0),
+    (2.0, 1.0 * (1 + 1e-10)),
+    (2.0, 1.0 * (1 - 1e-10)),
+    (2.0, 3.0),
+    (3.0, 2.25),
+    (10.0, 1.0),
+    (0.0, 1.0),
+    (0.0, 0.01),
 ]
 
 
@@ -63,7 +78,9 @@ def test_damped_oscillator_critical_closed_form():
     for gamma in (0.5, 2.0, 3.0):
         lam = gamma * gamma / 4
         got = theory.damped_oscillator_modes(np.array([lam]), gamma, T_GRID)[:, 0]
-        np.testing.assert_allclose(got, np.exp(-gamma * T_GRID / 2) * (1 + gamma * T_GRID / 2), rtol=1e-13, atol=1e-300)
+        np.testing.assert_allclose(
+            got, np.exp(-gamma * T_GRID / 2) * (1 + gamma * T_GRID / 2), rtol=1e-13, atol=1e-300
+        )
 
 
 def test_damped_oscillator_long_horizon_no_overflow():
@@ -114,7 +131,9 @@ def _poisson_bessel(lam, r, t, nodes=300):
     Gamma(nu + 1) / (Gamma(nu + 1/2) sqrt(pi)) int_{-pi/2}^{pi/2} cos(th)^(2 nu) cos(z sin th) d th
     by Gauss-Legendre quadrature (no Bessel function involved; the integrand is smooth for nu >= 0)."""
     nu = (r - 1) / 2
-    x, w = special.roots_legendre(nodes)  # a quadrature rule only (numpy's leggauss is slow beside jax's threads)
+    x, w = special.roots_legendre(
+        nodes
+    )  # a quadrature rule only (numpy's leggauss is slow beside jax's threads)
     th = 0.5 * np.pi * x
     z = np.multiply.outer(np.asarray(t, float), np.sqrt(lam))
     integral = 0.5 * np.pi * np.sum(w * np.cos(th) ** (2 * nu) * np.cos(z[..., None] * np.sin(th)), axis=-1)
@@ -154,11 +173,14 @@ def test_bessel_envelope_decays_like_t_to_minus_r_over_2(r):
 
 
 # --------------------------------------------------------------------------- closed form vs diffrax
-@pytest.mark.parametrize("name,hyper", [
-    ("gd", {"eta": 0.01}),
-    ("hb", {"eta": 0.01, "beta": 0.9}),
-    ("nag_c", {"eta": 0.01, "r": 3.0}),
-])
+@pytest.mark.parametrize(
+    "name,hyper",
+    [
+        ("gd", {"eta": 0.01}),
+        ("hb", {"eta": 0.01, "beta": 0.9}),
+        ("nag_c", {"eta": 0.01, "r": 3.0}),
+    ],
+)
 def test_ode_modes_vs_diffrax(name, hyper, random_spd):
     rng = np.random.default_rng(1)
     K = random_spd(rng, 6, kappa=100.0)
@@ -203,7 +225,9 @@ def test_limit_ode_faces():
             ode = spec.ode(hyper)
             steps = int(horizon / ode.time_step)
             exact = theory.discrete_modes(spec, hyper, lam, coef, steps)
-            gaps.append(np.max(np.abs(theory.ode_modes(ode, lam, coef, np.arange(steps + 1) * ode.time_step) - exact)))
+            gaps.append(
+                np.max(np.abs(theory.ode_modes(ode, lam, coef, np.arange(steps + 1) * ode.time_step) - exact))
+            )
         assert gaps[1] < 0.02 and gaps[1] < gaps[0] * (etas[0] / etas[1]) ** -0.4, (name, gaps)
     with pytest.raises(ValueError, match="no damping"):
         optimizers.get("gd").ode({"eta": 0.1}).damping_at(1.0)
@@ -275,11 +299,14 @@ def test_discrete_nag_c_matches_scheduled_momentum_sgd(r):
         np.testing.assert_allclose(got[:, i], ref, rtol=1e-11, atol=1e-13)
 
 
-@pytest.mark.parametrize("name,dt_of_eta,order", [
-    ("gd", lambda eta: eta, 1.0),        # t = k eta, error O(eta)
-    ("hb", math.sqrt, 0.5),              # t = k sqrt(eta), beta = 1 - gamma sqrt(eta): O(sqrt(eta))
-    ("nag_c", math.sqrt, 0.5),
-])
+@pytest.mark.parametrize(
+    "name,dt_of_eta,order",
+    [
+        ("gd", lambda eta: eta, 1.0),  # t = k eta, error O(eta)
+        ("hb", math.sqrt, 0.5),  # t = k sqrt(eta), beta = 1 - gamma sqrt(eta): O(sqrt(eta))
+        ("nag_c", math.sqrt, 0.5),
+    ],
+)
 def test_discrete_approaches_ode_as_eta_to_zero(name, dt_of_eta, order):
     lam, coef, T, gamma = np.array([0.3, 1.0, 2.5]), np.array([1.0, -0.5, 0.25]), 10.0, 1.5
     spec = optimizers.get(name)
@@ -327,7 +354,9 @@ def test_gd_predicted_rate_and_measured_rate():
         got = theory.predicted_linear_rate(optimizers.get("gd"), {"eta": eta}, lam)
         assert got == pytest.approx(expected, rel=1e-12)
     eta = 0.5
-    loss = theory.modal_loss(theory.discrete_modes(optimizers.get("gd"), {"eta": eta}, lam, np.ones(4), 400), 1.0)
+    loss = theory.modal_loss(
+        theory.discrete_modes(optimizers.get("gd"), {"eta": eta}, lam, np.ones(4), 400), 1.0
+    )
     fit = rates.fit_rates(np.arange(401), loss, window=(0.5, 1.0))
     assert fit.linear_rate == pytest.approx(0.95**2, rel=1e-9)
 
@@ -422,13 +451,14 @@ def test_nag_c_fixed_eta_turns_linear():
     with k (about -6 on 100..300, -12 on 300..1000, -32 on 1000..3000) and the late loss decays
     linearly at about (1 - eta lam) per step (root modulus^2 -> 1 - eta lam as beta_k -> 1)."""
     eta_lam, steps = 0.0158, 6000
-    c = theory.discrete_modes(optimizers.get("nag_c"), {"eta": 1.0, "r": 3.0}, np.array([eta_lam]),
-                              np.array([1.0]), steps)[:, 0]
+    c = theory.discrete_modes(
+        optimizers.get("nag_c"), {"eta": 1.0, "r": 3.0}, np.array([eta_lam]), np.array([1.0]), steps
+    )[:, 0]
     loss = c * c
     k = np.arange(steps + 1)
 
     def envelope_exponent(a, b):
-        seg, ks = np.abs(c[a:b + 1]), k[a:b + 1]
+        seg, ks = np.abs(c[a : b + 1]), k[a : b + 1]
         peak = np.flatnonzero((seg[1:-1] >= seg[:-2]) & (seg[1:-1] >= seg[2:])) + 1
         return np.polyfit(np.log(ks[peak]), 2 * np.log(seg[peak]), 1)[0]
 
@@ -456,7 +486,9 @@ def _hand_loop(name: str, eta: float, steps: int, r: float = 3.0) -> np.ndarray:
     lam, e = ORDER_LAM, ORDER_COEF.copy()
     beta = 1 - ORDER_GAMMA * math.sqrt(eta)
     out = [e.copy()]
-    if name == "nag_c_classic":  # Su-Boyd-Candes: x_{k+1} = y_k - eta grad(y_k), y_{k+1} = x_{k+1} + k/(k+r)(x_{k+1} - x_k)
+    if (
+        name == "nag_c_classic"
+    ):  # Su-Boyd-Candes: x_{k+1} = y_k - eta grad(y_k), y_{k+1} = x_{k+1} + k/(k+r)(x_{k+1} - x_k)
         x_prev = e.copy()
         for k in range(steps):
             x = e - eta * lam * e
@@ -486,8 +518,11 @@ def _hand_loop(name: str, eta: float, steps: int, r: float = 3.0) -> np.ndarray:
 
 
 def _ode_hyper(name: str, eta: float) -> dict:
-    return {"eta": eta, **({"beta": 1 - ORDER_GAMMA * math.sqrt(eta)} if name in ("hb", "nag") else {}),
-            **({"r": 3.0} if name.startswith("nag_c") else {})}
+    return {
+        "eta": eta,
+        **({"beta": 1 - ORDER_GAMMA * math.sqrt(eta)} if name in ("hb", "nag") else {}),
+        **({"r": 3.0} if name.startswith("nag_c") else {}),
+    }
 
 
 def _etas(name: str) -> tuple:
@@ -506,8 +541,11 @@ def _max_errors(name: str, kind: str, transform=None) -> np.ndarray:
             ode = transform(ode, eta)
         steps = int(ORDER_T / ode.time_step)
         t = np.arange(steps + 1) * ode.time_step
-        pred = theory.ode_modes(ode, ORDER_LAM, ORDER_COEF, t) if kind == "low" else \
-            theory.highres_modes(ode, ORDER_LAM, ORDER_COEF, t)
+        pred = (
+            theory.ode_modes(ode, ORDER_LAM, ORDER_COEF, t)
+            if kind == "low"
+            else theory.highres_modes(ode, ORDER_LAM, ORDER_COEF, t)
+        )
         errs.append(np.max(np.abs(pred - _hand_loop(name, eta, steps))))
     return np.array(errs)
 
@@ -516,10 +554,16 @@ def _order(errs, name: str = "hb") -> float:
     return float(np.polyfit(np.log(_etas(name)), np.log(errs), 1)[0])
 
 
-@pytest.mark.parametrize("name,kind,expected", [
-    ("gd", "low", 1.0),  # t = k eta: gradient flow is already O(eta)
-    ("hb", "low", 0.5), ("nag", "low", 0.5), ("nag_c", "low", 0.5), ("nag_c_classic", "low", 0.5),
-])
+@pytest.mark.parametrize(
+    "name,kind,expected",
+    [
+        ("gd", "low", 1.0),  # t = k eta: gradient flow is already O(eta)
+        ("hb", "low", 0.5),
+        ("nag", "low", 0.5),
+        ("nag_c", "low", 0.5),
+        ("nag_c_classic", "low", 0.5),
+    ],
+)
 def test_low_resolution_ode_order(name, kind, expected):
     errs = _max_errors(name, kind)
     assert np.all(np.diff(errs) < 0), errs
@@ -542,8 +586,13 @@ def test_high_resolution_start_matters():
     too: the start and the time map are what make them O(eta)."""
     fd = _max_errors("hb", "high", lambda ode, eta: dataclasses.replace(ode, velocity0=math.sqrt(eta)))
     assert _order(fd) == pytest.approx(0.5, abs=0.1), fd
-    at_zero = _max_errors("nag_c", "high", lambda ode, eta: dataclasses.replace(
-        ode, time_offset=0.0, stiffness_t2=0.0, velocity0=ode.stiffness_t / ode.r))
+    at_zero = _max_errors(
+        "nag_c",
+        "high",
+        lambda ode, eta: dataclasses.replace(
+            ode, time_offset=0.0, stiffness_t2=0.0, velocity0=ode.stiffness_t / ode.r
+        ),
+    )
     assert _order(at_zero) == pytest.approx(0.5, abs=0.1), at_zero
 
 
@@ -568,5 +617,6 @@ def test_highres_ode_rejects_bad_input():
         theory.highres_modes(ode, np.array([1.0]), np.array([1.0]), np.array([-0.1, 0.0]))
     # the step clock t = k time_step: t = 0 is the start tau_0 = 2.5 sqrt(eta), where e = e0
     assert ode.start == pytest.approx(0.25) and ode.ode_time(0.0) == ode.start
-    np.testing.assert_array_equal(theory.highres_modes(ode, np.array([1.0, 4.0]), np.array([2.0, -1.0]), np.zeros(1)),
-                                  [[2.0, -1.0]])
+    np.testing.assert_array_equal(
+        theory.highres_modes(ode, np.array([1.0, 4.0]), np.array([2.0, -1.0]), np.zeros(1)), [[2.0, -1.0]]
+    )
