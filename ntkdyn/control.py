@@ -34,10 +34,12 @@ counterpart from the limiting ODE: natural frequency omega_n and damping ratio z
 time; t -> infinity values for vanishing damping), for the low-resolution ODE (``spec.ode``) and
 the high-resolution one (``spec.ode_hr``), and the same pair read off the discrete system itself
 (``discrete_equivalent``: from both dominant z-poles, s = log z / time_step, omega_n^2 = s1 s2,
-zeta = -(s1 + s2) / (2 omega_n); it tends to the ODE's values as eta -> 0). Settling is certified, not truncated: the trajectory is
-iterated until a Lyapunov bound |C x|^2 <= (C P^-1 C^T) x^T P x (A^T P A - P = -I) guarantees that
-no later step leaves the band (for scheduled methods with the frozen k -> infinity matrix).
+zeta = -(s1 + s2) / (2 omega_n); it tends to the ODE's values as eta -> 0). Settling is certified, not
+truncated: the trajectory is iterated until a Lyapunov bound |C x|^2 <= (C P^-1 C^T) x^T P x
+(A^T P A - P = -I) guarantees that no later step leaves the band (for scheduled methods with the
+frozen k -> infinity matrix).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -86,14 +88,21 @@ def state_space(spec, hyper: dict, lam, k: float | None = None) -> StateSpace:
     lam = np.atleast_1d(np.asarray(lam, np.float64))
     if isinstance(spec, optimizers.ModalSpec):
         A, B, C, x0 = spec.system(hyper, lam)
-        return StateSpace(lam, np.asarray(A, np.float64), np.asarray(B, np.float64), np.asarray(C, np.float64),
-                          np.asarray(x0, np.float64))
+        return StateSpace(
+            lam,
+            np.asarray(A, np.float64),
+            np.asarray(B, np.float64),
+            np.asarray(C, np.float64),
+            np.asarray(x0, np.float64),
+        )
     kk = (1.0 if spec.constant else ASYMPTOTIC_K) if k is None else float(k)
     A = optimizers.companion(spec, hyper, lam, kk)
     _, u = spec.method.step(hyper, kk)
     u = np.asarray(u, np.float64)
     d = u.size
-    return StateSpace(lam, A, -lam[:, None] * u, np.eye(d)[0], optimizers.initial_state(spec, np.ones_like(lam)))
+    return StateSpace(
+        lam, A, -lam[:, None] * u, np.eye(d)[0], optimizers.initial_state(spec, np.ones_like(lam))
+    )
 
 
 def poles(ss: StateSpace) -> np.ndarray:
@@ -117,7 +126,7 @@ def transfer_function(ss: StateSpace, tol: float = 1e-12) -> tuple[list[np.ndarr
         scale = max(np.max(np.abs(num)), np.max(np.abs(B)) * np.max(np.abs(ss.C)), 1e-300)
         num = np.where(np.abs(num) < tol * scale, 0.0, num)
         nz = np.flatnonzero(num)
-        nums.append(num[nz[0]:] if nz.size else np.zeros(1))
+        nums.append(num[nz[0] :] if nz.size else np.zeros(1))
         dens.append(den)
     return nums, np.asarray(dens)
 
@@ -166,7 +175,9 @@ def lyapunov(A: np.ndarray) -> np.ndarray:
     return 0.5 * (P + np.swapaxes(P, -1, -2))
 
 
-def settling(spec, hyper: dict, lam, band: float = BAND, max_iters: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
+def settling(
+    spec, hyper: dict, lam, band: float = BAND, max_iters: int = 100_000
+) -> tuple[np.ndarray, np.ndarray]:
     """Settling iterations (first K with |e_k / e_0| <= band for all k >= K; -1 where unstable or not
     certified within ``max_iters``) and overshoot max_k(-e_k / e_0)^+ of each mode.
 
@@ -241,7 +252,9 @@ def ode_damping(ode, lam) -> tuple[np.ndarray | None, np.ndarray | None]:
         return np.where(omega > 0, gamma / (2 * np.where(omega > 0, omega, 1.0)), np.inf), omega
 
 
-def discrete_equivalent(p: np.ndarray, time_step: float = 1.0, order: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def discrete_equivalent(
+    p: np.ndarray, time_step: float = 1.0, order: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
     """(zeta, omega_n) per mode of the continuous system equivalent to the discrete one, from its
     ``order`` dominant poles (``p``: (n, d) largest modulus first, as ``poles`` returns them).
 
@@ -267,7 +280,9 @@ def discrete_equivalent(p: np.ndarray, time_step: float = 1.0, order: int = 2) -
         ok = real[:, 0] & ~bad[:, 0]
         return nan, np.where(ok, -s[:, 0].real, np.nan)
     if p.shape[1] < 2:
-        raise ValueError(f"discrete_equivalent: order {order} needs at least 2 poles per mode, got {p.shape[1]}")
+        raise ValueError(
+            f"discrete_equivalent: order {order} needs at least 2 poles per mode, got {p.shape[1]}"
+        )
     s1, s2 = s[:, 0], s[:, 1]
     pair = ~bad[:, 0] & ~bad[:, 1] & (real[:, 0] == real[:, 1])
     pair &= real[:, 0] | (np.abs(p[:, 0] - np.conj(p[:, 1])) <= 1e-9 * np.abs(p[:, 0]))  # a conjugate pair
@@ -309,30 +324,46 @@ def analyse(spec, hyper: dict, lam, band: float = BAND, max_iters: int = 100_000
     gain = dc_gain(ss)
     modes = []
     for i, lm in enumerate(lam):
-        modes.append({
-            "lambda": float(lm), "poles": _pairs(p[i]), "zeros": _pairs(zs[i]), "spectral_radius": float(rho[i]),
-            "stable": bool(rho[i] < 1.0), "zeta": None if zeta is None else _num(zeta[i]),
-            "omega_n": None if omega is None else _num(omega[i]),
-            "zeta_hr": None if zeta_hr is None else _num(zeta_hr[i]),
-            "omega_n_hr": None if omega_hr is None else _num(omega_hr[i]),
-            "zeta_discrete": _num(zeta_d[i]), "omega_n_discrete": _num(omega_d[i]),
-            "settling_iters": None if settle[i] < 0 else int(settle[i]),
-            "overshoot": _num(over[i]) if rho[i] < 1 else None, "dc_gain": _num(gain[i])})
+        modes.append(
+            {
+                "lambda": float(lm),
+                "poles": _pairs(p[i]),
+                "zeros": _pairs(zs[i]),
+                "spectral_radius": float(rho[i]),
+                "stable": bool(rho[i] < 1.0),
+                "zeta": None if zeta is None else _num(zeta[i]),
+                "omega_n": None if omega is None else _num(omega[i]),
+                "zeta_hr": None if zeta_hr is None else _num(zeta_hr[i]),
+                "omega_n_hr": None if omega_hr is None else _num(omega_hr[i]),
+                "zeta_discrete": _num(zeta_d[i]),
+                "omega_n_discrete": _num(omega_d[i]),
+                "settling_iters": None if settle[i] < 0 else int(settle[i]),
+                "overshoot": _num(over[i]) if rho[i] < 1 else None,
+                "dc_gain": _num(gain[i]),
+            }
+        )
     worst = int(np.argmax(rho))
     nz = [z[np.abs(z) > 1e-12] for z in zs]
     return {
-        "optimizer": spec.name, "eta": _num(hyper.get("eta")), "beta": _num(hyper.get("beta")),
-        "r": _num(hyper.get("r")), "hyper": {k: _num(v) for k, v in hyper.items() if isinstance(v, (int, float))},
+        "optimizer": spec.name,
+        "eta": _num(hyper.get("eta")),
+        "beta": _num(hyper.get("beta")),
+        "r": _num(hyper.get("r")),
+        "hyper": {k: _num(v) for k, v in hyper.items() if isinstance(v, (int, float))},
         "time_varying": not spec.constant,
         "system": "k -> infinity (frozen schedule)" if not spec.constant else "constant",
-        "ode": ode.description if ode is not None else None, "ode_hr": ode_hr.description if ode_hr is not None else None,
+        "ode": ode.description if ode is not None else None,
+        "ode_hr": ode_hr.description if ode_hr is not None else None,
         "ode_time_step": ode.time_step if ode is not None else None,
-        "spectral_radius": float(rho[worst]), "rate": float(rho[worst] ** 2), "stable": bool(np.all(rho < 1.0)),
+        "spectral_radius": float(rho[worst]),
+        "rate": float(rho[worst] ** 2),
+        "stable": bool(np.all(rho < 1.0)),
         "slowest_mode": {"lambda": float(lam[worst]), "index": worst},
         "settling_iters_max": None if np.any(settle < 0) else int(np.max(settle)),
         "overshoot_max": _num(np.max(over)) if np.all(rho < 1) else None,
         "nonzero_zeros": bool(any(z.size for z in nz)),
-        "modes": modes}
+        "modes": modes,
+    }
 
 
 # --------------------------------------------------------------------------- maps and loci
@@ -380,15 +411,23 @@ def measure_tail(step, loss, window: tuple[float, float], floor: float = 0.0) ->
     loss = np.asarray(loss, np.float64)
     pk = rates.envelope_peaks(loss)
     sel = pk[(step[pk] >= window[0]) & (step[pk] <= window[1]) & (loss[pk] > floor)]
-    out = {"window": [float(window[0]), float(window[1])], "peaks": int(sel.size),
-           "power_exponent": None, "tail_rate": None, "crossover_step": None}
+    out = {
+        "window": [float(window[0]), float(window[1])],
+        "peaks": int(sel.size),
+        "power_exponent": None,
+        "tail_rate": None,
+        "crossover_step": None,
+    }
     if sel.size < 4:
         return out
     k = step[sel]
     M = np.stack([np.ones_like(k), np.log(k), k], axis=1)
     a, p, logq = np.linalg.lstsq(M, np.log(loss[sel]), rcond=None)[0]
-    out.update(power_exponent=float(p), tail_rate=float(math.exp(logq)),
-               crossover_step=float(p / logq) if logq < 0 and p < 0 else None)
+    out.update(
+        power_exponent=float(p),
+        tail_rate=float(math.exp(logq)),
+        crossover_step=float(p / logq) if logq < 0 and p < 0 else None,
+    )
     return out
 
 
@@ -425,10 +464,14 @@ def _train(setup, cfg, spec, hypers: list[dict], steps: int, dtype: str | None =
     params, consts = jax.tree.map(cast, setup.params), jax.tree.map(cast, setup.consts)
     plan = train.TrainPlan(steps, 1, (), (), cfg.train.divergence_factor)
     R = len(hypers)
-    return train.train_batch(setup.model, spec, hypers, setup.c, plan, [params] * R, [consts] * R, [X] * R, [y] * R)
+    return train.train_batch(
+        setup.model, spec, hypers, setup.c, plan, [params] * R, [consts] * R, [X] * R, [y] * R
+    )
 
 
-def compute(cfg, setup, metrics: dict | None = None, trajectories: dict | None = None, say=print) -> tuple[dict, dict]:
+def compute(
+    cfg, setup, metrics: dict | None = None, trajectories: dict | None = None, say=print
+) -> tuple[dict, dict]:
     """The ``control:`` section of a run: (control.json content, arrays for the plots).
 
     Uses the run's spectrum (``setup.lam``), its optimizers with a recurrence (and
@@ -440,11 +483,17 @@ def compute(cfg, setup, metrics: dict | None = None, trajectories: dict | None =
     lam, coef = np.asarray(setup.lam, np.float64), np.asarray(setup.coef, np.float64)
     report: dict[str, Any] = {
         "transfer_function": "G(z) = U(z)/Y(z) = C (zI - A)^-1 B, target y -> output u, zero initial state; "
-                             "scheduled methods frozen at k -> infinity; zeros include z = 0 (a one-step advance)",
-        "rate": "loss factor per iteration = spectral_radius^2", "band": cc.band,
-        "spectrum": {"lambda_min": float(lam[0]), "lambda_max": float(lam[-1]),
-                     "kappa": float(lam[-1] / lam[0]) if lam[0] > 0 else None, "n": int(lam.size)},
-        "optimizers": {}}
+        "scheduled methods frozen at k -> infinity; zeros include z = 0 (a one-step advance)",
+        "rate": "loss factor per iteration = spectral_radius^2",
+        "band": cc.band,
+        "spectrum": {
+            "lambda_min": float(lam[0]),
+            "lambda_max": float(lam[-1]),
+            "kappa": float(lam[-1] / lam[0]) if lam[0] > 0 else None,
+            "n": int(lam.size),
+        },
+        "optimizers": {},
+    }
     plot: dict[str, Any] = {"lam": lam, "optimizers": {}}
     entries = [(oc, True) for oc in cfg.optimizers if (cc.labels is None or oc.label in cc.labels)]
     entries += [(oc, False) for oc in (cc.extra or [])]
@@ -462,11 +511,18 @@ def compute(cfg, setup, metrics: dict | None = None, trajectories: dict | None =
         entry = analyse(spec, hyper, lam, cc.band, cc.max_iters)
         m = metrics.get("optimizers", {}).get(label, {}) if trained else {}
         entry["trained"] = bool(trained and label in trajectories)
-        entry["observed"] = ({"status": m.get("status"), "verdict": m.get("verdict"),
-                              "linear_rate": (m.get("fitted") or {}).get("linear_rate"),
-                              "diverged_at": m.get("diverged_at")} if entry["trained"]
-                             else "recurrence only: no training face" if isinstance(spec, optimizers.ModalSpec)
-                             else "not trained")
+        entry["observed"] = (
+            {
+                "status": m.get("status"),
+                "verdict": m.get("verdict"),
+                "linear_rate": (m.get("fitted") or {}).get("linear_rate"),
+                "diverged_at": m.get("diverged_at"),
+            }
+            if entry["trained"]
+            else "recurrence only: no training face"
+            if isinstance(spec, optimizers.ModalSpec)
+            else "not trained"
+        )
         arrays = {"hyper": hyper, "spec": spec}
         if entry["trained"]:
             arr = trajectories[label]
@@ -474,29 +530,39 @@ def compute(cfg, setup, metrics: dict | None = None, trajectories: dict | None =
             entry["ode_match"] = {f"{k}_log10_gap": log_gap(v, arr["loss"], floor) for k, v in preds.items()}
             if "loss_discrete" in arr:
                 entry["ode_match"]["discrete_log10_gap"] = log_gap(arr["loss_discrete"], arr["loss"], floor)
-            arrays.update(step=arr["step"], loss=arr["loss"], loss_discrete=arr.get("loss_discrete"),
-                          **{f"loss_ode_{k}": v for k, v in preds.items()})
+            arrays.update(
+                step=arr["step"],
+                loss=arr["loss"],
+                loss_discrete=arr.get("loss_discrete"),
+                **{f"loss_ode_{k}": v for k, v in preds.items()},
+            )
             if spec.ode is not None and spec.ode(hyper).damping == "vanishing" and lam[0] > 0:
                 entry["tail"] = _tail(spec, hyper, lam, arr, floor)
         report["optimizers"][label] = entry
         plot["optimizers"][label] = arrays
-        say(f"  control: {label}: rho = {entry['spectral_radius']:.6f}, rate {entry['rate']:.6f}, "
-            f"{'stable' if entry['stable'] else 'UNSTABLE'}")
+        say(
+            f"  control: {label}: rho = {entry['spectral_radius']:.6f}, rate {entry['rate']:.6f}, "
+            f"{'stable' if entry['stable'] else 'UNSTABLE'}"
+        )
 
     if cc.map_steps >= 0 and cc.map_optimizers:
         report["maps"], plot["maps"] = {}, {}
         for name in cc.map_optimizers:
             rep, arr = _map(cfg, setup, name, floor)
             report["maps"][name], plot["maps"][name] = rep, arr
-            say(f"  control: map {name}: boundary offset (cells): linear growth {rep.get('boundary_offset_max')}, "
-                f"blow-up {rep.get('divergence_offset_max')}")
+            say(
+                f"  control: map {name}: boundary offset (cells): linear growth "
+                f"{rep.get('boundary_offset_max')}, "
+                f"blow-up {rep.get('divergence_offset_max')}"
+            )
     if cc.sweep_etas:
         report["ode_sweep"], plot["ode_sweep"] = _sweep(cfg, setup, floor)
     return report, plot
 
 
 def _tail(spec, hyper, lam, arr, floor) -> dict:
-    # NAG-C: det A_k = beta_k (1 - h); OGM: a_k (1 - h), a_k ~ 1 - 3/k: both envelopes k^-r (1 - h)^k, h = eta lam
+    # NAG-C: det A_k = beta_k (1 - h); OGM: a_k (1 - h), a_k ~ 1 - 3/k:
+    # both envelopes k^-r (1 - h)^k, h = eta lam
     eta, r = hyper["eta"], spec.ode(hyper).r
     pred = theory.vanishing_tail(eta, float(lam[0]), r)
     out = {"predicted": pred}
@@ -530,9 +596,15 @@ def _map(cfg, setup, name: str, floor: float) -> tuple[dict, dict]:
     betas = np.linspace(cc.map_beta[0], cc.map_beta[1], cc.map_grid[1])
     base = resolve(spec, {"eta": 1.0, "beta": 0.0}, lam)
     rate, stable = rate_map(spec, base, lam, etas, betas)
-    rep = {"optimizer": name, "eta": etas.tolist(), "beta": betas.tolist(), "eta_lambda_max": (etas * lam[-1]).tolist(),
-           "predicted_rate": rate.tolist(), "predicted_stable": stable.tolist(),
-           "predicted_first_unstable": first_unstable(~stable).tolist()}
+    rep = {
+        "optimizer": name,
+        "eta": etas.tolist(),
+        "beta": betas.tolist(),
+        "eta_lambda_max": (etas * lam[-1]).tolist(),
+        "predicted_rate": rate.tolist(),
+        "predicted_stable": stable.tolist(),
+        "predicted_first_unstable": first_unstable(~stable).tolist(),
+    }
     arr = {"etas": etas, "betas": betas, "rate": rate, "stable": stable}
     if cc.map_steps > 0:
         hypers = [{**base, "eta": float(e), "beta": float(b)} for b in betas for e in etas]
@@ -551,12 +623,19 @@ def _map(cfg, setup, name: str, floor: float) -> tuple[dict, dict]:
                 obs_rate[j, i] = rates.fit_rates(r.step, L, (0.5, 1.0), map_floor).linear_rate
         off = first_unstable(grew) - first_unstable(~stable)
         off_div = first_unstable(diverged) - first_unstable(~stable)
-        rep.update(steps=cc.map_steps, dtype=cc.map_dtype, observed_grew=grew.tolist(),
-                   observed_diverged=diverged.tolist(), observed_rate=[[_num(v) for v in row] for row in obs_rate],
-                   observed_first_grew=first_unstable(grew).tolist(),
-                   observed_first_diverged=first_unstable(diverged).tolist(),
-                   boundary_offset=off.tolist(), boundary_offset_max=int(np.max(np.abs(off))),
-                   divergence_offset=off_div.tolist(), divergence_offset_max=int(np.max(np.abs(off_div))))
+        rep.update(
+            steps=cc.map_steps,
+            dtype=cc.map_dtype,
+            observed_grew=grew.tolist(),
+            observed_diverged=diverged.tolist(),
+            observed_rate=[[_num(v) for v in row] for row in obs_rate],
+            observed_first_grew=first_unstable(grew).tolist(),
+            observed_first_diverged=first_unstable(diverged).tolist(),
+            boundary_offset=off.tolist(),
+            boundary_offset_max=int(np.max(np.abs(off))),
+            divergence_offset=off_div.tolist(),
+            divergence_offset_max=int(np.max(np.abs(off_div))),
+        )
         arr.update(grew=grew, diverged=diverged, obs_rate=obs_rate)
     return rep, arr
 
@@ -576,33 +655,66 @@ def _sweep(cfg, setup, floor: float) -> tuple[dict, dict]:
         res = _train(setup, cfg, spec, [hyper], steps)[0]
         preds = ode_losses(spec, hyper, lam, coef, setup.c, res.step)
         disc = theory.modal_loss(theory.discrete_modes(spec, hyper, lam, coef, steps), setup.c)
-        row = {"eta": float(eta), "steps": steps, "status": "diverged" if res.diverged_at is not None else "ok",
-               "discrete_log10_gap": log_gap(disc, res.loss, floor),
-               **{f"{k}_log10_gap": log_gap(v, res.loss, floor) for k, v in preds.items()}}
+        row = {
+            "eta": float(eta),
+            "steps": steps,
+            "status": "diverged" if res.diverged_at is not None else "ok",
+            "discrete_log10_gap": log_gap(disc, res.loss, floor),
+            **{f"{k}_log10_gap": log_gap(v, res.loss, floor) for k, v in preds.items()},
+        }
         if ode.damping == "vanishing" and lam[0] > 0:
             row["crossover_step"] = theory.vanishing_tail(float(eta), float(lam[0]), ode.r)["crossover_step"]
         rows.append(row)
         arrays.append({"eta": float(eta), "step": res.step, "loss": res.loss, "loss_discrete": disc, **preds})
-    return {"optimizer": cc.sweep_optimizer, "ode_time": cc.sweep_time, "rows": rows,
-            "metric": "mean |log10 L_pred - log10 L_train| over the steps where both exceed (1000 eps)^2 L_0"}, {"runs": arrays}
+    return {
+        "optimizer": cc.sweep_optimizer,
+        "ode_time": cc.sweep_time,
+        "rows": rows,
+        "metric": "mean |log10 L_pred - log10 L_train| over the steps where both exceed (1000 eps)^2 L_0",
+    }, {"runs": arrays}
 
 
 def summary_table(report: dict) -> str:
     """Side-by-side text table: predicted (control) vs observed (training) per optimizer."""
-    head = ["label", "optimizer", "eta", "beta", "spectral radius", "predicted rate", "fitted rate", "stable",
-            "status", "settling max", "overshoot max", "zeros != 0", "zeta(l_min) disc/lo/hr",
-            "omega_n(l_min) disc/lo"]
+    head = [
+        "label",
+        "optimizer",
+        "eta",
+        "beta",
+        "spectral radius",
+        "predicted rate",
+        "fitted rate",
+        "stable",
+        "status",
+        "settling max",
+        "overshoot max",
+        "zeros != 0",
+        "zeta(l_min) disc/lo/hr",
+        "omega_n(l_min) disc/lo",
+    ]
     rows = [head]
     f = lambda v, s=".6f": "-" if v is None else format(v, s)
     for label, e in report["optimizers"].items():
         obs = e["observed"] if isinstance(e["observed"], dict) else {}
         m0 = e["modes"][0]
-        rows.append([label, e["optimizer"], f(e["eta"], ".4g"), f(e["beta"], ".4g"), f(e["spectral_radius"]),
-                     f(e["rate"]), f(obs.get("linear_rate")), str(e["stable"]),
-                     obs.get("status") or ("recurrence only" if not e["trained"] else "-"),
-                     f(e["settling_iters_max"], "d"), f(e["overshoot_max"], ".3f"), str(e["nonzero_zeros"]),
-                     f"{f(m0['zeta_discrete'], '.3g')}/{f(m0['zeta'], '.3g')}/{f(m0['zeta_hr'], '.3g')}",
-                     f"{f(m0['omega_n_discrete'], '.3g')}/{f(m0['omega_n'], '.3g')}"])
+        rows.append(
+            [
+                label,
+                e["optimizer"],
+                f(e["eta"], ".4g"),
+                f(e["beta"], ".4g"),
+                f(e["spectral_radius"]),
+                f(e["rate"]),
+                f(obs.get("linear_rate")),
+                str(e["stable"]),
+                obs.get("status") or ("recurrence only" if not e["trained"] else "-"),
+                f(e["settling_iters_max"], "d"),
+                f(e["overshoot_max"], ".3f"),
+                str(e["nonzero_zeros"]),
+                f"{f(m0['zeta_discrete'], '.3g')}/{f(m0['zeta'], '.3g')}/{f(m0['zeta_hr'], '.3g')}",
+                f"{f(m0['omega_n_discrete'], '.3g')}/{f(m0['omega_n'], '.3g')}",
+            ]
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -1,4 +1,5 @@
 """Figures of the control section (matplotlib only here) and its I/O edge (``run_section``)."""
+
 from __future__ import annotations
 
 import math
@@ -75,10 +76,14 @@ def pole_zero(report: dict, path: str) -> str:
             z = np.array(m["zeros"]).reshape(-1, 2)
             if z.size:
                 ax.plot(z[:, 0], z[:, 1], "o", mfc="none", color=colour, ms=6)
-        ax.set_title(f"{label}: rho={e['spectral_radius']:.4f}" + ("" if e["stable"] else " UNSTABLE"), fontsize=9)
+        ax.set_title(
+            f"{label}: rho={e['spectral_radius']:.4f}" + ("" if e["stable"] else " UNSTABLE"), fontsize=9
+        )
         ax.set_xlim(-1.3, 1.3)
         ax.set_ylim(-1.3, 1.3)
-    fig.suptitle("poles (x) and zeros (o) of G(z) = U/Y per NTK eigenmode (colour: log10 lambda)", fontsize=10)
+    fig.suptitle(
+        "poles (x) and zeros (o) of G(z) = U/Y per NTK eigenmode (colour: log10 lambda)", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -131,9 +136,16 @@ def root_loci(data: dict, cc, path: str) -> str:
         for j, colour in ((0, "tab:blue"), (1, "tab:red")):
             pts = P[:, j, :].ravel()
             ax.scatter(pts.real, pts.imag, s=2, color=colour, alpha=0.5)
-            here = control.poles(control.state_space(spec, hyper, ends[j:j + 1]))[0]
-            ax.plot(here.real, here.imag, "*", color=colour, ms=11, mec="k",
-                    label=f"{'lambda_min' if j == 0 else 'lambda_max'}={ends[j]:.3g}")
+            here = control.poles(control.state_space(spec, hyper, ends[j : j + 1]))[0]
+            ax.plot(
+                here.real,
+                here.imag,
+                "*",
+                color=colour,
+                ms=11,
+                mec="k",
+                label=f"{'lambda_min' if j == 0 else 'lambda_max'}={ends[j]:.3g}",
+            )
         lim = max(1.3, float(np.nanmax(np.abs(P[np.isfinite(P)]))) if np.isfinite(P).any() else 1.3)
         lim = min(lim, 3.0)
         ax.set_xlim(-lim, lim)
@@ -161,8 +173,10 @@ def maps(maps_data: dict, path: str) -> str:
         dx = x[1] - x[0]
         first = control.first_unstable(~np.asarray(d["stable"]))
         xb = x[0] - 0.5 * dx + first * dx  # between the last stable and the first unstable cell
-        for ax, field, title in ((row[0], "rate", "predicted loss rate max rho^2"),
-                                 (row[1], "obs_rate", "fitted loss rate (training)")):
+        for ax, field, title in (
+            (row[0], "rate", "predicted loss rate max rho^2"),
+            (row[1], "obs_rate", "fitted loss rate (training)"),
+        ):
             if field not in d:
                 ax.set_visible(False)
                 continue
@@ -199,8 +213,12 @@ def highres(report: dict, data: dict, path: str) -> str:
     for ax, label in zip(axes, tails):
         d = data["optimizers"][label]
         k = np.maximum(np.asarray(d["step"], float), 1)
-        for key, style, name in (("loss", "-", "training"), ("loss_discrete", "--", "kernel recurrence"),
-                                 ("loss_ode_low", ":", "low-res ODE"), ("loss_ode_high", "-.", "high-res ODE")):
+        for key, style, name in (
+            ("loss", "-", "training"),
+            ("loss_discrete", "--", "kernel recurrence"),
+            ("loss_ode_low", ":", "low-res ODE"),
+            ("loss_ode_high", "-.", "high-res ODE"),
+        ):
             y = d.get(key)
             if y is None:
                 continue
@@ -224,8 +242,11 @@ def highres(report: dict, data: dict, path: str) -> str:
         ax = axes[len(tails)]
         rows = report["ode_sweep"]["rows"]
         etas = [r["eta"] for r in rows]
-        for key, marker, name in (("discrete_log10_gap", "s", "kernel recurrence"), ("low_log10_gap", "o", "low-res ODE"),
-                                  ("high_log10_gap", "^", "high-res ODE")):
+        for key, marker, name in (
+            ("discrete_log10_gap", "s", "kernel recurrence"),
+            ("low_log10_gap", "o", "low-res ODE"),
+            ("high_log10_gap", "^", "high-res ODE"),
+        ):
             ys = [r.get(key) for r in rows]
             if any(v is not None for v in ys):
                 ax.plot(etas, [np.nan if v is None else v for v in ys], marker + "-", label=name)
@@ -233,11 +254,13 @@ def highres(report: dict, data: dict, path: str) -> str:
         ax.set_yscale("log")
         ax.set_xlabel("eta")
         ax.set_ylabel("mean |log10 L_pred - log10 L_train|")
-        ax.set_title(f"{report['ode_sweep']['optimizer']}: which ODE matches training as eta shrinks "
-                     f"(ODE time {report['ode_sweep']['ode_time']:g})", fontsize=9)
+        ax.set_title(
+            f"{report['ode_sweep']['optimizer']}: which ODE matches training as eta shrinks "
+            f"(ODE time {report['ode_sweep']['ode_time']:g})",
+            fontsize=9,
+        )
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-

@@ -4,6 +4,7 @@ maps against training, the high-resolution ODEs and NAG-C's crossover.
 References are independent: closed forms (characteristic polynomials, GD's settling, stability
 regions), hand-written scalar recurrences, scipy's solve_ivp, diffrax in the full output space,
 and training (a finite network, float64)."""
+
 import math
 
 import jax
@@ -37,14 +38,18 @@ def _three_term(p1, p0, c1, steps):
 
 
 # --------------------------------------------------------------------------- poles and zeros
-@pytest.mark.parametrize("eta,beta", [(0.1, 0.0), (0.1, 0.5), (0.5, 0.9), (1.0, 0.3), (0.02, 0.99), (0.9, 0.6)])
+@pytest.mark.parametrize(
+    "eta,beta", [(0.1, 0.0), (0.1, 0.5), (0.5, 0.9), (1.0, 0.3), (0.02, 0.99), (0.9, 0.6)]
+)
 def test_hb_poles_are_roots_of_characteristic_polynomial(eta, beta):
     p = control.poles(control.state_space(optimizers.get("hb"), {"eta": eta, "beta": beta}, LAMS))
     assert p.shape == (LAMS.size, 2)
     n_complex = 0
     for lam, pl in zip(LAMS, p):
         ref = np.roots([1.0, -(1 + beta - eta * lam), beta])
-        np.testing.assert_allclose(np.sort_complex(pl), np.sort_complex(ref), atol=1e-7 if beta > 0.98 else 1e-10)
+        np.testing.assert_allclose(
+            np.sort_complex(pl), np.sort_complex(ref), atol=1e-7 if beta > 0.98 else 1e-10
+        )
         if abs(ref[0].imag) > 1e-6:
             n_complex += 1
             np.testing.assert_allclose(np.abs(pl), math.sqrt(beta), rtol=1e-10)
@@ -79,20 +84,33 @@ def test_transfer_functions_closed_forms_and_nag_zero():
     nums, dens = control.transfer_function(nag)
     for num, den, hh in zip(nums, dens, h):
         np.testing.assert_allclose(num, [hh * (1 + beta), -hh * beta], rtol=1e-12)
-        np.testing.assert_allclose(den, [1.0, -(1 + beta) * (1 - hh), beta * (1 - hh)], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(
+            den, [1.0, -(1 + beta) * (1 - hh), beta * (1 - hh)], rtol=1e-12, atol=1e-15
+        )
     for z in control.zeros(nag):
         np.testing.assert_allclose(z, [beta / (1 + beta)], rtol=1e-12)
     for z in control.zeros(hb):
         assert z.size == 1 and abs(z[0]) < 1e-12  # HB lacks NAG's finite nonzero zero
-    assert all(z.size == 0 for z in control.zeros(control.state_space(optimizers.get("gd"), {"eta": eta}, LAMS)))
+    assert all(
+        z.size == 0 for z in control.zeros(control.state_space(optimizers.get("gd"), {"eta": eta}, LAMS))
+    )
     lam = np.array([0.8])
     assert control.analyse(optimizers.get("nag"), {"eta": eta, "beta": beta}, lam)["nonzero_zeros"]
     assert not control.analyse(optimizers.get("hb"), {"eta": eta, "beta": beta}, lam)["nonzero_zeros"]
 
 
-CASES = [("gd", {"eta": 0.3}), ("hb", {"eta": 0.3, "beta": 0.8}), ("nag", {"eta": 0.3, "beta": 0.8}),
-         ("nag_c", {"eta": 0.2, "r": 3.0}), ("ogm", {"eta": 0.25}), ("ab2", {"eta": 0.2}), ("ab3", {"eta": 0.1}),
-         ("hb2", {"eta": 0.2, "beta": 0.6}), ("hb_polyak", {"eta": 1.0}), ("implicit_gd", {"eta": 3.0})]
+CASES = [
+    ("gd", {"eta": 0.3}),
+    ("hb", {"eta": 0.3, "beta": 0.8}),
+    ("nag", {"eta": 0.3, "beta": 0.8}),
+    ("nag_c", {"eta": 0.2, "r": 3.0}),
+    ("ogm", {"eta": 0.25}),
+    ("ab2", {"eta": 0.2}),
+    ("ab3", {"eta": 0.1}),
+    ("hb2", {"eta": 0.2, "beta": 0.6}),
+    ("hb_polyak", {"eta": 1.0}),
+    ("implicit_gd", {"eta": 3.0}),
+]
 
 
 @pytest.mark.parametrize("name,hyper", CASES)
@@ -168,8 +186,15 @@ def _measured_zeta_omega(damping: float, stiffness: float, tau: float, samples: 
     exactly (Prony); the roots z of z^2 - p1 z - p0 give s = log(z) / tau, omega_n^2 = s1 s2 and
     zeta = -(s1 + s2) / (2 omega_n)."""
     t = np.arange(samples) * tau
-    c = solve_ivp(lambda _, y: [y[1], -damping * y[1] - stiffness * y[0]], (0, t[-1]), [1.0, 0.0], method="DOP853",
-                  t_eval=t, rtol=1e-13, atol=1e-15).y[0]
+    c = solve_ivp(
+        lambda _, y: [y[1], -damping * y[1] - stiffness * y[0]],
+        (0, t[-1]),
+        [1.0, 0.0],
+        method="DOP853",
+        t_eval=t,
+        rtol=1e-13,
+        atol=1e-15,
+    ).y[0]
     (p1, p0), *_ = np.linalg.lstsq(np.stack([c[1:-1], c[:-2]], 1), c[2:], rcond=None)
     s = np.log(np.roots([1.0, -p1, -p0]).astype(complex)) / tau
     omega = math.sqrt((s[0] * s[1]).real)
@@ -182,13 +207,21 @@ def test_ode_damping_ratios():
     NAG-C's high-resolution ODE at t -> infinity (r/t and the 1/t stiffness gone), and gradient flow
     (e' = -lambda e: omega_n is the decay rate, measured from the log-slope)."""
     eta, beta, lam = 0.04, 0.8, np.array([0.1, 1.0, 3.0])
-    cases = [(optimizers.get("hb").ode({"eta": eta, "beta": beta}), lambda o, lm: (o.gamma, lm)),
-             (optimizers.get("hb").ode_hr({"eta": eta, "beta": beta}),
-              lambda o, lm: (o.gamma + o.hess_damping * lm, o.stiffness * lm)),
-             (optimizers.get("nag").ode_hr({"eta": eta, "beta": beta}),
-              lambda o, lm: (o.gamma + o.hess_damping * lm, o.stiffness * lm)),
-             (optimizers.get("nag_c").ode_hr({"eta": eta, "r": 3.0}),
-              lambda o, lm: (o.hess_damping * lm, o.stiffness * lm))]
+    cases = [
+        (optimizers.get("hb").ode({"eta": eta, "beta": beta}), lambda o, lm: (o.gamma, lm)),
+        (
+            optimizers.get("hb").ode_hr({"eta": eta, "beta": beta}),
+            lambda o, lm: (o.gamma + o.hess_damping * lm, o.stiffness * lm),
+        ),
+        (
+            optimizers.get("nag").ode_hr({"eta": eta, "beta": beta}),
+            lambda o, lm: (o.gamma + o.hess_damping * lm, o.stiffness * lm),
+        ),
+        (
+            optimizers.get("nag_c").ode_hr({"eta": eta, "r": 3.0}),
+            lambda o, lm: (o.hess_damping * lm, o.stiffness * lm),
+        ),
+    ]
     for ode, field in cases:
         zeta, omega = control.ode_damping(ode, lam)
         for i, lm in enumerate(lam):
@@ -201,7 +234,8 @@ def test_ode_damping_ratios():
     zeta, omega = control.ode_damping(optimizers.get("gd").ode({"eta": eta}), lam)
     t = np.linspace(0.0, 2.0, 5)
     for i, lm in enumerate(lam):
-        c = solve_ivp(lambda _, y: [-lm * y[0]], (0, 2.0), [1.0], t_eval=t, rtol=1e-12, atol=1e-15).y[0]
+        field = lambda _, y, lm=lm: [-lm * y[0]]  # noqa: E731
+        c = solve_ivp(field, (0, 2.0), [1.0], t_eval=t, rtol=1e-12, atol=1e-15).y[0]
         assert omega[i] == pytest.approx(-np.polyfit(t, np.log(c), 1)[0], rel=1e-8)
     assert zeta is None
 
@@ -227,7 +261,9 @@ def test_discrete_zeta_omega_from_both_poles_hand_computed():
     w = math.sqrt(s1 * s2)
     assert over["omega_n_discrete"] == pytest.approx(w, rel=1e-10)
     assert over["zeta_discrete"] == pytest.approx(-(s1 + s2) / (2 * w), rel=1e-10)
-    assert over["zeta_discrete"] * over["omega_n_discrete"] == pytest.approx(-math.log(beta) / (2 * dt), rel=1e-10)
+    assert over["zeta_discrete"] * over["omega_n_discrete"] == pytest.approx(
+        -math.log(beta) / (2 * dt), rel=1e-10
+    )
     assert over["zeta_discrete"] > 1.2  # overdamped, not the 1 a single real pole gives
     # underdamped: s = (log(beta)/2 +- i theta) / dt, cos(theta) = (1 + beta - eta lam) / (2 sqrt(beta))
     theta = math.acos((1 + beta - eta * 1.0) / (2 * math.sqrt(beta)))
@@ -241,19 +277,26 @@ def test_discrete_zeta_omega_from_both_poles_hand_computed():
 
 
 def test_discrete_zeta_omega_tend_to_the_odes_as_eta_vanishes():
-    """HB with gamma = (1 - beta)/sqrt(eta) = 0.5 held fixed: on lambda = 0.04 the ODE c'' + 0.5 c' + 0.04 c = 0
+    """HB with gamma = (1 - beta)/sqrt(eta) = 0.5 held fixed: on lambda = 0.04 the ODE
+    c'' + 0.5 c' + 0.04 c = 0
     has poles -0.1 and -0.4, so omega_n = 0.2 and zeta = 0.5 / (2 * 0.2) = 1.25 (worked out here, not read
     from ode_damping); lambda = 1: omega_n = 1, zeta = 0.25. The discrete values converge at O(sqrt(eta))."""
     lam = np.array([0.04, 1.0])
     ref = {"zeta": [1.25, 0.25], "omega_n": [0.2, 1.0]}
     errs = []
     for eta in (1e-2, 1e-4, 1e-6):
-        e = control.analyse(optimizers.get("hb"), {"eta": eta, "beta": 1 - 0.5 * math.sqrt(eta)}, lam, max_iters=10)
+        e = control.analyse(
+            optimizers.get("hb"), {"eta": eta, "beta": 1 - 0.5 * math.sqrt(eta)}, lam, max_iters=10
+        )
         err = 0.0
         for i, m in enumerate(e["modes"]):
             assert m["zeta"] == pytest.approx(ref["zeta"][i], rel=1e-9)  # the ODE's own values
             assert m["omega_n"] == pytest.approx(ref["omega_n"][i], rel=1e-9)
-            err = max(err, abs(m["zeta_discrete"] / ref["zeta"][i] - 1), abs(m["omega_n_discrete"] / ref["omega_n"][i] - 1))
+            err = max(
+                err,
+                abs(m["zeta_discrete"] / ref["zeta"][i] - 1),
+                abs(m["omega_n_discrete"] / ref["omega_n"][i] - 1),
+            )
         errs.append(err)
     assert errs[-1] < 1e-3
     for a, b in zip(errs, errs[1:]):  # ~ sqrt(eta): a factor 10 per factor 100 in eta
@@ -275,17 +318,24 @@ def test_stability_maps_match_closed_form_regions():
 
 
 def _small_cfg(**control_kw):
-    raw = {"seed": 0, "dtype": "float32", "data": {"source": "sphere", "n": 16, "d": 8, "target": "teacher"},
-           "model": {"name": "paper", "width": 1024}, "train": {"steps": 100},
-           "optimizers": [{"name": "hb", "eta": 0.1, "beta": 0.5}], "control": control_kw}
+    raw = {
+        "seed": 0,
+        "dtype": "float32",
+        "data": {"source": "sphere", "n": 16, "d": 8, "target": "teacher"},
+        "model": {"name": "paper", "width": 1024},
+        "train": {"steps": 100},
+        "optimizers": [{"name": "hb", "eta": 0.1, "beta": 0.5}],
+        "control": control_kw,
+    }
     return config.from_dict(raw)
 
 
 def test_observed_divergence_boundary_within_one_grid_cell():
     """Training every (eta, beta) cell: the loss first grows above L_0 where the stability map puts
     the boundary (within one grid cell), for HB and NAG."""
-    cfg = _small_cfg(map_optimizers=["hb", "nag"], map_grid=[10, 4], map_steps=60, map_eta=[0.3, 8.0],
-                     map_beta=[0.0, 0.9])
+    cfg = _small_cfg(
+        map_optimizers=["hb", "nag"], map_grid=[10, 4], map_steps=60, map_eta=[0.3, 8.0], map_beta=[0.0, 0.9]
+    )
     setup = pipeline.prepare(cfg)
     for name in ("hb", "nag"):
         rep, arr = control._map(cfg, setup, name, 0.0)
@@ -325,8 +375,14 @@ def test_config_control_section_validation():
 
 
 # --------------------------------------------------------------------------- high-resolution ODEs
-@pytest.mark.parametrize("name,hyper", [("hb", {"eta": 0.04, "beta": 0.8}), ("nag", {"eta": 0.04, "beta": 0.8}),
-                                        ("nag", {"eta": 0.25, "beta": 0.3})])
+@pytest.mark.parametrize(
+    "name,hyper",
+    [
+        ("hb", {"eta": 0.04, "beta": 0.8}),
+        ("nag", {"eta": 0.04, "beta": 0.8}),
+        ("nag", {"eta": 0.25, "beta": 0.3}),
+    ],
+)
 def test_highres_constant_damping_closed_form_vs_solve_ivp(name, hyper):
     ode = optimizers.get(name).ode_hr(hyper)
     t = np.linspace(0.0, 40.0, 201)
@@ -334,8 +390,15 @@ def test_highres_constant_damping_closed_form_vs_solve_ivp(name, hyper):
     got = theory.highres_modes(ode, lam, np.ones(4), t)
     for i, lm in enumerate(lam):
         g, w2 = ode.gamma + ode.hess_damping * lm, ode.stiffness * lm
-        ref = solve_ivp(lambda s, y: [y[1], -g * y[1] - w2 * y[0]], (0, t[-1]), [1.0, -ode.velocity0 * lm],
-                        method="DOP853", t_eval=t, rtol=1e-12, atol=1e-14).y[0]
+        ref = solve_ivp(
+            lambda s, y, g=g, w2=w2: [y[1], -g * y[1] - w2 * y[0]],
+            (0, t[-1]),
+            [1.0, -ode.velocity0 * lm],
+            method="DOP853",
+            t_eval=t,
+            rtol=1e-12,
+            atol=1e-14,
+        ).y[0]
         np.testing.assert_allclose(got[:, i], ref, atol=1e-9)
 
 
@@ -400,7 +463,8 @@ def test_highres_nag_c_tracks_discrete_tail_where_bessel_does_not():
 def test_vanishing_tail_prediction():
     """The envelope law behind vanishing_tail, L ~ C k^-r (1 - h)^k, against brute force: a hand-written
     torch-semantics NAG-C loop on one mode (eta = 1, lam = h). Regressing log L at the envelope peaks after
-    k*/3 on (1, log k, k) recovers the predicted power exponent (within 0.1 r) and tail rate (log within 2%)."""
+    k*/3 on (1, log k, k) recovers the predicted power exponent (within 0.1 r) and tail rate (log within
+    2%)."""
     for r, h in ((3.0, 0.0158), (3.0, 1e-3), (5.0, 1e-3)):
         p = theory.vanishing_tail(1.0, h, r)
         ks = p["crossover_step"]
@@ -415,11 +479,16 @@ def test_vanishing_tail_prediction():
         a = np.abs(np.array(c))
         pk = np.flatnonzero((a[1:-1] >= a[:-2]) & (a[1:-1] >= a[2:])) + 1
         pk = pk[pk > ks / 3]
-        fit = np.linalg.lstsq(np.stack([np.ones(pk.size), np.log(pk), pk], 1), np.log(a[pk] ** 2), rcond=None)[0]
+        fit = np.linalg.lstsq(
+            np.stack([np.ones(pk.size), np.log(pk), pk], 1), np.log(a[pk] ** 2), rcond=None
+        )[0]
         assert fit[1] == pytest.approx(p["power_exponent"], abs=0.1 * r), (r, h, fit)
         assert fit[2] == pytest.approx(math.log(p["tail_rate"]), rel=0.02), (r, h, fit)
         assert ks == theory.nag_c_crossover_step(1.0, h, r)
-    assert theory.vanishing_tail(1.0, 2.0)["crossover_step"] is None and theory.vanishing_tail(1.0, 2.0)["tail_rate"] is None
+    assert (
+        theory.vanishing_tail(1.0, 2.0)["crossover_step"] is None
+        and theory.vanishing_tail(1.0, 2.0)["tail_rate"] is None
+    )
 
 
 def test_crossover_and_tail_measured_on_training_within_10_percent():
@@ -441,8 +510,17 @@ def test_crossover_and_tail_measured_on_training_within_10_percent():
         pred = theory.vanishing_tail(eta, lam[0], 3.0)
         ks = pred["crossover_step"]
         steps = int(8 * ks) + 1
-        res = train(models.PAPER, optimizers.get("nag_c"), {"eta": eta, "r": 3.0}, 1.0, TrainPlan(steps),
-                    params, consts, Xj, y)
+        res = train(
+            models.PAPER,
+            optimizers.get("nag_c"),
+            {"eta": eta, "r": 3.0},
+            1.0,
+            TrainPlan(steps),
+            params,
+            consts,
+            Xj,
+            y,
+        )
     assert res.diverged_at is None
     meas = control.measure_tail(res.step, res.loss, (0.25 * ks, 8 * ks))
     assert meas["peaks"] > 20
@@ -485,7 +563,16 @@ control:
     nag = rep["optimizers"]["nag"]
     assert {"eta", "beta", "modes", "rate", "stable", "spectral_radius"} <= set(nag)
     mode = nag["modes"][0]
-    assert {"lambda", "poles", "zeros", "spectral_radius", "zeta", "omega_n", "settling_iters", "overshoot"} <= set(mode)
+    assert {
+        "lambda",
+        "poles",
+        "zeros",
+        "spectral_radius",
+        "zeta",
+        "omega_n",
+        "settling_iters",
+        "overshoot",
+    } <= set(mode)
     assert len(mode["poles"]) == 2 and all(len(p) == 2 for p in mode["poles"])  # [re, im] pairs
     assert mode["zeros"] == [[pytest.approx(0.7 / 1.7), 0.0]]
     assert rep["optimizers"]["implicit_gd"]["observed"] == "recurrence only: no training face"

@@ -2,6 +2,7 @@
 two-lag ("higher momentum") HB and implicit (proximal) GD — each face against an independent
 reference: hand-written numpy iterations, closed forms (Polyak's rate, OGM's worst-case bound,
 AB stability intervals and orders), exact proximal steps, and training."""
+
 import math
 
 import jax.numpy as jnp
@@ -62,8 +63,9 @@ def test_polyak_hb_rate_on_a_quadratic():
     coef = np.linalg.lstsq(np.stack([np.ones(k.size), np.log(k), k], 1), np.log(err[k]), rcond=None)[0]
     assert math.exp(coef[2]) == pytest.approx(rate, rel=2e-3)
     # and it beats GD with its best step 2 / (mu + L) (rate (kappa - 1)/(kappa + 1)) by far
-    gd = np.linalg.norm(_run_tx(_tx("gd", {"eta": 2 / (lam[0] + lam[-1])}), A, b, x0, 100) - np.linalg.solve(A, b),
-                        axis=1)
+    gd = np.linalg.norm(
+        _run_tx(_tx("gd", {"eta": 2 / (lam[0] + lam[-1])}), A, b, x0, 100) - np.linalg.solve(A, b), axis=1
+    )
     assert gd[100] <= ((kappa - 1) / (kappa + 1)) ** 100 * gd[0] * (1 + 1e-9)
     assert err[100] < 1e-4 * gd[100]
 
@@ -71,10 +73,16 @@ def test_polyak_hb_rate_on_a_quadratic():
 def test_polyak_hb_on_the_kernel_regime_run():
     """Through the pipeline's tune hook: eta, beta from the run's spectrum; the wide network's loss
     decays at rate^2 = beta per step (fit log L = a + p log k + k log q)."""
-    cfg = config.from_dict({"dtype": "float64", "data": {"source": "sphere", "n": 16, "d": 8, "target": "teacher"},
-                            "model": {"name": "paper", "width": 8192}, "theory": {"diffrax": False},
-                            "train": {"steps": 300, "kernel_at": [0]},
-                            "optimizers": [{"name": "hb_polyak", "eta": 1.0}]})
+    cfg = config.from_dict(
+        {
+            "dtype": "float64",
+            "data": {"source": "sphere", "n": 16, "d": 8, "target": "teacher"},
+            "model": {"name": "paper", "width": 8192},
+            "theory": {"diffrax": False},
+            "train": {"steps": 300, "kernel_at": [0]},
+            "optimizers": [{"name": "hb_polyak", "eta": 1.0}],
+        }
+    )
     setup = pipeline.prepare(cfg)
     arrays, m = pipeline.run_optimizer(cfg, setup, cfg.optimizers[0])
     eta, beta = optimizers.polyak_hb(setup.lam[0], setup.lam[-1])
@@ -85,8 +93,9 @@ def test_polyak_hb_on_the_kernel_regime_run():
     k = np.arange(loss.size)
     sel = (k >= 5) & (loss > 1e-24 * loss[0])
     assert sel.sum() > 30
-    coef = np.linalg.lstsq(np.stack([np.ones(sel.sum()), np.log(k[sel]), k[sel]], 1), np.log(loss[sel]),
-                           rcond=None)[0]
+    coef = np.linalg.lstsq(
+        np.stack([np.ones(sel.sum()), np.log(k[sel]), k[sel]], 1), np.log(loss[sel]), rcond=None
+    )[0]
     assert coef[2] == pytest.approx(math.log(beta), rel=0.05)
 
 
@@ -133,8 +142,9 @@ def test_ogm_meets_its_worst_case_bound_on_a_quadratic():
                 assert bound <= L / (N + 1) ** 2
             # the recurrence face agrees
             spec = optimizers.get("ogm")
-            modes = theory.discrete_modes(spec, {"eta": 1 / L, "N": float(N) if special else 0.0}, lam[::400],
-                                          np.ones(10), N)[N]
+            modes = theory.discrete_modes(
+                spec, {"eta": 1 / L, "N": float(N) if special else 0.0}, lam[::400], np.ones(10), N
+            )[N]
             np.testing.assert_allclose(modes, c[::400], rtol=1e-9, atol=1e-13)
     # a random quadratic trained with the optax face stays under the bound
     A, b, x0, lam8 = _quadratic(seed=2, mu=1e-4, L=L)
@@ -252,8 +262,9 @@ def test_hb2_training_face_and_reduction_to_hb():
         ref.append(x.copy())
     np.testing.assert_allclose(ours, np.asarray(ref), rtol=1e-12, atol=1e-13)
     hb = _run_tx(_tx("hb", {"eta": eta, "beta": b1}), A, b, x0, 100)
-    np.testing.assert_allclose(_run_tx(_tx("hb2", {"eta": eta, "beta": b1, "beta2": 0.0}), A, b, x0, 100), hb,
-                               rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(
+        _run_tx(_tx("hb2", {"eta": eta, "beta": b1, "beta2": 0.0}), A, b, x0, 100), hb, rtol=1e-12, atol=1e-13
+    )
 
 
 def test_hb2_ode_limit():
@@ -267,7 +278,9 @@ def test_hb2_ode_limit():
         assert ode.gamma * ode.time_step == pytest.approx(gamma * math.sqrt(eta) / (1 + b2))
         steps = int(round(10 / ode.time_step))
         d = theory.discrete_modes(spec, hyper, lam, np.ones(3), steps)
-        gaps.append(np.max(np.abs(d - theory.ode_modes(ode, lam, np.ones(3), np.arange(steps + 1) * ode.time_step))))
+        gaps.append(
+            np.max(np.abs(d - theory.ode_modes(ode, lam, np.ones(3), np.arange(steps + 1) * ode.time_step)))
+        )
     assert gaps[0] > 1.6 * gaps[1] > 2.56 * gaps[2]
 
 
@@ -303,8 +316,9 @@ def test_implicit_gd_recurrence_is_the_proximal_step():
 
 
 # --------------------------------------------------------------------------- training = recurrence
-@pytest.mark.parametrize("name,extra", [("hb_polyak", {}), ("ogm", {}), ("ab2", {}), ("ab3", {}),
-                                        ("hb2", {"beta": 0.5})])
+@pytest.mark.parametrize(
+    "name,extra", [("hb_polyak", {}), ("ogm", {}), ("ab2", {}), ("ab3", {}), ("hb2", {"beta": 0.5})]
+)
 def test_linear_model_training_is_the_exact_recurrence(name, extra):
     rng = np.random.default_rng(0)
     n, d = 6, 20

@@ -1,7 +1,8 @@
 """Adaptive restart of NAG-C (O'Donoghue & Candes 2015), tuned NAG-SC and the predicted squared
-gradient norm: each face against an independent reference — a hand-written numpy loop with torch's SGD(nesterov=True) semantics and the
-restart tests written from the paper's x-sequence, training a linear model (exact kernel regime),
-and closed-form rates."""
+gradient norm: each face against an independent reference — a hand-written numpy loop with
+torch's SGD(nesterov=True) semantics and the restart tests written from the paper's x-sequence,
+training a linear model (exact kernel regime), and closed-form rates."""
+
 import math
 
 import jax
@@ -81,7 +82,9 @@ def test_restart_transformation_is_the_hand_written_loop(rule):
     # without restarts the same loop is plain NAG-C, the registry's nag_c
     plain, none = _restarted_nag_c_numpy(A, b, x0, eta, 3.0, steps, "never")
     assert not none
-    nag_c, _ = _run_tx(optimizers.transformation(optimizers.get("nag_c"), {"eta": eta, "r": 3.0}), A, b, x0, steps)
+    nag_c, _ = _run_tx(
+        optimizers.transformation(optimizers.get("nag_c"), {"eta": eta, "r": 3.0}), A, b, x0, steps
+    )
     np.testing.assert_allclose(nag_c, plain, rtol=1e-10, atol=1e-12)
 
 
@@ -91,7 +94,9 @@ def test_function_restart_needs_the_loss():
     with pytest.raises(ValueError, match="value"):
         tx.update(theta, tx.init(theta), theta)
     with pytest.raises(ValueError, match="schedule"):
-        optimizers.restart_transformation(optimizers.Restart("nag_c", "gradient"), {"eta": optax.constant_schedule(0.1)})
+        optimizers.restart_transformation(
+            optimizers.Restart("nag_c", "gradient"), {"eta": optax.constant_schedule(0.1)}
+        )
     with pytest.raises(ValueError, match="allowed: function, gradient"):
         optimizers.Restart("nag_c", "speed")
 
@@ -117,10 +122,16 @@ def test_restart_prediction_is_training_of_a_linear_model(name):
     assert res.diverged_at is None and hits.size >= 2
     gap = np.abs(np.sqrt(2 * res.loss) - np.sqrt(2 * pred))
     assert np.all(gap <= 1e-9 * np.sqrt(2 * pred) + 1e-13 * np.linalg.norm(e0))
-    np.testing.assert_allclose(res.grad_norm_sq, theory.modal_grad_norm_sq(modes, lam, 1.0),
-                               rtol=1e-8, atol=1e-24 * float(np.sum(e0**2)))
+    np.testing.assert_allclose(
+        res.grad_norm_sq,
+        theory.modal_grad_norm_sq(modes, lam, 1.0),
+        rtol=1e-8,
+        atol=1e-24 * float(np.sum(e0**2)),
+    )
     # and the restarts pay: far below plain NAG-C at the end
-    plain = theory.modal_loss(theory.discrete_modes(optimizers.get("nag_c"), hyper, lam, V.T @ e0, steps), 1.0)
+    plain = theory.modal_loss(
+        theory.discrete_modes(optimizers.get("nag_c"), hyper, lam, V.T @ e0, steps), 1.0
+    )
     assert pred[-1] < 1e-3 * plain[-1]
 
 
@@ -184,10 +195,16 @@ def test_gradient_norm_prediction_on_a_wide_network(name, hyper):
     """||grad L||^2 recorded by training (jax.grad over the network's weights) against the kernel-regime
     prediction c e^T K e along the recurrence: equal at step 0 (K = c H(0) is the exact Gram there, computed
     by ntkdyn.ntk) and within a few percent while the kernel drifts by O(1/sqrt(m))."""
-    cfg = config.from_dict({"dtype": "float64", "data": {"source": "sphere", "n": 16, "d": 8, "target": "teacher"},
-                            "model": {"name": "paper", "width": 4096}, "theory": {"diffrax": False},
-                            "train": {"steps": 150, "kernel_at": [0]},
-                            "optimizers": [{"name": name, **hyper}]})
+    cfg = config.from_dict(
+        {
+            "dtype": "float64",
+            "data": {"source": "sphere", "n": 16, "d": 8, "target": "teacher"},
+            "model": {"name": "paper", "width": 4096},
+            "theory": {"diffrax": False},
+            "train": {"steps": 150, "kernel_at": [0]},
+            "optimizers": [{"name": name, **hyper}],
+        }
+    )
     setup = pipeline.prepare(cfg)
     arrays, m = pipeline.run_optimizer(cfg, setup, cfg.optimizers[0])
     g, pred = arrays["grad_norm_sq"], arrays["grad_norm_sq_discrete"]
