@@ -713,9 +713,9 @@ def _nag_sc_tune(h: Hyper, lam) -> Hyper:
     return {**h, "eta": eta, "beta": beta}
 
 
-register(OptimizerSpec("nag_sc_tuned", "Nesterov (constant beta, optax/torch form, look-ahead iterate) with the "
-                       "strongly convex tuning eta = 1/lambda_max, beta = (sqrt kappa - 1)/(sqrt kappa + 1) from the "
-                       "spectrum of K (the config's eta is ignored); rate 1 - 1/sqrt(kappa) per step",
+register(OptimizerSpec("nag_sc_tuned", "Nesterov (constant beta, optax/torch form, look-ahead iterate) "
+                       "with the strongly convex tuning eta = 1/lambda_max, beta = (sqrt kappa - 1)/(sqrt kappa + 1) "
+                       "from the spectrum of K (the config's eta is ignored); rate 1 - 1/sqrt(kappa) per step",
                        {}, LinearMethod(("vector",), _nag), _hb_ode, tune=_nag_sc_tune, ode_hr=_nag_ode_hr))
 
 
@@ -781,17 +781,19 @@ def restart_transformation(restart: Restart, hyper: Hyper) -> optax.GradientTran
 
     def update(grads, state, params=None, *, value=None, **extra):
         if gradient:
-            step = jax.tree.map(lambda du, g, g0: du - eta * (g - g0), state.prev_update, grads, state.prev_grad)
+            step = jax.tree.map(lambda du, g, g0: du - eta * (g - g0), state.prev_update, grads,
+                                state.prev_grad)  # x_k - x_{k-1}
             hit = _tree_vdot(grads, step) > 0
         else:
             if value is None:
-                raise ValueError(f"function restart of {restart.base} needs update(..., value=loss at params)")
+                raise ValueError(f"function restart of {restart.base} needs update(..., "
+                                 "value=loss at params)")
             hit = value > state.prev_value
         inner_state = state.inner._replace(count=jnp.where(hit, 0, state.inner.count))
         updates, new_inner = inner.update(grads, inner_state, params)
         prev_value = jnp.asarray(value, state.prev_value.dtype) if not gradient else state.prev_value
-        return updates, RestartState(new_inner, prev_value, updates if gradient else (), grads if gradient else (),
-                                     state.restarts + hit.astype(jnp.int32))
+        return updates, RestartState(new_inner, prev_value, updates if gradient else (),
+                                     grads if gradient else (), state.restarts + hit.astype(jnp.int32))
 
     return optax.GradientTransformationExtraArgs(init, update)
 
@@ -805,7 +807,7 @@ def _restart_factory(restart: Restart):
 
 for _rule, _short in (("function", "fn"), ("gradient", "grad")):
     _restart = Restart("nag_c", _rule)
-    register(OptimizerSpec(f"nag_c_{_short}_restart", f"NAG-C (torch form, look-ahead iterate) with {_rule} restart "
-                           "(O'Donoghue-Candes 2015; momentum counter reset to 1 on a restart; see optimizers.Restart "
-                           "for how it differs from theirs)", {"r": 3.0},
+    register(OptimizerSpec(f"nag_c_{_short}_restart", f"NAG-C (torch form, look-ahead iterate) with {_rule} "
+                           "restart (O'Donoghue-Candes 2015; momentum counter reset to 1 on a restart; see "
+                           "optimizers.Restart for how it differs from theirs)", {"r": 3.0},
                            optax_factory=_restart_factory(_restart), constant=False, restart=_restart))

@@ -242,7 +242,7 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
     arrays["grad_norm_sq"] = res.grad_norm_sq
     if getattr(spec, "restart", None) is not None and cfg.train.batch_size is not None:
         metrics["note"] = "restart predictions are full-batch: not compared with mini-batch training"
-    elif getattr(spec, "restart", None) is not None:  # adaptive restart: its rule applied to the predicted trajectory
+    elif getattr(spec, "restart", None) is not None:  # adaptive restart: its rule on the predicted trajectory
         t = time.perf_counter()
         modes, hits = theory.restarted_modes(spec, hyper, setup.lam, setup.coef, cfg.train.steps)
         modes = modes[res.step]
