@@ -791,7 +791,7 @@ def part_c(study, args, sz, ctx) -> None:
                 C.num(r["train"]["linear_rate"], 6),
                 C.num(r["kernel"]["linear_rate"], 6),
                 C.num(r["predicted_rate"], 6),
-                C.num(r["final"], 3),
+                f"{r['final']:.2g}",
                 C.num(r["deviation"], 3),
             ]
             for n, r in rows.items()
