@@ -140,6 +140,23 @@ def test_rate_matches_long_run_decay_and_full_batch_limit(random_spd, rng):
     assert rate > full * 1.001
 
 
+def test_first_order_rate_vs_dense_operator_in_data_coordinates(random_spd, rng):
+    # n = 24: n^2 = 576 > 400, the secular-equation path; reference: the operator
+    # M -> (I - eta K) M (I - eta K) + eta^2 K (E[S M S] - M) K assembled densely in data coordinates
+    n, b = 24, 3
+    K = random_spd(rng, n, 30.0, 2.0)
+    lam, V = theory.eigen(K)
+    for eta in (0.05, 0.3):
+        G = np.eye(n) - eta * K
+        cols = []
+        for E in np.eye(n * n):
+            M = E.reshape(n, n)
+            cols.append((G @ M @ G + eta**2 * K @ (stochastic.batch_moment(M, b) - M) @ K).ravel())
+        want = np.max(np.abs(np.linalg.eigvals(np.stack(cols, 1))))
+        got = stochastic.second_moment_rate(optimizers.get("gd"), {"eta": eta}, lam, V, b)
+        assert got == pytest.approx(want, rel=1e-9)
+
+
 def test_best_step_size_and_mbb_orthogonal_closed_form():
     # K = kappa I: minimising (1 - eta kappa)^2 + eta^2 kappa^2 (n - 1)/b over eta gives
     # eta* = b / (kappa (b + n - 1)): linear in b for b << n, saturating at 1/kappa for b >> n.
