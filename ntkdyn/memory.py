@@ -41,6 +41,7 @@ class Estimate:
     params: int  # P per run
     hidden: int  # H per input
     runs: int
+    note: str = ""  # what the estimate leaves out, if anything
 
     @property
     def total(self) -> float:
@@ -68,8 +69,9 @@ def input_dim(cfg: Config) -> int:
     return int(np.prod(shape[1:]))
 
 
-def model_size(cfg: Config, d: int) -> tuple[int, int]:
-    """(P trained parameters, H hidden units per input) of the model in ``cfg``."""
+def model_size(cfg: Config, d: int) -> tuple[int, int] | None:
+    """(P trained parameters, H hidden units per input) of the model in ``cfg``; None for a user
+    factory that cannot be traced abstractly (e.g. it turns its key into a Python int)."""
     m = cfg.model
     w = int(m.width)
     if m.name == "paper":
@@ -84,7 +86,10 @@ def model_size(cfg: Config, d: int) -> tuple[int, int]:
     from ntkdyn import models
 
     factory = models.load_factory(m.module)
-    abstract = nnx.eval_shape(lambda: factory(jax.random.PRNGKey(0), d, **(m.kwargs or {})))
+    try:
+        abstract = nnx.eval_shape(lambda: factory(jax.random.PRNGKey(0), d, **(m.kwargs or {})))
+    except Exception:  # noqa: BLE001 - any failure to trace: the real build reports real errors
+        return None
     P = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
     return P, max(P // max(d, 1), 1)
 
@@ -92,7 +97,10 @@ def model_size(cfg: Config, d: int) -> tuple[int, int]:
 def estimate(cfg: Config, runs: int = 1, d: int | None = None) -> Estimate:
     n = int(cfg.data.n)
     d = input_dim(cfg) if d is None else d
-    P, H = model_size(cfg, d)
+    size = model_size(cfg, d)
+    note = "" if size is not None else " (the model's parameters and activations are not counted: its factory " \
+        "cannot be traced abstractly)"
+    P, H = size if size is not None else (0, 0)
     s = 8 if cfg.dtype == "float64" else 4
     S = len(cfg.train.kernel_at or ())
     T = cfg.train.steps // cfg.train.record_every + 1
@@ -100,7 +108,7 @@ def estimate(cfg: Config, runs: int = 1, d: int | None = None) -> Estimate:
     parts = {"training": R * (P * s * (8 + S) + n * H * s * 3),
              "kernels": R * (n * n * 8 * (4 + S) + n * H * s * 2),
              "predictions": R * T * n * 8 * 4}
-    return Estimate(parts, n, d, P, H, R)
+    return Estimate(parts, n, d, P, H, R, note)
 
 
 def host_available() -> float:
@@ -134,7 +142,7 @@ def check(cfg: Config, runs: int = 1, d: int | None = None, host: float | None =
     device = device_limit() if device is None else device
     where = f"{est.runs} run(s) of n={est.n}, d={est.d}, {cfg.model.name} width {cfg.model.width} " \
             f"({est.params:,} parameters per run, {cfg.dtype})"
-    detail = ", ".join(f"{k} {v / GB:.3g} GB" for k, v in est.parts.items())
+    detail = ", ".join(f"{k} {v / GB:.3g} GB" for k, v in est.parts.items()) + est.note
     if est.total > host:
         raise TooLarge(f"{where} needs about {est.total / GB:.3g} GB ({detail}); this machine has "
                        f"{host / GB:.3g} GB available. Lower model.width, data.n, the sweep's group size "
