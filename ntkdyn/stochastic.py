@@ -228,13 +228,13 @@ def _first_order_rate(a, u: float, lam, V, b: int) -> float:
     n = lam.size
     D = np.outer(a, a) - (u * u / b) * np.outer(lam, lam)
     c = n * u * u / b
-    Q = (V[:, :, None] * V[:, None, :]).reshape(n, n * n)  # Q[a, (i, j)] = V_ai V_aj
-    w = (c * np.outer(lam, lam)).ravel()
+    P = (V[:, None, :] * V[None, :, :]).reshape(n * n, n)  # P[(a, b), i] = V_ai V_bi
+    w = c * np.outer(lam, lam)
     top = float(D.max())
 
-    def excess(mu):
-        M = (Q * (w / (mu - D.ravel()))) @ Q.T
-        return float(np.linalg.eigvalsh(M)[-1]) - 1.0
+    def excess(mu):  # M_ab = p_ab^T F p_ab, F_ij = c lam_i lam_j / (mu - D_ij)
+        M = np.sum((P @ (w / (mu - D))) * P, axis=1).reshape(n, n)
+        return float(np.linalg.eigvalsh(0.5 * (M + M.T))[-1]) - 1.0
 
     lo, step = top, max(abs(top), 1e-12)
     hi = top + step
@@ -242,7 +242,7 @@ def _first_order_rate(a, u: float, lam, V, b: int) -> float:
         lo, hi, step = hi, hi + 2 * step, 2 * step
     for _ in range(200):
         mid = 0.5 * (lo + hi)
-        if mid in (lo, hi):
+        if mid in (lo, hi) or hi - lo <= 1e-14 * abs(hi):
             break
         lo, hi = (mid, hi) if excess(mid) > 0 else (lo, mid)
     return hi
