@@ -223,10 +223,10 @@ def batched_fns(model: Model, spec: optimizers.OptimizerSpec, static: dict, c: f
             lambda sn: sn, snaps)
         return errors, snaps
 
-    def careful_block(state: TrainState, b, hyper, consts, X, y):
-        """The block with per-step divergence checks, freezes and recording (the rare path)."""
-        def step(st: TrainState, i):
-            k_abs = b * k + i
+    def careful_group(state: TrainState, g, hyper, consts, X, y):
+        """The G * k steps of group g with per-step divergence checks, freezes and recording (the
+        rare path: a group holding a divergence, or an error/snapshot step between its edges)."""
+        def step(st: TrainState, k_abs):
             live = st.diverged_at < 0
             p, o, L, e, gn = vstep(st.params, st.opt_state, hyper, consts, X, y, k_abs)
             errors, snaps = record(k_abs, live, e, st.params, st.errors, st.snapshots)
@@ -236,17 +236,13 @@ def batched_fns(model: Model, spec: optimizers.OptimizerSpec, static: dict, c: f
                              jnp.where(bad, k_abs, st.diverged_at), errors, snaps, st.limit)
             return new, (jnp.where(live, L, jnp.nan), jnp.where(live, gn, jnp.nan))
 
-        state, (Ls, gns) = jax.lax.scan(step, state, jnp.arange(k, dtype=jnp.int32))
-        return state, (Ls[0], gns[0])
-
-    def careful_group(state: TrainState, g, hyper, consts, X, y):
-        """The G blocks of group g, each by ``careful_block``."""
-        return jax.lax.scan(lambda st, j: careful_block(st, g * G + j, hyper, consts, X, y), state,
-                            jnp.arange(G, dtype=jnp.int32))
+        state, (Ls, gns) = jax.lax.scan(step, state, g * G * k + jnp.arange(G * k, dtype=jnp.int32))
+        return state, (Ls[::k], gns[::k])  # (G, R): the first step of each record block
 
     def fast_group(state: TrainState, g, hyper, consts, X, y):
-        """The G blocks of group g as a plain scan of the step, the loss and ||g||^2 kept at each
-        block's first step; a run going bad anywhere in the group sends the group to ``careful_group``."""
+        """The G * k steps of group g as one plain scan of the step (one step body in the program), the
+        loss and ||g||^2 kept at each record block's first step; a run going bad anywhere in the group
+        sends the group to ``careful_group``."""
         live = state.diverged_at < 0
         s0 = g * G * k
         # one run: the loop carries the run's own arrays (no run axis). A carry of shape (1, ...)
@@ -264,16 +260,10 @@ def batched_fns(model: Model, spec: optimizers.OptimizerSpec, static: dict, c: f
             p, o, L, _, gn = step_fn(p, o, hyper_c, *data, s0 + i)
             return (p, o, jnp.where((fb < 0) & is_bad(L, limit), i, fb)), (L, gn)
 
-        def block(carry, j):
-            carry, first = step(carry, j * k)
-            if k > 1:
-                carry, _ = jax.lax.scan(lambda c, i: (step(c, i)[0], None), carry,
-                                        j * k + jnp.arange(1, k, dtype=jnp.int32))
-            return carry, first
-
         first_bad = jnp.full(limit.shape, -1, jnp.int32)
-        (p, o, first_bad), (Ls, gns) = jax.lax.scan(block, (sq(state.params), sq(state.opt_state), first_bad),
-                                                    jnp.arange(G, dtype=jnp.int32))
+        (p, o, first_bad), (Ls, gns) = jax.lax.scan(step, (sq(state.params), sq(state.opt_state), first_bad),
+                                                    jnp.arange(G * k, dtype=jnp.int32))
+        Ls, gns = Ls[::k], gns[::k]  # the first step of each record block (||g||^2 of the others is cheap)
         p, o, first_bad, Ls, gns = ex(p), ex(o), ex(first_bad), ex(Ls.T).T, ex(gns.T).T  # Ls, gns: (G, R)
 
         def accept(_):
