@@ -530,8 +530,12 @@ def scaling_point(n: int, d: int, m: int, steps: int, tmp: str) -> dict:
     path, out = os.path.join(tmp, f"n{n}-m{m}.yaml"), os.path.join(tmp, f"n{n}-m{m}")
     _write_yaml(path, cfg)
     load_before = os.getloadavg()[0]
+    import contextlib
+    import io
+
     t = time.perf_counter()
-    code = cli.main([path, "--out", out, "--quiet"])
+    with contextlib.redirect_stdout(io.StringIO()):  # the run's own summary tables
+        code = cli.main([path, "--out", out, "--quiet"])
     wall = time.perf_counter() - t
     with open(os.path.join(out, "env.json")) as fh:
         times = json.load(fh)["times_s"]
@@ -565,7 +569,14 @@ def scaling_point(n: int, d: int, m: int, steps: int, tmp: str) -> dict:
     t = time.perf_counter()
     theory.ode_diffrax(ode, (V * lam) @ V.T, e0, ts, 1e-10, 1e-12)
     warm_s = time.perf_counter() - t
+    from ntkdyn import config as config_mod
+    from ntkdyn import memory
+
+    estimate_gb = memory.estimate(config_mod.from_dict(cfg)).total / 1e9
+    with open("/proc/self/status") as fh:  # peak RSS of this process so far (sizes run in increasing order)
+        peak_gb = int([x for x in fh if x.startswith("VmHWM")][0].split()[1]) / 1e6
     return {"n": n, "d": d, "m": m, "steps": steps, "exit": code, "wall_s": wall, "stages_s": stage,
+            "memory_estimate_gb": estimate_gb, "peak_rss_so_far_gb": peak_gb,
             "status": {lab: metrics["optimizers"][lab]["status"] for lab in labels},
             "predictions_over_train": stage["predictions"] / stage["train"],
             "ode_closed_s": closed_s, "ode_diffrax_first_call_s": per["hb"].get("theory_diffrax_s"),
@@ -590,9 +601,11 @@ def bench_scaling(quick: bool, plot_path: str | None) -> dict:
     steps = 100 if quick else 1000
     d = 64
     with tempfile.TemporaryDirectory() as tmp:
+        # a first run pays the process's one-time costs (imports, jit of shared helpers): kept apart
+        warmup = scaling_point(32, d, 256, 20, tmp)
         by_n = [scaling_point(n, d, 512 if quick else 4096, steps, tmp) for n in ns]
         by_m = [scaling_point(64 if quick else 256, d, m, steps, tmp) for m in ms]
-    out = {"by_n": by_n, "by_m": by_m, "exponent_n": fit_exponents(by_n, "n"), "exponent_m": fit_exponents(by_m, "m"),
+    out = {"warmup_first_run": warmup, "by_n": by_n, "by_m": by_m, "exponent_n": fit_exponents(by_n, "n"), "exponent_m": fit_exponents(by_m, "m"),
            "predictions_over_train_max": max(p["predictions_over_train"] for p in by_n + by_m)}
     if plot_path:
         scaling_plot(out, plot_path)
@@ -678,8 +691,30 @@ def scaling_table(res: dict) -> str:
     return "\n".join(lines)
 
 
+def readme_scaling(results: dict) -> str:
+    """The README scaling tables (markdown) from one ``--scaling`` JSON."""
+    res = results["scaling"]
+    out = [f"Measured {results['date']} ({results['cores']} cores), load average {results['load_start']:.2f} at "
+           f"the start ({'idle' if results['idle_at_start'] else 'LOADED: not idle figures'}), "
+           f"{res['by_n'][0]['steps']} steps; seconds per stage (compile: the three optimizers' training programs)."]
+    for key, axis in (("by_n", "n"), ("by_m", "m")):
+        out += ["", "| " + " | ".join([axis, *STAGES, "total", "predictions / train", "diffrax 1st / warm",
+                                       "memory est. / peak RSS (GB)"]) + " |", "|---" * (len(STAGES) + 5) + "|"]
+        for p in res[key]:
+            out.append("| " + " | ".join([str(p[axis]), *(f"{p['stages_s'][s]:.3g}" for s in STAGES),
+                                          f"{p['wall_s']:.3g}", f"{p['predictions_over_train']:.2f}",
+                                          f"{_fmt(p['ode_diffrax_first_call_s'])} / {p['ode_diffrax_warm_s']:.3g}",
+                                          f"{p.get('memory_estimate_gb', 0):.2g} / {p.get('peak_rss_so_far_gb', 0):.2g}"])
+                       + " |")
+        out.append("| exponent | " + " | ".join(_fmt(res["exponent_" + axis][s], ".2f") for s in STAGES)
+                   + " | | | | |")
+    return "\n".join(out)
+
+
 def readme_table(results: dict) -> str:
     """The README "Performance" table (markdown) from one benchmark JSON."""
+    if "scaling" in results:
+        return readme_scaling(results)
     rows = ["| problem | ntkdyn | plain scan | ntkdyn / plain scan | hand-written gradient | Python loop | "
             "PyTorch eager | ntkdyn / PyTorch |", "|---|---|---|---|---|---|---|---|"]
     for key, label in (("train_large", "paper, n=512 d=256 m=16384"), ("train_small", "paper, n=64 d=16 m=1024"),

@@ -6,13 +6,14 @@ and the parameters at ``snapshot_at`` (for kernel drift). A step whose loss is n
 exceeds ``divergence_factor * L_0`` marks the run diverged at that step: its parameters stop
 changing (the update of that step is not applied) and later losses are NaN.
 
-Speed: the steps between two recorded steps (a block) run as a plain scan of the optax step,
-the same program a user writes by hand. Divergence is checked once per block: when a live run
-went bad inside the block, one ``cond`` re-runs that block from its start with the per-step
-checks and freezes (so the divergence step is exact); a block with an ``error_at`` or
-``snapshot_at`` step strictly inside takes the same careful path, so errors and snapshots land
-on their exact steps. Runs already diverged are frozen by one select per block (skipped while
-none has diverged). The state is donated between chunks.
+Speed: the steps run in groups of up to ``GROUP_STEPS`` (whole record blocks, ``group_size``),
+each one plain scan of the optax step, the same loop body a user writes by hand (no per-step
+masks; one run carries its own arrays, no run axis). Divergence is checked once per group: when
+a live run went bad inside it, one ``cond`` re-runs that group from its start with per-step
+checks and freezes (so the divergence step is exact). Errors and snapshots are taken at group
+edges, and groups are cut at those steps where they lie on record blocks; a group with such a
+step strictly inside takes the careful path too. Runs already diverged are frozen by one select
+per group (skipped while none has diverged). The state is donated between chunks.
 
 Runs that share shapes (seeds, eta, beta, r, ...) train as one program: the single-run step is
 ``vmap``-ed over a leading run axis, which is sharded over all devices (a ``Mesh`` with one axis

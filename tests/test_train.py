@@ -203,3 +203,21 @@ def test_memory_estimate_covers_the_training_state():
         memory.check(cfg, R, host=1e9, device=1e4)
     with pytest.raises(memory.TooLarge, match="has 1e-05 GB available"):
         memory.check(cfg, R, host=1e4)
+
+
+def test_groups_align_with_record_events():
+    """Groups divide each chunk, hold at most GROUP_STEPS steps, and exactly the groups with an
+    error/snapshot step strictly inside are flagged for the careful path (checked by brute force)."""
+    from ntkdyn.train import GROUP_STEPS, careful_groups, group_size
+
+    plans = [TrainPlan(1000, 1, (0, 1000), (0, 250, 500, 1000), chunks=10), TrainPlan(60, 2, (0, 31, 60), chunks=3),
+             TrainPlan(48, 4, (0, 5, 48), (0, 20)), TrainPlan(50, 1, (0, 50), chunks=10), TrainPlan(200, 100)]
+    for plan in plans:
+        G, k = group_size(plan), plan.record_every
+        bpc = plan.steps // k // plan.chunks
+        assert bpc % G == 0 and (G * k <= GROUP_STEPS or G == 1)
+        flags = careful_groups(plan)
+        events = set(plan.error_at) | set(plan.snapshot_at)
+        expected = [any(g * G * k < s < (g + 1) * G * k for s in events) for g in range(len(flags))]
+        assert list(flags) == expected, plan
+    assert group_size(plans[0]) == 50 and not careful_groups(plans[0]).any()  # 250, 500 are group edges
