@@ -32,7 +32,7 @@ from ntkdyn import optimizers, stochastic
 
 SIZES = {
     "full": {"width": 4096, "batches": [1, 2, 4, 8, 16, 32, 64], "runs": 32},
-    "quick": {"width": 2048, "batches": [1, 4, 16, 64], "runs": 8},
+    "quick": {"width": 2048, "batches": [1, 4, 32, 64], "runs": 8},
 }
 N, D = 64, 16
 EPS = 1e-2  # loss reduction factor
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
 
     rows, pred, trained = [], {}, {}
     for b in sz["batches"]:
-        eta, rate = stochastic.best_step_size(spec, {}, setup.lam, setup.V, b, grid=24)
+        eta, rate = stochastic.best_step_size(spec, {}, setup.lam, setup.V, b, grid=16)
         loss = stochastic.second_moment_loss(spec, {"eta": eta}, setup.lam, setup.V, setup.coef, setup.c, HORIZON, b)
         k = stochastic.steps_to(loss, EPS)
         pred[b] = {"eta": eta, "rate": rate, "steps": k, "epochs": None if k is None else k * b / N,
