@@ -362,6 +362,16 @@ def _beyond_full_batch(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec
             spec, schedules.hyper_at(hyper, e), setup.lam, k + 1)))) for k, e in enumerate(etas))
         metrics["predicted"] = {"linear_rate": None, "stable": bool(rho <= 1.0 + 1e-12),
                                 "max_spectral_radius": _finite(rho), "eta_range": [float(etas.min()), float(etas.max())]}
+        ode = spec.ode(schedules.hyper_at(hyper, etas[0])) if spec.ode is not None else None
+        if ode is not None and ode.order == 1 and t.batch_size is None:  # gradient flow in t_k = sum_{j<k} eta_j
+            ode_time = np.concatenate([[0.0], np.cumsum(etas)])[res.step]
+            arrays["ode_time"] = ode_time
+            arrays["loss_ode"] = theory.modal_loss(theory.ode_modes(ode, setup.lam, setup.coef, ode_time), setup.c)
+            metrics["ode"] = "e' = -K e, t_k = sum_{j<k} eta_j (scheduled eta)"
+            metrics["note"] = "scheduled eta: the first-order ODE is compared in the time t_k = sum_{j<k} eta_j"
+            if cfg.theory.diffrax:
+                e_num = theory.ode_diffrax(ode, setup.K, setup.e0, ode_time, cfg.theory.rtol, cfg.theory.atol)
+                arrays["loss_ode_diffrax"] = theory.modal_loss(e_num, setup.c)
         times["theory_schedule_s"] = time.perf_counter() - start
     if t.batch_size is not None and spec.has_theory:
         start = time.perf_counter()

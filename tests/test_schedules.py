@@ -126,3 +126,28 @@ def test_config_schedule_and_batch_errors():
         _cfg(0.1, batch_size=2, sampling="cyclic")
     with pytest.raises(config.ConfigError, match="train.sampling_runs"):
         _cfg(0.1, sampling_runs=4)
+
+
+def test_pipeline_scheduled_runs():
+    """GD with a schedule: loss_discrete is the recurrence with eta_k, loss_ode the gradient flow at
+    t_k = sum_{j<k} eta_j (checked against expm of K); HB with a schedule has no ODE and says so."""
+    from scipy.linalg import expm
+
+    from ntkdyn import pipeline
+
+    sched = {"schedule": "piecewise", "init_value": 0.4, "boundaries_and_scales": {10: 0.25}}
+    raw = {"name": "t", "dtype": "float64", "data": {"n": 8, "d": 5}, "model": {"width": 64},
+           "train": {"steps": 30, "record_every": 5, "kernel_at": [0]}, "theory": {"diffrax": True},
+           "optimizers": [{"name": "gd", "eta": sched}, {"name": "hb", "eta": sched, "beta": 0.5}]}
+    cfg = config.from_dict(raw)
+    setup = pipeline.prepare(cfg)
+    arrays, m = pipeline.run_optimizer(cfg, setup, cfg.optimizers[0])
+    etas = np.where(np.arange(30) < 10, 0.4, 0.1)
+    t = np.concatenate([[0.0], np.cumsum(etas)])[::5]
+    want = [0.5 * np.sum((expm(-setup.K * s) @ setup.e0) ** 2) for s in t]
+    np.testing.assert_allclose(arrays["loss_ode"], want, rtol=1e-10)
+    np.testing.assert_allclose(arrays["loss_ode_diffrax"], want, rtol=1e-6)
+    assert m["eta"] == {"schedule": "piecewise", "init_value": 0.4, "boundaries_and_scales": {10: 0.25}}
+    assert m["predicted"]["stable"] and m["predicted"]["eta_range"] == [0.1, 0.4]
+    arrays, m = pipeline.run_optimizer(cfg, setup, cfg.optimizers[1])
+    assert "loss_ode" not in arrays and "scheduled" in m["note"] and arrays["loss_discrete"].shape == (7,)
