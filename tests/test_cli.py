@@ -148,7 +148,9 @@ def test_user_flax_module_and_initial_params_from_npz(tmp_path):
     out = tmp_path / "flax"
     assert main([write_config(tmp_path, cfg), "--out", str(out), "--quiet"]) == 0
     m = json.loads((out / "metrics.json").read_text())["optimizers"]["hb"]
-    assert m["verdict"] in ("linear", "sublinear") and m["deviation"]["discrete"] is not None
+    # a decreasing loss (this width-16 tanh net is far from the kernel regime: b = -0.45 +- 0.29 over
+    # steps 12-120, so rates.fit_rates may call it undecided), never stalled, growing or diverged
+    assert m["verdict"] in ("linear", "sublinear", "undecided") and m["deviation"]["discrete"] is not None
     # the generic Jacobian NTK of the user model is a PSD Gram over its nnx.Params
     H0 = np.load(out / "kernels.npz")["H0"]
     assert H0.shape == (12, 12) and np.min(np.linalg.eigvalsh(H0)) > -1e-8
