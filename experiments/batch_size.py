@@ -20,14 +20,15 @@ loss gives the measured steps and epochs to eps. Expected (MBB): eta* grows line
 knee and saturates above it; epochs to eps stay about flat below the knee and grow about linearly
 above it (each step past the knee is worth about one full-batch step).
 """
+
 from __future__ import annotations
 
 import math
 import sys
 
+import _common as C
 import numpy as np
 
-import _common as C
 from ntkdyn import optimizers, stochastic
 
 SIZES = {
@@ -41,14 +42,24 @@ SOURCE = "Ma, Bassily, Belkin 2018 (arXiv:1712.06559)"
 
 
 def raw_config(width: int, seed: int, b: int, eta: float, steps: int, runs: int) -> dict:
-    return {"name": "batch_size", "seed": int(seed), "dtype": "float32",
-            "data": {"source": "sphere", "n": N, "d": D, "target": "teacher"},
-            "model": {"name": "paper", "width": int(width)},
-            "train": {"steps": int(steps), "record_every": 1, "batch_size": int(b), "sampling": "replacement",
-                      "sampling_runs": int(runs), "kernel_at": [0]},
-            "theory": {"kernel": "H0", "diffrax": False, "mc_runs": 200, "linearized": "never"},
-            "rates": {"window": [0.1, 1.0]},
-            "optimizers": [{"name": "gd", "eta": float(eta), "label": f"b{b}"}]}
+    return {
+        "name": "batch_size",
+        "seed": int(seed),
+        "dtype": "float32",
+        "data": {"source": "sphere", "n": N, "d": D, "target": "teacher"},
+        "model": {"name": "paper", "width": int(width)},
+        "train": {
+            "steps": int(steps),
+            "record_every": 1,
+            "batch_size": int(b),
+            "sampling": "replacement",
+            "sampling_runs": int(runs),
+            "kernel_at": [0],
+        },
+        "theory": {"kernel": "H0", "diffrax": False, "mc_runs": 200, "linearized": "never"},
+        "rates": {"window": [0.1, 1.0]},
+        "optimizers": [{"name": "gd", "eta": float(eta), "label": f"b{b}"}],
+    }
 
 
 def slope(bs, values) -> float | None:
@@ -59,24 +70,46 @@ def main(argv=None) -> int:
     args = C.parse_args(__doc__.split("\n")[0], argv)
     mode = "quick" if args.quick else "full"
     sz = SIZES[mode]
-    study = C.Study("batch_size", "Critical batch size: best step size and epochs to epsilon vs batch size", args,
-                    summary=__doc__.split("\n\n")[1].replace("\n", " "))
+    study = C.Study(
+        "batch_size",
+        "Critical batch size: best step size and epochs to epsilon vs batch size",
+        args,
+        summary=__doc__.split("\n\n")[1].replace("\n", " "),
+    )
     probe = raw_config(sz["width"], args.seed, 1, 0.01, 10, 1)
     _, setup = C.setup_for(probe)
     spec = optimizers.get("gd")
     mbb = stochastic.mbb_constants(setup.K)
-    study.setting(data=f"sphere, n = {N}, d = {D}, teacher targets", model="paper", width=sz["width"],
-                  seed=args.seed, optimizer="gd (SGD), replacement sampling", batches=sz["batches"],
-                  sampling_runs=sz["runs"], eps=EPS, kernel="H0 (float64)", beta=mbb.beta, lam_1=mbb.lam_1,
-                  lam_n=mbb.lam_n, knee=mbb.knee_batch_size)
+    study.setting(
+        data=f"sphere, n = {N}, d = {D}, teacher targets",
+        model="paper",
+        width=sz["width"],
+        seed=args.seed,
+        optimizer="gd (SGD), replacement sampling",
+        batches=sz["batches"],
+        sampling_runs=sz["runs"],
+        eps=EPS,
+        kernel="H0 (float64)",
+        beta=mbb.beta,
+        lam_1=mbb.lam_1,
+        lam_n=mbb.lam_n,
+        knee=mbb.knee_batch_size,
+    )
 
     rows, pred, trained = [], {}, {}
     for b in sz["batches"]:
         eta, rate = stochastic.best_step_size(spec, {}, setup.lam, setup.V, b, grid=16)
-        loss = stochastic.second_moment_loss(spec, {"eta": eta}, setup.lam, setup.V, setup.coef, setup.c, HORIZON, b)
+        loss = stochastic.second_moment_loss(
+            spec, {"eta": eta}, setup.lam, setup.V, setup.coef, setup.c, HORIZON, b
+        )
         k = stochastic.steps_to(loss, EPS)
-        pred[b] = {"eta": eta, "rate": rate, "steps": k, "epochs": None if k is None else k * b / N,
-                   "mbb_eta": float(mbb.bound_step_size(b))}
+        pred[b] = {
+            "eta": eta,
+            "rate": rate,
+            "steps": k,
+            "epochs": None if k is None else k * b / N,
+            "mbb_eta": float(mbb.bound_step_size(b)),
+        }
     study.lap("theory")
 
     for b in sz["batches"]:
@@ -87,18 +120,54 @@ def main(argv=None) -> int:
         raw = raw_config(sz["width"], args.seed, b, p["eta"], steps, sz["runs"])
         arrays, metrics, cfg, _ = C.run_group([raw], label=f"b={b}")[0]
         k = stochastic.steps_to(arrays["loss"], EPS)
-        trained[b] = {"steps": k, "epochs": None if k is None else k * b / N, "status": metrics["status"],
-                      "inside_band": (metrics.get("stochastic") or {}).get("inside_band"),
-                      "deviation": metrics["deviation"]["discrete"]}
-        study.add_arrays(f"b{b}", {"step": arrays["step"], "loss": arrays["loss"], "loss_mean_pred": arrays["loss_discrete"],
-                                   "loss_band_lo": arrays.get("loss_band_lo"), "loss_band_hi": arrays.get("loss_band_hi")})
-        rows.append([b, p["eta"], p["mbb_eta"], p["rate"], p["steps"], p["epochs"], k, trained[b]["epochs"],
-                     trained[b]["inside_band"]])
+        trained[b] = {
+            "steps": k,
+            "epochs": None if k is None else k * b / N,
+            "status": metrics["status"],
+            "inside_band": (metrics.get("stochastic") or {}).get("inside_band"),
+            "deviation": metrics["deviation"]["discrete"],
+        }
+        study.add_arrays(
+            f"b{b}",
+            {
+                "step": arrays["step"],
+                "loss": arrays["loss"],
+                "loss_mean_pred": arrays["loss_discrete"],
+                "loss_band_lo": arrays.get("loss_band_lo"),
+                "loss_band_hi": arrays.get("loss_band_hi"),
+            },
+        )
+        rows.append(
+            [
+                b,
+                p["eta"],
+                p["mbb_eta"],
+                p["rate"],
+                p["steps"],
+                p["epochs"],
+                k,
+                trained[b]["epochs"],
+                trained[b]["inside_band"],
+            ]
+        )
     study.lap("training")
-    study.table("Best step size and epochs to eps vs batch size (GD, replacement)",
-                ["b", "eta* (second moment)", "MBB 1/L_b", "rate at eta*", "steps to eps (pred)",
-                 "epochs (pred)", "steps to eps (train)", "epochs (train)", "trained mean inside band"], rows,
-                note=f"eps = {EPS}; epochs = steps x b / n, n = {N}; knee b* = 1 + beta/lam_1 = {mbb.knee_batch_size:.3g}")
+    study.table(
+        "Best step size and epochs to eps vs batch size (GD, replacement)",
+        [
+            "b",
+            "eta* (second moment)",
+            "MBB 1/L_b",
+            "rate at eta*",
+            "steps to eps (pred)",
+            "epochs (pred)",
+            "steps to eps (train)",
+            "epochs (train)",
+            "trained mean inside band",
+        ],
+        rows,
+        note=f"eps = {EPS}; epochs = steps x b / n, n = {N}; "
+        f"knee b* = 1 + beta/lam_1 = {mbb.knee_batch_size:.3g}",
+    )
 
     bs = np.array(sz["batches"], float)
     etas = np.array([pred[b]["eta"] for b in sz["batches"]])
@@ -107,33 +176,59 @@ def main(argv=None) -> int:
     s_low = slope(bs[low], etas[low]) if low.sum() >= 2 else None
     s_high = slope(bs[high], etas[high]) if high.sum() >= 2 else None
     if s_low is None or s_high is None:
-        result, line = "inconclusive", (f"too few batch sizes on one side of the knee b* = {knee:.3g} "
-                                        f"({int(low.sum())} below b*/2, {int(high.sum())} above 2 b*)")
+        result, line = (
+            "inconclusive",
+            (
+                f"too few batch sizes on one side of the knee b* = {knee:.3g} "
+                f"({int(low.sum())} below b*/2, {int(high.sum())} above 2 b*)"
+            ),
+        )
     else:
         ok = s_low >= 0.6 and s_high <= 0.35
         result = "agrees" if ok else "differs"
-        line = (f"eta*(b) from the second-moment operator grows like b^{s_low:.2f} below b*/2 and b^{s_high:.2f} "
-                f"above 2 b* (knee b* = 1 + beta/lam_1 = {knee:.3g}); linear scaling then saturation "
-                f"{'holds' if ok else 'does not hold'} (thresholds: slope >= 0.6 below, <= 0.35 above)")
-    study.claim("linear_scaling", "The best step size grows linearly with the batch size up to a critical batch "
-                "size and saturates beyond it", result, line, source=SOURCE,
-                numbers={"slope_below": s_low, "slope_above": s_high, "knee": knee}, figure="batch_size.png")
+        line = (
+            f"eta*(b) from the second-moment operator grows like b^{s_low:.2f} below b*/2 and b^{s_high:.2f} "
+            f"above 2 b* (knee b* = 1 + beta/lam_1 = {knee:.3g}); linear scaling then saturation "
+            f"{'holds' if ok else 'does not hold'} (thresholds: slope >= 0.6 below, <= 0.35 above)"
+        )
+    study.claim(
+        "linear_scaling",
+        "The best step size grows linearly with the batch size up to a critical batch "
+        "size and saturates beyond it",
+        result,
+        line,
+        source=SOURCE,
+        numbers={"slope_below": s_low, "slope_above": s_high, "knee": knee},
+        figure="batch_size.png",
+    )
 
     ratio = [pred[b]["mbb_eta"] / pred[b]["eta"] for b in sz["batches"]]
-    study.claim("mbb_step", "MBB's step 1/L_b (the minimiser of their bound) against the exact best step", "info",
-                "1/L_b / eta*(b) = " + ", ".join(f"{r:.2f} (b={b})" for r, b in zip(ratio, sz["batches"]))
-                + ": MBB's step is the best step of an upper bound, the exact one comes from the second-moment operator",
-                source=SOURCE, numbers={"ratio": ratio})
+    study.claim(
+        "mbb_step",
+        "MBB's step 1/L_b (the minimiser of their bound) against the exact best step",
+        "info",
+        "1/L_b / eta*(b) = "
+        + ", ".join(f"{r:.2f} (b={b})" for r, b in zip(ratio, sz["batches"]))
+        + ": MBB's step is the best step of an upper bound, "
+        "the exact one comes from the second-moment operator",
+        source=SOURCE,
+        numbers={"ratio": ratio},
+    )
 
     epochs = {b: pred[b]["epochs"] for b in sz["batches"] if pred[b]["epochs"] is not None}
     if epochs:
         e1 = epochs[min(epochs)]
         b_crit = max((b for b, e in epochs.items() if e <= 2 * e1), default=None)
         result = "agrees" if b_crit is not None and knee / 4 <= b_crit <= 4 * knee else "differs"
-        study.claim("critical_batch", "The critical batch size (linear-scaling limit) is about beta / lam_1",
-                    result, f"largest b with predicted epochs to eps within 2x of b = {min(epochs)}: b = {b_crit}; "
-                    f"MBB knee b* = {knee:.3g} (agrees within a factor 4: {result == 'agrees'})", source=SOURCE,
-                    numbers={"b_crit": b_crit, "knee": knee, "epochs": epochs})
+        study.claim(
+            "critical_batch",
+            "The critical batch size (linear-scaling limit) is about beta / lam_1",
+            result,
+            f"largest b with predicted epochs to eps within 2x of b = {min(epochs)}: b = {b_crit}; "
+            f"MBB knee b* = {knee:.3g} (agrees within a factor 4: {result == 'agrees'})",
+            source=SOURCE,
+            numbers={"b_crit": b_crit, "knee": knee, "epochs": epochs},
+        )
 
     hits, total, parts = 0, 0, []
     for b, t in trained.items():
@@ -146,10 +241,14 @@ def main(argv=None) -> int:
         close = abs(t["epochs"] / p["epochs"] - 1) <= 0.25
         hits += close
         parts.append(f"b={b}: {t['epochs']:.3g} vs {p['epochs']:.3g}")
-    study.claim("training_epochs", "Training reaches eps L0 after the predicted number of epochs (within 25 %)",
-                C.count_result(hits, total), f"trained vs predicted epochs to eps = {EPS}: " + "; ".join(parts)
-                + f" ({hits}/{total} within 25 %)", source="kernel-regime second-moment recurrence (ntkdyn.stochastic)",
-                numbers={"trained": trained, "predicted": pred})
+    study.claim(
+        "training_epochs",
+        "Training reaches eps L0 after the predicted number of epochs (within 25 %)",
+        C.count_result(hits, total),
+        f"trained vs predicted epochs to eps = {EPS}: " + "; ".join(parts) + f" ({hits}/{total} within 25 %)",
+        source="kernel-regime second-moment recurrence (ntkdyn.stochastic)",
+        numbers={"trained": trained, "predicted": pred},
+    )
 
     plt = C.plt()
     fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -162,14 +261,20 @@ def main(argv=None) -> int:
     eb = [b for b in sz["batches"] if pred[b]["epochs"] is not None]
     ax[1].loglog(eb, [pred[b]["epochs"] for b in eb], "o-", label="predicted (exact E[L])")
     tb = [b for b in trained if trained[b]["epochs"] is not None]
-    ax[1].loglog(tb, [trained[b]["epochs"] for b in tb], "x", ms=10, mew=2, label=f"training (mean of {sz['runs']})")
+    ax[1].loglog(
+        tb, [trained[b]["epochs"] for b in tb], "x", ms=10, mew=2, label=f"training (mean of {sz['runs']})"
+    )
     ax[1].axvline(knee, color="gray", ls=":")
     ax[1].set_xlabel("batch size b")
     ax[1].set_ylabel(f"epochs to L <= {EPS:g} L0")
     ax[1].legend()
     fig.tight_layout()
-    study.figure(fig, "batch_size.png", "Left: best step size vs batch size (exact, and MBB's bound step), knee "
-                 "b* = 1 + beta/lam_1. Right: epochs to eps at eta*(b), predicted and trained.")
+    study.figure(
+        fig,
+        "batch_size.png",
+        "Left: best step size vs batch size (exact, and MBB's bound step), knee "
+        "b* = 1 + beta/lam_1. Right: epochs to eps at eta*(b), predicted and trained.",
+    )
     study.finish()
     return 0
 

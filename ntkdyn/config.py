@@ -71,8 +71,9 @@ class TheoryConfig:
     diffrax: bool = True
     rtol: float = 1e-10
     atol: float = 1e-12
-    linearized: str = "auto"  # train the network's linearisation too: auto (optimizers without a recurrence) | always | never
-    mc_runs: int = 2000  # sampled batch orders of the kernel-regime recurrence (mini-batch bands; shuffle's mean)
+    # train the network's linearisation too: auto (optimizers without a recurrence) | always | never
+    linearized: str = "auto"
+    mc_runs: int = 2000  # sampled batch orders of the kernel recurrence (mini-batch bands; shuffle's mean)
 
 
 @dataclasses.dataclass
@@ -410,12 +411,13 @@ def _check_beyond_full_batch(cfg: Config) -> None:
     t, th = cfg.train, cfg.theory
     _allowed("train.sampling", t.sampling, ("replacement", "shuffle"))
     if t.batch_size is not None and not 1 <= t.batch_size <= cfg.data.n:
-        raise ConfigError(f"train.batch_size: must be in 1..data.n={cfg.data.n} (or null: full batch), got {t.batch_size}")
+        raise ConfigError(f"train.batch_size: must be in 1..data.n={cfg.data.n} (or null: full batch), "
+                          f"got {t.batch_size}")
     if t.sampling_runs < 1:
         raise ConfigError(f"train.sampling_runs: must be >= 1, got {t.sampling_runs}")
     if t.sampling_runs > 1 and t.batch_size is None:
-        raise ConfigError(f"train.sampling_runs: {t.sampling_runs} runs of full-batch training are identical; "
-                          "set train.batch_size or leave sampling_runs at 1")
+        raise ConfigError(f"train.sampling_runs: {t.sampling_runs} runs of full-batch training are "
+                          "identical; set train.batch_size or leave sampling_runs at 1")
     _allowed("theory.linearized", th.linearized, ("auto", "always", "never"))
     if th.mc_runs < 2:
         raise ConfigError(f"theory.mc_runs: must be >= 2, got {th.mc_runs}")
@@ -423,13 +425,15 @@ def _check_beyond_full_batch(cfg: Config) -> None:
         if isinstance(o.eta, dict):
             etas = schedules.eta_values(schedules.from_config(o.eta), t.steps)
             if not (np.all(np.isfinite(etas)) and np.all(etas >= 0) and np.any(etas > 0)):
-                raise ConfigError(f"optimizers[{i}].eta: the schedule must give finite eta_k >= 0, not all 0, over "
-                                  f"train.steps={t.steps}; got min {etas.min():.3g}, max {etas.max():.3g}")
+                raise ConfigError(f"optimizers[{i}].eta: the schedule must give finite eta_k >= 0, "
+                                  f"not all 0, over train.steps={t.steps}; got min {etas.min():.3g}, "
+                                  f"max {etas.max():.3g}")
     if cfg.control is not None:
         scheduled = [o.label for o in cfg.optimizers if isinstance(o.eta, dict)
                      and (cfg.control.labels is None or o.label in cfg.control.labels)]
         if t.batch_size is not None or scheduled:
-            what = "train.batch_size" if t.batch_size is not None else f"the scheduled eta of {', '.join(scheduled)}"
+            what = ("train.batch_size" if t.batch_size is not None
+                    else f"the scheduled eta of {', '.join(scheduled)}")
             raise ConfigError(f"control: the control view is full-batch with a constant eta; remove {what} "
                               "or the control: section")
 

@@ -13,6 +13,7 @@ theta_0 travels in the consts, not in a closure: ``linear_consts(params0, consts
 {"theta0": params0, "base": consts0}, so runs with different initialisations still batch into one
 program (``train.train_batch`` stacks consts per run).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,6 +45,7 @@ def linearize(model: Model) -> Model:
 
     fast = None
     if model.fast_gram is not None:
+
         def fast(params, consts, X):
             return model.fast_gram(consts["theta0"], consts["base"], X)
 

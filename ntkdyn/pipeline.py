@@ -118,7 +118,8 @@ def prepare(cfg: Config, data: tuple[np.ndarray, np.ndarray] | None = None, buil
 def train_plan(cfg: Config) -> TrainPlan:
     t = cfg.train
     return TrainPlan(t.steps, t.record_every, tuple(t.error_at), tuple(t.kernel_at), t.divergence_factor,
-                     chunks=progress_chunks(t.steps // t.record_every), batch_size=t.batch_size, sampling=t.sampling)
+                     chunks=progress_chunks(t.steps // t.record_every), batch_size=t.batch_size,
+                     sampling=t.sampling)
 
 
 def progress_chunks(blocks: int, target: int = 10) -> int:
@@ -146,7 +147,8 @@ def train_runs(cfgs: list[Config], setups: list[Setup], index: int, progress=Non
     hypers = [optimizer_hyper(s, c.optimizers[index]) for c, s in zip(cfgs, setups)]
     scheduled = [h["eta"] for h in hypers if schedules.is_scheduled(h["eta"])]
     if scheduled and (len(scheduled) < len(hypers) or len(set(scheduled)) > 1):  # a schedule is compiled in
-        raise ValueError("runs with different step-size schedules cannot train as one program; run them separately")
+        raise ValueError("runs with different step-size schedules cannot train as one program; "
+                         "run them separately")
     if cfg.train.batch_size is None:
         return train_batch(setups[0].model, spec, hypers, setups[0].c, train_plan(cfg),
                            [s.params for s in setups], [s.consts for s in setups],
@@ -290,7 +292,8 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
             times["theory_diffrax_s"] = time.perf_counter() - t
             gap = np.linalg.norm(ode_modes @ setup.V.T - e_num, axis=1) / np.linalg.norm(setup.e0)
             metrics["ode_closed_vs_diffrax"] = _finite(np.max(gap))
-    if spec.ode_hr is not None and full_batch_constant(cfg, hyper):  # high-resolution ODE (Shi, Du, Jordan, Su 2018)
+    # high-resolution ODE (Shi, Du, Jordan, Su 2018)
+    if spec.ode_hr is not None and full_batch_constant(cfg, hyper):
         t = time.perf_counter()
         hr = spec.ode_hr(hyper)
         metrics["ode_hr"] = hr.description
@@ -333,8 +336,8 @@ def wants_linearized(cfg: Config, spec: optimizers.OptimizerSpec) -> bool:
                                                   and getattr(spec, "restart", None) is None)
 
 
-def _beyond_full_batch(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec, hyper: dict, res: TrainResult,
-                       arrays: dict, metrics: dict, times: dict) -> None:
+def _beyond_full_batch(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec, hyper: dict,
+                       res: TrainResult, arrays: dict, metrics: dict, times: dict) -> None:
     """Predictions beyond full batch and constant eta, added to ``arrays`` / ``metrics`` in place:
 
     * scheduled eta: per-step stability (max spectral radius of A_k(lambda) with eta_k) in
@@ -354,7 +357,8 @@ def _beyond_full_batch(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec
     if not full_batch_constant(cfg, hyper) and spec.ode is not None:
         metrics["note"] = ("the limiting ODEs are not compared: " +
                            ("mini-batch runs (the ODEs describe the mean error, not the mean loss)"
-                            if t.batch_size is not None else "the step size is scheduled (the recurrence uses eta_k)"))
+                            if t.batch_size is not None
+                            else "the step size is scheduled (the recurrence uses eta_k)"))
     if scheduled and spec.has_theory:
         start = time.perf_counter()
         etas = schedules.eta_values(hyper["eta"], t.steps)
@@ -363,12 +367,13 @@ def _beyond_full_batch(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec
         metrics["predicted"] = {"linear_rate": None, "stable": bool(rho <= 1.0 + 1e-12),
                                 "max_spectral_radius": _finite(rho), "eta_range": [float(etas.min()), float(etas.max())]}
         ode = spec.ode(schedules.hyper_at(hyper, etas[0])) if spec.ode is not None else None
-        if ode is not None and ode.order == 1 and t.batch_size is None:  # gradient flow in t_k = sum_{j<k} eta_j
+        # gradient flow read at t_k = sum_{j<k} eta_j
+        if ode is not None and ode.order == 1 and t.batch_size is None:
             ode_time = np.concatenate([[0.0], np.cumsum(etas)])[res.step]
             arrays["ode_time"] = ode_time
             arrays["loss_ode"] = theory.modal_loss(theory.ode_modes(ode, setup.lam, setup.coef, ode_time), setup.c)
             metrics["ode"] = "e' = -K e, t_k = sum_{j<k} eta_j (scheduled eta)"
-            metrics["note"] = "scheduled eta: the first-order ODE is compared in the time t_k = sum_{j<k} eta_j"
+            metrics["note"] = "scheduled eta: the first-order ODE is compared at t_k = sum_{j<k} eta_j"
             if cfg.theory.diffrax:
                 e_num = theory.ode_diffrax(ode, setup.K, setup.e0, ode_time, cfg.theory.rtol, cfg.theory.atol)
                 arrays["loss_ode_diffrax"] = theory.modal_loss(e_num, setup.c)
@@ -378,8 +383,10 @@ def _beyond_full_batch(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec
         b = t.batch_size
         sims = stochastic.simulate_losses(spec, hyper, setup.K, setup.e0, setup.c, t.steps, b, t.sampling,
                                           cfg.theory.mc_runs, seed=cfg.seed)[:, res.step]
-        exact = (stochastic.second_moment_loss(spec, hyper, setup.lam, setup.V, setup.coef, setup.c, t.steps, b)[res.step]
-                 if t.sampling == "replacement" else None)
+        exact = None
+        if t.sampling == "replacement":
+            exact = stochastic.second_moment_loss(spec, hyper, setup.lam, setup.V, setup.coef, setup.c,
+                                                  t.steps, b)[res.step]
         band = stochastic.mean_band(exact, sims, t.sampling_runs)
         arrays["loss_full_batch"] = arrays.get("loss_discrete")
         arrays["loss_discrete"], arrays["loss_band_lo"], arrays["loss_band_hi"] = band.mean, band.lo, band.hi
@@ -387,7 +394,8 @@ def _beyond_full_batch(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec
         info = {"batch_size": b, "sampling": t.sampling, "sampling_runs": t.sampling_runs,
                 "mc_runs": cfg.theory.mc_runs, "mean": band.source, **_band_check(cfg, band, res),
                 "mbb": {"beta": mbb.beta, "lam_1": mbb.lam_1, "lam_n": mbb.lam_n,
-                        "knee_batch_size": mbb.knee_batch_size, "bound_step_size": float(mbb.bound_step_size(b))}}
+                        "knee_batch_size": mbb.knee_batch_size,
+                        "bound_step_size": float(mbb.bound_step_size(b))}}
         if t.sampling == "replacement" and spec.constant and not scheduled:
             info["linear_rate"] = stochastic.second_moment_rate(spec, hyper, setup.lam, setup.V, b)
         metrics["stochastic"] = info
@@ -399,8 +407,9 @@ def _beyond_full_batch(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec
         metrics["linearized"] = {"diverged_at": lin.diverged_at, "runs": t.sampling_runs}
         if lin.loss_runs is not None:
             arrays["loss_linearized_runs"] = lin.loss_runs
-            if "loss_band_lo" in arrays:  # the linearisation is linear: only sampling noise separates it from E[L]
-                band = stochastic.MeanBand(arrays["loss_discrete"], None, arrays["loss_band_lo"], arrays["loss_band_hi"],
+            if "loss_band_lo" in arrays:  # linear: only sampling noise separates it from E[L]
+                band = stochastic.MeanBand(arrays["loss_discrete"], None, arrays["loss_band_lo"],
+                                           arrays["loss_band_hi"],
                                            t.sampling_runs, cfg.theory.mc_runs, "")
                 metrics["stochastic"]["linearized"] = _band_check(cfg, band, lin)
         times["linearized_s"] = time.perf_counter() - start

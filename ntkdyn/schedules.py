@@ -12,12 +12,14 @@ Convention (optax's): the k-th update, k = 1, 2, ..., uses eta_k = schedule(k - 
 schedule is evaluated at the number of updates already done. The kernel-regime recurrence with
 these eta_k is exact for a linear model (``theory.discrete_modes``).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import optax
@@ -79,7 +81,9 @@ def from_config(raw: dict) -> Schedule:
     """``{schedule: NAME, **optax arguments}`` -> Schedule. Raises ValueError naming the bad key:
     an unknown schedule, an argument the optax factory does not take, a missing required one."""
     if not isinstance(raw, dict) or "schedule" not in raw:
-        raise ValueError(f"a schedule mapping needs the key 'schedule' (one of {', '.join(FACTORIES)}), got {raw!r}")
+        raise ValueError(
+            f"a schedule mapping needs the key 'schedule' (one of {', '.join(FACTORIES)}), got {raw!r}"
+        )
     name = raw["schedule"]
     if name not in FACTORIES:
         raise ValueError(f"schedule: {name!r} is not allowed; allowed: {', '.join(FACTORIES)}")
@@ -87,31 +91,46 @@ def from_config(raw: dict) -> Schedule:
     args = {k: v for k, v in raw.items() if k != "schedule"}
     for key in args:
         if key not in params:
-            raise ValueError(f"{key}: not an argument of optax's {FACTORIES[name].__name__}; allowed: "
-                             f"{', '.join(params)}")
+            raise ValueError(
+                f"{key}: not an argument of optax's {FACTORIES[name].__name__}; allowed: {', '.join(params)}"
+            )
     for key, p in params.items():
         if p.default is inspect.Parameter.empty and key not in args:
             raise ValueError(f"{key}: required by schedule {name!r} (optax {FACTORIES[name].__name__})")
     for key, value in args.items():
         if key == "boundaries_and_scales":
-            if value is not None and not (isinstance(value, dict) and all(
-                    _is_int(b) and _is_number(s) for b, s in value.items())):
+            if value is not None and not (
+                isinstance(value, dict) and all(_is_int(b) and _is_number(s) for b, s in value.items())
+            ):
                 raise ValueError(f"boundaries_and_scales: expected a mapping {{step: scale}}, got {value!r}")
         elif key == "staircase":
             if not isinstance(value, bool):
                 raise ValueError(f"staircase: expected true or false, got {value!r}")
         elif key.endswith("_steps") or key == "transition_begin":
             if not _is_int(value) or value < 0 or (key in ("decay_steps", "transition_steps") and value < 1):
-                raise ValueError(f"{key}: expected an integer >= {1 if key in ('decay_steps', 'transition_steps') else 0},"
-                                 f" got {value!r}")
+                raise ValueError(
+                    f"{key}: expected an integer >= {1 if key in ('decay_steps', 'transition_steps') else 0},"
+                    f" got {value!r}"
+                )
         elif value is not None and not _is_number(value):
             raise ValueError(f"{key}: expected a number, got {value!r}")
-    return Schedule(name, _freeze({k: (int(v) if _is_int(v) and (k.endswith("_steps") or k == "transition_begin")
-                                      else v) for k, v in args.items()}))
+    return Schedule(
+        name,
+        _freeze(
+            {
+                k: (int(v) if _is_int(v) and (k.endswith("_steps") or k == "transition_begin") else v)
+                for k, v in args.items()
+            }
+        ),
+    )
 
 
 def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) or (isinstance(v, float) and v.is_integer())
+    return (
+        isinstance(v, (int, np.integer))
+        and not isinstance(v, bool)
+        or (isinstance(v, float) and v.is_integer())
+    )
 
 
 def _is_number(v) -> bool:

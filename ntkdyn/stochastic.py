@@ -30,6 +30,7 @@ closed form; it is predicted by simulating the linear recurrence itself over man
 (``simulate_losses``). Everything here is float64 numpy; K is n x n, so the exact recurrence costs
 O(n^3) per step and the simulation O(runs n^2) per step.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -78,7 +79,7 @@ def batch_counts(rng: np.random.Generator, runs: int, n: int, b: int, sampling: 
         perm = rng.permuted(np.broadcast_to(np.arange(n), (runs, n)), axis=1)
         for j in range(per_epoch):
             counts = np.zeros((runs, n))
-            counts[np.broadcast_to(rows, (runs, b)), perm[:, j * b:(j + 1) * b]] = 1.0
+            counts[np.broadcast_to(rows, (runs, b)), perm[:, j * b : (j + 1) * b]] = 1.0
             yield counts
 
 
@@ -87,8 +88,9 @@ def _step_hyper(hyper: dict, etas, k: int) -> dict:
     return schedules.hyper_at(hyper, etas[k - 1]) if etas is not None else hyper
 
 
-def second_moment_loss(spec: OptimizerSpec, hyper: dict, lam, V, coef, c: float, steps: int,
-                       batch_size: int) -> np.ndarray:
+def second_moment_loss(
+    spec: OptimizerSpec, hyper: dict, lam, V, coef, c: float, steps: int, batch_size: int
+) -> np.ndarray:
     """Exact E[L_k], k = 0..steps, of mini-batch training with ``replacement`` sampling, batch size b,
     in the kernel regime (module docstring): the second moment Q_k of the state X_k in the
     eigenbasis of K (Q has shape (p+1, p+1, n, n)),
@@ -121,15 +123,27 @@ def second_moment_loss(spec: OptimizerSpec, hyper: dict, lam, V, coef, c: float,
 
 
 # --------------------------------------------------------------------------- sampled recurrence
-def simulate_losses(spec: OptimizerSpec, hyper: dict, K, e0, c: float, steps: int, batch_size: int,
-                    sampling: str, runs: int, seed: int = 0) -> np.ndarray:
+def simulate_losses(
+    spec: OptimizerSpec,
+    hyper: dict,
+    K,
+    e0,
+    c: float,
+    steps: int,
+    batch_size: int,
+    sampling: str,
+    runs: int,
+    seed: int = 0,
+) -> np.ndarray:
     """L_k, k = 0..steps, of ``runs`` independently sampled orders of the kernel-regime linear
     recurrence X_k = T_k X_{k-1} + u_k (x) K S_k e_{k-1} (output space, float64): shape (runs, steps + 1).
     The Monte-Carlo prediction for ``shuffle`` (and a check of the exact one for ``replacement``)."""
     K = np.asarray(K, np.float64)
     e0 = np.asarray(e0, np.float64)
     n = e0.size
-    X = np.broadcast_to(initial_state(spec, e0)[None].transpose(0, 2, 1), (runs, len(spec.method.states) + 1, n)).copy()
+    X = np.broadcast_to(
+        initial_state(spec, e0)[None].transpose(0, 2, 1), (runs, len(spec.method.states) + 1, n)
+    ).copy()
     etas = schedules.eta_values(hyper["eta"], steps) if schedules.is_scheduled(hyper.get("eta")) else None
     stream = batch_counts(np.random.default_rng(seed), runs, n, batch_size, sampling)
     out = np.empty((runs, steps + 1))
@@ -170,7 +184,11 @@ def mean_band(mean_exact, sims: np.ndarray, runs: int, z: float = 1.959963984540
     with np.errstate(invalid="ignore", over="ignore"):
         sd = np.std(sims, axis=0, ddof=1)
         if mean_exact is None:
-            mean, half, source = np.mean(sims, axis=0), z * sd * math.sqrt(1.0 / runs + 1.0 / mc), "monte_carlo"
+            mean, half, source = (
+                np.mean(sims, axis=0),
+                z * sd * math.sqrt(1.0 / runs + 1.0 / mc),
+                "monte_carlo",
+            )
         else:
             mean, half, source = np.asarray(mean_exact, np.float64), z * sd / math.sqrt(runs), "second_moment"
     return MeanBand(mean, sd, mean - half, mean + half, runs, mc, source)
@@ -248,7 +266,9 @@ def _first_order_rate(a, u: float, lam, V, b: int) -> float:
     return hi
 
 
-def best_step_size(spec: OptimizerSpec, hyper: dict, lam, V, batch_size: int, grid: int = 40) -> tuple[float, float]:
+def best_step_size(
+    spec: OptimizerSpec, hyper: dict, lam, V, batch_size: int, grid: int = 40
+) -> tuple[float, float]:
     """(eta*, rate*): the eta minimising ``second_moment_rate`` at batch size b (other
     hyperparameters fixed), searched on a log grid of ``grid`` points over eta lam_max in
     [1e-3, 4] and refined by a bounded scalar search around the best grid point."""
@@ -313,4 +333,6 @@ def mbb_constants(K) -> MBBConstants:
     """``MBBConstants`` of the dynamics kernel K = c H (n x n)."""
     K = np.asarray(K, np.float64)
     lam = np.linalg.eigvalsh(0.5 * (K + K.T))
-    return MBBConstants(beta=float(K.shape[0] * np.max(np.diag(K))), lam_1=float(lam[-1]), lam_n=float(lam[0]))
+    return MBBConstants(
+        beta=float(K.shape[0] * np.max(np.diag(K))), lam_1=float(lam[-1]), lam_n=float(lam[0])
+    )

@@ -4,6 +4,7 @@ References: an explicit Jacobian (jax.jacrev, materialised) for f_lin itself; th
 recurrence (theory.discrete_modes with K = c H(theta_0)) for GD and HB trained through the training
 path; a hand-written numpy Adam loop on the explicit linear model for Adam.
 """
+
 import math
 
 import jax
@@ -38,8 +39,10 @@ def test_f_lin_is_the_first_order_expansion(problem):
     np.testing.assert_allclose(lin.apply(params, lc, X), models.paper_apply(params, consts, X), rtol=1e-13)
     delta = {"W": 0.3 * jax.random.normal(jax.random.PRNGKey(1), params["W"].shape, jnp.float64)}
     moved = {"W": params["W"] + delta["W"]}
-    want = np.asarray(models.paper_apply(params, consts, X)) + _jacobian(params, consts, X) @ np.asarray(
-        delta["W"]).ravel()
+    want = (
+        np.asarray(models.paper_apply(params, consts, X))
+        + _jacobian(params, consts, X) @ np.asarray(delta["W"]).ravel()
+    )
     np.testing.assert_allclose(lin.apply(moved, lc, X), want, rtol=1e-11, atol=1e-12)
     # the network itself is not linear at this distance: the comparison can fail
     assert np.max(np.abs(np.asarray(models.paper_apply(moved, consts, X)) - want)) > 1e-3
@@ -104,4 +107,6 @@ def test_linearised_adam_equals_numpy_adam_with_warmup_cosine(problem):
     res = train(lin, optimizers.get("adam"), {"eta": sched}, 1.0, TrainPlan(steps, 1), params, lc, X, y)
     J = _jacobian(params, consts, X)
     e0 = np.asarray(models.paper_apply(params, consts, X) - y)
-    np.testing.assert_allclose(res.loss, _numpy_adam(J, e0, lr, steps), rtol=1e-6)  # optax evaluates the schedule in float32
+    np.testing.assert_allclose(
+        res.loss, _numpy_adam(J, e0, lr, steps), rtol=1e-6
+    )  # optax evaluates the schedule in float32

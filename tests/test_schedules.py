@@ -4,9 +4,9 @@ References: the schedules' formulas written out in numpy; a hand-written paramet
 GD / heavy ball / Nesterov with eta_k on a linear model f(theta) = Phi theta; a parameter-space
 Monte-Carlo for the mini-batch second moment with a schedule.
 """
+
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -26,8 +26,15 @@ def test_schedule_values_match_their_formulas():
     got = _values({"schedule": "cosine_decay", "init_value": 0.3, "decay_steps": 40, "alpha": 0.1})
     frac = np.minimum(t, 40) / 40
     np.testing.assert_allclose(got, 0.3 * ((1 - 0.1) * 0.5 * (1 + np.cos(np.pi * frac)) + 0.1), rtol=1e-6)
-    got = _values({"schedule": "warmup_cosine", "init_value": 0.0, "peak_value": 0.2, "warmup_steps": 10,
-                   "decay_steps": 40})
+    got = _values(
+        {
+            "schedule": "warmup_cosine",
+            "init_value": 0.0,
+            "peak_value": 0.2,
+            "warmup_steps": 10,
+            "decay_steps": 40,
+        }
+    )
     warm = 0.2 * t / 10
     cos = 0.5 * 0.2 * (1 + np.cos(np.pi * np.clip(t - 10, 0, 30) / 30))
     np.testing.assert_allclose(got, np.where(t < 10, warm, cos), rtol=1e-6, atol=1e-9)
@@ -58,7 +65,13 @@ def _param_loop(Phi, y, name, etas, beta):
     return np.array(out)
 
 
-RAW = {"schedule": "warmup_cosine", "init_value": 0.05, "peak_value": 0.6, "warmup_steps": 10, "decay_steps": 50}
+RAW = {
+    "schedule": "warmup_cosine",
+    "init_value": 0.05,
+    "peak_value": 0.6,
+    "warmup_steps": 10,
+    "decay_steps": 50,
+}
 
 
 @pytest.mark.parametrize("name", ["gd", "hb", "nag"])
@@ -78,8 +91,17 @@ def test_scheduled_recurrence_and_training_match_a_hand_written_loop(name):
     const = theory.modal_loss(theory.discrete_modes(spec, {**hyper, "eta": 0.6}, lam, V.T @ -y, STEPS), 1.0)
     assert np.max(np.abs(const / want - 1)) > 1e-2  # the schedule matters: the comparison can fail
     linear = models.Model("linear", lambda th, c, X: X @ th["w"], "half_sum")
-    res = train(linear, spec, hyper, 1.0, TrainPlan(STEPS, 1), {"w": jnp.zeros(p, jnp.float64)}, {},
-                jnp.asarray(Phi), jnp.asarray(y))
+    res = train(
+        linear,
+        spec,
+        hyper,
+        1.0,
+        TrainPlan(STEPS, 1),
+        {"w": jnp.zeros(p, jnp.float64)},
+        {},
+        jnp.asarray(Phi),
+        jnp.asarray(y),
+    )
     np.testing.assert_allclose(res.loss, want, rtol=1e-5)  # optax evaluates the schedule in float32
 
 
@@ -88,8 +110,9 @@ def test_scheduled_second_moment_vs_monte_carlo():
     n, p, b, R = 6, 18, 2, 20000
     Phi = rng.standard_normal((n, p)) / math.sqrt(p)
     y = rng.standard_normal(n)
-    sched = schedules.from_config({"schedule": "exponential", "init_value": 0.3, "transition_steps": 10,
-                                   "decay_rate": 0.3})
+    sched = schedules.from_config(
+        {"schedule": "exponential", "init_value": 0.3, "transition_steps": 10, "decay_rate": 0.3}
+    )
     etas = schedules.eta_values(sched, 30)
     lam, V = theory.eigen(Phi @ Phi.T)
     exact = stochastic.second_moment_loss(optimizers.get("gd"), {"eta": sched}, lam, V, V.T @ -y, 1.0, 30, b)
@@ -113,11 +136,13 @@ def _cfg(eta, **train):
 def test_config_schedule_and_batch_errors():
     cfg = _cfg({"schedule": "cosine_decay", "init_value": 0.1, "decay_steps": 20})
     assert isinstance(cfg.optimizers[0].hyper()["eta"], schedules.Schedule)
-    for eta, match in [({"schedule": "cosine"}, "optimizers\\[0\\].eta: schedule: 'cosine' is not allowed"),
-                       ({"schedule": "cosine_decay", "init_value": 0.1}, "decay_steps: required"),
-                       ({"schedule": "constant", "value": 0.1, "foo": 1}, "foo: not an argument"),
-                       ({"schedule": "constant", "value": -0.1}, "finite eta_k >= 0"),
-                       ({"schedule": "piecewise", "init_value": 0.1, "boundaries_and_scales": [1]}, "boundaries")]:
+    for eta, match in [
+        ({"schedule": "cosine"}, "optimizers\\[0\\].eta: schedule: 'cosine' is not allowed"),
+        ({"schedule": "cosine_decay", "init_value": 0.1}, "decay_steps: required"),
+        ({"schedule": "constant", "value": 0.1, "foo": 1}, "foo: not an argument"),
+        ({"schedule": "constant", "value": -0.1}, "finite eta_k >= 0"),
+        ({"schedule": "piecewise", "init_value": 0.1, "boundaries_and_scales": [1]}, "boundaries"),
+    ]:
         with pytest.raises(config.ConfigError, match=match):
             _cfg(eta)
     with pytest.raises(config.ConfigError, match="train.batch_size: must be in 1..data.n=8"):
@@ -136,9 +161,15 @@ def test_pipeline_scheduled_runs():
     from ntkdyn import pipeline
 
     sched = {"schedule": "piecewise", "init_value": 0.4, "boundaries_and_scales": {10: 0.25}}
-    raw = {"name": "t", "dtype": "float64", "data": {"n": 8, "d": 5}, "model": {"width": 64},
-           "train": {"steps": 30, "record_every": 5, "kernel_at": [0]}, "theory": {"diffrax": True},
-           "optimizers": [{"name": "gd", "eta": sched}, {"name": "hb", "eta": sched, "beta": 0.5}]}
+    raw = {
+        "name": "t",
+        "dtype": "float64",
+        "data": {"n": 8, "d": 5},
+        "model": {"width": 64},
+        "train": {"steps": 30, "record_every": 5, "kernel_at": [0]},
+        "theory": {"diffrax": True},
+        "optimizers": [{"name": "gd", "eta": sched}, {"name": "hb", "eta": sched, "beta": 0.5}],
+    }
     cfg = config.from_dict(raw)
     setup = pipeline.prepare(cfg)
     arrays, m = pipeline.run_optimizer(cfg, setup, cfg.optimizers[0])

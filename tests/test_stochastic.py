@@ -4,6 +4,7 @@ References: Monte-Carlo of the batch selector; a hand-written numpy loop of mini
 ball in *parameter space* on a linear model f(theta) = Phi theta (no kernel, no eigenbasis, no
 ntkdyn code); closed forms for orthogonal data (K = kappa I), derived in the comments.
 """
+
 import math
 
 import numpy as np
@@ -36,7 +37,7 @@ def _param_space_runs(Phi, y, eta, beta, b, steps, runs, sampling, seed, c=1.0):
             if pos + b > n:  # drop-last: a fresh permutation when fewer than b indices are left
                 order = np.argsort(rng.random((runs, n)), axis=1)
                 pos = 0
-            idx = order[:, pos:pos + b]
+            idx = order[:, pos : pos + b]
             pos += b
         PB = Phi[idx]  # (runs, b, p)
         r = np.einsum("rbp,rp->rb", PB, theta) - y[idx]
@@ -197,7 +198,7 @@ def test_mean_band_covers_sampled_means():
     assert np.all(band.hi[1:] - band.lo[1:] < 2 * 1.96 * band.sd[1:] / 5)
 
 
-# --------------------------------------------------------------------------- mini-batch training (ntkdyn.train)
+# ------------------------------------------------------------------- mini-batch training (ntkdyn.train)
 def _linear_model():
     from ntkdyn import models
 
@@ -234,9 +235,18 @@ def test_minibatch_training_equals_a_numpy_loop_on_the_same_batches(sampling):
     Phi, y = _linear_problem(n=7, p=12)
     key = jax.random.PRNGKey(11)
     steps, b, eta, beta = 25, 3, 0.05, 0.5
-    res = train(_linear_model(), optimizers.get("hb"), {"eta": eta, "beta": beta}, 1.0,
-                TrainPlan(steps, 1, batch_size=b, sampling=sampling), {"w": jnp.zeros(12, jnp.float64)}, {},
-                jnp.asarray(Phi), jnp.asarray(y), key=key)
+    res = train(
+        _linear_model(),
+        optimizers.get("hb"),
+        {"eta": eta, "beta": beta},
+        1.0,
+        TrainPlan(steps, 1, batch_size=b, sampling=sampling),
+        {"w": jnp.zeros(12, jnp.float64)},
+        {},
+        jnp.asarray(Phi),
+        jnp.asarray(y),
+        key=key,
+    )
     batches = np.asarray(jax.vmap(lambda k: batch_indices(key, k, 7, b, sampling))(np.arange(steps)))
 
     def loop(batches):  # the update written out, on the given batches (None: full batch)
@@ -265,9 +275,18 @@ def test_minibatch_training_mean_is_the_exact_second_moment():
     hyper = {"eta": 0.2}
     plan = TrainPlan(steps, 1, batch_size=b, sampling="replacement")
     w0 = {"w": jnp.zeros(16, jnp.float64)}
-    res = train_batch(_linear_model(), optimizers.get("gd"), [hyper] * R, 1.0, plan, [w0] * R, [{}] * R,
-                      [jnp.asarray(Phi)] * R, [jnp.asarray(y)] * R,
-                      keys=[jax.random.fold_in(jax.random.PRNGKey(0), i) for i in range(R)])
+    res = train_batch(
+        _linear_model(),
+        optimizers.get("gd"),
+        [hyper] * R,
+        1.0,
+        plan,
+        [w0] * R,
+        [{}] * R,
+        [jnp.asarray(Phi)] * R,
+        [jnp.asarray(y)] * R,
+        keys=[jax.random.fold_in(jax.random.PRNGKey(0), i) for i in range(R)],
+    )
     runs = np.stack([r.loss for r in res])
     lam, V = theory.eigen(Phi @ Phi.T)
     exact = stochastic.second_moment_loss(optimizers.get("gd"), hyper, lam, V, V.T @ -y, 1.0, steps, b)
@@ -283,17 +302,23 @@ def test_pipeline_minibatch_run_with_linearised_check():
     from ntkdyn import config, pipeline
     from ntkdyn.train import batch_indices
 
-    raw = {"name": "t", "dtype": "float64", "data": {"n": 10, "d": 6}, "model": {"width": 128},
-           "train": {"steps": 40, "record_every": 5, "batch_size": 3, "sampling_runs": 16, "kernel_at": [0]},
-           "theory": {"diffrax": False, "linearized": "always", "mc_runs": 2000},
-           "optimizers": [{"name": "hb", "eta": 0.1, "beta": 0.5}]}
+    raw = {
+        "name": "t",
+        "dtype": "float64",
+        "data": {"n": 10, "d": 6},
+        "model": {"width": 128},
+        "train": {"steps": 40, "record_every": 5, "batch_size": 3, "sampling_runs": 16, "kernel_at": [0]},
+        "theory": {"diffrax": False, "linearized": "always", "mc_runs": 2000},
+        "optimizers": [{"name": "hb", "eta": 0.1, "beta": 0.5}],
+    }
     cfg = config.from_dict(raw)
     setup = pipeline.prepare(cfg)
     arrays, m = pipeline.run_optimizer(cfg, setup, cfg.optimizers[0])
     assert arrays["loss_runs"].shape == (16, 9) and arrays["loss_linearized_runs"].shape == (16, 9)
     np.testing.assert_allclose(arrays["loss"], arrays["loss_runs"].mean(0))
     for i, key in enumerate(pipeline.sampling_keys(cfg)[:3]):  # replay: e <- e - eta v, v <- beta v + K S e
-        batches = np.asarray(jax.vmap(lambda k: batch_indices(key, k, 10, 3, "replacement"))(np.arange(40)))
+        draw = jax.vmap(lambda k, key=key: batch_indices(key, k, 10, 3, "replacement"))
+        batches = np.asarray(draw(np.arange(40)))
         e, v, want = setup.e0.copy(), np.zeros(10), [0.5 * setup.e0 @ setup.e0]
         for idx in batches:
             v = 0.5 * v + setup.K @ (np.bincount(idx, minlength=10) * (10 / 3) * e)
@@ -302,5 +327,7 @@ def test_pipeline_minibatch_run_with_linearised_check():
         np.testing.assert_allclose(arrays["loss_linearized_runs"][i], np.array(want)[::5], rtol=1e-9)
     st = m["stochastic"]
     assert st["mean"] == "second_moment" and 0 <= st["linearized"]["inside_band"] <= 1
-    assert np.all(arrays["loss_discrete"][1:] > arrays["loss_full_batch"][1:])  # E[L] above the full-batch loss
+    assert np.all(
+        arrays["loss_discrete"][1:] > arrays["loss_full_batch"][1:]
+    )  # E[L] above the full-batch loss
     assert 0 < st["linear_rate"] < 1 and m["ode"] is None and "mini-batch" in m["note"]
