@@ -312,7 +312,8 @@ class MBBConstants:
     def bound_step_size(self, b) -> np.ndarray:
         """eta(b) = b / (beta + (b - 1) lam_1) = 1 / L_b, L_b = (beta + (b - 1) lam_1) / b: the step
         minimising the one-step bound E||w_k - w*||^2 <= (1 - eta (2 - eta L_b) lam_n) ||w_{k-1} - w*||^2
-        that follows from E||S-gradient||^2 <= L_b <grad, error> (MBB, section 3)."""
+        that follows from E||H_B v||^2 <= (beta / b + (1 - 1/b) lam_1) <v, H v> for the mini-batch Hessian
+        H_B and the error v = w - w* (MBB's argument for quadratic losses, derived here)."""
         b = np.asarray(b, np.float64)
         return b / (self.beta + (b - 1.0) * self.lam_1)
 

@@ -170,6 +170,9 @@ def test_best_step_size_and_mbb_orthogonal_closed_form():
         want = b / (kappa * (b + n - 1))
         assert eta == pytest.approx(want, rel=1e-4)
         assert float(mbb.bound_step_size(b)) == pytest.approx(want, rel=1e-12)
+        # at eta*, the loss factor is (n - 1)/(b + n - 1), which MBB's bound attains here (K = kappa I)
+        assert rate == pytest.approx((n - 1) / (b + n - 1), rel=1e-8)
+        assert float(mbb.bound_rate(b)) == pytest.approx(rate, rel=1e-8)
 
 
 def test_check_batch_errors():
