@@ -297,8 +297,6 @@ def validate(cfg: Config) -> Config:
         _check_optimizer(key, o, optimizers.REGISTRY[o.name], labels)
     _check_beyond_full_batch(cfg)
     if cfg.control is not None:  # control: section (ntkdyn.control)
-        from ntkdyn import control
-
         cc = cfg.control
         for lab in cc.labels or []:
             if lab not in labels:
@@ -306,10 +304,10 @@ def validate(cfg: Config) -> Config:
         for i, o in enumerate(cc.extra or []):
             key = f"control.extra[{i}]"
             try:
-                spec = control.get(o.name)
+                spec = optimizers.modal_spec(o.name)
             except ValueError:
-                allowed = sorted(list(optimizers.RECURRENCE_ONLY) + [n for n, s in optimizers.REGISTRY.items() if s.has_theory])
-                raise ConfigError(f"{key}.name: {o.name!r} has no recurrence; allowed: {', '.join(allowed)}") from None
+                allowed = ", ".join(optimizers.modal_names())
+                raise ConfigError(f"{key}.name: {o.name!r} has no recurrence; allowed: {allowed}") from None
             _check_optimizer(key, o, spec, labels)
         if not 0 < cc.band < 1:
             raise ConfigError(f"control.band: must be in (0, 1), got {cc.band}")

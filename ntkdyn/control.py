@@ -54,14 +54,7 @@ BAND = 0.02
 
 
 # --------------------------------------------------------------------------- declarations
-def get(name: str):
-    """An OptimizerSpec with a recurrence, or a recurrence-only ``optimizers.ModalSpec``."""
-    if name in optimizers.RECURRENCE_ONLY:
-        return optimizers.RECURRENCE_ONLY[name]
-    spec = optimizers.get(name)
-    if not spec.has_theory:
-        raise ValueError(f"optimizer {name!r} has no kernel-regime recurrence (empirical only)")
-    return spec
+get = optimizers.modal_spec  # an OptimizerSpec with a recurrence, or a recurrence-only ModalSpec
 
 
 def resolve(spec, hyper: dict, lam) -> dict:

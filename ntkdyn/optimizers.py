@@ -590,6 +590,27 @@ def get(name: str) -> OptimizerSpec:
     return REGISTRY[name]
 
 
+def modal_spec(name: str) -> OptimizerSpec | ModalSpec:
+    """The declaration with a kernel-regime recurrence called ``name``: a registered
+    ``OptimizerSpec`` with ``has_theory``, or a recurrence-only ``ModalSpec`` (``RECURRENCE_ONLY``).
+
+    Raises:
+        ValueError: ``name`` is unknown or empirical only; the message lists the allowed names.
+    """
+    if name in RECURRENCE_ONLY:
+        return RECURRENCE_ONLY[name]
+    spec = REGISTRY.get(name)
+    if spec is None or not spec.has_theory:
+        why = "is unknown" if spec is None else "has no kernel-regime recurrence (empirical only)"
+        raise ValueError(f"optimizer {name!r} {why}; allowed: {', '.join(modal_names())}")
+    return spec
+
+
+def modal_names() -> list[str]:
+    """Names of every declaration with a kernel-regime recurrence (``modal_spec``), sorted."""
+    return sorted([*RECURRENCE_ONLY, *(n for n, s in REGISTRY.items() if s.has_theory)])
+
+
 def resolve_hyper(spec: OptimizerSpec, hyper: Hyper, lam=None) -> Hyper:
     """Fill defaults; check that every required hyperparameter is given; with the eigenvalues
     ``lam`` of K, apply ``spec.tune`` where declared (e.g. Polyak-tuned HB)."""
@@ -599,8 +620,7 @@ def resolve_hyper(spec: OptimizerSpec, hyper: Hyper, lam=None) -> Hyper:
             if default is None:
                 raise ValueError(f"optimizer {spec.name!r} needs {key!r}")
             out[key] = default
-    tune = getattr(spec, "tune", None)
-    return tune(out, np.asarray(lam, np.float64)) if tune is not None and lam is not None else out
+    return spec.tune(out, np.asarray(lam, np.float64)) if spec.tune is not None and lam is not None else out
 
 
 # --------------------------------------------------------------------------- training face
