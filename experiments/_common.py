@@ -31,7 +31,7 @@ import jax
 jax.config.update("jax_enable_x64", True)  # float64 available (theory; float64 studies); training dtype is explicit
 
 from ntkdyn import config as config_mod  # noqa: E402
-from ntkdyn import optimizers, pipeline, rates, results, theory  # noqa: E402
+from ntkdyn import optimizers, pipeline, rates, results, study, theory  # noqa: E402
 
 PAPER = "Bu, Xu, Chen 2021 (arXiv:2010.13165)"
 RESULTS = ("agrees", "differs", "partly", "inconclusive", "info")
@@ -112,12 +112,12 @@ def run_group(raws: list[dict], data_seed: int | None = None, label: str = "", k
     pairs = [setup_for(r, data_seed) for r in raws]
     cfgs, setups = [p[0] for p in pairs], [p[1] for p in pairs]
     t = time.perf_counter()
-    trained = pipeline.train_runs(cfgs, setups, 0)
-    t_train = time.perf_counter() - t
+    evaluated = study.evaluate_group(cfgs, setups, 0)  # the one run path (train as one program, evaluate)
+    t_train = time.perf_counter() - t - sum(ev.times["evaluate_s"] for ev in evaluated)
     out = []
-    for cfg, setup, res in zip(cfgs, setups, trained):
-        arrays, metrics = pipeline.evaluate(cfg, setup, cfg.optimizers[0], res)
-        out.append((arrays, metrics, cfg, setup, res) if keep else (arrays, metrics, cfg, setup))
+    for cfg, setup, ev in zip(cfgs, setups, evaluated):
+        arrays, metrics = dict(ev.arrays), dict(ev.metrics)
+        out.append((arrays, metrics, cfg, setup, ev.trained) if keep else (arrays, metrics, cfg, setup))
     steps = cfgs[0].train.steps
     print(f"  {label or cfgs[0].optimizers[0].name}: {len(raws)} run(s) x {steps} steps, model "
           f"{cfgs[0].model.name} m={cfgs[0].model.width} n={cfgs[0].data.n}: train {t_train:.1f} s", flush=True)

@@ -34,8 +34,8 @@ metrics.json (one run; keys in ``[]`` are written only when they have a value, `
         "kernel_drift"|null, "ode": description|null,
         ["ode_hr": description], ["ode_closed_vs_diffrax"], ["note"], ["error"]}}}
 
-An optimizer that failed is written as ``{"optimizer", "eta", "status": "failed", "error"}`` (a
-sweep writes it without "eta"; read back, eta is None).
+An optimizer that failed is written as ``{"optimizer", "eta", "status": "failed", "error"}`` (sweep
+folders written before the sweep used ``write_run`` hold it without "eta"; read back, eta is None).
 Units: rates are loss factors per iteration, deviations relative, drift ||H_k - H_0||_F / ||H_0||_F
 (README "Definitions"). Keys not listed here (added by newer versions) are kept, unchanged, in
 the ``extra`` mapping of the object at that level, and written back by ``to_json``.
@@ -1002,8 +1002,20 @@ def load(folder: str) -> RunResult | SweepResult | StudyResult | StudyCollection
 
 # --------------------------------------------------------------------------- the run-folder writer
 def write_run(folder: str, run: RunResult, config_text: str | None = None) -> None:
-    """Write ``run`` as a run folder (module docstring): config.yaml (``config_text`` or
-    ``run.config`` as YAML), data.npz, kernels.npz, trajectories.npz, metrics.json (last), env.json."""
+    """Write ``run`` as a run folder (module docstring): the one writer of run folders (CLI single
+    runs, each run of a sweep, ``run_study(out=...)``). ``write_run_inputs`` then ``write_run_outputs``.
+
+    Args:
+        folder: the run folder (created).
+        run: the run; an empty ``run.env`` writes no env.json.
+        config_text: config.yaml's text (default ``run.config`` as YAML).
+    """
+    write_run_inputs(folder, run, config_text)
+    write_run_outputs(folder, run)
+
+
+def write_run_inputs(folder: str, run: RunResult, config_text: str | None = None) -> None:
+    """What a run knows before training: config.yaml, data.npz and kernels.npz (where present)."""
     import yaml
 
     os.makedirs(folder, exist_ok=True)
@@ -1015,6 +1027,12 @@ def write_run(folder: str, run: RunResult, config_text: str | None = None) -> No
         write_npz(os.path.join(folder, "data.npz"), dict(run.data))
     if run.kernels:
         write_npz(os.path.join(folder, "kernels.npz"), dict(run.kernels))
+
+
+def write_run_outputs(folder: str, run: RunResult) -> None:
+    """trajectories.npz, env.json (if ``run.env``) and metrics.json, last: a run folder whose
+    metrics.json lists every optimizer is complete (a sweep skips such runs when resumed)."""
+    os.makedirs(folder, exist_ok=True)
     write_npz(
         os.path.join(folder, "trajectories.npz"),
         {f"{label}/{k}": v for label, o in run.optimizers.items() for k, v in o.trajectory.items()},

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
-import json
 import os
 import platform
 import sys
@@ -118,12 +117,6 @@ def guarded_stage(env: dict, name: str, stage) -> bool:
     return ok
 
 
-def spectrum_metrics(setup) -> dict:
-    lam = setup.lam
-    return {"lambda_min": float(lam[0]), "lambda_max": float(lam[-1]),
-            "kappa": float(lam[-1] / lam[0]) if lam[0] > 0 else None, "loss_scale": setup.c}
-
-
 def fmt(x, spec=".4g") -> str:
     if x is None:
         return "-"
@@ -178,7 +171,7 @@ def main(argv=None) -> int:
         if isinstance(raw, dict) and "sweep" in raw:
             from ntkdyn import sweep
 
-            runs = sweep.expand(raw)
+            points = sweep.expand(raw)
         else:
             cfg = config_mod.from_dict(raw)
     except config_mod.ConfigError as exc:
@@ -192,13 +185,11 @@ def main(argv=None) -> int:
 
         init_distributed(args.coordinator, args.num_processes, args.process_id)
     jax.config.update("jax_enable_x64", True)  # float64 available; training uses cfg.dtype explicitly
-    import numpy as np
-
-    from ntkdyn import memory, pipeline, plots, train
+    from ntkdyn import memory, pipeline, plots, runs
 
     try:  # the memory estimate, before any data, parameter or kernel is computed (ntkdyn.memory)
         if "sweep" in raw:
-            for group in sweep.group_by_shape(runs):
+            for group in sweep.group_by_shape(points):
                 memory.check(group[0].cfg, len(group))
         else:
             memory.check(cfg)
@@ -210,7 +201,7 @@ def main(argv=None) -> int:
         return 2
 
     if "sweep" in raw:
-        return run_sweep(raw, runs, args, say, t_start)
+        return run_sweep(raw, points, args, say, t_start)
 
     try:  # input files are read before anything is written or computed
         data = pipeline.load_data(cfg)
@@ -225,42 +216,10 @@ def main(argv=None) -> int:
     env = new_env(dtype=cfg.dtype, seed=cfg.seed)
     results.write_json(os.path.join(out, "env.json"), env)
     say(f"ntkdyn: {cfg.name} -> {out} ({env['device']['platform']}, {cfg.dtype})")
-
-    setup = pipeline.prepare(cfg, data, built)
-    env["times_s"].update(setup.times)
-    results.write_npz(os.path.join(out, "data.npz"), {"X": setup.X, "y": setup.y, "e0": setup.e0})
-    kernels = {"H0": setup.H0, "eigvals": setup.lam, "kernel_used": np.asarray(cfg.theory.kernel),
-               "loss_scale": np.asarray(setup.c)}
-    if setup.Hinf is not None:
-        kernels["Hinf"] = setup.Hinf
-    results.write_npz(os.path.join(out, "kernels.npz"), kernels)
-    lam = setup.lam
-    metrics = {"spectrum": {**spectrum_metrics(setup), "kernel": cfg.theory.kernel}, "optimizers": {}}
-    say(f"  n={setup.X.shape[0]} d={setup.X.shape[1]}  K = {setup.c:g} * {cfg.theory.kernel}: "
-        f"lambda_min={lam[0]:.4g} lambda_max={lam[-1]:.4g}")
-    trajectories: dict[str, dict[str, np.ndarray]] = {}
-    failed = False
-    for oc in cfg.optimizers:
-        t = time.perf_counter()
-        try:
-            progress = None if args.quiet else train.progress_printer(oc.label, cfg.train.steps, 1)
-            arrays, m = pipeline.run_optimizer(cfg, setup, oc, progress)
-        except Exception as exc:  # noqa: BLE001 - one optimizer failing must not lose the others
-            failed = True
-            metrics["optimizers"][oc.label] = {"optimizer": oc.name, "eta": oc.eta, "status": "failed",
-                                               "error": f"{type(exc).__name__}: {exc}"}
-            print(f"ntkdyn: optimizer {oc.label} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            continue
-        trajectories[oc.label] = arrays
-        metrics["optimizers"][oc.label] = m
-        env["times_s"][oc.label] = {**m.pop("times"), "total_s": time.perf_counter() - t}
-        results.write_npz(os.path.join(out, "trajectories.npz"),
-                          {f"{lab}/{k}": v for lab, arr in trajectories.items() for k, v in arr.items()})
-        results.write_json(os.path.join(out, "metrics.json"), metrics)
-        say(f"  {oc.label}: {m['status']}, {m['verdict']} "
-            f"(train {env['times_s'][oc.label]['train_run_s']:.2f} s + compile "
-            f"{env['times_s'][oc.label]['train_compile_s']:.2f} s)")
-    results.write_json(os.path.join(out, "metrics.json"), metrics)
+    warn = lambda text: print(text, file=sys.stderr)  # noqa: E731
+    done = runs.single_run(cfg, data, built, out, env, say, warn, progress=not args.quiet)
+    failed, setup, trajectories = done.failed, done.setup, done.trajectories
+    metrics = done.run.to_json()
 
     failed |= not guarded_stage(env, "plot", lambda: plots.loss_figure(
         trajectories, metrics["optimizers"], os.path.join(out, f"loss.{args.format}")))
@@ -300,21 +259,19 @@ def summary_rows(run_id: str, values: dict, metrics: dict) -> list[dict]:
     return rows
 
 
-def run_sweep(raw: dict, runs, args, say, t_start: float) -> int:
-    """Run every grid point; runs of equal shapes train as one batched program per optimizer.
+def run_sweep(raw: dict, points, args, say, t_start: float) -> int:
+    """Run every grid point (``runs.sweep_group`` per shape group), then write summary.csv and the
+    sweep figure and print the table.
 
     Layout: OUT/config.yaml (the sweep), OUT/env.json, OUT/summary.csv, OUT/sweep.png and
-    OUT/runs/<run_id>/{config.yaml, data.npz, kernels.npz, trajectories.npz, metrics.json}.
+    OUT/runs/<run_id>/ (each a run folder written by ``results.write_run``, without env.json).
     A run whose metrics.json exists (written last, atomically) is skipped when the sweep is
     re-run into the same folder.
     """
-    import csv
-    import io
-
     import jax
     import yaml
 
-    from ntkdyn import pipeline, plots, sweep, train
+    from ntkdyn import plots, runs, sweep, train
 
     name = raw.get("name", "sweep")
     out = output_folder(args, name)
@@ -322,87 +279,46 @@ def run_sweep(raw: dict, runs, args, say, t_start: float) -> int:
     if writer:
         os.makedirs(os.path.join(out, "runs"), exist_ok=True)
         results.write_text(os.path.join(out, "config.yaml"), yaml.safe_dump(raw, sort_keys=False))
-    env = new_env(processes=jax.process_count(), devices_on_run_axis=len(jax.devices()), runs=len(runs))
-    groups = sweep.group_by_shape(runs)
-    say(f"ntkdyn: sweep {name}: {len(runs)} runs in {len(groups)} shape group(s) on {len(jax.devices())} "
+    env = new_env(processes=jax.process_count(), devices_on_run_axis=len(jax.devices()), runs=len(points))
+    groups = sweep.group_by_shape(points)
+    say(f"ntkdyn: sweep {name}: {len(points)} runs in {len(groups)} shape group(s) on {len(jax.devices())} "
         f"device(s) -> {out}")
     all_metrics: dict[str, dict] = {}
     failed = False
     compiles_before = train.COMPILE_COUNT["n"]
+    warn = lambda text: print(text, file=sys.stderr)  # noqa: E731
     for g, group in enumerate(groups):
-        todo = []
-        for run in group:
-            done = os.path.join(out, "runs", run.run_id, "metrics.json")
-            if os.path.exists(done):
-                with open(done) as fh:
-                    all_metrics[run.run_id] = json.load(fh)
-            else:
-                todo.append(run)
-        if len(todo) < len(group):
-            say(f"  group {g + 1}: {len(group) - len(todo)} finished run(s) found, skipped")
-        if not todo:
-            continue
-        t = time.perf_counter()
         try:
-            setups = [pipeline.prepare(run.cfg) for run in todo]
+            failed |= runs.sweep_group(g + 1, group, out, env, writer, say, warn, not args.quiet, all_metrics)
         except ValueError as exc:
             print(f"ntkdyn: bad input: {exc}", file=sys.stderr)
             return 2
-        env["times_s"][f"group{g + 1}_prepare"] = time.perf_counter() - t
-        cfgs = [run.cfg for run in todo]
-        per_run = {run.run_id: ({}, {"spectrum": spectrum_metrics(s), "optimizers": {}})
-                   for run, s in zip(todo, setups)}
-        for i, oc in enumerate(cfgs[0].optimizers):
-            t = time.perf_counter()
-            progress = None if args.quiet else train.progress_printer(
-                f"group {g + 1} {oc.label}", cfgs[0].train.steps, len(todo))
-            try:
-                trained = pipeline.train_runs(cfgs, setups, i, progress)
-            except Exception as exc:  # noqa: BLE001 - keep the other optimizers and groups
-                failed = True
-                print(f"ntkdyn: group {g + 1} optimizer {oc.label} failed: {type(exc).__name__}: {exc}",
-                      file=sys.stderr)
-                for run in todo:
-                    per_run[run.run_id][1]["optimizers"][oc.label] = {
-                        "optimizer": oc.name, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-                continue
-            env["times_s"][f"group{g + 1}_{oc.label}_train"] = time.perf_counter() - t
-            t = time.perf_counter()
-            for run, setup, res in zip(todo, setups, trained):
-                arrays, m = pipeline.evaluate(run.cfg, setup, run.cfg.optimizers[i], res)
-                m.pop("times")
-                per_run[run.run_id][0].update({f"{oc.label}/{k}": v for k, v in arrays.items()})
-                per_run[run.run_id][1]["optimizers"][oc.label] = m
-            env["times_s"][f"group{g + 1}_{oc.label}_theory"] = time.perf_counter() - t
-        for run, setup in zip(todo, setups):
-            arrays, metrics = per_run[run.run_id]
-            all_metrics[run.run_id] = metrics
-            if writer:
-                folder = os.path.join(out, "runs", run.run_id)
-                os.makedirs(folder, exist_ok=True)
-                results.write_text(os.path.join(folder, "config.yaml"), config_mod.dump(run.cfg))
-                results.write_npz(os.path.join(folder, "data.npz"), {"X": setup.X, "y": setup.y, "e0": setup.e0})
-                results.write_npz(os.path.join(folder, "kernels.npz"), {"H0": setup.H0, "eigvals": setup.lam})
-                results.write_npz(os.path.join(folder, "trajectories.npz"), arrays)
-                results.write_json(os.path.join(folder, "metrics.json"), metrics)  # last: marks the run done
     env["compiles"] = train.COMPILE_COUNT["n"] - compiles_before
-    rows = [row for run in runs if run.run_id in all_metrics
+    rows = [row for run in points if run.run_id in all_metrics
             for row in summary_rows(run.run_id, run.values, all_metrics[run.run_id])]
     if writer:
-        fields = list(dict.fromkeys(k for row in rows for k in row))
-        buffer = io.StringIO()
-        table = csv.DictWriter(buffer, fieldnames=fields)
-        table.writeheader()
-        table.writerows(rows)
-        results.write_text(os.path.join(out, "summary.csv"), buffer.getvalue())
+        results.write_text(os.path.join(out, "summary.csv"), summary_csv(rows))
         failed |= not guarded_stage(env, "plot", lambda: plots.sweep_figure(
-            rows, list(runs[0].values), os.path.join(out, f"sweep.{args.format}")))
+            rows, list(points[0].values), os.path.join(out, f"sweep.{args.format}")))
         env["times_s"]["total"] = time.perf_counter() - t_start
         results.write_json(os.path.join(out, "env.json"), env)
-    print(sweep_table(rows, list(runs[0].values)))
-    print(f"results: {out}  ({len(runs)} runs, {env['compiles']} compilations, "
+    print(sweep_table(rows, list(points[0].values)))
+    print(f"results: {out}  ({len(points)} runs, {env['compiles']} compilations, "
           f"total {time.perf_counter() - t_start:.1f} s)")
     return 1 if failed else 0
+
+
+def summary_csv(rows: list[dict]) -> str:
+    """summary.csv's text: one column per key met in ``rows`` (first-seen order)."""
+    import csv
+    import io
+
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    buffer = io.StringIO()
+    table = csv.DictWriter(buffer, fieldnames=fields)
+    table.writeheader()
+    table.writerows(rows)
+    return buffer.getvalue()
 
 
 def sweep_table(rows: list[dict], axes: list[str], limit: int = 40) -> str:

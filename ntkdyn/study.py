@@ -115,32 +115,110 @@ def _described_config(cfg: config_mod.Config, setup, user_model: bool, user_data
     return doc
 
 
-def _run_result(cfg, setup, opts: dict, times: dict, user_model: bool, user_data: bool, run_id: str):
+def spectrum_of(cfg: config_mod.Config, setup) -> results.Spectrum:
+    """The spectrum of K = c H the predictions use (``setup.lam`` ascending; kappa None if lam_min <= 0)."""
     lam = setup.lam
-    spectrum = results.Spectrum(
+    return results.Spectrum(
         float(lam[0]),
         float(lam[-1]),
         float(lam[-1] / lam[0]) if lam[0] > 0 else None,
         float(setup.c),
         cfg.theory.kernel,
     )
+
+
+def run_result(
+    cfg: config_mod.Config,
+    setup,
+    opts: Mapping[str, results.OptimizerResult],
+    *,
+    env: Mapping[str, Any] | None = None,
+    run_id: str = "",
+    config_doc: Mapping[str, Any] | None = None,
+) -> results.RunResult:
+    """A run's ``results.RunResult`` from its prepared ``setup`` (data.npz: X, y, e0; kernels.npz:
+    H0, eigvals, kernel_used, loss_scale and Hinf where defined) and its optimizers' results.
+
+    Args:
+        cfg, setup: the run's config and ``pipeline.prepare`` result.
+        opts: label -> ``OptimizerResult``, in config order (may be partial while a run proceeds).
+        env: env.json content (empty: no env.json is written).
+        run_id: the run's name; config_doc: config.yaml's mapping (default ``config.to_dict(cfg)``).
+    """
     kernels = {
         "H0": setup.H0,
-        "eigvals": lam,
+        "eigvals": setup.lam,
         "kernel_used": np.asarray(cfg.theory.kernel),
         "loss_scale": np.asarray(setup.c),
     }
     if setup.Hinf is not None:
         kernels["Hinf"] = setup.Hinf
     return results.RunResult(
-        config=_described_config(cfg, setup, user_model, user_data),
-        spectrum=spectrum,
-        optimizers=opts,
+        config=dict(config_doc) if config_doc is not None else config_mod.to_dict(cfg),
+        spectrum=spectrum_of(cfg, setup),
+        optimizers=dict(opts),
         data={"X": setup.X, "y": setup.y, "e0": setup.e0},
         kernels=kernels,
-        env={"dtype": cfg.dtype, "seed": cfg.seed, "command": "ntkdyn.run_study", "times_s": times},
+        env=dict(env or {}),
         run_id=run_id,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluated:
+    """One optimizer of one run, trained and evaluated (``evaluate_group``).
+
+    ``arrays``: its trajectories (trajectories.npz under its label); ``metrics``: its metrics.json
+    entry (the ``results`` schema); ``trained``: the ``train.TrainResult`` (parameter snapshots,
+    final parameters); ``times``: seconds per stage (train_compile_s, train_run_s, ..., evaluate_s).
+    """
+
+    label: str
+    arrays: Mapping[str, np.ndarray]
+    metrics: Mapping[str, Any]
+    trained: Any
+    times: Mapping[str, float]
+
+    @property
+    def result(self) -> results.OptimizerResult:
+        """The typed ``results.OptimizerResult`` of ``metrics`` and ``arrays``."""
+        return results.OptimizerResult.from_json(self.label, self.metrics, self.arrays)
+
+
+def failed_result(oc: config_mod.OptimizerConfig, exc: BaseException) -> results.OptimizerResult:
+    """The metrics.json entry of an optimizer whose training or evaluation raised ``exc``."""
+    label = oc.label or oc.name
+    return results.OptimizerResult(label, oc.name, oc.eta, "failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def evaluate_group(
+    cfgs: Sequence[config_mod.Config], setups: Sequence, index: int, progress=None
+) -> list[Evaluated]:
+    """THE run path: optimizer ``index`` of every run (equal shapes) trained as ONE compiled,
+    batched program (``pipeline.train_runs``), then each run evaluated (``pipeline.evaluate``:
+    kernel drift, discrete and ODE predictions, fits, verdicts). Used by ``run_group``, the CLI's
+    single runs and sweeps, and the studies in ``experiments/``.
+
+    Args:
+        cfgs: validated configs of the runs; setups: their ``pipeline.prepare`` results.
+        index: which optimizer of ``cfgs[i].optimizers``; progress: ``train.progress_printer`` or None.
+    Returns:
+        One ``Evaluated`` per run, in order.
+    """
+    import jax
+
+    from ntkdyn import pipeline
+
+    with jax.enable_x64(True):
+        trained = pipeline.train_runs(list(cfgs), list(setups), index, progress)
+        out = []
+        for cfg, setup, res in zip(cfgs, setups, trained):
+            t = time.perf_counter()
+            oc = cfg.optimizers[index]
+            arrays, metrics = pipeline.evaluate(cfg, setup, oc, res)
+            times = {**metrics.pop("times"), "evaluate_s": time.perf_counter() - t}
+            out.append(Evaluated(oc.label, arrays, metrics, res, times))
+    return out
 
 
 def run_group(
@@ -194,26 +272,22 @@ def run_group(
         times: list[dict] = [dict(s.times) for s in setups]
         for i, oc in enumerate(cfgs[0].optimizers):
             printer = train.progress_printer(oc.label, cfgs[0].train.steps, n) if progress else None
-            trained = pipeline.train_runs(cfgs, setups, i, printer)
-            for j, (cfg, setup, res) in enumerate(zip(cfgs, setups, trained)):
-                t = time.perf_counter()
-                label = cfg.optimizers[i].label
-                arrays, metrics = pipeline.evaluate(cfg, setup, cfg.optimizers[i], res)
-                times[j][label] = {**metrics.pop("times"), "evaluate_s": time.perf_counter() - t}
-                opts[j][label] = results.OptimizerResult.from_json(label, metrics, arrays)
+            for j, ev in enumerate(evaluate_group(cfgs, setups, i, printer)):
+                times[j][ev.label] = dict(ev.times)
+                opts[j][ev.label] = ev.result
     total = time.perf_counter() - t_start
     out = []
     for j, (cfg, setup) in enumerate(zip(cfgs, setups)):
         times[j]["group_total"] = total
+        env = {"dtype": cfg.dtype, "seed": cfg.seed, "command": "ntkdyn.run_study", "times_s": times[j]}
         out.append(
-            _run_result(
+            run_result(
                 cfg,
                 setup,
                 opts[j],
-                times[j],
-                models[j] is not None,
-                data[j] is not None,
-                run_ids[j] if run_ids is not None else cfg.name,
+                env=env,
+                run_id=run_ids[j] if run_ids is not None else cfg.name,
+                config_doc=_described_config(cfg, setup, models[j] is not None, data[j] is not None),
             )
         )
     return out
