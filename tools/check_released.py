@@ -160,10 +160,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--betas", type=float, nargs="*", default=[0.2, 0.5, 0.8], help="HB momenta (the notebook's)")
     p.add_argument("--r", type=float, nargs="*", default=[3.0], help="NAG-C r values (none: skip NAG-C)")
+    p.add_argument("--gd", action=argparse.BooleanOptionalAction, default=True, help="include GD")
     p.add_argument("--tol", type=float, default=1e-4)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
-    opts = [{"name": "gd"}] + [{"name": "hb", "beta": b} for b in args.betas] + [{"name": "nag_c", "r": r} for r in args.r]
+    opts = [{"name": "gd"}] * args.gd + [{"name": "hb", "beta": b} for b in args.betas] + [{"name": "nag_c", "r": r} for r in args.r]
     t = time.perf_counter()
     print(f"released model, notebook init; digits n={args.n} (pixels/16, digit target), m={args.width}, "
           f"lr={args.lr:g}, {args.steps} steps", flush=True)
