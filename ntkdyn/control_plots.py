@@ -7,16 +7,16 @@ import os
 
 import numpy as np
 
-from ntkdyn import control, results
+from ntkdyn import control, control_maps, results
 
 
 def run_section(cfg, setup, metrics: dict, trajectories: dict, out: str, say=print) -> str:
     """Compute the control section, write ``control.json`` (first) and the figures; returns the
-    side-by-side table (``control.summary_table``)."""
-    report, data = control.compute(cfg, setup, metrics, trajectories, say)
+    side-by-side table (``control_maps.summary_table``)."""
+    report, data = control_maps.compute(cfg, setup, metrics, trajectories, say)
     results.write_json(os.path.join(out, "control.json"), report)
     figures(report, data, cfg.control, out)
-    return control.summary_table(report)
+    return control_maps.summary_table(report)
 
 
 def _plt():

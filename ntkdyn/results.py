@@ -121,6 +121,17 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def finite(x):
+    """A JSON-safe number: ``float(x)`` if finite, None for None, NaN or +-inf; lists and tuples
+    element by element (the one finite cleanup of metrics written to JSON)."""
+    if x is None:
+        return None
+    if isinstance(x, (list, tuple)):
+        return [finite(v) for v in x]
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
 def _missing(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-from ntkdyn import config, control, models, ntk, optimizers, pipeline, rates, theory
+from ntkdyn import config, control, control_maps, models, ntk, optimizers, pipeline, rates, theory
 from ntkdyn.train import TrainPlan, train
 
 LAMS = np.array([1e-3, 0.05, 0.3, 1.0, 2.5, 3.9])
@@ -338,7 +338,7 @@ def test_observed_divergence_boundary_within_one_grid_cell():
     )
     setup = pipeline.prepare(cfg)
     for name in ("hb", "nag"):
-        rep, arr = control._map(cfg, setup, name, 0.0)
+        rep, arr = control_maps._map(cfg, setup, name, 0.0)
         first = np.asarray(rep["predicted_first_unstable"])
         assert np.all((first > 0) & (first < 10))  # the boundary crosses every row of the grid
         grew = np.asarray(rep["observed_grew"])
