@@ -125,8 +125,7 @@ def run_group(raws: list[dict], data_seed: int | None = None, label: str = "", k
 
 
 # --------------------------------------------------------------------------- fits and theory helpers
-def floor_of(dtype: str, L0: float) -> float:
-    return pipeline.loss_floor(dtype, L0)
+floor_of = rates.loss_floor  # (100 eps)^2 L0 of the dtype: the float floor of a loss
 
 
 def fit(step, loss, window, floor: float) -> dict:

@@ -835,29 +835,9 @@ def part_c(study, args, sz, ctx) -> None:
 
 # --------------------------------------------------------------------------- part B
 def envelope_fit(step, loss, window, floor) -> dict:
-    """log L = a + p log k + k log q over ``window`` (all recorded points above ``floor``): power
-    exponent p, tail loss factor q and the crossover k = p / log q, where the exponential factor's
-    share of the log-log slope p + k log q equals the power law's."""
-    step, loss = np.asarray(step, np.float64), np.asarray(loss, np.float64)
-    sel = (step >= window[0]) & (step <= window[1]) & np.isfinite(loss) & (loss > floor)
-    out = {
-        "window": [float(window[0]), float(window[1])],
-        "points": int(sel.sum()),
-        "power_exponent": None,
-        "tail_rate": None,
-        "crossover_step": None,
-    }
-    if sel.sum() < 10:
-        return out
-    k = step[sel]
-    M = np.stack([np.ones_like(k), np.log(k), k], axis=1)
-    _, p, logq = np.linalg.lstsq(M, np.log(loss[sel]), rcond=None)[0]
-    out.update(
-        power_exponent=float(p),
-        tail_rate=float(math.exp(logq)),
-        crossover_step=float(p / logq) if (logq < 0 and p < 0) else None,
-    )
-    return out
+    """log L = a + p log k + k log q over ``window`` (all recorded points above ``floor``, at least
+    10): power exponent p, tail loss factor q and the crossover k = p / log q (``rates.tail_fit``)."""
+    return rates.tail_fit(step, loss, window, floor, peaks_only=False, min_points=10)
 
 
 def local_slope(step, loss, floor, per_decade: int = 6):
@@ -935,7 +915,7 @@ def part_b(study, args, sz) -> None:
     mode_disc = (
         C.theory.discrete_modes(spec, {"eta": eta, "r": R_B}, s.lam[:1], s.coef[:1], T)[:, 0] / c0
     ) ** 2
-    mode_floor = (100 * float(np.finfo(np.float64).eps)) ** 2
+    mode_floor = rates.loss_floor("float64", 1.0)  # modes normalised to 1 at k = 0
     window = [0.25 * ks, min(8.0 * ks, float(T))]
     fit_mode = envelope_fit(step, mode_train, window, mode_floor)
     fit_mode_disc = envelope_fit(step, mode_disc, window, mode_floor)

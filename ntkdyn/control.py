@@ -393,30 +393,8 @@ def root_locus(spec, hyper: dict, lams, key: str, values) -> np.ndarray:
 # --------------------------------------------------------------------------- NAG-C tail
 def measure_tail(step, loss, window: tuple[float, float], floor: float = 0.0) -> dict:
     """Fit log L = a + p log k + k log q to the peaks of the loss over ``window`` (absolute steps):
-    power exponent p, tail loss factor q and crossover step k* = p / log q (where the exponential
-    factor's share of the log-log slope p + k log q equals the power law's)."""
-    step = np.asarray(step, np.float64)
-    loss = np.asarray(loss, np.float64)
-    pk = rates.envelope_peaks(loss)
-    sel = pk[(step[pk] >= window[0]) & (step[pk] <= window[1]) & (loss[pk] > floor)]
-    out = {
-        "window": [float(window[0]), float(window[1])],
-        "peaks": int(sel.size),
-        "power_exponent": None,
-        "tail_rate": None,
-        "crossover_step": None,
-    }
-    if sel.size < 4:
-        return out
-    k = step[sel]
-    M = np.stack([np.ones_like(k), np.log(k), k], axis=1)
-    a, p, logq = np.linalg.lstsq(M, np.log(loss[sel]), rcond=None)[0]
-    out.update(
-        power_exponent=float(p),
-        tail_rate=float(math.exp(logq)),
-        crossover_step=float(p / logq) if logq < 0 and p < 0 else None,
-    )
-    return out
+    power exponent p, tail loss factor q and crossover step k* = p / log q (``rates.tail_fit``)."""
+    return rates.tail_fit(step, loss, window, floor, peaks_only=True, min_points=4)
 
 
 def log_gap(pred, ref, floor: float) -> float | None:

@@ -85,7 +85,7 @@ def compute(
     L0 = 0.5 * setup.c * float(np.sum(coef**2))
     # comparisons with training stop 1000 eps above zero (relative to L_0): below, round-off of the
     # trained network's outputs, not the dynamics, sets the loss
-    floor = (1000 * float(np.finfo(cfg.dtype).eps)) ** 2 * L0
+    floor = rates.loss_floor(cfg.dtype, L0, margin=1000)
     for oc, trained in entries:
         label = oc.label or oc.name
         try:
@@ -197,7 +197,7 @@ def _map(cfg, setup, name: str, floor: float) -> tuple[dict, dict]:
         shape = (len(betas), len(etas))
         grew, diverged = np.zeros(shape, bool), np.zeros(shape, bool)
         obs_rate = np.full(shape, np.nan)
-        map_floor = (100 * float(np.finfo(cc.map_dtype).eps)) ** 2 * float(res[0].loss[0])
+        map_floor = rates.loss_floor(cc.map_dtype, res[0].loss[0])
         for idx, r in enumerate(res):
             j, i = divmod(idx, len(etas))
             L = r.loss

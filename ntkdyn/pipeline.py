@@ -6,7 +6,6 @@ train (one compiled scan) + predict (discrete recurrence, ODE closed form, diffr
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Any
 
@@ -15,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkdyn import data as data_mod
-from ntkdyn import linearized, models, ntk, optimizers, rates, schedules, stochastic, theory
+from ntkdyn import linearized, models, ntk, optimizers, rates, results, schedules, stochastic, theory
 from ntkdyn.config import Config, OptimizerConfig
 from ntkdyn.train import TrainPlan, TrainResult, train_batch
 
@@ -128,9 +127,7 @@ def progress_chunks(blocks: int, target: int = 10) -> int:
     return min(divisors, key=lambda c: (abs(c - target), c))
 
 
-def loss_floor(dtype: str, L0: float) -> float:
-    """Losses below (100 eps)^2 L0 are float noise and are left out of fits."""
-    return (100 * float(np.finfo(dtype).eps)) ** 2 * L0
+loss_floor = rates.loss_floor  # (100 eps)^2 L0: losses below are float noise, left out of fits
 
 
 def optimizer_hyper(setup: Setup, oc: OptimizerConfig) -> dict:
@@ -442,10 +439,4 @@ def train_linearized(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec, 
                        [jnp.asarray(setup.X, dtype)], [jnp.asarray(setup.y, dtype)])[0]
 
 
-def _finite(x):
-    if x is None:
-        return None
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    x = float(x)
-    return x if math.isfinite(x) else None
+_finite = results.finite  # None for None, NaN, inf

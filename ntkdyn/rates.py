@@ -344,3 +344,53 @@ def difference_floor(floor: float, floor_star: float, eps: float, steps: int = 0
     ~eps lambda_max rather than 0, by up to a factor (1 + 2 eps)^(2 steps) ~ 1 + 4 steps eps (pass
     ``steps`` for predictions iterated in float; training's outputs on repeated inputs are equal)."""
     return float(floor) + (100.0 + 4.0 * steps) * float(eps) * float(floor_star)
+
+
+FLOAT_MARGIN = 100  # losses below (FLOAT_MARGIN eps)^2 L0 are float noise (``loss_floor``)
+
+
+def loss_floor(dtype, L0: float, margin: float = FLOAT_MARGIN) -> float:
+    """The float floor of a loss that started at ``L0`` in ``dtype``: (margin eps)^2 L0. An error
+    e whose entries are known to about margin eps |e_0| gives L = (c/2)||e||^2 known to that level;
+    below it round-off, not the dynamics, sets the loss, so fits and gaps leave it out. The one
+    definition of the floor; callers that compare against a trained network's outputs (whose
+    round-off accumulates over steps) pass a larger ``margin`` and say why."""
+    return (margin * float(np.finfo(dtype).eps)) ** 2 * float(L0)
+
+
+def tail_fit(step, loss, window, floor: float = 0.0, peaks_only: bool = True, min_points: int = 4) -> dict:
+    """Fit log L = a + p log k + k log q over ``window`` (absolute steps) to the finite losses above
+    ``floor`` (only the envelope peaks ``envelope_peaks`` when ``peaks_only``): power exponent p,
+    tail loss factor q and crossover step k* = p / log q (where the exponential factor's share of
+    the log-log slope p + k log q equals the power law's; None unless p < 0 and q < 1). Fewer than
+    ``min_points`` points leave p, q, k* None.
+
+    Returns:
+        {"window": [k0, k1], "peaks" | "points": count used, "power_exponent", "tail_rate",
+        "crossover_step"}.
+    """
+    step, loss = np.asarray(step, np.float64), np.asarray(loss, np.float64)
+    ok = (step >= window[0]) & (step <= window[1]) & np.isfinite(loss) & (loss > floor)
+    if peaks_only:
+        pk = envelope_peaks(loss)
+        sel = pk[ok[pk]]
+    else:
+        sel = np.flatnonzero(ok)
+    out = {
+        "window": [float(window[0]), float(window[1])],
+        "peaks" if peaks_only else "points": int(sel.size),
+        "power_exponent": None,
+        "tail_rate": None,
+        "crossover_step": None,
+    }
+    if sel.size < min_points:
+        return out
+    k = step[sel]
+    M = np.stack([np.ones_like(k), np.log(k), k], axis=1)
+    _, p, logq = np.linalg.lstsq(M, np.log(loss[sel]), rcond=None)[0]
+    out.update(
+        power_exponent=float(p),
+        tail_rate=float(math.exp(logq)),
+        crossover_step=float(p / logq) if logq < 0 and p < 0 else None,
+    )
+    return out

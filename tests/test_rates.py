@@ -404,3 +404,20 @@ def test_pipeline_on_repeated_inputs_fits_loss_minus_floor(tmp_path):
     assert m["regime"]["window_position"] in ("before", "after", "straddles")
     assert set(m["deviation_log10"]["discrete"]) == {"max", "mean", "steps"}
     assert {"linear_rate", "r2_linear", "power_exponent", "r2_power", "window"} <= set(m["fitted"])
+
+
+def test_tail_fit_recovers_a_power_times_exponential_law():
+    """L_k = 3 k^p q^k exactly (all points), and the same times an alternating factor 1.5 / 0.5
+    (peaks only: every other point, factor 1.5): p, q and k* = p / log q recovered."""
+    k = np.arange(1, 2001, dtype=np.float64)
+    p, q = -3.0, 0.997
+    loss = 3.0 * k**p * q**k
+    fit = rates.tail_fit(k, loss, (50, 1500), peaks_only=False, min_points=10)
+    assert fit["points"] == 1451
+    assert abs(fit["power_exponent"] - p) < 1e-8 and abs(fit["tail_rate"] - q) < 1e-10
+    assert abs(fit["crossover_step"] - p / np.log(q)) < 1e-5
+    wiggly = loss * np.where(k % 2 == 0, 1.5, 0.5)
+    fit = rates.tail_fit(k, wiggly, (50, 1500), peaks_only=True)
+    assert fit["peaks"] == 726 and abs(fit["power_exponent"] - p) < 1e-8 and abs(fit["tail_rate"] - q) < 1e-10
+    assert rates.tail_fit(k, loss, (50, 52), peaks_only=False, min_points=10)["tail_rate"] is None
+    assert rates.loss_floor("float32", 2.0) == (100 * np.finfo(np.float32).eps) ** 2 * 2.0
