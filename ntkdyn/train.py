@@ -256,16 +256,16 @@ def batched_fns(model: Model, spec: optimizers.OptimizerSpec, static: dict, c: f
         step_fn = one_step if one else vstep
         hyper_c, limit = sq(hyper), sq(state.limit)
 
-        def step(carry, i):  # i: step within the group
-            p, o, fb = carry
+        def step(carry, i):  # i: step within the group; the loop body is the plain step
+            p, o = carry
             p, o, L, _, gn = step_fn(p, o, hyper_c, *data, s0 + i)
-            return (p, o, jnp.where((fb < 0) & is_bad(L, limit), i, fb)), (L, gn)
+            return (p, o), (L, gn)
 
-        first_bad = jnp.full(limit.shape, -1, jnp.int32)
-        (p, o, first_bad), (Ls, gns) = jax.lax.scan(step, (sq(state.params), sq(state.opt_state), first_bad),
-                                                    jnp.arange(G * k, dtype=jnp.int32))
+        (p, o), (Ls, gns) = jax.lax.scan(step, (sq(state.params), sq(state.opt_state)),
+                                         jnp.arange(G * k, dtype=jnp.int32))
+        any_bad = jnp.any(is_bad(Ls, limit), axis=0)  # every step's loss, checked once after the loop
         Ls, gns = Ls[::k], gns[::k]  # the first step of each record block (||g||^2 of the others is cheap)
-        p, o, first_bad, Ls, gns = ex(p), ex(o), ex(first_bad), ex(Ls.T).T, ex(gns.T).T  # Ls, gns: (G, R)
+        p, o, any_bad, Ls, gns = ex(p), ex(o), ex(any_bad), ex(Ls.T).T, ex(gns.T).T  # Ls, gns: (G, R)
 
         def accept(_):
             new_p, new_o = jax.lax.cond(jnp.all(live), lambda: (p, o),
@@ -274,7 +274,7 @@ def batched_fns(model: Model, spec: optimizers.OptimizerSpec, static: dict, c: f
             return (TrainState(new_p, new_o, state.diverged_at, errors, snaps, state.limit),
                     (jnp.where(live, Ls, jnp.nan), jnp.where(live, gns, jnp.nan)))
 
-        newly_bad = jnp.any(live & (first_bad >= 0))
+        newly_bad = jnp.any(live & any_bad)
         return jax.lax.cond(newly_bad, lambda _: careful_group(state, g, hyper, consts, X, y), accept, None)
 
     def init(hyper, params, consts, X, y) -> TrainState:
