@@ -34,7 +34,7 @@ from ntkdyn import config as config_mod  # noqa: E402
 from ntkdyn import optimizers, pipeline, rates, results, study, theory  # noqa: E402
 
 PAPER = "Bu, Xu, Chen 2021 (arXiv:2010.13165)"
-RESULTS = ("agrees", "differs", "partly", "inconclusive", "info")
+RESULTS = results.CLAIM_RESULTS
 # Digits inputs are standardised per pixel (zero mean, unit variance; |x| about 8 for d = 64). With
 # unit-norm inputs instead, all digits lie in a narrow cone and K is 14-38x worse conditioned
 # (kappa ~ 1.4e4 paper model, 3.8e4 released model at n = 600, m = 3000), so both the linear tail
@@ -157,17 +157,14 @@ def bessel_onset(eta: float, lam_min: float, r: float) -> float:
 
 
 def crossover_step(eta: float, lam_min: float, r: float) -> float | None:
-    """Predicted NAG-C crossover from the power law to the linear tail (``theory.vanishing_tail``
-    where present, else 1 / (eta lam_min))."""
-    if hasattr(theory, "vanishing_tail"):
-        return theory.vanishing_tail(eta, lam_min, r)["crossover_step"]
-    return theory.nag_c_crossover_step(eta, lam_min)
+    """Predicted NAG-C crossover from the power law to the linear tail (``theory.vanishing_tail``)."""
+    return theory.vanishing_tail(eta, lam_min, r)["crossover_step"]
 
 
 def highres_loss(name: str, hyper: dict, setup, step) -> np.ndarray | None:
     """Loss predicted by the high-resolution ODE (Shi, Du, Jordan, Su 2018) where declared."""
     spec = optimizers.get(name)
-    if getattr(spec, "ode_hr", None) is None or spec.ode_hr is None or not hasattr(theory, "highres_modes"):
+    if spec.ode_hr is None:
         return None
     ode = spec.ode_hr(optimizers.resolve_hyper(spec, hyper))
     modes = theory.highres_modes(ode, setup.lam, setup.coef, np.asarray(step, np.float64) * ode.time_step)

@@ -867,11 +867,7 @@ def part_b(study, args, sz) -> None:
     _, setup = C.setup_for(probe)
     lam_min, lam_max = float(setup.lam[0]), float(setup.lam[-1])
     eta = ETA_FACTOR_B / lam_max
-    pred = (
-        C.theory.vanishing_tail(eta, lam_min, R_B)
-        if hasattr(C.theory, "vanishing_tail")
-        else {"crossover_step": C.theory.nag_c_crossover_step(eta, lam_min), "tail_rate": 1 - eta * lam_min}
-    )
+    pred = C.theory.vanishing_tail(eta, lam_min, R_B)
     ks = float(pred["crossover_step"])
     T = int(math.ceil(10 * ks / 100.0) * 100)
     study.setting(

@@ -368,7 +368,7 @@ def _fill_data_size(d: DataConfig) -> None:
 
 def _check_optimizer(key: str, o: OptimizerConfig, spec: optimizers.OptimizerSpec, labels: list[str]) -> None:
     """Checks of one optimizer entry against its declaration; fills its label (appended to labels)."""
-    if getattr(spec, "tune", None) is None and o.eta is None:
+    if spec.tune is None and o.eta is None:
         raise ConfigError(f"{key}.eta: required by optimizer {o.name!r}")
     if isinstance(o.eta, dict):
         try:
@@ -385,7 +385,7 @@ def _check_optimizer(key: str, o: OptimizerConfig, spec: optimizers.OptimizerSpe
         raise ConfigError(f"{key}.beta: must be in [0, 1), got {o.beta}")
     if o.r is not None and o.r <= 0:
         raise ConfigError(f"{key}.r: must be > 0, got {o.r}")
-    if getattr(spec, "optax_factory", None) is not None:
+    if spec.optax_factory is not None:
         accepted = [p for p in inspect.signature(spec.optax_factory).parameters if p != "learning_rate"]
         what = f"an argument of optax.{o.name}"
     else:  # declared hyperparameters other than beta and r (e.g. hb2's beta2, ogm's N)

@@ -43,7 +43,6 @@ frozen k -> infinity matrix).
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 
@@ -105,7 +104,7 @@ def poles(ss: StateSpace) -> np.ndarray:
 
 
 def spectral_radius(ss: StateSpace) -> np.ndarray:
-    return np.max(np.abs(np.linalg.eigvals(ss.A)), axis=-1)
+    return optimizers.spectral_radius(ss.A)
 
 
 def transfer_function(ss: StateSpace, tol: float = 1e-12) -> tuple[list[np.ndarray], np.ndarray]:
@@ -303,7 +302,7 @@ def analyse(spec, hyper: dict, lam, band: float = BAND, max_iters: int = 100_000
     rho = np.max(np.abs(p), axis=-1)
     settle, over = settling(spec, hyper, lam, band, max_iters)
     ode = spec.ode(hyper) if spec.ode is not None else None
-    ode_hr = spec.ode_hr(hyper) if getattr(spec, "ode_hr", None) is not None else None
+    ode_hr = spec.ode_hr(hyper) if spec.ode_hr is not None else None
     zeta, omega = ode_damping(ode, lam)
     zeta_hr, omega_hr = ode_damping(ode_hr, lam)
     dt = ode.time_step if ode is not None else 1.0

@@ -557,8 +557,10 @@ class ModalSpec:
     ode: Callable[[Hyper], LimitODE] | None = None
     ode_hr: Callable[[Hyper], Any] | None = None
     constant: bool = True
-    method = None
+    method = None  # the fields of OptimizerSpec it lacks, so that callers read both alike
     tune = None
+    optax_factory = None
+    restart = None
 
     @property
     def has_theory(self) -> bool:

@@ -330,7 +330,7 @@ def full_batch_constant(cfg: Config, hyper: dict) -> bool:
 def wants_linearized(cfg: Config, spec: optimizers.OptimizerSpec) -> bool:
     """theory.linearized: always, never, or auto (optimizers without a kernel-regime recurrence)."""
     return cfg.theory.linearized == "always" or (cfg.theory.linearized == "auto" and not spec.has_theory
-                                                  and getattr(spec, "restart", None) is None)
+                                                  and spec.restart is None)
 
 
 def _beyond_full_batch(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec, hyper: dict,

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 from ntkdyn import results
 
-RESULT_ORDER = ("differs", "partly", "inconclusive", "agrees", "info")
+RESULT_ORDER = results.CLAIM_RESULTS  # most severe first
 BADGE = {
     "agrees": ("AGREES", "#1a7f37"),
     "differs": ("DIFFERS", "#cf222e"),

@@ -50,8 +50,9 @@ import json
 import math
 import os
 import tempfile
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -656,14 +657,19 @@ class SweepResult:
 
 
 # --------------------------------------------------------------------------- studies (experiments/)
+ClaimResult = Literal["differs", "partly", "inconclusive", "agrees", "info"]
+CLAIM_RESULTS: tuple[str, ...] = typing.get_args(ClaimResult)  # most severe first (the report's order)
+
+
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    """One claim of a study's verdicts.json: ``result`` is agrees | differs | partly | inconclusive |
-    info, ``line`` the sentence computed from the data, ``numbers`` the values behind it."""
+    """One claim of a study's verdicts.json: ``result`` is one of ``CLAIM_RESULTS`` (agrees | differs |
+    partly | inconclusive | info), ``line`` the sentence computed from the data, ``numbers`` the
+    values behind it."""
 
     id: str
     claim: str
-    result: str
+    result: ClaimResult
     line: str
     source: str = ""
     window: tuple[float | None, float | None] | None = None

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 
 from ntkdyn import rates, report
+from ntkdyn.results import CLAIM_RESULTS as RESULTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = ("agrees", "differs", "partly", "inconclusive", "info")
 
 
 def test_quickest_study_and_report(tmp_path):
