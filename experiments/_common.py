@@ -184,9 +184,9 @@ def final_lambda_max(setup, res, dtype: str) -> float:
 
 
 def spectrum(setup) -> dict:
-    lam = setup.lam
-    return {"lambda_min": float(lam[0]), "lambda_max": float(lam[-1]), "kappa": float(lam[-1] / lam[0]),
-            "loss_scale": float(setup.c), "n": int(lam.size), "L0": float(0.5 * setup.c * np.sum(setup.coef ** 2))}
+    """The run's spectrum (``results.Spectrum.of``) with n and the initial loss L0 = (c/2)||e_0||^2."""
+    L0 = float(0.5 * setup.c * np.sum(setup.coef**2))
+    return results.Spectrum.of(setup.lam, setup.c, n=int(setup.lam.size), L0=L0).to_json()
 
 
 def loglog_slope(x, y) -> float | None:
@@ -315,16 +315,7 @@ class Study:
         return self.doc
 
 
-def _versions() -> dict:
-    import importlib.metadata
-
-    out = {"python": platform.python_version()}
-    for pkg in ("ntkdyn", "jax", "numpy", "scipy", "optax", "matplotlib"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
+_versions = results.versions
 
 
 def _clean(obj):

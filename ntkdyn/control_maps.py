@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ntkdyn import optimizers, rates, theory
+from ntkdyn import optimizers, rates, results, theory
 from ntkdyn.control import analyse, first_unstable, get, log_gap, measure_tail, ode_losses, rate_map, resolve
 from ntkdyn.results import finite as _num
 
@@ -71,12 +71,7 @@ def compute(
         "scheduled methods frozen at k -> infinity; zeros include z = 0 (a one-step advance)",
         "rate": "loss factor per iteration = spectral_radius^2",
         "band": cc.band,
-        "spectrum": {
-            "lambda_min": float(lam[0]),
-            "lambda_max": float(lam[-1]),
-            "kappa": float(lam[-1] / lam[0]) if lam[0] > 0 else None,
-            "n": int(lam.size),
-        },
+        "spectrum": results.Spectrum.of(lam, setup.c, n=int(lam.size)).to_json(),
         "optimizers": {},
     }
     plot: dict[str, Any] = {"lam": lam, "optimizers": {}}

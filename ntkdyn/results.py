@@ -122,6 +122,24 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+VERSIONED = ("ntkdyn", "jax", "jaxlib", "optax", "flax", "diffrax", "numpy", "scipy", "scikit-learn", "matplotlib")
+
+
+def versions() -> dict[str, str | None]:
+    """Python's version and the installed version of each package in ``VERSIONED`` (None where
+    not installed): env.json's and verdicts.json's "versions"."""
+    import importlib.metadata
+    import platform
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in VERSIONED:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
 def finite(x):
     """A JSON-safe number: ``float(x)`` if finite, None for None, NaN or +-inf; lists and tuples
     element by element (the one finite cleanup of metrics written to JSON)."""
@@ -172,6 +190,14 @@ class Spectrum:
             "loss_scale": self.loss_scale,
         }
         return {**_put_optional(out, kernel=self.kernel), **self.extra}
+
+    @classmethod
+    def of(cls, lam, loss_scale: float, kernel: str | None = None, **extra) -> Spectrum:
+        """From the ascending eigenvalues ``lam`` of K = c H (``loss_scale`` c): kappa =
+        lambda_max / lambda_min, None unless lambda_min > 0. The one place a spectrum summary is made."""
+        lam = np.asarray(lam, np.float64)
+        kappa = float(lam[-1] / lam[0]) if lam[0] > 0 else None
+        return cls(float(lam[0]), float(lam[-1]), kappa, float(loss_scale), kernel, extra)
 
     @classmethod
     def from_json(cls, doc: Mapping) -> Spectrum:

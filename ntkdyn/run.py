@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
 import os
 import platform
 import sys
@@ -73,14 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("ntkdyn", "jax", "jaxlib", "optax", "flax", "diffrax", "numpy", "scipy", "scikit-learn", "matplotlib"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
+versions = results.versions
 
 
 def device_info() -> dict:

@@ -117,14 +117,7 @@ def _described_config(cfg: config_mod.Config, setup, user_model: bool, user_data
 
 def spectrum_of(cfg: config_mod.Config, setup) -> results.Spectrum:
     """The spectrum of K = c H the predictions use (``setup.lam`` ascending; kappa None if lam_min <= 0)."""
-    lam = setup.lam
-    return results.Spectrum(
-        float(lam[0]),
-        float(lam[-1]),
-        float(lam[-1] / lam[0]) if lam[0] > 0 else None,
-        float(setup.c),
-        cfg.theory.kernel,
-    )
+    return results.Spectrum.of(setup.lam, setup.c, cfg.theory.kernel)
 
 
 def run_result(
