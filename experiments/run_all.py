@@ -12,7 +12,8 @@ import subprocess
 import sys
 import time
 
-STUDIES = ["hb_vs_epoch", "nag_vs_epoch", "hb_width", "nag_width", "ode_limit", "nag_damping", "control_view"]
+STUDIES = ["hb_vs_epoch", "nag_vs_epoch", "hb_width", "nag_width", "ode_limit", "nag_damping", "control_view",
+           "deep_mlp_width"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
