@@ -13,6 +13,15 @@ def _random_spd(rng: np.random.Generator, n: int, kappa: float, lam_max: float =
     return (Q * lam) @ Q.T
 
 
+def pytest_report_header(config) -> list[str]:
+    """The versions this run used (``results.versions``: python, jax, jaxlib, optax, flax, ...) and
+    jax's backend, printed in the header so that a CI log says what it ran."""
+    from ntkdyn import results
+
+    versions = ", ".join(f"{k} {v}" for k, v in results.versions().items() if v is not None)
+    return [f"ntkdyn versions: {versions}", f"jax backend: {jax.default_backend()}"]
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
