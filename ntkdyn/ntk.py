@@ -32,6 +32,7 @@ import dataclasses
 import math
 import re
 from functools import partial
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +40,8 @@ import numpy as np
 
 from ntkdyn.models import Model
 
-METHODS = ("auto", "jacobian", "ntvp")
+NTKMethod = Literal["auto", "jacobian", "ntvp"]  # module docstring; "auto": the cheaper by FLOP estimate
+METHODS: tuple[str, ...] = get_args(NTKMethod)
 F64_BELOW = 1e-4  # accumulate="auto": redo in float64 when lambda_min < F64_BELOW * lambda_max
 
 
@@ -130,7 +132,7 @@ class NTKPlan:
     budget; more when column blocks are recomputed). Costs are FLOP estimates.
     """
 
-    method: str
+    method: Literal["jacobian", "ntvp"]
     n: int
     n_params: int
     chunk: int
@@ -145,7 +147,7 @@ class NTKPlan:
     peak_jacobian_bytes: int
 
 
-def plan_ntk(apply, params, consts, X, chunk: int = 256, method: str = "auto",
+def plan_ntk(apply, params, consts, X, chunk: int = 256, method: NTKMethod = "auto",
              accumulate: str | None = "auto", memory_gb: float = 2.0) -> NTKPlan:
     """Choose block size, method and precision for ``ntk_gram`` (see the module docstring)."""
     if method not in METHODS:
@@ -187,7 +189,7 @@ def plan_ntk(apply, params, consts, X, chunk: int = 256, method: str = "auto",
                    jac_blocks, int(peak))
 
 
-def ntk_gram(apply, params, consts, X, chunk: int = 256, *, method: str = "auto",
+def ntk_gram(apply, params, consts, X, chunk: int = 256, *, method: NTKMethod = "auto",
              accumulate: str | None = "auto", memory_gb: float = 2.0) -> np.ndarray:
     """Empirical NTK Gram H = J J^T of ``apply(params, consts, X)`` (shape (n,)), float64 numpy.
 

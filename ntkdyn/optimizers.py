@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +49,17 @@ Scalar = Any  # Python number, numpy scalar or traced jax scalar
 
 
 # --------------------------------------------------------------------------- ODE face
+Damping = Literal["none", "constant", "vanishing"]  # none: first order; constant gamma; gamma = r / t
+DAMPINGS: tuple[str, ...] = get_args(Damping)
+StateKind = Literal["point", "vector"]  # a z_j that starts at theta_0 | one that starts at 0
+STATE_KINDS: tuple[str, ...] = get_args(StateKind)
+
+
+def _check_choice(owner: str, field: str, value, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{owner}.{field} = {value!r}; allowed: {', '.join(map(repr, allowed))}")
+
+
 @dataclasses.dataclass(frozen=True)
 class LimitODE:
     """The limiting ODE of an optimizer in the kernel regime.
@@ -61,9 +72,15 @@ class LimitODE:
 
     order: int
     time_step: float  # t_k = k * time_step
-    damping: str = "none"  # "none" | "constant" | "vanishing"
+    damping: Damping = "none"
     gamma: float = 0.0  # constant damping
     r: float = 0.0  # vanishing damping r / t
+
+    def __post_init__(self):
+        _check_choice("LimitODE", "damping", self.damping, DAMPINGS)
+        if (self.order == 1) != (self.damping == "none"):
+            raise ValueError(f"LimitODE: order {self.order} with damping {self.damping!r}; a first-order ODE "
+                             "has damping 'none', a second-order one 'constant' or 'vanishing'")
 
     @property
     def description(self) -> str:
@@ -88,8 +105,12 @@ class LinearMethod:
     """S_k = T_k S_{k-1} + u_k g_k (module docstring). ``step(hyper, k) -> (T, u)`` returns
     nested lists of scalars; ``states`` gives the kind of each z_j ("point" or "vector")."""
 
-    states: tuple[str, ...]
+    states: tuple[StateKind, ...]
     step: Callable[[Hyper, Scalar], tuple[list[list[Scalar]], list[Scalar]]]
+
+    def __post_init__(self):
+        for kind in self.states:
+            _check_choice("LinearMethod", "states", kind, STATE_KINDS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,7 +379,7 @@ class HighResODE:
     """
 
     time_step: float
-    damping: str  # "constant" | "vanishing"
+    damping: Literal["constant", "vanishing"]
     gamma: float = 0.0
     r: float = 0.0
     hess_damping: float = 0.0
@@ -369,8 +390,7 @@ class HighResODE:
     time_offset: float = 0.0
 
     def __post_init__(self):
-        if self.damping not in ("constant", "vanishing"):
-            raise ValueError(f"HighResODE.damping = {self.damping!r}; allowed: 'constant', 'vanishing'")
+        _check_choice("HighResODE", "damping", self.damping, ("constant", "vanishing"))
         if not (self.time_step > 0 and self.time_offset >= 0):
             raise ValueError(f"HighResODE needs time_step > 0 and time_offset >= 0, got time_step = "
                              f"{self.time_step}, time_offset = {self.time_offset}")

@@ -373,3 +373,19 @@ def test_train_batch_equals_separate_runs():
         np.testing.assert_allclose(res.loss, alone.loss, rtol=1e-12)
         np.testing.assert_allclose(res.errors, alone.errors, rtol=1e-12)
     assert not np.allclose(batch[0].loss, batch[1].loss)
+
+
+def test_string_choices_are_checked_on_construction():
+    """Damping, state kinds and NTK methods are Literal choices checked once, naming the allowed values."""
+    from ntkdyn import ntk
+    from ntkdyn.optimizers import HighResODE, LimitODE, LinearMethod
+
+    with pytest.raises(ValueError, match="LimitODE.damping = 'vanish'; allowed: 'none', 'constant', 'vanishing'"):
+        LimitODE(order=2, time_step=0.1, damping="vanish")
+    with pytest.raises(ValueError, match="first-order ODE has damping 'none'"):
+        LimitODE(order=1, time_step=0.1, damping="constant")
+    with pytest.raises(ValueError, match="LinearMethod.states = 'pt'; allowed: 'point', 'vector'"):
+        LinearMethod(("vector", "pt"), lambda h, k: ([[1.0]], [1.0]))
+    with pytest.raises(ValueError, match="HighResODE.damping = 'none'"):
+        HighResODE(time_step=0.1, damping="none")
+    assert ntk.METHODS == ("auto", "jacobian", "ntvp")
