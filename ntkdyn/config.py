@@ -209,9 +209,22 @@ def _allowed(key: str, value, allowed) -> None:
 
 
 def validate(cfg: Config) -> Config:
-    """Value checks (types were checked by the parser); fills defaults that depend on others."""
+    """Value checks (types were checked by the parser), section by section; fills defaults that
+    depend on others. Raises ConfigError naming the key, the value and what is allowed."""
     _allowed("dtype", cfg.dtype, ("float32", "float64"))
-    d, m, t = cfg.data, cfg.model, cfg.train
+    _check_data(cfg.data)
+    _check_model(cfg.model)
+    _check_train(cfg.train)
+    _check_theory_and_rates(cfg)
+    labels = _check_optimizers(cfg)
+    _check_beyond_full_batch(cfg)
+    if cfg.control is not None:  # control: section (ntkdyn.control)
+        _check_control(cfg, labels)
+    return cfg
+
+
+def _check_data(d: DataConfig) -> None:
+    """data: source, n, d, target, classes, path, normalize, noise (fills target, n, normalize)."""
     _allowed("data.source", d.source, ("sphere", "digits", "npz", "mnist"))
     if d.n is not None and d.n < 1:
         raise ConfigError(f"data.n: must be >= 1, got {d.n}")
@@ -241,8 +254,6 @@ def validate(cfg: Config) -> Config:
     if d.source == "npz" and d.target is not None:
         raise ConfigError(f"data.target: an npz file brings its own targets y; leave data.target out (got {d.target!r})")
     _fill_data_size(d)
-    if m.init_params and not os.path.isfile(m.init_params):
-        raise ConfigError(f"model.init_params: file not found: {m.init_params}")
     if d.normalize is None:
         d.normalize = "pixels" if d.source == "mnist" else "unit"
     _allowed("data.normalize", d.normalize, data_mod.NORMALIZE)
@@ -251,6 +262,12 @@ def validate(cfg: Config) -> Config:
                           f"not data.source {d.source!r}")
     if d.noise < 0:
         raise ConfigError(f"data.noise: must be >= 0, got {d.noise}")
+
+
+def _check_model(m: ModelConfig) -> None:
+    """model: name, width, depth, init_std, init, loss, module, init_params (fills init)."""
+    if m.init_params and not os.path.isfile(m.init_params):
+        raise ConfigError(f"model.init_params: file not found: {m.init_params}")
     _allowed("model.name", m.name, ("paper", "released", "mlp", "flax"))
     if m.width < 1:
         raise ConfigError(f"model.width: must be >= 1, got {m.width}")
@@ -267,6 +284,10 @@ def validate(cfg: Config) -> Config:
         _allowed("model.loss", m.loss, ("half_sum", "mse", "half_mse"))
     if m.name == "flax" and not m.module:
         raise ConfigError("model.module: required when model.name is 'flax' ('package.module:factory')")
+
+
+def _check_train(t: TrainConfig) -> None:
+    """train: steps, record_every, divergence_factor, error_at, kernel_at (fills the step lists)."""
     if t.steps < 1:
         raise ConfigError(f"train.steps: must be >= 1, got {t.steps}")
     if t.record_every < 1 or t.steps % t.record_every:
@@ -281,12 +302,21 @@ def validate(cfg: Config) -> Config:
                 raise ConfigError(f"{key}: step {v} is outside 0..train.steps={t.steps}")
     if 0 not in t.kernel_at:
         t.kernel_at = [0] + t.kernel_at
+
+
+def _check_theory_and_rates(cfg: Config) -> None:
+    """theory.kernel (Hinf only where defined) and rates.window."""
+    m = cfg.model
     _allowed("theory.kernel", cfg.theory.kernel, ("H0", "Hinf"))
     if cfg.theory.kernel == "Hinf" and m.name not in ("paper", "mlp"):
         raise ConfigError(f"theory.kernel: 'Hinf' is defined for model.name 'paper' and 'mlp' only (got {m.name!r}); use 'H0'")
     w = cfg.rates.window
     if len(w) != 2 or not 0 <= w[0] < w[1]:
         raise ConfigError(f"rates.window: expected [start, end] with 0 <= start < end, got {w}")
+
+
+def _check_optimizers(cfg: Config) -> list[str]:
+    """optimizers: at least one, registered names, each one's hyperparameters; returns the labels."""
     if not cfg.optimizers:
         raise ConfigError("optimizers: at least one optimizer is needed")
     labels: list[str] = []
@@ -295,58 +325,60 @@ def validate(cfg: Config) -> Config:
         if o.name not in optimizers.REGISTRY:
             raise ConfigError(f"{key}.name: unknown optimizer {o.name!r}; allowed: {', '.join(sorted(optimizers.REGISTRY))}")
         _check_optimizer(key, o, optimizers.REGISTRY[o.name], labels)
-    _check_beyond_full_batch(cfg)
-    if cfg.control is not None:  # control: section (ntkdyn.control)
-        cc = cfg.control
-        for lab in cc.labels or []:
-            if lab not in labels:
-                raise ConfigError(f"control.labels: {lab!r} is not an optimizer label; allowed: {', '.join(labels)}")
-        for i, o in enumerate(cc.extra or []):
-            key = f"control.extra[{i}]"
-            try:
-                spec = optimizers.modal_spec(o.name)
-            except ValueError:
-                allowed = ", ".join(optimizers.modal_names())
-                raise ConfigError(f"{key}.name: {o.name!r} has no recurrence; allowed: {allowed}") from None
-            _check_optimizer(key, o, spec, labels)
-        if not 0 < cc.band < 1:
-            raise ConfigError(f"control.band: must be in (0, 1), got {cc.band}")
-        if cc.max_iters < 1:
-            raise ConfigError(f"control.max_iters: must be >= 1, got {cc.max_iters}")
-        if cc.step_steps < 1:
-            raise ConfigError(f"control.step_steps: must be >= 1, got {cc.step_steps}")
-        for name in cc.map_optimizers:
-            spec = optimizers.REGISTRY.get(name)
-            if spec is None or not spec.has_theory or "beta" not in spec.hyper or spec.tune is not None:
-                allowed = [n for n, s in optimizers.REGISTRY.items() if s.has_theory and "beta" in s.hyper and s.tune is None]
-                raise ConfigError(f"control.map_optimizers: {name!r} has no (eta, beta) map; allowed: {', '.join(allowed)}")
-        if len(cc.map_eta) != 2 or not 0 < cc.map_eta[0] < cc.map_eta[1]:
-            raise ConfigError(f"control.map_eta: expected [lo, hi] with 0 < lo < hi (eta * lambda_max), got {cc.map_eta}")
-        if len(cc.map_beta) != 2 or not 0 <= cc.map_beta[0] <= cc.map_beta[1] < 1:
-            raise ConfigError(f"control.map_beta: expected [lo, hi] with 0 <= lo <= hi < 1, got {cc.map_beta}")
-        if len(cc.map_grid) != 2 or min(cc.map_grid) < 2:
-            raise ConfigError(f"control.map_grid: expected [n_eta, n_beta], each >= 2, got {cc.map_grid}")
-        if cc.map_steps < 0:
-            raise ConfigError(f"control.map_steps: must be >= 0, got {cc.map_steps}")
-        _allowed("control.map_dtype", cc.map_dtype, ("float32", "float64"))
-        _allowed("control.locus", cc.locus, ("beta", "eta"))
-        if cc.locus_points < 2:
-            raise ConfigError(f"control.locus_points: must be >= 2, got {cc.locus_points}")
-        if cc.sweep_etas:
-            spec = optimizers.REGISTRY.get(cc.sweep_optimizer)
-            if spec is None or not spec.has_theory or spec.ode is None or spec.tune is not None:
-                raise ConfigError(f"control.sweep_optimizer: {cc.sweep_optimizer!r} needs a recurrence and an ODE")
-            for hp, default in spec.hyper.items():
-                if default is None and not any(o.name == cc.sweep_optimizer and getattr(o, hp, None) is not None
-                                               for o in cfg.optimizers):
-                    raise ConfigError(f"control.sweep_optimizer: {cc.sweep_optimizer!r} needs {hp!r}; list it in "
-                                      "optimizers with that value")
-            for e in cc.sweep_etas:
-                if not (e > 0 and math.isfinite(e)):
-                    raise ConfigError(f"control.sweep_etas: every eta must be > 0, got {e}")
-        if not cc.sweep_time > 0:
-            raise ConfigError(f"control.sweep_time: must be > 0, got {cc.sweep_time}")
-    return cfg
+    return labels
+
+
+def _check_control(cfg: Config, labels: list[str]) -> None:
+    """control: labels, extra (recurrence-only), band, map, locus and eta-sweep settings."""
+    cc = cfg.control
+    for lab in cc.labels or []:
+        if lab not in labels:
+            raise ConfigError(f"control.labels: {lab!r} is not an optimizer label; allowed: {', '.join(labels)}")
+    for i, o in enumerate(cc.extra or []):
+        key = f"control.extra[{i}]"
+        try:
+            spec = optimizers.modal_spec(o.name)
+        except ValueError:
+            allowed = ", ".join(optimizers.modal_names())
+            raise ConfigError(f"{key}.name: {o.name!r} has no recurrence; allowed: {allowed}") from None
+        _check_optimizer(key, o, spec, labels)
+    if not 0 < cc.band < 1:
+        raise ConfigError(f"control.band: must be in (0, 1), got {cc.band}")
+    if cc.max_iters < 1:
+        raise ConfigError(f"control.max_iters: must be >= 1, got {cc.max_iters}")
+    if cc.step_steps < 1:
+        raise ConfigError(f"control.step_steps: must be >= 1, got {cc.step_steps}")
+    for name in cc.map_optimizers:
+        spec = optimizers.REGISTRY.get(name)
+        if spec is None or not spec.has_theory or "beta" not in spec.hyper or spec.tune is not None:
+            allowed = [n for n, s in optimizers.REGISTRY.items() if s.has_theory and "beta" in s.hyper and s.tune is None]
+            raise ConfigError(f"control.map_optimizers: {name!r} has no (eta, beta) map; allowed: {', '.join(allowed)}")
+    if len(cc.map_eta) != 2 or not 0 < cc.map_eta[0] < cc.map_eta[1]:
+        raise ConfigError(f"control.map_eta: expected [lo, hi] with 0 < lo < hi (eta * lambda_max), got {cc.map_eta}")
+    if len(cc.map_beta) != 2 or not 0 <= cc.map_beta[0] <= cc.map_beta[1] < 1:
+        raise ConfigError(f"control.map_beta: expected [lo, hi] with 0 <= lo <= hi < 1, got {cc.map_beta}")
+    if len(cc.map_grid) != 2 or min(cc.map_grid) < 2:
+        raise ConfigError(f"control.map_grid: expected [n_eta, n_beta], each >= 2, got {cc.map_grid}")
+    if cc.map_steps < 0:
+        raise ConfigError(f"control.map_steps: must be >= 0, got {cc.map_steps}")
+    _allowed("control.map_dtype", cc.map_dtype, ("float32", "float64"))
+    _allowed("control.locus", cc.locus, ("beta", "eta"))
+    if cc.locus_points < 2:
+        raise ConfigError(f"control.locus_points: must be >= 2, got {cc.locus_points}")
+    if cc.sweep_etas:
+        spec = optimizers.REGISTRY.get(cc.sweep_optimizer)
+        if spec is None or not spec.has_theory or spec.ode is None or spec.tune is not None:
+            raise ConfigError(f"control.sweep_optimizer: {cc.sweep_optimizer!r} needs a recurrence and an ODE")
+        for hp, default in spec.hyper.items():
+            if default is None and not any(o.name == cc.sweep_optimizer and getattr(o, hp, None) is not None
+                                           for o in cfg.optimizers):
+                raise ConfigError(f"control.sweep_optimizer: {cc.sweep_optimizer!r} needs {hp!r}; list it in "
+                                  "optimizers with that value")
+        for e in cc.sweep_etas:
+            if not (e > 0 and math.isfinite(e)):
+                raise ConfigError(f"control.sweep_etas: every eta must be > 0, got {e}")
+    if not cc.sweep_time > 0:
+        raise ConfigError(f"control.sweep_time: must be > 0, got {cc.sweep_time}")
 
 
 def _fill_data_size(d: DataConfig) -> None:
