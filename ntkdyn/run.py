@@ -152,20 +152,45 @@ def summary_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def read_config(args: argparse.Namespace) -> tuple[dict, config_mod.Config | None, list | None]:
+    """(raw mapping, Config, None) for a single run or (raw, None, sweep points) for a sweep, with
+    the --set overrides applied. Raises ConfigError."""
+    raw = config_mod.load_raw(args.config)
+    for assignment in args.set:
+        raw = config_mod.apply_override(raw, assignment)
+    if isinstance(raw, dict) and "sweep" in raw:
+        from ntkdyn import sweep
+
+        return raw, None, sweep.expand(raw)
+    return raw, config_mod.from_dict(raw), None
+
+
+def check_memory(cfg: config_mod.Config | None, points: list | None) -> int:
+    """The memory estimate (``ntkdyn.memory``) before any data, parameter or kernel is computed:
+    0 when it fits, else the message printed and exit status 2."""
+    from ntkdyn import memory, sweep
+
+    try:
+        if points is not None:
+            for group in sweep.group_by_shape(points):
+                memory.check(group[0].cfg, len(group))
+        else:
+            memory.check(cfg)
+    except memory.TooLarge as exc:
+        print(f"ntkdyn: too large for memory: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"ntkdyn: bad input: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     try:
-        raw = config_mod.load_raw(args.config)
-        for assignment in args.set:
-            raw = config_mod.apply_override(raw, assignment)
-        if isinstance(raw, dict) and "sweep" in raw:
-            from ntkdyn import sweep
-
-            points = sweep.expand(raw)
-        else:
-            cfg = config_mod.from_dict(raw)
+        raw, cfg, points = read_config(args)
     except config_mod.ConfigError as exc:
         print(f"ntkdyn: bad config: {exc}", file=sys.stderr)
         return 2
@@ -177,23 +202,18 @@ def main(argv=None) -> int:
 
         init_distributed(args.coordinator, args.num_processes, args.process_id)
     jax.config.update("jax_enable_x64", True)  # float64 available; training uses cfg.dtype explicitly
-    from ntkdyn import memory, pipeline, plots, runs
-
-    try:  # the memory estimate, before any data, parameter or kernel is computed (ntkdyn.memory)
-        if "sweep" in raw:
-            for group in sweep.group_by_shape(points):
-                memory.check(group[0].cfg, len(group))
-        else:
-            memory.check(cfg)
-    except memory.TooLarge as exc:
-        print(f"ntkdyn: too large for memory: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"ntkdyn: bad input: {exc}", file=sys.stderr)
-        return 2
-
-    if "sweep" in raw:
+    code = check_memory(cfg, points)
+    if code:
+        return code
+    if points is not None:
         return run_sweep(raw, points, args, say, t_start)
+    return run_single(cfg, args, say, t_start)
+
+
+def run_single(cfg: config_mod.Config, args: argparse.Namespace, say, t_start: float) -> int:
+    """A single run (``runs.single_run``), then the loss figure, the control section, env.json and
+    the summary table. Exit status 0, 1 (an optimizer or output stage failed) or 2 (bad input)."""
+    from ntkdyn import pipeline, plots, runs
 
     try:  # input files are read before anything is written or computed
         data = pipeline.load_data(cfg)
