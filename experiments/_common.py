@@ -30,8 +30,9 @@ import jax
 
 jax.config.update("jax_enable_x64", True)  # float64 available (theory; float64 studies); training dtype is explicit
 
+import ntkdyn  # noqa: E402
 from ntkdyn import config as config_mod  # noqa: E402
-from ntkdyn import optimizers, pipeline, rates, results, study, theory  # noqa: E402
+from ntkdyn import optimizers, rates, results, theory  # noqa: E402
 
 PAPER = "Bu, Xu, Chen 2021 (arXiv:2010.13165)"
 RESULTS = results.CLAIM_RESULTS
@@ -83,7 +84,7 @@ def data_for(raw: dict, data_seed: int | None = None):
     seed = raw["seed"] if data_seed is None else data_seed
     key = json.dumps({"data": raw["data"], "seed": seed}, sort_keys=True)
     if key not in _DATA:
-        _DATA[key] = pipeline.load_data(config_mod.from_dict({**raw, "seed": seed}))
+        _DATA[key] = ntkdyn.load_data(config_mod.from_dict({**raw, "seed": seed}))
     return _DATA[key]
 
 
@@ -95,7 +96,7 @@ def setup_for(raw: dict, data_seed: int | None = None):
     cfg = config_mod.from_dict(raw)
     key = _setup_key(raw) + f"|data_seed={data_seed}"
     if key not in _SETUPS:
-        _SETUPS[key] = pipeline.prepare(cfg, data_for(raw, data_seed))
+        _SETUPS[key] = ntkdyn.prepare(cfg, data_for(raw, data_seed))
     return cfg, _SETUPS[key]
 
 
@@ -112,7 +113,7 @@ def run_group(raws: list[dict], data_seed: int | None = None, label: str = "", k
     pairs = [setup_for(r, data_seed) for r in raws]
     cfgs, setups = [p[0] for p in pairs], [p[1] for p in pairs]
     t = time.perf_counter()
-    evaluated = study.evaluate_group(cfgs, setups, 0)  # the one run path (train as one program, evaluate)
+    evaluated = ntkdyn.evaluate_group(cfgs, setups, 0)  # the one run path (train as one program, evaluate)
     t_train = time.perf_counter() - t - sum(ev.times["evaluate_s"] for ev in evaluated)
     out = []
     for cfg, setup, ev in zip(cfgs, setups, evaluated):

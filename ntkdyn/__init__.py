@@ -8,6 +8,10 @@ Running
     run_study(config, *, model=None, data=None, out=None, progress=False) -> RunResult
     run_group(configs, *, models=None, data=None) -> [RunResult]: runs of equal shapes as one program
     load_config(path, overrides=()) -> Config;  Config, OptimizerConfig, ConfigError
+The run path, stage by stage (for studies that reuse prepared runs)
+    load_data(config) -> (X, y);  prepare(config, data=None, built=None) -> Setup (model, H0, spectrum)
+    evaluate_group(configs, setups, index) -> [Evaluated]: train optimizer ``index`` of every run as
+        one program, then evaluate each (what run_study, run_group and the command line call)
 Models and data
     from_apply_fn(apply_fn, params, loss="half_sum") -> (Model, params, consts): any apply_fn(params, X)
     from_linen(module, variables, loss="half_sum"), from_flax(nnx_module, loss="half_sum");  Model
@@ -19,7 +23,13 @@ Figures and pages
     plot_loss(run, path), plot_sweep(sweep, path), write_report(folders, out)
 __version__
 
-Names are imported on first use, so ``import ntkdyn`` stays cheap.
+Submodules with a public API (their documented functions; ``ntkdyn.theory.discrete_modes`` etc.)
+    config (from_dict, load_raw, apply_override), optimizers (the registry: get, resolve_hyper),
+    theory (recurrences, ODEs), rates (fits, verdicts, loss_floor, tail_fit), results (the typed
+    results and folder files), control (per-mode analysis), stochastic (mini-batch moments), ntk (kernels)
+
+Names are imported on first use, so ``import ntkdyn`` stays cheap. ``experiments/`` and ``tools/``
+use only these names (tests/test_api.py checks their imports).
 """
 
 from __future__ import annotations
@@ -35,6 +45,9 @@ except importlib.metadata.PackageNotFoundError:  # a source tree that is not ins
 _EXPORTS = {
     "run_study": "study",
     "run_group": "study",
+    "evaluate_group": "study",
+    "load_data": "pipeline",
+    "prepare": "pipeline",
     "load_config": ("config", "load"),
     "Config": "config",
     "OptimizerConfig": "config",
@@ -55,10 +68,15 @@ _EXPORTS = {
     "plot_sweep": "plots",
     "write_report": "report",
 }
-__all__ = ["__version__", *_EXPORTS]
+PUBLIC_SUBMODULES = ("config", "optimizers", "theory", "rates", "results", "control", "stochastic", "ntk")
+__all__ = ["__version__", *_EXPORTS, *PUBLIC_SUBMODULES]
 
 
 def __getattr__(name: str):
+    if name in PUBLIC_SUBMODULES:
+        module = importlib.import_module(f"ntkdyn.{name}")
+        globals()[name] = module
+        return module
     target = _EXPORTS.get(name)
     if target is None:
         raise AttributeError(f"module 'ntkdyn' has no attribute {name!r}")
@@ -69,4 +87,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | set(PUBLIC_SUBMODULES))

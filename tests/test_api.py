@@ -369,3 +369,37 @@ def test_cli_help_lists_configs_sections_sweeps_and_exit_codes(capsys):
     assert shipped and all(f"configs/{name}" in text for name in shipped)
     for word in ("optimizers:", "sweep:", "{range: [0, 8]}", "exit status", "--format {png,svg,pdf}"):
         assert word in text, word
+
+
+# tools/check_released.py checks the training internals themselves (train.train step by step against a
+# numpy loop of the notebook), so it imports them by design; every other client uses the public API.
+_INTERNAL_BY_DESIGN = {"tools/check_released.py"}
+
+
+def test_experiments_and_tools_import_only_the_public_api():
+    """Every ntkdyn import in experiments/ and tools/ names something in ``ntkdyn.__all__`` (the
+    curated names and the public submodules)."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    public = set(ntkdyn.__all__)
+    offending = []
+    files = sorted([*root.glob("experiments/*.py"), *root.glob("tools/*.py")])
+    assert len(files) >= 10
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        if rel in _INTERNAL_BY_DESIGN:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "ntkdyn":
+                parts = node.module.split(".")
+                names = [parts[1]] if len(parts) > 1 else [a.name for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name.split(".")[1] for a in node.names if a.name.startswith("ntkdyn.")]
+            else:
+                continue
+            offending += [f"{rel}:{node.lineno} {n}" for n in names if n not in public]
+    assert not offending, offending
+    for name in ntkdyn.PUBLIC_SUBMODULES:
+        assert getattr(ntkdyn, name).__name__ == f"ntkdyn.{name}"
