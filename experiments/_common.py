@@ -139,16 +139,13 @@ def fit(step, loss, window, floor: float) -> dict:
 
 
 def num(x, digits: int | None = None):
-    """A JSON-safe float (None for NaN/inf/None)."""
-    if x is None:
-        return None
+    """A JSON-safe float (``results.finite``: None for NaN/inf/None and for non-numbers), rounded to
+    ``digits`` where given."""
     try:
-        x = float(x)
+        x = None if isinstance(x, (list, tuple)) else results.finite(x)
     except (TypeError, ValueError):
         return None
-    if not math.isfinite(x):
-        return None
-    return round(x, digits) if digits is not None else x
+    return round(x, digits) if x is not None and digits is not None else x
 
 
 def bessel_onset(eta: float, lam_min: float, r: float) -> float:
