@@ -230,7 +230,7 @@ def _claims(study, grids, sz, modes, lam, T) -> None:
         "NAG's extra zero (gradient at the look-ahead point) reduces overshoot compared with HB",
         res,
         line,
-        source="Wu et al. 2021; DESIGN.md section 1",
+        source="Wu et al. 2021 (NAG as a second-order system with an extra zero), exact per NTK eigenmode",
         setting=setting,
         figure="control_view.png",
     )

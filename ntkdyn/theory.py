@@ -76,8 +76,8 @@ def nag_c_crossover_step(eta: float, lam_min: float, r: float = 3.0) -> float | 
 
     As beta_k -> 1 the roots of the slowest mode (h = eta lam_min) satisfy |z|^2 -> 1 - h, and
     the loss envelope is ~ k^{-r} (1 - h)^k; its log-log slope -r + k log(1 - h) has equal power
-    and exponential parts at k* = r / -log(1 - h) ~ r / h (DESIGN.md section 1 says "roughly
-    1/(eta lam_min)"). None when h is outside (0, 1)."""
+    and exponential parts at k* = r / -log(1 - h) ~ r / h, i.e. of the order of 1/(eta lam_min)
+    steps. None when h is outside (0, 1)."""
     h = eta * lam_min
     return r / -math.log1p(-h) if 0 < h < 1 else None
 

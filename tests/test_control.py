@@ -437,7 +437,7 @@ def _peaks(c):
 
 
 def test_highres_nag_c_tracks_discrete_tail_where_bessel_does_not():
-    """Single mode, eta lam = 0.0158 (DESIGN.md section 1), tail window [2 k*, 8 k*]."""
+    """Single mode, eta lam = 0.0158 (power-law transient, then a linear tail), tail window [2 k*, 8 k*]."""
     eta, lam = 0.01, np.array([1.58])
     spec, hyper = optimizers.get("nag_c"), {"eta": 0.01, "r": 3.0}
     ks = theory.vanishing_tail(eta, lam[0], 3.0)["crossover_step"]

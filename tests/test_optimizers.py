@@ -107,7 +107,8 @@ def _optax_scheduled_nesterov(eta, r):
 
 def test_companion_matrices_are_the_designed_recurrences():
     """HB: [[1 - eta lam, -eta beta], [lam, beta]] on (e, J v); NAG: trace (1+beta)(1-eta lam),
-    determinant beta (1 - eta lam) (DESIGN.md section 1)."""
+    determinant beta (1 - eta lam) (the kernel-regime recurrences c_{k+1} = (1+beta)(1-eta lam) c_k
+    - beta (1-eta lam) c_{k-1} and c_{k+1} = (1 + beta - eta lam) c_k - beta c_{k-1})."""
     lam = np.array([0.0, 0.4, 1.7])
     eta, beta = 0.3, 0.8
     A = optimizers.companion(optimizers.get("hb"), {"eta": eta, "beta": beta}, lam, 1)
@@ -380,7 +381,8 @@ def test_string_choices_are_checked_on_construction():
     from ntkdyn import ntk
     from ntkdyn.optimizers import HighResODE, LimitODE, LinearMethod
 
-    with pytest.raises(ValueError, match="LimitODE.damping = 'vanish'; allowed: 'none', 'constant', 'vanishing'"):
+    allowed = "allowed: 'none', 'constant', 'vanishing'"
+    with pytest.raises(ValueError, match=f"LimitODE.damping = 'vanish'; {allowed}"):
         LimitODE(order=2, time_step=0.1, damping="vanish")
     with pytest.raises(ValueError, match="first-order ODE has damping 'none'"):
         LimitODE(order=1, time_step=0.1, damping="constant")

@@ -258,7 +258,7 @@ def test_floor_reached_before_window_refits_from_step_one():
 
 
 def arccos_kernel(X: np.ndarray) -> np.ndarray:
-    """H_inf of the paper model for unit inputs (DESIGN.md 1): x.x' (pi - arccos x.x') / (2 pi)."""
+    """H_inf of the paper model for unit inputs (Du et al. 2019): x.x' (pi - arccos x.x') / (2 pi)."""
     G = np.clip(X @ X.T, -1.0, 1.0)
     return G * (np.pi - np.arccos(G)) / (2 * np.pi)
 

@@ -1,7 +1,7 @@
 """Kernel-regime theory: ODE closed forms, diffrax, discrete recurrences, predicted rates.
 
-References are independent: scipy's solve_ivp, hand-written scalar recurrences from
-DESIGN.md section 1, and closed forms (Polyak's optimal heavy ball, GD's contraction factor).
+References are independent: scipy's solve_ivp, hand-written scalar recurrences (GD, HB, NAG and
+NAG-C per eigenmode), and closed forms (Polyak's optimal heavy ball, GD's contraction factor).
 """
 
 import dataclasses
@@ -400,7 +400,7 @@ def test_hb_stability_region(beta):
 
 def test_nag_c_predicted_rate_is_one_minus_eta_lam_min():
     """As beta_k -> 1 the roots have |z|^2 -> 1 - eta lam: loss factor 1 - eta lam_min per step,
-    half of GD's log-rate (1 - eta lam_min)^2 (DESIGN.md section 1)."""
+    half of GD's log-rate (1 - eta lam_min)^2."""
     lam = np.array([0.02, 0.3, 0.9])
     eta = 0.5
     got = theory.predicted_linear_rate(optimizers.get("nag_c"), {"eta": eta, "r": 3.0}, lam)
@@ -447,7 +447,7 @@ def test_nag_c_crossover_step(r, h):
 
 
 def test_nag_c_fixed_eta_turns_linear():
-    """DESIGN.md section 1: single mode, eta lam = 0.0158. The loss-envelope exponent steepens
+    """Fixed-step NAG-C, single mode, eta lam = 0.0158. The loss-envelope exponent steepens
     with k (about -6 on 100..300, -12 on 300..1000, -32 on 1000..3000) and the late loss decays
     linearly at about (1 - eta lam) per step (root modulus^2 -> 1 - eta lam as beta_k -> 1)."""
     eta_lam, steps = 0.0158, 6000
