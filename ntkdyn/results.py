@@ -15,7 +15,8 @@ Results folder of one run (written by ``python -m ntkdyn.run`` and by ``write_ru
     loss.<png|svg|pdf> (+ loss.csv: the data behind the figure)
 
 A sweep folder holds config.yaml (the sweep), env.json, summary.csv (one ``SweepRow`` per run
-and optimizer), sweep.<fmt> and runs/<run_id>/ (each a run folder). A study folder
+and optimizer), sweep.<fmt> and runs/<run_id>/ (each a run folder, written by ``write_run``,
+without env.json). A study folder
 (``experiments/<study>.py``) holds verdicts.json, arrays.npz and its figures.
 
 metrics.json (one run; keys in ``[]`` are written only when they have a value, ``|null`` may be null)::
