@@ -393,8 +393,13 @@ def _beyond_full_batch(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec
                 "mbb": {"beta": mbb.beta, "lam_1": mbb.lam_1, "lam_n": mbb.lam_n,
                         "knee_batch_size": mbb.knee_batch_size,
                         "bound_step_size": float(mbb.bound_step_size(b))}}
+        predicted = metrics.get("predicted") or {}
+        predicted["full_batch_linear_rate"] = predicted.get("linear_rate")
+        predicted["linear_rate"] = None  # the rate of E[L_k]: replacement only (shuffle has no closed form)
         if t.sampling == "replacement" and spec.constant and not scheduled:
             info["linear_rate"] = stochastic.second_moment_rate(spec, hyper, setup.lam, setup.V, b)
+            predicted["linear_rate"] = info["linear_rate"]
+        metrics["predicted"] = predicted
         metrics["stochastic"] = info
         times["theory_stochastic_s"] = time.perf_counter() - start
     if wants_linearized(cfg, spec):

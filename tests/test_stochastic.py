@@ -334,3 +334,4 @@ def test_pipeline_minibatch_run_with_linearised_check():
         arrays["loss_discrete"][1:] > arrays["loss_full_batch"][1:]
     )  # E[L] above the full-batch loss
     assert 0 < st["linear_rate"] < 1 and m["ode"] is None and "mini-batch" in m["note"]
+    assert m["predicted"]["linear_rate"] == st["linear_rate"] > m["predicted"]["full_batch_linear_rate"]
