@@ -32,8 +32,10 @@ Polyak's HB, with predicted against fitted rates.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
+from typing import Any
 
 import _common as C
 import numpy as np
@@ -312,7 +314,7 @@ def part_a(study, args, sz) -> dict:
         "The loss of NAG-C decays like k^(-r) (Bessel envelope)",
         C.count_result(len(close), len(testable)),
         line2,
-        source="ODE theory (Su, Boyd, Candes 2016; DESIGN.md section 1)",
+        source="ODE theory (Su, Boyd, Candes 2016: e'' + (r/t) e' + K e = 0, envelope t^(-r/2))",
         setting=setting,
         figure="nag_damping_exponents.png",
         numbers={"dp_dr": slope, "tolerance": EXPONENT_TOL},
@@ -860,7 +862,40 @@ def local_slope(step, loss, floor, per_decade: int = 6):
     return np.asarray(xs), np.asarray(ys)
 
 
-def part_b(study, args, sz) -> None:
+@dataclasses.dataclass(frozen=True)
+class Crossover:
+    """Part B's measurements: NAG-C at a fixed eta on one run (float64): the predicted crossover
+    (``pred``, ``ks``), the trained and predicted losses and slowest mode, their tail fits over
+    ``window`` (``envelope_fit``) and the mean log10 gaps of each prediction over the ``tail``."""
+
+    eta: Any
+    lam_min: Any
+    T: Any
+    ks: Any
+    pred: Any
+    window: Any
+    tail: Any
+    step: Any
+    loss: Any
+    floor: Any
+    L0: Any
+    hr: Any
+    loss_discrete: Any
+    loss_ode: Any
+    mode_train: Any
+    mode_disc: Any
+    mode_floor: Any
+    fit_mode: Any
+    fit_mode_disc: Any
+    fit_train: Any
+    fit_disc: Any
+    fit_hr: Any
+    gaps: Any
+    lam: Any
+
+
+def crossover_run(study, args, sz) -> Crossover:
+    """Train NAG-C past its predicted crossover and fit the slowest mode and the total loss."""
     probe = C.digits_raw(
         "paper", sz["b_n"], sz["b_width"], 10, {"name": "gd", "eta": 1.0}, seed=args.seed, dtype="float64"
     )
@@ -943,15 +978,73 @@ def part_b(study, args, sz) -> None:
         "kernel_recurrence": log_gap(arrays["loss_discrete"], *tail),
     }
 
+    return Crossover(
+        eta=eta,
+        lam_min=lam_min,
+        T=T,
+        ks=ks,
+        pred=pred,
+        window=window,
+        tail=tail,
+        step=step,
+        loss=loss,
+        floor=floor,
+        L0=L0,
+        hr=hr,
+        loss_discrete=arrays["loss_discrete"],
+        loss_ode=arrays["loss_ode"],
+        mode_train=mode_train,
+        mode_disc=mode_disc,
+        mode_floor=mode_floor,
+        fit_mode=fit_mode,
+        fit_mode_disc=fit_mode_disc,
+        fit_train=fit_train,
+        fit_disc=fit_disc,
+        fit_hr=fit_hr,
+        gaps=gaps,
+        lam=s.lam,
+    )
+
+
+def _unpack(c: Crossover) -> tuple:
+    return tuple(getattr(c, f.name) for f in dataclasses.fields(c))
+
+
+def crossover_figure(study, c: Crossover, sz) -> None:
+    """nag_damping_crossover.png: total loss, slowest mode and local log-log slopes."""
+    (
+        eta,
+        lam_min,
+        T,
+        ks,
+        pred,
+        window,
+        tail,
+        step,
+        loss,
+        floor,
+        L0,
+        hr,
+        loss_discrete,
+        loss_ode,
+        mode_train,
+        mode_disc,
+        mode_floor,
+        fit_mode,
+        fit_mode_disc,
+        fit_train,
+        fit_disc,
+        fit_hr,
+        gaps,
+        lam,
+    ) = _unpack(c)
     plt = C.plt()
     fig, axes = plt.subplots(1, 3, figsize=(18, 5))
     x = np.maximum(step, 1)
     ax = axes[0]
     ax.plot(*C.positive(x, loss), "-", lw=1.8, label="training (float64)")
-    ax.plot(*C.positive(x, arrays["loss_discrete"]), "--", lw=1.0, label="kernel recurrence")
-    ax.plot(
-        *C.positive(x, arrays["loss_ode"]), ":", lw=1.2, label="low-resolution ODE (Bessel, pure power law)"
-    )
+    ax.plot(*C.positive(x, loss_discrete), "--", lw=1.0, label="kernel recurrence")
+    ax.plot(*C.positive(x, loss_ode), ":", lw=1.2, label="low-resolution ODE (Bessel, pure power law)")
     if hr is not None:
         ax.plot(*C.positive(x, hr), "-.", lw=1.0, label="high-resolution ODE (+ sqrt(eta) K e')")
     ax.axvline(ks, color="k", lw=0.8, ls="--", label=f"predicted crossover k* = {ks:.0f}")
@@ -1018,6 +1111,35 @@ def part_b(study, args, sz) -> None:
         "(right). Dashed vertical line: the predicted crossover k*.",
     )
 
+
+def crossover_claims(study, c: Crossover, sz) -> None:
+    """The crossover claims (slowest mode, total loss) and the high-resolution ODE over the tail."""
+    (
+        eta,
+        lam_min,
+        T,
+        ks,
+        pred,
+        window,
+        tail,
+        step,
+        loss,
+        floor,
+        L0,
+        hr,
+        loss_discrete,
+        loss_ode,
+        mode_train,
+        mode_disc,
+        mode_floor,
+        fit_mode,
+        fit_mode_disc,
+        fit_train,
+        fit_disc,
+        fit_hr,
+        gaps,
+        lam,
+    ) = _unpack(c)
     setting = (
         f"paper model, digits n = {sz['b_n']}, m = {sz['b_width']}, float64, eta = {eta:.3g} = 1/lambda_max, "
         f"eta lambda_min = {eta * lam_min:.3g}, r = {R_B:g}, {T} steps"
@@ -1051,7 +1173,7 @@ def part_b(study, args, sz) -> None:
         "k* = r / -log(1 - eta lambda_min)",
         res,
         line,
-        source="DESIGN.md section 1 (checked numerically there)",
+        source="fixed-step NAG-C roots: |z|^2 -> 1 - eta lambda as beta_k -> 1",
         setting=setting,
         window=window,
         figure="nag_damping_crossover.png",
@@ -1069,7 +1191,7 @@ def part_b(study, args, sz) -> None:
         "(single-mode "
         f"prediction {ks:.0f}); p = {C.f3(fit_train['power_exponent'], '.2f')}, tail factor "
         f"{C.f3(fit_train['tail_rate'], '.6f')}. The next-slowest modes (lambda_2/lambda_min = "
-        f"{s.lam[1] / s.lam[0]:.3g}) still contribute in this window, so the total loss bends later than "
+        f"{lam[1] / lam[0]:.3g}) still contribute in this window, so the total loss bends later than "
         "one mode."
     )
     study.claim(
@@ -1077,7 +1199,7 @@ def part_b(study, args, sz) -> None:
         "Crossover seen in the total loss",
         "info",
         line_total,
-        source="DESIGN.md section 1",
+        source="fixed-step NAG-C: envelope k^(-r) (1 - eta lambda_min)^k per mode",
         setting=setting,
         window=window,
         figure="nag_damping_crossover.png",
@@ -1110,6 +1232,12 @@ def part_b(study, args, sz) -> None:
             figure="nag_damping_crossover.png",
             numbers=gaps,
         )
+
+
+def part_b(study, args, sz) -> None:
+    c = crossover_run(study, args, sz)
+    crossover_figure(study, c, sz)
+    crossover_claims(study, c, sz)
 
 
 if __name__ == "__main__":
