@@ -91,6 +91,25 @@ def test_sweep_cli_summary_and_resume(tmp_path):
         assert os.path.getmtime(out / "runs" / d / "metrics.json") == t
     with open(out / "summary.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 8
+    # one run path, one writer: a sweep's run folder holds what a single run of its config writes
+    first = out / "runs" / run_dirs[0]
+    single = tmp_path / "single"
+    assert main([str(first / "config.yaml"), "--out", str(single), "--quiet"]) == 0
+    for name in ("data.npz", "kernels.npz", "trajectories.npz"):
+        a, b = np.load(first / name), np.load(single / name)
+        assert sorted(a.files) == sorted(b.files), name
+        for key in a.files:
+            if a[key].dtype.kind in "US":  # kernel_used
+                assert a[key] == b[key], f"{name}:{key}"
+            else:
+                np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-12, err_msg=f"{name}:{key}")
+    assert {"H0", "eigvals", "kernel_used", "loss_scale"} <= set(np.load(first / "kernels.npz").files)
+    m_sweep = json.loads((first / "metrics.json").read_text())
+    m_single = json.loads((single / "metrics.json").read_text())
+    assert m_sweep["spectrum"] == m_single["spectrum"]
+    for label, m in m_single["optimizers"].items():
+        assert set(m_sweep["optimizers"][label]) == set(m), label
+        assert m_sweep["optimizers"][label]["verdict"] == m["verdict"], label
 
 
 SCRIPT = """
