@@ -78,7 +78,25 @@ def main(argv=None) -> int:
 
 
 # --------------------------------------------------------------------------- part A
-def part_a(study, args, sz) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Exponents:
+    """Part A's runs: NAG-C for every r in ``RS`` and constant-beta NAG for every beta in
+    ``CONST_BETAS`` (``runs``/``cruns``: run_group's tuples; ``rows``/``crow``: their fits), at
+    eta = ETA_FACTOR_A / lambda_max on one setup."""
+
+    T: Any
+    crow: Any
+    cruns: Any
+    eta: Any
+    lam_max: Any
+    lam_min: Any
+    rows: Any
+    runs: Any
+    setup: Any
+
+
+def exponents_run(study, args, sz) -> Exponents:
+    """Train the r sweep and the constant-beta runs (one program each) and fit every run."""
     T = sz["steps"]
     probe = C.digits_raw("paper", sz["n"], sz["width"], T, {"name": "gd", "eta": 1.0}, seed=args.seed)
     _, setup = C.setup_for(probe)
@@ -171,6 +189,22 @@ def part_a(study, args, sz) -> dict:
             f"A/nag/beta={b:g}", {k: arrays[k] for k in ("step", "loss", "loss_discrete", "loss_ode")}
         )
 
+    return Exponents(
+        T=T,
+        crow=crow,
+        cruns=cruns,
+        eta=eta,
+        lam_max=lam_max,
+        lam_min=lam_min,
+        rows=rows,
+        runs=runs,
+        setup=setup,
+    )
+
+
+def exponents_figure(study, a: Exponents, sz) -> None:
+    """nag_damping_exponents.png: the losses on log-log axes and the fitted exponents vs r."""
+    crow, cruns, rows, runs = a.crow, a.cruns, a.rows, a.runs
     # figure A
     plt = C.plt()
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
@@ -244,6 +278,10 @@ def part_a(study, args, sz) -> dict:
         "exponent vs r against the Bessel prediction -r.",
     )
 
+
+def exponents_claims(study, a: Exponents, sz) -> str:
+    """The sublinear, exponent-vs-r and constant-beta claims; returns the setting text."""
+    T, crow, eta, rows = a.T, a.crow, a.eta, a.rows
     testable = [r for r in rows if r["testable"]]
     sub = [r for r in testable if r["fits"]["train"]["verdict"] == "sublinear"]
     exps = ", ".join(f"{C.f3(r['fits']['train']['power_exponent'], '.2f')}" for r in testable)
@@ -345,6 +383,12 @@ def part_a(study, args, sz) -> dict:
         figure="nag_damping_exponents.png",
         numbers={"beta": CONST_BETAS, "verdict": [r["fits"]["train"]["verdict"] for r in crow]},
     )
+    return setting
+
+
+def exponents_table(study, a: Exponents) -> None:
+    """The table of Part A: exponents and verdicts per run."""
+    crow, rows = a.crow, a.rows
     cols = [
         "optimizer",
         "r / beta",
@@ -405,6 +449,14 @@ def part_a(study, args, sz) -> dict:
             ]
         )
     study.table("Part A: exponents and verdicts", cols, trows)
+
+
+def part_a(study, args, sz) -> dict:
+    a = exponents_run(study, args, sz)
+    exponents_figure(study, a, sz)
+    setting = exponents_claims(study, a, sz)
+    exponents_table(study, a)
+    T, eta, lam_max, lam_min, rows, runs, setup = a.T, a.eta, a.lam_max, a.lam_min, a.rows, a.runs, a.setup
     r3 = next(i for i, r in enumerate(rows) if r["r"] == R_B)
     return {
         "eta": eta,
