@@ -12,6 +12,7 @@ its figures (``*.png``), its arrays (``arrays.npz``) and ``verdicts.json``:
 Every ``result`` and ``line`` is produced by code from the measured numbers; nothing is written
 by hand. ``python -m ntkdyn.report DIR...`` renders one page from these folders.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,11 +25,11 @@ import sys
 import time
 from typing import Any
 
+import jax
 import numpy as np
 
-import jax
-
-jax.config.update("jax_enable_x64", True)  # float64 available (theory; float64 studies); training dtype is explicit
+# float64 available (theory; float64 studies); training dtype is explicit
+jax.config.update("jax_enable_x64", True)
 
 import ntkdyn  # noqa: E402
 from ntkdyn import config as config_mod  # noqa: E402
@@ -41,7 +42,10 @@ RESULTS = results.CLAIM_RESULTS
 # (kappa ~ 1.4e4 paper model, 3.8e4 released model at n = 600, m = 3000), so both the linear tail
 # of HB and the kernel regime of the slow modes lie far beyond any affordable number of steps.
 NORMALIZE = "standardize"
-DATA_TEXT = "scikit-learn digits, all ten classes, target = digit label (0-9), pixels standardised (zero mean, unit variance)"
+DATA_TEXT = (
+    "scikit-learn digits, all ten classes, target = digit label (0-9), pixels standardised "
+    "(zero mean, unit variance)"
+)
 
 
 # --------------------------------------------------------------------------- command line
@@ -54,21 +58,46 @@ def parse_args(description: str, argv=None) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------- configs and runs
-def digits_raw(model: str, n: int, width: int, steps: int, optimizer: dict, *, seed: int = 0,
-               dtype: str = "float32", record_every: int = 1, kernel_at=None, error_at=None,
-               window=(0.1, 1.0), target: str = "label", classes=None, normalize: str = NORMALIZE) -> dict:
+def digits_raw(
+    model: str,
+    n: int,
+    width: int,
+    steps: int,
+    optimizer: dict,
+    *,
+    seed: int = 0,
+    dtype: str = "float32",
+    record_every: int = 1,
+    kernel_at=None,
+    error_at=None,
+    window=(0.1, 1.0),
+    target: str = "label",
+    classes=None,
+    normalize: str = NORMALIZE,
+) -> dict:
     """A raw config (``config.from_dict``) for one optimizer on scikit-learn's digits."""
     train = {"steps": int(steps), "record_every": int(record_every)}
     if kernel_at is not None:
         train["kernel_at"] = [int(k) for k in kernel_at]
     if error_at is not None:
         train["error_at"] = [int(k) for k in error_at]
-    return {"name": "study", "seed": int(seed), "dtype": dtype,
-            "data": {"source": "digits", "n": int(n), "target": target, "classes": classes, "normalize": normalize},
-            "model": {"name": model, "width": int(width)},
-            "train": train, "theory": {"kernel": "H0", "diffrax": False},
-            "rates": {"window": [float(w) for w in window]},
-            "optimizers": [{k: v for k, v in optimizer.items() if v is not None}]}
+    return {
+        "name": "study",
+        "seed": int(seed),
+        "dtype": dtype,
+        "data": {
+            "source": "digits",
+            "n": int(n),
+            "target": target,
+            "classes": classes,
+            "normalize": normalize,
+        },
+        "model": {"name": model, "width": int(width)},
+        "train": train,
+        "theory": {"kernel": "H0", "diffrax": False},
+        "rates": {"window": [float(w) for w in window]},
+        "optimizers": [{k: v for k, v in optimizer.items() if v is not None}],
+    }
 
 
 _SETUPS: dict[str, Any] = {}
@@ -104,7 +133,9 @@ def clear_setups() -> None:
     _SETUPS.clear()
 
 
-def run_group(raws: list[dict], data_seed: int | None = None, label: str = "", keep: bool = False) -> list[tuple]:
+def run_group(
+    raws: list[dict], data_seed: int | None = None, label: str = "", keep: bool = False
+) -> list[tuple]:
     """Train the single optimizer of every raw config as ONE compiled, batched program (the configs
     must share shapes: they may differ in seed, eta, beta, r) and evaluate each run.
 
@@ -120,8 +151,11 @@ def run_group(raws: list[dict], data_seed: int | None = None, label: str = "", k
         arrays, metrics = dict(ev.arrays), dict(ev.metrics)
         out.append((arrays, metrics, cfg, setup, ev.trained) if keep else (arrays, metrics, cfg, setup))
     steps = cfgs[0].train.steps
-    print(f"  {label or cfgs[0].optimizers[0].name}: {len(raws)} run(s) x {steps} steps, model "
-          f"{cfgs[0].model.name} m={cfgs[0].model.width} n={cfgs[0].data.n}: train {t_train:.1f} s", flush=True)
+    print(
+        f"  {label or cfgs[0].optimizers[0].name}: {len(raws)} run(s) x {steps} steps, model "
+        f"{cfgs[0].model.name} m={cfgs[0].model.width} n={cfgs[0].data.n}: train {t_train:.1f} s",
+        flush=True,
+    )
     return out
 
 
@@ -207,13 +241,22 @@ def exponent_misses(items, tol: float) -> str:
     width = [(r, pt, pk) for r, pt, pk in miss if not (pk is not None and abs(pt - pk) <= 0.1 * r)]
     out = []
     if fixed:
-        out.append("for r = " + ", ".join(f"{r:g}" for r, _, _ in fixed) + " the kernel recurrence at the same eta has "
-                   "the same exponent as training (" + ", ".join(f"{pk:.2f} vs {pt:.2f}" for _, pt, pk in fixed)
-                   + "): a fixed-step effect of the discrete method, which the eta -> 0 ODE does not see")
+        out.append(
+            "for r = "
+            + ", ".join(f"{r:g}" for r, _, _ in fixed)
+            + " the kernel recurrence at the same eta has "
+            "the same exponent as training ("
+            + ", ".join(f"{pk:.2f} vs {pt:.2f}" for _, pt, pk in fixed)
+            + "): a fixed-step effect of the discrete method, which the eta -> 0 ODE does not see"
+        )
     if width:
-        out.append("for r = " + ", ".join(f"{r:g}" for r, _, _ in width) + " training departs from the kernel recurrence ("
-                   + ", ".join(f"{pt:.2f} vs kernel {'-' if pk is None else f'{pk:.2f}'}" for _, pt, pk in width)
-                   + "): the network is not in the kernel regime there")
+        out.append(
+            "for r = "
+            + ", ".join(f"{r:g}" for r, _, _ in width)
+            + " training departs from the kernel recurrence ("
+            + ", ".join(f"{pt:.2f} vs kernel {'-' if pk is None else f'{pk:.2f}'}" for _, pt, pk in width)
+            + "): the network is not in the kernel regime there"
+        )
     return " Misses: " + "; ".join(out) + "."
 
 
@@ -257,12 +300,26 @@ class Study:
         self.out = args.out
         os.makedirs(self.out, exist_ok=True)
         self.t0 = time.perf_counter()
-        self.doc = {"study": name, "title": title, "summary": summary, "mode": "quick" if args.quick else "full",
-                    "seed": args.seed, "command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
-                    "started": datetime.datetime.now().isoformat(timespec="seconds"),
-                    "settings": {}, "claims": [], "figures": [], "tables": [], "times_s": {},
-                    "versions": _versions(), "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                                          "jax_backend": jax.default_backend()}}
+        self.doc = {
+            "study": name,
+            "title": title,
+            "summary": summary,
+            "mode": "quick" if args.quick else "full",
+            "seed": args.seed,
+            "command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+            "settings": {},
+            "claims": [],
+            "figures": [],
+            "tables": [],
+            "times_s": {},
+            "versions": _versions(),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "jax_backend": jax.default_backend(),
+            },
+        }
         self.arrays: dict[str, np.ndarray] = {}
         self._stage = time.perf_counter()
         print(f"{name} ({self.doc['mode']}) -> {self.out}", flush=True)
@@ -275,15 +332,35 @@ class Study:
         self.doc["times_s"][stage] = round(now - self._stage, 2)
         self._stage = now
 
-    def claim(self, id: str, claim: str, result: str, line: str, *, source: str = PAPER, setting: str = "",
-              window=None, numbers: dict | None = None, figure: str | None = None) -> None:
+    def claim(
+        self,
+        id: str,
+        claim: str,
+        result: str,
+        line: str,
+        *,
+        source: str = PAPER,
+        setting: str = "",
+        window=None,
+        numbers: dict | None = None,
+        figure: str | None = None,
+    ) -> None:
         if result not in RESULTS:
             raise ValueError(f"result must be one of {RESULTS}, got {result!r}")
-        self.doc["claims"].append({"id": id, "claim": claim, "source": source, "setting": setting,
-                                   "window": None if window is None else [num(w) for w in window],
-                                   "result": result, "line": line, "numbers": _clean(numbers or {}),
-                                   "figure": figure,
-                                   "differs_from_paper": source == PAPER and result in ("differs", "partly")})
+        self.doc["claims"].append(
+            {
+                "id": id,
+                "claim": claim,
+                "source": source,
+                "setting": setting,
+                "window": None if window is None else [num(w) for w in window],
+                "result": result,
+                "line": line,
+                "numbers": _clean(numbers or {}),
+                "figure": figure,
+                "differs_from_paper": source == PAPER and result in ("differs", "partly"),
+            }
+        )
         print(f"  [{result}] {line}", flush=True)
 
     def figure(self, fig, filename: str, caption: str) -> None:
@@ -308,8 +385,11 @@ class Study:
             results.write_npz(os.path.join(self.out, "arrays.npz"), self.arrays)
             self.doc["arrays"] = "arrays.npz"
         results.write_json(os.path.join(self.out, "verdicts.json"), self.doc)
-        print(f"{self.name}: {len(self.doc['claims'])} verdicts, total {self.doc['times_s']['total']:.1f} s "
-              f"-> {os.path.join(self.out, 'verdicts.json')}", flush=True)
+        print(
+            f"{self.name}: {len(self.doc['claims'])} verdicts, total {self.doc['times_s']['total']:.1f} s "
+            f"-> {os.path.join(self.out, 'verdicts.json')}",
+            flush=True,
+        )
         return self.doc
 
 

@@ -5,6 +5,7 @@
 Each study writes DIR/<name>/ (figures, arrays.npz, verdicts.json); the page is DIR/report.html
 (self-contained) and DIR/report.md. Wall times are printed and written to DIR/times.json.
 """
+
 import argparse
 import json
 import os
@@ -12,8 +13,16 @@ import subprocess
 import sys
 import time
 
-STUDIES = ["hb_vs_epoch", "nag_vs_epoch", "hb_width", "nag_width", "ode_limit", "nag_damping", "control_view",
-           "deep_mlp_width"]
+STUDIES = [
+    "hb_vs_epoch",
+    "nag_vs_epoch",
+    "hb_width",
+    "nag_width",
+    "ode_limit",
+    "nag_damping",
+    "control_view",
+    "deep_mlp_width",
+]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -27,8 +36,14 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     times, failed = {}, []
     for name in args.only or STUDIES:
-        cmd = [sys.executable, os.path.join(HERE, f"{name}.py"), "--out", os.path.join(args.out, name),
-               "--seed", str(args.seed)] + (["--quick"] if args.quick else [])
+        cmd = [
+            sys.executable,
+            os.path.join(HERE, f"{name}.py"),
+            "--out",
+            os.path.join(args.out, name),
+            "--seed",
+            str(args.seed),
+        ] + (["--quick"] if args.quick else [])
         t = time.perf_counter()
         rc = subprocess.call(cmd)
         times[name] = round(time.perf_counter() - t, 1)
@@ -36,13 +51,25 @@ def main(argv=None) -> int:
         if rc:
             failed.append(name)
     with open(os.path.join(args.out, "times.json"), "w") as fh:
-        json.dump({"mode": "quick" if args.quick else "full", "wall_s": times, "total_s": round(sum(times.values()), 1)},
-                  fh, indent=2)
-    done = [os.path.join(args.out, n) for n in (args.only or STUDIES)
-            if os.path.exists(os.path.join(args.out, n, "verdicts.json"))]
+        json.dump(
+            {
+                "mode": "quick" if args.quick else "full",
+                "wall_s": times,
+                "total_s": round(sum(times.values()), 1),
+            },
+            fh,
+            indent=2,
+        )
+    done = [
+        os.path.join(args.out, n)
+        for n in (args.only or STUDIES)
+        if os.path.exists(os.path.join(args.out, n, "verdicts.json"))
+    ]
     if done:
         for page in ("report.html", "report.md"):
-            subprocess.call([sys.executable, "-m", "ntkdyn.report", *done, "--out", os.path.join(args.out, page)])
+            subprocess.call(
+                [sys.executable, "-m", "ntkdyn.report", *done, "--out", os.path.join(args.out, page)]
+            )
     print(f"total {sum(times.values()):.1f} s; failed: {failed or 'none'}")
     return 1 if failed else 0
 

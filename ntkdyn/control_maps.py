@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -55,15 +56,20 @@ def _optimizer_config(name: str, hyper: dict):
 
 
 def compute(
-    cfg, setup, metrics: dict | None = None, trajectories: dict | None = None, say=print
+    cfg,
+    setup,
+    trained_results: Mapping[str, results.OptimizerResult] | None = None,
+    trajectories: dict | None = None,
+    say=print,
 ) -> tuple[dict, dict]:
     """The ``control:`` section of a run: (control.json content, arrays for the plots).
 
     Uses the run's spectrum (``setup.lam``), its optimizers with a recurrence (and
-    ``control.extra``, not trained), the trained losses in ``trajectories`` and fitted rates in
-    ``metrics``; trains the (eta, beta) map and the eta sweep itself (batched)."""
+    ``control.extra``, not trained), the trained losses in ``trajectories`` and the typed results
+    ``trained_results`` (label -> ``results.OptimizerResult``: status, verdict, fitted rate); trains
+    the (eta, beta) map and the eta sweep itself (batched)."""
     cc = cfg.control
-    metrics = metrics or {}
+    trained_results = trained_results or {}
     trajectories = trajectories or {}
     lam, coef = np.asarray(setup.lam, np.float64), np.asarray(setup.coef, np.float64)
     report: dict[str, Any] = {
@@ -89,14 +95,14 @@ def compute(
             continue
         hyper = resolve(spec, oc.hyper(), lam)
         entry = analyse(spec, hyper, lam, cc.band, cc.max_iters)
-        m = metrics.get("optimizers", {}).get(label, {}) if trained else {}
+        o = trained_results.get(label) if trained else None
         entry["trained"] = bool(trained and label in trajectories)
         entry["observed"] = (
             {
-                "status": m.get("status"),
-                "verdict": m.get("verdict"),
-                "linear_rate": (m.get("fitted") or {}).get("linear_rate"),
-                "diverged_at": m.get("diverged_at"),
+                "status": o.status if o else None,
+                "verdict": o.verdict if o else None,
+                "linear_rate": o.fitted.linear_rate if o and o.fitted else None,
+                "diverged_at": o.diverged_at if o else None,
             }
             if entry["trained"]
             else "recurrence only: no training face"

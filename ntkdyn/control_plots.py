@@ -10,10 +10,11 @@ import numpy as np
 from ntkdyn import control, control_maps, results
 
 
-def run_section(cfg, setup, metrics: dict, trajectories: dict, out: str, say=print) -> str:
-    """Compute the control section, write ``control.json`` (first) and the figures; returns the
-    side-by-side table (``control_maps.summary_table``)."""
-    report, data = control_maps.compute(cfg, setup, metrics, trajectories, say)
+def run_section(cfg, setup, trained_results, trajectories: dict, out: str, say=print) -> str:
+    """Compute the control section (``trained_results``: label -> ``results.OptimizerResult``),
+    write ``control.json`` (first) and the figures; returns the side-by-side table
+    (``control_maps.summary_table``)."""
+    report, data = control_maps.compute(cfg, setup, trained_results, trajectories, say)
     results.write_json(os.path.join(out, "control.json"), report)
     figures(report, data, cfg.control, out)
     return control_maps.summary_table(report)

@@ -236,6 +236,26 @@ class Fitted:
             **self.extra,
         }
 
+    @property
+    def margin(self) -> float | None:
+        """Verdict margin over the fitted steps (``rates.RateFit.margin``); None if not recorded."""
+        return self.extra.get("margin")
+
+    @property
+    def local_linear_rate(self) -> float | None:
+        """Loss factor per step of the envelope's local rate at the window's end."""
+        return self.extra.get("local_linear_rate")
+
+    @property
+    def local_power_exponent(self) -> float | None:
+        """Local log-log slope of the envelope at the window's end."""
+        return self.extra.get("local_power_exponent")
+
+    @property
+    def fitted_on(self) -> str | None:
+        """"L" or "L - L*" (fits on the excess over the loss floor L* of non-interpolable data)."""
+        return self.extra.get("fitted_on")
+
     @classmethod
     def from_json(cls, doc: Mapping) -> Fitted:
         known, extra = _split(doc, ("linear_rate", "r2_linear", "power_exponent", "r2_power", "window"))
@@ -418,6 +438,18 @@ class OptimizerResult:
             extra=extra,
             trajectory=dict(trajectory or {}),
         )
+
+    @property
+    def regime(self) -> Mapping[str, Any]:
+        """Theory's asymptotic regime of this run (``horizon``, ``horizon_kind``, ``window_position``,
+        ...; empty where not recorded)."""
+        return self.extra.get("regime") or {}
+
+    @property
+    def deviation_log10(self) -> Mapping[str, Mapping[str, Any]]:
+        """Per prediction (discrete, ode, ode_hr): max / mean |log10 L_pred - log10 L_train| over the
+        fit window (``rates.log_gap``); empty where not recorded."""
+        return self.extra.get("deviation_log10") or {}
 
     def table(self, pandas: bool | None = None):
         """The per-step trajectories as a long table (see ``long_table``) with run_id '' and this label."""

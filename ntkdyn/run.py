@@ -117,7 +117,40 @@ def fmt(x, spec=".4g") -> str:
     return str(x)
 
 
-def summary_table(metrics: dict) -> str:
+def _beta_or_r(o: results.OptimizerResult):
+    return o.beta if o.beta is not None else (f"r={o.r:g}" if o.r is not None else None)
+
+
+def _fit_cells(o: results.OptimizerResult) -> list[str]:
+    """verdict, margin, window, kernel/ODE verdicts, local rate, local exponent."""
+    fit = o.fitted or results.Fitted(None, None, None, None, None)
+    verdict = (o.verdict or "-") + (" (L-L*)" if fit.fitted_on == "L - L*" else "")
+    win = fit.window
+    tv = o.theory_verdicts
+    return [verdict, fmt(fit.margin, "+.2f"), f"{win[0]:g}-{win[1]:g}" if win and win[1] else "-",
+            "/".join(tv.get(k, "-") for k in ("discrete", "ode")) if tv else "-",
+            fmt(fit.local_linear_rate, ".6f"), fmt(fit.local_power_exponent, ".3f")]
+
+
+def _theory_cells(o: results.OptimizerResult) -> list[str]:
+    """predicted rate, and the window's position against theory's horizon (k* crossover, k_s)."""
+    reg = o.regime
+    horizon = "-"
+    if reg.get("horizon") is not None:
+        name = "k*" if reg.get("horizon_kind") == "crossover" else "k_s"
+        horizon = f"{reg.get('window_position') or ''} {name}={reg['horizon']:.4g}".strip()
+    return [fmt(o.predicted.linear_rate if o.predicted else None, ".6f"), horizon]
+
+
+def _deviation_cells(o: results.OptimizerResult) -> list[str]:
+    """max relative gap of the discrete, ODE and high-resolution ODE predictions; log10 gap (discrete)."""
+    dev = o.deviation or results.Deviation()
+    gap = o.deviation_log10.get("discrete") or {}
+    return [fmt(dev.discrete, ".3g"), fmt(dev.ode, ".3g"), fmt(dev.ode_hr, ".3g"),
+            f"{fmt(gap.get('max'), '.2g')}/{fmt(gap.get('mean'), '.2g')}" if gap else "-"]
+
+
+def summary_table(run: results.RunResult) -> str:
     """One row per optimizer (README "Reading the verdicts"): verdict (on L - L* where marked) and its
     margin over the fitted steps; local (envelope) rate and exponent; theory's asymptotic loss factor
     and where the window lies relative to its horizon (k* crossover, k_s slowest-mode time);
@@ -126,26 +159,9 @@ def summary_table(metrics: dict) -> str:
             "kernel/ODE verdicts", "local rate", "local exp", "predicted rate", "window vs horizon",
             "dev discrete", "dev ODE", "dev hr-ODE", "log10 gap disc", "drift"]
     rows = [head]
-    for label, m in metrics["optimizers"].items():
-        hp = m.get("beta") if m.get("beta") is not None else (f"r={m['r']:g}" if m.get("r") is not None else None)
-        tv = m.get("theory_verdicts") or {}
-        fit, dev = m.get("fitted") or {}, m.get("deviation") or {}
-        verdict = m.get("verdict", "-") + (" (L-L*)" if fit.get("fitted_on") == "L - L*" else "")
-        win = fit.get("window")
-        reg = m.get("regime") or {}
-        horizon = "-"
-        if reg.get("horizon") is not None:
-            name = "k*" if reg.get("horizon_kind") == "crossover" else "k_s"
-            horizon = f"{reg.get('window_position') or ''} {name}={reg['horizon']:.4g}".strip()
-        gap = (m.get("deviation_log10") or {}).get("discrete") or {}
-        rows.append([label, m.get("optimizer"), fmt(m.get("eta")), fmt(hp), m.get("status"), verdict,
-                     fmt(fit.get("margin"), "+.2f"), f"{win[0]:g}-{win[1]:g}" if win and win[1] else "-",
-                     "/".join(tv.get(k, "-") for k in ("discrete", "ode")) if tv else "-",
-                     fmt(fit.get("local_linear_rate"), ".6f"), fmt(fit.get("local_power_exponent"), ".3f"),
-                     fmt((m.get("predicted") or {}).get("linear_rate"), ".6f"), horizon,
-                     fmt(dev.get("discrete"), ".3g"), fmt(dev.get("ode"), ".3g"), fmt(dev.get("ode_hr"), ".3g"),
-                     f"{fmt(gap.get('max'), '.2g')}/{fmt(gap.get('mean'), '.2g')}" if gap else "-",
-                     fmt(m.get("kernel_drift"), ".3g")])
+    for label, o in run.optimizers.items():
+        rows.append([label, o.optimizer, fmt(o.eta), fmt(_beta_or_r(o)), o.status, *_fit_cells(o),
+                     *_theory_cells(o), *_deviation_cells(o), fmt(o.kernel_drift, ".3g")])
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -230,21 +246,19 @@ def run_single(cfg: config_mod.Config, args: argparse.Namespace, say, t_start: f
     say(f"ntkdyn: {cfg.name} -> {out} ({env['device']['platform']}, {cfg.dtype})")
     warn = lambda text: print(text, file=sys.stderr)  # noqa: E731
     done = runs.single_run(cfg, data, built, out, env, say, warn, progress=not args.quiet)
-    failed, setup, trajectories = done.failed, done.setup, done.trajectories
-    metrics = done.run.to_json()
-
+    failed, setup, trajectories, opts = done.failed, done.setup, done.trajectories, done.run.optimizers
     failed |= not guarded_stage(env, "plot", lambda: plots.loss_figure(
-        trajectories, metrics["optimizers"], os.path.join(out, f"loss.{args.format}")))
+        trajectories, opts, os.path.join(out, f"loss.{args.format}")))
     if cfg.control is not None:  # control.json and the control figures (ntkdyn.control)
         def control_stage():
             from ntkdyn import control_plots
 
-            print(control_plots.run_section(cfg, setup, metrics, trajectories, out, say))
+            print(control_plots.run_section(cfg, setup, opts, trajectories, out, say))
 
         failed |= not guarded_stage(env, "control", control_stage)
     env["times_s"]["total"] = time.perf_counter() - t_start
     results.write_json(os.path.join(out, "env.json"), env)
-    print(summary_table(metrics))
+    print(summary_table(done.run))
     print(f"results: {out}  (total {env['times_s']['total']:.1f} s)")
     return 1 if failed else 0
 
