@@ -123,7 +123,7 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-VERSIONED = ("ntkdyn", "jax", "jaxlib", "optax", "flax", "diffrax", "numpy", "scipy", "scikit-learn", "matplotlib")
+VERSIONED = tuple("ntkdyn jax jaxlib optax flax diffrax numpy scipy scikit-learn matplotlib".split())
 
 
 def versions() -> dict[str, str | None]:
@@ -253,7 +253,7 @@ class Fitted:
 
     @property
     def fitted_on(self) -> str | None:
-        """"L" or "L - L*" (fits on the excess over the loss floor L* of non-interpolable data)."""
+        """Either L or L - L* (fits on the excess over the loss floor L* of non-interpolable data)."""
         return self.extra.get("fitted_on")
 
     @classmethod

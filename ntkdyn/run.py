@@ -16,7 +16,6 @@ import time
 from ntkdyn import config as config_mod
 from ntkdyn import results
 
-
 HELP_EPILOG = """\
 config sections (README "Config keys"):
   name, seed, dtype    float32 | float64 (training; theory is always float64)
@@ -55,7 +54,8 @@ def _config_list() -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ntkdyn.run", description=__doc__.split("\n")[0],
-                                epilog=_config_list() + HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=_config_list() + HELP_EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="YAML config file (see configs/)")
     p.add_argument("--format", choices=("png", "svg", "pdf"), default="png",
                    help="figure format (default png); each figure's data is written beside it as .csv")
@@ -277,7 +277,8 @@ def summary_rows(run_id: str, values: dict, metrics: dict) -> list[dict]:
         row = {"run_id": run_id, **values, "lambda_min": metrics["spectrum"]["lambda_min"],
                "lambda_max": metrics["spectrum"]["lambda_max"]}
         for field in SUMMARY_FIELDS:
-            value = {"label": label, "opt_eta": m.get("eta"), "opt_beta": m.get("beta"), "opt_r": m.get("r"), **m}
+            value = {"label": label, "opt_eta": m.get("eta"), "opt_beta": m.get("beta"), "opt_r": m.get("r"),
+                     **m}
             for part in field.split("."):
                 value = value.get(part) if isinstance(value, dict) else None
             row[field] = value
@@ -348,10 +349,12 @@ def summary_csv(rows: list[dict]) -> str:
 
 
 def sweep_table(rows: list[dict], axes: list[str], limit: int = 40) -> str:
-    head = ["run_id", "label", *axes, "verdict", "fitted.linear_rate", "predicted.linear_rate", "deviation.discrete"]
+    head = ["run_id", "label", *axes, "verdict", "fitted.linear_rate", "predicted.linear_rate",
+            "deviation.discrete"]
     lines = [[str(h) for h in head]]
     for row in rows[:limit]:
-        lines.append([fmt(row.get(h), ".6g") if isinstance(row.get(h), float) else str(row.get(h, "-")) for h in head])
+        lines.append([fmt(row.get(h), ".6g") if isinstance(row.get(h), float) else str(row.get(h, "-"))
+                      for h in head])
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines)
     return text + (f"\n... {len(rows) - limit} more rows in summary.csv" if len(rows) > limit else "")
