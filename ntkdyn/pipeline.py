@@ -49,7 +49,15 @@ def jax_dtype(cfg: Config):
 def load_data(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
     """(X, y) of a validated config (``config.validate`` fills data.n and data.normalize). npz: all
     points unless data.n is smaller (then a random subset drawn with the run's seed); mnist: the
-    first data.n images (the released notebook's preprocessing, ``data.mnist``)."""
+    first data.n images (the released notebook's preprocessing, ``data.mnist``).
+
+    Args:
+        cfg: a validated ``Config`` (its ``data`` section and ``seed``).
+    Returns:
+        X (n, d) and y (n,), float64 numpy arrays.
+    Raises:
+        ValueError: a data file that does not hold data.n points or cannot be read.
+    """
     d = cfg.data
     if d.source == "sphere":
         return data_mod.sphere(d.n, d.d, d.target, cfg.seed, d.noise, d.teacher_width)
@@ -94,7 +102,15 @@ def build_model(cfg: Config, d: int):
 
 def prepare(cfg: Config, data: tuple[np.ndarray, np.ndarray] | None = None, built=None) -> Setup:
     """Data, model, initial error and kernels. ``data`` and ``built`` (from ``load_data`` and
-    ``build_model``) may be given when the caller has already loaded them to check the input."""
+    ``build_model``) may be given when the caller has already loaded them to check the input.
+
+    Args:
+        cfg: a validated ``Config``; data: (X, y) or None (``load_data(cfg)``); built: (Model,
+            params, consts) or None (``build_model``).
+    Returns:
+        ``Setup``: X, y, model, params, consts, loss scale c, e0 = f(X; theta_0) - y, H0, Hinf, the
+        ascending eigenpairs (lam, V) of K = c H (H0 or Hinf per theory.kernel), coef = V^T e0, times.
+    """
     times = {}
     t = time.perf_counter()
     X, y = data if data is not None else load_data(cfg)

@@ -48,6 +48,9 @@ def single_run(
     Args:
         cfg: validated config; data, built: ``pipeline.load_data`` / ``build_model`` results.
         out: the run folder (exists); env: env.json content, updated with stage times.
+        say, warn: where progress and failures are printed; progress: per-chunk progress lines.
+    Returns:
+        ``SingleRun``: the typed run (env and folder set), its setup and whether an optimizer failed.
     """
     from ntkdyn import pipeline, train
 
