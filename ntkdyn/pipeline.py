@@ -213,22 +213,71 @@ def run_optimizer(cfg: Config, setup: Setup, oc: OptimizerConfig, progress=None)
 
 
 def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -> tuple[dict, dict]:
-    """Kernel drift, predictions (discrete, ODE closed form, diffrax), rate fits, deviations."""
+    """Kernel drift, predictions (discrete, ODE closed form, diffrax), rate fits, deviations.
+
+    Returns (arrays: the trajectories of trajectories.npz under this label, metrics: its metrics.json
+    entry with "times"). The stages: ``_kernel_drift`` (recorded kernels), ``_training_fit`` (the
+    verdict on training's loss), ``_discrete_predictions``, ``_ode_predictions``, ``_beyond_full_batch``
+    (mini-batch, schedules, linearisation) and ``_deviations`` (each prediction against training)."""
     spec = optimizers.get(oc.name)
     hyper = optimizer_hyper(setup, oc)
-    X = jnp.asarray(setup.X, jax_dtype(cfg))
     arrays = {"step": res.step, "loss": res.loss, "error_steps": res.error_at, "errors": res.errors}
     times = {"train_compile_s": res.compile_s, "train_run_s": res.run_s}
+    drift = _kernel_drift(cfg, setup, res, arrays, times)
+    fit, floors, null = _training_fit(cfg, setup, res)
+    metrics = {"optimizer": oc.name, "eta": oc.eta, "beta": hyper.get("beta"), "r": hyper.get("r"),
+               "status": "diverged" if res.diverged_at is not None else "ok",
+               "verdict": fit.verdict, "diverged_at": res.diverged_at,
+               "fitted": {k: v if isinstance(v, (str, int)) else _finite(v)
+                          for k, v in fit.as_dict().items() if k != "verdict"},
+               "loss_floor": {**floors.info, "subtracted": floors.L_star > 0},
+               "predicted": {"linear_rate": None}, "deviation": {"discrete": None, "ode": None, "ode_hr": None},
+               "deviation_log10": {}, "theory_verdicts": {}, "regime": None, "scope": rates.scope(fit, None),
+               "kernel_drift": _finite(drift[-1]) if drift else None}
 
+    metrics["eta"] = schedules.describe(hyper["eta"])
+    metrics["ode"] = None
+    ode = spec.ode(hyper) if spec.ode is not None and full_batch_constant(cfg, hyper) else None
+    arrays["grad_norm_sq"] = res.grad_norm_sq
+    _discrete_predictions(cfg, setup, spec, hyper, res, fit, null, ode, arrays, metrics, times)
+    _ode_predictions(cfg, setup, spec, hyper, res, ode, arrays, metrics, times)
+    _beyond_full_batch(cfg, setup, spec, hyper, res, arrays, metrics, times)
+    _deviations(cfg, res, floors, arrays, metrics)
+    metrics["times"] = times
+    return arrays, metrics
+
+
+def _kernel_drift(cfg: Config, setup: Setup, res: TrainResult, arrays: dict, times: dict) -> list[float]:
+    """The empirical NTK at each recorded snapshot reached before a divergence, and its drift
+    ||H_k - H_0||_F / ||H_0||_F (arrays kernel_steps, kernels, kernel_drift)."""
+    X = jnp.asarray(setup.X, jax_dtype(cfg))
     t = time.perf_counter()
     reached = [i for i, k in enumerate(res.snapshot_at) if res.diverged_at is None or k <= res.diverged_at]
-    grams = [ntk.gram(setup.model, jax.tree.map(lambda s: s[i], res.snapshots), setup.consts, X) for i in reached]
+    snapshot = lambda i: jax.tree.map(lambda s: s[i], res.snapshots)  # noqa: E731
+    grams = [ntk.gram(setup.model, snapshot(i), setup.consts, X) for i in reached]
     drift = [ntk.kernel_drift(H, setup.H0) for H in grams]
     arrays["kernel_steps"] = res.snapshot_at[reached]
     arrays["kernels"] = np.asarray(grams).reshape(len(grams), *setup.H0.shape)
     arrays["kernel_drift"] = np.asarray(drift)
     times["kernel_drift_s"] = time.perf_counter() - t
+    return drift
 
+
+@dataclasses.dataclass(frozen=True)
+class _Floors:
+    """Loss levels of one run: L0, the float floor, the least-squares floor L* (0 unless above the
+    float floor) with ``theory.loss_floor_star``'s ``info``, and the rate window."""
+
+    L0: float
+    floor: float
+    L_star: float
+    info: dict
+    window: tuple
+
+
+def _training_fit(cfg: Config, setup: Setup, res: TrainResult):
+    """The verdict on training's loss (``rates.fit_rates``; on L - L* when the least-squares floor L*
+    is above the float floor), the run's ``_Floors`` and the null modes of K."""
     L0 = float(res.loss[0])
     floor = loss_floor(cfg.dtype, L0)
     window = tuple(cfg.rates.window)
@@ -241,23 +290,16 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
     fit_floor = rates.difference_floor(floor, L_star, np.finfo(cfg.dtype).eps)
     fit = rates.fit_rates(res.step, res.loss, window, fit_floor, res.diverged_at is not None,
                           cfg.rates.stall_factor, floor_star=L_star)
-    metrics = {"optimizer": oc.name, "eta": oc.eta, "beta": hyper.get("beta"), "r": hyper.get("r"),
-               "status": "diverged" if res.diverged_at is not None else "ok",
-               "verdict": fit.verdict, "diverged_at": res.diverged_at,
-               "fitted": {k: v if isinstance(v, (str, int)) else _finite(v)
-                          for k, v in fit.as_dict().items() if k != "verdict"},
-               "loss_floor": {**floor_info, "subtracted": L_star > 0},
-               "predicted": {"linear_rate": None}, "deviation": {"discrete": None, "ode": None, "ode_hr": None},
-               "deviation_log10": {}, "theory_verdicts": {}, "regime": None, "scope": rates.scope(fit, None),
-               "kernel_drift": _finite(drift[-1]) if drift else None}
+    return fit, _Floors(L0, floor, L_star, floor_info, window), null
 
-    metrics["eta"] = schedules.describe(hyper["eta"])
-    metrics["ode"] = None
-    ode = spec.ode(hyper) if spec.ode is not None and full_batch_constant(cfg, hyper) else None
-    arrays["grad_norm_sq"] = res.grad_norm_sq
-    if getattr(spec, "restart", None) is not None and cfg.train.batch_size is not None:
+
+def _discrete_predictions(cfg: Config, setup: Setup, spec, hyper: dict, res: TrainResult, fit, null, ode,
+                          arrays: dict, metrics: dict, times: dict) -> None:
+    """The kernel-regime recurrence (or the restart rule on it): loss_discrete, grad_norm_sq_discrete,
+    predicted rate and stability, NAG-C's fixed-step tail and the asymptotic regime."""
+    if spec.restart is not None and cfg.train.batch_size is not None:
         metrics["note"] = "restart predictions are full-batch: not compared with mini-batch training"
-    elif getattr(spec, "restart", None) is not None:  # adaptive restart: its rule on the predicted trajectory
+    elif spec.restart is not None:  # adaptive restart: its rule on the predicted trajectory
         t = time.perf_counter()
         modes, hits = theory.restarted_modes(spec, hyper, setup.lam, setup.coef, cfg.train.steps)
         modes = modes[res.step]
@@ -288,6 +330,11 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
             metrics["regime"] = {**regime, "window_position": position}
             metrics["scope"] = rates.scope(fit, regime)
         times["theory_discrete_s"] = time.perf_counter() - t
+
+
+def _ode_predictions(cfg: Config, setup: Setup, spec, hyper: dict, res: TrainResult, ode, arrays: dict,
+                     metrics: dict, times: dict) -> None:
+    """The limiting ODE (closed form and diffrax) and the high-resolution ODE (Shi, Du, Jordan, Su 2018)."""
     if ode is None and spec.has_theory:
         metrics["note"] = "no limiting ODE is declared for this optimizer"
     if ode is not None:
@@ -313,7 +360,12 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
         hr_modes = theory.highres_modes(hr, setup.lam, setup.coef, res.step * hr.time_step)
         arrays["loss_ode_hr"] = theory.modal_loss(hr_modes, setup.c)
         times["theory_ode_hr_s"] = time.perf_counter() - t
-    _beyond_full_batch(cfg, setup, spec, hyper, res, arrays, metrics, times)
+
+
+def _deviations(cfg: Config, res: TrainResult, floors: _Floors, arrays: dict, metrics: dict) -> None:
+    """Each prediction against training: max relative gap and log10 gap over the window, the verdict
+    on the prediction itself, and the predicted squared gradient norm against training's."""
+    L0, floor, L_star, window = floors.L0, floors.floor, floors.L_star, floors.window
     ok = np.isfinite(res.loss)
     for name in ("discrete", "ode", "ode_hr", "linearized"):
         pred = arrays.get(f"loss_{name}")
@@ -333,8 +385,6 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
         g_floor = loss_floor(cfg.dtype, float(g_train[0])) if np.isfinite(g_train[0]) else 0.0
         g_mask = np.isfinite(g_train) & (g_pred > g_floor) & (g_train > g_floor)
         metrics["deviation"]["grad_norm_sq"] = _finite(rates.max_relative_gap(g_pred, g_train, g_mask))
-    metrics["times"] = times
-    return arrays, metrics
 
 
 def full_batch_constant(cfg: Config, hyper: dict) -> bool:
