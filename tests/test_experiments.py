@@ -16,7 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_quickest_study_and_report(tmp_path):
     out = tmp_path / "hb_vs_epoch"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "hb_vs_epoch.py"), "--quick", "--out", str(out)],
+    script = os.path.join(ROOT, "experiments", "hb_vs_epoch.py")
+    proc = subprocess.run([sys.executable, script, "--quick", "--out", str(out)],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((out / "verdicts.json").read_text())
@@ -30,7 +31,8 @@ def test_quickest_study_and_report(tmp_path):
         assert c["result"] in RESULTS, c
         assert c["line"] and c["claim"] and c["source"], c
         assert isinstance(c["numbers"], dict)
-        assert c["differs_from_paper"] == (c["source"].startswith("Bu, Xu, Chen") and c["result"] in ("differs", "partly"))
+        from_paper = c["source"].startswith("Bu, Xu, Chen")
+        assert c["differs_from_paper"] == (from_paper and c["result"] in ("differs", "partly"))
     lin = next(c for c in doc["claims"] if c["id"] == "hb_linear_paper")
     assert set(lin["numbers"]["verdicts_train"]) == {"0.2", "0.5", "0.8"}
     assert all(v in rates.VERDICTS for v in lin["numbers"]["verdicts_train"].values())

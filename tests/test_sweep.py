@@ -24,11 +24,13 @@ BASE = {
 
 
 def test_expand_grid_and_aliases():
-    runs = sweep.expand({**BASE, "sweep": {"seed": {"range": [0, 3]}, "beta": [0.2, 0.7], "width": [64, 128]}})
+    axes = {"seed": {"range": [0, 3]}, "beta": [0.2, 0.7], "width": [64, 128]}
+    runs = sweep.expand({**BASE, "sweep": axes})
     assert len(runs) == 12
     assert runs[0].values == {"seed": 0, "beta": 0.2, "width": 64}
     assert runs[-1].cfg.seed == 2 and runs[-1].cfg.model.width == 128
-    assert runs[-1].cfg.optimizers[1].beta == 0.7 and runs[-1].cfg.optimizers[0].beta is None  # gd takes no beta
+    # gd takes no beta
+    assert runs[-1].cfg.optimizers[1].beta == 0.7 and runs[-1].cfg.optimizers[0].beta is None
     assert len({r.run_id for r in runs}) == 12
     groups = sweep.group_by_shape(runs)
     assert sorted(len(g) for g in groups) == [6, 6]  # width changes shapes; seed and beta do not
@@ -129,7 +131,8 @@ def test_same_results_on_one_and_four_devices():
     raw = {**BASE, "sweep": {"seed": [0, 1, 2], "eta": [0.05, 0.1]}}  # 6 runs: padded to 8 on 4 devices
     out = {}
     for count in (1, 4):
-        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}", "JAX_PLATFORMS": "cpu"}
+        flags = f"--xla_force_host_platform_device_count={count}"
+        env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
         proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(raw)], env=env, capture_output=True,
                               text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
