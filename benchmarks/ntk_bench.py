@@ -27,6 +27,7 @@ Paths timed (seconds, best of ``repeat`` after a warm-up call that compiles):
 ``bench_ntk(quick)`` returns a dict; ``speedup_vs_naive`` is naive / ``jacobian`` (the generic path
 every flax model gets) on ``mlp3``; per-case ratios are under ``cases``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,7 +57,7 @@ W_STD, B_STD = 1.4142135623730951, 0.1  # as tools/make_nt_reference.py:mlp_appl
 NT_PYTHON = os.environ.get("NTKDYN_NT_PYTHON", "/work/ntref-venv/bin/python")
 
 
-# --------------------------------------------------------------------------- models (same draws as the NT side)
+# ------------------------------------------------------------- models (same draws as the NT side)
 def mlp_apply(params, consts, X):
     h = X
     layers = params["layers"]
@@ -75,8 +76,13 @@ def make_case(case: dict):
     X = jnp.asarray(X / np.linalg.norm(X, axis=1, keepdims=True), jnp.float32)
     if case["model"] == "mlp":
         sizes = [case["d"]] + [case["width"]] * case["depth"] + [1]
-        layers = [{"kernel": jnp.asarray(rng.standard_normal((i, o)), jnp.float32),
-                   "bias": jnp.asarray(rng.standard_normal(o), jnp.float32)} for i, o in zip(sizes[:-1], sizes[1:])]
+        layers = [
+            {
+                "kernel": jnp.asarray(rng.standard_normal((i, o)), jnp.float32),
+                "bias": jnp.asarray(rng.standard_normal(o), jnp.float32),
+            }
+            for i, o in zip(sizes[:-1], sizes[1:])
+        ]
         params = {"layers": layers}
         return mlp_apply, params, {}, X, jax.jit(lambda p, c, x: ntk.mlp_gram(p, x, W_STD, B_STD))
     W = jnp.asarray(rng.standard_normal((case["width"], case["d"])), jnp.float32)
@@ -102,9 +108,11 @@ def blocked_recompute(apply, params, consts, X, chunk=256):
         for j in starts:
             if j > i:
                 continue
-            block = np.asarray(_old_block(apply, params, consts, X[i:i + chunk], X[j:j + chunk]), np.float64)
-            H[i:i + chunk, j:j + chunk] = block
-            H[j:j + chunk, i:i + chunk] = block.T
+            block = np.asarray(
+                _old_block(apply, params, consts, X[i : i + chunk], X[j : j + chunk]), np.float64
+            )
+            H[i : i + chunk, j : j + chunk] = block
+            H[j : j + chunk, i : i + chunk] = block.T
     return H
 
 
@@ -129,10 +137,19 @@ def nt_timings(cases: list[dict], repeat: int) -> dict | None:
         with open(spec, "w") as fh:
             json.dump({"cases": cases, "repeat": repeat}, fh)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        proc = subprocess.run([NT_PYTHON, os.path.join(ROOT, "tools", "make_nt_reference.py"), "--bench", spec],
-                              capture_output=True, text=True, env=env, timeout=3600)
+        proc = subprocess.run(
+            [NT_PYTHON, os.path.join(ROOT, "tools", "make_nt_reference.py"), "--bench", spec],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=3600,
+        )
     if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+        return {
+            "error": proc.stderr.strip().splitlines()[-1]
+            if proc.stderr.strip()
+            else f"exit {proc.returncode}"
+        }
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -163,16 +180,30 @@ def memory_child(accumulate: str) -> dict:
     dt = time.perf_counter() - t
     peak = peak_rss_bytes()
     P = sum(leaf.size for leaf in jax.tree.leaves(params))
-    return {"n": X.shape[0], "n_params": int(P), "accumulate": accumulate, "method": plan.method,
-            "chunk": plan.chunk, "group": plan.group, "jacobian_blocks": plan.jacobian_blocks,
-            "plan_jacobian_gb": plan.peak_jacobian_bytes / 2**30, "full_jacobian_gb": X.shape[0] * P * 4 / 2**30,
-            "time_s": dt, "peak_rss_gb": peak / 2**30, "rss_before_gb": base / 2**30,
-            "finite": bool(np.all(np.isfinite(H)))}
+    return {
+        "n": X.shape[0],
+        "n_params": int(P),
+        "accumulate": accumulate,
+        "method": plan.method,
+        "chunk": plan.chunk,
+        "group": plan.group,
+        "jacobian_blocks": plan.jacobian_blocks,
+        "plan_jacobian_gb": plan.peak_jacobian_bytes / 2**30,
+        "full_jacobian_gb": X.shape[0] * P * 4 / 2**30,
+        "time_s": dt,
+        "peak_rss_gb": peak / 2**30,
+        "rss_before_gb": base / 2**30,
+        "finite": bool(np.all(np.isfinite(H))),
+    }
 
 
 def bench_memory(accumulate: str = "float32") -> dict:
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child", accumulate],
-                          capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--memory-child", accumulate],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -182,8 +213,23 @@ def bench_memory(accumulate: str = "float32") -> dict:
 def bench_ntk(quick: bool, nt: bool = True, memory: bool | None = None) -> dict:
     repeat = 1 if quick else 2
     cases = [
-        {"name": "paper", "model": "paper", "n": 256 if quick else 512, "d": 64, "width": 4096 if quick else 8192, "seed": 0},
-        {"name": "mlp3", "model": "mlp", "n": 128 if quick else 256, "d": 64, "width": 256 if quick else 512, "depth": 3, "seed": 0},
+        {
+            "name": "paper",
+            "model": "paper",
+            "n": 256 if quick else 512,
+            "d": 64,
+            "width": 4096 if quick else 8192,
+            "seed": 0,
+        },
+        {
+            "name": "mlp3",
+            "model": "mlp",
+            "n": 128 if quick else 256,
+            "d": 64,
+            "width": 256 if quick else 512,
+            "depth": 3,
+            "seed": 0,
+        },
     ]
     out: dict = {"quick": quick, "device": str(jax.devices()[0]), "jax": jax.__version__, "cases": {}}
     for case in cases:
@@ -193,8 +239,12 @@ def bench_ntk(quick: bool, nt: bool = True, memory: bool | None = None) -> dict:
         paths = {
             "naive": lambda: ntk.naive_ntk_gram(apply, params, consts, X),
             "blocked_recompute": lambda: blocked_recompute(apply, params, consts, X),
-            "jacobian": lambda: ntk.ntk_gram(apply, params, consts, X, method="jacobian", accumulate="float32"),
-            "jacobian_f64acc": lambda: ntk.ntk_gram(apply, params, consts, X, method="jacobian", accumulate="float64"),
+            "jacobian": lambda: ntk.ntk_gram(
+                apply, params, consts, X, method="jacobian", accumulate="float32"
+            ),
+            "jacobian_f64acc": lambda: ntk.ntk_gram(
+                apply, params, consts, X, method="jacobian", accumulate="float64"
+            ),
             "ntvp": lambda: ntk.ntk_gram(apply, params, consts, X, method="ntvp", accumulate="float32"),
             "fast": lambda: fast(params, consts, X),
         }
@@ -213,7 +263,9 @@ def bench_ntk(quick: bool, nt: bool = True, memory: bool | None = None) -> dict:
         out["cases"][case["name"]] = row
     if nt:
         ntres = nt_timings(cases, repeat)
-        out["neural_tangents"] = ntres if ntres is not None else "not run: no pinned environment at " + NT_PYTHON
+        out["neural_tangents"] = (
+            ntres if ntres is not None else "not run: no pinned environment at " + NT_PYTHON
+        )
         if ntres and "cases" in ntres:
             for name, row in out["cases"].items():
                 for impl in (1, 2):
@@ -236,15 +288,27 @@ def bench_ntk(quick: bool, nt: bool = True, memory: bool | None = None) -> dict:
 
 def table(res: dict) -> str:
     lines = [f"empirical NTK ({res['device']}, jax {res['jax']}; seconds, best of runs after compile)"]
-    cols = ["naive", "blocked_recompute", "jacobian", "jacobian_f64acc", "ntvp", "fast", "nt_impl1", "nt_impl2"]
+    cols = [
+        "naive",
+        "blocked_recompute",
+        "jacobian",
+        "jacobian_f64acc",
+        "ntvp",
+        "fast",
+        "nt_impl1",
+        "nt_impl2",
+    ]
     lines.append(f"{'case':<8} {'n':>5} {'P':>9} " + " ".join(f"{c:>12}" for c in cols))
     for name, row in res["cases"].items():
         vals = " ".join(f"{row[c + '_s']:>12.4g}" if c + "_s" in row else f"{'-':>12}" for c in cols)
         lines.append(f"{name:<8} {row['n']:>5} {row['n_params']:>9} {vals}")
     lines.append("speed-up (time of the baseline / time of ntkdyn's path):")
     for name, row in res["cases"].items():
-        parts = [f"jacobian vs naive {row['jacobian_vs_naive']:.2f}x", f"fast vs naive {row['fast_vs_naive']:.1f}x",
-                 f"jacobian vs previous {row['blocked_recompute_s'] / row['jacobian_s']:.2f}x"]
+        parts = [
+            f"jacobian vs naive {row['jacobian_vs_naive']:.2f}x",
+            f"fast vs naive {row['fast_vs_naive']:.1f}x",
+            f"jacobian vs previous {row['blocked_recompute_s'] / row['jacobian_s']:.2f}x",
+        ]
         for impl in (1, 2):
             if f"jacobian_vs_nt_impl{impl}" in row:
                 parts.append(f"jacobian vs NT impl {impl} {row[f'jacobian_vs_nt_impl{impl}']:.2f}x")
@@ -252,10 +316,12 @@ def table(res: dict) -> str:
         lines.append(f"  {name}: " + ", ".join(parts) + f"  (auto picks {row['auto_method']})")
     m = res.get("memory")
     if m and "error" not in m:
-        lines.append(f"memory: n={m['n']}, P={m['n_params']}: {m['time_s']:.1f} s, peak RSS {m['peak_rss_gb']:.2f} GB "
-                     f"(Jacobian blocks planned {m['plan_jacobian_gb']:.2f} GB; the full Jacobian would be "
-                     f"{m['full_jacobian_gb']:.1f} GB), chunk {m['chunk']}, {m['jacobian_blocks']} Jacobian blocks, "
-                     f"{m['accumulate']} accumulation")
+        lines.append(
+            f"memory: n={m['n']}, P={m['n_params']}: {m['time_s']:.1f} s, peak RSS {m['peak_rss_gb']:.2f} GB "
+            f"(Jacobian blocks planned {m['plan_jacobian_gb']:.2f} GB; the full Jacobian would be "
+            f"{m['full_jacobian_gb']:.1f} GB), chunk {m['chunk']}, {m['jacobian_blocks']} Jacobian blocks, "
+            f"{m['accumulate']} accumulation"
+        )
     elif m:
         lines.append(f"memory: {m['error']}")
     if isinstance(res.get("neural_tangents"), str):
@@ -267,7 +333,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json")
-    ap.add_argument("--no-nt", action="store_true", help="skip neural-tangents even if the pinned environment exists")
+    ap.add_argument(
+        "--no-nt", action="store_true", help="skip neural-tangents even if the pinned environment exists"
+    )
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--memory-child", metavar="ACCUMULATE", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -38,6 +38,7 @@ own threads, was above 0.5 per core. ``--require-idle`` refuses to start (exit 3
 machine. Ratios are ntkdyn / peer (> 1: ntkdyn faster) and are computed from medians of one run.
 ``--readme`` prints the README "Performance" table from the JSON (``--from JSON`` to reuse one).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,10 @@ def pin_threads(threads: int) -> list[int]:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     flags = os.environ.get("XLA_FLAGS", "")
-    os.environ["XLA_FLAGS"] = (flags + f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
-                               f" intra_op_parallelism_threads={threads}").strip()
+    os.environ["XLA_FLAGS"] = (
+        flags + f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
+        f" intra_op_parallelism_threads={threads}"
+    ).strip()
     return cpus
 
 
@@ -113,8 +116,10 @@ def measure(peers: dict, reps: int, cores: int, own_threads: int) -> dict:
     load_after, others_cores, reliable."""
     for fn in peers.values():
         fn()  # warm-up (compilation, caches)
-    figs = {name: {"reps_s": [], "cpu_s": [], "load_before": [], "load_after": [], "others_cores": []}
-            for name in peers}
+    figs = {
+        name: {"reps_s": [], "cpu_s": [], "load_before": [], "load_after": [], "others_cores": []}
+        for name in peers
+    }
     for _ in range(reps):
         for name, fn in peers.items():
             with LoadProbe(cores) as probe:
@@ -130,8 +135,9 @@ def measure(peers: dict, reps: int, cores: int, own_threads: int) -> dict:
     for f in figs.values():
         f["median_s"] = statistics.median(f["reps_s"])
         f["median_cpu_s"] = statistics.median(f["cpu_s"])
-        f["reliable"] = bool(max(f["others_cores"]) <= 0.5 * cores
-                             and min(f["load_before"]) - own_threads <= 0.5 * cores)
+        f["reliable"] = bool(
+            max(f["others_cores"]) <= 0.5 * cores and min(f["load_before"]) - own_threads <= 0.5 * cores
+        )
     return figs
 
 
@@ -350,12 +356,20 @@ def bench_train(kind: str, n, d, m, steps, gemm, ctx) -> dict:
     figs = measure(peers, ctx["reps"], ctx["cores"], ctx["threads"])
     rate = {name: steps / f["median_s"] for name, f in figs.items()}
     cpu = {name: f["median_cpu_s"] for name, f in figs.items()}
-    out = {"n": n, "d": d, "m": m, "steps": steps, "flop_per_step": flop, "figures": figs,
-           "ratio_cpu_time": {f"ntkdyn/{k}": v / cpu["ntkdyn"] for k, v in cpu.items() if k != "ntkdyn"},
-           "steps_per_s": rate, "gflops": {k: v * flop / 1e9 for k, v in rate.items()},
-           "frac_of_gemm": {k: v * flop / 1e9 / gemm for k, v in rate.items()},
-           "ratio": {f"ntkdyn/{k}": rate["ntkdyn"] / v for k, v in rate.items() if k != "ntkdyn"},
-           "reliable": all(f["reliable"] for f in figs.values())}
+    out = {
+        "n": n,
+        "d": d,
+        "m": m,
+        "steps": steps,
+        "flop_per_step": flop,
+        "figures": figs,
+        "ratio_cpu_time": {f"ntkdyn/{k}": v / cpu["ntkdyn"] for k, v in cpu.items() if k != "ntkdyn"},
+        "steps_per_s": rate,
+        "gflops": {k: v * flop / 1e9 for k, v in rate.items()},
+        "frac_of_gemm": {k: v * flop / 1e9 / gemm for k, v in rate.items()},
+        "ratio": {f"ntkdyn/{k}": rate["ntkdyn"] / v for k, v in rate.items() if k != "ntkdyn"},
+        "reliable": all(f["reliable"] for f in figs.values()),
+    }
     if torch_run is None:
         out["torch_eager"] = "not measured: torch is not importable (pip install torch==2.13.0)"
     return out
@@ -399,17 +413,29 @@ def bench_sweep32(steps: int, invocations: int, ctx) -> dict:
                 return (optax.apply_updates(q, u), s), L
 
             return jax.lax.scan(step, (p, tx.init(p)), None, length=steps)[1]
+
         return jax.vmap(one)(P, C, XX, YY, B)
 
     peers = {"ntkdyn": ours, "plain_vmap": lambda: np.asarray(vmapped(P, C, XX, YY, B))}
     loop = python_loop(models.PAPER, 1.0, *problems[0][:2], problems[0][2], problems[0][3], 0.01, 0.5, steps)
     peers["python_loop_x1"] = loop  # one of the 32 loops; 32 loops take 32 times as long
     figs = measure(peers, ctx["reps"], ctx["cores"], ctx["threads"])
-    figs["python_loop_x32"] = {"median_s": 32 * figs["python_loop_x1"]["median_s"], "derived": "32 x python_loop_x1"}
+    figs["python_loop_x32"] = {
+        "median_s": 32 * figs["python_loop_x1"]["median_s"],
+        "derived": "32 x python_loop_x1",
+    }
     rate = {k: R * steps / f["median_s"] for k, f in figs.items() if k != "python_loop_x1"}
-    out = {"runs": R, "n": n, "d": d, "m": m, "steps": steps, "figures": figs, "run_steps_per_s": rate,
-           "ratio": {f"ntkdyn/{k}": rate["ntkdyn"] / v for k, v in rate.items() if k != "ntkdyn"},
-           "reliable": all(f.get("reliable", True) for f in figs.values())}
+    out = {
+        "runs": R,
+        "n": n,
+        "d": d,
+        "m": m,
+        "steps": steps,
+        "figures": figs,
+        "run_steps_per_s": rate,
+        "ratio": {f"ntkdyn/{k}": rate["ntkdyn"] / v for k, v in rate.items() if k != "ntkdyn"},
+        "reliable": all(f.get("reliable", True) for f in figs.values()),
+    }
     out["cli"] = bench_cli(n, d, m, steps, R, invocations, ctx)
     return out
 
@@ -424,9 +450,15 @@ def _write_yaml(path, cfg):
 def bench_cli(n, d, m, steps, R, invocations, ctx) -> dict:
     """One sweep invocation of R runs vs R single-run invocations (measured on ``invocations``)."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = {"name": "bench", "dtype": "float32", "data": {"source": "sphere", "n": n, "d": d},
-               "model": {"name": "paper", "width": m}, "train": {"steps": steps, "kernel_at": [0, steps]},
-               "theory": {"diffrax": False}, "optimizers": [{"name": "hb", "eta": 0.01, "beta": 0.5}]}
+        cfg = {
+            "name": "bench",
+            "dtype": "float32",
+            "data": {"source": "sphere", "n": n, "d": d},
+            "model": {"name": "paper", "width": m},
+            "train": {"steps": steps, "kernel_at": [0, steps]},
+            "theory": {"diffrax": False},
+            "optimizers": [{"name": "hb", "eta": 0.01, "beta": 0.5}],
+        }
         single = os.path.join(tmp, "single.yaml")
         _write_yaml(single, cfg)
         _write_yaml(os.path.join(tmp, "sweep.yaml"), {**cfg, "sweep": {"seed": {"range": [0, R]}}})
@@ -435,36 +467,65 @@ def bench_cli(n, d, m, steps, R, invocations, ctx) -> dict:
 
         def one():
             i = next(counter)
-            subprocess.run(cmd + [single, "--set", f"seed={i % R}", "--out", os.path.join(tmp, f"s{i}")], check=True,
-                           capture_output=True, cwd=ROOT)
+            subprocess.run(
+                cmd + [single, "--set", f"seed={i % R}", "--out", os.path.join(tmp, f"s{i}")],
+                check=True,
+                capture_output=True,
+                cwd=ROOT,
+            )
 
         def sweep():
             i = next(counter)
-            subprocess.run(cmd + [os.path.join(tmp, "sweep.yaml"), "--out", os.path.join(tmp, f"sw{i}")], check=True,
-                           capture_output=True, cwd=ROOT)
+            subprocess.run(
+                cmd + [os.path.join(tmp, "sweep.yaml"), "--out", os.path.join(tmp, f"sw{i}")],
+                check=True,
+                capture_output=True,
+                cwd=ROOT,
+            )
 
-        figs = measure({"single_invocation": one, "sweep_invocation": sweep}, max(3, invocations // 3),
-                       ctx["cores"], ctx["threads"])
-    return {"figures": figs, "speedup_vs_invocations":
-            R * figs["single_invocation"]["median_s"] / figs["sweep_invocation"]["median_s"],
-            "reliable": all(f["reliable"] for f in figs.values())}
+        figs = measure(
+            {"single_invocation": one, "sweep_invocation": sweep},
+            max(3, invocations // 3),
+            ctx["cores"],
+            ctx["threads"],
+        )
+    return {
+        "figures": figs,
+        "speedup_vs_invocations": R
+        * figs["single_invocation"]["median_s"]
+        / figs["sweep_invocation"]["median_s"],
+        "reliable": all(f["reliable"] for f in figs.values()),
+    }
 
 
 def bench_sweep_memory(steps: int) -> dict:
     """Peak RSS of one `python -m ntkdyn.run` sweep of 32 runs at n=256, m=4096 (a child process)."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = {"name": "mem", "dtype": "float32", "data": {"source": "sphere", "n": 256, "d": 32},
-               "model": {"name": "paper", "width": 4096}, "train": {"steps": steps, "kernel_at": [0, steps]},
-               "theory": {"diffrax": False}, "optimizers": [{"name": "hb", "eta": 0.002, "beta": 0.9}],
-               "sweep": {"seed": {"range": [0, 32]}}}
+        cfg = {
+            "name": "mem",
+            "dtype": "float32",
+            "data": {"source": "sphere", "n": 256, "d": 32},
+            "model": {"name": "paper", "width": 4096},
+            "train": {"steps": steps, "kernel_at": [0, steps]},
+            "theory": {"diffrax": False},
+            "optimizers": [{"name": "hb", "eta": 0.002, "beta": 0.9}],
+            "sweep": {"seed": {"range": [0, 32]}},
+        }
         path = os.path.join(tmp, "mem.yaml")
         _write_yaml(path, cfg)
         # peak RSS read by the child itself (VmHWM): ru_maxrss of a child counts this process too
-        code = ("import runpy, sys; sys.argv = ['ntkdyn.run', '--quiet', sys.argv[1], '--out', sys.argv[2]]\n"
-                "try:\n    runpy.run_module('ntkdyn.run', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-                "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])")
-        proc = subprocess.run([sys.executable, "-c", code, path, os.path.join(tmp, "o")], check=True,
-                              capture_output=True, text=True, cwd=ROOT)
+        code = (
+            "import runpy, sys; sys.argv = ['ntkdyn.run', '--quiet', sys.argv[1], '--out', sys.argv[2]]\n"
+            "try:\n    runpy.run_module('ntkdyn.run', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code, path, os.path.join(tmp, "o")],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         peak_kb = int(proc.stdout.strip().splitlines()[-1])
     return {"runs": 32, "n": 256, "m": 4096, "steps": steps, "peak_rss_gb": peak_kb / 1e6}
 
@@ -491,11 +552,17 @@ def bench_ode(ctx, n: int = 64, steps: int = 2000) -> dict:
         t_cold = time.perf_counter() - start
         gap = float(np.max(np.abs(closed() - e_numeric)) / np.linalg.norm(e0))
         figs = measure({"closed": closed, "diffrax": numeric}, ctx["reps"], ctx["cores"], ctx["threads"])
-        out[name] = {"figures": figs, "diffrax_first_call_s": t_cold, "max_gap_rel": gap,
-                     "speedup": figs["diffrax"]["median_s"] / figs["closed"]["median_s"],
-                     "speedup_first_call": t_cold / figs["closed"]["median_s"]}
+        out[name] = {
+            "figures": figs,
+            "diffrax_first_call_s": t_cold,
+            "max_gap_rel": gap,
+            "speedup": figs["diffrax"]["median_s"] / figs["closed"]["median_s"],
+            "speedup_first_call": t_cold / figs["closed"]["median_s"],
+        }
     out["speedup_vs_diffrax"] = min(v["speedup"] for v in out.values())
-    out["speedup_vs_diffrax_first_call"] = min(v["speedup_first_call"] for v in out.values() if isinstance(v, dict))
+    out["speedup_vs_diffrax_first_call"] = min(
+        v["speedup_first_call"] for v in out.values() if isinstance(v, dict)
+    )
     return out
 
 
@@ -509,7 +576,17 @@ def bench_ntk(quick: bool) -> dict:
 
 
 # --------------------------------------------------------------------------- scaling
-STAGES = ("data_model", "kernels", "eigen", "train_compile", "train", "predictions", "diffrax", "drift", "plot")
+STAGES = (
+    "data_model",
+    "kernels",
+    "eigen",
+    "train_compile",
+    "train",
+    "predictions",
+    "diffrax",
+    "drift",
+    "plot",
+)
 
 
 def scaling_point(n: int, d: int, m: int, steps: int, tmp: str) -> dict:
@@ -520,13 +597,23 @@ def scaling_point(n: int, d: int, m: int, steps: int, tmp: str) -> dict:
     from ntkdyn import optimizers, theory
     from ntkdyn import run as cli
 
-    eta = 0.5 / (0.5 + n / (2 * np.pi * d))  # below 1/lambda_max(H) for sphere data (lambda_max ~ 1/2 + n/(2 pi d))
-    cfg = {"name": f"scale-n{n}-m{m}", "dtype": "float32", "data": {"source": "sphere", "n": n, "d": d},
-           "model": {"name": "paper", "width": m}, "train": {"steps": steps},
-           "theory": {"kernel": "H0", "diffrax": True}, "rates": {"window": [0.3, 1.0]},
-           "optimizers": [{"label": "gd", "name": "gd", "eta": eta},
-                          {"label": "hb", "name": "hb", "eta": eta / 4, "beta": 0.5},
-                          {"label": "nag_c", "name": "nag_c", "eta": eta / 4, "r": 3}]}
+    eta = 0.5 / (
+        0.5 + n / (2 * np.pi * d)
+    )  # below 1/lambda_max(H) for sphere data (lambda_max ~ 1/2 + n/(2 pi d))
+    cfg = {
+        "name": f"scale-n{n}-m{m}",
+        "dtype": "float32",
+        "data": {"source": "sphere", "n": n, "d": d},
+        "model": {"name": "paper", "width": m},
+        "train": {"steps": steps},
+        "theory": {"kernel": "H0", "diffrax": True},
+        "rates": {"window": [0.3, 1.0]},
+        "optimizers": [
+            {"label": "gd", "name": "gd", "eta": eta},
+            {"label": "hb", "name": "hb", "eta": eta / 4, "beta": 0.5},
+            {"label": "nag_c", "name": "nag_c", "eta": eta / 4, "r": 3},
+        ],
+    }
     path, out = os.path.join(tmp, f"n{n}-m{m}.yaml"), os.path.join(tmp, f"n{n}-m{m}")
     _write_yaml(path, cfg)
     load_before = os.getloadavg()[0]
@@ -543,13 +630,20 @@ def scaling_point(n: int, d: int, m: int, steps: int, tmp: str) -> dict:
         metrics = json.load(fh)
     labels = [o["label"] for o in cfg["optimizers"]]
     per = {lab: times[lab] for lab in labels}
-    stage = {"data_model": times["data"] + times["model"], "kernels": times["kernels"],
-             "train_compile": sum(p["train_compile_s"] for p in per.values()),
-             "train": sum(p["train_run_s"] for p in per.values()),
-             "predictions": sum(p.get(k, 0.0) for p in per.values()
-                                for k in ("theory_discrete_s", "theory_closed_form_s", "theory_ode_hr_s")),
-             "diffrax": sum(p.get("theory_diffrax_s", 0.0) for p in per.values()),
-             "drift": sum(p["kernel_drift_s"] for p in per.values()), "plot": times.get("plot", 0.0)}
+    stage = {
+        "data_model": times["data"] + times["model"],
+        "kernels": times["kernels"],
+        "train_compile": sum(p["train_compile_s"] for p in per.values()),
+        "train": sum(p["train_run_s"] for p in per.values()),
+        "predictions": sum(
+            p.get(k, 0.0)
+            for p in per.values()
+            for k in ("theory_discrete_s", "theory_closed_form_s", "theory_ode_hr_s")
+        ),
+        "diffrax": sum(p.get("theory_diffrax_s", 0.0) for p in per.values()),
+        "drift": sum(p["kernel_drift_s"] for p in per.values()),
+        "plot": times.get("plot", 0.0),
+    }
     # the eigendecomposition runs inside "kernels" (pipeline.prepare); timed here on the same K
     with np.load(os.path.join(out, "kernels.npz")) as z:
         H0 = z["H0"]
@@ -575,12 +669,24 @@ def scaling_point(n: int, d: int, m: int, steps: int, tmp: str) -> dict:
     estimate_gb = memory.estimate(config_mod.from_dict(cfg)).total / 1e9
     with open("/proc/self/status") as fh:  # peak RSS of this process so far (sizes run in increasing order)
         peak_gb = int([x for x in fh if x.startswith("VmHWM")][0].split()[1]) / 1e6
-    return {"n": n, "d": d, "m": m, "steps": steps, "exit": code, "wall_s": wall, "stages_s": stage,
-            "memory_estimate_gb": estimate_gb, "peak_rss_so_far_gb": peak_gb,
-            "status": {lab: metrics["optimizers"][lab]["status"] for lab in labels},
-            "predictions_over_train": stage["predictions"] / stage["train"],
-            "ode_closed_s": closed_s, "ode_diffrax_first_call_s": per["hb"].get("theory_diffrax_s"),
-            "ode_diffrax_warm_s": warm_s, "load_before": load_before, "load_after": os.getloadavg()[0]}
+    return {
+        "n": n,
+        "d": d,
+        "m": m,
+        "steps": steps,
+        "exit": code,
+        "wall_s": wall,
+        "stages_s": stage,
+        "memory_estimate_gb": estimate_gb,
+        "peak_rss_so_far_gb": peak_gb,
+        "status": {lab: metrics["optimizers"][lab]["status"] for lab in labels},
+        "predictions_over_train": stage["predictions"] / stage["train"],
+        "ode_closed_s": closed_s,
+        "ode_diffrax_first_call_s": per["hb"].get("theory_diffrax_s"),
+        "ode_diffrax_warm_s": warm_s,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+    }
 
 
 def fit_exponents(points: list[dict], axis: str) -> dict:
@@ -605,8 +711,14 @@ def bench_scaling(quick: bool, plot_path: str | None) -> dict:
         warmup = scaling_point(32, d, 256, 20, tmp)
         by_n = [scaling_point(n, d, 512 if quick else 4096, steps, tmp) for n in ns]
         by_m = [scaling_point(64 if quick else 256, d, m, steps, tmp) for m in ms]
-    out = {"warmup_first_run": warmup, "by_n": by_n, "by_m": by_m, "exponent_n": fit_exponents(by_n, "n"), "exponent_m": fit_exponents(by_m, "m"),
-           "predictions_over_train_max": max(p["predictions_over_train"] for p in by_n + by_m)}
+    out = {
+        "warmup_first_run": warmup,
+        "by_n": by_n,
+        "by_m": by_m,
+        "exponent_n": fit_exponents(by_n, "n"),
+        "exponent_m": fit_exponents(by_m, "m"),
+        "predictions_over_train_max": max(p["predictions_over_train"] for p in by_n + by_m),
+    }
     if plot_path:
         scaling_plot(out, plot_path)
         out["plot"] = plot_path
@@ -623,8 +735,12 @@ def scaling_plot(res: dict, path: str) -> None:
     for ax, key, axis in ((axes[0], "by_n", "n"), (axes[1], "by_m", "m")):
         pts = res[key]
         for s in STAGES:
-            ax.loglog([p[axis] for p in pts], [max(p["stages_s"][s], 1e-4) for p in pts], "o-",
-                      label=f"{s} ({res['exponent_' + axis][s]:.2f})")
+            ax.loglog(
+                [p[axis] for p in pts],
+                [max(p["stages_s"][s], 1e-4) for p in pts],
+                "o-",
+                label=f"{s} ({res['exponent_' + axis][s]:.2f})",
+            )
         ax.set_xlabel(axis)
         ax.set_ylabel("wall time of the stage (s)")
         fixed = "d=64, m=4096" if axis == "n" else "d=64, n=256"
@@ -641,35 +757,53 @@ def _fmt(v, spec=".3g"):
 
 
 def table(results: dict) -> str:
-    lines = [f"load average at start {results['load_start']:.2f} on {results['cores']} cores "
-             f"({'IDLE' if results['idle_at_start'] else 'LOADED: figures unreliable'}); threads {results['threads']}"]
-    lines.append(f"GEMM fp32 {results['gemm_gflops']:.1f} GFLOP/s, copy bandwidth {results['bandwidth_gbs']:.1f} GB/s")
+    lines = [
+        f"load average at start {results['load_start']:.2f} on {results['cores']} cores "
+        f"({'IDLE' if results['idle_at_start'] else 'LOADED: figures unreliable'}); "
+        f"threads {results['threads']}"
+    ]
+    lines.append(
+        f"GEMM fp32 {results['gemm_gflops']:.1f} GFLOP/s, copy bandwidth {results['bandwidth_gbs']:.1f} GB/s"
+    )
     for key in ("train_large", "train_small", "released"):
         r = results.get(key)
         if not r:
             continue
-        lines.append(f"{key} (n={r['n']}, d={r['d']}, m={r['m']}, {r['steps']} steps)"
-                     f"{'' if r['reliable'] else '  [unreliable: load]'}")
+        lines.append(
+            f"{key} (n={r['n']}, d={r['d']}, m={r['m']}, {r['steps']} steps)"
+            f"{'' if r['reliable'] else '  [unreliable: load]'}"
+        )
         for name, sps in r["steps_per_s"].items():
             ratio = r["ratio"].get(f"ntkdyn/{name}")
-            lines.append(f"  {name:<14} {sps:10.1f} steps/s  {r['gflops'][name]:7.1f} GFLOP/s "
-                         f"({100 * r['frac_of_gemm'][name]:4.0f} % of GEMM)"
-                         + (f"  ntkdyn/{name} = {ratio:.2f} (CPU time: {r['ratio_cpu_time'][f'ntkdyn/{name}']:.2f})"
-                            if ratio else ""))
+            lines.append(
+                f"  {name:<14} {sps:10.1f} steps/s  {r['gflops'][name]:7.1f} GFLOP/s "
+                f"({100 * r['frac_of_gemm'][name]:4.0f} % of GEMM)"
+                + (
+                    f"  ntkdyn/{name} = {ratio:.2f} (CPU time: {r['ratio_cpu_time'][f'ntkdyn/{name}']:.2f})"
+                    if ratio
+                    else ""
+                )
+            )
     r = results.get("sweep32")
     if r:
-        lines.append(f"sweep32 (32 runs x {r['steps']} steps){'' if r['reliable'] else '  [unreliable: load]'}")
+        lines.append(
+            f"sweep32 (32 runs x {r['steps']} steps){'' if r['reliable'] else '  [unreliable: load]'}"
+        )
         for name, rate in r["run_steps_per_s"].items():
             ratio = r["ratio"].get(f"ntkdyn/{name}")
-            lines.append(f"  {name:<14} {rate:10.1f} run-steps/s" + (f"  ntkdyn/{name} = {ratio:.2f}" if ratio else ""))
+            lines.append(
+                f"  {name:<14} {rate:10.1f} run-steps/s" + (f"  ntkdyn/{name} = {ratio:.2f}" if ratio else "")
+            )
         lines.append(f"  one sweep vs 32 CLI invocations: {r['cli']['speedup_vs_invocations']:.1f}x")
     r = results.get("sweep_memory")
     if r:
         lines.append(f"sweep32 n=256 m=4096 peak RSS {r['peak_rss_gb']:.2f} GB")
     r = results.get("ode")
     if r:
-        lines.append(f"closed-form ODE vs diffrax: {r['speedup_vs_diffrax']:.0f}x warm, "
-                     f"{r['speedup_vs_diffrax_first_call']:.0f}x first call")
+        lines.append(
+            f"closed-form ODE vs diffrax: {r['speedup_vs_diffrax']:.0f}x warm, "
+            f"{r['speedup_vs_diffrax_first_call']:.0f}x first call"
+        )
     r = results.get("ntk")
     if r and "speedup_vs_naive" in r:
         lines.append(f"empirical NTK vs naive: {r['speedup_vs_naive']:.1f}x")
@@ -682,11 +816,17 @@ def scaling_table(res: dict) -> str:
         head = [axis] + list(STAGES) + ["total", "pred/train"]
         lines.append(" ".join(f"{h:>13}" for h in head))
         for p in res[key]:
-            row = [str(p[axis])] + [f"{p['stages_s'][s]:.3g}" for s in STAGES] + [f"{p['wall_s']:.3g}",
-                                                                                   f"{p['predictions_over_train']:.2f}"]
+            row = (
+                [str(p[axis])]
+                + [f"{p['stages_s'][s]:.3g}" for s in STAGES]
+                + [f"{p['wall_s']:.3g}", f"{p['predictions_over_train']:.2f}"]
+            )
             lines.append(" ".join(f"{c:>13}" for c in row))
-        lines.append(" ".join(f"{c:>13}" for c in ["exponent"] + [_fmt(res["exponent_" + axis][s], ".2f")
-                                                                 for s in STAGES]))
+        lines.append(
+            " ".join(
+                f"{c:>13}" for c in ["exponent"] + [_fmt(res["exponent_" + axis][s], ".2f") for s in STAGES]
+            )
+        )
         lines.append("")
     return "\n".join(lines)
 
@@ -694,20 +834,49 @@ def scaling_table(res: dict) -> str:
 def readme_scaling(results: dict) -> str:
     """The README scaling tables (markdown) from one ``--scaling`` JSON."""
     res = results["scaling"]
-    out = [f"Measured {results['date']} ({results['cores']} cores), load average {results['load_start']:.2f} at "
-           f"the start ({'idle' if results['idle_at_start'] else 'LOADED: not idle figures'}), "
-           f"{res['by_n'][0]['steps']} steps; seconds per stage (compile: the three optimizers' training programs)."]
+    out = [
+        f"Measured {results['date']} ({results['cores']} cores), load average {results['load_start']:.2f} at "
+        f"the start ({'idle' if results['idle_at_start'] else 'LOADED: not idle figures'}), "
+        f"{res['by_n'][0]['steps']} steps; seconds per stage "
+        "(compile: the three optimizers' training programs)."
+    ]
     for key, axis in (("by_n", "n"), ("by_m", "m")):
-        out += ["", "| " + " | ".join([axis, *STAGES, "total", "predictions / train", "diffrax 1st / warm",
-                                       "memory est. / peak RSS (GB)"]) + " |", "|---" * (len(STAGES) + 5) + "|"]
+        out += [
+            "",
+            "| "
+            + " | ".join(
+                [
+                    axis,
+                    *STAGES,
+                    "total",
+                    "predictions / train",
+                    "diffrax 1st / warm",
+                    "memory est. / peak RSS (GB)",
+                ]
+            )
+            + " |",
+            "|---" * (len(STAGES) + 5) + "|",
+        ]
         for p in res[key]:
-            out.append("| " + " | ".join([str(p[axis]), *(f"{p['stages_s'][s]:.3g}" for s in STAGES),
-                                          f"{p['wall_s']:.3g}", f"{p['predictions_over_train']:.2f}",
-                                          f"{_fmt(p['ode_diffrax_first_call_s'])} / {p['ode_diffrax_warm_s']:.3g}",
-                                          f"{p.get('memory_estimate_gb', 0):.2g} / {p.get('peak_rss_so_far_gb', 0):.2g}"])
-                       + " |")
-        out.append("| exponent | " + " | ".join(_fmt(res["exponent_" + axis][s], ".2f") for s in STAGES)
-                   + " | | | | |")
+            out.append(
+                "| "
+                + " | ".join(
+                    [
+                        str(p[axis]),
+                        *(f"{p['stages_s'][s]:.3g}" for s in STAGES),
+                        f"{p['wall_s']:.3g}",
+                        f"{p['predictions_over_train']:.2f}",
+                        f"{_fmt(p['ode_diffrax_first_call_s'])} / {p['ode_diffrax_warm_s']:.3g}",
+                        f"{p.get('memory_estimate_gb', 0):.2g} / {p.get('peak_rss_so_far_gb', 0):.2g}",
+                    ]
+                )
+                + " |"
+            )
+        out.append(
+            "| exponent | "
+            + " | ".join(_fmt(res["exponent_" + axis][s], ".2f") for s in STAGES)
+            + " | | | | |"
+        )
     return "\n".join(out)
 
 
@@ -715,30 +884,42 @@ def readme_table(results: dict) -> str:
     """The README "Performance" table (markdown) from one benchmark JSON."""
     if "scaling" in results:
         return readme_scaling(results)
-    rows = ["| problem | ntkdyn | plain scan | ntkdyn / plain scan | hand-written gradient | Python loop | "
-            "PyTorch eager | ntkdyn / PyTorch |", "|---|---|---|---|---|---|---|---|"]
-    for key, label in (("train_large", "paper, n=512 d=256 m=16384"), ("train_small", "paper, n=64 d=16 m=1024"),
-                       ("released", "released, digits n=600 d=64 m=3000, both layers")):
+    rows = [
+        "| problem | ntkdyn | plain scan | ntkdyn / plain scan | hand-written gradient | Python loop | "
+        "PyTorch eager | ntkdyn / PyTorch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, label in (
+        ("train_large", "paper, n=512 d=256 m=16384"),
+        ("train_small", "paper, n=64 d=16 m=1024"),
+        ("released", "released, digits n=600 d=64 m=3000, both layers"),
+    ):
         r = results.get(key)
         if not r:
             continue
         sps = r["steps_per_s"]
         unit = "steps/s"
         cell = lambda k: f"{sps[k]:,.0f} {unit}" if k in sps else "-"
-        rows.append(f"| {label}{'' if r['reliable'] else ' (unreliable: load)'} | {cell('ntkdyn')} "
-                    f"({100 * r['frac_of_gemm']['ntkdyn']:.0f} % of GEMM) | {cell('plain_scan')} | "
-                    f"{r['ratio']['ntkdyn/plain_scan']:.2f} | {cell('handgrad_scan')} | {cell('python_loop')} | "
-                    f"{cell('torch_eager')} | {_fmt(r['ratio'].get('ntkdyn/torch_eager'), '.1f')} |")
+        rows.append(
+            f"| {label}{'' if r['reliable'] else ' (unreliable: load)'} | {cell('ntkdyn')} "
+            f"({100 * r['frac_of_gemm']['ntkdyn']:.0f} % of GEMM) | {cell('plain_scan')} | "
+            f"{r['ratio']['ntkdyn/plain_scan']:.2f} | {cell('handgrad_scan')} | {cell('python_loop')} | "
+            f"{cell('torch_eager')} | {_fmt(r['ratio'].get('ntkdyn/torch_eager'), '.1f')} |"
+        )
     r = results.get("sweep32")
     if r:
         rate = r["run_steps_per_s"]
-        rows.append(f"| 32 runs batched, n=64 d=16 m=1024{'' if r['reliable'] else ' (unreliable: load)'} | "
-                    f"{rate['ntkdyn']:,.0f} run-steps/s | {rate['plain_vmap']:,.0f} (plain vmap) | "
-                    f"{r['ratio']['ntkdyn/plain_vmap']:.2f} | - | {rate['python_loop_x32']:,.0f} (32 loops) | - | - |")
-    head = (f"Measured {results['date']} on {results['machine']} ({results['cores']} cores, {results['threads']} "
-            f"threads per peer), load average {results['load_start']:.2f} at the start "
-            f"({'idle' if results['idle_at_start'] else 'LOADED: these figures are not idle figures'}); GEMM "
-            f"{results['gemm_gflops']:.0f} GFLOP/s; medians of {results['reps']} repetitions.")
+        rows.append(
+            f"| 32 runs batched, n=64 d=16 m=1024{'' if r['reliable'] else ' (unreliable: load)'} | "
+            f"{rate['ntkdyn']:,.0f} run-steps/s | {rate['plain_vmap']:,.0f} (plain vmap) | "
+            f"{r['ratio']['ntkdyn/plain_vmap']:.2f} | - | {rate['python_loop_x32']:,.0f} (32 loops) | - | - |"
+        )
+    head = (
+        f"Measured {results['date']} on {results['machine']} ({results['cores']} cores, {results['threads']} "
+        f"threads per peer), load average {results['load_start']:.2f} at the start "
+        f"({'idle' if results['idle_at_start'] else 'LOADED: these figures are not idle figures'}); GEMM "
+        f"{results['gemm_gflops']:.0f} GFLOP/s; medians of {results['reps']} repetitions."
+    )
     return head + "\n\n" + "\n".join(rows)
 
 
@@ -763,12 +944,14 @@ def main(argv=None) -> int:
     if args.reps < 3:
         p.error("--reps must be >= 3")
     cpus = pin_threads(args.threads)
-    cores = len(cpus)
     load_start = os.getloadavg()[0]
     idle = load_start <= 0.5 * (os.cpu_count() or 1)
     if args.require_idle and not idle:
-        print(f"benchmarks: load average {load_start:.2f} on {os.cpu_count()} cores is above 0.5 per core; "
-              f"refusing (drop --require-idle to measure anyway; figures are then marked unreliable)", file=sys.stderr)
+        print(
+            f"benchmarks: load average {load_start:.2f} on {os.cpu_count()} cores is above 0.5 per core; "
+            f"refusing (drop --require-idle to measure anyway; figures are then marked unreliable)",
+            file=sys.stderr,
+        )
         return 3
     sys.path.insert(0, ROOT)
     jax = _jax()
@@ -776,10 +959,19 @@ def main(argv=None) -> int:
     import platform
 
     ctx = {"threads": args.threads, "cores": os.cpu_count() or 1, "reps": args.reps}
-    results: dict = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "machine": platform.node() or "?",
-                     "device": str(jax.devices()[0]), "quick": args.quick, "threads": args.threads, "cpus": cpus,
-                     "cores": ctx["cores"], "reps": args.reps, "load_start": load_start, "idle_at_start": idle,
-                     "jax": jax.__version__}
+    results: dict = {
+        "date": datetime.datetime.now().isoformat(timespec="minutes"),
+        "machine": platform.node() or "?",
+        "device": str(jax.devices()[0]),
+        "quick": args.quick,
+        "threads": args.threads,
+        "cpus": cpus,
+        "cores": ctx["cores"],
+        "reps": args.reps,
+        "load_start": load_start,
+        "idle_at_start": idle,
+        "jax": jax.__version__,
+    }
     try:
         import torch
 
@@ -796,11 +988,17 @@ def main(argv=None) -> int:
         results["gemm_gflops"] = gemm_gflops()
         results["bandwidth_gbs"] = bandwidth_gbs()
         if want("train_large"):
-            results["train_large"] = bench_train("paper", 512, 256, 16384, 10 if q else 50, results["gemm_gflops"], ctx)
+            results["train_large"] = bench_train(
+                "paper", 512, 256, 16384, 10 if q else 50, results["gemm_gflops"], ctx
+            )
         if want("train_small"):
-            results["train_small"] = bench_train("paper", 64, 16, 1024, 500 if q else 3000, results["gemm_gflops"], ctx)
+            results["train_small"] = bench_train(
+                "paper", 64, 16, 1024, 500 if q else 3000, results["gemm_gflops"], ctx
+            )
         if want("released"):
-            results["released"] = bench_train("released", 600, 64, 3000, 50 if q else 300, results["gemm_gflops"], ctx)
+            results["released"] = bench_train(
+                "released", 600, 64, 3000, 50 if q else 300, results["gemm_gflops"], ctx
+            )
         if want("sweep32"):
             results["sweep32"] = bench_sweep32(200 if q else 1000, 3 if q else 8, ctx)
         if want("sweep_memory"):

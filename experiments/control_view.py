@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         g["kernel_drift"] = np.full(shape, np.nan)
         g["lambda_max_end"] = np.full(shape, np.nan)
         g["diverged_train"] = np.zeros(shape, bool)
-        for idx, ((b, e), (arrays, metrics, cfg, s, res)) in enumerate(zip(cells, runs)):
+        for idx, ((b, e), (arrays, metrics, _cfg, s, res)) in enumerate(zip(cells, runs)):
             j, i = divmod(idx, len(etas))
             hyper = control.resolve(spec, {"eta": e, "beta": b}, lam)
             sel = np.asarray([modes[k] for k in modes])

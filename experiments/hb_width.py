@@ -6,6 +6,7 @@ kernel-regime prediction vs width (log-log, with the m^(-1/2) reference slope).
 HB with beta in {0, 0.6, 0.9} (the released notebook's width sweep: m = 2000 ... 8000, 200 epochs,
 lr 5e-5), released-code model and paper model, averaged over initialisation seeds.
 """
+
 import sys
 
 import _common as C

@@ -130,7 +130,7 @@ def exponents_run(study, args, sz) -> Exponents:
     ]
     runs = C.run_group(raws, label="nag_c r sweep")
     rows = []
-    for r, (arrays, metrics, cfg, s) in zip(RS, runs):
+    for r, (arrays, metrics, _cfg, _s) in zip(RS, runs):
         onset = C.bessel_onset(eta, lam_min, r)
         ks = C.crossover_step(eta, lam_min, r)
         window = [max(onset, 0.1 * T), min(float(T), 0.1 * ks) if ks else float(T)]
@@ -169,7 +169,7 @@ def exponents_run(study, args, sz) -> Exponents:
     ]
     cruns = C.run_group(raws, label="nag constant beta")
     crow = []
-    for b, (arrays, metrics, cfg, s) in zip(CONST_BETAS, cruns):
+    for b, (arrays, metrics, _cfg, _s) in zip(CONST_BETAS, cruns):
         L0 = float(arrays["loss"][0])
         window = [0.1 * T, float(T)]
         crow.append(
@@ -301,7 +301,8 @@ def exponents_claims(study, a: Exponents, sz) -> str:
     untestable = [r for r in rows if not r["testable"]]
     res = C.count_result(len(sub), len(testable))
     if untestable:
-        line += " Untestable in T = %d steps: r = %s." % (T, ", ".join(f"{r['r']:g}" for r in untestable))
+        rs = ", ".join(f"{r['r']:g}" for r in untestable)
+        line += f" Untestable in T = {T} steps: r = {rs}."
         res = "partly" if res == "agrees" else res
     study.claim(
         "nag_c_sublinear_r_sweep",

@@ -4,6 +4,7 @@ width (log-log, with the m^(-1/2) reference slope).
 
     python experiments/nag_width.py [--quick] [--seed 0] --out DIR
 """
+
 import sys
 
 import _common as C

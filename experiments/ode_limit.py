@@ -24,9 +24,9 @@ from __future__ import annotations
 import math
 import sys
 
+import _common as C
 import numpy as np
 
-import _common as C
 from ntkdyn import optimizers, rates, theory
 
 SIZES = {

@@ -3,6 +3,7 @@
 Every problem is reported before any compute as one ``ConfigError`` line naming the key, the
 bad value and what is allowed.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,9 +28,13 @@ class ConfigError(ValueError):
 @dataclasses.dataclass
 class DataConfig:
     source: str = "sphere"  # sphere | digits | npz | mnist
-    n: int | None = None  # default: sphere, digits 64; npz all its points; mnist 600 (the released notebook's)
+    n: int | None = (
+        None  # default: sphere, digits 64; npz all its points; mnist 600 (the released notebook's)
+    )
     d: int = 16  # sphere only
-    target: str | None = None  # sphere: gaussian|teacher (default)|smooth; digits: pm1|label; mnist: label (default)
+    target: str | None = (
+        None  # sphere: gaussian|teacher (default)|smooth; digits: pm1|label; mnist: label (default)
+    )
     noise: float = 0.0
     teacher_width: int = 64
     classes: list[int] | None = None  # digits
@@ -163,13 +168,17 @@ def _coerce(value: Any, tp, key: str):
             raise ConfigError(f"{key}: expected a list of {_type_name(item)}, got {value!r}")
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp in (float, int) and isinstance(value, str):
-        value = _number_from_text(value, key, "an integer" if tp is int else "a number")  # PyYAML reads 1e-3 (no dot) as a string
+        value = _number_from_text(
+            value, key, "an integer" if tp is int else "a number"
+        )  # PyYAML reads 1e-3 (no dot) as a string
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
     if tp is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        ):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return int(value)
     if tp is dict:
@@ -250,16 +259,22 @@ def _check_data(d: DataConfig) -> None:
         d.target = d.target or "label"
         _allowed("data.target", d.target, ("label",))
         if d.classes is not None:
-            raise ConfigError(f"data.classes: not supported for data.source 'mnist' (got {d.classes}); leave it out")
+            raise ConfigError(
+                f"data.classes: not supported for data.source 'mnist' (got {d.classes}); leave it out"
+            )
     if d.source == "npz" and d.target is not None:
-        raise ConfigError(f"data.target: an npz file brings its own targets y; leave data.target out (got {d.target!r})")
+        raise ConfigError(
+            f"data.target: an npz file brings its own targets y; leave data.target out (got {d.target!r})"
+        )
     _fill_data_size(d)
     if d.normalize is None:
         d.normalize = "pixels" if d.source == "mnist" else "unit"
     _allowed("data.normalize", d.normalize, data_mod.NORMALIZE)
     if d.normalize == "pixels" and d.source not in data_mod.PIXEL_MAX:
-        raise ConfigError(f"data.normalize: 'pixels' is for image sources ({', '.join(data_mod.PIXEL_MAX)}), "
-                          f"not data.source {d.source!r}")
+        raise ConfigError(
+            f"data.normalize: 'pixels' is for image sources ({', '.join(data_mod.PIXEL_MAX)}), "
+            f"not data.source {d.source!r}"
+        )
     if d.noise < 0:
         raise ConfigError(f"data.noise: must be >= 0, got {d.noise}")
 
@@ -279,7 +294,9 @@ def _check_model(m: ModelConfig) -> None:
         m.init = m.init or "notebook"
         _allowed("model.init", m.init, models.RELEASED_INITS)
     elif m.init is not None:
-        raise ConfigError(f"model.init: {m.init!r} is for model.name 'released' only (got {m.name!r}); leave it out")
+        raise ConfigError(
+            f"model.init: {m.init!r} is for model.name 'released' only (got {m.name!r}); leave it out"
+        )
     if m.loss is not None:
         _allowed("model.loss", m.loss, ("half_sum", "mse", "half_mse"))
     if m.name == "flax" and not m.module:
@@ -291,11 +308,15 @@ def _check_train(t: TrainConfig) -> None:
     if t.steps < 1:
         raise ConfigError(f"train.steps: must be >= 1, got {t.steps}")
     if t.record_every < 1 or t.steps % t.record_every:
-        raise ConfigError(f"train.record_every: must be >= 1 and divide train.steps={t.steps}, got {t.record_every}")
+        raise ConfigError(
+            f"train.record_every: must be >= 1 and divide train.steps={t.steps}, got {t.record_every}"
+        )
     if t.divergence_factor <= 1:
         raise ConfigError(f"train.divergence_factor: must be > 1, got {t.divergence_factor}")
     t.error_at = sorted(set(t.error_at if t.error_at is not None else [0, t.steps]))
-    t.kernel_at = sorted(set(t.kernel_at if t.kernel_at is not None else [0, t.steps // 4, t.steps // 2, t.steps]))
+    t.kernel_at = sorted(
+        set(t.kernel_at if t.kernel_at is not None else [0, t.steps // 4, t.steps // 2, t.steps])
+    )
     for key, values in (("train.error_at", t.error_at), ("train.kernel_at", t.kernel_at)):
         for v in values:
             if not 0 <= v <= t.steps:
@@ -309,7 +330,10 @@ def _check_theory_and_rates(cfg: Config) -> None:
     m = cfg.model
     _allowed("theory.kernel", cfg.theory.kernel, ("H0", "Hinf"))
     if cfg.theory.kernel == "Hinf" and m.name not in ("paper", "mlp"):
-        raise ConfigError(f"theory.kernel: 'Hinf' is defined for model.name 'paper' and 'mlp' only (got {m.name!r}); use 'H0'")
+        raise ConfigError(
+            f"theory.kernel: 'Hinf' is defined for model.name 'paper' and 'mlp' only "
+            f"(got {m.name!r}); use 'H0'"
+        )
     w = cfg.rates.window
     if len(w) != 2 or not 0 <= w[0] < w[1]:
         raise ConfigError(f"rates.window: expected [start, end] with 0 <= start < end, got {w}")
@@ -323,7 +347,9 @@ def _check_optimizers(cfg: Config) -> list[str]:
     for i, o in enumerate(cfg.optimizers):
         key = f"optimizers[{i}]"
         if o.name not in optimizers.REGISTRY:
-            raise ConfigError(f"{key}.name: unknown optimizer {o.name!r}; allowed: {', '.join(sorted(optimizers.REGISTRY))}")
+            raise ConfigError(
+                f"{key}.name: unknown optimizer {o.name!r}; allowed: {', '.join(sorted(optimizers.REGISTRY))}"
+            )
         _check_optimizer(key, o, optimizers.REGISTRY[o.name], labels)
     return labels
 
@@ -333,7 +359,9 @@ def _check_control(cfg: Config, labels: list[str]) -> None:
     cc = cfg.control
     for lab in cc.labels or []:
         if lab not in labels:
-            raise ConfigError(f"control.labels: {lab!r} is not an optimizer label; allowed: {', '.join(labels)}")
+            raise ConfigError(
+                f"control.labels: {lab!r} is not an optimizer label; allowed: {', '.join(labels)}"
+            )
     for i, o in enumerate(cc.extra or []):
         key = f"control.extra[{i}]"
         try:
@@ -351,10 +379,18 @@ def _check_control(cfg: Config, labels: list[str]) -> None:
     for name in cc.map_optimizers:
         spec = optimizers.REGISTRY.get(name)
         if spec is None or not spec.has_theory or "beta" not in spec.hyper or spec.tune is not None:
-            allowed = [n for n, s in optimizers.REGISTRY.items() if s.has_theory and "beta" in s.hyper and s.tune is None]
-            raise ConfigError(f"control.map_optimizers: {name!r} has no (eta, beta) map; allowed: {', '.join(allowed)}")
+            allowed = [
+                n
+                for n, s in optimizers.REGISTRY.items()
+                if s.has_theory and "beta" in s.hyper and s.tune is None
+            ]
+            raise ConfigError(
+                f"control.map_optimizers: {name!r} has no (eta, beta) map; allowed: {', '.join(allowed)}"
+            )
     if len(cc.map_eta) != 2 or not 0 < cc.map_eta[0] < cc.map_eta[1]:
-        raise ConfigError(f"control.map_eta: expected [lo, hi] with 0 < lo < hi (eta * lambda_max), got {cc.map_eta}")
+        raise ConfigError(
+            f"control.map_eta: expected [lo, hi] with 0 < lo < hi (eta * lambda_max), got {cc.map_eta}"
+        )
     if len(cc.map_beta) != 2 or not 0 <= cc.map_beta[0] <= cc.map_beta[1] < 1:
         raise ConfigError(f"control.map_beta: expected [lo, hi] with 0 <= lo <= hi < 1, got {cc.map_beta}")
     if len(cc.map_grid) != 2 or min(cc.map_grid) < 2:
@@ -368,12 +404,17 @@ def _check_control(cfg: Config, labels: list[str]) -> None:
     if cc.sweep_etas:
         spec = optimizers.REGISTRY.get(cc.sweep_optimizer)
         if spec is None or not spec.has_theory or spec.ode is None or spec.tune is not None:
-            raise ConfigError(f"control.sweep_optimizer: {cc.sweep_optimizer!r} needs a recurrence and an ODE")
+            raise ConfigError(
+                f"control.sweep_optimizer: {cc.sweep_optimizer!r} needs a recurrence and an ODE"
+            )
         for hp, default in spec.hyper.items():
-            if default is None and not any(o.name == cc.sweep_optimizer and getattr(o, hp, None) is not None
-                                           for o in cfg.optimizers):
-                raise ConfigError(f"control.sweep_optimizer: {cc.sweep_optimizer!r} needs {hp!r}; list it in "
-                                  "optimizers with that value")
+            if default is None and not any(
+                o.name == cc.sweep_optimizer and getattr(o, hp, None) is not None for o in cfg.optimizers
+            ):
+                raise ConfigError(
+                    f"control.sweep_optimizer: {cc.sweep_optimizer!r} needs {hp!r}; list it in "
+                    "optimizers with that value"
+                )
         for e in cc.sweep_etas:
             if not (e > 0 and math.isfinite(e)):
                 raise ConfigError(f"control.sweep_etas: every eta must be > 0, got {e}")
@@ -431,7 +472,9 @@ def _check_optimizer(key: str, o: OptimizerConfig, spec: optimizers.OptimizerSpe
             raise ConfigError(f"{key}.{hp}: required by optimizer {o.name!r}")
     o.label = o.label or o.name
     if o.label in labels or "/" in o.label:
-        raise ConfigError(f"{key}.label: {o.label!r} repeats another label or contains '/'; labels must be unique")
+        raise ConfigError(
+            f"{key}.label: {o.label!r} repeats another label or contains '/'; labels must be unique"
+        )
     labels.append(o.label)
 
 
@@ -441,13 +484,16 @@ def _check_beyond_full_batch(cfg: Config) -> None:
     t, th = cfg.train, cfg.theory
     _allowed("train.sampling", t.sampling, ("replacement", "shuffle"))
     if t.batch_size is not None and not 1 <= t.batch_size <= cfg.data.n:
-        raise ConfigError(f"train.batch_size: must be in 1..data.n={cfg.data.n} (or null: full batch), "
-                          f"got {t.batch_size}")
+        raise ConfigError(
+            f"train.batch_size: must be in 1..data.n={cfg.data.n} (or null: full batch), got {t.batch_size}"
+        )
     if t.sampling_runs < 1:
         raise ConfigError(f"train.sampling_runs: must be >= 1, got {t.sampling_runs}")
     if t.sampling_runs > 1 and t.batch_size is None:
-        raise ConfigError(f"train.sampling_runs: {t.sampling_runs} runs of full-batch training are "
-                          "identical; set train.batch_size or leave sampling_runs at 1")
+        raise ConfigError(
+            f"train.sampling_runs: {t.sampling_runs} runs of full-batch training are "
+            "identical; set train.batch_size or leave sampling_runs at 1"
+        )
     _allowed("theory.linearized", th.linearized, ("auto", "always", "never"))
     if th.mc_runs < 2:
         raise ConfigError(f"theory.mc_runs: must be >= 2, got {th.mc_runs}")
@@ -455,17 +501,27 @@ def _check_beyond_full_batch(cfg: Config) -> None:
         if isinstance(o.eta, dict):
             etas = schedules.eta_values(schedules.from_config(o.eta), t.steps)
             if not (np.all(np.isfinite(etas)) and np.all(etas >= 0) and np.any(etas > 0)):
-                raise ConfigError(f"optimizers[{i}].eta: the schedule must give finite eta_k >= 0, "
-                                  f"not all 0, over train.steps={t.steps}; got min {etas.min():.3g}, "
-                                  f"max {etas.max():.3g}")
+                raise ConfigError(
+                    f"optimizers[{i}].eta: the schedule must give finite eta_k >= 0, "
+                    f"not all 0, over train.steps={t.steps}; got min {etas.min():.3g}, "
+                    f"max {etas.max():.3g}"
+                )
     if cfg.control is not None:
-        scheduled = [o.label for o in cfg.optimizers if isinstance(o.eta, dict)
-                     and (cfg.control.labels is None or o.label in cfg.control.labels)]
+        scheduled = [
+            o.label
+            for o in cfg.optimizers
+            if isinstance(o.eta, dict) and (cfg.control.labels is None or o.label in cfg.control.labels)
+        ]
         if t.batch_size is not None or scheduled:
-            what = ("train.batch_size" if t.batch_size is not None
-                    else f"the scheduled eta of {', '.join(scheduled)}")
-            raise ConfigError(f"control: the control view is full-batch with a constant eta; remove {what} "
-                              "or the control: section")
+            what = (
+                "train.batch_size"
+                if t.batch_size is not None
+                else f"the scheduled eta of {', '.join(scheduled)}"
+            )
+            raise ConfigError(
+                f"control: the control view is full-batch with a constant eta; remove {what} "
+                "or the control: section"
+            )
 
 
 def from_dict(raw: dict) -> Config:

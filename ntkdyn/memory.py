@@ -17,6 +17,7 @@ The limit is the host's available memory (``MemAvailable``), and on an accelerat
 memory (``bytes_limit``) for the training and kernel parts. User flax modules count their
 parameters exactly (``nnx.eval_shape``) and their activations as H = P / d (one hidden layer).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -65,7 +66,9 @@ def input_dim(cfg: Config) -> int:
         with np.load(cfg.data.path) as z:
             shape = z["X"].shape
     except (OSError, KeyError, ValueError) as exc:
-        raise ValueError(f"data.path: cannot read X from {cfg.data.path!r} ({type(exc).__name__}: {exc})") from exc
+        raise ValueError(
+            f"data.path: cannot read X from {cfg.data.path!r} ({type(exc).__name__}: {exc})"
+        ) from exc
     return int(np.prod(shape[1:]))
 
 
@@ -98,16 +101,22 @@ def estimate(cfg: Config, runs: int = 1, d: int | None = None) -> Estimate:
     n = int(cfg.data.n)
     d = input_dim(cfg) if d is None else d
     size = model_size(cfg, d)
-    note = "" if size is not None else " (the model's parameters and activations are not counted: its factory " \
+    note = (
+        ""
+        if size is not None
+        else " (the model's parameters and activations are not counted: its factory "
         "cannot be traced abstractly)"
+    )
     P, H = size if size is not None else (0, 0)
     s = 8 if cfg.dtype == "float64" else 4
     S = len(cfg.train.kernel_at or ())
     T = cfg.train.steps // cfg.train.record_every + 1
     R = runs
-    parts = {"training": R * (P * s * (8 + S) + n * H * s * 3),
-             "kernels": R * (n * n * 8 * (4 + S) + n * H * s * 2),
-             "predictions": R * T * n * 8 * 4}
+    parts = {
+        "training": R * (P * s * (8 + S) + n * H * s * 3),
+        "kernels": R * (n * n * 8 * (4 + S) + n * H * s * 2),
+        "predictions": R * T * n * 8 * 4,
+    }
     return Estimate(parts, n, d, P, H, R, note)
 
 
@@ -134,20 +143,27 @@ def device_limit() -> float | None:
     return float(stats["bytes_limit"]) if "bytes_limit" in stats else None
 
 
-def check(cfg: Config, runs: int = 1, d: int | None = None, host: float | None = None,
-          device: float | None = None) -> Estimate:
+def check(
+    cfg: Config, runs: int = 1, d: int | None = None, host: float | None = None, device: float | None = None
+) -> Estimate:
     """``TooLarge`` unless the estimate fits; ``host``/``device`` override the measured limits."""
     est = estimate(cfg, runs, d)
     host = host_available() if host is None else host
     device = device_limit() if device is None else device
-    where = f"{est.runs} run(s) of n={est.n}, d={est.d}, {cfg.model.name} width {cfg.model.width} " \
-            f"({est.params:,} parameters per run, {cfg.dtype})"
+    where = (
+        f"{est.runs} run(s) of n={est.n}, d={est.d}, {cfg.model.name} width {cfg.model.width} "
+        f"({est.params:,} parameters per run, {cfg.dtype})"
+    )
     detail = ", ".join(f"{k} {v / GB:.3g} GB" for k, v in est.parts.items()) + est.note
     if est.total > host:
-        raise TooLarge(f"{where} needs about {est.total / GB:.3g} GB ({detail}); this machine has "
-                       f"{host / GB:.3g} GB available. Lower model.width, data.n, the sweep's group size "
-                       f"or train.steps / train.record_every")
+        raise TooLarge(
+            f"{where} needs about {est.total / GB:.3g} GB ({detail}); this machine has "
+            f"{host / GB:.3g} GB available. Lower model.width, data.n, the sweep's group size "
+            f"or train.steps / train.record_every"
+        )
     if device is not None and est.device_part > device:
-        raise TooLarge(f"{where} needs about {est.device_part / GB:.3g} GB on the accelerator ({detail}); "
-                       f"it has {device / GB:.3g} GB. Lower model.width, data.n or the sweep's group size")
+        raise TooLarge(
+            f"{where} needs about {est.device_part / GB:.3g} GB on the accelerator ({detail}); "
+            f"it has {device / GB:.3g} GB. Lower model.width, data.n or the sweep's group size"
+        )
     return est

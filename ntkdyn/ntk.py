@@ -26,6 +26,7 @@ contraction on a CPU, so ``accumulate="auto"`` (the default) contracts in float3
 contraction in float64 only where it matters: when jax x64 is enabled and the float32 result has
 lambda_min < ``F64_BELOW`` * lambda_max (float64 parameters are always contracted in float64).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,8 +49,10 @@ F64_BELOW = 1e-4  # accumulate="auto": redo in float64 when lambda_min < F64_BEL
 # --------------------------------------------------------------------------- empirical NTK
 def _jacobian_rows(apply, params, consts, X):
     """Per-example Jacobians of f wrt params: a pytree whose leaves are (len(X), *leaf.shape)."""
+
     def f_single(p, x):
         return apply(p, consts, x[None])[0]
+
     return jax.vmap(jax.grad(f_single), in_axes=(None, 0))(params, X)
 
 
@@ -77,11 +80,13 @@ def _contract(Ja, Jb, acc: str):
 @partial(jax.jit, static_argnums=0)
 def _ntvp_block(apply, params, consts, Xb, Ja):
     """J_b J_a^T: the jvp of f(X_b) along each row of J_a (a pytree with a leading axis)."""
+
     def f(p):
         return apply(p, consts, Xb)
 
     def along(t):
         return jax.jvp(f, (params,), (t,))[1]
+
     return jax.vmap(along, out_axes=1)(Ja)
 
 
@@ -99,7 +104,10 @@ _FLOPS_CACHE: dict = {}
 
 def forward_flops(apply, params, consts, X) -> float | None:
     """FLOPs of one forward pass per input, from XLA's cost analysis (None if unavailable)."""
-    sig = lambda t: (jax.tree.structure(t), tuple((jnp.shape(a), jnp.result_type(a)) for a in jax.tree.leaves(t)))  # noqa: E731
+    sig = lambda t: (
+        jax.tree.structure(t),
+        tuple((jnp.shape(a), jnp.result_type(a)) for a in jax.tree.leaves(t)),
+    )  # noqa: E731
     try:
         key = (apply, sig(params), sig(consts), sig(X))
         hash(key)
@@ -147,8 +155,16 @@ class NTKPlan:
     peak_jacobian_bytes: int
 
 
-def plan_ntk(apply, params, consts, X, chunk: int = 256, method: NTKMethod = "auto",
-             accumulate: str | None = "auto", memory_gb: float = 2.0) -> NTKPlan:
+def plan_ntk(
+    apply,
+    params,
+    consts,
+    X,
+    chunk: int = 256,
+    method: NTKMethod = "auto",
+    accumulate: str | None = "auto",
+    memory_gb: float = 2.0,
+) -> NTKPlan:
     """Choose block size, method and precision for ``ntk_gram`` (see the module docstring)."""
     if method not in METHODS:
         raise ValueError(f"method: {method!r} is not allowed; allowed: {', '.join(METHODS)}")
@@ -162,7 +178,9 @@ def plan_ntk(apply, params, consts, X, chunk: int = 256, method: NTKMethod = "au
     else:
         acc = jnp.dtype(accumulate).name
         if acc == "float64" and not _x64_enabled():
-            raise ValueError("accumulate='float64' needs jax_enable_x64 (jax.config.update('jax_enable_x64', True))")
+            raise ValueError(
+                "accumulate='float64' needs jax_enable_x64 (jax.config.update('jax_enable_x64', True))"
+            )
     row_bytes = P * pdt.itemsize
     budget = float(memory_gb) * 2**30
     chunk = max(1, min(int(chunk), n, int(budget // (2 * row_bytes)) or 1))
@@ -185,12 +203,34 @@ def plan_ntk(apply, params, consts, X, chunk: int = 256, method: NTKMethod = "au
         jac_blocks, peak = blocks, chunk * row_bytes
     else:
         peak = (min(group, blocks) + (1 if group < blocks else 0)) * chunk * row_bytes
-    return NTKPlan(method, n, P, chunk, blocks, group, acc, refine, F, float(cost_jac), float(cost_ntvp),
-                   jac_blocks, int(peak))
+    return NTKPlan(
+        method,
+        n,
+        P,
+        chunk,
+        blocks,
+        group,
+        acc,
+        refine,
+        F,
+        float(cost_jac),
+        float(cost_ntvp),
+        jac_blocks,
+        int(peak),
+    )
 
 
-def ntk_gram(apply, params, consts, X, chunk: int = 256, *, method: NTKMethod = "auto",
-             accumulate: str | None = "auto", memory_gb: float = 2.0) -> np.ndarray:
+def ntk_gram(
+    apply,
+    params,
+    consts,
+    X,
+    chunk: int = 256,
+    *,
+    method: NTKMethod = "auto",
+    accumulate: str | None = "auto",
+    memory_gb: float = 2.0,
+) -> np.ndarray:
     """Empirical NTK Gram H = J J^T of ``apply(params, consts, X)`` (shape (n,)), float64 numpy.
 
     ``chunk``: inputs per block (at most; reduced so that two Jacobian blocks fit ``memory_gb``).
@@ -218,21 +258,23 @@ def _gram_with_plan(apply, params, consts, X, plan: NTKPlan) -> np.ndarray:
     n, c, nb = plan.n, plan.chunk, plan.blocks
     if nb * c > n:  # pad with zero inputs (their rows are dropped) so every block has one shape
         X = jnp.concatenate([X, jnp.zeros((nb * c - n,) + X.shape[1:], X.dtype)])
-    Xb = [X[i * c:(i + 1) * c] for i in range(nb)]
+    Xb = [X[i * c : (i + 1) * c] for i in range(nb)]
     H = np.zeros((nb * c, nb * c))
 
     def put(i, j, block):  # block = H[i-block, j-block], j <= i
         block = np.asarray(block, np.float64)
         if i == j:
             block = 0.5 * (block + block.T)
-        H[i * c:(i + 1) * c, j * c:(j + 1) * c] = block
-        H[j * c:(j + 1) * c, i * c:(i + 1) * c] = block.T
+        H[i * c : (i + 1) * c, j * c : (j + 1) * c] = block
+        H[j * c : (j + 1) * c, i * c : (i + 1) * c] = block.T
 
     if plan.method == "ntvp":
         if plan.accumulate != jnp.dtype(_params_dtype(params)).name:
             dt = jnp.dtype(plan.accumulate)
-            params, consts = jax.tree.map(lambda a: jnp.asarray(a, dt) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else a,
-                                          (params, consts))
+            params, consts = jax.tree.map(
+                lambda a: jnp.asarray(a, dt) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else a,
+                (params, consts),
+            )
             Xb = [x.astype(dt) for x in Xb]
         for i in range(nb):
             Ji = _jacobian_block(apply, params, consts, Xb[i])
@@ -264,6 +306,7 @@ def naive_ntk_gram(apply, params, consts, X) -> np.ndarray:
     def gram(p):
         J = jax.jacrev(lambda q: apply(q, consts, X))(p)
         return sum(j.reshape(X.shape[0], -1) @ j.reshape(X.shape[0], -1).T for j in jax.tree.leaves(J))
+
     return np.asarray(gram(params), np.float64)
 
 
@@ -314,8 +357,10 @@ def mlp_gram(params, X, W_std: float, b_std: float | None):
 
 def mlp_fast_gram(W_std: float, b_std: float | None):
     """``fast_gram(params, consts, X)`` for a ``models.ntk_mlp`` model (for ``Model.fast_gram``)."""
+
     def fast_gram(params, consts, X):
         return mlp_gram(params, X, W_std, b_std)
+
     return fast_gram
 
 
@@ -345,6 +390,7 @@ def spectrum(H: np.ndarray) -> dict:
 def kernel_drift(H: np.ndarray, H0: np.ndarray) -> float:
     """||H - H0||_F / ||H0||_F."""
     return float(np.linalg.norm(H - H0) / np.linalg.norm(H0))
+
 
 # --------------------------------------------------------------------------- infinite width
 def _relu_expectations(S: np.ndarray, d1: np.ndarray, d2: np.ndarray):

@@ -33,11 +33,13 @@ From the one declaration follow
 Optimizers without a recurrence (adam, rmsprop, ...) are "empirical only": their ``method``
 and ``ode`` are None and every prediction for them is absent.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Literal, NamedTuple, get_args
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -79,8 +81,10 @@ class LimitODE:
     def __post_init__(self):
         _check_choice("LimitODE", "damping", self.damping, DAMPINGS)
         if (self.order == 1) != (self.damping == "none"):
-            raise ValueError(f"LimitODE: order {self.order} with damping {self.damping!r}; a first-order ODE "
-                             "has damping 'none', a second-order one 'constant' or 'vanishing'")
+            raise ValueError(
+                f"LimitODE: order {self.order} with damping {self.damping!r}; a first-order ODE "
+                "has damping 'none', a second-order one 'constant' or 'vanishing'"
+            )
 
     @property
     def description(self) -> str:
@@ -207,14 +211,36 @@ def register(spec: OptimizerSpec) -> OptimizerSpec:
 
 
 register(OptimizerSpec("gd", "gradient descent", {}, LinearMethod((), _gd), _gd_ode))
-register(OptimizerSpec("hb", "Polyak heavy ball (optax sgd with momentum)", {"beta": None},
-                       LinearMethod(("vector",), _hb), _hb_ode))
-register(OptimizerSpec("nag", "Nesterov, constant beta (optax sgd nesterov=True; look-ahead iterate)",
-                       {"beta": None}, LinearMethod(("vector",), _nag), _hb_ode))
-register(OptimizerSpec("nag_c", "Nesterov with beta_k = (k-1)/(k+r-1), torch form as run by the released notebook "
-                       "(SGD nesterov=True, momentum reset every step, velocity from update 2; look-ahead iterate)",
-                       {"r": 3.0},
-                       LinearMethod(("vector",), _nag_c), _nag_c_ode, constant=False))
+register(
+    OptimizerSpec(
+        "hb",
+        "Polyak heavy ball (optax sgd with momentum)",
+        {"beta": None},
+        LinearMethod(("vector",), _hb),
+        _hb_ode,
+    )
+)
+register(
+    OptimizerSpec(
+        "nag",
+        "Nesterov, constant beta (optax sgd nesterov=True; look-ahead iterate)",
+        {"beta": None},
+        LinearMethod(("vector",), _nag),
+        _hb_ode,
+    )
+)
+register(
+    OptimizerSpec(
+        "nag_c",
+        "Nesterov with beta_k = (k-1)/(k+r-1), torch form as run by the released notebook "
+        "(SGD nesterov=True, momentum reset every step, velocity from update 2; look-ahead iterate)",
+        {"r": 3.0},
+        LinearMethod(("vector",), _nag_c),
+        _nag_c_ode,
+        constant=False,
+    )
+)
+
 
 # --------------------------------------------------------------------------- numerical-methods optimizers
 # Polyak-tuned HB, Kim-Fessler OGM, Adams-Bashforth multistep GD, two-lag ("higher momentum") HB,
@@ -257,7 +283,7 @@ def _ogm_asymptotic_basis(k, xp):
 def _fit_ogm_tail() -> np.ndarray:
     k = np.arange(_OGM_N // 4, _OGM_N + 1, dtype=np.float64)
     lead, basis = _ogm_asymptotic_basis(k, np)
-    return np.linalg.lstsq(np.stack(basis, 1), _OGM_THETA[_OGM_N // 4:] - lead, rcond=None)[0]
+    return np.linalg.lstsq(np.stack(basis, 1), _OGM_THETA[_OGM_N // 4 :] - lead, rcond=None)[0]
 
 
 _OGM_TAIL = _fit_ogm_tail()
@@ -291,7 +317,9 @@ def _ogm(h: Hyper, k):
     th_prev, th = ogm_theta(k - 1.0), ogm_theta(k)
     last = 0.5 * (1.0 + (1.0 + 8.0 * th_prev * th_prev) ** 0.5)
     N = h.get("N", 0.0)
-    if isinstance(k, (int, float, np.integer, np.floating)) and isinstance(N, (int, float, np.integer, np.floating)):
+    if isinstance(k, (int, float, np.integer, np.floating)) and isinstance(
+        N, (int, float, np.integer, np.floating)
+    ):
         th = last if (N > 0 and k == N) else th
     else:
         th = jnp.where((N > 0) & (k == N), last, th)
@@ -354,7 +382,9 @@ def _hb2_ode(h: Hyper) -> LimitODE:
     # to unit mass: t = k sqrt(eta / (1 + beta2)), gamma = (1 - beta - beta2) / sqrt(eta (1 + beta2))
     m = 1.0 + h["beta2"]
     dt = math.sqrt(h["eta"] / m)
-    return LimitODE(order=2, time_step=dt, damping="constant", gamma=(1.0 - h["beta"] - h["beta2"]) * dt / h["eta"])
+    return LimitODE(
+        order=2, time_step=dt, damping="constant", gamma=(1.0 - h["beta"] - h["beta2"]) * dt / h["eta"]
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,15 +422,21 @@ class HighResODE:
     def __post_init__(self):
         _check_choice("HighResODE", "damping", self.damping, ("constant", "vanishing"))
         if not (self.time_step > 0 and self.time_offset >= 0):
-            raise ValueError(f"HighResODE needs time_step > 0 and time_offset >= 0, got time_step = "
-                             f"{self.time_step}, time_offset = {self.time_offset}")
+            raise ValueError(
+                f"HighResODE needs time_step > 0 and time_offset >= 0, got time_step = "
+                f"{self.time_step}, time_offset = {self.time_offset}"
+            )
         if self.damping == "vanishing" and self.time_offset == 0:
             if self.stiffness_t2 != 0:
-                raise ValueError("HighResODE: stiffness_t2 / tau^2 needs a start tau_0 > 0 (time_offset > 0),"
-                                 f" got stiffness_t2 = {self.stiffness_t2} with time_offset = 0")
+                raise ValueError(
+                    "HighResODE: stiffness_t2 / tau^2 needs a start tau_0 > 0 (time_offset > 0),"
+                    f" got stiffness_t2 = {self.stiffness_t2} with time_offset = 0"
+                )
             if not math.isclose(self.velocity0, self.stiffness_t / self.r, rel_tol=1e-12, abs_tol=1e-300):
-                raise ValueError("HighResODE: starting at tau = 0, regularity forces velocity0 = "
-                                 f"stiffness_t / r = {self.stiffness_t / self.r}, got {self.velocity0}")
+                raise ValueError(
+                    "HighResODE: starting at tau = 0, regularity forces velocity0 = "
+                    f"stiffness_t / r = {self.stiffness_t / self.r}, got {self.velocity0}"
+                )
 
     @property
     def start(self) -> float:
@@ -421,10 +457,15 @@ class HighResODE:
         if self.stiffness_t2:
             stiff += f" {'-' if self.stiffness_t2 < 0 else '+'} {abs(self.stiffness_t2):.4g}/tau^2"
         stiff = f"({stiff})" if (self.stiffness_t or self.stiffness_t2) else stiff
-        clock = (f"tau = (k + {self.time_offset:g})*{self.time_step:.4g}" if self.time_offset
-                 else f"tau = k*{self.time_step:.4g}")
-        return (f"e'' + {damp} e'{corr} + {stiff} K e = 0, {clock}, e(tau0) = e0, "
-                f"e'(tau0) = -{self.velocity0:.4g} K e0")
+        clock = (
+            f"tau = (k + {self.time_offset:g})*{self.time_step:.4g}"
+            if self.time_offset
+            else f"tau = k*{self.time_step:.4g}"
+        )
+        return (
+            f"e'' + {damp} e'{corr} + {stiff} K e = 0, {clock}, e(tau0) = e0, "
+            f"e'(tau0) = -{self.velocity0:.4g} K e0"
+        )
 
     def damping_at(self, tau):
         """gamma(tau) (numpy or jax)."""
@@ -452,8 +493,13 @@ def _hb_ode_hr(h: Hyper) -> HighResODE:
     for e'(0) this is exactly -(s/2) K e0 (velocity0 = s/2). The forward difference alone, -s K e0, is off
     by O(s) and leaves the solution only O(sqrt eta) accurate."""
     s, b = math.sqrt(h["eta"]), h["beta"]
-    return HighResODE(time_step=s, damping="constant", gamma=2 * (1 - b) / ((1 + b) * s),
-                      stiffness=2 / (1 + b), velocity0=0.5 * s)
+    return HighResODE(
+        time_step=s,
+        damping="constant",
+        gamma=2 * (1 - b) / ((1 + b) * s),
+        stiffness=2 / (1 + b),
+        velocity0=0.5 * s,
+    )
 
 
 def _nag_ode_hr(h: Hyper) -> HighResODE:
@@ -472,8 +518,14 @@ def _nag_ode_hr(h: Hyper) -> HighResODE:
     of e''(0) dropped): e'(0) = (y_1 - y_0)/s - (s/2) e''(0) = -(s (2 + beta)/2) K e0,
     velocity0 = s (2 + beta)/2 (the forward difference, -(1 + beta) s K e0, leaves O(sqrt eta))."""
     s, b = math.sqrt(h["eta"]), h["beta"]
-    return HighResODE(time_step=s, damping="constant", gamma=2 * (1 - b) / ((1 + b) * s),
-                      hess_damping=2 * b / (1 + b) * s, stiffness=2 / (1 + b), velocity0=0.5 * (2 + b) * s)
+    return HighResODE(
+        time_step=s,
+        damping="constant",
+        gamma=2 * (1 - b) / ((1 + b) * s),
+        hess_damping=2 * b / (1 + b) * s,
+        stiffness=2 / (1 + b),
+        velocity0=0.5 * (2 + b) * s,
+    )
 
 
 def _nag_c_highres(h: Hyper, time_offset: float, stiffness_t2: float) -> HighResODE:
@@ -482,9 +534,17 @@ def _nag_c_highres(h: Hyper, time_offset: float, stiffness_t2: float) -> HighRes
     NAG-C forms make a plain gradient step first). A start error O(s) in e'(tau_0) moves e by O(s^2) only:
     r/tau damping shrinks a velocity kick at tau_0 ~ s like (tau_0/tau)^r."""
     s, r = math.sqrt(h["eta"]), h["r"]
-    return HighResODE(time_step=s, damping="vanishing", r=r, hess_damping=s, stiffness=1.0,
-                      stiffness_t=0.5 * r * s, stiffness_t2=stiffness_t2, velocity0=s,
-                      time_offset=time_offset)
+    return HighResODE(
+        time_step=s,
+        damping="vanishing",
+        r=r,
+        hess_damping=s,
+        stiffness=1.0,
+        stiffness_t=0.5 * r * s,
+        stiffness_t2=stiffness_t2,
+        velocity0=s,
+        time_offset=time_offset,
+    )
 
 
 def _nag_c_ode_hr(h: Hyper) -> HighResODE:
@@ -545,23 +605,71 @@ def _nag_c_classic(h: Hyper, k):
     return [[1.0, -eta * b * a], [0.0, a]], [-eta * (1.0 + b), 1.0]
 
 
-register(OptimizerSpec("nag_c_classic", "Nesterov / Su-Boyd-Candes NAG-C x_k = y_{k-1} - eta grad "
-                       "L(y_{k-1}), y_k = x_k + (k-1)/(k+r-1) (x_k - x_{k-1}), x_0 = y_0; the gradient "
-                       "point y_k is held and logged",
-                       {"r": 3.0}, LinearMethod(("vector",), _nag_c_classic), _nag_c_ode, constant=False,
-                       ode_hr=_nag_c_classic_ode_hr))
+register(
+    OptimizerSpec(
+        "nag_c_classic",
+        "Nesterov / Su-Boyd-Candes NAG-C x_k = y_{k-1} - eta grad "
+        "L(y_{k-1}), y_k = x_k + (k-1)/(k+r-1) (x_k - x_{k-1}), x_0 = y_0; the gradient "
+        "point y_k is held and logged",
+        {"r": 3.0},
+        LinearMethod(("vector",), _nag_c_classic),
+        _nag_c_ode,
+        constant=False,
+        ode_hr=_nag_c_classic_ode_hr,
+    )
+)
 
-register(OptimizerSpec("hb_polyak", "heavy ball with Polyak's optimal eta, beta from the spectrum [lambda_min, "
-                       "lambda_max] of K (the config's eta is ignored)", {}, LinearMethod(("vector",), _hb), _hb_ode,
-                       tune=_hb_polyak_tune, ode_hr=_hb_ode_hr))
-register(OptimizerSpec("ogm", "optimized gradient method (Kim-Fessler 2016; eta = 1/L), x iterate held",
-                       {"N": 0.0}, LinearMethod(("point",), _ogm), _ogm_ode, constant=False))
-register(OptimizerSpec("ab2", "2-step Adams-Bashforth gradient method (Euler start)", {},
-                       LinearMethod(("vector",), _adams_bashforth(2)), _gradient_flow_ode, constant=False))
-register(OptimizerSpec("ab3", "3-step Adams-Bashforth gradient method (Euler, AB2 start)", {},
-                       LinearMethod(("vector", "vector"), _adams_bashforth(3)), _gradient_flow_ode, constant=False))
-register(OptimizerSpec("hb2", "two-lag heavy ball v = beta v_{k-1} + beta2 v_{k-2} + g (higher momentum)",
-                       {"beta": None, "beta2": 0.1}, LinearMethod(("vector", "vector"), _hb2), _hb2_ode))
+register(
+    OptimizerSpec(
+        "hb_polyak",
+        "heavy ball with Polyak's optimal eta, beta from the spectrum [lambda_min, "
+        "lambda_max] of K (the config's eta is ignored)",
+        {},
+        LinearMethod(("vector",), _hb),
+        _hb_ode,
+        tune=_hb_polyak_tune,
+        ode_hr=_hb_ode_hr,
+    )
+)
+register(
+    OptimizerSpec(
+        "ogm",
+        "optimized gradient method (Kim-Fessler 2016; eta = 1/L), x iterate held",
+        {"N": 0.0},
+        LinearMethod(("point",), _ogm),
+        _ogm_ode,
+        constant=False,
+    )
+)
+register(
+    OptimizerSpec(
+        "ab2",
+        "2-step Adams-Bashforth gradient method (Euler start)",
+        {},
+        LinearMethod(("vector",), _adams_bashforth(2)),
+        _gradient_flow_ode,
+        constant=False,
+    )
+)
+register(
+    OptimizerSpec(
+        "ab3",
+        "3-step Adams-Bashforth gradient method (Euler, AB2 start)",
+        {},
+        LinearMethod(("vector", "vector"), _adams_bashforth(3)),
+        _gradient_flow_ode,
+        constant=False,
+    )
+)
+register(
+    OptimizerSpec(
+        "hb2",
+        "two-lag heavy ball v = beta v_{k-1} + beta2 v_{k-2} + g (higher momentum)",
+        {"beta": None, "beta2": 0.1},
+        LinearMethod(("vector", "vector"), _hb2),
+        _hb2_ode,
+    )
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -588,22 +696,45 @@ class ModalSpec:
 
 
 def _implicit_gd_system(h: Hyper, lam):
-    """theta_k = argmin L + ||theta - theta_{k-1}||^2 / (2 eta): per mode u_k (1 + eta lam) = u_{k-1} + eta lam y."""
+    """theta_k = argmin L + ||theta - theta_{k-1}||^2 / (2 eta): per mode
+    u_k (1 + eta lam) = u_{k-1} + eta lam y."""
     lam = np.asarray(lam, np.float64)
     q = 1.0 / (1.0 + h["eta"] * lam)
     return q[:, None, None], (1.0 - q)[:, None], np.ones(1), np.ones((lam.size, 1))
 
 
 RECURRENCE_ONLY: dict[str, ModalSpec] = {
-    "implicit_gd": ModalSpec("implicit_gd", "implicit (proximal) GD: per mode (1 + eta lambda)^-1; recurrence only, "
-                             "no training face", {}, _implicit_gd_system, _gradient_flow_ode),
+    "implicit_gd": ModalSpec(
+        "implicit_gd",
+        "implicit (proximal) GD: per mode (1 + eta lambda)^-1; recurrence only, no training face",
+        {},
+        _implicit_gd_system,
+        _gradient_flow_ode,
+    ),
 }
 
 
-EMPIRICAL_ONLY = ("adam", "adamw", "rmsprop", "adagrad", "adabelief", "lion", "lamb", "sgd", "adafactor", "yogi")
+EMPIRICAL_ONLY = (
+    "adam",
+    "adamw",
+    "rmsprop",
+    "adagrad",
+    "adabelief",
+    "lion",
+    "lamb",
+    "sgd",
+    "adafactor",
+    "yogi",
+)
 for _name in EMPIRICAL_ONLY:
-    register(OptimizerSpec(_name, f"optax.{_name} (empirical only: no recurrence, no ODE)", {},
-                           optax_factory=getattr(optax, _name)))
+    register(
+        OptimizerSpec(
+            _name,
+            f"optax.{_name} (empirical only: no recurrence, no ODE)",
+            {},
+            optax_factory=getattr(optax, _name),
+        )
+    )
 
 
 def get(name: str) -> OptimizerSpec:
@@ -660,8 +791,10 @@ def _combine(terms, like):
     terms = [(c, x) for c, x in terms if not _is_zero(c)]
     if not terms:
         return jax.tree.map(jnp.zeros_like, like)
-    return jax.tree.map(lambda *leaves: sum(c * leaf for (c, _), leaf in zip(terms, leaves)).astype(leaves[0].dtype),
-                        *[x for _, x in terms])
+    return jax.tree.map(
+        lambda *leaves: sum(c * leaf for (c, _), leaf in zip(terms, leaves)).astype(leaves[0].dtype),
+        *[x for _, x in terms],
+    )
 
 
 def linear_method_transformation(spec: OptimizerSpec, hyper: Hyper) -> optax.GradientTransformation:
@@ -671,7 +804,9 @@ def linear_method_transformation(spec: OptimizerSpec, hyper: Hyper) -> optax.Gra
     method = spec.method
 
     def init(params):
-        z = tuple(params if kind == "point" else jax.tree.map(jnp.zeros_like, params) for kind in method.states)
+        z = tuple(
+            params if kind == "point" else jax.tree.map(jnp.zeros_like, params) for kind in method.states
+        )
         return LinearMethodState(jnp.zeros([], jnp.int32), z)
 
     def update(grads, state, params=None):
@@ -755,10 +890,19 @@ def _nag_sc_tune(h: Hyper, lam) -> Hyper:
     return {**h, "eta": eta, "beta": beta}
 
 
-register(OptimizerSpec("nag_sc_tuned", "Nesterov (constant beta, optax/torch form, look-ahead iterate) "
-                       "with the strongly convex tuning eta = 1/lambda_max, beta = (sqrt kappa - 1)/(sqrt kappa + 1) "
-                       "from the spectrum of K (the config's eta is ignored); rate 1 - 1/sqrt(kappa) per step",
-                       {}, LinearMethod(("vector",), _nag), _hb_ode, tune=_nag_sc_tune, ode_hr=_nag_ode_hr))
+register(
+    OptimizerSpec(
+        "nag_sc_tuned",
+        "Nesterov (constant beta, optax/torch form, look-ahead iterate) "
+        "with the strongly convex tuning eta = 1/lambda_max, beta = (sqrt kappa - 1)/(sqrt kappa + 1) "
+        "from the spectrum of K (the config's eta is ignored); rate 1 - 1/sqrt(kappa) per step",
+        {},
+        LinearMethod(("vector",), _nag),
+        _hb_ode,
+        tune=_nag_sc_tune,
+        ode_hr=_nag_ode_hr,
+    )
+)
 
 
 # --------------------------------------------------------------------------- adaptive restart
@@ -818,24 +962,36 @@ def restart_transformation(restart: Restart, hyper: Hyper) -> optax.GradientTran
     def init(params):
         leaf = jax.tree.leaves(params)[0]
         zeros = jax.tree.map(jnp.zeros_like, params)
-        return RestartState(inner.init(params), jnp.asarray(jnp.inf, leaf.dtype), zeros if gradient else (),
-                            zeros if gradient else (), jnp.zeros([], jnp.int32))
+        return RestartState(
+            inner.init(params),
+            jnp.asarray(jnp.inf, leaf.dtype),
+            zeros if gradient else (),
+            zeros if gradient else (),
+            jnp.zeros([], jnp.int32),
+        )
 
     def update(grads, state, params=None, *, value=None, **extra):
         if gradient:
-            step = jax.tree.map(lambda du, g, g0: du - eta * (g - g0), state.prev_update, grads,
-                                state.prev_grad)  # x_k - x_{k-1}
+            step = jax.tree.map(
+                lambda du, g, g0: du - eta * (g - g0), state.prev_update, grads, state.prev_grad
+            )  # x_k - x_{k-1}
             hit = _tree_vdot(grads, step) > 0
         else:
             if value is None:
-                raise ValueError(f"function restart of {restart.base} needs update(..., "
-                                 "value=loss at params)")
+                raise ValueError(
+                    f"function restart of {restart.base} needs update(..., value=loss at params)"
+                )
             hit = value > state.prev_value
         inner_state = state.inner._replace(count=jnp.where(hit, 0, state.inner.count))
         updates, new_inner = inner.update(grads, inner_state, params)
         prev_value = jnp.asarray(value, state.prev_value.dtype) if not gradient else state.prev_value
-        return updates, RestartState(new_inner, prev_value, updates if gradient else (),
-                                     grads if gradient else (), state.restarts + hit.astype(jnp.int32))
+        return updates, RestartState(
+            new_inner,
+            prev_value,
+            updates if gradient else (),
+            grads if gradient else (),
+            state.restarts + hit.astype(jnp.int32),
+        )
 
     return optax.GradientTransformationExtraArgs(init, update)
 
@@ -849,7 +1005,15 @@ def _restart_factory(restart: Restart):
 
 for _rule, _short in (("function", "fn"), ("gradient", "grad")):
     _restart = Restart("nag_c", _rule)
-    register(OptimizerSpec(f"nag_c_{_short}_restart", f"NAG-C (torch form, look-ahead iterate) with {_rule} "
-                           "restart (O'Donoghue-Candes 2015; momentum counter reset to 1 on a restart; see "
-                           "optimizers.Restart for how it differs from theirs)", {"r": 3.0},
-                           optax_factory=_restart_factory(_restart), constant=False, restart=_restart))
+    register(
+        OptimizerSpec(
+            f"nag_c_{_short}_restart",
+            f"NAG-C (torch form, look-ahead iterate) with {_rule} "
+            "restart (O'Donoghue-Candes 2015; momentum counter reset to 1 on a restart; see "
+            "optimizers.Restart for how it differs from theirs)",
+            {"r": 3.0},
+            optax_factory=_restart_factory(_restart),
+            constant=False,
+            restart=_restart,
+        )
+    )

@@ -3,6 +3,7 @@
 config -> data -> model + params -> kernels (H0, H∞, spectrum) -> per optimizer:
 train (one compiled scan) + predict (discrete recurrence, ODE closed form, diffrax) -> metrics.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -88,8 +89,11 @@ def build_model(cfg: Config, d: int):
     elif m.name == "mlp":
         module = models.ntk_mlp(key, d, m.width, m.depth, m.W_std, m.b_std, dtype)
         model, params, consts = models.from_flax(module, "half_sum", "mlp")
-        model = dataclasses.replace(model, hinf=lambda X: ntk.mlp_kernels(X, None, m.depth, m.W_std, m.b_std)[1],
-                                    fast_gram=ntk.mlp_fast_gram(m.W_std, m.b_std))
+        model = dataclasses.replace(
+            model,
+            hinf=lambda X: ntk.mlp_kernels(X, None, m.depth, m.W_std, m.b_std)[1],
+            fast_gram=ntk.mlp_fast_gram(m.W_std, m.b_std),
+        )
     else:
         module = models.load_factory(m.module)(key, d, **(m.kwargs or {}))
         model, params, consts = models.from_flax(module, "half_sum", "flax")
@@ -132,9 +136,16 @@ def prepare(cfg: Config, data: tuple[np.ndarray, np.ndarray] | None = None, buil
 
 def train_plan(cfg: Config) -> TrainPlan:
     t = cfg.train
-    return TrainPlan(t.steps, t.record_every, tuple(t.error_at), tuple(t.kernel_at), t.divergence_factor,
-                     chunks=progress_chunks(t.steps // t.record_every), batch_size=t.batch_size,
-                     sampling=t.sampling)
+    return TrainPlan(
+        t.steps,
+        t.record_every,
+        tuple(t.error_at),
+        tuple(t.kernel_at),
+        t.divergence_factor,
+        chunks=progress_chunks(t.steps // t.record_every),
+        batch_size=t.batch_size,
+        sampling=t.sampling,
+    )
 
 
 def progress_chunks(blocks: int, target: int = 10) -> int:
@@ -160,15 +171,25 @@ def train_runs(cfgs: list[Config], setups: list[Setup], index: int, progress=Non
     hypers = [optimizer_hyper(s, c.optimizers[index]) for c, s in zip(cfgs, setups)]
     scheduled = [h["eta"] for h in hypers if schedules.is_scheduled(h["eta"])]
     if scheduled and (len(scheduled) < len(hypers) or len(set(scheduled)) > 1):  # a schedule is compiled in
-        raise ValueError("runs with different step-size schedules cannot train as one program; "
-                         "run them separately")
+        raise ValueError(
+            "runs with different step-size schedules cannot train as one program; run them separately"
+        )
     if cfg.train.batch_size is None:
-        return train_batch(setups[0].model, spec, hypers, setups[0].c, train_plan(cfg),
-                           [s.params for s in setups], [s.consts for s in setups],
-                           [jnp.asarray(s.X, dtype) for s in setups], [jnp.asarray(s.y, dtype) for s in setups],
-                           progress)
-    return train_sampled(setups[0].model, spec, cfgs, setups, hypers, [(s.params, s.consts) for s in setups],
-                         progress)
+        return train_batch(
+            setups[0].model,
+            spec,
+            hypers,
+            setups[0].c,
+            train_plan(cfg),
+            [s.params for s in setups],
+            [s.consts for s in setups],
+            [jnp.asarray(s.X, dtype) for s in setups],
+            [jnp.asarray(s.y, dtype) for s in setups],
+            progress,
+        )
+    return train_sampled(
+        setups[0].model, spec, cfgs, setups, hypers, [(s.params, s.consts) for s in setups], progress
+    )
 
 
 def sampling_keys(cfg: Config) -> list:
@@ -178,8 +199,15 @@ def sampling_keys(cfg: Config) -> list:
     return [jax.random.fold_in(base, i) for i in range(cfg.train.sampling_runs)]
 
 
-def train_sampled(model: models.Model, spec: optimizers.OptimizerSpec, cfgs: list[Config], setups: list[Setup],
-                  hypers: list[dict], inits: list[tuple], progress=None) -> list[TrainResult]:
+def train_sampled(
+    model: models.Model,
+    spec: optimizers.OptimizerSpec,
+    cfgs: list[Config],
+    setups: list[Setup],
+    hypers: list[dict],
+    inits: list[tuple],
+    progress=None,
+) -> list[TrainResult]:
     """Mini-batch training of every config with its ``train.sampling_runs`` batch orders as ONE
     program (runs x orders); per config one TrainResult whose ``loss`` (and gradient norm, errors)
     is the mean over its orders, ``loss_runs`` the orders' losses, ``diverged_at`` the earliest
@@ -189,21 +217,36 @@ def train_sampled(model: models.Model, spec: optimizers.OptimizerSpec, cfgs: lis
     R = cfgs[0].train.sampling_runs
     rep = lambda items: [x for x in items for _ in range(R)]
     keys = [k for c in cfgs for k in sampling_keys(c)]
-    flat = train_batch(model, spec, rep(hypers), setups[0].c, train_plan(cfgs[0]), rep([p for p, _ in inits]),
-                       rep([c for _, c in inits]), rep([jnp.asarray(s.X, dtype) for s in setups]),
-                       rep([jnp.asarray(s.y, dtype) for s in setups]), progress, keys=keys)
-    return [mean_result(flat[i * R:(i + 1) * R]) for i in range(len(cfgs))]
+    flat = train_batch(
+        model,
+        spec,
+        rep(hypers),
+        setups[0].c,
+        train_plan(cfgs[0]),
+        rep([p for p, _ in inits]),
+        rep([c for _, c in inits]),
+        rep([jnp.asarray(s.X, dtype) for s in setups]),
+        rep([jnp.asarray(s.y, dtype) for s in setups]),
+        progress,
+        keys=keys,
+    )
+    return [mean_result(flat[i * R : (i + 1) * R]) for i in range(len(cfgs))]
 
 
 def mean_result(results: list[TrainResult]) -> TrainResult:
     """One TrainResult for R sampled runs of one config (``train_sampled``)."""
     runs = np.stack([r.loss for r in results])
     div = [r.diverged_at for r in results if r.diverged_at is not None]
-    return dataclasses.replace(results[0], loss=runs.mean(0), loss_runs=runs,
-                               grad_norm_sq=np.stack([r.grad_norm_sq for r in results]).mean(0),
-                               errors=np.stack([r.errors for r in results]).mean(0),
-                               diverged_at=min(div) if div else None,
-                               compile_s=sum(r.compile_s for r in results), run_s=sum(r.run_s for r in results))
+    return dataclasses.replace(
+        results[0],
+        loss=runs.mean(0),
+        loss_runs=runs,
+        grad_norm_sq=np.stack([r.grad_norm_sq for r in results]).mean(0),
+        errors=np.stack([r.errors for r in results]).mean(0),
+        diverged_at=min(div) if div else None,
+        compile_s=sum(r.compile_s for r in results),
+        run_s=sum(r.run_s for r in results),
+    )
 
 
 def run_optimizer(cfg: Config, setup: Setup, oc: OptimizerConfig, progress=None) -> tuple[dict, dict]:
@@ -225,15 +268,28 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
     times = {"train_compile_s": res.compile_s, "train_run_s": res.run_s}
     drift = _kernel_drift(cfg, setup, res, arrays, times)
     fit, floors, null = _training_fit(cfg, setup, res)
-    metrics = {"optimizer": oc.name, "eta": oc.eta, "beta": hyper.get("beta"), "r": hyper.get("r"),
-               "status": "diverged" if res.diverged_at is not None else "ok",
-               "verdict": fit.verdict, "diverged_at": res.diverged_at,
-               "fitted": {k: v if isinstance(v, (str, int)) else _finite(v)
-                          for k, v in fit.as_dict().items() if k != "verdict"},
-               "loss_floor": {**floors.info, "subtracted": floors.L_star > 0},
-               "predicted": {"linear_rate": None}, "deviation": {"discrete": None, "ode": None, "ode_hr": None},
-               "deviation_log10": {}, "theory_verdicts": {}, "regime": None, "scope": rates.scope(fit, None),
-               "kernel_drift": _finite(drift[-1]) if drift else None}
+    metrics = {
+        "optimizer": oc.name,
+        "eta": oc.eta,
+        "beta": hyper.get("beta"),
+        "r": hyper.get("r"),
+        "status": "diverged" if res.diverged_at is not None else "ok",
+        "verdict": fit.verdict,
+        "diverged_at": res.diverged_at,
+        "fitted": {
+            k: v if isinstance(v, (str, int)) else _finite(v)
+            for k, v in fit.as_dict().items()
+            if k != "verdict"
+        },
+        "loss_floor": {**floors.info, "subtracted": floors.L_star > 0},
+        "predicted": {"linear_rate": None},
+        "deviation": {"discrete": None, "ode": None, "ode_hr": None},
+        "deviation_log10": {},
+        "theory_verdicts": {},
+        "regime": None,
+        "scope": rates.scope(fit, None),
+        "kernel_drift": _finite(drift[-1]) if drift else None,
+    }
 
     metrics["eta"] = schedules.describe(hyper["eta"])
     metrics["ode"] = None
@@ -288,13 +344,31 @@ def _training_fit(cfg: Config, setup: Setup, res: TrainResult):
     L_star = floor_info["floor"] if floor_info["floor"] > floor else 0.0
     null = theory.null_modes(setup.lam, floor_info["rtol"])
     fit_floor = rates.difference_floor(floor, L_star, np.finfo(cfg.dtype).eps)
-    fit = rates.fit_rates(res.step, res.loss, window, fit_floor, res.diverged_at is not None,
-                          cfg.rates.stall_factor, floor_star=L_star)
+    fit = rates.fit_rates(
+        res.step,
+        res.loss,
+        window,
+        fit_floor,
+        res.diverged_at is not None,
+        cfg.rates.stall_factor,
+        floor_star=L_star,
+    )
     return fit, _Floors(L0, floor, L_star, floor_info, window), null
 
 
-def _discrete_predictions(cfg: Config, setup: Setup, spec, hyper: dict, res: TrainResult, fit, null, ode,
-                          arrays: dict, metrics: dict, times: dict) -> None:
+def _discrete_predictions(
+    cfg: Config,
+    setup: Setup,
+    spec,
+    hyper: dict,
+    res: TrainResult,
+    fit,
+    null,
+    ode,
+    arrays: dict,
+    metrics: dict,
+    times: dict,
+) -> None:
     """The kernel-regime recurrence (or the restart rule on it): loss_discrete, grad_norm_sq_discrete,
     predicted rate and stability, NAG-C's fixed-step tail and the asymptotic regime."""
     if spec.restart is not None and cfg.train.batch_size is not None:
@@ -306,8 +380,12 @@ def _discrete_predictions(cfg: Config, setup: Setup, spec, hyper: dict, res: Tra
         arrays["loss_discrete"] = theory.modal_loss(modes, setup.c)
         arrays["grad_norm_sq_discrete"] = theory.modal_grad_norm_sq(modes, setup.lam, setup.c)
         arrays["restart_steps_discrete"] = hits
-        metrics["predicted"] = {"linear_rate": None, "restart_rule": spec.restart.rule, "restarts": int(hits.size),
-                                "first_restarts": hits[:10].tolist()}
+        metrics["predicted"] = {
+            "linear_rate": None,
+            "restart_rule": spec.restart.rule,
+            "restarts": int(hits.size),
+            "first_restarts": hits[:10].tolist(),
+        }
         times["theory_discrete_s"] = time.perf_counter() - t
     elif not spec.has_theory:
         metrics["note"] = "empirical only: this optimizer has no kernel-regime recurrence or limiting ODE"
@@ -319,8 +397,10 @@ def _discrete_predictions(cfg: Config, setup: Setup, spec, hyper: dict, res: Tra
             arrays["grad_norm_sq_discrete"] = theory.modal_grad_norm_sq(modes, setup.lam, setup.c)
         live = setup.lam[~null] if (~null).any() else setup.lam  # null modes hold L*, they do not decay
         if not schedules.is_scheduled(hyper["eta"]):  # a schedule: per-step stability, _beyond_full_batch
-            metrics["predicted"] = {"linear_rate": theory.predicted_linear_rate(spec, hyper, live),
-                                    **theory.stability(spec, hyper, setup.lam)}
+            metrics["predicted"] = {
+                "linear_rate": theory.predicted_linear_rate(spec, hyper, live),
+                **theory.stability(spec, hyper, setup.lam),
+            }
         if ode is not None and ode.damping == "vanishing":  # fixed-step tail of r/t damping (NAG-C, OGM)
             tail = theory.vanishing_tail(hyper["eta"], float(live[0]), ode.r)
             metrics["predicted"].update(crossover_step=tail["crossover_step"], tail_rate=tail["tail_rate"])
@@ -332,8 +412,17 @@ def _discrete_predictions(cfg: Config, setup: Setup, spec, hyper: dict, res: Tra
         times["theory_discrete_s"] = time.perf_counter() - t
 
 
-def _ode_predictions(cfg: Config, setup: Setup, spec, hyper: dict, res: TrainResult, ode, arrays: dict,
-                     metrics: dict, times: dict) -> None:
+def _ode_predictions(
+    cfg: Config,
+    setup: Setup,
+    spec,
+    hyper: dict,
+    res: TrainResult,
+    ode,
+    arrays: dict,
+    metrics: dict,
+    times: dict,
+) -> None:
     """The limiting ODE (closed form and diffrax) and the high-resolution ODE (Shi, Du, Jordan, Su 2018)."""
     if ode is None and spec.has_theory:
         metrics["note"] = "no limiting ODE is declared for this optimizer"
@@ -374,11 +463,14 @@ def _deviations(cfg: Config, res: TrainResult, floors: _Floors, arrays: dict, me
         mask = ok & (pred > floor) & (res.loss > floor)
         metrics["deviation"][name] = _finite(rates.max_relative_gap(pred, res.loss, mask))
         metrics["deviation_log10"][name] = rates.log_gap(
-            pred, res.loss, floor, rates.window_mask(res.step, res.loss, window, floor)).as_dict()
-        pred_floor = rates.difference_floor(loss_floor("float64", L0), L_star, np.finfo("float64").eps,
-                                            cfg.train.steps)
-        theory_fit = rates.fit_rates(res.step, pred, window, pred_floor, stall_factor=cfg.rates.stall_factor,
-                                     floor_star=L_star)
+            pred, res.loss, floor, rates.window_mask(res.step, res.loss, window, floor)
+        ).as_dict()
+        pred_floor = rates.difference_floor(
+            loss_floor("float64", L0), L_star, np.finfo("float64").eps, cfg.train.steps
+        )
+        theory_fit = rates.fit_rates(
+            res.step, pred, window, pred_floor, stall_factor=cfg.rates.stall_factor, floor_star=L_star
+        )
         metrics["theory_verdicts"][name] = theory_fit.verdict
     if "grad_norm_sq_discrete" in arrays:  # the predicted squared gradient norm against training's
         g_pred, g_train = arrays["grad_norm_sq_discrete"], np.asarray(res.grad_norm_sq, np.float64)
@@ -395,12 +487,21 @@ def full_batch_constant(cfg: Config, hyper: dict) -> bool:
 
 def wants_linearized(cfg: Config, spec: optimizers.OptimizerSpec) -> bool:
     """theory.linearized: always, never, or auto (optimizers without a kernel-regime recurrence)."""
-    return cfg.theory.linearized == "always" or (cfg.theory.linearized == "auto" and not spec.has_theory
-                                                  and spec.restart is None)
+    return cfg.theory.linearized == "always" or (
+        cfg.theory.linearized == "auto" and not spec.has_theory and spec.restart is None
+    )
 
 
-def _beyond_full_batch(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec, hyper: dict,
-                       res: TrainResult, arrays: dict, metrics: dict, times: dict) -> None:
+def _beyond_full_batch(
+    cfg: Config,
+    setup: Setup,
+    spec: optimizers.OptimizerSpec,
+    hyper: dict,
+    res: TrainResult,
+    arrays: dict,
+    metrics: dict,
+    times: dict,
+) -> None:
     """Predictions beyond full batch and constant eta, added to ``arrays`` / ``metrics`` in place:
 
     * scheduled eta: per-step stability (max spectral radius of A_k(lambda) with eta_k) in
@@ -418,23 +519,38 @@ def _beyond_full_batch(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec
     if res.loss_runs is not None:
         arrays["loss_runs"] = res.loss_runs
     if not full_batch_constant(cfg, hyper) and spec.ode is not None:
-        metrics["note"] = ("the limiting ODEs are not compared: " +
-                           ("mini-batch runs (the ODEs describe the mean error, not the mean loss)"
-                            if t.batch_size is not None
-                            else "the step size is scheduled (the recurrence uses eta_k)"))
+        metrics["note"] = "the limiting ODEs are not compared: " + (
+            "mini-batch runs (the ODEs describe the mean error, not the mean loss)"
+            if t.batch_size is not None
+            else "the step size is scheduled (the recurrence uses eta_k)"
+        )
     if scheduled and spec.has_theory:
         start = time.perf_counter()
         etas = schedules.eta_values(hyper["eta"], t.steps)
-        rho = max(float(np.max(optimizers.spectral_radius(optimizers.companion(
-            spec, schedules.hyper_at(hyper, e), setup.lam, k + 1)))) for k, e in enumerate(etas))
-        metrics["predicted"] = {"linear_rate": None, "stable": bool(rho <= 1.0 + 1e-12),
-                                "max_spectral_radius": _finite(rho), "eta_range": [float(etas.min()), float(etas.max())]}
+        rho = max(
+            float(
+                np.max(
+                    optimizers.spectral_radius(
+                        optimizers.companion(spec, schedules.hyper_at(hyper, e), setup.lam, k + 1)
+                    )
+                )
+            )
+            for k, e in enumerate(etas)
+        )
+        metrics["predicted"] = {
+            "linear_rate": None,
+            "stable": bool(rho <= 1.0 + 1e-12),
+            "max_spectral_radius": _finite(rho),
+            "eta_range": [float(etas.min()), float(etas.max())],
+        }
         ode = spec.ode(schedules.hyper_at(hyper, etas[0])) if spec.ode is not None else None
         # gradient flow read at t_k = sum_{j<k} eta_j
         if ode is not None and ode.order == 1 and t.batch_size is None:
             ode_time = np.concatenate([[0.0], np.cumsum(etas)])[res.step]
             arrays["ode_time"] = ode_time
-            arrays["loss_ode"] = theory.modal_loss(theory.ode_modes(ode, setup.lam, setup.coef, ode_time), setup.c)
+            arrays["loss_ode"] = theory.modal_loss(
+                theory.ode_modes(ode, setup.lam, setup.coef, ode_time), setup.c
+            )
             metrics["ode"] = "e' = -K e, t_k = sum_{j<k} eta_j (scheduled eta)"
             metrics["note"] = "scheduled eta: the first-order ODE is compared at t_k = sum_{j<k} eta_j"
             if cfg.theory.diffrax:
@@ -444,21 +560,33 @@ def _beyond_full_batch(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec
     if t.batch_size is not None and spec.has_theory:
         start = time.perf_counter()
         b = t.batch_size
-        sims = stochastic.simulate_losses(spec, hyper, setup.K, setup.e0, setup.c, t.steps, b, t.sampling,
-                                          cfg.theory.mc_runs, seed=cfg.seed)[:, res.step]
+        sims = stochastic.simulate_losses(
+            spec, hyper, setup.K, setup.e0, setup.c, t.steps, b, t.sampling, cfg.theory.mc_runs, seed=cfg.seed
+        )[:, res.step]
         exact = None
         if t.sampling == "replacement":
-            exact = stochastic.second_moment_loss(spec, hyper, setup.lam, setup.V, setup.coef, setup.c,
-                                                  t.steps, b)[res.step]
+            exact = stochastic.second_moment_loss(
+                spec, hyper, setup.lam, setup.V, setup.coef, setup.c, t.steps, b
+            )[res.step]
         band = stochastic.mean_band(exact, sims, t.sampling_runs)
         arrays["loss_full_batch"] = arrays.get("loss_discrete")
         arrays["loss_discrete"], arrays["loss_band_lo"], arrays["loss_band_hi"] = band.mean, band.lo, band.hi
         mbb = stochastic.mbb_constants(setup.K)
-        info = {"batch_size": b, "sampling": t.sampling, "sampling_runs": t.sampling_runs,
-                "mc_runs": cfg.theory.mc_runs, "mean": band.source, **_band_check(cfg, band, res),
-                "mbb": {"beta": mbb.beta, "lam_1": mbb.lam_1, "lam_n": mbb.lam_n,
-                        "knee_batch_size": mbb.knee_batch_size,
-                        "bound_step_size": float(mbb.bound_step_size(b))}}
+        info = {
+            "batch_size": b,
+            "sampling": t.sampling,
+            "sampling_runs": t.sampling_runs,
+            "mc_runs": cfg.theory.mc_runs,
+            "mean": band.source,
+            **_band_check(cfg, band, res),
+            "mbb": {
+                "beta": mbb.beta,
+                "lam_1": mbb.lam_1,
+                "lam_n": mbb.lam_n,
+                "knee_batch_size": mbb.knee_batch_size,
+                "bound_step_size": float(mbb.bound_step_size(b)),
+            },
+        }
         predicted = metrics.get("predicted") or {}
         predicted["full_batch_linear_rate"] = predicted.get("linear_rate")
         predicted["linear_rate"] = None  # the rate of E[L_k]: replacement only (shuffle has no closed form)
@@ -476,9 +604,15 @@ def _beyond_full_batch(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec
         if lin.loss_runs is not None:
             arrays["loss_linearized_runs"] = lin.loss_runs
             if "loss_band_lo" in arrays:  # linear: only sampling noise separates it from E[L]
-                band = stochastic.MeanBand(arrays["loss_discrete"], None, arrays["loss_band_lo"],
-                                           arrays["loss_band_hi"],
-                                           t.sampling_runs, cfg.theory.mc_runs, "")
+                band = stochastic.MeanBand(
+                    arrays["loss_discrete"],
+                    None,
+                    arrays["loss_band_lo"],
+                    arrays["loss_band_hi"],
+                    t.sampling_runs,
+                    cfg.theory.mc_runs,
+                    "",
+                )
                 metrics["stochastic"]["linearized"] = _band_check(cfg, band, lin)
         times["linearized_s"] = time.perf_counter() - start
 
@@ -493,9 +627,11 @@ def _band_check(cfg: Config, band: stochastic.MeanBand, res: TrainResult) -> dic
     with np.errstate(invalid="ignore"):
         inside = live & (np.abs(res.loss - band.mean) <= half + tol)
     outside = np.flatnonzero(live & ~inside)
-    return {"inside_band": _finite(np.mean(inside[live])) if live.any() else None,
-            "all_inside": bool(live.any() and outside.size == 0),
-            "first_outside_step": int(res.step[outside[0]]) if outside.size else None}
+    return {
+        "inside_band": _finite(np.mean(inside[live])) if live.any() else None,
+        "all_inside": bool(live.any() and outside.size == 0),
+        "first_outside_step": int(res.step[outside[0]]) if outside.size else None,
+    }
 
 
 def train_linearized(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec, hyper: dict) -> TrainResult:
@@ -506,8 +642,17 @@ def train_linearized(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec, 
     consts = linearized.linear_consts(setup.params, setup.consts)
     if cfg.train.batch_size is not None:
         return train_sampled(model, spec, [cfg], [setup], [hyper], [(setup.params, consts)])[0]
-    return train_batch(model, spec, [hyper], setup.c, train_plan(cfg), [setup.params], [consts],
-                       [jnp.asarray(setup.X, dtype)], [jnp.asarray(setup.y, dtype)])[0]
+    return train_batch(
+        model,
+        spec,
+        [hyper],
+        setup.c,
+        train_plan(cfg),
+        [setup.params],
+        [consts],
+        [jnp.asarray(setup.X, dtype)],
+        [jnp.asarray(setup.y, dtype)],
+    )[0]
 
 
 _finite = results.finite  # None for None, NaN, inf

@@ -41,6 +41,7 @@ A verdict holds over its window only: every fixed-step method is eventually line
 rho^2 per step; ``theory.asymptotic_regime`` gives rho^2 and the horizon after which that regime
 sets in, ``window_position`` where the window lies relative to it, ``scope`` the sentence).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -211,9 +212,20 @@ def rate_trend(lr: LocalRates) -> tuple[float, float, int]:
     return b, math.sqrt(float(res @ res) / (x.size - 2) / sxx), int(ok.sum())
 
 
-def fit_rates(steps, loss, window=(0.1, 1.0), floor: float = 0.0, diverged: bool = False,
-              stall_factor: float = 1.01, *, floor_star: float = 0.0, margin_min: float = 0.2,
-              z: float = 2.0, subwindows: int = 6, min_rates: int = 4) -> RateFit:
+def fit_rates(
+    steps,
+    loss,
+    window=(0.1, 1.0),
+    floor: float = 0.0,
+    diverged: bool = False,
+    stall_factor: float = 1.01,
+    *,
+    floor_star: float = 0.0,
+    margin_min: float = 0.2,
+    z: float = 2.0,
+    subwindows: int = 6,
+    min_rates: int = 4,
+) -> RateFit:
     """Fit and classify ``loss`` - ``floor_star`` over ``window`` (module docstring).
 
     ``floor``: values of L - L* at or below it are float noise and left out (if fewer than 3
@@ -225,15 +237,31 @@ def fit_rates(steps, loss, window=(0.1, 1.0), floor: float = 0.0, diverged: bool
     fitted_on = "L - L*" if floor_star > 0 else "L"
     tag = dict(fitted_on=fitted_on, floor_star=float(floor_star))
     if diverged or not np.all(np.isfinite(loss)):
-        return RateFit("diverged", nan, nan, nan, nan, (0, 0), **tag,
-                       reason="training recorded divergence" if diverged else "non-finite loss")
+        return RateFit(
+            "diverged",
+            nan,
+            nan,
+            nan,
+            nan,
+            (0, 0),
+            **tag,
+            reason="training recorded divergence" if diverged else "non-finite loss",
+        )
     y = loss - floor_star
     mask = window_mask(steps, y, window, floor)
     if mask.sum() < 3:  # the loss reached the floor before the window: fit from step 1 instead
         mask = (steps >= 1) & (y > floor)
     if mask.sum() < 3:
-        return RateFit("undecided", nan, nan, nan, nan, (0, 0), **tag,
-                       reason=f"fewer than 3 steps with {fitted_on} above the floor {floor:.3g}")
+        return RateFit(
+            "undecided",
+            nan,
+            nan,
+            nan,
+            nan,
+            (0, 0),
+            **tag,
+            reason=f"fewer than 3 steps with {fitted_on} above the floor {floor:.3g}",
+        )
     k, logy = steps[mask], np.log(y[mask])
     slope, r2_lin = _line_fit(k, logy)
     power, r2_pow = _line_fit(np.log(k), logy)
@@ -247,28 +275,43 @@ def fit_rates(steps, loss, window=(0.1, 1.0), floor: float = 0.0, diverged: bool
     b, se, used = rate_trend(lr) if lr is not None and lr.per_step.size else (nan, nan, 0)
     margin = (abs(b + 1) - abs(b)) / max(abs(b), abs(b + 1)) if math.isfinite(b) else nan
     formed = 0 if lr is None else lr.per_step.size
-    numbers = dict(local_linear_rate=float(np.exp(np.median(lr.per_step))) if formed else nan,
-                   local_power_exponent=float(np.median(lr.exponent)) if formed else nan,
-                   rate_trend=b, rate_trend_se=se, margin=margin, change_log10=change / math.log(10),
-                   subwindows=used, **tag)
+    numbers = dict(
+        local_linear_rate=float(np.exp(np.median(lr.per_step))) if formed else nan,
+        local_power_exponent=float(np.median(lr.exponent)) if formed else nan,
+        rate_trend=b,
+        rate_trend_se=se,
+        margin=margin,
+        change_log10=change / math.log(10),
+        subwindows=used,
+        **tag,
+    )
     fell = f"the envelope of {fitted_on} changed by a factor {math.exp(change):.3g}"
     if change > math.log(stall_factor):
         return RateFit("growing", *base, **numbers, reason=f"{fell} (up by more than {stall_factor:g})")
     if change >= -math.log(stall_factor):
         return RateFit("stalled", *base, **numbers, reason=f"{fell} (less than {stall_factor:g})")
     if used < min_rates:
-        why = (f"{formed - used} of {formed} sub-windows not decreasing" if used < formed
-               else f"window too short for {min_rates} sub-windows"
-               + (f" of one oscillation period ({period_steps:.3g} steps)" if period_steps else ""))
+        why = (
+            f"{formed - used} of {formed} sub-windows not decreasing"
+            if used < formed
+            else f"window too short for {min_rates} sub-windows"
+            + (f" of one oscillation period ({period_steps:.3g} steps)" if period_steps else "")
+        )
         return RateFit("undecided", *base, **numbers, reason=f"{why}: {used} local rates, need {min_rates}")
-    trend = (f"local per-step rate ~ k^b, b = {b:.2f} +- {se:.2f} (0 linear, -1 power law; "
-             f"{used} sub-windows): margin {margin:+.2f}")
+    trend = (
+        f"local per-step rate ~ k^b, b = {b:.2f} +- {se:.2f} (0 linear, -1 power law; "
+        f"{used} sub-windows): margin {margin:+.2f}"
+    )
     if margin >= margin_min and b - z * se > -0.5:
         return RateFit("linear", *base, **numbers, reason=trend)
     if margin <= -margin_min and b + z * se < -0.5:
         return RateFit("sublinear", *base, **numbers, reason=trend)
-    return RateFit("undecided", *base, **numbers,
-                   reason=f"{trend}; needs |margin| >= {margin_min:g} and b {z:g} standard errors from -1/2")
+    return RateFit(
+        "undecided",
+        *base,
+        **numbers,
+        reason=f"{trend}; needs |margin| >= {margin_min:g} and b {z:g} standard errors from -1/2",
+    )
 
 
 def window_position(window, horizon: float | None) -> str | None:

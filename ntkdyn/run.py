@@ -4,6 +4,7 @@ Writes a results folder (see README "Results folder") and prints a summary table
 written atomically as soon as their stage finishes, so a later failure loses nothing.
 Exit status: 0 ok, 1 an optimizer or the plot failed (the rest is written), 2 bad input.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,22 +54,43 @@ def _config_list() -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ntkdyn.run", description=__doc__.split("\n")[0],
-                                epilog=_config_list() + HELP_EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m ntkdyn.run",
+        description=__doc__.split("\n")[0],
+        epilog=_config_list() + HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("config", help="YAML config file (see configs/)")
-    p.add_argument("--format", choices=("png", "svg", "pdf"), default="png",
-                   help="figure format (default png); each figure's data is written beside it as .csv")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.steps=500 --set optimizers.0.eta=0.1")
+    p.add_argument(
+        "--format",
+        choices=("png", "svg", "pdf"),
+        default="png",
+        help="figure format (default png); each figure's data is written beside it as .csv",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.steps=500 --set optimizers.0.eta=0.1",
+    )
     p.add_argument("--out", help="results folder (default results/<name>-<time>)")
     p.add_argument("--quiet", action="store_true", help="print only the summary table")
-    p.add_argument("--distributed", action="store_true",
-                   help="call jax.distributed.initialize() first (multi-process sweeps; README \"Scaling out\")")
-    p.add_argument("--coordinator", metavar="HOST:PORT", help="with --distributed: coordinator address "
-                   "(default: found by jax on a cluster, or JAX_COORDINATOR_ADDRESS)")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help='call jax.distributed.initialize() first (multi-process sweeps; README "Scaling out")',
+    )
+    p.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="with --distributed: coordinator address "
+        "(default: found by jax on a cluster, or JAX_COORDINATOR_ADDRESS)",
+    )
     p.add_argument("--num-processes", type=int, help="with --distributed: number of processes")
-    p.add_argument("--process-id", type=int, help="with --distributed: this process's id (0 writes the results)")
+    p.add_argument(
+        "--process-id", type=int, help="with --distributed: this process's id (0 writes the results)"
+    )
     return p.parse_args(argv)
 
 
@@ -79,8 +101,13 @@ def device_info() -> dict:
     import jax
 
     devices = jax.devices()
-    return {"platform": devices[0].platform, "device_kind": devices[0].device_kind,
-            "devices": [str(d) for d in devices], "host": platform.node(), "machine": platform.machine()}
+    return {
+        "platform": devices[0].platform,
+        "device_kind": devices[0].device_kind,
+        "devices": [str(d) for d in devices],
+        "host": platform.node(),
+        "machine": platform.machine(),
+    }
 
 
 def output_folder(args: argparse.Namespace, name: str) -> str:
@@ -89,8 +116,14 @@ def output_folder(args: argparse.Namespace, name: str) -> str:
 
 def new_env(**extra) -> dict:
     """The env.json skeleton: versions, device, command, start time, stage times."""
-    return {"versions": versions(), "device": device_info(), **extra, "command": " ".join(sys.argv),
-            "started": datetime.datetime.now().isoformat(timespec="seconds"), "times_s": {}}
+    return {
+        "versions": versions(),
+        "device": device_info(),
+        **extra,
+        "command": " ".join(sys.argv),
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "times_s": {},
+    }
 
 
 def guarded_stage(env: dict, name: str, stage) -> bool:
@@ -102,8 +135,10 @@ def guarded_stage(env: dict, name: str, stage) -> bool:
         ok = True
     except Exception as exc:  # noqa: BLE001 - any failure of an output stage is reported the same way
         env[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
-        print(f"ntkdyn: {name} stage failed ({type(exc).__name__}: {exc}); the other outputs are written",
-              file=sys.stderr)
+        print(
+            f"ntkdyn: {name} stage failed ({type(exc).__name__}: {exc}); the other outputs are written",
+            file=sys.stderr,
+        )
         ok = False
     env["times_s"][name] = time.perf_counter() - t
     return ok
@@ -127,9 +162,14 @@ def _fit_cells(o: results.OptimizerResult) -> list[str]:
     verdict = (o.verdict or "-") + (" (L-L*)" if fit.fitted_on == "L - L*" else "")
     win = fit.window
     tv = o.theory_verdicts
-    return [verdict, fmt(fit.margin, "+.2f"), f"{win[0]:g}-{win[1]:g}" if win and win[1] else "-",
-            "/".join(tv.get(k, "-") for k in ("discrete", "ode")) if tv else "-",
-            fmt(fit.local_linear_rate, ".6f"), fmt(fit.local_power_exponent, ".3f")]
+    return [
+        verdict,
+        fmt(fit.margin, "+.2f"),
+        f"{win[0]:g}-{win[1]:g}" if win and win[1] else "-",
+        "/".join(tv.get(k, "-") for k in ("discrete", "ode")) if tv else "-",
+        fmt(fit.local_linear_rate, ".6f"),
+        fmt(fit.local_power_exponent, ".3f"),
+    ]
 
 
 def _theory_cells(o: results.OptimizerResult) -> list[str]:
@@ -146,8 +186,12 @@ def _deviation_cells(o: results.OptimizerResult) -> list[str]:
     """max relative gap of the discrete, ODE and high-resolution ODE predictions; log10 gap (discrete)."""
     dev = o.deviation or results.Deviation()
     gap = o.deviation_log10.get("discrete") or {}
-    return [fmt(dev.discrete, ".3g"), fmt(dev.ode, ".3g"), fmt(dev.ode_hr, ".3g"),
-            f"{fmt(gap.get('max'), '.2g')}/{fmt(gap.get('mean'), '.2g')}" if gap else "-"]
+    return [
+        fmt(dev.discrete, ".3g"),
+        fmt(dev.ode, ".3g"),
+        fmt(dev.ode_hr, ".3g"),
+        f"{fmt(gap.get('max'), '.2g')}/{fmt(gap.get('mean'), '.2g')}" if gap else "-",
+    ]
 
 
 def summary_table(run: results.RunResult) -> str:
@@ -155,13 +199,41 @@ def summary_table(run: results.RunResult) -> str:
     margin over the fitted steps; local (envelope) rate and exponent; theory's asymptotic loss factor
     and where the window lies relative to its horizon (k* crossover, k_s slowest-mode time);
     deviations: max relative gap and max/mean log10 gap of each prediction."""
-    head = ["label", "optimizer", "eta", "beta/r", "status", "verdict", "margin", "window",
-            "kernel/ODE verdicts", "local rate", "local exp", "predicted rate", "window vs horizon",
-            "dev discrete", "dev ODE", "dev hr-ODE", "log10 gap disc", "drift"]
+    head = [
+        "label",
+        "optimizer",
+        "eta",
+        "beta/r",
+        "status",
+        "verdict",
+        "margin",
+        "window",
+        "kernel/ODE verdicts",
+        "local rate",
+        "local exp",
+        "predicted rate",
+        "window vs horizon",
+        "dev discrete",
+        "dev ODE",
+        "dev hr-ODE",
+        "log10 gap disc",
+        "drift",
+    ]
     rows = [head]
     for label, o in run.optimizers.items():
-        rows.append([label, o.optimizer, fmt(o.eta), fmt(_beta_or_r(o)), o.status, *_fit_cells(o),
-                     *_theory_cells(o), *_deviation_cells(o), fmt(o.kernel_drift, ".3g")])
+        rows.append(
+            [
+                label,
+                o.optimizer,
+                fmt(o.eta),
+                fmt(_beta_or_r(o)),
+                o.status,
+                *_fit_cells(o),
+                *_theory_cells(o),
+                *_deviation_cells(o),
+                fmt(o.kernel_drift, ".3g"),
+            ]
+        )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -247,9 +319,11 @@ def run_single(cfg: config_mod.Config, args: argparse.Namespace, say, t_start: f
     warn = lambda text: print(text, file=sys.stderr)  # noqa: E731
     done = runs.single_run(cfg, data, built, out, env, say, warn, progress=not args.quiet)
     failed, setup, trajectories, opts = done.failed, done.setup, done.trajectories, done.run.optimizers
-    failed |= not guarded_stage(env, "plot", lambda: plots.loss_figure(
-        trajectories, opts, os.path.join(out, f"loss.{args.format}")))
+    failed |= not guarded_stage(
+        env, "plot", lambda: plots.loss_figure(trajectories, opts, os.path.join(out, f"loss.{args.format}"))
+    )
     if cfg.control is not None:  # control.json and the control figures (ntkdyn.control)
+
         def control_stage():
             from ntkdyn import control_plots
 
@@ -263,10 +337,26 @@ def run_single(cfg: config_mod.Config, args: argparse.Namespace, say, t_start: f
     return 1 if failed else 0
 
 
-SUMMARY_FIELDS = ("label", "optimizer", "opt_eta", "opt_beta", "opt_r", "status", "verdict", "diverged_at",
-                  "fitted.linear_rate", "fitted.r2_linear", "fitted.power_exponent", "fitted.r2_power",
-                  "predicted.linear_rate", "predicted.stable", "predicted.crossover_step",
-                  "deviation.discrete", "deviation.ode", "kernel_drift")
+SUMMARY_FIELDS = (
+    "label",
+    "optimizer",
+    "opt_eta",
+    "opt_beta",
+    "opt_r",
+    "status",
+    "verdict",
+    "diverged_at",
+    "fitted.linear_rate",
+    "fitted.r2_linear",
+    "fitted.power_exponent",
+    "fitted.r2_power",
+    "predicted.linear_rate",
+    "predicted.stable",
+    "predicted.crossover_step",
+    "deviation.discrete",
+    "deviation.ode",
+    "kernel_drift",
+)
 
 
 def summary_rows(run_id: str, values: dict, metrics: dict) -> list[dict]:
@@ -274,11 +364,20 @@ def summary_rows(run_id: str, values: dict, metrics: dict) -> list[dict]:
     spectrum, then ``SUMMARY_FIELDS`` (the optimizer's own eta, beta, r as opt_eta, opt_beta, opt_r)."""
     rows = []
     for label, m in metrics["optimizers"].items():
-        row = {"run_id": run_id, **values, "lambda_min": metrics["spectrum"]["lambda_min"],
-               "lambda_max": metrics["spectrum"]["lambda_max"]}
+        row = {
+            "run_id": run_id,
+            **values,
+            "lambda_min": metrics["spectrum"]["lambda_min"],
+            "lambda_max": metrics["spectrum"]["lambda_max"],
+        }
         for field in SUMMARY_FIELDS:
-            value = {"label": label, "opt_eta": m.get("eta"), "opt_beta": m.get("beta"), "opt_r": m.get("r"),
-                     **m}
+            value = {
+                "label": label,
+                "opt_eta": m.get("eta"),
+                "opt_beta": m.get("beta"),
+                "opt_r": m.get("r"),
+                **m,
+            }
             for part in field.split("."):
                 value = value.get(part) if isinstance(value, dict) else None
             row[field] = value
@@ -308,8 +407,10 @@ def run_sweep(raw: dict, points, args, say, t_start: float) -> int:
         results.write_text(os.path.join(out, "config.yaml"), yaml.safe_dump(raw, sort_keys=False))
     env = new_env(processes=jax.process_count(), devices_on_run_axis=len(jax.devices()), runs=len(points))
     groups = sweep.group_by_shape(points)
-    say(f"ntkdyn: sweep {name}: {len(points)} runs in {len(groups)} shape group(s) on {len(jax.devices())} "
-        f"device(s) -> {out}")
+    say(
+        f"ntkdyn: sweep {name}: {len(points)} runs in {len(groups)} shape group(s) on {len(jax.devices())} "
+        f"device(s) -> {out}"
+    )
     all_metrics: dict[str, dict] = {}
     failed = False
     compiles_before = train.COMPILE_COUNT["n"]
@@ -321,17 +422,28 @@ def run_sweep(raw: dict, points, args, say, t_start: float) -> int:
             print(f"ntkdyn: bad input: {exc}", file=sys.stderr)
             return 2
     env["compiles"] = train.COMPILE_COUNT["n"] - compiles_before
-    rows = [row for run in points if run.run_id in all_metrics
-            for row in summary_rows(run.run_id, run.values, all_metrics[run.run_id])]
+    rows = [
+        row
+        for run in points
+        if run.run_id in all_metrics
+        for row in summary_rows(run.run_id, run.values, all_metrics[run.run_id])
+    ]
     if writer:
         results.write_text(os.path.join(out, "summary.csv"), summary_csv(rows))
-        failed |= not guarded_stage(env, "plot", lambda: plots.sweep_figure(
-            rows, list(points[0].values), os.path.join(out, f"sweep.{args.format}")))
+        failed |= not guarded_stage(
+            env,
+            "plot",
+            lambda: plots.sweep_figure(
+                rows, list(points[0].values), os.path.join(out, f"sweep.{args.format}")
+            ),
+        )
         env["times_s"]["total"] = time.perf_counter() - t_start
         results.write_json(os.path.join(out, "env.json"), env)
     print(sweep_table(rows, list(points[0].values)))
-    print(f"results: {out}  ({len(points)} runs, {env['compiles']} compilations, "
-          f"total {time.perf_counter() - t_start:.1f} s)")
+    print(
+        f"results: {out}  ({len(points)} runs, {env['compiles']} compilations, "
+        f"total {time.perf_counter() - t_start:.1f} s)"
+    )
     return 1 if failed else 0
 
 
@@ -349,12 +461,20 @@ def summary_csv(rows: list[dict]) -> str:
 
 
 def sweep_table(rows: list[dict], axes: list[str], limit: int = 40) -> str:
-    head = ["run_id", "label", *axes, "verdict", "fitted.linear_rate", "predicted.linear_rate",
-            "deviation.discrete"]
+    head = [
+        "run_id",
+        "label",
+        *axes,
+        "verdict",
+        "fitted.linear_rate",
+        "predicted.linear_rate",
+        "deviation.discrete",
+    ]
     lines = [[str(h) for h in head]]
     for row in rows[:limit]:
-        lines.append([fmt(row.get(h), ".6g") if isinstance(row.get(h), float) else str(row.get(h, "-"))
-                      for h in head])
+        lines.append(
+            [fmt(row.get(h), ".6g") if isinstance(row.get(h), float) else str(row.get(h, "-")) for h in head]
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines)
     return text + (f"\n... {len(rows) - limit} more rows in summary.csv" if len(rows) > limit else "")

@@ -11,6 +11,7 @@ is the Cartesian product of the axes, in the order written. Runs whose configs d
 seed and optimizer hyperparameters share shapes and train as one compiled, vmapped program;
 shape-changing axes (width, n, d, steps, ...) form separate groups.
 """
+
 from __future__ import annotations
 
 import copy
@@ -44,7 +45,7 @@ def axis_values(key: str, spec) -> list:
             raise config_mod.ConfigError(f"sweep.{key}: empty list")
         return spec
     if isinstance(spec, dict) and len(spec) == 1:
-        (kind, args), = spec.items()
+        ((kind, args),) = spec.items()
         try:
             if kind == "range":
                 return list(range(*[int(a) for a in args]))
@@ -56,7 +57,8 @@ def axis_values(key: str, spec) -> list:
             pass
     raise config_mod.ConfigError(
         f"sweep.{key}: expected a list or one of {{range: [start, stop]}}, {{linspace: [a, b, num]}}, "
-        f"{{geom: [a, b, num]}}, got {spec!r}")
+        f"{{geom: [a, b, num]}}, got {spec!r}"
+    )
 
 
 def _assignments(raw: dict, key: str, value) -> list[str]:

@@ -5,6 +5,7 @@ K = c H (c from the loss; ``models.loss_scale``), with e = u - y the prediction 
 loss L = (c / 2) ||e||^2. Inputs are the eigenvalues ``lam`` of K and the coordinates
 ``coef = V^T e0`` of the initial error in its orthonormal eigenbasis V.
 """
+
 from __future__ import annotations
 
 import functools
@@ -13,8 +14,14 @@ import math
 import numpy as np
 from scipy import special
 
-from ntkdyn.optimizers import (LimitODE, OptimizerSpec, asymptotic_companion, companion, initial_state,
-                               spectral_radius)
+from ntkdyn.optimizers import (
+    LimitODE,
+    OptimizerSpec,
+    asymptotic_companion,
+    companion,
+    initial_state,
+    spectral_radius,
+)
 
 
 def eigen(K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -67,8 +74,11 @@ def stability(spec: OptimizerSpec, hyper: dict, lam) -> dict:
     """Which modes are unstable (rho > 1) for these (eta, beta)."""
     rho = spectral_radius(asymptotic_companion(spec, hyper, lam))
     bad = np.flatnonzero(rho > 1.0 + 1e-12)
-    return {"stable": bool(bad.size == 0), "unstable_modes": int(bad.size),
-            "max_spectral_radius": float(np.max(rho))}
+    return {
+        "stable": bool(bad.size == 0),
+        "unstable_modes": int(bad.size),
+        "max_spectral_radius": float(np.max(rho)),
+    }
 
 
 def nag_c_crossover_step(eta: float, lam_min: float, r: float = 3.0) -> float | None:
@@ -153,8 +163,15 @@ def ode_modes(ode: LimitODE, lam, coef, t) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- diffrax
-def ode_diffrax(ode: LimitODE, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rtol: float = 1e-10,
-                atol: float = 1e-12, max_steps: int = 1_000_000) -> np.ndarray:
+def ode_diffrax(
+    ode: LimitODE,
+    K: np.ndarray,
+    e0: np.ndarray,
+    t: np.ndarray,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+    max_steps: int = 1_000_000,
+) -> np.ndarray:
     """Integrate the ODE in the full output space (no eigen-decomposition) with diffrax Tsit5.
 
     ``e0`` is the error at t = 0 and ``t`` must start at 0 (as the step times t_k do).
@@ -163,7 +180,6 @@ def ode_diffrax(ode: LimitODE, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rto
     e'(t0) = -t0/(2(nu+1)) K e0 (error O(t0^4 ||K||^2)).
     """
     import jax
-    import jax.numpy as jnp
 
     with jax.enable_x64(True):
         ts = np.asarray(t, np.float64)
@@ -179,7 +195,9 @@ def ode_diffrax(ode: LimitODE, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rto
             nu = 0.5 * (ode.r - 1.0)
             lam_max = float(np.max(np.abs(np.linalg.eigvalsh(K))))
             positive = ts[ts > 0]
-            t_start = min(float(positive[0]) if positive.size else 1.0, 1e-3 / math.sqrt(max(lam_max, 1e-300)))
+            t_start = min(
+                float(positive[0]) if positive.size else 1.0, 1e-3 / math.sqrt(max(lam_max, 1e-300))
+            )
             Ke0 = K @ e0
             y0 = (e0 - t_start**2 / (4 * (nu + 1)) * Ke0, -t_start / (2 * (nu + 1)) * Ke0)
         later = ts[ts >= t_start]
@@ -204,9 +222,18 @@ def _diffrax_solver(ode: LimitODE, rtol: float, atol: float, max_steps: int):
 
     @jax.jit
     def solve(K, y0, t_start, ts):
-        return diffrax.diffeqsolve(diffrax.ODETerm(field), diffrax.Tsit5(), t_start, ts[-1], None, y0, args=K,
-                                   saveat=diffrax.SaveAt(ts=ts), stepsize_controller=diffrax.PIDController(
-                                       rtol=rtol, atol=atol), max_steps=max_steps).ys
+        return diffrax.diffeqsolve(
+            diffrax.ODETerm(field),
+            diffrax.Tsit5(),
+            t_start,
+            ts[-1],
+            None,
+            y0,
+            args=K,
+            saveat=diffrax.SaveAt(ts=ts),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            max_steps=max_steps,
+        ).ys
 
     return solve
 
@@ -292,8 +319,15 @@ def highres_modes(ode, lam, coef, t, rtol: float = 1e-11, atol: float = 1e-14) -
     if later.size:
         vals = np.tile(c0, (later.size, 1))
         if later[-1] > t_seed:
-            sol = solve_ivp(rhs, (ode.start + t_seed, ode.start + later[-1]), np.concatenate([c0, dc0]),
-                            method="DOP853", t_eval=ode.start + later, rtol=rtol, atol=atol)
+            sol = solve_ivp(
+                rhs,
+                (ode.start + t_seed, ode.start + later[-1]),
+                np.concatenate([c0, dc0]),
+                method="DOP853",
+                t_eval=ode.start + later,
+                rtol=rtol,
+                atol=atol,
+            )
             if not sol.success:
                 raise RuntimeError(f"high-resolution ODE integration failed: {sol.message}")
             vals = sol.y[:n].T
@@ -305,8 +339,15 @@ def highres_modes(ode, lam, coef, t, rtol: float = 1e-11, atol: float = 1e-14) -
     return out.reshape(t.shape + (n,)) * coef
 
 
-def highres_diffrax(ode, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rtol: float = 1e-10,
-                    atol: float = 1e-12, max_steps: int = 1_000_000) -> np.ndarray:
+def highres_diffrax(
+    ode,
+    K: np.ndarray,
+    e0: np.ndarray,
+    t: np.ndarray,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+    max_steps: int = 1_000_000,
+) -> np.ndarray:
     """The high-resolution ODE integrated in the full output space with diffrax Tsit5 (no
     eigen-decomposition), at the step clock t = k * time_step (t[0] = 0; the ODE's own time is
     tau = t + ode.start). From tau_0 = ode.start with e'(tau_0) = -velocity0 K e0; vanishing damping
@@ -317,8 +358,9 @@ def highres_diffrax(ode, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rtol: flo
     import jax.numpy as jnp
 
     if np.asarray(t)[0] != 0.0:
-        raise ValueError(f"highres_diffrax: t must start at 0 (e0 is the error at update 0), "
-                         f"got t[0] = {np.asarray(t)[0]}")
+        raise ValueError(
+            f"highres_diffrax: t must start at 0 (e0 is the error at update 0), got t[0] = {np.asarray(t)[0]}"
+        )
     with jax.enable_x64(True):
         Kj = jnp.asarray(K, jnp.float64)
         e0j = jnp.asarray(e0, jnp.float64)
@@ -343,11 +385,17 @@ def highres_diffrax(ode, K: np.ndarray, e0: np.ndarray, t: np.ndarray, rtol: flo
         else:
             y0 = (e0j, -ode.velocity0 * Ke0)
             t_start, later = ts[0], ts
-        sol = diffrax.diffeqsolve(diffrax.ODETerm(vector_field), diffrax.Tsit5(), t_start, later[-1], None,
-                                  y0,
-                                  saveat=diffrax.SaveAt(ts=later),
-                                  stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-                                  max_steps=max_steps)
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(vector_field),
+            diffrax.Tsit5(),
+            t_start,
+            later[-1],
+            None,
+            y0,
+            saveat=diffrax.SaveAt(ts=later),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            max_steps=max_steps,
+        )
         ys = np.asarray(sol.ys[0])
     if ys.shape[0] < len(t):
         ys = np.concatenate([np.tile(np.asarray(e0), (len(t) - ys.shape[0], 1)), ys])
@@ -360,8 +408,11 @@ def vanishing_tail(eta: float, lam_min: float, r: float = 3.0) -> dict:
     is 1 - h and the **crossover step**, where the exponential factor's share of the log-log slope
     d log L / d log k = -r + k log(1 - h) equals the power law's, is k* = r / (-log(1 - h)) ~ r/h."""
     h = eta * lam_min
-    return {"crossover_step": nag_c_crossover_step(eta, lam_min, r), "tail_rate": 1.0 - h if 0 < h < 1 else None,
-            "power_exponent": -float(r)}
+    return {
+        "crossover_step": nag_c_crossover_step(eta, lam_min, r),
+        "tail_rate": 1.0 - h if 0 < h < 1 else None,
+        "power_exponent": -float(r),
+    }
 
 
 # --------------------------------------------------------------------------- floors and regimes
@@ -383,7 +434,11 @@ def loss_floor_star(lam, coef, c: float, rtol: float) -> dict:
     Returns {"floor": L*, "null_modes": count, "rtol": rtol}."""
     null = null_modes(lam, rtol)
     coef = np.asarray(coef, np.float64)
-    return {"floor": 0.5 * c * float(np.sum(coef[null] ** 2)), "null_modes": int(null.sum()), "rtol": float(rtol)}
+    return {
+        "floor": 0.5 * c * float(np.sum(coef[null] ** 2)),
+        "null_modes": int(null.sum()),
+        "rtol": float(rtol),
+    }
 
 
 def asymptotic_regime(spec: OptimizerSpec, hyper: dict, lam, ode: LimitODE | None = None) -> dict:
@@ -412,7 +467,9 @@ def asymptotic_regime(spec: OptimizerSpec, hyper: dict, lam, ode: LimitODE | Non
         return out
     out["regime"] = "linear" if rho < 1.0 else "growing"
     if rho < 1.0 and ode is not None and ode.damping == "vanishing":
-        out.update(horizon=nag_c_crossover_step(hyper["eta"], float(np.min(lam)), ode.r), horizon_kind="crossover")
+        out.update(
+            horizon=nag_c_crossover_step(hyper["eta"], float(np.min(lam)), ode.r), horizon_kind="crossover"
+        )
     else:
         out.update(horizon=1.0 / abs(math.log(rho)) if rho > 0 else 0.0, horizon_kind="slowest-mode time")
     return out

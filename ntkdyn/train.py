@@ -25,12 +25,14 @@ Every executable is compiled once per (model, optimizer, plan, shapes) and count
 The optimizer's update is called as ``update(grads, state, params, value=L)`` (wrapped by
 ``optax.with_extra_args_support``), so a transformation may read the current loss.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import sys
 import time
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -101,7 +103,9 @@ class TrainState(NamedTuple):
 
 def n_blocks(plan: TrainPlan) -> int:
     if plan.steps % plan.record_every:
-        raise ValueError(f"train.steps={plan.steps} must be a multiple of train.record_every={plan.record_every}")
+        raise ValueError(
+            f"train.steps={plan.steps} must be a multiple of train.record_every={plan.record_every}"
+        )
     blocks = plan.steps // plan.record_every
     if blocks % plan.chunks:
         raise ValueError(f"{blocks} recorded blocks cannot be cut into {plan.chunks} equal chunks")
@@ -163,8 +167,9 @@ def _vmap_runs(fn: Callable, in_axes: tuple) -> Callable:
     return call
 
 
-def batched_fns(model: Model, spec: optimizers.OptimizerSpec, static: dict, c: float, plan: TrainPlan,
-                axes: tuple):
+def batched_fns(
+    model: Model, spec: optimizers.OptimizerSpec, static: dict, c: float, plan: TrainPlan, axes: tuple
+):
     """Batched (init, chunk, finish) over a leading run axis; ``axes`` gives the run axis (0) or
     None (shared by every run) for (consts, X, y). Hyperparameters in ``hyper`` are traced."""
     k = plan.record_every
@@ -208,33 +213,51 @@ def batched_fns(model: Model, spec: optimizers.OptimizerSpec, static: dict, c: f
         errors = jnp.where(hit_e, e[:, None, :], errors)
         hit = snapshot_at == k_abs
         snaps = jax.lax.cond(
-            jnp.any(hit), lambda s: jax.tree.map(lambda buf, leaf: buf.at[:, jnp.argmax(hit)].set(leaf), s, params),
-            lambda s: s, snaps)
+            jnp.any(hit),
+            lambda s: jax.tree.map(lambda buf, leaf: buf.at[:, jnp.argmax(hit)].set(leaf), s, params),
+            lambda s: s,
+            snaps,
+        )
         return errors, snaps
 
     def record_start(k_abs, live, params, errors, snaps, consts, X, y):
         """``record`` at the first step of a fast group: e by one forward pass, only at an error step."""
         hit_e = error_at == k_abs
-        errors = jax.lax.cond(jnp.any(hit_e), lambda er: jnp.where(
-            hit_e[None, :, None] & live[:, None, None], verror(params, consts, X, y)[:, None, :], er),
-            lambda er: er, errors)
+        errors = jax.lax.cond(
+            jnp.any(hit_e),
+            lambda er: jnp.where(
+                hit_e[None, :, None] & live[:, None, None], verror(params, consts, X, y)[:, None, :], er
+            ),
+            lambda er: er,
+            errors,
+        )
         hit = snapshot_at == k_abs
         snaps = jax.lax.cond(
-            jnp.any(hit), lambda sn: jax.tree.map(lambda buf, leaf: buf.at[:, jnp.argmax(hit)].set(leaf), sn, params),
-            lambda sn: sn, snaps)
+            jnp.any(hit),
+            lambda sn: jax.tree.map(lambda buf, leaf: buf.at[:, jnp.argmax(hit)].set(leaf), sn, params),
+            lambda sn: sn,
+            snaps,
+        )
         return errors, snaps
 
     def careful_group(state: TrainState, g, hyper, consts, X, y):
         """The G * k steps of group g with per-step divergence checks, freezes and recording (the
         rare path: a group holding a divergence, or an error/snapshot step between its edges)."""
+
         def step(st: TrainState, k_abs):
             live = st.diverged_at < 0
             p, o, L, e, gn = vstep(st.params, st.opt_state, hyper, consts, X, y, k_abs)
             errors, snaps = record(k_abs, live, e, st.params, st.errors, st.snapshots)
             bad = live & is_bad(L, st.limit)
             move = live & ~bad
-            new = TrainState(_select(move, p, st.params), _select(move, o, st.opt_state),
-                             jnp.where(bad, k_abs, st.diverged_at), errors, snaps, st.limit)
+            new = TrainState(
+                _select(move, p, st.params),
+                _select(move, o, st.opt_state),
+                jnp.where(bad, k_abs, st.diverged_at),
+                errors,
+                snaps,
+                st.limit,
+            )
             return new, (jnp.where(live, L, jnp.nan), jnp.where(live, gn, jnp.nan))
 
         state, (Ls, gns) = jax.lax.scan(step, state, g * G * k + jnp.arange(G * k, dtype=jnp.int32))
@@ -261,18 +284,24 @@ def batched_fns(model: Model, spec: optimizers.OptimizerSpec, static: dict, c: f
             p, o, L, _, gn = step_fn(p, o, hyper_c, *data, s0 + i)
             return (p, o), (L, gn)
 
-        (p, o), (Ls, gns) = jax.lax.scan(step, (sq(state.params), sq(state.opt_state)),
-                                         jnp.arange(G * k, dtype=jnp.int32))
+        (p, o), (Ls, gns) = jax.lax.scan(
+            step, (sq(state.params), sq(state.opt_state)), jnp.arange(G * k, dtype=jnp.int32)
+        )
         any_bad = jnp.any(is_bad(Ls, limit), axis=0)  # every step's loss, checked once after the loop
         Ls, gns = Ls[::k], gns[::k]  # the first step of each record block (||g||^2 of the others is cheap)
         p, o, any_bad, Ls, gns = ex(p), ex(o), ex(any_bad), ex(Ls.T).T, ex(gns.T).T  # Ls, gns: (G, R)
 
         def accept(_):
-            new_p, new_o = jax.lax.cond(jnp.all(live), lambda: (p, o),
-                                        lambda: (_select(live, p, state.params), _select(live, o, state.opt_state)))
+            new_p, new_o = jax.lax.cond(
+                jnp.all(live),
+                lambda: (p, o),
+                lambda: (_select(live, p, state.params), _select(live, o, state.opt_state)),
+            )
             errors, snaps = record_start(s0, live, state.params, state.errors, state.snapshots, consts, X, y)
-            return (TrainState(new_p, new_o, state.diverged_at, errors, snaps, state.limit),
-                    (jnp.where(live, Ls, jnp.nan), jnp.where(live, gns, jnp.nan)))
+            return (
+                TrainState(new_p, new_o, state.diverged_at, errors, snaps, state.limit),
+                (jnp.where(live, Ls, jnp.nan), jnp.where(live, gns, jnp.nan)),
+            )
 
         newly_bad = jnp.any(live & any_bad)
         return jax.lax.cond(newly_bad, lambda _: careful_group(state, g, hyper, consts, X, y), accept, None)
@@ -283,10 +312,12 @@ def batched_fns(model: Model, spec: optimizers.OptimizerSpec, static: dict, c: f
         R = L0.shape[0]
         n = y.shape[-1]
         errors = jnp.full((R, error_at.shape[0], n), jnp.nan, L0.dtype)  # NaN: step never reached
-        snaps = jax.tree.map(lambda leaf: jnp.zeros((leaf.shape[0], snapshot_at.shape[0]) + leaf.shape[1:],
-                                                    leaf.dtype), params)
-        return TrainState(params, opt_state, jnp.full((R,), -1, jnp.int32), errors, snaps,
-                          plan.divergence_factor * L0)
+        snaps = jax.tree.map(
+            lambda leaf: jnp.zeros((leaf.shape[0], snapshot_at.shape[0]) + leaf.shape[1:], leaf.dtype), params
+        )
+        return TrainState(
+            params, opt_state, jnp.full((R,), -1, jnp.int32), errors, snaps, plan.divergence_factor * L0
+        )
 
     def chunk(state: TrainState, hyper, consts, X, y, first_block):
         def group(st, g):
@@ -303,8 +334,13 @@ def batched_fns(model: Model, spec: optimizers.OptimizerSpec, static: dict, c: f
         live = state.diverged_at < 0
         errors, snaps = record(plan.steps, live, e, state.params, state.errors, state.snapshots)
         bad = live & is_bad(L, state.limit)
-        return (jnp.where(live, L, jnp.nan), jnp.where(live, gn, jnp.nan),
-                jnp.where(bad, plan.steps, state.diverged_at), errors, snaps)
+        return (
+            jnp.where(live, L, jnp.nan),
+            jnp.where(live, gn, jnp.nan),
+            jnp.where(bad, plan.steps, state.diverged_at),
+            errors,
+            snaps,
+        )
 
     return init, chunk, finish
 
@@ -327,8 +363,9 @@ def _all_equal(trees: list) -> bool:
     for other in trees[1:]:
         leaves = jax.tree.leaves(other)
         if len(leaves) != len(first) or not all(
-                a is b or (a.shape == b.shape and bool(np.array_equal(np.asarray(a), np.asarray(b))))
-                for a, b in zip(first, leaves)):
+            a is b or (a.shape == b.shape and bool(np.array_equal(np.asarray(a), np.asarray(b))))
+            for a, b in zip(first, leaves)
+        ):
             return False
     return True
 
@@ -340,9 +377,11 @@ def _shape_key(tree):
 def _put(tree, sharding: NamedSharding):
     """Host values -> global arrays with ``sharding``. Every process holds the same host values
     (runs are prepared identically everywhere), so each fills only its own devices' shards."""
+
     def one(x):
         x = np.asarray(x)
         return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
     return jax.tree.map(one, tree)
 
 
@@ -355,9 +394,19 @@ def _to_host(tree):
     return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
 
 
-def train_batch(model: Model, spec: optimizers.OptimizerSpec, hypers: list[dict], c: float, plan: TrainPlan,
-                params: list, consts: list, X: list, y: list, progress: Callable[[int, float], None] | None = None,
-                keys: list | None = None) -> list[TrainResult]:
+def train_batch(
+    model: Model,
+    spec: optimizers.OptimizerSpec,
+    hypers: list[dict],
+    c: float,
+    plan: TrainPlan,
+    params: list,
+    consts: list,
+    X: list,
+    y: list,
+    progress: Callable[[int, float], None] | None = None,
+    keys: list | None = None,
+) -> list[TrainResult]:
     """Train R runs of the same shapes as one vmapped, sharded program; one TrainResult per run.
 
     ``hypers[i]`` holds run i's numeric hyperparameters (non-numeric ones, e.g. optax kwargs
@@ -377,36 +426,85 @@ def train_batch(model: Model, spec: optimizers.OptimizerSpec, hypers: list[dict]
     pick = list(range(R)) + [R - 1] * (R_pad - R)
     sharding = NamedSharding(mesh, PartitionSpec("runs"))
     replicated = NamedSharding(mesh, PartitionSpec())
-    stack = lambda trees: _put(jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]),
-                                            *[trees[i] for i in pick]), sharding)
-    h = stack([{**{k: np.asarray(hp[k], dtype) for k in numeric_keys},
-                **({SAMPLE_KEY: np.asarray(keys[i], np.uint32)} if plan.batch_size is not None else {})}
-               for i, hp in enumerate(hypers)])
+    stack = lambda trees: _put(
+        jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *[trees[i] for i in pick]), sharding
+    )
+    h = stack(
+        [
+            {
+                **{k: np.asarray(hp[k], dtype) for k in numeric_keys},
+                **({SAMPLE_KEY: np.asarray(keys[i], np.uint32)} if plan.batch_size is not None else {}),
+            }
+            for i, hp in enumerate(hypers)
+        ]
+    )
     p = stack(params)
     # Inputs equal in every run (data of one seed, fixed output signs) are passed once, not
     # stacked: the batched matmuls then become one wide GEMM, X @ [W_1; ...; W_R]^T.
     shared = [_all_equal(trees) for trees in (consts, X, y)]
-    cs, Xb, yb = (_put(trees[0], replicated) if same else stack(trees) for trees, same in zip((consts, X, y), shared))
+    cs, Xb, yb = (
+        _put(trees[0], replicated) if same else stack(trees) for trees, same in zip((consts, X, y), shared)
+    )
     axes = tuple(None if same else 0 for same in shared)
     init, chunk, finish = batched_fns(model, spec, static, c, plan, axes)
     data_shardings = tuple(replicated if same else sharding for same in shared)
 
-    key = (model.name, id(model.apply), spec.name, c, plan, tuple(sorted(static.items())), n_dev,
-           _shape_key((h, p, cs, Xb, yb)), tuple(shared))
+    key = (
+        model.name,
+        id(model.apply),
+        spec.name,
+        c,
+        plan,
+        tuple(sorted(static.items())),
+        n_dev,
+        _shape_key((h, p, cs, Xb, yb)),
+        tuple(shared),
+    )
     t0 = time.perf_counter()
-    f_init = _compiled(key + ("init",), init, h, p, cs, Xb, yb, in_shardings=(sharding, sharding) + data_shardings,
-                       out_shardings=sharding)
+    f_init = _compiled(
+        key + ("init",),
+        init,
+        h,
+        p,
+        cs,
+        Xb,
+        yb,
+        in_shardings=(sharding, sharding) + data_shardings,
+        out_shardings=sharding,
+    )
     state = f_init(h, p, cs, Xb, yb)
     b0 = jnp.asarray(0, jnp.int32)
-    f_chunk = _compiled(key + ("chunk",), chunk, state, h, cs, Xb, yb, b0, donate_argnums=0,
-                        in_shardings=(sharding, sharding) + data_shardings + (replicated,), out_shardings=sharding)
-    f_finish = _compiled(key + ("finish",), finish, state, h, cs, Xb, yb,
-                         in_shardings=(sharding, sharding) + data_shardings, out_shardings=sharding)
+    f_chunk = _compiled(
+        key + ("chunk",),
+        chunk,
+        state,
+        h,
+        cs,
+        Xb,
+        yb,
+        b0,
+        donate_argnums=0,
+        in_shardings=(sharding, sharding) + data_shardings + (replicated,),
+        out_shardings=sharding,
+    )
+    f_finish = _compiled(
+        key + ("finish",),
+        finish,
+        state,
+        h,
+        cs,
+        Xb,
+        yb,
+        in_shardings=(sharding, sharding) + data_shardings,
+        out_shardings=sharding,
+    )
     t1 = time.perf_counter()
     blocks_per_chunk = n_blocks(plan) // plan.chunks
     losses, gnorms = [], []
     for i in range(plan.chunks):
-        state, chunk_losses, chunk_gn = f_chunk(state, h, cs, Xb, yb, jnp.asarray(i * blocks_per_chunk, jnp.int32))
+        state, chunk_losses, chunk_gn = f_chunk(
+            state, h, cs, Xb, yb, jnp.asarray(i * blocks_per_chunk, jnp.int32)
+        )
         losses.append(chunk_losses)
         gnorms.append(chunk_gn)
         if progress is not None:
@@ -416,35 +514,62 @@ def train_batch(model: Model, spec: optimizers.OptimizerSpec, hypers: list[dict]
             progress((i + 1) * blocks_per_chunk * plan.record_every, elapsed * (1 - done) / done)
     out = jax.block_until_ready(f_finish(state, h, cs, Xb, yb))
     t2 = time.perf_counter()
-    (L_end, gn_end, div_at, errors, snaps), final, losses, gnorms = _to_host((out, state.params, losses, gnorms))
-    loss = np.concatenate([np.asarray(x, np.float64) for x in losses] + [np.asarray(L_end, np.float64)[:, None]],
-                          axis=1)
-    gnorm = np.concatenate([np.asarray(x, np.float64) for x in gnorms] + [np.asarray(gn_end, np.float64)[:, None]],
-                           axis=1)
+    (L_end, gn_end, div_at, errors, snaps), final, losses, gnorms = _to_host(
+        (out, state.params, losses, gnorms)
+    )
+    loss = np.concatenate(
+        [np.asarray(x, np.float64) for x in losses] + [np.asarray(L_end, np.float64)[:, None]], axis=1
+    )
+    gnorm = np.concatenate(
+        [np.asarray(x, np.float64) for x in gnorms] + [np.asarray(gn_end, np.float64)[:, None]], axis=1
+    )
     steps = np.arange(0, plan.steps + 1, plan.record_every)
-    return [TrainResult(
-        step=steps, loss=loss[i], diverged_at=None if div_at[i] < 0 else int(div_at[i]),
-        error_at=np.asarray(plan.error_at, int), errors=errors[i, : len(plan.error_at)],
-        snapshot_at=np.asarray(plan.snapshot_at, int),
-        snapshots=jax.tree.map(lambda s: s[i, : len(plan.snapshot_at)], snaps),
-        final_params=jax.tree.map(lambda s: s[i], final), compile_s=(t1 - t0) / R, run_s=(t2 - t1) / R,
-        grad_norm_sq=gnorm[i])
-        for i in range(R)]
+    return [
+        TrainResult(
+            step=steps,
+            loss=loss[i],
+            diverged_at=None if div_at[i] < 0 else int(div_at[i]),
+            error_at=np.asarray(plan.error_at, int),
+            errors=errors[i, : len(plan.error_at)],
+            snapshot_at=np.asarray(plan.snapshot_at, int),
+            snapshots=jax.tree.map(lambda s, i=i: s[i, : len(plan.snapshot_at)], snaps),
+            final_params=jax.tree.map(lambda s, i=i: s[i], final),
+            compile_s=(t1 - t0) / R,
+            run_s=(t2 - t1) / R,
+            grad_norm_sq=gnorm[i],
+        )
+        for i in range(R)
+    ]
 
 
-def train(model: Model, spec: optimizers.OptimizerSpec, hyper: dict, c: float, plan: TrainPlan,
-          params, consts, X, y, progress=None, key=None) -> TrainResult:
+def train(
+    model: Model,
+    spec: optimizers.OptimizerSpec,
+    hyper: dict,
+    c: float,
+    plan: TrainPlan,
+    params,
+    consts,
+    X,
+    y,
+    progress=None,
+    key=None,
+) -> TrainResult:
     """One run (``train_batch`` with a single run; ``key``: its sampling key for mini-batch plans)."""
-    return train_batch(model, spec, [hyper], c, plan, [params], [consts], [X], [y], progress,
-                       None if key is None else [key])[0]
+    return train_batch(
+        model, spec, [hyper], c, plan, [params], [consts], [X], [y], progress, None if key is None else [key]
+    )[0]
 
 
-def progress_printer(label: str, total_steps: int, runs: int, stream=sys.stderr) -> Callable[[int, float], None]:
+def progress_printer(
+    label: str, total_steps: int, runs: int, stream=sys.stderr
+) -> Callable[[int, float], None]:
     """A progress line 'label: runs R, step k/T (p%), ETA s' rewritten in place on a terminal."""
     tty = stream.isatty()
 
     def show(step: int, eta_s: float) -> None:
-        line = f"  {label}: {runs} run(s), step {step}/{total_steps} ({100 * step / total_steps:.0f}%), ETA {eta_s:.1f} s"
+        pct = 100 * step / total_steps
+        line = f"  {label}: {runs} run(s), step {step}/{total_steps} ({pct:.0f}%), ETA {eta_s:.1f} s"
         stream.write(("\r" + line) if tty else (line + "\n"))
         if tty and step >= total_steps:
             stream.write("\n")
@@ -453,8 +578,9 @@ def progress_printer(label: str, total_steps: int, runs: int, stream=sys.stderr)
     return show
 
 
-def init_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                     process_id: int | None = None) -> None:
+def init_distributed(
+    coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
+) -> None:
     """``jax.distributed.initialize`` for multi-process runs (call before any other jax use).
 
     On a cluster jax finds the coordinator, process count and id itself (SLURM, Open MPI, TPU
@@ -463,4 +589,6 @@ def init_distributed(coordinator: str | None = None, num_processes: int | None =
     the devices of every process, and results are gathered on every process (process 0 writes).
     """
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+    jax.distributed.initialize(
+        coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+    )

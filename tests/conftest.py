@@ -1,4 +1,5 @@
 """Shared test setup: float64 everywhere for the theory checks (training tests pass explicit dtypes)."""
+
 import jax
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
 """End-to-end: the CLI on tiny configs writes every promised file; bad input is rejected."""
+
 import json
 import os
 
@@ -10,7 +11,9 @@ from ntkdyn import plots, rates
 from ntkdyn.run import main
 
 TINY = {
-    "name": "tiny", "seed": 1, "dtype": "float64",
+    "name": "tiny",
+    "seed": 1,
+    "dtype": "float64",
     "data": {"source": "sphere", "n": 12, "d": 5, "target": "teacher"},
     "model": {"name": "paper", "width": 256},
     "train": {"steps": 120, "record_every": 2, "error_at": [0, 60], "kernel_at": [0, 120]},
@@ -33,7 +36,15 @@ def write_config(tmp_path, cfg, name="cfg.yaml"):
 def test_end_to_end_writes_every_file(tmp_path):
     out = tmp_path / "out"
     assert main([write_config(tmp_path, TINY), "--out", str(out), "--quiet"]) == 0
-    for name in ("config.yaml", "env.json", "data.npz", "kernels.npz", "trajectories.npz", "metrics.json", "loss.png"):
+    for name in (
+        "config.yaml",
+        "env.json",
+        "data.npz",
+        "kernels.npz",
+        "trajectories.npz",
+        "metrics.json",
+        "loss.png",
+    ):
         assert (out / name).is_file(), name
     assert not [p for p in os.listdir(out) if p.startswith(".tmp-")]
     env = json.loads((out / "env.json").read_text())
@@ -43,7 +54,9 @@ def test_end_to_end_writes_every_file(tmp_path):
     assert data["X"].shape == (12, 5) and data["e0"].shape == (12,)
     kernels = np.load(out / "kernels.npz")
     assert kernels["H0"].shape == (12, 12) and kernels["Hinf"].shape == (12, 12)
-    np.testing.assert_allclose(np.sort(kernels["eigvals"]), np.linalg.eigvalsh(kernels["H0"]), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        np.sort(kernels["eigvals"]), np.linalg.eigvalsh(kernels["H0"]), rtol=1e-10, atol=1e-12
+    )
     traj = np.load(out / "trajectories.npz")
     for label in ("gd", "hb", "nag_c"):
         for key in ("step", "loss", "loss_discrete", "loss_ode", "loss_ode_diffrax", "ode_time"):
@@ -60,8 +73,18 @@ def test_end_to_end_writes_every_file(tmp_path):
     assert set(m["spectrum"]) >= {"lambda_min", "lambda_max"}
     for label in ("gd", "hb", "nag_c", "adam"):
         o = m["optimizers"][label]
-        assert set(o) >= {"optimizer", "eta", "beta", "r", "verdict", "diverged_at", "fitted", "predicted",
-                          "deviation", "kernel_drift"}
+        assert set(o) >= {
+            "optimizer",
+            "eta",
+            "beta",
+            "r",
+            "verdict",
+            "diverged_at",
+            "fitted",
+            "predicted",
+            "deviation",
+            "kernel_drift",
+        }
         assert set(o["fitted"]) >= {"linear_rate", "r2_linear", "power_exponent", "r2_power"}
         assert o["verdict"] in rates.VERDICTS
     assert m["optimizers"]["adam"]["predicted"]["linear_rate"] is None and "note" in m["optimizers"]["adam"]
@@ -83,8 +106,11 @@ def test_same_seed_same_numbers(tmp_path):
 
 
 def test_divergence_is_reported_and_others_finish(tmp_path):
-    cfg = {**TINY, "optimizers": [{"label": "too_big", "name": "gd", "eta": 50.0}, {"name": "gd", "eta": 0.5}],
-           "theory": {"diffrax": False}}
+    cfg = {
+        **TINY,
+        "optimizers": [{"label": "too_big", "name": "gd", "eta": 50.0}, {"name": "gd", "eta": 0.5}],
+        "theory": {"diffrax": False},
+    }
     out = tmp_path / "out"
     assert main([write_config(tmp_path, cfg), "--out", str(out), "--quiet"]) == 0
     m = json.loads((out / "metrics.json").read_text())["optimizers"]
@@ -108,21 +134,44 @@ def test_failing_plot_keeps_arrays(tmp_path, monkeypatch):
 def test_set_overrides(tmp_path):
     out = tmp_path / "out"
     cfg = {**TINY, "optimizers": TINY["optimizers"][:1], "theory": {"diffrax": False}}
-    assert main([write_config(tmp_path, cfg), "--out", str(out), "--quiet",
-                 "--set", "train.steps=40", "--set", "train.error_at=[0, 40]", "--set", "train.kernel_at=[0]",
-                 "--set", "optimizers.0.eta=0.25"]) == 0
+    assert (
+        main(
+            [
+                write_config(tmp_path, cfg),
+                "--out",
+                str(out),
+                "--quiet",
+                "--set",
+                "train.steps=40",
+                "--set",
+                "train.error_at=[0, 40]",
+                "--set",
+                "train.kernel_at=[0]",
+                "--set",
+                "optimizers.0.eta=0.25",
+            ]
+        )
+        == 0
+    )
     resolved = yaml.safe_load((out / "config.yaml").read_text())
-    assert resolved["train"]["steps"] == 40 and resolved["train"]["error_at"] == [0, 40] and resolved["optimizers"][0]["eta"] == 0.25
+    assert (
+        resolved["train"]["steps"] == 40
+        and resolved["train"]["error_at"] == [0, 40]
+        and resolved["optimizers"][0]["eta"] == 0.25
+    )
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"data": {"source": "sphere", "n": 12, "d": 5, "bogus": 1}}, "unknown key 'data.bogus'"),
-    ({"optimizers": [{"name": "gd", "eta": -1.0}]}, "optimizers[0].eta: must be > 0"),
-    ({"optimizers": [{"name": "hb", "eta": 0.1, "beta": 1.0}]}, "optimizers[0].beta: must be in [0, 1)"),
-    ({"model": {"name": "paper", "width": 0}}, "model.width: must be >= 1"),
-    ({"train": {"steps": "many"}}, "train.steps: expected an integer"),
-    ({"data": {"source": "npz", "path": "/nonexistent/data.npz"}}, "data.path: file not found"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"data": {"source": "sphere", "n": 12, "d": 5, "bogus": 1}}, "unknown key 'data.bogus'"),
+        ({"optimizers": [{"name": "gd", "eta": -1.0}]}, "optimizers[0].eta: must be > 0"),
+        ({"optimizers": [{"name": "hb", "eta": 0.1, "beta": 1.0}]}, "optimizers[0].beta: must be in [0, 1)"),
+        ({"model": {"name": "paper", "width": 0}}, "model.width: must be >= 1"),
+        ({"train": {"steps": "many"}}, "train.steps: expected an integer"),
+        ({"data": {"source": "npz", "path": "/nonexistent/data.npz"}}, "data.path: file not found"),
+    ],
+)
 def test_bad_config_fails_before_compute(tmp_path, capsys, change, message):
     out = tmp_path / "out"
     assert main([write_config(tmp_path, {**TINY, **change}), "--out", str(out)]) == 2
@@ -143,8 +192,12 @@ def test_user_flax_module_and_initial_params_from_npz(tmp_path):
     """model.name 'flax' loads a user factory; model.init_params restarts from saved weights."""
     from ntkdyn import config, models, pipeline
 
-    cfg = {**TINY, "model": {"name": "flax", "module": "user_model:make", "kwargs": {"width": 16}},
-           "optimizers": [{"name": "hb", "eta": 0.05, "beta": 0.5}], "theory": {"diffrax": False}}
+    cfg = {
+        **TINY,
+        "model": {"name": "flax", "module": "user_model:make", "kwargs": {"width": 16}},
+        "optimizers": [{"name": "hb", "eta": 0.05, "beta": 0.5}],
+        "theory": {"diffrax": False},
+    }
     out = tmp_path / "flax"
     assert main([write_config(tmp_path, cfg), "--out", str(out), "--quiet"]) == 0
     m = json.loads((out / "metrics.json").read_text())["optimizers"]["hb"]
@@ -165,4 +218,6 @@ def test_user_flax_module_and_initial_params_from_npz(tmp_path):
     out2 = tmp_path / "from_npz"
     assert main([write_config(tmp_path, start, "start.yaml"), "--out", str(out2), "--quiet"]) == 0
     e0 = np.load(out2 / "data.npz")["e0"]
-    np.testing.assert_allclose(e0, np.asarray(models.paper_apply(params, consts, X)) - y, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        e0, np.asarray(models.paper_apply(params, consts, X)) - y, rtol=1e-10, atol=1e-12
+    )

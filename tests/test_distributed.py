@@ -1,6 +1,7 @@
 """--distributed for real: two CPU processes (jax.distributed with a coordinator on localhost,
 gloo collectives, one CPU device each) run a small configs/sweep_beta.yaml; the run axis spans
 both processes. summary.csv must equal a one-process run's, and only process 0 writes."""
+
 import csv
 import os
 import socket
@@ -10,8 +11,20 @@ import sys
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = ["--set", "data.n=12", "--set", "model.width=96", "--set", "train.steps=60", "--set", "train.kernel_at=[0,60]",
-         "--set", "sweep.seed.range=[0,2]", "--set", "sweep.beta=[0.0,0.5,0.9]"]
+SMALL = [
+    "--set",
+    "data.n=12",
+    "--set",
+    "model.width=96",
+    "--set",
+    "train.steps=60",
+    "--set",
+    "train.kernel_at=[0,60]",
+    "--set",
+    "sweep.seed.range=[0,2]",
+    "--set",
+    "sweep.beta=[0.0,0.5,0.9]",
+]
 
 
 def _free_port() -> int:
@@ -21,8 +34,17 @@ def _free_port() -> int:
 
 
 def _cmd(out, *extra):
-    return [sys.executable, "-m", "ntkdyn.run", os.path.join(ROOT, "configs", "sweep_beta.yaml"), *SMALL,
-            "--quiet", "--out", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "ntkdyn.run",
+        os.path.join(ROOT, "configs", "sweep_beta.yaml"),
+        *SMALL,
+        "--quiet",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _rows(path):
@@ -34,11 +56,29 @@ def test_two_processes_equal_one_process(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     port = _free_port()
     # process 1 is told another folder: it must write nothing there (process 0 alone writes)
-    procs = [subprocess.Popen(_cmd(tmp_path / f"two{i}", "--distributed", "--coordinator", f"localhost:{port}",
-                                   "--num-processes", "2", "--process-id", str(i)),
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in (0, 1)]
-    one = subprocess.run(_cmd(tmp_path / "one"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    procs = [
+        subprocess.Popen(
+            _cmd(
+                tmp_path / f"two{i}",
+                "--distributed",
+                "--coordinator",
+                f"localhost:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in (0, 1)
+    ]
+    one = subprocess.run(
+        _cmd(tmp_path / "one"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     logs = [p.communicate(timeout=120)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), logs
     assert one.returncode == 0, one.stderr[-2000:]

@@ -1,6 +1,7 @@
 """Smoke test of the reproduction studies: the quickest study (hb_vs_epoch --quick) runs from its
 command line into a temporary folder, writes a well-formed verdicts.json with its figure and
 arrays, and ``python -m ntkdyn.report`` renders it as Markdown and as self-contained HTML."""
+
 import json
 import os
 import subprocess
@@ -17,8 +18,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_quickest_study_and_report(tmp_path):
     out = tmp_path / "hb_vs_epoch"
     script = os.path.join(ROOT, "experiments", "hb_vs_epoch.py")
-    proc = subprocess.run([sys.executable, script, "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, script, "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((out / "verdicts.json").read_text())
     assert doc["study"] == "hb_vs_epoch" and doc["mode"] == "quick"

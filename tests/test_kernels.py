@@ -1,4 +1,5 @@
 """Infinite-width MLP kernels: the paper-model mapping, Monte-Carlo convergence, invariants."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -3,6 +3,7 @@
 The file is made by ``tools/make_nt_reference.py`` in a separate pinned environment (see its
 docstring); neural-tangents is never imported here.
 """
+
 import os
 
 import jax
@@ -25,8 +26,14 @@ def _cases(ref):
     for k in range(len(ref["case_depth"])):
         b = float(ref["case_b_std"][k])
         x2 = str(ref["case_x2"][k])
-        yield (k, int(ref["case_depth"][k]), float(ref["case_W_std"][k]), None if np.isnan(b) else b,
-               str(ref["case_x1"][k]), x2 or None)
+        yield (
+            k,
+            int(ref["case_depth"][k]),
+            float(ref["case_W_std"][k]),
+            None if np.isnan(b) else b,
+            str(ref["case_x1"][k]),
+            x2 or None,
+        )
 
 
 def test_reference_file_is_what_the_tests_expect(ref):
@@ -47,8 +54,13 @@ def test_mlp_kernels_match_neural_tangents(ref):
         for ours, key in ((nngp, "nngp"), (theta, "ntk")):
             want = ref[f"case{k}_{key}"]
             assert ours.shape == want.shape
-            np.testing.assert_allclose(ours, want, rtol=1e-6, atol=1e-12 * np.abs(want).max(),
-                                       err_msg=f"case {k}: {key}, depth {depth}, W_std {W_std}, b_std {b_std}, {x1}/{x2}")
+            np.testing.assert_allclose(
+                ours,
+                want,
+                rtol=1e-6,
+                atol=1e-12 * np.abs(want).max(),
+                err_msg=f"case {k}: {key}, depth {depth}, W_std {W_std}, b_std {b_std}, {x1}/{x2}",
+            )
 
 
 def test_mlp_kernels_match_tightly_on_generic_inputs(ref):
@@ -95,7 +107,9 @@ def _load_stax_params(ref, depth):
 def test_finite_network_and_empirical_ntk_match_neural_tangents(ref, depth):
     """Same weights -> same outputs and same empirical NTK (nt.empirical_ntk_fn) as stax."""
     model, params, consts, X, W_std, b_std = _load_stax_params(ref, depth)
-    np.testing.assert_allclose(np.asarray(model.apply(params, consts, X)), ref[f"fin{depth}_f"], rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(
+        np.asarray(model.apply(params, consts, X)), ref[f"fin{depth}_f"], rtol=1e-12, atol=1e-13
+    )
     want = ref[f"fin{depth}_entk"]
     for method in ("jacobian", "ntvp"):
         H = ntk.ntk_gram(model.apply, params, consts, X, chunk=4, method=method)

@@ -1,5 +1,6 @@
 """Fast empirical NTK: Jacobian contraction vs NTK-vector products vs exact closed forms,
 chunking, memory plan, float64 accumulation, and the 1/sqrt(m) approach to the analytic kernel."""
+
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
@@ -40,7 +41,9 @@ def test_structured_mlp_gram_equals_jacobian(depth, b_std):
     J = _flat_jacobian(model.apply, params, consts, X)
     want = J @ J.T
     np.testing.assert_allclose(np.asarray(ntk.mlp_gram(params, X, 1.4, b_std)), want, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(ntk.ntk_gram(model.apply, params, consts, X, chunk=4), want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        ntk.ntk_gram(model.apply, params, consts, X, chunk=4), want, rtol=1e-10, atol=1e-12
+    )
     fast_model = model.__class__(model.name, model.apply, model.loss, ntk.mlp_fast_gram(1.4, b_std))
     np.testing.assert_allclose(ntk.gram(fast_model, params, consts, X), want, rtol=1e-10, atol=1e-12)
 
@@ -49,7 +52,9 @@ def test_naive_reference_equals_flat_jacobian():
     model, params, consts = _mlp(width=7, depth=2)
     X = jnp.asarray(np.random.default_rng(1).standard_normal((5, 4)))
     J = _flat_jacobian(model.apply, params, consts, X)
-    np.testing.assert_allclose(ntk.naive_ntk_gram(model.apply, params, consts, X), J @ J.T, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(
+        ntk.naive_ntk_gram(model.apply, params, consts, X), J @ J.T, rtol=1e-12, atol=1e-13
+    )
 
 
 # --------------------------------------------------------------------------- chunking and memory
@@ -88,6 +93,7 @@ def test_memory_plan_for_2000_inputs_and_a_million_parameters():
 def test_auto_prefers_ntvp_when_forward_is_cheap():
     """A model whose forward pass touches few FLOPs per parameter (a lookup table): NTK-vector
     products are cheaper than materialising per-example Jacobians; results agree."""
+
     def apply(p, c, X):
         idx = jnp.clip((X[:, 0] * 1000).astype(jnp.int32) % p["table"].shape[0], 0)
         return jnp.tanh(X @ p["w"]) + p["table"][idx] * X[:, 1]
@@ -120,10 +126,14 @@ def test_float64_accumulation_of_float32_jacobians():
     base = rng.standard_normal((6, 4))
     X = np.concatenate([base, base + 1e-4 * rng.standard_normal((6, 4))])
     X = jnp.asarray(X, jnp.float32)
-    J32 = _flat_jacobian(model.apply, params, consts, X).astype(np.float64)  # float32 values, exact in float64
+    J32 = _flat_jacobian(model.apply, params, consts, X).astype(
+        np.float64
+    )  # float32 values, exact in float64
     exact = J32 @ J32.T
     H = ntk.ntk_gram(model.apply, params, consts, X, chunk=6, accumulate="float64")
-    np.testing.assert_allclose(H, exact, rtol=1e-6, atol=1e-6 * np.abs(exact).max())  # J itself differs by f32 round-off
+    np.testing.assert_allclose(
+        H, exact, rtol=1e-6, atol=1e-6 * np.abs(exact).max()
+    )  # J itself differs by f32 round-off
     lam = np.linalg.eigvalsh(H)
     assert lam[0] > -1e-12 * lam[-1], lam[:3]
     assert lam[0] < 1e-6 * lam[-1]  # the problem really is below float32 resolution
@@ -156,8 +166,12 @@ def test_depth3_empirical_ntk_approaches_analytic_like_inverse_sqrt_width():
         for seed in range(6):
             rng = np.random.default_rng(100 + seed)
             sizes = [5, width, width, width, 1]
-            params = {"layers": [{"kernel": rng.standard_normal((i, o)), "bias": rng.standard_normal(o)}
-                                 for i, o in zip(sizes[:-1], sizes[1:])]}
+            params = {
+                "layers": [
+                    {"kernel": rng.standard_normal((i, o)), "bias": rng.standard_normal(o)}
+                    for i, o in zip(sizes[:-1], sizes[1:])
+                ]
+            }
             H = np.asarray(gram(params, X, W_std, b_std))
             errs.append(np.linalg.norm(H - theta) / np.linalg.norm(theta))
         errors.append(np.mean(errs))

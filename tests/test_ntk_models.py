@@ -1,4 +1,5 @@
 """Models and neural tangent kernels: closed forms vs Jacobians, infinite-width limit, I/O."""
+
 import math
 
 import jax
@@ -49,10 +50,10 @@ def test_paper_hinf_special_cases():
     y = np.array([0.0, 0.0, 1.0])
     X = np.stack([x, -x, 2 * x, y])
     H = models.paper_hinf(X)
-    assert H[0, 0] == pytest.approx(0.5)          # |x|^2 / 2
+    assert H[0, 0] == pytest.approx(0.5)  # |x|^2 / 2
     assert H[0, 1] == pytest.approx(0.0, abs=1e-15)  # antipodal: no common half-space
-    assert H[0, 2] == pytest.approx(1.0)          # parallel: x.2x * pi / (2 pi)
-    assert H[0, 3] == pytest.approx(0.0)          # orthogonal
+    assert H[0, 2] == pytest.approx(1.0)  # parallel: x.2x * pi / (2 pi)
+    assert H[0, 3] == pytest.approx(0.0)  # orthogonal
     assert np.all(np.isfinite(H))
 
 
@@ -95,7 +96,9 @@ def test_paper_gram_equals_jacobian_product():
     params, consts = models.paper_init(jax.random.PRNGKey(2), 4, 64, 1.0, jnp.float64)
     J = jax.jacobian(lambda W: models.paper_apply({"W": W}, consts, X))(params["W"])
     J = np.asarray(J).reshape(7, -1)
-    np.testing.assert_allclose(np.asarray(models.paper_gram(params, consts, X)), J @ J.T, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        np.asarray(models.paper_gram(params, consts, X)), J @ J.T, rtol=1e-12, atol=1e-14
+    )
 
 
 def test_released_fast_gram_equals_jacobian_gram():
@@ -132,6 +135,7 @@ def test_mlp_chunked_equals_unchunked_and_gram_dispatch():
 
     def f(flat):
         return model.apply(jax.tree.unflatten(treedef, flat), consts, X)
+
     J = jax.jacobian(f)(leaves)
     J = np.concatenate([np.asarray(j).reshape(7, -1) for j in J], axis=1)
     np.testing.assert_allclose(Hall, J @ J.T, rtol=1e-12, atol=1e-12)
@@ -178,7 +182,9 @@ def test_paper_loss_gradient_vs_finite_differences():
     # and grad = J^T e with H = J J^T, the paper's dynamics e' = -H e
     e = np.asarray(models.paper_apply(params, consts, X) - y)
     H = np.asarray(models.paper_gram(params, consts, X))
-    J = np.asarray(jax.jacobian(lambda W: models.paper_apply({"W": W}, consts, X))(params["W"])).reshape(6, -1)
+    J = np.asarray(jax.jacobian(lambda W: models.paper_apply({"W": W}, consts, X))(params["W"])).reshape(
+        6, -1
+    )
     np.testing.assert_allclose(J @ grad.reshape(-1), H @ e, rtol=1e-10, atol=1e-12)
 
 
@@ -188,7 +194,9 @@ def test_paper_apply_closed_form():
     W, a = np.asarray(params["W"]), np.asarray(consts["a"])
     assert set(np.unique(a)) <= {-1.0, 1.0}
     expected = np.maximum(X @ W.T, 0) @ a / math.sqrt(10)
-    np.testing.assert_allclose(np.asarray(models.paper_apply(params, consts, jnp.asarray(X))), expected, rtol=1e-13)
+    np.testing.assert_allclose(
+        np.asarray(models.paper_apply(params, consts, jnp.asarray(X))), expected, rtol=1e-13
+    )
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -240,7 +248,9 @@ def test_save_load_params_round_trip_flax(tmp_path):
     _, fresh, fresh_c = _mlp(seed=1)
     got, _ = models.load_params(path, fresh, fresh_c)
     X = jnp.asarray(np.random.default_rng(0).standard_normal((3, 4)))
-    np.testing.assert_array_equal(np.asarray(model.apply(got, consts, X)), np.asarray(model.apply(params, consts, X)))
+    np.testing.assert_array_equal(
+        np.asarray(model.apply(got, consts, X)), np.asarray(model.apply(params, consts, X))
+    )
 
 
 def test_load_params_errors_name_the_problem(tmp_path):

@@ -1,5 +1,6 @@
 """Optimizers' training face (vs optax), training on a linear model (vs the exact recurrence),
 the registry, divergence handling and recording."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,16 +32,23 @@ def _run(tx, A, b, theta, steps):
     return np.asarray(jnp.stack(out))
 
 
-@pytest.mark.parametrize("name,beta,nesterov", [("gd", None, False), ("hb", 0.9, False), ("hb", 0.5, False),
-                                                ("nag", 0.9, True), ("nag", 0.3, True)])
+@pytest.mark.parametrize(
+    "name,beta,nesterov",
+    [("gd", None, False), ("hb", 0.9, False), ("hb", 0.5, False), ("nag", 0.9, True), ("nag", 0.3, True)],
+)
 def test_linear_method_equals_optax_sgd(name, beta, nesterov):
     A, b, theta0 = _quadratic()
     eta, steps = 0.7, 150
     spec = optimizers.get(name)
     hyper = {"eta": eta} if beta is None else {"eta": eta, "beta": beta}
     ours = _run(optimizers.transformation(spec, hyper), A, b, theta0, steps)
-    ref = _run(optax.sgd(eta) if beta is None else optax.sgd(eta, momentum=beta, nesterov=nesterov),
-               A, b, theta0, steps)
+    ref = _run(
+        optax.sgd(eta) if beta is None else optax.sgd(eta, momentum=beta, nesterov=nesterov),
+        A,
+        b,
+        theta0,
+        steps,
+    )
     assert ours.dtype == np.float64
     np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-14)
     assert np.linalg.norm(ours[-1] - ours[0]) > 0.1  # it moved
@@ -92,7 +100,9 @@ def test_nag_c_is_torch_sgd_with_momentum_reset_each_step(r):
 
 
 def _optax_scheduled_nesterov(eta, r):
-    """optax-style Nesterov with beta_k: v_k = beta_k v_{k-1} + g_k from v_0 = 0 (so v_2 = beta_2 g_1 + g_2)."""
+    """optax-style Nesterov with beta_k: v_k = beta_k v_{k-1} + g_k from v_0 = 0
+    (so v_2 = beta_2 g_1 + g_2)."""
+
     def init(p):
         return (jnp.zeros([]), jnp.zeros_like(p))
 
@@ -130,8 +140,10 @@ def _linear_problem(dtype=jnp.float64, n=6, d=10, seed=0):
     return jnp.asarray(X, dtype), jnp.asarray(y, dtype), {"w": jnp.asarray(w0, dtype)}
 
 
-@pytest.mark.parametrize("name,extra", [("gd", {}), ("hb", {"beta": 0.9}), ("nag", {"beta": 0.8}),
-                                        ("nag_c", {"r": 3.0}), ("nag_c", {"r": 5.0})])
+@pytest.mark.parametrize(
+    "name,extra",
+    [("gd", {}), ("hb", {"beta": 0.9}), ("nag", {"beta": 0.8}), ("nag_c", {"r": 3.0}), ("nag_c", {"r": 5.0})],
+)
 def test_linear_model_training_is_the_exact_recurrence(name, extra):
     X, y, params = _linear_problem()
     Xn = np.asarray(X)
@@ -161,14 +173,25 @@ def test_linear_model_training_is_the_exact_recurrence(name, extra):
 
 def test_float32_training_runs_in_float32():
     X, y, params = _linear_problem(jnp.float32)
-    res = train(LINEAR, optimizers.get("hb"), {"eta": 0.5, "beta": 0.5}, 1.0, TrainPlan(50, error_at=(50,)),
-                params, {}, X, y)
+    res = train(
+        LINEAR,
+        optimizers.get("hb"),
+        {"eta": 0.5, "beta": 0.5},
+        1.0,
+        TrainPlan(50, error_at=(50,)),
+        params,
+        {},
+        X,
+        y,
+    )
     assert res.final_params["w"].dtype == jnp.float32
     assert res.errors.dtype == np.float32
     Xn, yn = np.asarray(X, np.float64), np.asarray(y, np.float64)
     lam, V = theory.eigen(Xn @ Xn.T)
     e0 = Xn @ np.asarray(params["w"], np.float64) - yn
-    ref = theory.modal_loss(theory.discrete_modes(optimizers.get("hb"), {"eta": 0.5, "beta": 0.5}, lam, V.T @ e0, 50), 1.0)
+    ref = theory.modal_loss(
+        theory.discrete_modes(optimizers.get("hb"), {"eta": 0.5, "beta": 0.5}, lam, V.T @ e0, 50), 1.0
+    )
     np.testing.assert_allclose(res.loss, ref, rtol=1e-4)
 
 
@@ -195,7 +218,17 @@ def test_loss_scale_enters_the_gradient():
     mse = Model("lin", LINEAR.apply, "mse")
     spec = optimizers.get("hb")
     a = train(mse, spec, {"eta": 0.9, "beta": 0.5}, 2.0 / n, TrainPlan(30, error_at=(30,)), params, {}, X, y)
-    b = train(LINEAR, spec, {"eta": 0.9 * 2.0 / n, "beta": 0.5}, 1.0, TrainPlan(30, error_at=(30,)), params, {}, X, y)
+    b = train(
+        LINEAR,
+        spec,
+        {"eta": 0.9 * 2.0 / n, "beta": 0.5},
+        1.0,
+        TrainPlan(30, error_at=(30,)),
+        params,
+        {},
+        X,
+        y,
+    )
     np.testing.assert_allclose(a.errors, b.errors, rtol=1e-12)
     np.testing.assert_allclose(a.loss, b.loss * 2.0 / n, rtol=1e-12)
 
@@ -242,7 +275,8 @@ def test_theory_faces_present_for_linear_methods():
         modes = theory.discrete_modes(spec, hyper, lam, V.T @ (np.asarray(theta0) - theta_star), steps)
         np.testing.assert_allclose(run @ V, modes, rtol=0, atol=1e-12 * np.max(np.abs(modes)), err_msg=name)
         assert np.max(np.abs(run[-1] - run[0])) > 0.05, name
-    # classic NAG-C by hand: x_{k+1} = y_k - eta grad(y_k), y_{k+1} = x_{k+1} + k/(k+3) (x_{k+1} - x_k), y_0 = x_0
+    # classic NAG-C by hand: x_{k+1} = y_k - eta grad(y_k),
+    # y_{k+1} = x_{k+1} + k/(k+3) (x_{k+1} - x_k), y_0 = x_0
     eta = 0.5 / lam[-1]
     y = np.asarray(theta0, np.float64).copy()
     x_prev, ref = y.copy(), [y.copy()]
@@ -251,12 +285,19 @@ def test_theory_faces_present_for_linear_methods():
         y = x + k / (k + 3.0) * (x - x_prev)
         x_prev = x
         ref.append(y.copy())
-    ours = _run(optimizers.transformation(optimizers.get("nag_c_classic"), {"eta": eta, "r": 3.0}), A, b, theta0, steps)
+    ours = _run(
+        optimizers.transformation(optimizers.get("nag_c_classic"), {"eta": eta, "r": 3.0}),
+        A,
+        b,
+        theta0,
+        steps,
+    )
     np.testing.assert_allclose(ours, np.array(ref), rtol=1e-12, atol=1e-13)
 
 
-@pytest.mark.parametrize("name,hyper", [("adam", {"eta": 0.05}), ("rmsprop", {"eta": 0.01}),
-                                        ("adam", {"eta": 0.05, "b1": 0.5})])
+@pytest.mark.parametrize(
+    "name,hyper", [("adam", {"eta": 0.05}), ("rmsprop", {"eta": 0.01}), ("adam", {"eta": 0.05, "b1": 0.5})]
+)
 def test_empirical_only_optimizer_trains(name, hyper):
     spec = optimizers.get(name)
     assert spec.method is None and spec.ode is None and not spec.has_theory
@@ -295,7 +336,7 @@ def test_gd_divergence_detected_at_predicted_step():
     k = res.diverged_at
     assert np.all(np.isfinite(res.loss[: k + 1]))
     np.testing.assert_allclose(res.loss[: k + 1], ref[: k + 1], rtol=1e-9)
-    assert np.all(np.isnan(res.loss[k + 1:]))
+    assert np.all(np.isnan(res.loss[k + 1 :]))
     # parameters freeze at the step that diverged
     e_final = np.asarray(LINEAR.apply(res.final_params, {}, X) - y)
     np.testing.assert_allclose(e_final, modes[k] @ V.T, rtol=1e-9)
@@ -342,16 +383,30 @@ def test_record_every_subsamples(every):
 def test_record_every_must_divide_steps():
     X, y, params = _linear_problem()
     with pytest.raises(ValueError, match="multiple of train.record_every"):
-        train(LINEAR, optimizers.get("gd"), {"eta": 0.1}, 1.0, TrainPlan(10, record_every=3), params, {}, X, y)
+        train(
+            LINEAR, optimizers.get("gd"), {"eta": 0.1}, 1.0, TrainPlan(10, record_every=3), params, {}, X, y
+        )
 
 
 def test_chunked_scan_equals_one_scan():
     X, y, params = _linear_problem()
     spec, hyper = optimizers.get("hb"), {"eta": 0.5, "beta": 0.7}
-    one = train(LINEAR, spec, hyper, 1.0, TrainPlan(60, record_every=2, error_at=(0, 31, 60)), params, {}, X, y)
+    one = train(
+        LINEAR, spec, hyper, 1.0, TrainPlan(60, record_every=2, error_at=(0, 31, 60)), params, {}, X, y
+    )
     seen = []
-    three = train(LINEAR, spec, hyper, 1.0, TrainPlan(60, record_every=2, error_at=(0, 31, 60), chunks=3),
-                  params, {}, X, y, progress=lambda step, eta_s: seen.append(step))
+    three = train(
+        LINEAR,
+        spec,
+        hyper,
+        1.0,
+        TrainPlan(60, record_every=2, error_at=(0, 31, 60), chunks=3),
+        params,
+        {},
+        X,
+        y,
+        progress=lambda step, eta_s: seen.append(step),
+    )
     assert seen == [20, 40, 60]
     np.testing.assert_allclose(three.loss, one.loss, rtol=1e-12)
     np.testing.assert_allclose(three.errors, one.errors, rtol=1e-12)
@@ -361,6 +416,7 @@ def test_chunked_scan_equals_one_scan():
 
 def test_train_batch_equals_separate_runs():
     from ntkdyn.train import train_batch
+
     X, y, params = _linear_problem()
     _, _, params2 = _linear_problem(seed=1)
     spec = optimizers.get("nag")

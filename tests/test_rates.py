@@ -1,6 +1,7 @@
 """Rate fits and verdicts on trajectories whose answer is known independently: closed forms
 (geometric, power laws, scipy's Bessel J_1), hand-written recurrences, and, for a spread
 spectrum, the exact instantaneous rates of the sum of modes."""
+
 import math
 
 import numpy as np
@@ -88,7 +89,7 @@ def test_window_starting_at_a_zero_of_the_oscillation_is_not_stalled():
     k0 = int(round(special.jn_zeros(1, 6)[-1] / math.sqrt(h)))
     k = np.arange(0, 10 * k0 + 1)
     loss = bessel_mode_loss(h, k)
-    assert loss[k0] < 1e-3 * loss[k0 - 160: k0 + 160].max()
+    assert loss[k0] < 1e-3 * loss[k0 - 160 : k0 + 160].max()
     fit = one_fit(k, loss, window=(k0, 10 * k0))
     assert fit.window[0] == k0
     assert fit.verdict == "sublinear"
@@ -303,8 +304,12 @@ def test_asymptotic_regimes_against_closed_forms():
     # every mode underdamped ((1 + beta - eta lam)^2 < 4 beta): |z|^2 = beta
     assert np.all((1.9 - 0.1 * lam) ** 2 < 3.6)
     assert hb["rate"] == pytest.approx(0.9, rel=1e-12) and hb["horizon"] == pytest.approx(2 / -math.log(0.9))
-    nagc = theory.asymptotic_regime(optimizers.get("nag_c"), {"eta": 0.01, "r": 3.0}, lam,
-                                    optimizers.get("nag_c").ode({"eta": 0.01, "r": 3.0}))
+    nagc = theory.asymptotic_regime(
+        optimizers.get("nag_c"),
+        {"eta": 0.01, "r": 3.0},
+        lam,
+        optimizers.get("nag_c").ode({"eta": 0.01, "r": 3.0}),
+    )
     assert nagc["horizon_kind"] == "crossover"
     assert nagc["horizon"] == pytest.approx(3 / -math.log1p(-0.01 * 0.05), rel=1e-12)
     assert nagc["rate"] == pytest.approx(1 - 0.01 * 0.05, rel=1e-8)
@@ -344,8 +349,16 @@ def test_ratefit_as_dict_keeps_the_old_keys():
     d = fit.as_dict()
     assert d["verdict"] == "linear" and d["window"] == [10, 100]
     assert {"verdict", "linear_rate", "r2_linear", "power_exponent", "r2_power", "window"} <= set(d)
-    assert {"fitted_on", "floor_star", "margin", "rate_trend", "rate_trend_se", "local_linear_rate",
-            "local_power_exponent", "reason"} <= set(d)
+    assert {
+        "fitted_on",
+        "floor_star",
+        "margin",
+        "rate_trend",
+        "rate_trend_se",
+        "local_linear_rate",
+        "local_power_exponent",
+        "reason",
+    } <= set(d)
 
 
 def test_max_relative_gap():
@@ -381,13 +394,18 @@ def test_pipeline_on_repeated_inputs_fits_loss_minus_floor(tmp_path):
     X, y = np.repeat(Xd, 2, axis=0), rng.standard_normal(8)
     path = tmp_path / "pairs.npz"
     np.savez(path, X=X, y=y)
-    cfg = config.from_dict({
-        "name": "pairs", "seed": 0, "dtype": "float64",
-        "data": {"source": "npz", "path": str(path), "normalize": "unit"},
-        "model": {"name": "paper", "width": 512},
-        "train": {"steps": 300, "error_at": [0], "kernel_at": [0]},
-        "theory": {"diffrax": False},
-        "optimizers": [{"name": "gd", "eta": 0.5}]})
+    cfg = config.from_dict(
+        {
+            "name": "pairs",
+            "seed": 0,
+            "dtype": "float64",
+            "data": {"source": "npz", "path": str(path), "normalize": "unit"},
+            "model": {"name": "paper", "width": 512},
+            "train": {"steps": 300, "error_at": [0], "kernel_at": [0]},
+            "theory": {"diffrax": False},
+            "optimizers": [{"name": "gd", "eta": 0.5}],
+        }
+    )
     setup = pipeline.prepare(cfg)
     _, m = pipeline.run_optimizer(cfg, setup, cfg.optimizers[0])
     within = 0.5 * np.sum((y - np.repeat(y.reshape(4, 2).mean(axis=1), 2)) ** 2)

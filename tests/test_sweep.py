@@ -1,5 +1,6 @@
 """Sweeps: grid expansion, shape groups, batched training = separate runs, one compilation per
 shape, resume, and identical results on 1 and 4 (forced host) devices."""
+
 import csv
 import json
 import os
@@ -14,7 +15,8 @@ from ntkdyn import config, pipeline, sweep, train
 from ntkdyn.run import main
 
 BASE = {
-    "name": "s", "dtype": "float64",
+    "name": "s",
+    "dtype": "float64",
     "data": {"source": "sphere", "n": 10, "d": 4},
     "model": {"name": "paper", "width": 128},
     "train": {"steps": 60, "kernel_at": [0, 60]},
@@ -76,8 +78,18 @@ def test_sweep_cli_summary_and_resume(tmp_path):
     with open(out / "summary.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 8  # 4 runs x 2 optimizers
-    assert {"run_id", "seed", "beta", "label", "verdict", "fitted.linear_rate", "predicted.linear_rate",
-            "deviation.discrete", "kernel_drift", "status"} <= set(rows[0])
+    assert {
+        "run_id",
+        "seed",
+        "beta",
+        "label",
+        "verdict",
+        "fitted.linear_rate",
+        "predicted.linear_rate",
+        "deviation.discrete",
+        "kernel_drift",
+        "status",
+    } <= set(rows[0])
     assert (out / "sweep.png").is_file()
     env = json.loads((out / "env.json").read_text())
     assert env["runs"] == 4
@@ -133,8 +145,13 @@ def test_same_results_on_one_and_four_devices():
     for count in (1, 4):
         flags = f"--xla_force_host_platform_device_count={count}"
         env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
-        proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(raw)], env=env, capture_output=True,
-                              text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", SCRIPT, json.dumps(raw)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         out[count] = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out[1]["devices"] == 1 and out[4]["devices"] == 4

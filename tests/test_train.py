@@ -1,6 +1,7 @@
 """The training loop (ntkdyn.train) against loops written by hand: a numpy loop with the paper
 model's gradient written out, and a plain ``lax.scan`` of the vmapped optax step. Divergence
 steps, errors and snapshots are checked at steps inside record blocks, not only at their edges."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,8 +57,17 @@ def _numpy_loop(X, y, W, a, eta, beta, steps, step_rule="hb", factor=1e6):
 def test_losses_and_grad_norms_equal_numpy_loop(every):
     X, y, params, consts = _problem()
     eta, beta, steps = 0.3, 0.8, 48
-    res = train(models.PAPER, optimizers.get("hb"), {"eta": eta, "beta": beta}, 1.0,
-                TrainPlan(steps, record_every=every), params, consts, X, y)
+    res = train(
+        models.PAPER,
+        optimizers.get("hb"),
+        {"eta": eta, "beta": beta},
+        1.0,
+        TrainPlan(steps, record_every=every),
+        params,
+        consts,
+        X,
+        y,
+    )
     ref, div = _numpy_loop(X, y, params["W"], consts["a"], eta, beta, steps)
     assert div is None and res.diverged_at is None
     np.testing.assert_array_equal(res.step, np.arange(0, steps + 1, every))
@@ -72,8 +82,17 @@ def test_batch_equals_plain_scan_of_optax_step():
     probs = [_problem(s) for s in (0, 1, 2)]
     hypers = [{"eta": 0.3, "beta": 0.8}, {"eta": 0.1, "beta": 0.0}, {"eta": 0.5, "beta": 0.5}]
     steps = 30
-    res = train_batch(models.PAPER, optimizers.get("hb"), hypers, 1.0, TrainPlan(steps, chunks=3),
-                      [p[2] for p in probs], [p[3] for p in probs], [p[0] for p in probs], [p[1] for p in probs])
+    res = train_batch(
+        models.PAPER,
+        optimizers.get("hb"),
+        hypers,
+        1.0,
+        TrainPlan(steps, chunks=3),
+        [p[2] for p in probs],
+        [p[3] for p in probs],
+        [p[0] for p in probs],
+        [p[1] for p in probs],
+    )
 
     def plain(X, y, params, consts, eta, beta):
         tx = optax.sgd(eta, momentum=beta)
@@ -96,7 +115,9 @@ def _diverging(every):
     X, y, params, consts = _problem()
     eta, steps = 2.05, 60  # |1 - eta lambda_max| > 1: the loss passes 1e3 L_0 at step 10
     ref, div = _numpy_loop(X, y, params["W"], consts["a"], eta, 0.0, steps, factor=1e3)
-    plan = TrainPlan(steps, record_every=every, error_at=(0, 5, 58), snapshot_at=(0, 3, 59), divergence_factor=1e3)
+    plan = TrainPlan(
+        steps, record_every=every, error_at=(0, 5, 58), snapshot_at=(0, 3, 59), divergence_factor=1e3
+    )
     return X, y, params, consts, eta, plan, ref, div
 
 
@@ -123,8 +144,17 @@ def test_divergence_step_exact_inside_a_block(every):
 def test_diverging_run_does_not_disturb_its_batch():
     X, y, params, consts, eta, plan, ref, div = _diverging(3)
     spec = optimizers.get("gd")
-    batch = train_batch(models.PAPER, spec, [{"eta": 0.2}, {"eta": eta}, {"eta": 0.4}], 1.0, plan,
-                        [params] * 3, [consts] * 3, [X] * 3, [y] * 3)
+    batch = train_batch(
+        models.PAPER,
+        spec,
+        [{"eta": 0.2}, {"eta": eta}, {"eta": 0.4}],
+        1.0,
+        plan,
+        [params] * 3,
+        [consts] * 3,
+        [X] * 3,
+        [y] * 3,
+    )
     assert [r.diverged_at for r in batch] == [None, div, None]
     for r, eta_i in zip(batch[::2], (0.2, 0.4)):
         alone = train(models.PAPER, spec, {"eta": eta_i}, 1.0, plan, params, consts, X, y)
@@ -137,17 +167,28 @@ def test_errors_and_snapshots_at_steps_inside_blocks():
     X, y, params, consts = _problem(3)
     eta, beta, steps = 0.2, 0.6, 40
     error_at, snapshot_at = (0, 3, 10, 17, 39, 40), (0, 7, 20, 33, 40)
-    res = train(models.PAPER, optimizers.get("hb"), {"eta": eta, "beta": beta}, 1.0,
-                TrainPlan(steps, record_every=5, error_at=error_at, snapshot_at=snapshot_at, chunks=2),
-                params, consts, X, y)
+    res = train(
+        models.PAPER,
+        optimizers.get("hb"),
+        {"eta": eta, "beta": beta},
+        1.0,
+        TrainPlan(steps, record_every=5, error_at=error_at, snapshot_at=snapshot_at, chunks=2),
+        params,
+        consts,
+        X,
+        y,
+    )
     ref, _ = _numpy_loop(X, y, params["W"], consts["a"], eta, beta, steps)
     np.testing.assert_allclose(res.errors, np.array(ref["e"])[list(error_at)], rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(res.snapshots["W"], np.array(ref["W"])[list(snapshot_at)], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        res.snapshots["W"], np.array(ref["W"])[list(snapshot_at)], rtol=1e-10, atol=1e-12
+    )
     np.testing.assert_allclose(res.loss, np.array(ref["loss"])[::5], rtol=1e-10)
 
 
 def _polyak(eta):
     """W <- W - eta (L / ||g||^2) g: a rule that reads the loss through update(..., value=L)."""
+
     def init(params):
         return optax.EmptyState()
 
@@ -174,7 +215,10 @@ def test_too_large_run_stops_before_compute(tmp_path, capsys):
 
     t = time.perf_counter()
     out = tmp_path / "out"
-    assert main(["configs/quickstart.yaml", "--set", "model.width=2000000000", "--out", str(out), "--quiet"]) == 2
+    assert (
+        main(["configs/quickstart.yaml", "--set", "model.width=2000000000", "--out", str(out), "--quiet"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "too large for memory" in err and "needs about" in err and "GB available" in err, err
     assert "width 2000000000" in err
@@ -187,15 +231,25 @@ def test_memory_estimate_covers_the_training_state():
     from ntkdyn import config, memory, pipeline
     from ntkdyn.train import batched_fns
 
-    cfg = config.from_dict({"name": "m", "dtype": "float64", "data": {"source": "sphere", "n": 10, "d": 4},
-                            "model": {"name": "paper", "width": 96}, "train": {"steps": 20, "kernel_at": [0, 5, 20]},
-                            "optimizers": [{"name": "hb", "eta": 0.1, "beta": 0.5}]})
+    cfg = config.from_dict(
+        {
+            "name": "m",
+            "dtype": "float64",
+            "data": {"source": "sphere", "n": 10, "d": 4},
+            "model": {"name": "paper", "width": 96},
+            "train": {"steps": 20, "kernel_at": [0, 5, 20]},
+            "optimizers": [{"name": "hb", "eta": 0.1, "beta": 0.5}],
+        }
+    )
     R = 3
     est = memory.estimate(cfg, runs=R)
-    init, _, _ = batched_fns(models.PAPER, optimizers.get("hb"), {}, 1.0, pipeline.train_plan(cfg), (None,) * 3)
+    init, _, _ = batched_fns(
+        models.PAPER, optimizers.get("hb"), {}, 1.0, pipeline.train_plan(cfg), (None,) * 3
+    )
     sds = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float64)
-    state = jax.eval_shape(init, {"eta": sds(R), "beta": sds(R)}, {"W": sds(R, 96, 4)}, {"a": sds(96)},
-                           sds(10, 4), sds(10))
+    state = jax.eval_shape(
+        init, {"eta": sds(R), "beta": sds(R)}, {"W": sds(R, 96, 4)}, {"a": sds(96)}, sds(10, 4), sds(10)
+    )
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
     assert est.params == 96 * 4 and est.n == 10 and est.d == 4
     assert state_bytes <= est.parts["training"]
@@ -210,8 +264,13 @@ def test_groups_align_with_record_events():
     error/snapshot step strictly inside are flagged for the careful path (checked by brute force)."""
     from ntkdyn.train import GROUP_STEPS, careful_groups, group_size
 
-    plans = [TrainPlan(1000, 1, (0, 1000), (0, 250, 500, 1000), chunks=10), TrainPlan(60, 2, (0, 31, 60), chunks=3),
-             TrainPlan(48, 4, (0, 5, 48), (0, 20)), TrainPlan(50, 1, (0, 50), chunks=10), TrainPlan(200, 100)]
+    plans = [
+        TrainPlan(1000, 1, (0, 1000), (0, 250, 500, 1000), chunks=10),
+        TrainPlan(60, 2, (0, 31, 60), chunks=3),
+        TrainPlan(48, 4, (0, 5, 48), (0, 20)),
+        TrainPlan(50, 1, (0, 50), chunks=10),
+        TrainPlan(200, 100),
+    ]
     for plan in plans:
         G, k = group_size(plan), plan.record_every
         bpc = plan.steps // k // plan.chunks

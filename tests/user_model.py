@@ -1,4 +1,5 @@
 """A user-written flax NNX model, loaded by the CLI as 'user_model:make' (tests only)."""
+
 import jax
 from flax import nnx
 

@@ -34,6 +34,7 @@ contraction) and 2 (NTK-vector products) on the plain-jax models described in th
 (used by ``benchmarks/ntk_bench.py``; implementation 3, structured derivatives, is tried and
 reported as failed where it does not run with these versions).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,8 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 import neural_tangents as nt  # noqa: E402
+import numpy as np  # noqa: E402
 from neural_tangents import stax  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -76,7 +77,13 @@ def grid():
     """(depth, W_std, b_std or None, x1, x2 or '') cases."""
     cases = []
     for depth in (1, 2, 3, 5):
-        for W_std, b_std in ((1.0, None), (math.sqrt(2.0), None), (math.sqrt(2.0), 0.1), (1.5, 0.5), (0.8, 1.0)):
+        for W_std, b_std in (
+            (1.0, None),
+            (math.sqrt(2.0), None),
+            (math.sqrt(2.0), 0.1),
+            (1.5, 0.5),
+            (0.8, 1.0),
+        ):
             for x1 in ("sphere", "gauss", "edge"):
                 cases.append((depth, W_std, b_std, x1, ""))
     for depth in (1, 3, 8):
@@ -128,7 +135,9 @@ def reference() -> dict[str, np.ndarray]:
         e2 = np.asarray(e2, np.float64).reshape(Xf.shape[0], Xf.shape[0])
         assert np.allclose(e1, e2, rtol=1e-12, atol=1e-12), np.max(np.abs(e1 - e2))
         out[f"fin{depth}_entk"] = e1
-    out["versions"] = np.array([f"jax {jax.__version__}", f"neural-tangents {nt.__version__}", f"numpy {np.__version__}"])
+    out["versions"] = np.array(
+        [f"jax {jax.__version__}", f"neural-tangents {nt.__version__}", f"numpy {np.__version__}"]
+    )
     return out
 
 
@@ -172,8 +181,10 @@ def bench(spec: dict) -> dict:
         X = jnp.asarray(X / np.linalg.norm(X, axis=1, keepdims=True), dt)
         if case["model"] == "mlp":
             sizes = [case["d"]] + [case["width"]] * case["depth"] + [1]
-            params = [(jnp.asarray(rng.standard_normal((i, o)), dt), jnp.asarray(rng.standard_normal(o), dt))
-                      for i, o in zip(sizes[:-1], sizes[1:])]
+            params = [
+                (jnp.asarray(rng.standard_normal((i, o)), dt), jnp.asarray(rng.standard_normal(o), dt))
+                for i, o in zip(sizes[:-1], sizes[1:])
+            ]
             f = mlp_apply
         else:
             params = [jnp.asarray(rng.standard_normal((case["width"], case["d"])), dt)]
@@ -181,6 +192,7 @@ def bench(spec: dict) -> dict:
 
             def f(p, x, a=a):
                 return paper_apply(p, x, a)
+
         row = {}
         for impl in (1, 2, 3):
             try:
@@ -199,7 +211,9 @@ def bench(spec: dict) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=DEFAULT_OUT)
-    ap.add_argument("--bench", metavar="SPEC.json", help="time NT's empirical NTK implementations; JSON on stdout")
+    ap.add_argument(
+        "--bench", metavar="SPEC.json", help="time NT's empirical NTK implementations; JSON on stdout"
+    )
     args = ap.parse_args(argv)
     if args.bench:
         with open(args.bench) as fh:
@@ -209,8 +223,10 @@ def main(argv=None) -> int:
     ref = reference()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     np.savez_compressed(args.out, **ref)
-    print(f"wrote {os.path.normpath(args.out)}: {len([k for k in ref if k.endswith('_ntk')])} analytic cases, "
-          f"{os.path.getsize(args.out) / 1024:.1f} KiB; {', '.join(ref['versions'])}")
+    print(
+        f"wrote {os.path.normpath(args.out)}: {len([k for k in ref if k.endswith('_ntk')])} analytic cases, "
+        f"{os.path.getsize(args.out) / 1024:.1f} KiB; {', '.join(ref['versions'])}"
+    )
     return 0
 
 
