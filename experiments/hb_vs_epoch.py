@@ -7,6 +7,7 @@ U(-1/sqrt d, 1/sqrt d); MSE; lr 1e-4; 5000 steps; digits n = 600, pixels / 16, d
 _epoch.py) and the paper model at eta = 1 / lambda_max(K); kernel-regime recurrence and ODE
 overlays; a rate table and computed verdicts in DIR/verdicts.json (see experiments/README.md).
 """
+
 import sys
 
 import _common as C

@@ -10,6 +10,7 @@ paper model at eta = 0.1 / lambda_max(K); verdicts over windows that start at
 the Bessel-envelope onset of the slowest mode and end before the predicted crossover to the
 linear tail (DESIGN.md section 1).
 """
+
 import sys
 
 import _common as C

@@ -3,6 +3,7 @@ files. Nothing downloads.
 
 Each builder returns float64 numpy arrays X (n, d) and y (n,).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -22,7 +23,9 @@ def unit_sphere(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return X / np.linalg.norm(X, axis=1, keepdims=True)
 
 
-def sphere_targets(rng: np.random.Generator, X: np.ndarray, rule: str, noise: float, teacher_width: int) -> np.ndarray:
+def sphere_targets(
+    rng: np.random.Generator, X: np.ndarray, rule: str, noise: float, teacher_width: int
+) -> np.ndarray:
     """Targets for sphere data.
 
     gaussian: y ~ N(0, 1). teacher: a random two-layer ReLU network
@@ -65,7 +68,9 @@ def normalise(X: np.ndarray, how: str, pixel_max: float | None = None) -> np.nda
         return X
     if how == "pixels":
         if pixel_max is None:
-            raise ValueError(f"data.normalize: 'pixels' is defined for image sources only ({', '.join(PIXEL_MAX)})")
+            raise ValueError(
+                f"data.normalize: 'pixels' is defined for image sources only ({', '.join(PIXEL_MAX)})"
+            )
         return X / pixel_max
     raise ValueError(f"data.normalize: unknown {how!r}; allowed: {', '.join(NORMALIZE)}")
 
@@ -131,7 +136,11 @@ def npz_rows(path: str, key: str = "X") -> int:
                 raise ValueError(f"data.path: {path} has no array {key!r} (it has {sorted(names)})")
             with z.open(key + ".npy") as f:
                 version = np.lib.format.read_magic(f)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                read = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
                 shape = read(f)[0]
     except (zipfile.BadZipFile, OSError) as exc:
         raise ValueError(f"data.path: cannot read {path} as .npz ({exc})") from None
@@ -208,8 +217,10 @@ def mnist_files(path: str) -> tuple[str, str | None]:
         images = path
     base = os.path.basename(images)
     if "images-idx3-ubyte" not in base:
-        raise ValueError(f"data.path: {path}: expected an .npz, an '*-images-idx3-ubyte[.gz]' file or a folder "
-                         "holding train-images-idx3-ubyte[.gz]")
+        raise ValueError(
+            f"data.path: {path}: expected an .npz, an '*-images-idx3-ubyte[.gz]' file or a folder "
+            "holding train-images-idx3-ubyte[.gz]"
+        )
     stem = os.path.join(os.path.dirname(images), base.replace("images-idx3-ubyte", "labels-idx1-ubyte"))
     stem = stem[:-3] if stem.endswith(".gz") else stem
     labels = _first_existing([stem, stem + ".gz"])
@@ -240,8 +251,10 @@ def mnist(path: str, n: int, normalize: str = "pixels"):
             with np.load(images) as f:
                 missing = [k for k in MNIST_NPZ_KEYS if k not in f.files]
                 if missing:
-                    raise ValueError(f"data.path: {images} has no array {missing[0]!r} (an MNIST .npz holds "
-                                     f"{', '.join(MNIST_NPZ_KEYS)}; it has {sorted(f.files)})")
+                    raise ValueError(
+                        f"data.path: {images} has no array {missing[0]!r} (an MNIST .npz holds "
+                        f"{', '.join(MNIST_NPZ_KEYS)}; it has {sorted(f.files)})"
+                    )
                 X, y = f[MNIST_NPZ_KEYS[0]][:n], f[MNIST_NPZ_KEYS[1]][:n]
         except (zipfile.BadZipFile, OSError) as exc:
             raise ValueError(f"data.path: cannot read {images} as .npz ({exc})") from None

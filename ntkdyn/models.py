@@ -4,12 +4,14 @@
 all of the form L = (c / 2) ||u - y||^2 (``loss_scale``), so gradient descent on the weights
 moves the error as e' = -c H e with H the raw output Gram J J^T: the dynamics kernel is K = c H.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import importlib
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -109,7 +111,9 @@ def released_init(key, d: int, width: int, init_std: float | None, dtype, init: 
     The draws follow these distributions from a JAX key; PyTorch's random stream (torch seed 218)
     is not reproduced."""
     if init not in RELEASED_INITS:
-        raise ValueError(f"model.init: unknown {init!r} for the released model; allowed: {', '.join(RELEASED_INITS)}")
+        raise ValueError(
+            f"model.init: unknown {init!r} for the released model; allowed: {', '.join(RELEASED_INITS)}"
+        )
     kw, kb, ka = jax.random.split(key, 3)
     std = 1.0 / width if init_std is None else init_std
     if init == "notebook":
@@ -117,8 +121,14 @@ def released_init(key, d: int, width: int, init_std: float | None, dtype, init: 
         b = jax.random.uniform(kb, (width,), dtype, -bound, bound)
     else:
         b = std * jax.random.normal(kb, (width,), dtype)
-    return ({"W": std * jax.random.normal(kw, (width, d), dtype), "b": b,
-             "a": jax.random.uniform(ka, (width,), dtype, -1.0, 1.0)}, {})
+    return (
+        {
+            "W": std * jax.random.normal(kw, (width, d), dtype),
+            "b": b,
+            "a": jax.random.uniform(ka, (width,), dtype, -1.0, 1.0),
+        },
+        {},
+    )
 
 
 RELEASED = Model("released", released_apply, "mse", released_gram, None)
@@ -183,8 +193,10 @@ def load_factory(spec: str):
 def flat_names(tree) -> dict[str, Any]:
     """{'W': ..., 'layers/0/kernel': ...}: the names used in parameter .npz files."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path): leaf
-            for path, leaf in leaves}
+    return {
+        "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path): leaf
+        for path, leaf in leaves
+    }
 
 
 def load_params(path: str, params, consts):
@@ -202,12 +214,16 @@ def load_params(path: str, params, consts):
         names = flat_names(tree)
         missing = [k for k in names if k not in arrays]
         if missing:
-            raise ValueError(f"model.init_params: {path} lacks {what} arrays {missing}; it has {sorted(arrays)}")
+            raise ValueError(
+                f"model.init_params: {path} lacks {what} arrays {missing}; it has {sorted(arrays)}"
+            )
         new = []
         for name, leaf in names.items():
             arr = arrays[name]
             if arr.shape != leaf.shape:
-                raise ValueError(f"model.init_params: {name} has shape {arr.shape}, the model needs {leaf.shape}")
+                raise ValueError(
+                    f"model.init_params: {name} has shape {arr.shape}, the model needs {leaf.shape}"
+                )
             new.append(jnp.asarray(arr, leaf.dtype))
         return jax.tree.unflatten(jax.tree.structure(tree), new)
 
@@ -224,7 +240,9 @@ def _scalar_output(out, n: int, what: str):
     if out.shape == (n, 1):
         return out.reshape(n)
     if out.shape != (n,):
-        raise ValueError(f"{what} must return one output per input, shape ({n},) or ({n}, 1); got {out.shape}")
+        raise ValueError(
+            f"{what} must return one output per input, shape ({n},) or ({n}, 1); got {out.shape}"
+        )
     return out
 
 
@@ -233,7 +251,9 @@ def _check_loss(loss: str) -> None:
         raise ValueError(f"loss: unknown {loss!r}; allowed: {', '.join(LOSSES)}")
 
 
-def from_linen(module, variables, loss: str = "half_sum", name: str = "linen") -> tuple[Model, Params, Params]:
+def from_linen(
+    module, variables, loss: str = "half_sum", name: str = "linen"
+) -> tuple[Model, Params, Params]:
     """Wrap a flax Linen module and its ``variables`` (from ``module.init``): the ``params``
     collection is trained, the other collections (e.g. ``batch_stats``) are held fixed.
 
@@ -246,20 +266,25 @@ def from_linen(module, variables, loss: str = "half_sum", name: str = "linen") -
     """
     _check_loss(loss)
     if not hasattr(variables, "keys") or "params" not in variables:
-        raise ValueError(f"from_linen: variables must be module.init(...)'s mapping with a 'params' collection; "
-                         f"got {type(variables).__name__}"
-                         + (f" with keys {sorted(variables)}" if hasattr(variables, "keys") else ""))
+        raise ValueError(
+            f"from_linen: variables must be module.init(...)'s mapping with a 'params' collection; "
+            f"got {type(variables).__name__}"
+            + (f" with keys {sorted(variables)}" if hasattr(variables, "keys") else "")
+        )
     params = variables["params"]
     consts = {k: v for k, v in variables.items() if k != "params"}
 
     def apply(p, c, X):
-        return _scalar_output(module.apply({"params": p, **c}, X), X.shape[0], f"linen module {type(module).__name__}")
+        return _scalar_output(
+            module.apply({"params": p, **c}, X), X.shape[0], f"linen module {type(module).__name__}"
+        )
 
     return Model(name, apply, loss), params, consts
 
 
-def from_apply_fn(apply_fn: Callable[[Params, jax.Array], jax.Array], params, loss: str = "half_sum",
-                  name: str = "apply_fn") -> tuple[Model, Params, Params]:
+def from_apply_fn(
+    apply_fn: Callable[[Params, jax.Array], jax.Array], params, loss: str = "half_sum", name: str = "apply_fn"
+) -> tuple[Model, Params, Params]:
     """Wrap any JAX function ``apply_fn(params, X)`` of shape (n,) or (n, 1), with ``params`` any
     pytree of arrays (all of it is trained): a plain function, a flax Linen ``module.apply`` with
     its variables (every collection then trained: use ``from_linen`` to train ``params`` only),
@@ -284,7 +309,8 @@ def from_apply_fn(apply_fn: Callable[[Params, jax.Array], jax.Array], params, lo
         raise ValueError("from_apply_fn: params has no array leaves (nothing to train)")
 
     def apply(p, c, X):
-        return _scalar_output(apply_fn(p, X), X.shape[0], f"apply_fn {getattr(apply_fn, '__name__', '')}".strip())
+        return _scalar_output(
+            apply_fn(p, X), X.shape[0], f"apply_fn {getattr(apply_fn, '__name__', '')}".strip()
+        )
 
     return Model(name, apply, loss), params, {}
-

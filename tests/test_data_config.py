@@ -1,4 +1,5 @@
 """Data builders and configuration parsing / validation."""
+
 import copy
 
 import numpy as np
@@ -51,6 +52,7 @@ def test_sphere_unknown_target():
 def _digit_labels(X):
     """Labels of digits rows (normalize='none') by lookup in the bundled set."""
     from sklearn.datasets import load_digits
+
     d = load_digits()
     lookup = {row.tobytes(): lab for row, lab in zip(d.data.astype(np.float64), d.target)}
     return np.array([lookup[row.tobytes()] for row in X])
@@ -106,14 +108,17 @@ def test_from_npz_ok(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(Xu[1:], axis=1), 1.0)
 
 
-@pytest.mark.parametrize("arrays,message", [
-    ({"X": np.zeros((4, 3))}, r"has no array 'y' \(it has \['X'\]\)"),
-    ({"y": np.zeros(4)}, r"has no array 'X'"),
-    ({"X": np.zeros(4), "y": np.zeros(4)}, r"X must be 2-D \(n, d\), got shape \(4,\)"),
-    ({"X": np.zeros((4, 3)), "y": np.zeros(5)}, r"y must have shape \(4,\), got \(5,\)"),
-    ({"X": np.zeros((4, 3)), "y": np.zeros((4, 2))}, r"y must have shape \(4,\), got \(4, 2\)"),
-    ({"X": np.full((4, 3), np.nan), "y": np.zeros(4)}, r"non-finite values"),
-])
+@pytest.mark.parametrize(
+    "arrays,message",
+    [
+        ({"X": np.zeros((4, 3))}, r"has no array 'y' \(it has \['X'\]\)"),
+        ({"y": np.zeros(4)}, r"has no array 'X'"),
+        ({"X": np.zeros(4), "y": np.zeros(4)}, r"X must be 2-D \(n, d\), got shape \(4,\)"),
+        ({"X": np.zeros((4, 3)), "y": np.zeros(5)}, r"y must have shape \(4,\), got \(5,\)"),
+        ({"X": np.zeros((4, 3)), "y": np.zeros((4, 2))}, r"y must have shape \(4,\), got \(4, 2\)"),
+        ({"X": np.full((4, 3), np.nan), "y": np.zeros(4)}, r"non-finite values"),
+    ],
+)
 def test_from_npz_errors_name_the_problem(tmp_path, arrays, message):
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
@@ -157,11 +162,16 @@ def test_defaults_follow_steps_and_kernel_at_gets_zero():
 
 
 def test_labels_and_hyper():
-    cfg = config.from_dict({"optimizers": [
-        {"name": "hb", "eta": 0.1, "beta": 0.9},
-        {"name": "hb", "eta": 0.1, "beta": 0.5, "label": "hb-slow"},
-        {"name": "nag_c", "eta": 0.01, "r": 5},
-        {"name": "adam", "eta": 0.01, "kwargs": {"b1": 0.8}}]})
+    cfg = config.from_dict(
+        {
+            "optimizers": [
+                {"name": "hb", "eta": 0.1, "beta": 0.9},
+                {"name": "hb", "eta": 0.1, "beta": 0.5, "label": "hb-slow"},
+                {"name": "nag_c", "eta": 0.01, "r": 5},
+                {"name": "adam", "eta": 0.01, "kwargs": {"b1": 0.8}},
+            ]
+        }
+    )
     assert [o.label for o in cfg.optimizers] == ["hb", "hb-slow", "nag_c", "adam"]
     assert cfg.optimizers[2].hyper() == {"eta": 0.01, "r": 5.0}
     assert cfg.optimizers[3].hyper() == {"eta": 0.01, "b1": 0.8}
@@ -176,7 +186,10 @@ def test_dump_round_trip():
 BAD = [
     ({"foo": 1}, "unknown key 'foo'"),
     ({"data": {"foo": 1}}, "unknown key 'data.foo'"),
-    ({"optimizers": [{"name": "gd", "eta": 0.1, "momentum": 0.9}]}, r"unknown key 'optimizers\[0\].momentum'"),
+    (
+        {"optimizers": [{"name": "gd", "eta": 0.1, "momentum": 0.9}]},
+        r"unknown key 'optimizers\[0\].momentum'",
+    ),
     ({"train": {"steps": "ten"}}, "train.steps: expected (an integer|a number), got 'ten'"),
     ({"train": {"steps": True}}, "train.steps: expected an integer"),
     ({"train": {"steps": 0}}, "train.steps: must be >= 1"),
@@ -187,23 +200,53 @@ BAD = [
     ({"optimizers": [{"name": "gd", "eta": float("inf")}]}, r"optimizers\[0\].eta: must be > 0"),
     ({"optimizers": [{"name": "gd", "eta": "fast"}]}, r"optimizers\[0\].eta: expected a number"),
     ({"optimizers": [{"name": "hb", "eta": 0.1, "beta": 1.0}]}, r"optimizers\[0\].beta: must be in \[0, 1\)"),
-    ({"optimizers": [{"name": "hb", "eta": 0.1, "beta": -0.1}]}, r"optimizers\[0\].beta: must be in \[0, 1\)"),
+    (
+        {"optimizers": [{"name": "hb", "eta": 0.1, "beta": -0.1}]},
+        r"optimizers\[0\].beta: must be in \[0, 1\)",
+    ),
     ({"optimizers": [{"name": "nag_c", "eta": 0.1, "r": 0}]}, r"optimizers\[0\].r: must be > 0"),
     ({"model": {"width": 0}}, "model.width: must be >= 1"),
-    ({"model": {"name": "resnet"}}, "model.name: 'resnet' is not allowed; allowed: paper, released, mlp, flax"),
-    ({"optimizers": [{"name": "sgdm", "eta": 0.1}]}, r"optimizers\[0\].name: unknown optimizer 'sgdm'; allowed: .*hb"),
-    ({"optimizers": [{"name": "gd", "eta": 0.1, "beta": 0.9}]}, r"optimizers\[0\].beta: optimizer 'gd' takes no 'beta'"),
+    (
+        {"model": {"name": "resnet"}},
+        "model.name: 'resnet' is not allowed; allowed: paper, released, mlp, flax",
+    ),
+    (
+        {"optimizers": [{"name": "sgdm", "eta": 0.1}]},
+        r"optimizers\[0\].name: unknown optimizer 'sgdm'; allowed: .*hb",
+    ),
+    (
+        {"optimizers": [{"name": "gd", "eta": 0.1, "beta": 0.9}]},
+        r"optimizers\[0\].beta: optimizer 'gd' takes no 'beta'",
+    ),
     ({"optimizers": [{"name": "hb", "eta": 0.1}]}, r"optimizers\[0\].beta: required by optimizer 'hb'"),
     ({"optimizers": [{"name": "gd", "eta": 0.1, "kwargs": {"x": 1}}]}, r"optimizers\[0\].kwargs"),
-    ({"optimizers": [{"name": "gd", "eta": 0.1}, {"name": "gd", "eta": 0.2}]}, r"optimizers\[1\].label: 'gd' repeats"),
-    ({"optimizers": [{"name": "gd", "eta": 0.1, "label": "a"}, {"name": "hb", "eta": 0.2, "beta": 0.5, "label": "a"}]},
-     r"optimizers\[1\].label"),
+    (
+        {"optimizers": [{"name": "gd", "eta": 0.1}, {"name": "gd", "eta": 0.2}]},
+        r"optimizers\[1\].label: 'gd' repeats",
+    ),
+    (
+        {
+            "optimizers": [
+                {"name": "gd", "eta": 0.1, "label": "a"},
+                {"name": "hb", "eta": 0.2, "beta": 0.5, "label": "a"},
+            ]
+        },
+        r"optimizers\[1\].label",
+    ),
     ({"optimizers": [{"name": "gd", "eta": 0.1, "label": "a/b"}]}, r"optimizers\[0\].label"),
     ({"optimizers": []}, "optimizers: at least one optimizer"),
-    ({"model": {"name": "released"}, "theory": {"kernel": "Hinf"}},
-     r"theory.kernel: 'Hinf' is defined for model.name 'paper'.*\(got 'released'\)"),
-    ({"optimizers": [{"name": "adam", "eta": 0.01, "kwargs": {"bogus": 1}}]}, r"optimizers\[0\].kwargs.bogus"),
-    ({"train": {"steps": 10, "record_every": 3}}, "train.record_every: must be >= 1 and divide train.steps=10, got 3"),
+    (
+        {"model": {"name": "released"}, "theory": {"kernel": "Hinf"}},
+        r"theory.kernel: 'Hinf' is defined for model.name 'paper'.*\(got 'released'\)",
+    ),
+    (
+        {"optimizers": [{"name": "adam", "eta": 0.01, "kwargs": {"bogus": 1}}]},
+        r"optimizers\[0\].kwargs.bogus",
+    ),
+    (
+        {"train": {"steps": 10, "record_every": 3}},
+        "train.record_every: must be >= 1 and divide train.steps=10, got 3",
+    ),
     ({"train": {"steps": 10, "error_at": [0, 11]}}, "train.error_at: step 11 is outside 0..train.steps=10"),
     ({"dtype": "float16"}, "dtype: 'float16' is not allowed"),
     ({"data": {"source": "npz"}}, "data.path: required"),
@@ -230,12 +273,19 @@ def test_missing_optimizers_and_non_mapping():
     assert config.from_dict({"optimizers": [{"name": "hb_polyak"}]}).optimizers[0].eta is None
     with pytest.raises(ConfigError, match=r"optimizers\[0\].kwargs.gamma: not a hyperparameter of 'hb2'"):
         config.from_dict({"optimizers": [{"name": "hb2", "eta": 0.1, "beta": 0.5, "kwargs": {"gamma": 1}}]})
-    assert config.from_dict({"optimizers": [{"name": "hb2", "eta": 0.1, "beta": 0.5,
-                                             "kwargs": {"beta2": 0.2}}]}).optimizers[0].hyper()["beta2"] == 0.2
+    assert (
+        config.from_dict({"optimizers": [{"name": "hb2", "eta": 0.1, "beta": 0.5, "kwargs": {"beta2": 0.2}}]})
+        .optimizers[0]
+        .hyper()["beta2"]
+        == 0.2
+    )
 
 
 def test_apply_override():
-    raw = {"train": {"steps": 100}, "optimizers": [{"name": "gd", "eta": 0.1}, {"name": "hb", "eta": 0.1, "beta": 0.9}]}
+    raw = {
+        "train": {"steps": 100},
+        "optimizers": [{"name": "gd", "eta": 0.1}, {"name": "hb", "eta": 0.1, "beta": 0.9}],
+    }
     config.apply_override(raw, "optimizers.1.eta=0.5")
     assert raw["optimizers"][1]["eta"] == 0.5 and raw["optimizers"][0]["eta"] == 0.1
     config.apply_override(raw, "train.steps=500")
@@ -248,13 +298,16 @@ def test_apply_override():
     assert cfg.optimizers[1].eta == 0.5 and cfg.train.steps == 500 and cfg.model.width == 64
 
 
-@pytest.mark.parametrize("assignment,message", [
-    ("optimizers.5.eta=0.5", "'5' is not an index of a list of length 1"),
-    ("optimizers.x.eta=0.5", "'x' is not an index"),
-    ("optimizers.-1.eta=0.5", "is not an index"),
-    ("train.steps.max=3", "train.steps is not a mapping"),
-    ("train.steps", "expected KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "assignment,message",
+    [
+        ("optimizers.5.eta=0.5", "'5' is not an index of a list of length 1"),
+        ("optimizers.x.eta=0.5", "'x' is not an index"),
+        ("optimizers.-1.eta=0.5", "is not an index"),
+        ("train.steps.max=3", "train.steps is not a mapping"),
+        ("train.steps", "expected KEY=VALUE"),
+    ],
+)
 def test_apply_override_errors(assignment, message):
     raw = {"train": {"steps": 100}, "optimizers": [{"name": "gd", "eta": 0.1}]}
     with pytest.raises(ConfigError, match=message):
@@ -279,6 +332,7 @@ def test_load_file_with_overrides(tmp_path):
 @pytest.mark.parametrize("name", ["quickstart", "digits"])
 def test_shipped_configs_validate(name):
     import pathlib
+
     path = pathlib.Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
     cfg = config.load(str(path))
     assert cfg.optimizers and cfg.train.steps >= 1
@@ -306,6 +360,7 @@ def _npz(tmp_path, n=37, d=3):
 
 def test_npz_uses_all_points_unless_n_is_given(tmp_path):
     from ntkdyn import pipeline
+
     path, X = _npz(tmp_path)
     cfg = config.from_dict(_with(data={"source": "npz", "path": path, "normalize": "none"}))
     assert cfg.data.n == 37  # the file's size, stated in the config
@@ -331,6 +386,7 @@ def test_npz_without_X_is_a_config_error(tmp_path):
 def _write_idx(path, array: np.ndarray, code: int = 0x08) -> None:
     """An IDX file as specified by LeCun (magic 0 0 type ndim, big-endian uint32 sizes, data)."""
     import gzip
+
     header = bytes([0, 0, code, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
     payload = header + array.astype(np.uint8).tobytes()
     if str(path).endswith(".gz"):
@@ -357,8 +413,13 @@ def _tiny_mnist(tmp_path, gz: bool, count=9):
 def test_mnist_idx_notebook_preprocessing(tmp_path, gz, where):
     """First n images, flattened, / 255 (torchvision ToTensor), the digit as float target."""
     from ntkdyn import pipeline
+
     images, labels = _tiny_mnist(tmp_path, gz)
-    path = str(tmp_path) if where == "folder" else str(tmp_path / ("train-images-idx3-ubyte" + (".gz" if gz else "")))
+    path = (
+        str(tmp_path)
+        if where == "folder"
+        else str(tmp_path / ("train-images-idx3-ubyte" + (".gz" if gz else "")))
+    )
     cfg = config.from_dict(_with(data={"source": "mnist", "path": path, "n": 6}))
     assert cfg.data.normalize == "pixels"
     X, y = pipeline.load_data(cfg)
@@ -368,13 +429,15 @@ def test_mnist_idx_notebook_preprocessing(tmp_path, gz, where):
     assert X[0, 0] == 1.0 and X[1, 0] == 0.0
     np.testing.assert_array_equal(y, labels[:6].astype(np.float64))
     # unit normalisation on request, raw intensities with 'none'
-    Xn, _ = pipeline.load_data(config.from_dict(_with(data={"source": "mnist", "path": path, "n": 6,
-                                                            "normalize": "none"})))
+    Xn, _ = pipeline.load_data(
+        config.from_dict(_with(data={"source": "mnist", "path": path, "n": 6, "normalize": "none"}))
+    )
     np.testing.assert_array_equal(Xn, images[:6].reshape(6, -1).astype(np.float64))
 
 
 def test_mnist_npz_and_default_n(tmp_path):
     from ntkdyn import pipeline
+
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, size=(700, 28, 28), dtype=np.uint8)
     y = rng.integers(0, 10, size=700, dtype=np.uint8)
@@ -407,10 +470,14 @@ def test_mnist_errors_name_the_key(tmp_path):
     lonely.mkdir()
     _write_idx(lonely / "t10k-images-idx3-ubyte", np.zeros((2, 28, 28)))
     with pytest.raises(ConfigError, match="data.path: no labels file t10k-labels-idx1-ubyte"):
-        config.from_dict(_with(data={"source": "mnist", "path": str(lonely / "t10k-images-idx3-ubyte"), "n": 1}))
+        config.from_dict(
+            _with(data={"source": "mnist", "path": str(lonely / "t10k-images-idx3-ubyte"), "n": 1})
+        )
     _write_idx(lonely / "t10k-labels-idx1-ubyte", np.zeros(3))
     with pytest.raises(ConfigError, match="holds 2 images but .* 3 labels"):
-        config.from_dict(_with(data={"source": "mnist", "path": str(lonely / "t10k-images-idx3-ubyte"), "n": 1}))
+        config.from_dict(
+            _with(data={"source": "mnist", "path": str(lonely / "t10k-images-idx3-ubyte"), "n": 1})
+        )
     junk = tmp_path / "junk-images-idx3-ubyte"
     junk.write_bytes(b"\x08\x03\x00\x00" + bytes(20))
     (tmp_path / "junk-labels-idx1-ubyte").write_bytes(b"")
@@ -436,14 +503,18 @@ def test_digits_pixels_is_over_16():
 
 def test_targets_per_source(tmp_path):
     assert config.from_dict(_with()).data.target == "teacher"  # sphere's default
-    with pytest.raises(ConfigError, match="data.target: required when data.source is 'digits'; allowed: pm1, label"):
+    with pytest.raises(
+        ConfigError, match="data.target: required when data.source is 'digits'; allowed: pm1, label"
+    ):
         config.from_dict(_with(data={"source": "digits"}))
     _tiny_mnist(tmp_path, gz=False, count=9)
     cfg = config.from_dict(_with(data={"source": "mnist", "path": str(tmp_path), "n": 3}))
     assert cfg.data.target == "label"
     with pytest.raises(ConfigError, match="data.target: 'pm1' is not allowed; allowed: label"):
         config.from_dict(_with(data={"source": "mnist", "path": str(tmp_path), "n": 3, "target": "pm1"}))
-    with pytest.raises(ConfigError, match=r"data.classes: not supported for data.source 'mnist' \(got \[3, 5\]\)"):
+    with pytest.raises(
+        ConfigError, match=r"data.classes: not supported for data.source 'mnist' \(got \[3, 5\]\)"
+    ):
         config.from_dict(_with(data={"source": "mnist", "path": str(tmp_path), "n": 3, "classes": [3, 5]}))
     path, _ = _npz(tmp_path)
     with pytest.raises(ConfigError, match="data.target: an npz file brings its own targets y"):

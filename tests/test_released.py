@@ -1,6 +1,7 @@
 """The released notebook's setting (ShiyunXu/NTK_Optimizer): the ``released`` model's init, its
 training against an independent numpy reimplementation of the notebook step
 (``tools/check_released.py``, no PyTorch), and NAG-C in torch form (velocity from update 2)."""
+
 import importlib.util
 import math
 import pathlib
@@ -55,14 +56,16 @@ def test_model_init_config():
     assert config.from_dict({**base, "model": {"name": "released"}}).model.init == "notebook"
     cfg = config.from_dict({**base, "model": {"name": "released", "init": "gaussian_bias"}})
     assert cfg.model.init == "gaussian_bias"
-    with pytest.raises(ConfigError, match="model.init: 'uniform' is not allowed; allowed: notebook, gaussian_bias"):
+    with pytest.raises(
+        ConfigError, match="model.init: 'uniform' is not allowed; allowed: notebook, gaussian_bias"
+    ):
         config.from_dict({**base, "model": {"name": "released", "init": "uniform"}})
     with pytest.raises(ConfigError, match="model.init: 'notebook' is for model.name 'released' only"):
         config.from_dict({**base, "model": {"name": "paper", "init": "notebook"}})
     assert config.from_dict(base).model.init is None
 
 
-# --------------------------------------------------------------------------- training vs the notebook in numpy
+# ---------------------------------------------------------------------- training vs the notebook in numpy
 def _setup(n=60, width=96, steps=40, opt=None, dtype="float64"):
     raw = check.digits_config(n, width, 1e-3, steps, dtype, 0, opt or {"name": "gd"})
     cfg = config.from_dict(raw)
@@ -86,8 +89,17 @@ def test_training_equals_numpy_notebook_step(opt):
     steps, lr = 40, 1e-3
     cfg, X, y, model, params, consts = _setup(steps=steps, opt=opt)
     spec = optimizers.get(opt["name"])
-    res = train(model, spec, optimizers.resolve_hyper(spec, cfg.optimizers[0].hyper()), 2.0 / len(y),
-                TrainPlan(steps), params, consts, jnp.asarray(X), jnp.asarray(y))
+    res = train(
+        model,
+        spec,
+        optimizers.resolve_hyper(spec, cfg.optimizers[0].hyper()),
+        2.0 / len(y),
+        TrainPlan(steps),
+        params,
+        consts,
+        jnp.asarray(X),
+        jnp.asarray(y),
+    )
     mom, nest = check.notebook_momentum(opt)
     ref = check.notebook_train({k: np.asarray(v) for k, v in params.items()}, X, y, lr, steps, mom, nest)
     assert ref[-1] < 0.5 * ref[0]  # it trained
@@ -116,8 +128,17 @@ def test_nag_c_first_steps_are_torchs():
     r, lr = 3.0, 1e-3
     cfg, X, y, model, params, consts = _setup(steps=3, opt={"name": "nag_c", "r": r})
     spec = optimizers.get("nag_c")
-    res = train(model, spec, {"eta": lr, "r": r}, 2.0 / len(y), TrainPlan(3, snapshot_at=(0, 1, 2, 3)),
-                params, consts, jnp.asarray(X), jnp.asarray(y))
+    res = train(
+        model,
+        spec,
+        {"eta": lr, "r": r},
+        2.0 / len(y),
+        TrainPlan(3, snapshot_at=(0, 1, 2, 3)),
+        params,
+        consts,
+        jnp.asarray(X),
+        jnp.asarray(y),
+    )
     got = [{k: np.asarray(v[i]) for k, v in res.snapshots.items()} for i in range(4)]
 
     def grad(p):
@@ -169,15 +190,26 @@ def test_mnist_files_into_the_released_model(tmp_path):
     """A run's setup from local MNIST IDX files (written here): 784 inputs in [0, 1], digit targets,
     the notebook init's bias bound 1/sqrt(784) = 1/28, MSE loss scale c = 2/n."""
     import gzip
+
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(12, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, size=12, dtype=np.uint8)
     for name, arr in (("train-images-idx3-ubyte.gz", images), ("train-labels-idx1-ubyte.gz", labels)):
         with gzip.open(tmp_path / name, "wb") as fh:
-            fh.write(bytes([0, 0, 8, arr.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in arr.shape) + arr.tobytes())
-    cfg = config.from_dict({"dtype": "float64", "data": {"source": "mnist", "path": str(tmp_path), "n": 10},
-                            "model": {"name": "released", "width": 64}, "train": {"steps": 1},
-                            "optimizers": [{"name": "gd", "eta": 1e-4}]})
+            fh.write(
+                bytes([0, 0, 8, arr.ndim])
+                + b"".join(int(s).to_bytes(4, "big") for s in arr.shape)
+                + arr.tobytes()
+            )
+    cfg = config.from_dict(
+        {
+            "dtype": "float64",
+            "data": {"source": "mnist", "path": str(tmp_path), "n": 10},
+            "model": {"name": "released", "width": 64},
+            "train": {"steps": 1},
+            "optimizers": [{"name": "gd", "eta": 1e-4}],
+        }
+    )
     setup = pipeline.prepare(cfg)
     assert setup.X.shape == (10, 784) and setup.X.max() <= 1.0
     np.testing.assert_array_equal(setup.y, labels[:10])

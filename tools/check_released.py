@@ -20,7 +20,8 @@ the notebook's init) on the same data, and the tool prints the largest relative 
 two loss curves for each optimizer: ntkdyn trained in float64 and in float32 (the studies' dtype)
 against the numpy reference in float64.
 
-    python tools/check_released.py        # digits, n 600, m 3000, lr 1e-4, 5000 steps; GD, HB 0.2/0.5/0.8, NAG-C r=3
+    python tools/check_released.py
+        # digits, n 600, m 3000, lr 1e-4, 5000 steps; GD, HB 0.2/0.5/0.8, NAG-C r=3
     python tools/check_released.py --steps 500 --width 512 --dtypes float32
 
 Data: scikit-learn's bundled digits (no download), the first ``--n`` of a seeded permutation
@@ -34,6 +35,7 @@ NAG-C r=3 3.0e-14 (loss 27.86 -> 6.5e-4; second run: wall 1838 s). ntkdyn in flo
 dtype) against the float64 reference: HB beta=0.8 1.5e-5, but NAG-C r=3 0.16 (float32 rounding
 grows along NAG-C's trajectory down to loss 6.5e-4; float64 agrees to 3e-14): use float64 for NAG-C.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +63,15 @@ def notebook_loss_and_grads(params: dict, X: np.ndarray, y: np.ndarray) -> tuple
     return float(np.mean(e * e)), {"W": dP.T @ X, "b": dP.sum(axis=0), "a": R.T @ du}
 
 
-def notebook_train(params: dict, X: np.ndarray, y: np.ndarray, lr: float, steps: int, momentum_at=None,
-                   nesterov: bool = False) -> np.ndarray:
+def notebook_train(
+    params: dict,
+    X: np.ndarray,
+    y: np.ndarray,
+    lr: float,
+    steps: int,
+    momentum_at=None,
+    nesterov: bool = False,
+) -> np.ndarray:
     """Losses L(theta_0..theta_steps) of full-batch training with torch.optim.SGD's step, the
     momentum set to ``momentum_at(k)`` before step k (None: plain SGD)."""
     p = {k: np.array(v, copy=True) for k, v in params.items()}
@@ -106,15 +115,27 @@ class Comparison:
 
 def digits_config(n: int, width: int, lr: float, steps: int, dtype: str, seed: int, opt: dict) -> dict:
     """The raw ntkdyn config of the notebook's setting on digits (pixels / 16, digit target)."""
-    return {"seed": seed, "dtype": dtype,
-            "data": {"source": "digits", "n": n, "target": "label", "normalize": "pixels"},
-            "model": {"name": "released", "width": width, "init": "notebook"},
-            "train": {"steps": steps, "kernel_at": [0]},
-            "optimizers": [{"eta": lr, **opt}]}
+    return {
+        "seed": seed,
+        "dtype": dtype,
+        "data": {"source": "digits", "n": n, "target": "label", "normalize": "pixels"},
+        "model": {"name": "released", "width": width, "init": "notebook"},
+        "train": {"steps": steps, "kernel_at": [0]},
+        "optimizers": [{"eta": lr, **opt}],
+    }
 
 
-def compare(n: int, width: int, lr: float, steps: int, seed: int, opts: list[dict],
-            dtypes=("float64",), ref_dtype: str = "float64", log=print) -> list[Comparison]:
+def compare(
+    n: int,
+    width: int,
+    lr: float,
+    steps: int,
+    seed: int,
+    opts: list[dict],
+    dtypes=("float64",),
+    ref_dtype: str = "float64",
+    log=print,
+) -> list[Comparison]:
     """For each optimizer: the numpy reference in ``ref_dtype``, ntkdyn training in each of ``dtypes``,
     all from ntkdyn's initial parameters of the float64 config (rounded to the run's dtype)."""
     import jax
@@ -133,8 +154,15 @@ def compare(n: int, width: int, lr: float, steps: int, seed: int, opts: list[dic
         npdt = np.dtype(ref_dtype)
         t = time.perf_counter()
         mom, nest = notebook_momentum(opt)
-        ref = notebook_train({k: np.asarray(v, npdt) for k, v in params64.items()}, X.astype(npdt), y.astype(npdt),
-                             lr, steps, mom, nest)
+        ref = notebook_train(
+            {k: np.asarray(v, npdt) for k, v in params64.items()},
+            X.astype(npdt),
+            y.astype(npdt),
+            lr,
+            steps,
+            mom,
+            nest,
+        )
         t_np = time.perf_counter() - t
         label = opt["name"] + "".join(f" {k}={v:g}" for k, v in opt.items() if k != "name")
         for dtype in dtypes:
@@ -145,13 +173,24 @@ def compare(n: int, width: int, lr: float, steps: int, seed: int, opts: list[dic
             spec = optimizers.get(opt["name"])
             hyper = optimizers.resolve_hyper(spec, cfg_d.optimizers[0].hyper())
             t = time.perf_counter()
-            res = train(model, spec, hyper, 2.0 / X.shape[0], TrainPlan(steps, divergence_factor=1e30), params,
-                        consts, jnp.asarray(X, jdt), jnp.asarray(y, jdt))  # mse: L = (c/2)||e||^2, c = 2/n
+            res = train(
+                model,
+                spec,
+                hyper,
+                2.0 / X.shape[0],
+                TrainPlan(steps, divergence_factor=1e30),
+                params,
+                consts,
+                jnp.asarray(X, jdt),
+                jnp.asarray(y, jdt),
+            )  # mse: L = (c/2)||e||^2, c = 2/n
             t_ntk = time.perf_counter() - t
             gap = float(np.max(np.abs(np.asarray(res.loss, np.float64) - ref) / np.abs(ref)))
             out.append(Comparison(label, dtype, gap, float(ref[0]), float(ref[-1]), t_ntk, t_np))
-            log(f"{label:>14}: ntkdyn {dtype} vs numpy {ref_dtype}: max relative loss gap {gap:.3e}  "
-                f"(loss {ref[0]:.4g} -> {ref[-1]:.4g}; ntkdyn {t_ntk:.1f} s, numpy {t_np:.1f} s)")
+            log(
+                f"{label:>14}: ntkdyn {dtype} vs numpy {ref_dtype}: max relative loss gap {gap:.3e}  "
+                f"(loss {ref[0]:.4g} -> {ref[-1]:.4g}; ntkdyn {t_ntk:.1f} s, numpy {t_np:.1f} s)"
+            )
     return out
 
 
@@ -161,30 +200,66 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=int, default=3000)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--steps", type=int, default=5000)
-    p.add_argument("--dtypes", nargs="+", choices=("float64", "float32"), default=["float64", "float32"],
-                   help="ntkdyn training dtypes checked against the reference")
-    p.add_argument("--ref-dtype", choices=("float64", "float32"), default="float64", help="numpy reference dtype")
+    p.add_argument(
+        "--dtypes",
+        nargs="+",
+        choices=("float64", "float32"),
+        default=["float64", "float32"],
+        help="ntkdyn training dtypes checked against the reference",
+    )
+    p.add_argument(
+        "--ref-dtype", choices=("float64", "float32"), default="float64", help="numpy reference dtype"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--betas", type=float, nargs="*", default=[0.2, 0.5, 0.8], help="HB momenta (the notebook's)")
+    p.add_argument(
+        "--betas", type=float, nargs="*", default=[0.2, 0.5, 0.8], help="HB momenta (the notebook's)"
+    )
     p.add_argument("--r", type=float, nargs="*", default=[3.0], help="NAG-C r values (none: skip NAG-C)")
     p.add_argument("--gd", action=argparse.BooleanOptionalAction, default=True, help="include GD")
     p.add_argument("--tol", type=float, default=1e-4)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
-    opts = [{"name": "gd"}] * args.gd + [{"name": "hb", "beta": b} for b in args.betas] + [{"name": "nag_c", "r": r} for r in args.r]
+    opts = (
+        [{"name": "gd"}] * args.gd
+        + [{"name": "hb", "beta": b} for b in args.betas]
+        + [{"name": "nag_c", "r": r} for r in args.r]
+    )
     t = time.perf_counter()
-    print(f"released model, notebook init; digits n={args.n} (pixels/16, digit target), m={args.width}, "
-          f"lr={args.lr:g}, {args.steps} steps", flush=True)
-    res = compare(args.n, args.width, args.lr, args.steps, args.seed, opts, args.dtypes, args.ref_dtype,
-                  log=lambda s: print(s, flush=True))
+    print(
+        f"released model, notebook init; digits n={args.n} (pixels/16, digit target), m={args.width}, "
+        f"lr={args.lr:g}, {args.steps} steps",
+        flush=True,
+    )
+    res = compare(
+        args.n,
+        args.width,
+        args.lr,
+        args.steps,
+        args.seed,
+        opts,
+        args.dtypes,
+        args.ref_dtype,
+        log=lambda s: print(s, flush=True),
+    )
     wall = time.perf_counter() - t
     worst = max(r.max_rel_gap for r in res)
     ok = worst <= args.tol
-    print(f"max over optimizers {worst:.3e} (tolerance {args.tol:g}): {'OK' if ok else 'FAILED'}; wall {wall:.1f} s")
+    print(
+        f"max over optimizers {worst:.3e} (tolerance {args.tol:g}): "
+        f"{'OK' if ok else 'FAILED'}; wall {wall:.1f} s"
+    )
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"args": vars(args), "wall_s": wall, "ok": ok,
-                       "results": [dataclasses.asdict(r) for r in res]}, fh, indent=1)
+            json.dump(
+                {
+                    "args": vars(args),
+                    "wall_s": wall,
+                    "ok": ok,
+                    "results": [dataclasses.asdict(r) for r in res],
+                },
+                fh,
+                indent=1,
+            )
     return 0 if ok else 1
 
 
