@@ -22,6 +22,7 @@ STUDIES = [
     "nag_damping",
     "control_view",
     "deep_mlp_width",
+    "batch_size",
 ]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
