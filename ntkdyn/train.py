@@ -207,18 +207,21 @@ def batched_fns(
     def is_bad(L, limit):
         return ~jnp.isfinite(L) | (L > limit)
 
+    def take_snapshot(k_abs, params, snaps):
+        """The parameters into the snapshot slot of step k_abs, if k_abs is a snapshot step."""
+        hit = snapshot_at == k_abs
+        return jax.lax.cond(
+            jnp.any(hit),
+            lambda sn: jax.tree.map(lambda buf, leaf: buf.at[:, jnp.argmax(hit)].set(leaf), sn, params),
+            lambda sn: sn,
+            snaps,
+        )
+
     def record(k_abs, live, e, params, errors, snaps):
         """Errors and a parameter snapshot at step k_abs (a scalar, not per run)."""
         hit_e = (error_at == k_abs)[None, :, None] & live[:, None, None]
         errors = jnp.where(hit_e, e[:, None, :], errors)
-        hit = snapshot_at == k_abs
-        snaps = jax.lax.cond(
-            jnp.any(hit),
-            lambda s: jax.tree.map(lambda buf, leaf: buf.at[:, jnp.argmax(hit)].set(leaf), s, params),
-            lambda s: s,
-            snaps,
-        )
-        return errors, snaps
+        return errors, take_snapshot(k_abs, params, snaps)
 
     def record_start(k_abs, live, params, errors, snaps, consts, X, y):
         """``record`` at the first step of a fast group: e by one forward pass, only at an error step."""
@@ -231,14 +234,7 @@ def batched_fns(
             lambda er: er,
             errors,
         )
-        hit = snapshot_at == k_abs
-        snaps = jax.lax.cond(
-            jnp.any(hit),
-            lambda sn: jax.tree.map(lambda buf, leaf: buf.at[:, jnp.argmax(hit)].set(leaf), sn, params),
-            lambda sn: sn,
-            snaps,
-        )
-        return errors, snaps
+        return errors, take_snapshot(k_abs, params, snaps)
 
     def careful_group(state: TrainState, g, hyper, consts, X, y):
         """The G * k steps of group g with per-step divergence checks, freezes and recording (the
