@@ -1059,72 +1059,42 @@ def crossover_run(study, args, sz) -> Crossover:
     )
 
 
-def _unpack(c: Crossover) -> tuple:
-    return tuple(getattr(c, f.name) for f in dataclasses.fields(c))
-
-
 def crossover_figure(study, c: Crossover, sz) -> None:
     """nag_damping_crossover.png: total loss, slowest mode and local log-log slopes."""
-    (
-        eta,
-        lam_min,
-        T,
-        ks,
-        pred,
-        window,
-        tail,
-        step,
-        loss,
-        floor,
-        L0,
-        hr,
-        loss_discrete,
-        loss_ode,
-        mode_train,
-        mode_disc,
-        mode_floor,
-        fit_mode,
-        fit_mode_disc,
-        fit_train,
-        fit_disc,
-        fit_hr,
-        gaps,
-        lam,
-    ) = _unpack(c)
     plt = C.plt()
     fig, axes = plt.subplots(1, 3, figsize=(18, 5))
-    x = np.maximum(step, 1)
+    x = np.maximum(c.step, 1)
     ax = axes[0]
-    ax.plot(*C.positive(x, loss), "-", lw=1.8, label="training (float64)")
-    ax.plot(*C.positive(x, loss_discrete), "--", lw=1.0, label="kernel recurrence")
-    ax.plot(*C.positive(x, loss_ode), ":", lw=1.2, label="low-resolution ODE (Bessel, pure power law)")
-    if hr is not None:
-        ax.plot(*C.positive(x, hr), "-.", lw=1.0, label="high-resolution ODE (+ sqrt(eta) K e')")
-    ax.axvline(ks, color="k", lw=0.8, ls="--", label=f"predicted crossover k* = {ks:.0f}")
+    ax.plot(*C.positive(x, c.loss), "-", lw=1.8, label="training (float64)")
+    ax.plot(*C.positive(x, c.loss_discrete), "--", lw=1.0, label="kernel recurrence")
+    ax.plot(*C.positive(x, c.loss_ode), ":", lw=1.2, label="low-resolution ODE (Bessel, pure power law)")
+    if c.hr is not None:
+        ax.plot(*C.positive(x, c.hr), "-.", lw=1.0, label="high-resolution ODE (+ sqrt(eta) K e')")
+    ax.axvline(c.ks, color="k", lw=0.8, ls="--", label=f"predicted crossover k* = {c.ks:.0f}")
     ax.set_title(
         f"total loss: NAG-C r = {R_B:g}, eta = 1/lambda_max (n = {sz['b_n']}, m = {sz['b_width']})",
         fontsize=10,
     )
-    ax.set_ylim(max(floor, np.nanmin(C.positive(x, loss)[1]) * 0.1), L0 * 3)
+    ax.set_ylim(max(c.floor, np.nanmin(C.positive(x, c.loss)[1]) * 0.1), c.L0 * 3)
     ax.set_ylabel("loss")
     ax = axes[1]
-    ax.plot(*C.positive(x, mode_train), "-", lw=1.5, label="slowest mode, training")
-    ax.plot(*C.positive(x, mode_disc), "--", lw=1.0, label="slowest mode, kernel recurrence")
-    env = np.exp(-R_B * np.log(x) + step * math.log(pred["tail_rate"]))
-    k0 = np.searchsorted(step, window[0])
-    env *= np.nanmax(mode_disc[k0 : k0 + 50]) / env[k0] if k0 < len(env) else 1.0
+    ax.plot(*C.positive(x, c.mode_train), "-", lw=1.5, label="slowest mode, training")
+    ax.plot(*C.positive(x, c.mode_disc), "--", lw=1.0, label="slowest mode, kernel recurrence")
+    env = np.exp(-R_B * np.log(x) + c.step * math.log(c.pred["tail_rate"]))
+    k0 = np.searchsorted(c.step, c.window[0])
+    env *= np.nanmax(c.mode_disc[k0 : k0 + 50]) / env[k0] if k0 < len(env) else 1.0
     ax.plot(x, env, "k-", lw=0.8, label="k^(-r) (1 - eta lambda_min)^k")
-    ax.axvline(ks, color="k", lw=0.8, ls="--")
-    if fit_mode["crossover_step"]:
+    ax.axvline(c.ks, color="k", lw=0.8, ls="--")
+    if c.fit_mode["crossover_step"]:
         ax.axvline(
-            fit_mode["crossover_step"],
+            c.fit_mode["crossover_step"],
             color="r",
             lw=0.8,
-            label=f"measured k* = {fit_mode['crossover_step']:.0f}",
+            label=f"measured k* = {c.fit_mode['crossover_step']:.0f}",
         )
-    ax.set_ylim(max(mode_floor, np.nanmin(C.positive(x, mode_train)[1]) * 0.1), 10)
+    ax.set_ylim(max(c.mode_floor, np.nanmin(C.positive(x, c.mode_train)[1]) * 0.1), 10)
     ax.set_title(
-        f"slowest eigenmode (lambda_min = {lam_min:.3g}, eta lambda_min = {eta * lam_min:.3g}): c_k^2",
+        f"slowest eigenmode (lambda_min = {c.lam_min:.3g}, eta lambda_min = {c.eta * c.lam_min:.3g}): c_k^2",
         fontsize=10,
     )
     ax.set_ylabel("(v_min . e_k / v_min . e_0)^2")
@@ -1136,16 +1106,18 @@ def crossover_figure(study, c: Crossover, sz) -> None:
         ax.legend(fontsize=7, loc="lower left")
     ax = axes[2]
     for y, fl, style, lab in (
-        (mode_train, mode_floor, "-", "slowest mode, training"),
-        (mode_disc, mode_floor, "--", "slowest mode, kernel recurrence"),
-        (loss, floor, ":", "total loss, training"),
+        (c.mode_train, c.mode_floor, "-", "slowest mode, training"),
+        (c.mode_disc, c.mode_floor, "--", "slowest mode, kernel recurrence"),
+        (c.loss, c.floor, ":", "total loss, training"),
     ):
-        xs, sl = local_slope(step, y, fl)
+        xs, sl = local_slope(c.step, y, fl)
         ax.plot(xs, sl, style, label=lab)
-    kk = np.geomspace(max(2.0, 0.02 * ks), T, 200)
-    ax.plot(kk, -R_B + kk * math.log(pred["tail_rate"]), "k-", lw=0.8, label="-r + k log(1 - eta lambda_min)")
+    kk = np.geomspace(max(2.0, 0.02 * c.ks), c.T, 200)
+    ax.plot(
+        kk, -R_B + kk * math.log(c.pred["tail_rate"]), "k-", lw=0.8, label="-r + k log(1 - eta lambda_min)"
+    )
     ax.axhline(-R_B, color="grey", lw=0.8, ls=":")
-    ax.axvline(ks, color="k", lw=0.8, ls="--")
+    ax.axvline(c.ks, color="k", lw=0.8, ls="--")
     ax.set_xscale("log")
     ax.set_ylim(max(-8 * R_B, -40), 1)
     ax.set_xlabel("iteration k")
@@ -1167,56 +1139,33 @@ def crossover_figure(study, c: Crossover, sz) -> None:
 
 def crossover_claims(study, c: Crossover, sz) -> None:
     """The crossover claims (slowest mode, total loss) and the high-resolution ODE over the tail."""
-    (
-        eta,
-        lam_min,
-        T,
-        ks,
-        pred,
-        window,
-        tail,
-        step,
-        loss,
-        floor,
-        L0,
-        hr,
-        loss_discrete,
-        loss_ode,
-        mode_train,
-        mode_disc,
-        mode_floor,
-        fit_mode,
-        fit_mode_disc,
-        fit_train,
-        fit_disc,
-        fit_hr,
-        gaps,
-        lam,
-    ) = _unpack(c)
     setting = (
-        f"paper model, digits n = {sz['b_n']}, m = {sz['b_width']}, float64, eta = {eta:.3g} = 1/lambda_max, "
-        f"eta lambda_min = {eta * lam_min:.3g}, r = {R_B:g}, {T} steps"
+        f"paper model, digits n = {sz['b_n']}, m = {sz['b_width']}, float64, "
+        f"eta = {c.eta:.3g} = 1/lambda_max, "
+        f"eta lambda_min = {c.eta * c.lam_min:.3g}, r = {R_B:g}, {c.T} steps"
     )
 
     def rel(fit):
-        return None if fit["crossover_step"] is None else fit["crossover_step"] / ks - 1.0
+        return None if fit["crossover_step"] is None else fit["crossover_step"] / c.ks - 1.0
 
-    r_mode, r_mode_disc = rel(fit_mode), rel(fit_mode_disc)
+    r_mode, r_mode_disc = rel(c.fit_mode), rel(c.fit_mode_disc)
     tail_rel = None
-    if fit_mode["tail_rate"] and pred.get("tail_rate"):
-        tail_rel = math.log(fit_mode["tail_rate"]) / math.log(pred["tail_rate"]) - 1.0
+    if c.fit_mode["tail_rate"] and c.pred.get("tail_rate"):
+        tail_rel = math.log(c.fit_mode["tail_rate"]) / math.log(c.pred["tail_rate"]) - 1.0
     res = "inconclusive" if r_mode is None else ("agrees" if abs(r_mode) <= CROSSOVER_TOL else "differs")
     line = (
         f"NAG-C at fixed eta ({setting}), slowest eigenmode: predicted crossover k* = r / -log(1 - eta "
         "lambda_min) = "
-        f"{ks:.0f}; fitting log c_k^2 = a + p log k + k log q over steps {int(window[0])}-{int(window[1])} "
+        f"{c.ks:.0f}; fitting log c_k^2 = a + p log k + k log q over steps "
+        f"{int(c.window[0])}-{int(c.window[1])} "
         "gives "
-        f"k* = p / log q = {C.f3(fit_mode['crossover_step'], '.0f')} for training ({C.f3(r_mode, '+.0%')}) "
+        f"k* = p / log q = {C.f3(c.fit_mode['crossover_step'], '.0f')} for training ({C.f3(r_mode, '+.0%')}) "
         "and "
-        f"{C.f3(fit_mode_disc['crossover_step'], '.0f')} for the kernel recurrence "
+        f"{C.f3(c.fit_mode_disc['crossover_step'], '.0f')} for the kernel recurrence "
         f"({C.f3(r_mode_disc, '+.0%')}); power "
-        f"part p = {C.f3(fit_mode['power_exponent'], '.2f')} (prediction {-R_B:g}); tail factor per step "
-        f"{C.f3(fit_mode['tail_rate'], '.6f')} vs 1 - eta lambda_min = {C.f3(pred.get('tail_rate'), '.6f')} "
+        f"part p = {C.f3(c.fit_mode['power_exponent'], '.2f')} (prediction {-R_B:g}); tail factor per step "
+        f"{C.f3(c.fit_mode['tail_rate'], '.6f')} vs 1 - eta lambda_min = "
+        f"{C.f3(c.pred.get('tail_rate'), '.6f')} "
         f"(log-rate {C.f3(tail_rel, '+.0%')}). So 'NAG-C is sublinear' holds only before k*; after it the "
         f"convergence is linear."
     )
@@ -1228,23 +1177,24 @@ def crossover_claims(study, c: Crossover, sz) -> None:
         line,
         source="fixed-step NAG-C roots: |z|^2 -> 1 - eta lambda as beta_k -> 1",
         setting=setting,
-        window=window,
+        window=c.window,
         figure="nag_damping_crossover.png",
         numbers={
-            "predicted": pred,
-            "fit_slowest_mode_train": fit_mode,
-            "fit_slowest_mode_kernel": fit_mode_disc,
+            "predicted": c.pred,
+            "fit_slowest_mode_train": c.fit_mode,
+            "fit_slowest_mode_kernel": c.fit_mode_disc,
             "tolerance": CROSSOVER_TOL,
         },
     )
     line_total = (
-        f"Same fit on the total loss (all modes mixed): k* = {C.f3(fit_train['crossover_step'], '.0f')} for "
-        f"training, {C.f3(fit_disc['crossover_step'], '.0f')} for the kernel recurrence and "
-        f"{C.f3(fit_hr['crossover_step'] if fit_hr else None, '.0f')} for the high-resolution ODE "
+        "Same fit on the total loss (all modes mixed): "
+        f"k* = {C.f3(c.fit_train['crossover_step'], '.0f')} for "
+        f"training, {C.f3(c.fit_disc['crossover_step'], '.0f')} for the kernel recurrence and "
+        f"{C.f3(c.fit_hr['crossover_step'] if c.fit_hr else None, '.0f')} for the high-resolution ODE "
         "(single-mode "
-        f"prediction {ks:.0f}); p = {C.f3(fit_train['power_exponent'], '.2f')}, tail factor "
-        f"{C.f3(fit_train['tail_rate'], '.6f')}. The next-slowest modes (lambda_2/lambda_min = "
-        f"{lam[1] / lam[0]:.3g}) still contribute in this window, so the total loss bends later than "
+        f"prediction {c.ks:.0f}); p = {C.f3(c.fit_train['power_exponent'], '.2f')}, tail factor "
+        f"{C.f3(c.fit_train['tail_rate'], '.6f')}. The next-slowest modes (lambda_2/lambda_min = "
+        f"{c.lam[1] / c.lam[0]:.3g}) still contribute in this window, so the total loss bends later than "
         "one mode."
     )
     study.claim(
@@ -1254,21 +1204,22 @@ def crossover_claims(study, c: Crossover, sz) -> None:
         line_total,
         source="fixed-step NAG-C: envelope k^(-r) (1 - eta lambda_min)^k per mode",
         setting=setting,
-        window=window,
+        window=c.window,
         figure="nag_damping_crossover.png",
         numbers={
-            "fit_total_train": fit_train,
-            "fit_total_kernel": fit_disc,
-            "fit_total_high_res_ode": fit_hr,
+            "fit_total_train": c.fit_train,
+            "fit_total_kernel": c.fit_disc,
+            "fit_total_high_res_ode": c.fit_hr,
         },
     )
-    if gaps["high_res_ode"] is not None:
-        better = gaps["high_res_ode"] < gaps["low_res_ode"]
+    if c.gaps["high_res_ode"] is not None:
+        better = c.gaps["high_res_ode"] < c.gaps["low_res_ode"]
         line2 = (
-            f"Over the tail (steps {int(ks)}-{T}) the mean |log10 L_pred - log10 L_train| is "
-            f"{C.f3(gaps['high_res_ode'])} decades for the high-resolution ODE, {C.f3(gaps['low_res_ode'])} "
+            f"Over the tail (steps {int(c.ks)}-{c.T}) the mean |log10 L_pred - log10 L_train| is "
+            f"{C.f3(c.gaps['high_res_ode'])} decades for the high-resolution ODE, "
+            f"{C.f3(c.gaps['low_res_ode'])} "
             "for the "
-            f"low-resolution (Bessel) ODE and {C.f3(gaps['kernel_recurrence'])} for the kernel recurrence: "
+            f"low-resolution (Bessel) ODE and {C.f3(c.gaps['kernel_recurrence'])} for the kernel recurrence: "
             "the "
             f"gradient-correction term sqrt(eta) K e' {'does' if better else 'does not'} account for the "
             "tail."
@@ -1281,9 +1232,9 @@ def crossover_claims(study, c: Crossover, sz) -> None:
             line2,
             source="Shi, Du, Jordan, Su 2018",
             setting=setting,
-            window=tail,
+            window=c.tail,
             figure="nag_damping_crossover.png",
-            numbers=gaps,
+            numbers=c.gaps,
         )
 
 
