@@ -154,9 +154,6 @@ def progress_chunks(blocks: int, target: int = 10) -> int:
     return min(divisors, key=lambda c: (abs(c - target), c))
 
 
-loss_floor = rates.loss_floor  # (100 eps)^2 L0: losses below are float noise, left out of fits
-
-
 def optimizer_hyper(setup: Setup, oc: OptimizerConfig) -> dict:
     """Hyperparameters of ``oc`` with defaults filled; a spec with a ``tune(hyper, lam)`` hook
     (e.g. Polyak-tuned HB) sets them from the eigenvalues of K."""
@@ -277,7 +274,7 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
         "verdict": fit.verdict,
         "diverged_at": res.diverged_at,
         "fitted": {
-            k: v if isinstance(v, (str, int)) else _finite(v)
+            k: v if isinstance(v, (str, int)) else results.finite(v)
             for k, v in fit.as_dict().items()
             if k != "verdict"
         },
@@ -288,7 +285,7 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
         "theory_verdicts": {},
         "regime": None,
         "scope": rates.scope(fit, None),
-        "kernel_drift": _finite(drift[-1]) if drift else None,
+        "kernel_drift": results.finite(drift[-1]) if drift else None,
     }
 
     metrics["eta"] = schedules.describe(hyper["eta"])
@@ -335,7 +332,7 @@ def _training_fit(cfg: Config, setup: Setup, res: TrainResult):
     """The verdict on training's loss (``rates.fit_rates``; on L - L* when the least-squares floor L*
     is above the float floor), the run's ``_Floors`` and the null modes of K."""
     L0 = float(res.loss[0])
-    floor = loss_floor(cfg.dtype, L0)
+    floor = rates.loss_floor(cfg.dtype, L0)
     window = tuple(cfg.rates.window)
     # least-squares floor L* (part of e0 in K's numerical null space; rtol = n eps of K's dtype): when it
     # is above the float floor, rates are fitted on L - L* (rates.fit_rates, README "Reading the verdicts")
@@ -440,7 +437,7 @@ def _ode_predictions(
             arrays["loss_ode_diffrax"] = theory.modal_loss(e_num, setup.c)
             times["theory_diffrax_s"] = time.perf_counter() - t
             gap = np.linalg.norm(ode_modes @ setup.V.T - e_num, axis=1) / np.linalg.norm(setup.e0)
-            metrics["ode_closed_vs_diffrax"] = _finite(np.max(gap))
+            metrics["ode_closed_vs_diffrax"] = results.finite(np.max(gap))
     # high-resolution ODE (Shi, Du, Jordan, Su 2018)
     if spec.ode_hr is not None and full_batch_constant(cfg, hyper):
         t = time.perf_counter()
@@ -461,12 +458,12 @@ def _deviations(cfg: Config, res: TrainResult, floors: _Floors, arrays: dict, me
         if pred is None:
             continue
         mask = ok & (pred > floor) & (res.loss > floor)
-        metrics["deviation"][name] = _finite(rates.max_relative_gap(pred, res.loss, mask))
+        metrics["deviation"][name] = results.finite(rates.max_relative_gap(pred, res.loss, mask))
         metrics["deviation_log10"][name] = rates.log_gap(
             pred, res.loss, floor, rates.window_mask(res.step, res.loss, window, floor)
         ).as_dict()
         pred_floor = rates.difference_floor(
-            loss_floor("float64", L0), L_star, np.finfo("float64").eps, cfg.train.steps
+            rates.loss_floor("float64", L0), L_star, np.finfo("float64").eps, cfg.train.steps
         )
         theory_fit = rates.fit_rates(
             res.step, pred, window, pred_floor, stall_factor=cfg.rates.stall_factor, floor_star=L_star
@@ -474,9 +471,9 @@ def _deviations(cfg: Config, res: TrainResult, floors: _Floors, arrays: dict, me
         metrics["theory_verdicts"][name] = theory_fit.verdict
     if "grad_norm_sq_discrete" in arrays:  # the predicted squared gradient norm against training's
         g_pred, g_train = arrays["grad_norm_sq_discrete"], np.asarray(res.grad_norm_sq, np.float64)
-        g_floor = loss_floor(cfg.dtype, float(g_train[0])) if np.isfinite(g_train[0]) else 0.0
+        g_floor = rates.loss_floor(cfg.dtype, float(g_train[0])) if np.isfinite(g_train[0]) else 0.0
         g_mask = np.isfinite(g_train) & (g_pred > g_floor) & (g_train > g_floor)
-        metrics["deviation"]["grad_norm_sq"] = _finite(rates.max_relative_gap(g_pred, g_train, g_mask))
+        metrics["deviation"]["grad_norm_sq"] = results.finite(rates.max_relative_gap(g_pred, g_train, g_mask))
 
 
 def full_batch_constant(cfg: Config, hyper: dict) -> bool:
@@ -540,7 +537,7 @@ def _beyond_full_batch(
         metrics["predicted"] = {
             "linear_rate": None,
             "stable": bool(rho <= 1.0 + 1e-12),
-            "max_spectral_radius": _finite(rho),
+            "max_spectral_radius": results.finite(rho),
             "eta_range": [float(etas.min()), float(etas.max())],
         }
         ode = spec.ode(schedules.hyper_at(hyper, etas[0])) if spec.ode is not None else None
@@ -628,7 +625,7 @@ def _band_check(cfg: Config, band: stochastic.MeanBand, res: TrainResult) -> dic
         inside = live & (np.abs(res.loss - band.mean) <= half + tol)
     outside = np.flatnonzero(live & ~inside)
     return {
-        "inside_band": _finite(np.mean(inside[live])) if live.any() else None,
+        "inside_band": results.finite(np.mean(inside[live])) if live.any() else None,
         "all_inside": bool(live.any() and outside.size == 0),
         "first_outside_step": int(res.step[outside[0]]) if outside.size else None,
     }
@@ -653,6 +650,3 @@ def train_linearized(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec, 
         [jnp.asarray(setup.X, dtype)],
         [jnp.asarray(setup.y, dtype)],
     )[0]
-
-
-_finite = results.finite  # None for None, NaN, inf
