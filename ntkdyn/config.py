@@ -41,6 +41,18 @@ class DataConfig:
     normalize: str | None = None  # unit | standardize | none | pixels (digits /16, mnist /255); default:
     # mnist pixels (torchvision ToTensor, as the notebook), else unit
     path: str | None = None  # npz: the file; mnist: the IDX images file, a folder holding them, or an .npz
+    test: HeldOutConfig | None = None  # held-out points: loss along training and its kernel prediction
+
+
+@dataclasses.dataclass
+class HeldOutConfig:
+    """data.test: held-out points (README "Config keys"). sphere: n new points of the same
+    distribution and target function (own seed stream); digits: the n images after the training
+    ones in the same random order; npz / mnist: the n points after the training ones in data.path,
+    or (with ``path``) the first n of another file (default: all of it)."""
+
+    n: int | None = None
+    path: str | None = None
 
 
 @dataclasses.dataclass
@@ -277,6 +289,68 @@ def _check_data(d: DataConfig) -> None:
         )
     if d.noise < 0:
         raise ConfigError(f"data.noise: must be >= 0, got {d.noise}")
+    if d.test is not None:
+        _check_held_out(d)
+
+
+def _check_held_out(d: DataConfig) -> None:
+    """data.test: n >= 1; sphere/digits: n required, no path; npz/mnist: the points after data.n in
+    data.path (n required, data.n + n within the file) or another file (path; n filled from it)."""
+    t = d.test
+    if t.n is not None and t.n < 1:
+        raise ConfigError(f"data.test.n: must be >= 1, got {t.n}")
+    if d.source in ("sphere", "digits"):
+        if t.path is not None:
+            raise ConfigError(
+                f"data.test.path: not used for data.source {d.source!r} (its held-out points are drawn "
+                f"like the training points; got {t.path!r}); leave it out"
+            )
+        if t.n is None:
+            raise ConfigError(f"data.test.n: required for data.source {d.source!r} (held-out points)")
+        if d.source == "digits":
+            count = data_mod.digits_count(d.classes)
+            if d.n + t.n > count:
+                raise ConfigError(
+                    f"data.test.n: data.n={d.n} + data.test.n={t.n} is more than the {count} digits "
+                    f"of classes {d.classes}"
+                )
+        return
+    if t.path is None:
+        if t.n is None:
+            raise ConfigError(
+                "data.test.n: required without data.test.path (the held-out points are those of "
+                "data.path after the data.n training points)"
+            )
+        count = data_mod.npz_rows(d.path) if d.source == "npz" else data_mod.mnist_length(d.path)
+        if d.n + t.n > count:
+            raise ConfigError(
+                f"data.test.n: data.n={d.n} + data.test.n={t.n} is more than the {count} points in "
+                f"data.path {d.path}; lower data.n or give data.test.path"
+            )
+        return
+    if not (os.path.isfile(t.path) if d.source == "npz" else os.path.exists(t.path)):
+        raise ConfigError(f"data.test.path: not found: {t.path}")
+    try:
+        if d.source == "mnist" and os.path.realpath(data_mod.mnist_files(t.path)[0]) == os.path.realpath(
+            data_mod.mnist_files(d.path)[0]
+        ):
+            raise ConfigError(
+                f"data.test.path: {t.path} holds the training images of data.path; leave data.test.path "
+                "out to hold out the images after the first data.n"
+            )
+        count = data_mod.npz_rows(t.path) if d.source == "npz" else data_mod.mnist_length(t.path)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(str(exc).replace("data.path", "data.test.path", 1)) from None
+    if d.source == "npz" and os.path.realpath(t.path) == os.path.realpath(d.path):
+        raise ConfigError(
+            f"data.test.path: {t.path} is data.path itself; leave data.test.path out to hold out the "
+            "points after the data.n training points"
+        )
+    t.n = count if t.n is None else t.n
+    if t.n > count:
+        raise ConfigError(f"data.test.n: {t.n} is more than the {count} points in data.test.path {t.path}")
 
 
 def _check_model(m: ModelConfig) -> None:

@@ -23,6 +23,32 @@ def unit_sphere(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return X / np.linalg.norm(X, axis=1, keepdims=True)
 
 
+def target_function(rng: np.random.Generator, rule: str, d: int, teacher_width: int):
+    """The target rule as a function of x (before centring and scaling), its random parts drawn from
+    ``rng``: teacher W (teacher_width, d) and a (teacher_width,), smooth v, v' (two unit vectors);
+    None for gaussian (the targets are not a function of x). Raises ValueError for an unknown rule."""
+    if rule == "gaussian":
+        return None
+    if rule == "teacher":
+        W = rng.standard_normal((teacher_width, d))
+        a = rng.standard_normal(teacher_width)
+        return lambda X: np.maximum(X @ W.T, 0) @ a / np.sqrt(teacher_width)
+    if rule == "smooth":
+        v, w = unit_sphere(rng, 2, d)
+        return lambda X: np.sin(np.pi * X @ v) + (X @ w) ** 2
+    raise ValueError(f"data.target: unknown rule {rule!r}; allowed: {', '.join(TARGETS)}")
+
+
+def _sphere_draw(rng: np.random.Generator, X: np.ndarray, rule: str, noise: float, teacher_width: int):
+    """(y, f, shift, scale): targets of X (``sphere_targets``), the target function f and the centring
+    shift and scale fixed by this sample (0 and 1 for gaussian)."""
+    n, d = X.shape
+    f = target_function(rng, rule, d, teacher_width)
+    raw = rng.standard_normal(n) if f is None else f(X)
+    shift, scale = (0.0, 1.0) if f is None else (raw.mean(), raw.std() + 1e-300)
+    return (raw - shift) / scale + noise * rng.standard_normal(n), f, shift, scale
+
+
 def sphere_targets(
     rng: np.random.Generator, X: np.ndarray, rule: str, noise: float, teacher_width: int
 ) -> np.ndarray:
@@ -33,21 +59,7 @@ def sphere_targets(
     variance. smooth: y = sin(pi v.x) + (v'.x)^2 for random unit v, v', centred and scaled to unit
     variance. Then y += noise * N(0, 1).
     """
-    n, d = X.shape
-    if rule == "gaussian":
-        y = rng.standard_normal(n)
-    elif rule == "teacher":
-        W = rng.standard_normal((teacher_width, d))
-        a = rng.standard_normal(teacher_width)
-        y = np.maximum(X @ W.T, 0) @ a / np.sqrt(teacher_width)
-    elif rule == "smooth":
-        v, w = unit_sphere(rng, 2, d)
-        y = np.sin(np.pi * X @ v) + (X @ w) ** 2
-    else:
-        raise ValueError(f"data.target: unknown rule {rule!r}; allowed: {', '.join(TARGETS)}")
-    if rule != "gaussian":
-        y = (y - y.mean()) / (y.std() + 1e-300)
-    return y + noise * rng.standard_normal(n)
+    return _sphere_draw(rng, X, rule, noise, teacher_width)[0]
 
 
 def sphere(n: int, d: int, target: str, seed: int, noise: float = 0.0, teacher_width: int = 64):
@@ -56,14 +68,46 @@ def sphere(n: int, d: int, target: str, seed: int, noise: float = 0.0, teacher_w
     return X, sphere_targets(rng, X, target, noise, teacher_width)
 
 
-def normalise(X: np.ndarray, how: str, pixel_max: float | None = None) -> np.ndarray:
+TEST_STREAM = 0x7E57  # held-out points of synthetic data: seed stream default_rng([seed, TEST_STREAM])
+
+
+def sphere_test(
+    n: int, d: int, target: str, seed: int, n_test: int, noise: float = 0.0, teacher_width: int = 64
+):
+    """Held-out points for ``sphere(n, d, target, seed, noise, teacher_width)``: n_test new points
+    uniform on the sphere from their own stream ``default_rng([seed, TEST_STREAM])`` (apart from the
+    training stream ``default_rng(seed)``; distinct from the training points with probability 1),
+    labelled by the SAME target function (teacher / smooth: the one drawn for the training set,
+    centred and scaled by the training sample's mean and std) plus fresh noise * N(0, 1);
+    gaussian: fresh N(0, 1) targets. Returns (X_test (n_test, d), y_test (n_test,))."""
+    rng = np.random.default_rng(seed)
+    X = unit_sphere(rng, n, d)
+    _, f, shift, scale = _sphere_draw(rng, X, target, noise, teacher_width)
+    rng_t = np.random.default_rng([seed, TEST_STREAM])
+    X_t = unit_sphere(rng_t, n_test, d)
+    raw = rng_t.standard_normal(n_test) if f is None else f(X_t)
+    return X_t, (raw - shift) / scale + noise * rng_t.standard_normal(n_test)
+
+
+def random_rows(count: int, seed: int) -> np.ndarray:
+    """The order in which a subset of ``count`` file points is drawn: ``default_rng(seed).permutation``;
+    the training points are its first data.n entries, held-out points the next data.test.n."""
+    return np.random.default_rng(seed).permutation(count)
+
+
+def normalise(
+    X: np.ndarray, how: str, pixel_max: float | None = None, reference: np.ndarray | None = None
+) -> np.ndarray:
     """unit: each row scaled to norm 1; standardize: each column to mean 0, std 1; none;
-    pixels: X / pixel_max (image intensities to [0, 1]: digits / 16; MNIST / 255 = torchvision's ToTensor)."""
+    pixels: X / pixel_max (image intensities to [0, 1]: digits / 16; MNIST / 255 = torchvision's ToTensor).
+    ``reference``: the raw points whose column statistics standardize uses (default X; held-out points
+    are standardized with the training points' statistics)."""
     if how == "unit":
         return X / np.linalg.norm(X, axis=1, keepdims=True)
     if how == "standardize":
-        std = X.std(axis=0)
-        return (X - X.mean(axis=0)) / np.where(std > 0, std, 1.0)
+        ref = X if reference is None else reference
+        std = ref.std(axis=0)
+        return (X - ref.mean(axis=0)) / np.where(std > 0, std, 1.0)
     if how == "none":
         return X
     if how == "pixels":
@@ -75,12 +119,8 @@ def normalise(X: np.ndarray, how: str, pixel_max: float | None = None) -> np.nda
     raise ValueError(f"data.normalize: unknown {how!r}; allowed: {', '.join(NORMALIZE)}")
 
 
-def digits(n: int, classes: list[int] | None, target: str, normalize: str, seed: int):
-    """scikit-learn's bundled 8x8 digits (1797 images, no download), n drawn at random.
-
-    target 'pm1': +1 for the first listed class, -1 for the others; 'label': the digit as float.
-    normalize 'pixels' divides by 16 (intensities 0..16 to [0, 1]).
-    """
+def _digits_pool(classes: list[int] | None):
+    """scikit-learn's bundled digits (pixels as float64, labels), only ``classes`` when given."""
     from sklearn.datasets import load_digits
 
     data = load_digits()
@@ -88,18 +128,51 @@ def digits(n: int, classes: list[int] | None, target: str, normalize: str, seed:
     if classes:
         keep = np.isin(labels, classes)
         X, labels = X[keep], labels[keep]
-    if n > len(X):
-        raise ValueError(f"data.n={n} is more than the {len(X)} digits of classes {classes}")
-    idx = np.random.default_rng(seed).permutation(len(X))[:n]
-    X, labels = X[idx], labels[idx]
+    return X, labels
+
+
+def digits_count(classes: list[int] | None) -> int:
+    """Number of bundled digits of ``classes`` (all 1797 when None or empty)."""
+    return len(_digits_pool(classes)[0])
+
+
+def _digits_targets(labels: np.ndarray, classes: list[int] | None, target: str) -> np.ndarray:
     if target == "pm1":
         first = classes[0] if classes else 0
-        y = np.where(labels == first, 1.0, -1.0)
-    elif target == "label":
-        y = labels.astype(np.float64)
-    else:
-        raise ValueError(f"data.target: unknown {target!r} for digits; allowed: pm1, label")
-    return normalise(X, normalize, PIXEL_MAX["digits"]), y
+        return np.where(labels == first, 1.0, -1.0)
+    if target == "label":
+        return labels.astype(np.float64)
+    raise ValueError(f"data.target: unknown {target!r} for digits; allowed: pm1, label")
+
+
+def digits(n: int, classes: list[int] | None, target: str, normalize: str, seed: int):
+    """scikit-learn's bundled 8x8 digits (1797 images, no download), n drawn at random.
+
+    target 'pm1': +1 for the first listed class, -1 for the others; 'label': the digit as float.
+    normalize 'pixels' divides by 16 (intensities 0..16 to [0, 1]).
+    """
+    X, labels = _digits_pool(classes)
+    if n > len(X):
+        raise ValueError(f"data.n={n} is more than the {len(X)} digits of classes {classes}")
+    idx = random_rows(len(X), seed)[:n]
+    X, labels = X[idx], labels[idx]
+    return normalise(X, normalize, PIXEL_MAX["digits"]), _digits_targets(labels, classes, target)
+
+
+def digits_test(n: int, n_test: int, classes: list[int] | None, target: str, normalize: str, seed: int):
+    """Held-out digits for ``digits(n, classes, target, normalize, seed)``: the next n_test images of
+    the same random order (``random_rows``), disjoint from the n training images; 'standardize' uses
+    the training images' column statistics. Returns (X_test, y_test)."""
+    X, labels = _digits_pool(classes)
+    if n + n_test > len(X):
+        raise ValueError(
+            f"data.test.n: data.n={n} + data.test.n={n_test} is more than the {len(X)} digits of "
+            f"classes {classes}"
+        )
+    order = random_rows(len(X), seed)
+    train, test = order[:n], order[n : n + n_test]
+    X_t = normalise(X[test], normalize, PIXEL_MAX["digits"], reference=X[train])
+    return X_t, _digits_targets(labels[test], classes, target)
 
 
 def from_npz(path: str, normalize: str = "none"):
@@ -123,6 +196,40 @@ def from_npz(path: str, normalize: str = "none"):
     if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
         raise ValueError(f"data.path: {path} holds non-finite values")
     return normalise(X, normalize), y
+
+
+def _as_test_path(exc: ValueError) -> ValueError:
+    """A data.path error raised while reading data.test.path, renamed to the key the user set."""
+    return ValueError(str(exc).replace("data.path", "data.test.path", 1))
+
+
+def npz_test(path: str, n: int, seed: int, n_test: int, test_path: str | None, normalize: str = "none"):
+    """Held-out points for the npz training set of ``data.path`` (data.n points, ``random_rows``).
+
+    Without ``test_path``: the next n_test points of the same random order (disjoint from the
+    training points), normalised as the training points are (over the whole file). With
+    ``test_path``: the first n_test points of that .npz (X, y as ``from_npz``), normalised with the
+    training file's column statistics. Returns (X_test, y_test)."""
+    X, y = from_npz(path, normalize if test_path is None else "none")
+    if test_path is None:
+        if n + n_test > X.shape[0]:
+            raise ValueError(
+                f"data.test.n: data.n={n} + data.test.n={n_test} is more than the {X.shape[0]} points "
+                f"in data.path {path}; lower data.n or give data.test.path"
+            )
+        idx = random_rows(X.shape[0], seed)[n : n + n_test]
+        return X[idx], y[idx]
+    try:
+        X_t, y_t = from_npz(test_path, "none")
+    except ValueError as exc:
+        raise _as_test_path(exc) from None
+    if X_t.shape[1] != X.shape[1]:
+        raise ValueError(
+            f"data.test.path: X of {test_path} has {X_t.shape[1]} columns, data.path's has {X.shape[1]}"
+        )
+    if n_test > X_t.shape[0]:
+        raise ValueError(f"data.test.n: {n_test} is more than the {X_t.shape[0]} points in {test_path}")
+    return normalise(X_t[:n_test], normalize, reference=X), y_t[:n_test]
 
 
 def npz_rows(path: str, key: str = "X") -> int:
@@ -267,3 +374,19 @@ def mnist(path: str, n: int, normalize: str = "pixels"):
     if y.shape != (n,):
         raise ValueError(f"data.path: MNIST labels must be one digit per image, got shape {y.shape}")
     return normalise(X, normalize, PIXEL_MAX["mnist"]), y
+
+
+def mnist_test(path: str, n: int, n_test: int, test_path: str | None, normalize: str = "pixels"):
+    """Held-out MNIST images for ``mnist(path, n, normalize)``: without ``test_path`` the n_test
+    images after the first n of the same source (disjoint from the training images); with it the
+    first n_test images of that source (``mnist_files``: e.g. ``t10k-images-idx3-ubyte``, its labels
+    beside it). 'standardize' uses the training images' column statistics. Returns (X_test, y_test)."""
+    if test_path is None:
+        X, y = mnist(path, n + n_test, "none")
+        return normalise(X[n:], normalize, PIXEL_MAX["mnist"], reference=X[:n]), y[n:]
+    try:
+        X_t, y_t = mnist(test_path, n_test, "none")
+    except ValueError as exc:
+        raise _as_test_path(exc) from None
+    reference = mnist(path, n, "none")[0] if normalize == "standardize" else None
+    return normalise(X_t, normalize, PIXEL_MAX["mnist"], reference=reference), y_t
