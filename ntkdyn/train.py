@@ -41,7 +41,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ntkdyn import optimizers
-from ntkdyn.models import Model
+from ntkdyn.models import Model, loss_scale
 
 COMPILE_COUNT = {"n": 0}
 _CACHE: dict = {}
@@ -60,6 +60,7 @@ class TrainPlan:
 
 
 SAMPLE_KEY = "_sample_key"  # the run's sampling key (raw uint32 PRNG key) travels with its hyperparameters
+TEST_KEY = "_held_out"  # the run's held-out set (X_t, y_t), when given, travels with its hyperparameters
 
 
 def batch_indices(key: jax.Array, step: jax.Array, n: int, b: int, sampling: str) -> jax.Array:
@@ -88,6 +89,7 @@ class TrainResult:
     run_s: float
     grad_norm_sq: np.ndarray  # ||grad_theta L||^2 at ``step`` (NaN after divergence, like ``loss``)
     loss_runs: np.ndarray | None = None  # (R, len(step)) when ``loss`` is the mean of R sampled runs
+    test_loss: np.ndarray | None = None  # loss on the held-out set at ``step`` (NaN after divergence)
 
 
 class TrainState(NamedTuple):
@@ -180,7 +182,7 @@ def batched_fns(
     careful = jnp.asarray(careful_groups(plan))
 
     def tx_of(hyper):
-        hyper = {key: v for key, v in hyper.items() if key != SAMPLE_KEY}
+        hyper = {key: v for key, v in hyper.items() if key not in (SAMPLE_KEY, TEST_KEY)}
         return optax.with_extra_args_support(optimizers.transformation(spec, {**hyper, **static}))
 
     def loss_fn(p, consts, X, y):
@@ -203,6 +205,27 @@ def batched_fns(
     vstep = _vmap_runs(one_step, (0, 0, 0) + axes + (None,))
     vloss = _vmap_runs(jax.value_and_grad(loss_fn, has_aux=True), (0,) + axes)
     verror = _vmap_runs(lambda p, consts, X, y: model.apply(p, consts, X) - y, (0,) + axes)
+
+    def held_out_loss(p, consts, hyper):
+        """The loss on the run's held-out set (X_t, y_t) = hyper[TEST_KEY], the training loss's
+        convention: (c_t/2)||f(X_t) - y_t||^2, c_t = ``models.loss_scale(model.loss, n_t)``."""
+        Xt, yt = hyper[TEST_KEY]
+        e = model.apply(p, consts, Xt) - yt
+        return 0.5 * loss_scale(model.loss, yt.shape[-1]) * jnp.sum(e * e)
+
+    vheld = _vmap_runs(held_out_loss, (0, axes[0], 0))
+
+    def held_out_at(k_abs, p, consts, hyper, one_run: bool) -> tuple:
+        """(held-out loss,) at a recorded step (k_abs % record_every == 0; NaN at the others, which
+        are dropped), evaluated only there; () without a held-out set (nothing is added)."""
+        if TEST_KEY not in hyper:
+            return ()
+        fn = held_out_loss if one_run else vheld
+        if k == 1:
+            return (fn(p, consts, hyper),)
+        yt = hyper[TEST_KEY][1]
+        skip = jnp.full(yt.shape[:-1], jnp.nan, yt.dtype)
+        return (jax.lax.cond(k_abs % k == 0, lambda q: fn(q, consts, hyper), lambda q: skip, p),)
 
     def is_bad(L, limit):
         return ~jnp.isfinite(L) | (L > limit)
@@ -242,6 +265,7 @@ def batched_fns(
 
         def step(st: TrainState, k_abs):
             live = st.diverged_at < 0
+            held = held_out_at(k_abs, st.params, consts, hyper, False)
             p, o, L, e, gn = vstep(st.params, st.opt_state, hyper, consts, X, y, k_abs)
             errors, snaps = record(k_abs, live, e, st.params, st.errors, st.snapshots)
             bad = live & is_bad(L, st.limit)
@@ -254,10 +278,10 @@ def batched_fns(
                 snaps,
                 st.limit,
             )
-            return new, (jnp.where(live, L, jnp.nan), jnp.where(live, gn, jnp.nan))
+            return new, tuple(jnp.where(live, v, jnp.nan) for v in (L, gn, *held))
 
-        state, (Ls, gns) = jax.lax.scan(step, state, g * G * k + jnp.arange(G * k, dtype=jnp.int32))
-        return state, (Ls[::k], gns[::k])  # (G, R): the first step of each record block
+        state, recs = jax.lax.scan(step, state, g * G * k + jnp.arange(G * k, dtype=jnp.int32))
+        return state, tuple(r[::k] for r in recs)  # (G, R): the first step of each record block
 
     def fast_group(state: TrainState, g, hyper, consts, X, y):
         """The G * k steps of group g as one plain scan of the step (one step body in the program), the
@@ -277,15 +301,17 @@ def batched_fns(
 
         def step(carry, i):  # i: step within the group; the loop body is the plain step
             p, o = carry
+            held = held_out_at(s0 + i, p, data[0], hyper_c, one)
             p, o, L, _, gn = step_fn(p, o, hyper_c, *data, s0 + i)
-            return (p, o), (L, gn)
+            return (p, o), (L, gn, *held)
 
-        (p, o), (Ls, gns) = jax.lax.scan(
+        (p, o), (Ls, gns, *held) = jax.lax.scan(
             step, (sq(state.params), sq(state.opt_state)), jnp.arange(G * k, dtype=jnp.int32)
         )
         any_bad = jnp.any(is_bad(Ls, limit), axis=0)  # every step's loss, checked once after the loop
         Ls, gns = Ls[::k], gns[::k]  # the first step of each record block (||g||^2 of the others is cheap)
         p, o, any_bad, Ls, gns = ex(p), ex(o), ex(any_bad), ex(Ls.T).T, ex(gns.T).T  # Ls, gns: (G, R)
+        held = [ex(h[::k].T).T for h in held]  # the held-out loss, (G, R), when a held-out set is given
 
         def accept(_):
             new_p, new_o = jax.lax.cond(
@@ -296,7 +322,7 @@ def batched_fns(
             errors, snaps = record_start(s0, live, state.params, state.errors, state.snapshots, consts, X, y)
             return (
                 TrainState(new_p, new_o, state.diverged_at, errors, snaps, state.limit),
-                (jnp.where(live, Ls, jnp.nan), jnp.where(live, gns, jnp.nan)),
+                tuple(jnp.where(live, v, jnp.nan) for v in (Ls, gns, *held)),
             )
 
         newly_bad = jnp.any(live & any_bad)
@@ -320,9 +346,9 @@ def batched_fns(
             return jax.lax.cond(careful[g], careful_group, fast_group, st, g, hyper, consts, X, y)
 
         groups = first_block // G + jnp.arange(blocks_per_chunk // G, dtype=jnp.int32)
-        state, (Ls, gns) = jax.lax.scan(group, state, groups)  # (groups, G, R)
+        state, recs = jax.lax.scan(group, state, groups)  # loss, ||g||^2[, held-out loss]: (groups, G, R)
         flat = lambda a: a.reshape(blocks_per_chunk, -1).T  # (R, blocks_per_chunk)
-        return state, flat(Ls), flat(gns)
+        return (state, *(flat(r) for r in recs))
 
     def finish(state: TrainState, hyper, consts, X, y):
         (L, e), g = vloss(state.params, consts, X, y)
@@ -330,12 +356,14 @@ def batched_fns(
         live = state.diverged_at < 0
         errors, snaps = record(plan.steps, live, e, state.params, state.errors, state.snapshots)
         bad = live & is_bad(L, state.limit)
+        held = held_out_at(plan.steps, state.params, consts, hyper, False)
         return (
             jnp.where(live, L, jnp.nan),
             jnp.where(live, gn, jnp.nan),
             jnp.where(bad, plan.steps, state.diverged_at),
             errors,
             snaps,
+            *(jnp.where(live, h, jnp.nan) for h in held),
         )
 
     return init, chunk, finish
@@ -402,6 +430,7 @@ def train_batch(
     y: list,
     progress: Callable[[int, float], None] | None = None,
     keys: list | None = None,
+    test: list[tuple] | None = None,
 ) -> list[TrainResult]:
     """Train R runs of the same shapes as one vmapped, sharded program; one TrainResult per run.
 
@@ -409,6 +438,8 @@ def train_batch(
     like nesterov=True, must be equal across runs and are compiled in). ``progress(step, eta_s)``
     is called after every chunk. ``keys[i]``: run i's sampling key (``jax.random.PRNGKey``), needed
     when ``plan.batch_size`` is set; an input per run, so runs with different keys are one program.
+    ``test[i]``: run i's held-out set (X_t, y_t) or None for all; its loss (``TrainResult.test_loss``)
+    is then evaluated at the recorded steps only (the compiled program has no held-out work without it).
     """
     if plan.batch_size is not None and (keys is None or len(keys) != len(hypers)):
         raise ValueError(f"mini-batch training (batch_size={plan.batch_size}) needs one sampling key per run")
@@ -430,6 +461,7 @@ def train_batch(
             {
                 **{k: np.asarray(hp[k], dtype) for k in numeric_keys},
                 **({SAMPLE_KEY: np.asarray(keys[i], np.uint32)} if plan.batch_size is not None else {}),
+                **({TEST_KEY: tuple(np.asarray(a, dtype) for a in test[i])} if test is not None else {}),
             }
             for i, hp in enumerate(hypers)
         ]
@@ -496,13 +528,14 @@ def train_batch(
     )
     t1 = time.perf_counter()
     blocks_per_chunk = n_blocks(plan) // plan.chunks
-    losses, gnorms = [], []
+    losses, gnorms, helds = [], [], []
     for i in range(plan.chunks):
-        state, chunk_losses, chunk_gn = f_chunk(
+        state, chunk_losses, chunk_gn, *chunk_held = f_chunk(
             state, h, cs, Xb, yb, jnp.asarray(i * blocks_per_chunk, jnp.int32)
         )
         losses.append(chunk_losses)
         gnorms.append(chunk_gn)
+        helds += chunk_held
         if progress is not None:
             jax.block_until_ready(chunk_losses)
             done = (i + 1) / plan.chunks
@@ -510,8 +543,15 @@ def train_batch(
             progress((i + 1) * blocks_per_chunk * plan.record_every, elapsed * (1 - done) / done)
     out = jax.block_until_ready(f_finish(state, h, cs, Xb, yb))
     t2 = time.perf_counter()
-    (L_end, gn_end, div_at, errors, snaps), final, losses, gnorms = _to_host(
-        (out, state.params, losses, gnorms)
+    (L_end, gn_end, div_at, errors, snaps, *held_end), final, losses, gnorms, helds = _to_host(
+        (out, state.params, losses, gnorms, helds)
+    )
+    held = (
+        np.concatenate(
+            [np.asarray(x, np.float64) for x in helds] + [np.asarray(held_end[0])[:, None]], axis=1
+        )
+        if held_end
+        else None
     )
     loss = np.concatenate(
         [np.asarray(x, np.float64) for x in losses] + [np.asarray(L_end, np.float64)[:, None]], axis=1
@@ -533,6 +573,7 @@ def train_batch(
             compile_s=(t1 - t0) / R,
             run_s=(t2 - t1) / R,
             grad_norm_sq=gnorm[i],
+            test_loss=None if held is None else held[i],
         )
         for i in range(R)
     ]
@@ -550,10 +591,23 @@ def train(
     y,
     progress=None,
     key=None,
+    test: tuple | None = None,
 ) -> TrainResult:
-    """One run (``train_batch`` with a single run; ``key``: its sampling key for mini-batch plans)."""
+    """One run (``train_batch`` with a single run; ``key``: its sampling key for mini-batch plans;
+    ``test``: its held-out set (X_t, y_t) or None)."""
     return train_batch(
-        model, spec, [hyper], c, plan, [params], [consts], [X], [y], progress, None if key is None else [key]
+        model,
+        spec,
+        [hyper],
+        c,
+        plan,
+        [params],
+        [consts],
+        [X],
+        [y],
+        progress,
+        None if key is None else [key],
+        None if test is None else [test],
     )[0]
 
 
