@@ -371,6 +371,45 @@ def gram(model: Model, params, consts, X, chunk: int = 256) -> np.ndarray:
     return ntk_gram(model.apply, params, consts, X, chunk)
 
 
+def cross_gram(model: Model, params, consts, Xa, Xb, chunk: int = 256, memory_gb: float = 2.0) -> np.ndarray:
+    """The cross kernel H(Xa, Xb)_ij = <d f(a_i)/d theta, d f(b_j)/d theta> (na x nb, float64) at
+    ``params``, e.g. held-out points against the training points (K_test,train = c H(X_test, X)).
+
+    A model with an exact fast path: the off-diagonal block of its closed form on [Xb; Xa]
+    (``gram``). Otherwise per-example Jacobian blocks of ``chunk`` inputs (``_jacobian_block``)
+    contracted leaf by leaf (``_contract``; in float64 when x64 is enabled, else in the parameters'
+    dtype); the Xb blocks are held while they fit ``memory_gb`` (else recomputed per Xa block), so
+    at most one Xa block and the Xb blocks (chunk x P entries each) are in memory, never the full
+    Jacobian.
+    """
+    Xa, Xb = jnp.asarray(Xa), jnp.asarray(Xb)
+    na, nb = int(Xa.shape[0]), int(Xb.shape[0])
+    if model.fast_gram is not None:
+        return gram(model, params, consts, jnp.concatenate([Xb, Xa]))[nb:, :nb].copy()
+    pdt = jnp.dtype(_params_dtype(params))
+    acc = "float64" if _x64_enabled() else pdt.name
+    c = max(1, min(int(chunk), max(na, nb)))
+
+    def blocks(X):  # equal blocks (zero-padded: one compiled shape), and the real rows of each
+        n = int(X.shape[0])
+        pad = -n % c
+        Xp = jnp.concatenate([X, jnp.zeros((pad,) + X.shape[1:], X.dtype)]) if pad else X
+        return [(Xp[i : i + c], min(c, n - i)) for i in range(0, n, c)]
+
+    P = int(sum(np.size(leaf) for leaf in jax.tree.leaves(params)))
+    hold = len(blocks(Xb)) * c * P * pdt.itemsize <= memory_gb * 2**30
+    jac = lambda B: _jacobian_block(model.apply, params, consts, B)  # noqa: E731
+    held = [jac(B) for B, _ in blocks(Xb)] if hold else None
+    out = np.zeros((na, nb))
+    for i, (A, ra) in enumerate(blocks(Xa)):
+        Ja = jac(A)
+        for j, (B, rb) in enumerate(blocks(Xb)):
+            Jb = held[j] if hold else jac(B)
+            block = np.asarray(_contract(Ja, Jb, acc), np.float64)
+            out[i * c : i * c + ra, j * c : j * c + rb] = block[:ra, :rb]
+    return out
+
+
 _FAST_JIT: dict = {}
 
 
