@@ -423,6 +423,33 @@ def null_modes(lam, rtol: float) -> np.ndarray:
     return np.abs(lam) <= rtol * float(np.max(np.abs(lam), initial=0.0))
 
 
+def held_out_map(K_cross: np.ndarray, lam, V: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """M = K_test,train K^+ in K's eigenbasis: M = K_x V_r diag(1 / lam_r), shape (n_test, n), the
+    columns of K's numerical null modes (``null_modes``) zero.
+
+    Every linear method (GD, HB, NAG, schedules, restarts) moves the parameters of a linearised
+    model along gradients c J^T e_j, so theta_k - theta_0 = J^T a_k and the outputs move by
+    f(X; theta_k) - f(X; theta_0) = K a_k / c on the training points and by K_x a_k / c on new points
+    (K = c J J^T, K_x = c J_test J^T). Hence Delta f_test = K_x K^+ Delta f_train, exact for the
+    linearised model; the pseudo-inverse loses nothing on a singular K because a null mode v of K
+    has J^T v = 0 (v^T K v = c |J^T v|^2), so K_x v = 0 and the training change has no component
+    there. With the modes c_k = V^T e_k: e_test(k) = e_test(0) + M (c_k - c_0) = e_test(0) +
+    K_x K^+ (e_k - e_0) (``held_out_errors``)."""
+    lam = np.asarray(lam, np.float64)
+    live = ~np.asarray(null, bool)
+    scale = np.zeros_like(lam)
+    scale[live] = 1.0 / lam[live]
+    return (np.asarray(K_cross, np.float64) @ V) * scale
+
+
+def held_out_errors(modes: np.ndarray, coef: np.ndarray, M: np.ndarray, e0_test: np.ndarray) -> np.ndarray:
+    """Kernel-regime errors on held-out points, e_test(k) = e_test(0) + M (c_k - c_0), shape
+    (steps, n_test), from the training modes c_k (rows of ``modes``; c_0 = ``coef``) and
+    M = ``held_out_map`` (per mode: K_x v_i / lam_i). The held-out loss is then
+    ``modal_loss(errors, c_test)`` (the same (c/2)||.||^2 over the last axis)."""
+    return np.asarray(e0_test, np.float64) + (np.asarray(modes) - np.asarray(coef)) @ M.T
+
+
 def loss_floor_star(lam, coef, c: float, rtol: float) -> dict:
     """The least-squares floor L* = (c/2) ||P_null e0||^2 = (c/2) sum_{i null} coef_i^2, P_null the
     projector on K's (numerical, ``null_modes``) null space, coef = V^T e0.
