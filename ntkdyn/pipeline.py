@@ -37,6 +37,13 @@ class Setup:
     V: np.ndarray
     coef: np.ndarray  # V^T e0
     times: dict[str, float]
+    # held-out set (data.test or test_data=), None without one
+    X_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    e0_test: np.ndarray | None = None  # f(X_test; theta_0) - y_test
+    H_test: np.ndarray | None = None  # H(X_test, X) of theory.kernel (H0: empirical at theta_0, or Hinf)
+    c_test: float | None = None  # loss scale on the held-out set (models.loss_scale(loss, n_test))
+    test_map: np.ndarray | None = None  # theory.held_out_map: K_x K^+ in K's eigenbasis
 
     @property
     def K(self) -> np.ndarray:
@@ -70,9 +77,39 @@ def load_data(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
     if d.n is not None and d.n > X.shape[0]:
         raise ValueError(f"data.n: {d.n} is more than the {X.shape[0]} points in data.path {d.path}")
     if d.n is not None and d.n < X.shape[0]:
-        idx = np.random.default_rng(cfg.seed).permutation(X.shape[0])[: d.n]
+        idx = data_mod.random_rows(X.shape[0], cfg.seed)[: d.n]
         X, y = X[idx], y[idx]
     return X, y
+
+
+def load_test_data(cfg: Config) -> tuple[np.ndarray, np.ndarray] | None:
+    """(X_test, y_test) of a validated config's ``data.test``, or None without one: sphere: new
+    points of the same distribution and target function (``data.sphere_test``); digits, npz, mnist:
+    the points after the data.n training ones, or those of ``data.test.path`` (``data.digits_test``,
+    ``npz_test``, ``mnist_test``). Disjoint from the training points; normalised as they are.
+
+    Args:
+        cfg: a validated ``Config``.
+    Returns:
+        X_test (n_test, d) and y_test (n_test,) float64 numpy arrays, or None.
+    Raises:
+        ValueError: a data file that does not hold the points asked for.
+    """
+    d, t = cfg.data, cfg.data.test
+    if t is None:
+        return None
+    if d.source == "sphere":
+        return data_mod.sphere_test(d.n, d.d, d.target, cfg.seed, t.n, d.noise, d.teacher_width)
+    if d.source == "digits":
+        return data_mod.digits_test(d.n, t.n, d.classes, d.target, d.normalize, cfg.seed)
+    if d.source == "mnist":
+        return data_mod.mnist_test(d.path, d.n, t.n, t.path, d.normalize)
+    return data_mod.npz_test(d.path, d.n, cfg.seed, t.n, t.path, d.normalize)
+
+
+def kernel_rtol(cfg: Config, n: int) -> float:
+    """rtol of K's numerical null space (``theory.null_modes``): n eps of the dtype K was computed in."""
+    return n * float(np.finfo(cfg.dtype if cfg.theory.kernel == "H0" else "float64").eps)
 
 
 def build_model(cfg: Config, d: int):
@@ -104,16 +141,26 @@ def build_model(cfg: Config, d: int):
     return model, params, consts
 
 
-def prepare(cfg: Config, data: tuple[np.ndarray, np.ndarray] | None = None, built=None) -> Setup:
+def prepare(
+    cfg: Config,
+    data: tuple[np.ndarray, np.ndarray] | None = None,
+    built=None,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Setup:
     """Data, model, initial error and kernels. ``data`` and ``built`` (from ``load_data`` and
     ``build_model``) may be given when the caller has already loaded them to check the input.
 
     Args:
         cfg: a validated ``Config``; data: (X, y) or None (``load_data(cfg)``); built: (Model,
-            params, consts) or None (``build_model``).
+            params, consts) or None (``build_model``); test: a held-out set (X_test, y_test) or
+            None (``load_test_data(cfg)``: data.test's points, or none).
     Returns:
         ``Setup``: X, y, model, params, consts, loss scale c, e0 = f(X; theta_0) - y, H0, Hinf, the
-        ascending eigenpairs (lam, V) of K = c H (H0 or Hinf per theory.kernel), coef = V^T e0, times.
+        ascending eigenpairs (lam, V) of K = c H (H0 or Hinf per theory.kernel), coef = V^T e0, times;
+        with a held-out set also X_test, y_test, e0_test, the cross kernel H_test = H(X_test, X) of
+        the same source, c_test and test_map = K_x K^+ (``theory.held_out_map``).
+    Raises:
+        ValueError: a held-out set whose points do not have the training points' dimension.
     """
     times = {}
     t = time.perf_counter()
@@ -131,7 +178,46 @@ def prepare(cfg: Config, data: tuple[np.ndarray, np.ndarray] | None = None, buil
     c = models.loss_scale(model.loss, X.shape[0])
     lam, V = theory.eigen(c * (Hinf if cfg.theory.kernel == "Hinf" else H0))
     times["kernels"] = time.perf_counter() - t
-    return Setup(X, y, model, params, consts, c, e0, H0, Hinf, lam, V, V.T @ e0, times)
+    setup = Setup(X, y, model, params, consts, c, e0, H0, Hinf, lam, V, V.T @ e0, times)
+    test = test if test is not None else load_test_data(cfg)
+    return setup if test is None else with_held_out(cfg, setup, *test)
+
+
+def with_held_out(cfg: Config, setup: Setup, X_test: np.ndarray, y_test: np.ndarray) -> Setup:
+    """``setup`` with its held-out set: e0_test = f(X_test; theta_0) - y_test (training dtype), the
+    cross kernel H_test = H(X_test, X) of theory.kernel (H0: ``ntk.cross_gram`` at theta_0; Hinf: the
+    off-diagonal block of the model's H∞ on [X; X_test]), c_test and test_map (``theory.held_out_map``
+    over the modes of K above ``kernel_rtol``)."""
+    t = time.perf_counter()
+    X_test, y_test = np.asarray(X_test, np.float64), np.asarray(y_test, np.float64)
+    n, d = setup.X.shape
+    if X_test.ndim != 2 or X_test.shape[1] != d or y_test.shape != (X_test.shape[0],):
+        raise ValueError(
+            f"test data: expected X_test (n_test, {d}) and y_test (n_test,) to match the training X, "
+            f"got {X_test.shape} and {y_test.shape}"
+        )
+    dtype = jax_dtype(cfg)
+    Xj = jnp.asarray(X_test, dtype)
+    f0 = setup.model.apply(setup.params, setup.consts, Xj)
+    e0_test = np.asarray(f0 - jnp.asarray(y_test, dtype), np.float64)
+    if cfg.theory.kernel == "Hinf":
+        H_test = setup.model.hinf(np.concatenate([setup.X, X_test]))[n:, :n]
+    else:
+        H_test = ntk.cross_gram(setup.model, setup.params, setup.consts, Xj, jnp.asarray(setup.X, dtype))
+    null = theory.null_modes(setup.lam, kernel_rtol(cfg, setup.lam.size))
+    test_map = theory.held_out_map(setup.c * H_test, setup.lam, setup.V, null)
+    c_test = models.loss_scale(setup.model.loss, X_test.shape[0])
+    times = {**setup.times, "held_out": time.perf_counter() - t}
+    return dataclasses.replace(
+        setup,
+        X_test=X_test,
+        y_test=y_test,
+        e0_test=e0_test,
+        H_test=H_test,
+        c_test=c_test,
+        test_map=test_map,
+        times=times,
+    )
 
 
 def train_plan(cfg: Config) -> TrainPlan:
@@ -183,10 +269,22 @@ def train_runs(cfgs: list[Config], setups: list[Setup], index: int, progress=Non
             [jnp.asarray(s.X, dtype) for s in setups],
             [jnp.asarray(s.y, dtype) for s in setups],
             progress,
+            test=held_out_sets(setups),
         )
     return train_sampled(
         setups[0].model, spec, cfgs, setups, hypers, [(s.params, s.consts) for s in setups], progress
     )
+
+
+def held_out_sets(setups: list[Setup]) -> list[tuple] | None:
+    """Per run its held-out set (X_test, y_test) for ``train.train_batch``, or None when the runs have
+    none; runs of one group either all have one (of equal shapes) or none."""
+    given = [s.X_test is not None for s in setups]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ValueError("runs trained as one program must all have a held-out set, or none")
+    return [(s.X_test, s.y_test) for s in setups]
 
 
 def sampling_keys(cfg: Config) -> list:
@@ -226,6 +324,7 @@ def train_sampled(
         rep([jnp.asarray(s.y, dtype) for s in setups]),
         progress,
         keys=keys,
+        test=None if held_out_sets(setups) is None else rep(held_out_sets(setups)),
     )
     return [mean_result(flat[i * R : (i + 1) * R]) for i in range(len(cfgs))]
 
@@ -240,6 +339,7 @@ def mean_result(results: list[TrainResult]) -> TrainResult:
         loss_runs=runs,
         grad_norm_sq=np.stack([r.grad_norm_sq for r in results]).mean(0),
         errors=np.stack([r.errors for r in results]).mean(0),
+        test_loss=None if results[0].test_loss is None else np.stack([r.test_loss for r in results]).mean(0),
         diverged_at=min(div) if div else None,
         compile_s=sum(r.compile_s for r in results),
         run_s=sum(r.run_s for r in results),
@@ -262,6 +362,8 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
     spec = optimizers.get(oc.name)
     hyper = optimizer_hyper(setup, oc)
     arrays = {"step": res.step, "loss": res.loss, "error_steps": res.error_at, "errors": res.errors}
+    if res.test_loss is not None:
+        arrays["test_loss"] = res.test_loss
     times = {"train_compile_s": res.compile_s, "train_run_s": res.run_s}
     drift = _kernel_drift(cfg, setup, res, arrays, times)
     fit, floors, null = _training_fit(cfg, setup, res)
@@ -296,6 +398,8 @@ def evaluate(cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult) -
     _ode_predictions(cfg, setup, spec, hyper, res, ode, arrays, metrics, times)
     _beyond_full_batch(cfg, setup, spec, hyper, res, arrays, metrics, times)
     _deviations(cfg, res, floors, arrays, metrics)
+    if res.test_loss is not None:
+        metrics["test"] = _held_out_metrics(cfg, setup, res, arrays)
     metrics["times"] = times
     return arrays, metrics
 
@@ -336,8 +440,7 @@ def _training_fit(cfg: Config, setup: Setup, res: TrainResult):
     window = tuple(cfg.rates.window)
     # least-squares floor L* (part of e0 in K's numerical null space; rtol = n eps of K's dtype): when it
     # is above the float floor, rates are fitted on L - L* (rates.fit_rates, README "Reading the verdicts")
-    kernel_eps = float(np.finfo(cfg.dtype if cfg.theory.kernel == "H0" else "float64").eps)
-    floor_info = theory.loss_floor_star(setup.lam, setup.coef, setup.c, setup.lam.size * kernel_eps)
+    floor_info = theory.loss_floor_star(setup.lam, setup.coef, setup.c, kernel_rtol(cfg, setup.lam.size))
     L_star = floor_info["floor"] if floor_info["floor"] > floor else 0.0
     null = theory.null_modes(setup.lam, floor_info["rtol"])
     fit_floor = rates.difference_floor(floor, L_star, np.finfo(cfg.dtype).eps)
@@ -377,6 +480,7 @@ def _discrete_predictions(
         arrays["loss_discrete"] = theory.modal_loss(modes, setup.c)
         arrays["grad_norm_sq_discrete"] = theory.modal_grad_norm_sq(modes, setup.lam, setup.c)
         arrays["restart_steps_discrete"] = hits
+        _held_out_prediction(cfg, setup, modes, "discrete", arrays)
         metrics["predicted"] = {
             "linear_rate": None,
             "restart_rule": spec.restart.rule,
@@ -390,6 +494,7 @@ def _discrete_predictions(
         t = time.perf_counter()
         modes = theory.discrete_modes(spec, hyper, setup.lam, setup.coef, cfg.train.steps)[res.step]
         arrays["loss_discrete"] = theory.modal_loss(modes, setup.c)
+        _held_out_prediction(cfg, setup, modes, "discrete", arrays)
         if cfg.train.batch_size is None:  # ||grad L||^2 = c e^T K e along the full-batch recurrence
             arrays["grad_norm_sq_discrete"] = theory.modal_grad_norm_sq(modes, setup.lam, setup.c)
         live = setup.lam[~null] if (~null).any() else setup.lam  # null modes hold L*, they do not decay
@@ -430,6 +535,7 @@ def _ode_predictions(
         arrays["ode_time"] = ode_time
         ode_modes = theory.ode_modes(ode, setup.lam, setup.coef, ode_time)
         arrays["loss_ode"] = theory.modal_loss(ode_modes, setup.c)
+        _held_out_prediction(cfg, setup, ode_modes, "ode", arrays)
         times["theory_closed_form_s"] = time.perf_counter() - t
         if cfg.theory.diffrax:
             t = time.perf_counter()
@@ -474,6 +580,49 @@ def _deviations(cfg: Config, res: TrainResult, floors: _Floors, arrays: dict, me
         g_floor = rates.loss_floor(cfg.dtype, float(g_train[0])) if np.isfinite(g_train[0]) else 0.0
         g_mask = np.isfinite(g_train) & (g_pred > g_floor) & (g_train > g_floor)
         metrics["deviation"]["grad_norm_sq"] = results.finite(rates.max_relative_gap(g_pred, g_train, g_mask))
+
+
+def _held_out_prediction(cfg: Config, setup: Setup, modes: np.ndarray, name: str, arrays: dict) -> None:
+    """``test_loss_<name>``: the held-out loss (c_test/2)||e_test(k)||^2 predicted from the training
+    modes ``modes`` (``theory.held_out_errors``: e_test(0) + K_x K^+ (e_k - e_0)). Full batch only
+    (a mini-batch prediction is per sampled path; the mean loss over paths is not this map)."""
+    if setup.test_map is None or cfg.train.batch_size is not None:
+        return
+    errors = theory.held_out_errors(modes, setup.coef, setup.test_map, setup.e0_test)
+    arrays[f"test_loss_{name}"] = theory.modal_loss(errors, setup.c_test)
+
+
+HELD_OUT_PREDICTIONS = ("discrete", "ode", "linearized")  # test_loss_<name> arrays compared with training's
+
+
+def _held_out_metrics(cfg: Config, setup: Setup, res: TrainResult, arrays: dict) -> dict:
+    """metrics.json's "test": n, loss_scale, training's held-out loss at step 0 and at the last
+    recorded step before any divergence (``final_step``), each prediction's value there
+    (``predicted_final``) and max_k |L_train - L_pred| / L_pred over the steps above the float floor
+    (``deviation``, as for the training loss)."""
+    L = np.asarray(res.test_loss, np.float64)
+    ok = np.isfinite(L)
+    last = int(np.flatnonzero(ok)[-1]) if ok.any() else None
+    floor = rates.loss_floor(cfg.dtype, float(L[0])) if ok[0] else 0.0
+    out = {
+        "n": int(setup.X_test.shape[0]),
+        "loss_scale": float(setup.c_test),
+        "loss_initial": results.finite(L[0]),
+        "loss_final": None if last is None else results.finite(L[last]),
+        "final_step": None if last is None else int(res.step[last]),
+        "predicted_final": {},
+        "deviation": {},
+    }
+    for name in HELD_OUT_PREDICTIONS:
+        pred = arrays.get(f"test_loss_{name}")
+        if pred is None:
+            continue
+        mask = ok & (pred > floor) & (L > floor)
+        out["deviation"][name] = results.finite(rates.max_relative_gap(pred, L, mask))
+        out["predicted_final"][name] = None if last is None else results.finite(pred[last])
+    if cfg.train.batch_size is not None:
+        out["note"] = "mini-batch: held-out loss recorded, not predicted (the map holds per full-batch path)"
+    return out
 
 
 def full_batch_constant(cfg: Config, hyper: dict) -> bool:
@@ -597,6 +746,8 @@ def _beyond_full_batch(
         start = time.perf_counter()
         lin = train_linearized(cfg, setup, spec, hyper)
         arrays["loss_linearized"] = lin.loss
+        if lin.test_loss is not None:
+            arrays["test_loss_linearized"] = lin.test_loss
         metrics["linearized"] = {"diverged_at": lin.diverged_at, "runs": t.sampling_runs}
         if lin.loss_runs is not None:
             arrays["loss_linearized_runs"] = lin.loss_runs
@@ -649,4 +800,5 @@ def train_linearized(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec, 
         [consts],
         [jnp.asarray(setup.X, dtype)],
         [jnp.asarray(setup.y, dtype)],
+        test=held_out_sets([setup]),
     )[0]
