@@ -193,7 +193,7 @@ def with_held_out(cfg: Config, setup: Setup, X_test: np.ndarray, y_test: np.ndar
     n, d = setup.X.shape
     if X_test.ndim != 2 or X_test.shape[1] != d or y_test.shape != (X_test.shape[0],):
         raise ValueError(
-            f"test data: expected X_test (n_test, {d}) and y_test (n_test,) to match the training X, "
+            f"test_data: expected X_test (n_test, {d}) and y_test (n_test,) to match the training X, "
             f"got {X_test.shape} and {y_test.shape}"
         )
     dtype = jax_dtype(cfg)

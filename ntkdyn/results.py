@@ -5,12 +5,16 @@ Results folder of one run (written by ``python -m ntkdyn.run`` and by ``write_ru
     config.yaml        the resolved config (for a model or data given from Python, ``model`` and
                        ``data`` describe them instead: ``{name, source: python, ...}``)
     env.json           versions, device, command, wall time per stage
-    data.npz           X (n, d), y (n,), e0 (n,) = f(X; theta_0) - y
+    data.npz           X (n, d), y (n,), e0 (n,) = f(X; theta_0) - y; with a held-out set (data.test)
+                       also X_test, y_test, e0_test = f(X_test; theta_0) - y_test
     kernels.npz        H0 (n, n) empirical NTK at initialisation, eigvals (of K = c H, ascending),
-                       Hinf (where defined), kernel_used, loss_scale c
+                       Hinf (where defined), kernel_used, loss_scale c; with a held-out set H_test
+                       (n_test, n) = H(X_test, X) of kernel_used, and test_loss_scale
     trajectories.npz   per optimizer label L: L/step, L/loss, L/loss_discrete, L/loss_ode,
                        L/loss_ode_diffrax, L/loss_ode_hr, L/ode_time (one value per recorded step),
-                       L/error_steps + L/errors (n-vectors), L/kernel_steps + L/kernels + L/kernel_drift
+                       L/error_steps + L/errors (n-vectors), L/kernel_steps + L/kernels + L/kernel_drift;
+                       with a held-out set L/test_loss (training's) and its predictions
+                       L/test_loss_discrete, L/test_loss_ode, L/test_loss_linearized
     metrics.json       the schema below
     loss.<png|svg|pdf> (+ loss.csv: the data behind the figure)
 
@@ -33,7 +37,10 @@ metrics.json (one run; keys in ``[]`` are written only when they have a value, `
         "deviation": {"discrete"|null, "ode"|null, "ode_hr"|null},
         "theory_verdicts": {"discrete"|"ode"|"ode_hr": verdict},
         "kernel_drift"|null, "ode": description|null,
-        ["ode_hr": description], ["ode_closed_vs_diffrax"], ["note"], ["error"]}}}
+        ["ode_hr": description], ["ode_closed_vs_diffrax"], ["note"], ["error"],
+        ["test": {"n", "loss_scale", "loss_initial", "loss_final", "final_step",
+                  "predicted_final": {"discrete"|"ode"|"linearized": loss}, "deviation": {same keys},
+                  ["note"]}]}}}
 
 An optimizer that failed is written as ``{"optimizer", "eta", "status": "failed", "error"}`` (sweep
 folders written before the sweep used ``write_run`` hold it without "eta"; read back, eta is None).
@@ -328,6 +335,51 @@ class Deviation:
         return cls(known.get("discrete"), known.get("ode"), known.get("ode_hr"), extra)
 
 
+@dataclasses.dataclass(frozen=True)
+class HeldOut:
+    """The held-out set of a run (data.test / ``test_data=``): its size ``n`` and ``loss_scale`` c_t
+    (L_test = (c_t/2)||f(X_test) - y_test||^2, the training loss's convention), training's held-out
+    loss at step 0 and at ``final_step`` (the last recorded step before any divergence), each
+    prediction's value there (``predicted_final``: discrete = K_x K^+ times the kernel recurrence's
+    change on the training points, ode, linearized) and its max relative gap to training's
+    (``deviation``, as ``Deviation``)."""
+
+    n: int
+    loss_scale: float
+    loss_initial: float | None
+    loss_final: float | None
+    final_step: int | None
+    predicted_final: Mapping[str, float | None] = dataclasses.field(default_factory=dict)
+    deviation: Mapping[str, float | None] = dataclasses.field(default_factory=dict)
+    note: str | None = None
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    _NAMES = ("n", "loss_scale", "loss_initial", "loss_final", "final_step", "predicted_final", "deviation")
+
+    def to_json(self) -> dict:
+        out = {
+            "n": self.n,
+            "loss_scale": self.loss_scale,
+            "loss_initial": self.loss_initial,
+            "loss_final": self.loss_final,
+            "final_step": self.final_step,
+            "predicted_final": dict(self.predicted_final),
+            "deviation": dict(self.deviation),
+        }
+        return {**_put_optional(out, note=self.note), **self.extra}
+
+    @classmethod
+    def from_json(cls, doc: Mapping) -> HeldOut:
+        k, extra = _split(doc, (*cls._NAMES, "note"))
+        return cls(
+            *(k.get(name) for name in cls._NAMES[:5]),
+            predicted_final=dict(k.get("predicted_final") or {}),
+            deviation=dict(k.get("deviation") or {}),
+            note=k.get("note"),
+            extra=extra,
+        )
+
+
 _OPT_KEYS = (
     "optimizer",
     "eta",
@@ -346,6 +398,7 @@ _OPT_KEYS = (
     "ode_closed_vs_diffrax",
     "note",
     "error",
+    "test",
 )
 
 
@@ -373,6 +426,7 @@ class OptimizerResult:
     ode_closed_vs_diffrax: float | None = None
     note: str | None = None
     error: str | None = None
+    test: HeldOut | None = None
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     trajectory: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
@@ -407,6 +461,7 @@ class OptimizerResult:
             ode_closed_vs_diffrax=self.ode_closed_vs_diffrax,
             note=self.note,
             error=self.error,
+            test=None if self.test is None else self.test.to_json(),
         )
         return {**out, **self.extra}
 
@@ -435,6 +490,7 @@ class OptimizerResult:
             ode_closed_vs_diffrax=k.get("ode_closed_vs_diffrax"),
             note=k.get("note"),
             error=k.get("error"),
+            test=None if k.get("test") is None else HeldOut.from_json(k["test"]),
             extra=extra,
             trajectory=dict(trajectory or {}),
         )
@@ -543,6 +599,13 @@ class RunResult:
         return long_table(
             groups, pandas=pandas, fixed=("step", "lambda_max", "eta_lambda_max", "kernel_drift")
         )
+
+    @property
+    def held_out(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(X_test, y_test) of the run's held-out set (data.npz), or None without one."""
+        if "X_test" not in self.data:
+            return None
+        return self.data["X_test"], self.data["y_test"]
 
     def describe(self) -> str:
         """One line saying what was run (model, data, optimizers, steps), from the config."""

@@ -28,11 +28,15 @@ from ntkdyn import config as config_mod
 from ntkdyn import results
 from ntkdyn.models import Model
 
+_TEST_TWICE = "data.test: given both in the config and as test_data=...; give it once"
+
 
 def _config(
-    config: config_mod.Config | Mapping | str, user_model: bool, user_data: bool
+    config: config_mod.Config | Mapping | str, user_model: bool, user_data: bool, user_test: bool = False
 ) -> config_mod.Config:
     if isinstance(config, config_mod.Config):
+        if user_test and config.data.test is not None:
+            raise config_mod.ConfigError(_TEST_TWICE)
         return config_mod.validate(config)
     if isinstance(config, (str, os.PathLike)):
         raw = config_mod.load_raw(str(config))
@@ -47,23 +51,25 @@ def _config(
     for key, given in (("model", user_model), ("data", user_data)):
         if given and key in raw:
             raise config_mod.ConfigError(f"{key}: given both in the config and as {key}=...; give it once")
+    if user_test and isinstance(raw.get("data"), Mapping) and raw["data"].get("test") is not None:
+        raise config_mod.ConfigError(_TEST_TWICE)
     return config_mod.from_dict(raw)
 
 
-def _check_data(data) -> tuple[np.ndarray, np.ndarray]:
-    """(X, y) as float64 arrays: X (n, d), y (n,) or (n, 1), finite."""
+def _check_data(data, key: str = "data") -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) as float64 arrays: X (n, d), y (n,) or (n, 1), finite (``key`` names the argument)."""
     try:
         X, y = data
     except (TypeError, ValueError):
-        raise ValueError(f"data: expected a pair (X, y), got {type(data).__name__}") from None
+        raise ValueError(f"{key}: expected a pair (X, y), got {type(data).__name__}") from None
     X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
     if X.ndim != 2:
-        raise ValueError(f"data: X must be 2-D (n, d), got shape {X.shape}")
+        raise ValueError(f"{key}: X must be 2-D (n, d), got shape {X.shape}")
     y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
     if y.shape != (X.shape[0],):
-        raise ValueError(f"data: y must have shape ({X.shape[0]},) to match X, got {y.shape}")
+        raise ValueError(f"{key}: y must have shape ({X.shape[0]},) to match X, got {y.shape}")
     if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
-        raise ValueError("data: X and y must be finite")
+        raise ValueError(f"{key}: X and y must be finite")
     return X, y
 
 
@@ -99,7 +105,9 @@ def _check_model(built, cfg: config_mod.Config):
     return model, params, consts
 
 
-def _described_config(cfg: config_mod.Config, setup, user_model: bool, user_data: bool) -> dict:
+def _described_config(
+    cfg: config_mod.Config, setup, user_model: bool, user_data: bool, user_test: bool = False
+) -> dict:
     import jax
 
     doc = config_mod.to_dict(cfg)
@@ -112,6 +120,8 @@ def _described_config(cfg: config_mod.Config, setup, user_model: bool, user_data
         }
     if user_data:
         doc["data"] = {"source": "python", "n": int(setup.X.shape[0]), "d": int(setup.X.shape[1])}
+    if user_test:
+        doc["data"]["test"] = {"source": "python", "n": int(setup.X_test.shape[0])}
     return doc
 
 
@@ -130,7 +140,8 @@ def run_result(
     config_doc: Mapping[str, Any] | None = None,
 ) -> results.RunResult:
     """A run's ``results.RunResult`` from its prepared ``setup`` (data.npz: X, y, e0; kernels.npz:
-    H0, eigvals, kernel_used, loss_scale and Hinf where defined) and its optimizers' results.
+    H0, eigvals, kernel_used, loss_scale and Hinf where defined; with a held-out set also X_test,
+    y_test, e0_test and H_test, test_loss_scale) and its optimizers' results.
 
     Args:
         cfg, setup: the run's config and ``pipeline.prepare`` result.
@@ -146,11 +157,15 @@ def run_result(
     }
     if setup.Hinf is not None:
         kernels["Hinf"] = setup.Hinf
+    data = {"X": setup.X, "y": setup.y, "e0": setup.e0}
+    if setup.X_test is not None:
+        data.update(X_test=setup.X_test, y_test=setup.y_test, e0_test=setup.e0_test)
+        kernels.update(H_test=setup.H_test, test_loss_scale=np.asarray(setup.c_test))
     return results.RunResult(
         config=dict(config_doc) if config_doc is not None else config_mod.to_dict(cfg),
         spectrum=spectrum_of(cfg, setup),
         optimizers=dict(opts),
-        data={"X": setup.X, "y": setup.y, "e0": setup.e0},
+        data=data,
         kernels=kernels,
         env=dict(env or {}),
         run_id=run_id,
@@ -221,6 +236,7 @@ def run_group(
     data: Sequence[tuple[Any, Any] | None] | None = None,
     run_ids: Sequence[str] | None = None,
     progress: bool = False,
+    test_data: Sequence[tuple[Any, Any] | None] | None = None,
 ) -> list[results.RunResult]:
     """Runs of equal shapes (they may differ in seed, data values and optimizer hyperparameters,
     not in sizes or optimizer names): each optimizer trains every run as ONE compiled, batched
@@ -231,6 +247,7 @@ def run_group(
         models, data: per run, as ``run_study``'s ``model`` and ``data`` (None entries: the config's).
         run_ids: names of the runs in the results (default: each config's name).
         progress: print a progress line per chunk of steps.
+        test_data: per run, as ``run_study``'s ``test_data`` (None entries: the config's data.test).
     Returns:
         One ``results.RunResult`` per config, in order.
     Raises:
@@ -243,11 +260,21 @@ def run_group(
     n = len(configs)
     models = list(models) if models is not None else [None] * n
     data = list(data) if data is not None else [None] * n
-    if not n or len(models) != n or len(data) != n or (run_ids is not None and len(run_ids) != n):
+    tests = list(test_data) if test_data is not None else [None] * n
+    if (
+        not n
+        or len(models) != n
+        or len(data) != n
+        or len(tests) != n
+        or (run_ids is not None and len(run_ids) != n)
+    ):
         raise ValueError(
-            f"run_group: {n} configs need as many models, data and run_ids (None for the config's)"
+            f"run_group: {n} configs need as many models, data, test_data and run_ids (None for the config's)"
         )
-    cfgs = [_config(c, m is not None, d is not None) for c, m, d in zip(configs, models, data)]
+    cfgs = [
+        _config(c, m is not None, d is not None, t is not None)
+        for c, m, d, t in zip(configs, models, data, tests)
+    ]
     names = [[o.name for o in c.optimizers] for c in cfgs]
     if any(x != names[0] for x in names):
         raise config_mod.ConfigError(
@@ -255,11 +282,12 @@ def run_group(
         )
     built = [_check_model(m, c) if m is not None else None for m, c in zip(models, cfgs)]
     pairs = [_check_data(d) if d is not None else None for d in data]
+    test_pairs = [_check_data(t, "test_data") if t is not None else None for t in tests]
     t_start = time.perf_counter()
     with jax.enable_x64(True):
         setups = [
-            pipeline.prepare(c, xy if xy is not None else pipeline.load_data(c), b)
-            for c, xy, b in zip(cfgs, pairs, built)
+            pipeline.prepare(c, xy if xy is not None else pipeline.load_data(c), b, t)
+            for c, xy, b, t in zip(cfgs, pairs, built, test_pairs)
         ]
         opts: list[dict] = [{} for _ in cfgs]
         times: list[dict] = [dict(s.times) for s in setups]
@@ -280,7 +308,9 @@ def run_group(
                 opts[j],
                 env=env,
                 run_id=run_ids[j] if run_ids is not None else cfg.name,
-                config_doc=_described_config(cfg, setup, models[j] is not None, data[j] is not None),
+                config_doc=_described_config(
+                    cfg, setup, models[j] is not None, data[j] is not None, tests[j] is not None
+                ),
             )
         )
     return out
@@ -293,6 +323,7 @@ def run_study(
     data: tuple[Any, Any] | None = None,
     out: str | None = None,
     progress: bool = False,
+    test_data: tuple[Any, Any] | None = None,
 ) -> results.RunResult:
     """Train every optimizer of ``config`` and predict it from theory (as ``python -m ntkdyn.run``).
 
@@ -303,6 +334,10 @@ def run_study(
             ``from_flax``; its floating parameters must have the config's ``dtype``. Default: the
             config's model.
         data: ``(X, y)`` with X (n, d) and y (n,); default: the config's data.
+        test_data: a held-out set ``(X_test, y_test)`` (X_test with d columns, used as given, like
+            ``data``); default: the config's data.test, if any. Its loss is recorded at every
+            recorded step (``test_loss``) and predicted (``test_loss_discrete``, ``test_loss_ode``:
+            outputs on new points move by K_test,train K^+ times the change on the training points).
         out: a folder to write the run into (``results.write_run``), or None.
         progress: print a progress line per chunk of steps.
     Returns:
@@ -311,7 +346,7 @@ def run_study(
     Raises:
         ConfigError / ValueError: bad config, model or data, before any training.
     """
-    (run,) = run_group([config], models=[model], data=[data], progress=progress)
+    (run,) = run_group([config], models=[model], data=[data], progress=progress, test_data=[test_data])
     if out is not None:
         run = dataclasses.replace(run, folder=out)
         results.write_run(out, run)
