@@ -50,7 +50,9 @@ def loss_figure(
     path: str,
 ) -> None:
     """Loss vs iteration, log-y (left) and log-log (right); training solid, kernel recurrence dashed,
-    ODE dotted, high-resolution ODE dash-dot; x at a diverged run's last finite loss.
+    ODE dotted, high-resolution ODE dash-dot; x at a diverged run's last finite loss. With a held-out
+    set, its loss beside them in the same colour, faded: training's (thick solid) and its kernel
+    prediction (``test_loss_discrete``, thick dashed).
 
     Args:
         trajectories: label -> arrays (``step``, ``loss``, ``loss_discrete``, ...).
@@ -82,6 +84,16 @@ def loss_figure(
                     pred = arr[key]
                     shown = np.isfinite(pred) & (pred > 0) & (pred < 1e30)
                     ax.plot(x[shown], pred[shown], style, color=colour, alpha=0.8, label=f"{label} {name}")
+            for key, style, name in (
+                ("test_loss", "-", "held-out"),
+                ("test_loss_discrete", "--", "held-out kernel"),
+            ):
+                if key in arr:
+                    held = arr[key]
+                    shown = np.isfinite(held) & (held > 0) & (held < 1e30)
+                    ax.plot(
+                        x[shown], held[shown], style, color=colour, alpha=0.35, lw=3, label=f"{label} {name}"
+                    )
             if m is not None and m.diverged_at is not None and ok.any():
                 ax.plot(x[ok][-1], loss[ok][-1], "x", color=colour, markersize=10)
     axes[0].set_yscale("log")
@@ -89,10 +101,19 @@ def loss_figure(
     axes[1].set_yscale("log")
     for ax, title in zip(axes, ("log-y: straight = linear rate", "log-log: straight = power law")):
         ax.set_xlabel("iteration k")
-        ax.set_ylabel("training loss")
+        ax.set_ylabel(
+            "loss (held-out: faded)"
+            if any("test_loss" in a for a in trajectories.values())
+            else "training loss"
+        )
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    finite = [a["loss"][np.isfinite(a["loss"]) & (a["loss"] > 0)] for a in trajectories.values()]
+    finite = [
+        a[k][np.isfinite(a[k]) & (a[k] > 0)]
+        for a in trajectories.values()
+        for k in ("loss", "test_loss")
+        if k in a
+    ]
     finite = np.concatenate(finite) if finite else np.array([1.0])
     if finite.size:
         for ax in axes:
