@@ -8,8 +8,10 @@
 
 ``eta``, ``beta`` and ``r`` without a path apply to every optimizer that takes them. The grid
 is the Cartesian product of the axes, in the order written. Runs whose configs differ only in
-seed and optimizer hyperparameters share shapes and train as one compiled, vmapped program;
-shape-changing axes (width, n, d, steps, ...) form separate groups.
+seed and numeric optimizer hyperparameters share shapes and train as one compiled, vmapped program;
+shape-changing axes (width, n, d, steps, ...) form separate groups, and so do step-size schedules
+(a schedule is compiled in): an axis of schedule mappings (``eta: [{schedule: ...}, ...]``) or of one
+schedule's fields (``optimizers.0.eta.peak_value: [0.01, 0.1]``) gives one group per schedule.
 """
 
 from __future__ import annotations
@@ -108,11 +110,17 @@ def expand(raw: dict) -> list[Run]:
 
 
 def shape_key(cfg: config_mod.Config) -> str:
-    """Identical for configs that differ only in seed and optimizer hyperparameters."""
+    """Identical for configs that differ only in seed and numeric optimizer hyperparameters (eta, beta,
+    r): those runs train as one program. A scheduled eta (a mapping, ``ntkdyn.schedules``) is compiled
+    into the training program, so it stays in the key: runs with different schedules (or different
+    fields of one, e.g. an axis ``optimizers.0.eta.peak_value``) form separate groups."""
     d = config_mod.to_dict(cfg)
     d.pop("seed")
     d.pop("name")
-    d["optimizers"] = [{k: v for k, v in o.items() if k not in ("eta", "beta", "r")} for o in d["optimizers"]]
+    d["optimizers"] = [
+        {k: v for k, v in o.items() if k not in ("beta", "r") and not (k == "eta" and not isinstance(v, dict))}
+        for o in d["optimizers"]
+    ]
     return json.dumps(d, sort_keys=True, default=str)
 
 

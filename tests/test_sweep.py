@@ -169,3 +169,33 @@ def test_shared_data_path_equals_separate_runs():
         single = pipeline.train_runs([run.cfg], [setup], 1)[0]
         np.testing.assert_allclose(res.loss, single.loss, rtol=1e-12)
         np.testing.assert_allclose(res.errors, single.errors, rtol=1e-12, atol=1e-14)
+
+
+def test_sweep_over_schedules_groups_by_schedule():
+    """A scheduled eta is compiled into the training program, so runs with different schedules (or
+    different fields of one) form separate shape groups; seeds still batch within a group."""
+    cosine = {"schedule": "cosine_decay", "init_value": 0.3, "decay_steps": 60}
+    raw = {
+        **BASE,
+        "optimizers": [{"name": "gd", "eta": cosine}],
+        "sweep": {"seed": [0, 1], "optimizers.0.eta.init_value": [0.1, 0.3]},
+    }
+    groups = sweep.group_by_shape(sweep.expand(raw))
+    assert sorted(len(g) for g in groups) == [2, 2]
+    for group in groups:
+        values = {r.values["optimizers.0.eta.init_value"] for r in group}
+        assert len(values) == 1 and {r.cfg.optimizers[0].eta["init_value"] for r in group} == values
+        assert {r.cfg.seed for r in group} == {0, 1}
+    # the eta axis takes schedule mappings beside numbers; each group trains its seeds as one program
+    # (refused before), and a constant schedule trains exactly like the number
+    axes = {"seed": [0, 1], "eta": [0.2, {"schedule": "constant", "value": 0.2}]}
+    groups = sweep.group_by_shape(sweep.expand({**BASE, "sweep": axes}))
+    assert [len(g) for g in groups] == [2, 2]
+    assert [isinstance(g[0].cfg.optimizers[0].eta, dict) for g in groups] == [False, True]
+    losses = []
+    for group in groups:
+        setups = [pipeline.prepare(r.cfg) for r in group]
+        losses.append([res.loss for res in pipeline.train_runs([r.cfg for r in group], setups, 0)])
+    for number, schedule in zip(*losses):
+        np.testing.assert_allclose(schedule, number, rtol=1e-12)
+    assert not np.allclose(losses[0][0], losses[0][1])  # the seeds differ
