@@ -10,8 +10,9 @@
 is the Cartesian product of the axes, in the order written. Runs whose configs differ only in
 seed and numeric optimizer hyperparameters share shapes and train as one compiled, vmapped program;
 shape-changing axes (width, n, d, steps, ...) form separate groups, and so do step-size schedules
-(a schedule is compiled in): an axis of schedule mappings (``eta: [{schedule: ...}, ...]``) or of one
-schedule's fields (``optimizers.0.eta.peak_value: [0.01, 0.1]``) gives one group per schedule.
+(a schedule is compiled in): an axis over one schedule's fields (``optimizers.0.eta.peak_value:
+[0.01, 0.1]``) gives one group per schedule. Axis values are scalars (numbers, strings, ...), not
+mappings: a whole schedule is not an axis value.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ def axis_values(key: str, spec) -> list:
     if isinstance(spec, list):
         if not spec:
             raise config_mod.ConfigError(f"sweep.{key}: empty list")
+        if any(isinstance(v, dict) for v in spec):  # summary.csv and sweep.png need scalar axis values
+            raise config_mod.ConfigError(
+                f"sweep.{key}: the values must be numbers or strings, not mappings (got {spec!r}); to "
+                f"sweep a step-size schedule, put it in the config and sweep its fields, e.g. "
+                f"'optimizers.0.eta.peak_value: [0.001, 0.01]' (one program per schedule)"
+            )
         return spec
     if isinstance(spec, dict) and len(spec) == 1:
         ((kind, args),) = spec.items()
@@ -117,10 +124,8 @@ def shape_key(cfg: config_mod.Config) -> str:
     d = config_mod.to_dict(cfg)
     d.pop("seed")
     d.pop("name")
-    d["optimizers"] = [
-        {k: v for k, v in o.items() if k not in ("beta", "r") and not (k == "eta" and not isinstance(v, dict))}
-        for o in d["optimizers"]
-    ]
+    numeric = lambda k, v: k in ("beta", "r") or (k == "eta" and not isinstance(v, dict))  # noqa: E731
+    d["optimizers"] = [{k: v for k, v in o.items() if not numeric(k, v)} for o in d["optimizers"]]
     return json.dumps(d, sort_keys=True, default=str)
 
 
