@@ -18,21 +18,59 @@ from ntkdyn import config as config_mod
 from ntkdyn import results
 
 HELP_EPILOG = """\
-config sections (README "Config keys"):
-  name, seed, dtype    float32 | float64 (training; theory is always float64)
-  data:                source sphere | digits | npz | mnist (n, d, target, normalize, path, ...)
-  model:               name paper | released | mlp | flax (width, depth, loss, module, init_params)
-  train:               steps, record_every, error_at, kernel_at, divergence_factor
-  theory:              kernel H0 | Hinf, diffrax, rtol, atol
-  rates:               window [start, end], stall_factor
-  optimizers:          list of {name, eta, label, beta, r, kwargs}: gd, hb, nag, nag_c, ... or any optax name
+config keys (README "Config keys"; each section's keys on the lines below it):
+  name, seed, dtype    run name; data and initialisation seed; float32 | float64 (training; theory float64)
+  data:
+    source             sphere | digits | npz | mnist (files you have; nothing is downloaded)
+    n, d               points (default 64; npz: all; mnist: 600); input dimension (sphere)
+    target             sphere: gaussian | teacher (default) | smooth; digits: pm1 | label; mnist: label
+    noise, teacher_width     sphere: target noise std; width of the teacher network
+    classes            digits to keep (digits)
+    normalize          unit | standardize | none | pixels (image sources; mnist's default)
+    path               npz file with X, y; mnist: IDX images file, its folder, or an .npz
+    test               a held-out set, evaluated but not trained on (README "Config keys")
+  model:
+    name               paper | released | mlp | flax
+    width, depth       hidden width; hidden layers (mlp)
+    init_std, init     first-layer std; released only: notebook (default) | gaussian_bias
+    W_std, b_std       mlp weight and bias std (NTK parameterisation)
+    loss               half_sum | mse | half_mse (default: the model's)
+    module, kwargs     flax: 'package.module:factory', called as factory(key, d, **kwargs)
+    init_params        .npz with the initial parameters
+  train:
+    steps, record_every      steps; loss recorded every record_every steps
+    error_at, kernel_at      steps whose error vector / NTK (kernel drift) are kept
+    divergence_factor        loss above this x L_0 (or non-finite) marks divergence
+    batch_size               mini-batch size b, 1..n (default null: full batch)
+    sampling                 replacement (b i.i.d. indices a step) | shuffle (epochs of a permutation)
+    sampling_runs            batch orders trained per optimizer as one program (mini-batch only)
+  theory:
+    kernel             H0 | Hinf
+    diffrax, rtol, atol      also integrate each ODE numerically, with these tolerances
+    linearized         auto (optimizers without a recurrence) | always | never: train the linearisation too
+    mc_runs            sampled batch orders of the kernel recurrence (mini-batch bands, shuffle's mean)
+  rates:
+    window             [start, end]: fractions of steps, or absolute steps when > 1
+    stall_factor       loss-envelope factor over the window: risen by more, growing; moved less, stalled
+  optimizers:          list of {name, eta, label, beta, r, kwargs}: gd, hb, nag, nag_c, ... or any optax
+                       name (adam, rmsprop, ...; extra arguments in kwargs); eta is a number or a schedule
+                       {schedule: NAME, ...its optax arguments}, e.g.
+                       {schedule: warmup_cosine, init_value: 0, peak_value: 0.01, warmup_steps: 100,
+                        decay_steps: 1000} (cosine_decay, piecewise, exponential, ...; README "Beyond
+                       full batch")
   control:             optional control view (configs/control.yaml)
+    labels, extra      optimizers analysed (default: every one with a recurrence); analysed, not trained
+    band, max_iters, step_steps    settling band, iteration limit, step-response length
+    map_optimizers, map_eta, map_beta, map_grid, map_steps, map_dtype    (eta, beta) maps
+    locus, locus_points            root locus parameter (beta | eta) and points
+    sweep_optimizer, sweep_etas, sweep_time    eta sweep: low- vs high-resolution ODE vs training
 
 sweeps: a 'sweep:' section makes a grid (the product of its axes), e.g.
   sweep:
     seed: {range: [0, 8]}          # 0..7; also {linspace: [a, b, num]}, {geom: [a, b, num]}
     beta: [0.0, 0.5, 0.9]          # eta, beta, r apply to every optimizer that takes them
     width: [1024, 4096]            # aliases seed, width, n, d, steps; or any dotted key
+    optimizers.0.eta.peak_value: [0.001, 0.01]   # a schedule's fields (one program per schedule)
   or on the command line: --set 'sweep={beta: [0.0, 0.5, 0.9]}'
 
 exit status: 0 ok; 1 an optimizer, the plot or the control stage failed (the rest is written);
