@@ -302,3 +302,69 @@ def test_cli_writes_held_out_columns(tmp_path):
     assert saved["X_test"].shape == (6, 4) and np.load(out / "kernels.npz")["H_test"].shape == (6, 10)
     run = ntkdyn.load(str(out))
     assert run["gd"].test.n == 6 and "test_loss_discrete" in run.table(pandas=False)
+
+
+# --------------------------------------------------------------------------- file sources
+def _idx(path, array: np.ndarray) -> None:
+    """A uint8 IDX file (LeCun's format: 0 0 0x08 ndim, big-endian uint32 sizes, data)."""
+    sizes = b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    path.write_bytes(bytes([0, 0, 0x08, array.ndim]) + sizes + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_held_out_after_training_images_or_from_t10k(tmp_path):
+    rng = np.random.default_rng(0)
+    train_img, train_lab = rng.integers(0, 256, (9, 28, 28)), rng.integers(0, 10, 9)
+    t10k_img, t10k_lab = rng.integers(0, 256, (4, 28, 28)), rng.integers(0, 10, 4)
+    _idx(tmp_path / "train-images-idx3-ubyte", train_img)
+    _idx(tmp_path / "train-labels-idx1-ubyte", train_lab)
+    _idx(tmp_path / "t10k-images-idx3-ubyte", t10k_img)
+    _idx(tmp_path / "t10k-labels-idx1-ubyte", t10k_lab)
+    base = {"source": "mnist", "path": str(tmp_path), "n": 5}
+    cfg = config.from_dict({"data": {**base, "test": {"n": 3}}, "optimizers": OPTS})
+    Xt, yt = pipeline.load_test_data(cfg)
+    np.testing.assert_array_equal(Xt, train_img[5:8].reshape(3, -1) / 255.0)
+    np.testing.assert_array_equal(yt, train_lab[5:8])
+    t10k = str(tmp_path / "t10k-images-idx3-ubyte")
+    cfg = config.from_dict({"data": {**base, "test": {"path": t10k}}, "optimizers": OPTS})
+    assert cfg.data.test.n == 4  # default: all of the file
+    Xt, yt = pipeline.load_test_data(cfg)
+    np.testing.assert_array_equal(Xt, t10k_img.reshape(4, -1) / 255.0)
+    np.testing.assert_array_equal(yt, t10k_lab)
+    with pytest.raises(
+        config.ConfigError, match="data.test.n: data.n=5 \\+ data.test.n=5 is more than the 9"
+    ):
+        config.from_dict({"data": {**base, "test": {"n": 5}}, "optimizers": OPTS})
+    same = str(tmp_path / "train-images-idx3-ubyte")
+    with pytest.raises(config.ConfigError, match="data.test.path: .* holds the training images"):
+        config.from_dict({"data": {**base, "test": {"path": same}}, "optimizers": OPTS})
+
+
+def test_standardize_uses_the_training_statistics(tmp_path):
+    """npz with normalize standardize: held-out points of another file are standardized with the
+    training file's column means and stds (not their own)."""
+    rng = np.random.default_rng(3)
+    X, Xo = rng.normal(2.0, 3.0, (20, 3)), rng.normal(-1.0, 0.5, (6, 3))
+    np.savez(tmp_path / "a.npz", X=X, y=np.zeros(20))
+    np.savez(tmp_path / "b.npz", X=Xo, y=np.ones(6))
+    section = {"source": "npz", "path": str(tmp_path / "a.npz"), "normalize": "standardize"}
+    cfg = config.from_dict(
+        {"data": {**section, "test": {"path": str(tmp_path / "b.npz")}}, "optimizers": OPTS}
+    )
+    Xt, yt = pipeline.load_test_data(cfg)
+    np.testing.assert_allclose(Xt, (Xo - X.mean(0)) / X.std(0), rtol=1e-13)
+    np.testing.assert_array_equal(yt, np.ones(6))
+    Xtr, _ = pipeline.load_data(cfg)
+    np.testing.assert_allclose(Xtr.mean(0), 0.0, atol=1e-13)  # the training points themselves unchanged
+
+
+def test_digits_held_out_are_the_next_of_the_seeded_order():
+    from sklearn.datasets import load_digits
+
+    section = {"source": "digits", "target": "label", "n": 30, "normalize": "none", "test": {"n": 20}}
+    cfg = config.from_dict({"seed": 4, "data": section, "optimizers": OPTS})
+    (X, _), (Xt, yt) = pipeline.load_data(cfg), pipeline.load_test_data(cfg)
+    digits = load_digits()
+    order = np.random.default_rng(4).permutation(len(digits.target))
+    np.testing.assert_array_equal(X, digits.data[order[:30]])
+    np.testing.assert_array_equal(Xt, digits.data[order[30:50]])
+    np.testing.assert_array_equal(yt, digits.target[order[30:50]])
