@@ -107,10 +107,18 @@ class LimitODE:
 @dataclasses.dataclass(frozen=True)
 class LinearMethod:
     """S_k = T_k S_{k-1} + u_k g_k (module docstring). ``step(hyper, k) -> (T, u)`` returns
-    nested lists of scalars; ``states`` gives the kind of each z_j ("point" or "vector")."""
+    nested lists of scalars; ``states`` gives the kind of each z_j ("point" or "vector").
+
+    ``through_new(hyper, k) -> (c, d)``, optional: the same parameter row written through the *new*
+    state, theta_k - theta_{k-1} = sum_j c_j z_{j,k} + d g_k, i.e. sum_j c_j (T_j, u_j) + d (0, 1) =
+    (T_0 - e_0, u_0) (``test_through_new_is_row_0`` checks it per registered method). Training then
+    reads the old z once (HB: v_k = beta v + g, theta_k = theta - eta v_k, optax.sgd's form), where
+    row 0 from the old z makes XLA keep a copy of every z per step (the new z overwrites it in place
+    while row 0 still reads it)."""
 
     states: tuple[StateKind, ...]
     step: Callable[[Hyper, Scalar], tuple[list[list[Scalar]], list[Scalar]]]
+    through_new: Callable[[Hyper, Scalar], tuple[list[Scalar], Scalar]] | None = None
 
     def __post_init__(self):
         for kind in self.states:
@@ -156,8 +164,19 @@ def _hb(h: Hyper, k):
     return [[1.0, -eta * b], [0.0, b]], [-eta, 1.0]
 
 
+def _hb_new(h: Hyper, k):
+    """HB's parameter row through the new velocity: theta_k = theta_{k-1} - eta v_k."""
+    return [-h["eta"]], 0.0
+
+
 def _nesterov(eta, b):
     return [[1.0, -eta * b * b], [0.0, b]], [-eta * (1.0 + b), 1.0]
+
+
+def _nag_new(h: Hyper, k):
+    """The parameter row of the Nesterov methods through the new velocity: theta_k = theta_{k-1}
+    - eta (g_k + b v_k), b = beta (constant; nag_c/nag_c_classic: b = beta_k, ``_nag_c_new``)."""
+    return [-h["eta"] * h["beta"]], -h["eta"]
 
 
 def _nag(h: Hyper, k):
@@ -189,6 +208,12 @@ def _nag_c(h: Hyper, k):
     return [[1.0, -eta * b * a], [0.0, a]], [-eta * (1.0 + b), 1.0]
 
 
+def _nag_c_new(h: Hyper, k):
+    """NAG-C's parameter row through the new velocity (both forms): theta_k = theta_{k-1} - eta (g_k
+    + beta_k v_k), beta_k = (k-1)/(k+r-1)."""
+    return [-h["eta"] * nag_c_beta(k, h["r"])], -h["eta"]
+
+
 def _gd_ode(h: Hyper) -> LimitODE:
     return LimitODE(order=1, time_step=h["eta"])
 
@@ -216,7 +241,7 @@ register(
         "hb",
         "Polyak heavy ball (optax sgd with momentum)",
         {"beta": None},
-        LinearMethod(("vector",), _hb),
+        LinearMethod(("vector",), _hb, _hb_new),
         _hb_ode,
     )
 )
@@ -225,7 +250,7 @@ register(
         "nag",
         "Nesterov, constant beta (optax sgd nesterov=True; look-ahead iterate)",
         {"beta": None},
-        LinearMethod(("vector",), _nag),
+        LinearMethod(("vector",), _nag, _nag_new),
         _hb_ode,
     )
 )
@@ -235,7 +260,7 @@ register(
         "Nesterov with beta_k = (k-1)/(k+r-1), torch form as run by the released notebook "
         "(SGD nesterov=True, momentum reset every step, velocity from update 2; look-ahead iterate)",
         {"r": 3.0},
-        LinearMethod(("vector",), _nag_c),
+        LinearMethod(("vector",), _nag_c, _nag_c_new),
         _nag_c_ode,
         constant=False,
     )
@@ -375,6 +400,11 @@ def _hb2(h: Hyper, k):
     """Two-lag heavy ball: v_k = beta v_{k-1} + beta2 v_{k-2} + g_k, theta_k = theta_{k-1} - eta v_k."""
     eta, b1, b2 = h["eta"], h["beta"], h["beta2"]
     return [[1.0, -eta * b1, -eta * b2], [0.0, b1, b2], [0.0, 1.0, 0.0]], [-eta, 1.0, 0.0]
+
+
+def _hb2_new(h: Hyper, k):
+    """Two-lag HB's parameter row through the new state: theta_k = theta_{k-1} - eta v_k."""
+    return [-h["eta"], 0.0], 0.0
 
 
 def _hb2_ode(h: Hyper) -> LimitODE:
@@ -612,7 +642,7 @@ register(
         "L(y_{k-1}), y_k = x_k + (k-1)/(k+r-1) (x_k - x_{k-1}), x_0 = y_0; the gradient "
         "point y_k is held and logged",
         {"r": 3.0},
-        LinearMethod(("vector",), _nag_c_classic),
+        LinearMethod(("vector",), _nag_c_classic, _nag_c_new),
         _nag_c_ode,
         constant=False,
         ode_hr=_nag_c_classic_ode_hr,
@@ -625,7 +655,7 @@ register(
         "heavy ball with Polyak's optimal eta, beta from the spectrum [lambda_min, "
         "lambda_max] of K (the config's eta is ignored)",
         {},
-        LinearMethod(("vector",), _hb),
+        LinearMethod(("vector",), _hb, _hb_new),
         _hb_ode,
         tune=_hb_polyak_tune,
         ode_hr=_hb_ode_hr,
@@ -666,7 +696,7 @@ register(
         "hb2",
         "two-lag heavy ball v = beta v_{k-1} + beta2 v_{k-2} + g (higher momentum)",
         {"beta": None, "beta2": 0.1},
-        LinearMethod(("vector", "vector"), _hb2),
+        LinearMethod(("vector", "vector"), _hb2, _hb2_new),
         _hb2_ode,
     )
 )
@@ -825,7 +855,11 @@ def linear_method_transformation(spec: OptimizerSpec, hyper: Hyper) -> optax.Gra
             return _combine(terms, grads)
 
         new_z = tuple(row(j) for j in range(1, len(vectors)))
-        return row(0), LinearMethodState(state.count + 1, new_z)
+        if method.through_new is None:
+            return row(0), LinearMethodState(state.count + 1, new_z)
+        c, d = method.through_new(h, k)  # row 0 from the new z (``LinearMethod``): no copy of z per step
+        update = _combine(list(zip(c, new_z)) + [(d, grads)], grads)
+        return update, LinearMethodState(state.count + 1, new_z)
 
     return optax.GradientTransformation(init, update)
 
@@ -897,7 +931,7 @@ register(
         "with the strongly convex tuning eta = 1/lambda_max, beta = (sqrt kappa - 1)/(sqrt kappa + 1) "
         "from the spectrum of K (the config's eta is ignored); rate 1 - 1/sqrt(kappa) per step",
         {},
-        LinearMethod(("vector",), _nag),
+        LinearMethod(("vector",), _nag, _nag_new),
         _hb_ode,
         tune=_nag_sc_tune,
         ode_hr=_nag_ode_hr,

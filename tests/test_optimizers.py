@@ -447,3 +447,21 @@ def test_string_choices_are_checked_on_construction():
     with pytest.raises(ValueError, match="HighResODE.damping = 'none'"):
         HighResODE(time_step=0.1, damping="none")
     assert ntk.METHODS == ("auto", "jacobian", "ntvp")
+
+
+def test_through_new_is_row_0():
+    """Every method declaring its parameter row through the new state (``LinearMethod.through_new``:
+    theta_k - theta_{k-1} = sum_j c_j z_{j,k} + d g_k) agrees with row 0 of its (T_k, u_k): with
+    z_{j,k} = T_j S_{k-1} + u_j g_k, sum_j c_j (T_j, u_j) + d (0, 1) = (T_0 - e_0, u_0), at every k."""
+    h = {"eta": 0.37, "beta": 0.71, "beta2": 0.13, "r": 3.5, "N": 0.0}
+    declared = [s for s in optimizers.REGISTRY.values() if s.method is not None and s.method.through_new]
+    assert {"hb", "nag", "nag_c", "nag_c_classic", "hb2"} <= {s.name for s in declared}
+    for spec in declared:
+        for k in (1.0, 2.0, 3.0, 4.0, 7.0, 250.0):
+            T, u = spec.method.step(h, k)
+            rows = np.column_stack([np.asarray(T, np.float64), np.asarray(u, np.float64)])
+            c, d = spec.method.through_new(h, k)
+            p = len(spec.method.states)
+            lhs = np.asarray(c, np.float64) @ rows[1:] + d * np.eye(p + 2)[p + 1]
+            expected = rows[0] - np.eye(p + 2)[0]
+            np.testing.assert_allclose(lhs, expected, rtol=1e-14, atol=1e-15, err_msg=spec.name)
