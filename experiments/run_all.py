@@ -23,6 +23,7 @@ STUDIES = [
     "control_view",
     "deep_mlp_width",
     "batch_size",
+    "adam_width",
 ]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
