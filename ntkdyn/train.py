@@ -100,7 +100,7 @@ class TrainState(NamedTuple):
     diverged_at: jax.Array  # (R,) int32, -1 while running
     errors: jax.Array  # (R, len(error_at), n)
     snapshots: Any  # params pytree, leaves (R, len(snapshot_at), ...)
-    limit: jax.Array  # (R,) divergence_factor * L_0
+    limit: jax.Array  # (R,) divergence_factor * L_0 (+inf before step 0)
 
 
 def n_blocks(plan: TrainPlan) -> int:
@@ -176,10 +176,14 @@ def batched_fns(
     None (shared by every run) for (consts, X, y). Hyperparameters in ``hyper`` are traced."""
     k = plan.record_every
     blocks_per_chunk = n_blocks(plan) // plan.chunks
-    error_at = jnp.asarray(plan.error_at or (-1,), jnp.int32)
-    snapshot_at = jnp.asarray(plan.snapshot_at or (-1,), jnp.int32)
+    # numpy, made jax constants where used: these functions are traced inside jit only (``train_batch``)
+    error_at = np.asarray(plan.error_at or (-1,), np.int32)
+    snapshot_at = np.asarray(plan.snapshot_at or (-1,), np.int32)
     G = group_size(plan)
-    careful = jnp.asarray(careful_groups(plan))
+    careful = careful_groups(plan)
+    # e at a group's first step comes out of that step (no forward pass of its own) when an error step
+    # is a group edge; snapshots: no buffer, no cond without snapshot steps
+    e_at_edges = any(0 <= s < plan.steps and s % (G * k) == 0 for s in plan.error_at)
 
     def tx_of(hyper):
         hyper = {key: v for key, v in hyper.items() if key not in (SAMPLE_KEY, TEST_KEY)}
@@ -204,7 +208,6 @@ def batched_fns(
 
     vstep = _vmap_runs(one_step, (0, 0, 0) + axes + (None,))
     vloss = _vmap_runs(jax.value_and_grad(loss_fn, has_aux=True), (0,) + axes)
-    verror = _vmap_runs(lambda p, consts, X, y: model.apply(p, consts, X) - y, (0,) + axes)
 
     def held_out_loss(p, consts, hyper):
         """The loss on the run's held-out set (X_t, y_t) = hyper[TEST_KEY], the training loss's
@@ -230,9 +233,15 @@ def batched_fns(
     def is_bad(L, limit):
         return ~jnp.isfinite(L) | (L > limit)
 
+    def limit_at(k_abs, L, limit):
+        """divergence_factor * L_0, set from the loss of step 0 (the state starts with +inf)."""
+        return jnp.where(k_abs == 0, plan.divergence_factor * L, limit)
+
     def take_snapshot(k_abs, params, snaps):
         """The parameters into the snapshot slot of step k_abs, if k_abs is a snapshot step."""
-        hit = snapshot_at == k_abs
+        if not plan.snapshot_at:
+            return snaps
+        hit = jnp.asarray(snapshot_at) == k_abs
         return jax.lax.cond(
             jnp.any(hit),
             lambda sn: jax.tree.map(lambda buf, leaf: buf.at[:, jnp.argmax(hit)].set(leaf), sn, params),
@@ -241,22 +250,10 @@ def batched_fns(
         )
 
     def record(k_abs, live, e, params, errors, snaps):
-        """Errors and a parameter snapshot at step k_abs (a scalar, not per run)."""
-        hit_e = (error_at == k_abs)[None, :, None] & live[:, None, None]
-        errors = jnp.where(hit_e, e[:, None, :], errors)
-        return errors, take_snapshot(k_abs, params, snaps)
-
-    def record_start(k_abs, live, params, errors, snaps, consts, X, y):
-        """``record`` at the first step of a fast group: e by one forward pass, only at an error step."""
-        hit_e = error_at == k_abs
-        errors = jax.lax.cond(
-            jnp.any(hit_e),
-            lambda er: jnp.where(
-                hit_e[None, :, None] & live[:, None, None], verror(params, consts, X, y)[:, None, :], er
-            ),
-            lambda er: er,
-            errors,
-        )
+        """Errors and a parameter snapshot at step k_abs (a scalar, not per run); e None: no error step."""
+        if e is not None:
+            hit_e = (jnp.asarray(error_at) == k_abs)[None, :, None] & live[:, None, None]
+            errors = jnp.where(hit_e, e[:, None, :], errors)
         return errors, take_snapshot(k_abs, params, snaps)
 
     def careful_group(state: TrainState, g, hyper, consts, X, y):
@@ -268,7 +265,8 @@ def batched_fns(
             held = held_out_at(k_abs, st.params, consts, hyper, False)
             p, o, L, e, gn = vstep(st.params, st.opt_state, hyper, consts, X, y, k_abs)
             errors, snaps = record(k_abs, live, e, st.params, st.errors, st.snapshots)
-            bad = live & is_bad(L, st.limit)
+            limit = limit_at(k_abs, L, st.limit)
+            bad = live & is_bad(L, limit)
             move = live & ~bad
             new = TrainState(
                 _select(move, p, st.params),
@@ -276,7 +274,7 @@ def batched_fns(
                 jnp.where(bad, k_abs, st.diverged_at),
                 errors,
                 snaps,
-                st.limit,
+                limit,
             )
             return new, tuple(jnp.where(live, v, jnp.nan) for v in (L, gn, *held))
 
@@ -302,15 +300,18 @@ def batched_fns(
         def step(carry, i):  # i: step within the group; the loop body is the plain step
             p, o = carry
             held = held_out_at(s0 + i, p, data[0], hyper_c, one)
-            p, o, L, _, gn = step_fn(p, o, hyper_c, *data, s0 + i)
-            return (p, o), (L, gn, *held)
+            p, o, L, e, gn = step_fn(p, o, hyper_c, *data, s0 + i)
+            return (p, o), (L, gn, e if e_at_edges else None, held)
 
-        (p, o), (Ls, gns, *held) = jax.lax.scan(
+        (p, o), (Ls, gns, es, held) = jax.lax.scan(
             step, (sq(state.params), sq(state.opt_state)), jnp.arange(G * k, dtype=jnp.int32)
         )
+        limit = limit_at(s0, Ls[0], limit)
         any_bad = jnp.any(is_bad(Ls, limit), axis=0)  # every step's loss, checked once after the loop
+        e0 = None if es is None else ex(es[0])  # e at the group's first step (an error step or not)
         Ls, gns = Ls[::k], gns[::k]  # the first step of each record block (||g||^2 of the others is cheap)
-        p, o, any_bad, Ls, gns = ex(p), ex(o), ex(any_bad), ex(Ls.T).T, ex(gns.T).T  # Ls, gns: (G, R)
+        p, o, any_bad, limit = ex(p), ex(o), ex(any_bad), ex(limit)
+        Ls, gns = ex(Ls.T).T, ex(gns.T).T  # (G, R)
         held = [ex(h[::k].T).T for h in held]  # the held-out loss, (G, R), when a held-out set is given
 
         def accept(_):
@@ -319,9 +320,9 @@ def batched_fns(
                 lambda: (p, o),
                 lambda: (_select(live, p, state.params), _select(live, o, state.opt_state)),
             )
-            errors, snaps = record_start(s0, live, state.params, state.errors, state.snapshots, consts, X, y)
+            errors, snaps = record(s0, live, e0, state.params, state.errors, state.snapshots)
             return (
-                TrainState(new_p, new_o, state.diverged_at, errors, snaps, state.limit),
+                TrainState(new_p, new_o, state.diverged_at, errors, snaps, limit),
                 tuple(jnp.where(live, v, jnp.nan) for v in (Ls, gns, *held)),
             )
 
@@ -329,21 +330,22 @@ def batched_fns(
         return jax.lax.cond(newly_bad, lambda _: careful_group(state, g, hyper, consts, X, y), accept, None)
 
     def init(hyper, params, consts, X, y) -> TrainState:
-        (L0, _), _ = vloss(params, consts, X, y)
+        """The state before step 0 (no model evaluation: the divergence limit is set at step 0)."""
+        (L0, _), _ = jax.eval_shape(vloss, params, consts, X, y)  # shapes and dtype only
         opt_state = jax.vmap(lambda h, p: tx_of(h).init(p))(hyper, params)
         R = L0.shape[0]
         n = y.shape[-1]
         errors = jnp.full((R, error_at.shape[0], n), jnp.nan, L0.dtype)  # NaN: step never reached
-        snaps = jax.tree.map(
-            lambda leaf: jnp.zeros((leaf.shape[0], snapshot_at.shape[0]) + leaf.shape[1:], leaf.dtype), params
-        )
-        return TrainState(
-            params, opt_state, jnp.full((R,), -1, jnp.int32), errors, snaps, plan.divergence_factor * L0
-        )
+        slots = len(plan.snapshot_at)
+        snaps = jax.tree.map(lambda x: jnp.zeros((x.shape[0], slots) + x.shape[1:], x.dtype), params)
+        limit = jnp.full((R,), jnp.inf, L0.dtype)
+        return TrainState(params, opt_state, jnp.full((R,), -1, jnp.int32), errors, snaps, limit)
 
     def chunk(state: TrainState, hyper, consts, X, y, first_block):
         def group(st, g):
-            return jax.lax.cond(careful[g], careful_group, fast_group, st, g, hyper, consts, X, y)
+            return jax.lax.cond(
+                jnp.asarray(careful)[g], careful_group, fast_group, st, g, hyper, consts, X, y
+            )
 
         groups = first_block // G + jnp.arange(blocks_per_chunk // G, dtype=jnp.int32)
         state, recs = jax.lax.scan(group, state, groups)  # loss, ||g||^2[, held-out loss]: (groups, G, R)
@@ -474,7 +476,17 @@ def train_batch(
         _put(trees[0], replicated) if same else stack(trees) for trees, same in zip((consts, X, y), shared)
     )
     axes = tuple(None if same else 0 for same in shared)
-    init, chunk, finish = batched_fns(model, spec, static, c, plan, axes)
+    built: list = []  # batched_fns runs only when a program is compiled (a cache hit skips its ~2 ms)
+
+    def lazy(i: int) -> Callable:
+        def fn(*args):
+            if not built:
+                built.append(batched_fns(model, spec, static, c, plan, axes))
+            return built[0][i](*args)
+
+        return fn
+
+    init, chunk, finish = lazy(0), lazy(1), lazy(2)
     data_shardings = tuple(replicated if same else sharding for same in shared)
 
     key = (
