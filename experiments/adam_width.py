@@ -50,6 +50,7 @@ LIN_SOURCE = "ntkdyn's linearised prediction for optimizers without a recurrence
 
 
 def shipped(path: str) -> dict:
+    """The raw mapping of a config shipped in configs/."""
     return C.config_mod.load_raw(os.path.join(ROOT, path))
 
 
@@ -74,7 +75,7 @@ def optimizer_at(series: str, entry: dict, width: int, m_ref: int) -> dict:
 def raw_for(base: dict, width: int, seed: int, optimizer: dict) -> dict:
     """adam.yaml at this width and seed with one optimizer; the linearisation trained for Adam only."""
     steps = int(base["train"]["steps"])
-    raw = {
+    return {
         **base,
         "name": "adam_width",
         "seed": int(seed),
@@ -83,7 +84,6 @@ def raw_for(base: dict, width: int, seed: int, optimizer: dict) -> dict:
         "theory": {**base["theory"], "linearized": "auto"},
         "optimizers": [optimizer],
     }
-    return raw
 
 
 def run_deviations(series: str, arrays: dict, metrics: dict, cfg, setup) -> dict:
@@ -143,11 +143,13 @@ def slope_class(fit: dict) -> str:
 
 
 def fit_text(fit: dict) -> str:
+    """'p +- se (class)'."""
     se = "" if fit["se"] is None else f" +- {fit['se']:.2f}"
     return f"{C.f3(fit['slope'], '.2f')}{se} ({slope_class(fit)})"
 
 
 def stats(values) -> dict:
+    """mean, min and max of the finite values (None when there are none)."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
     if v.size == 0:
         return {"mean": None, "min": None, "max": None}
@@ -211,11 +213,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def _select(rows, series, key, width=None) -> list:
+def _select(rows: list[dict], series: str, key: str, width: int | None = None) -> list:
     return [r[key] for r in rows if r["series"] == series and (width is None or r["width"] == width)]
 
 
-def summarise(study, rows, sz) -> dict:
+def summarise(study: C.Study, rows: list[dict], sz: dict) -> dict:
     """Per series: the log-log fits of the deviation, final gap, absolute gap and output gap vs m; the
     table of seed statistics."""
     fits = {}
@@ -287,7 +289,8 @@ def summarise(study, rows, sz) -> dict:
     return fits
 
 
-def claims(study, rows, sz, fits, opts, m_ref) -> None:
+def claims(study: C.Study, rows: list[dict], sz: dict, fits: dict, opts: dict, m_ref: int) -> None:
+    """The verdicts: the linear methods' m^(-1/2), each Adam series against it, GD/HB output gaps."""
     widths = sz["widths"]
     setting = (
         f"paper model on the quickstart data, widths {widths[0]}-{widths[-1]}, {sz['seeds']} seeds a width, "
@@ -366,7 +369,8 @@ def claims(study, rows, sz, fits, opts, m_ref) -> None:
         )
 
 
-def figure(study, rows, sz, fits) -> None:
+def figure(study: C.Study, rows: list[dict], sz: dict, fits: dict) -> None:
+    """adam_width.png: relative gap, gap / L_0 and loss reached vs width."""
     plt = C.plt()
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.4))
     widths = np.asarray(sz["widths"], np.float64)
