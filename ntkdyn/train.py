@@ -189,22 +189,47 @@ def batched_fns(
         hyper = {key: v for key, v in hyper.items() if key not in (SAMPLE_KEY, TEST_KEY)}
         return optax.with_extra_args_support(optimizers.transformation(spec, {**hyper, **static}))
 
+    reads_loss = spec.restart is not None and spec.restart.rule == "function"
+
     def loss_fn(p, consts, X, y):
         e = model.apply(p, consts, X) - y
         return 0.5 * c * jnp.sum(e * e), e
 
     def one_step(params, opt_state, hyper, consts, X, y, step):
         """The plain optax step of one run: (new params, new state, L, e, ||g||^2); L, e and g on the
-        full training set. Mini-batch: the update uses the gradient of (c/2)(n/b) sum_{i in B} e_i^2
-        (expectation: the full gradient), B = ``batch_indices`` of this run's key and step."""
-        (L, e), g = jax.value_and_grad(loss_fn, has_aux=True)(params, consts, X, y)
-        g_step = g
-        if plan.batch_size is not None:
-            n = y.shape[0]
-            idx = batch_indices(hyper[SAMPLE_KEY], step, n, plan.batch_size, plan.sampling)
-            g_step = jax.grad(lambda p: (n / plan.batch_size) * loss_fn(p, consts, X[idx], y[idx])[0])(params)
+        full training set. Mini-batch: the update uses the gradient of L_B = (c/2)(n/b) sum_{i in B}
+        e_i^2 (expectation: the full gradient and loss), B = ``batch_indices`` of this run's key and
+        step; the full-set L, e and ||g||^2 are evaluated only at the steps that record them (record
+        and error steps). At the other steps L is the unbiased estimate L_B, which the divergence
+        check reads (so a mini-batch step costs the batch, not the full set), e is 0 and ||g||^2 NaN;
+        neither is recorded there. A function restart (``optimizers.Restart``, rule "function") reads
+        the full-set L at every step, as in full-batch training."""
+        if plan.batch_size is None:
+            (L, e), g = jax.value_and_grad(loss_fn, has_aux=True)(params, consts, X, y)
+            updates, new_opt = tx_of(hyper).update(g, opt_state, params, value=L)
+            return optax.apply_updates(params, updates), new_opt, L, e, _sum_sq(g)
+        n = y.shape[0]
+        scale = n / plan.batch_size
+        idx = batch_indices(hyper[SAMPLE_KEY], step, n, plan.batch_size, plan.sampling)
+        (L_b, _), g_step = jax.value_and_grad(lambda p: loss_fn(p, consts, X[idx], y[idx]), has_aux=True)(
+            params
+        )
+        g_step = jax.tree.map(lambda leaf: scale * leaf, g_step)
+        L_b = scale * L_b
+
+        def full(p):
+            (L, e), g = jax.value_and_grad(loss_fn, has_aux=True)(p, consts, X, y)
+            return L, e, _sum_sq(g)
+
+        def estimate(p):
+            return L_b, jnp.zeros_like(y), jnp.full_like(L_b, jnp.nan)
+
+        wanted = (step % plan.record_every == 0) | jnp.any(jnp.asarray(error_at) == step)
+        if reads_loss:  # the function restart compares full-set losses at every step
+            wanted = jnp.asarray(True)
+        L, e, gn = jax.lax.cond(wanted, full, estimate, params)
         updates, new_opt = tx_of(hyper).update(g_step, opt_state, params, value=L)
-        return optax.apply_updates(params, updates), new_opt, L, e, _sum_sq(g)
+        return optax.apply_updates(params, updates), new_opt, L, e, gn
 
     vstep = _vmap_runs(one_step, (0, 0, 0) + axes + (None,))
     vloss = _vmap_runs(jax.value_and_grad(loss_fn, has_aux=True), (0,) + axes)

@@ -267,6 +267,69 @@ def test_minibatch_training_equals_a_numpy_loop_on_the_same_batches(sampling):
     assert np.max(np.abs(loop([None] * steps) / want - 1)) > 1e-3  # the batches matter: the test can fail
 
 
+def test_minibatch_sparse_recording_and_divergence_vs_a_numpy_loop():
+    """Full-set L, e and ||g||^2 are evaluated only at record and error steps (the other steps see the
+    batch estimate L_B): recorded values, errors at off-grid steps and the gradient norm must still
+    equal a numpy loop on the same batches; a step size that blows up is reported diverged at the
+    first step whose full loss (record step) or batch estimate (other steps) exceeds 1e6 L_0."""
+    import jax
+    import jax.numpy as jnp
+
+    from ntkdyn.train import TrainPlan, batch_indices, train
+
+    Phi, y = _linear_problem(n=7, p=12)
+    key = jax.random.PRNGKey(3)
+    steps, b, k = 24, 2, 4
+    batches = np.asarray(jax.vmap(lambda s: batch_indices(key, s, 7, b, "replacement"))(np.arange(steps)))
+
+    def loop(eta):  # SGD written out: every step's full loss, batch estimate, error and ||g||^2
+        theta, out = np.zeros(12), []
+        for idx in [*batches, None]:
+            e = Phi @ theta - y
+            g_full = Phi.T @ e
+            out.append(
+                (
+                    0.5 * e @ e,
+                    0.5 * (7 / b) * np.sum(e[idx] ** 2) if idx is not None else None,
+                    e,
+                    g_full @ g_full,
+                )
+            )
+            if idx is not None:
+                theta = theta - eta * (7 / b) * Phi[idx].T @ e[idx]
+        return out
+
+    def run(eta):
+        return train(
+            _linear_model(),
+            optimizers.get("gd"),
+            {"eta": eta},
+            1.0,
+            TrainPlan(steps, k, error_at=(6, 24), batch_size=b),
+            {"w": jnp.zeros(12, jnp.float64)},
+            {},
+            jnp.asarray(Phi),
+            jnp.asarray(y),
+            key=key,
+        )
+
+    want, res = loop(0.1), run(0.1)
+    assert res.diverged_at is None
+    np.testing.assert_array_equal(res.step, np.arange(0, steps + 1, k))
+    np.testing.assert_allclose(res.loss, [want[s][0] for s in res.step], rtol=1e-10)
+    np.testing.assert_allclose(res.grad_norm_sq, [want[s][3] for s in res.step], rtol=1e-10)
+    np.testing.assert_allclose(res.errors, [want[6][2], want[24][2]], rtol=1e-10, atol=1e-12)
+
+    for eta in (2.0, 3.0):  # 7/b * ||Phi_B||^2 eta >> 2: the batch steps blow up
+        want, res = loop(eta), run(eta)
+        limit = 1e6 * want[0][0]
+        seen = [w[0] if s % k == 0 else w[1] for s, w in enumerate(want[:steps])]
+        first = next(s for s, v in enumerate(seen) if not np.isfinite(v) or v > limit)
+        assert res.diverged_at == first
+    assert first % k == 0 and run(2.0).diverged_at % k != 0  # caught at a record step and off the grid
+    assert np.all(np.isnan(res.loss[res.step > first])) and np.all(np.isfinite(res.loss[res.step <= first]))
+
+
 def test_minibatch_training_mean_is_the_exact_second_moment():
     import jax
     import jax.numpy as jnp
