@@ -5,8 +5,10 @@ The public API (README "Python API"); everything else lives in the submodules, w
 change between versions:
 
 Running
-    run_study(config, *, model=None, data=None, out=None, progress=False) -> RunResult
-    run_group(configs, *, models=None, data=None) -> [RunResult]: runs of equal shapes as one program
+    run_study(config, *, model=None, data=None, test_data=None, out=None, progress=False) -> RunResult
+        (test_data=(X_test, y_test): held-out loss along training and its kernel prediction)
+    run_group(configs, *, models=None, data=None, test_data=None) -> [RunResult]: runs of equal
+        shapes as one program
     load_config(path, overrides=()) -> Config;  Config, OptimizerConfig, ConfigError
 The run path, stage by stage (for studies that reuse prepared runs)
     load_data(config) -> (X, y);  prepare(config, data=None, built=None) -> Setup (model, H0, spectrum)
