@@ -187,9 +187,10 @@ def ode_diffrax(
             raise ValueError(f"ode_diffrax: t must start at 0 (e0 is e(0)), got t[0] = {ts[0]}")
         K = np.asarray(K, np.float64)
         e0 = np.asarray(e0, np.float64)
-        solve = _diffrax_solver(ode, rtol, atol, max_steps)
+        solve = _diffrax_solver(ode.order, ode.damping, rtol, atol, max_steps)
+        coeff = ode.gamma if ode.damping == "constant" else ode.r  # traced: one compile per ODE form
         if ode.order == 1:
-            return np.asarray(solve(K, e0, 0.0, ts))
+            return np.asarray(solve(K, coeff, e0, 0.0, ts))
         y0, t_start = (e0, np.zeros_like(e0)), 0.0
         if ode.damping == "vanishing":
             nu = 0.5 * (ode.r - 1.0)
@@ -201,27 +202,31 @@ def ode_diffrax(
             Ke0 = K @ e0
             y0 = (e0 - t_start**2 / (4 * (nu + 1)) * Ke0, -t_start / (2 * (nu + 1)) * Ke0)
         later = ts[ts >= t_start]
-        ys = np.asarray(solve(K, y0, t_start, later)[0])
+        ys = np.asarray(solve(K, coeff, y0, t_start, later)[0])
     if ys.shape[0] < len(ts):  # times before t0 (only t = 0): the initial condition itself
         ys = np.concatenate([np.tile(e0, (len(ts) - ys.shape[0], 1)), ys])
     return ys
 
 
 @functools.lru_cache(maxsize=32)
-def _diffrax_solver(ode: LimitODE, rtol: float, atol: float, max_steps: int):
-    """A compiled diffrax Tsit5 solve (K, y0, t_start, ts) -> ys, cached per ODE (a frozen,
-    hashable dataclass), so repeated predictions of equal shapes do not recompile."""
+def _diffrax_solver(order: int, damping: str, rtol: float, atol: float, max_steps: int):
+    """A compiled diffrax Tsit5 solve (K, coeff, y0, t_start, ts) -> ys, cached per ODE *form*
+    (order and damping kind; ``LimitODE``): the damping coefficient (gamma of the constant damping,
+    r of r/t) is a traced argument, so a sweep over beta, eta or r, and repeated predictions of equal
+    shapes, compile once."""
     import diffrax
     import jax
 
-    def field(s, y, K):
-        if ode.order == 1:
+    def field(s, y, args):
+        K, coeff = args
+        if order == 1:
             return -K @ y
         e, de = y
-        return de, -ode.damping_at(s) * de - K @ e
+        gamma = coeff if damping == "constant" else coeff / s
+        return de, -gamma * de - K @ e
 
     @jax.jit
-    def solve(K, y0, t_start, ts):
+    def solve(K, coeff, y0, t_start, ts):
         return diffrax.diffeqsolve(
             diffrax.ODETerm(field),
             diffrax.Tsit5(),
@@ -229,7 +234,7 @@ def _diffrax_solver(ode: LimitODE, rtol: float, atol: float, max_steps: int):
             ts[-1],
             None,
             y0,
-            args=K,
+            args=(K, coeff),
             saveat=diffrax.SaveAt(ts=ts),
             stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
             max_steps=max_steps,

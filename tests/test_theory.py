@@ -198,6 +198,24 @@ def test_ode_modes_vs_diffrax(name, hyper, random_spd):
     assert np.max(np.abs(closed[-1] - e0)) > 0.1
 
 
+@pytest.mark.parametrize("name,key,values", [("hb", "beta", (0.5, 0.9)), ("nag_c", "r", (3.0, 5.0))])
+def test_diffrax_sweep_compiles_once_per_ode_form(name, key, values, random_spd):
+    """The damping coefficient is traced: two values of beta (or r) reuse one compiled solver (one
+    cache entry) and each still matches its own closed form."""
+    rng = np.random.default_rng(2)
+    K = random_spd(rng, 5, kappa=50.0)
+    e0 = rng.standard_normal(5)
+    lam, V = theory.eigen(K)
+    spec = optimizers.get(name)
+    theory._diffrax_solver.cache_clear()
+    for v in values:
+        ode = spec.ode(optimizers.resolve_hyper(spec, {"eta": 0.01, key: v}))
+        t = np.arange(0, 1001, 25) * ode.time_step
+        closed = theory.ode_modes(ode, lam, V.T @ e0, t) @ V.T
+        np.testing.assert_allclose(theory.ode_diffrax(ode, K, e0, t), closed, atol=1e-8 * np.max(np.abs(e0)))
+    assert theory._diffrax_solver.cache_info().currsize == 1
+
+
 def _regime_hyper(spec, eta: float, gamma: float = 1.5) -> dict:
     """Hyperparameters in the regime of the low-resolution ODE: beta = 1 - beta2 - gamma sqrt(eta) (momentum
     methods; beta2 its default), r = 3 (scheduled), other defaults."""
