@@ -159,9 +159,18 @@ def prepare(
         ascending eigenpairs (lam, V) of K = c H (H0 or Hinf per theory.kernel), coef = V^T e0, times;
         with a held-out set also X_test, y_test, e0_test, the cross kernel H_test = H(X_test, X) of
         the same source, c_test and test_map = K_x K^+ (``theory.held_out_map``).
+
+    Float64 (the theory's kernels and eigenvectors) is switched on inside this call only
+    (``jax.enable_x64``); the model and data are built in the config's ``dtype``.
+
     Raises:
         ValueError: a held-out set whose points do not have the training points' dimension.
     """
+    with jax.enable_x64(True):
+        return _prepare(cfg, data, built, test)
+
+
+def _prepare(cfg: Config, data, built, test) -> Setup:
     times = {}
     t = time.perf_counter()
     X, y = data if data is not None else load_data(cfg)

@@ -371,9 +371,6 @@ def test_cli_help_lists_configs_sections_sweeps_and_exit_codes(capsys):
         assert word in text, word
 
 
-# tools/check_released.py checks the training internals themselves (train.train step by step against a
-# numpy loop of the notebook), so it imports them by design; every other client uses the public API.
-_INTERNAL_BY_DESIGN = {"tools/check_released.py"}
 
 
 def test_experiments_and_tools_import_only_the_public_api():
@@ -389,8 +386,6 @@ def test_experiments_and_tools_import_only_the_public_api():
     assert len(files) >= 10
     for path in files:
         rel = path.relative_to(root).as_posix()
-        if rel in _INTERNAL_BY_DESIGN:
-            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "ntkdyn":
                 parts = node.module.split(".")
