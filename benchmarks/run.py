@@ -43,7 +43,7 @@ call of ntkdyn ``train`` evaluates the loss, e and ||g||^2 once more after the l
 is recorded: T + 1 gradient evaluations where the peers do T) and moves its inputs and results
 between host and device: about one step's work per call, i.e. a ratio of at most T / (T + 1) from
 that alone. A real run has thousands of steps; the quick mode of 10 steps on the large row
-measured mostly this fixed cost (ratio 0.73 there), so it now times 50.
+measured mostly this fixed cost (ratio 0.73 there), so it now times 100.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 # steps per timed call (quick, full); see the module docstring
 STEPS = {
-    "train_large": (50, 200),
+    "train_large": (100, 200),
     "train_small": (2000, 10000),
     "released": (200, 1000),
     "sweep32": (200, 1000),
