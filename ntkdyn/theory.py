@@ -162,6 +162,105 @@ def ode_modes(ode: LimitODE, lam, coef, t) -> np.ndarray:
     return shape * np.asarray(coef, np.float64)
 
 
+# --------------------------------------------------------------------------- scheduled second-order ODE
+def piecewise_damped_modes(lam, coef, dt, gamma, at) -> np.ndarray:
+    """Exact solution of the second-order ODE with a step-dependent step size (README "Step-size
+    schedules"): per mode, c'' + gamma_k c' + lambda c = 0 on [t_k, t_{k+1}), t_{k+1} = t_k + dt_k,
+    from c(0) = coef, c'(0) = 0, read at the step times t_k of the steps ``at``.
+
+    For HB, update k (eta_k = schedule(k - 1)) spans dt_k = sqrt(eta_k) of ODE time with damping
+    gamma_k = (1 - beta) / sqrt(eta_k) (the constant-eta HB ODE of each step; ``LimitODE``); a step
+    with eta_k = 0 spans no time. On each interval the state (c, c') moves by the 2 x 2 exponential
+
+        exp(A h) = e^{-mu h} [C I + S (A + mu I)],  A = [[0, 1], [-lambda, -gamma]], mu = gamma / 2,
+
+    with (A + mu I)^2 = -w^2 I, w^2 = lambda - mu^2: C = cos(w h), S = sin(w h) / w (w^2 > 0),
+    cosh / sinh (w^2 < 0), 1 and h (w = 0). Units: t is ODE time (sqrt(eta) per step).
+
+    Args:
+        lam: eigenvalues of K, (n,); coef: c(0) = V^T e0, (n,); dt, gamma: per update, (T,);
+        at: the steps 0..T at which c is wanted (ascending).
+    Returns:
+        c(t_k) for k in ``at``, shape (len(at), n), float64.
+    """
+    lam = np.asarray(lam, np.float64)
+    dt, gamma, at = np.asarray(dt, np.float64), np.asarray(gamma, np.float64), np.asarray(at, int)
+    c, v = np.array(coef, np.float64), np.zeros_like(lam)
+    out = np.empty((at.size, lam.size))
+    j = 0
+    for k in range(dt.size + 1):
+        while j < at.size and at[j] == k:
+            out[j] = c
+            j += 1
+        if k == dt.size or j == at.size:
+            break
+        h = dt[k]
+        if h == 0.0:
+            continue
+        mu = 0.5 * gamma[k]
+        x = np.sqrt(np.abs(lam - mu * mu)) * h
+        under = lam - mu * mu > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            C = np.where(under, np.cos(x), np.cosh(x))
+            S = h * np.where(x > 0, np.where(under, np.sin(x), np.sinh(x)) / np.where(x > 0, x, 1.0), 1.0)
+        decay = math.exp(-mu * h)
+        c, v = decay * (C * c + S * (mu * c + v)), decay * (C * v + S * (-lam * c - mu * v))
+    return out
+
+
+def piecewise_damped_diffrax(
+    K: np.ndarray, e0: np.ndarray, dt, gamma, at, rtol: float = 1e-10, atol: float = 1e-12
+) -> np.ndarray:
+    """The same time-varying ODE as ``piecewise_damped_modes``, e'' + gamma(t) e' + K e = 0 with
+    gamma(t) = gamma_k on [t_k, t_{k+1}), integrated in the full output space (no eigenvectors) with
+    diffrax Tsit5; the steps of the controller stop at every t_k (``jump_ts``). Returns e(t_k) for k
+    in ``at``, shape (len(at), n), float64."""
+    import jax
+
+    dt, gamma, at = np.asarray(dt, np.float64), np.asarray(gamma, np.float64), np.asarray(at, int)
+    edges = np.concatenate([[0.0], np.cumsum(dt)])
+    live = dt > 0  # updates that span time (eta_k > 0)
+    starts, gam = edges[:-1][live], gamma[live]
+    ts = edges[at]
+    e0 = np.asarray(e0, np.float64)
+    if ts[-1] == 0.0:
+        return np.tile(e0, (at.size, 1))
+    with jax.enable_x64(True):
+        solve = _piecewise_solver(rtol, atol)
+        ys = np.asarray(solve(np.asarray(K, np.float64), starts, gam, (e0, np.zeros_like(e0)), ts)[0])
+    return ys
+
+
+@functools.lru_cache(maxsize=4)
+def _piecewise_solver(rtol: float, atol: float):
+    import diffrax
+    import jax
+    import jax.numpy as jnp
+
+    def field(s, y, args):
+        K, starts, gam = args
+        e, de = y
+        g = gam[jnp.clip(jnp.searchsorted(starts, s, side="right") - 1, 0, gam.size - 1)]
+        return de, -g * de - K @ e
+
+    @jax.jit
+    def solve(K, starts, gam, y0, ts):
+        return diffrax.diffeqsolve(
+            diffrax.ODETerm(field),
+            diffrax.Tsit5(),
+            0.0,
+            ts[-1],
+            None,
+            y0,
+            args=(K, starts, gam),
+            saveat=diffrax.SaveAt(ts=ts),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, jump_ts=starts),
+            max_steps=1_000_000,
+        ).ys
+
+    return solve
+
+
 # --------------------------------------------------------------------------- diffrax
 def ode_diffrax(
     ode: LimitODE,
