@@ -15,9 +15,10 @@ from ntkdyn.results import CLAIM_RESULTS as RESULTS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_quickest_study_and_report(tmp_path):
-    out = tmp_path / "hb_vs_epoch"
-    script = os.path.join(ROOT, "experiments", "hb_vs_epoch.py")
+def _run_quick(study: str, tmp_path):
+    """Run ``experiments/<study>.py --quick`` in a subprocess; its output folder (exit 0 asserted)."""
+    out = tmp_path / study
+    script = os.path.join(ROOT, "experiments", f"{study}.py")
     proc = subprocess.run(
         [sys.executable, script, "--quick", "--out", str(out)],
         capture_output=True,
@@ -26,6 +27,11 @@ def test_quickest_study_and_report(tmp_path):
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_quickest_study_and_report(tmp_path):
+    out = _run_quick("hb_vs_epoch", tmp_path)
     doc = json.loads((out / "verdicts.json").read_text())
     assert doc["study"] == "hb_vs_epoch" and doc["mode"] == "quick"
     for key in ("title", "command", "settings", "claims", "figures", "tables", "times_s", "versions"):
@@ -74,16 +80,7 @@ def test_adam_width_quick_recomputes_from_its_arrays(tmp_path):
     recomputed by scipy's linregress, equal the study's; the verdict follows its stated rule."""
     from scipy import stats
 
-    out = tmp_path / "adam_width"
-    script = os.path.join(ROOT, "experiments", "adam_width.py")
-    proc = subprocess.run(
-        [sys.executable, script, "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = _run_quick("adam_width", tmp_path)
     doc = json.loads((out / "verdicts.json").read_text())
     assert doc["study"] == "adam_width" and doc["mode"] == "quick"
     widths, seeds = doc["settings"]["widths"], doc["settings"]["seeds"]
