@@ -88,9 +88,30 @@ def _step_hyper(hyper: dict, etas, k: int) -> dict:
     return schedules.hyper_at(hyper, etas[k - 1]) if etas is not None else hyper
 
 
+@dataclasses.dataclass(frozen=True)
+class HeldOutMap:
+    """Held-out outputs in the kernel regime, e_test(k) = e0_test + M (c_k - c_0), c_k = V^T e_k the
+    training error's modes (``theory.held_out_map``: M = K_x K^+ V, shape (n_test, n)). The map holds
+    along every path of a linearised model, mini-batch ones included: every update (full or
+    mini-batch gradient c J^T S e) moves the parameters within the row space of J. ``c_test``: the
+    held-out loss scale, L_test = (c_test/2) ||e_test||^2."""
+
+    M: np.ndarray
+    e0_test: np.ndarray
+    c_test: float
+
+
 def second_moment_loss(
-    spec: OptimizerSpec, hyper: dict, lam, V, coef, c: float, steps: int, batch_size: int
-) -> np.ndarray:
+    spec: OptimizerSpec,
+    hyper: dict,
+    lam,
+    V,
+    coef,
+    c: float,
+    steps: int,
+    batch_size: int,
+    held_out: HeldOutMap | None = None,
+):
     """Exact E[L_k], k = 0..steps, of mini-batch training with ``replacement`` sampling, batch size b,
     in the kernel regime (module docstring): the second moment Q_k of the state X_k in the
     eigenbasis of K (Q has shape (p+1, p+1, n, n)),
@@ -99,27 +120,47 @@ def second_moment_loss(
                     + u_k[r] u_k[s] (1/b) Lam (n V^T Diag(V W V^T) V - W) Lam,   W = Q_{k-1}[0, 0],
 
     E[L_k] = (c/2) tr W_k. A scheduled eta uses eta_k (``schedules``). Shape (steps + 1,), float64
-    (inf where the prediction overflows: diverging)."""
+    (inf where the prediction overflows: diverging).
+
+    With ``held_out`` (``HeldOutMap``) also the exact mean held-out loss, returned as a second array:
+    with d = e0_test - M c_0 and the mean modes m_k = E[c_k] (the full-batch recurrence: the batch
+    noise has mean zero),
+
+        E[L_test,k] = (c_test/2) (|d|^2 + 2 d^T M m_k + tr(M W_k M^T)).
+    """
     lam = np.asarray(lam, np.float64)
     V = np.asarray(V, np.float64)
     n = lam.size
     X0 = initial_state(spec, coef)  # (n, p+1)
     Q = np.einsum("ir,js->rsij", X0, X0)
+    mean = X0.copy()
     etas = schedules.eta_values(hyper["eta"], steps) if schedules.is_scheduled(hyper.get("eta")) else None
     out = np.empty(steps + 1)
-    out[0] = 0.5 * c * np.trace(Q[0, 0])
+    test = None if held_out is None else np.empty(steps + 1)
+    if held_out is not None:
+        M = np.asarray(held_out.M, np.float64)
+        d = np.asarray(held_out.e0_test, np.float64) - M @ np.asarray(coef, np.float64)
+
+    def record(k):
+        out[k] = 0.5 * c * np.trace(Q[0, 0])
+        if test is not None:
+            quad = np.einsum("ti,ij,tj->", M, Q[0, 0], M)
+            test[k] = 0.5 * held_out.c_test * (d @ d + 2.0 * d @ (M @ mean[:, 0]) + quad)
+
+    record(0)
     with np.errstate(over="ignore", invalid="ignore"):
         for k in range(1, steps + 1):
             h = _step_hyper(hyper, etas, k)
             A = companion(spec, h, lam, k)  # (n, p+1, p+1)
             u = np.asarray(spec.method.step(h, float(k))[1], np.float64)
             W = Q[0, 0]
-            d = np.einsum("ai,ai->a", V @ W, V)  # diagonal of W in the data basis
-            noise = lam[:, None] * (n * (V.T * d) @ V - W) * lam[None, :] / batch_size
+            diag = np.einsum("ai,ai->a", V @ W, V)  # diagonal of W in the data basis
+            noise = lam[:, None] * (n * (V.T * diag) @ V - W) * lam[None, :] / batch_size
             Q = np.einsum("jsq,rqij->rsij", A, np.einsum("irp,pqij->rqij", A, Q))
             Q += u[:, None, None, None] * u[None, :, None, None] * noise
-            out[k] = 0.5 * c * np.trace(Q[0, 0])
-    return out
+            mean = np.einsum("irp,ip->ir", A, mean)
+            record(k)
+    return out if test is None else (out, test)
 
 
 # --------------------------------------------------------------------------- sampled recurrence
@@ -134,10 +175,14 @@ def simulate_losses(
     sampling: str,
     runs: int,
     seed: int = 0,
-) -> np.ndarray:
+    held_out: HeldOutMap | None = None,
+    V=None,
+):
     """L_k, k = 0..steps, of ``runs`` independently sampled orders of the kernel-regime linear
     recurrence X_k = T_k X_{k-1} + u_k (x) K S_k e_{k-1} (output space, float64): shape (runs, steps + 1).
-    The Monte-Carlo prediction for ``shuffle`` (and a check of the exact one for ``replacement``)."""
+    The Monte-Carlo prediction for ``shuffle`` (and a check of the exact one for ``replacement``).
+    With ``held_out`` (and K's eigenvectors ``V``) also each order's held-out loss
+    (c_test/2) ||e0_test + M V^T (e_k - e_0)||^2, returned as a second array of the same shape."""
     K = np.asarray(K, np.float64)
     e0 = np.asarray(e0, np.float64)
     n = e0.size
@@ -147,15 +192,25 @@ def simulate_losses(
     etas = schedules.eta_values(hyper["eta"], steps) if schedules.is_scheduled(hyper.get("eta")) else None
     stream = batch_counts(np.random.default_rng(seed), runs, n, batch_size, sampling)
     out = np.empty((runs, steps + 1))
-    out[:, 0] = 0.5 * c * np.sum(X[:, 0] ** 2, axis=1)
+    test = None if held_out is None else np.empty((runs, steps + 1))
+    if held_out is not None:
+        M_out = np.asarray(held_out.M, np.float64) @ np.asarray(V, np.float64).T  # K_x K^+, (n_test, n)
+
+    def record(k):
+        out[:, k] = 0.5 * c * np.sum(X[:, 0] ** 2, axis=1)
+        if test is not None:
+            e_test = np.asarray(held_out.e0_test, np.float64) + (X[:, 0] - e0) @ M_out.T
+            test[:, k] = 0.5 * held_out.c_test * np.sum(e_test**2, axis=1)
+
+    record(0)
     with np.errstate(over="ignore", invalid="ignore"):
         for k in range(1, steps + 1):
             T, u = spec.method.step(_step_hyper(hyper, etas, k), float(k))
             T, u = np.asarray(T, np.float64), np.asarray(u, np.float64)
             g = ((n / batch_size) * next(stream) * X[:, 0]) @ K  # K S e (K symmetric), (runs, n)
             X = np.einsum("rs,Rsn->Rrn", T, X) + u[None, :, None] * g[:, None, :]
-            out[:, k] = 0.5 * c * np.sum(X[:, 0] ** 2, axis=1)
-    return out
+            record(k)
+    return out if test is None else (out, test)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,15 +20,17 @@ def _linear_problem(n=8, p=24, seed=1):
     return Phi, y
 
 
-def _param_space_runs(Phi, y, eta, beta, b, steps, runs, sampling, seed, c=1.0):
+def _param_space_runs(Phi, y, eta, beta, b, steps, runs, sampling, seed, c=1.0, test=None):
     """Mini-batch HB (beta = 0: SGD) on L = (c/2)||Phi theta - y||^2 from theta = 0, written out
     directly: batch indices drawn per run, gradient c (n/b) Phi_B^T (Phi_B theta - y_B),
-    v <- beta v + g, theta <- theta - eta v. Returns the full-set losses, (runs, steps + 1)."""
+    v <- beta v + g, theta <- theta - eta v. Returns the full-set losses, (runs, steps + 1); with
+    ``test`` = (Phi_t, y_t) also the held-out losses (1/2)||Phi_t theta - y_t||^2."""
     rng = np.random.default_rng(seed)
     n, p = Phi.shape
     theta = np.zeros((runs, p))
     v = np.zeros((runs, p))
     losses = [0.5 * c * np.sum((theta @ Phi.T - y) ** 2, axis=1)]
+    held = [] if test is None else [0.5 * np.sum((theta @ test[0].T - test[1]) ** 2, axis=1)]
     order, pos = None, n  # shuffle: current permutation per run and position in it
     for _ in range(steps):
         if sampling == "replacement":
@@ -45,6 +47,10 @@ def _param_space_runs(Phi, y, eta, beta, b, steps, runs, sampling, seed, c=1.0):
         v = beta * v + g
         theta = theta - eta * v
         losses.append(0.5 * c * np.sum((theta @ Phi.T - y) ** 2, axis=1))
+        if test is not None:
+            held.append(0.5 * np.sum((theta @ test[0].T - test[1]) ** 2, axis=1))
+    if test is not None:
+        return np.stack(losses, axis=1), np.stack(held, axis=1)
     return np.stack(losses, axis=1)
 
 
@@ -81,6 +87,37 @@ def test_exact_second_moment_vs_parameter_space_monte_carlo(name, beta, eta):
     assert np.all(np.abs(exact - mean) <= 5 * se + 1e-9 * exact), np.max(np.abs(exact - mean) / (se + 1e-300))
     full = theory.modal_loss(theory.discrete_modes(spec, hyper, lam, V.T @ e0, steps), 1.0)
     assert np.max((mean - full) / (se + 1e-300)) > 10  # the noise term matters here: the test can fail
+
+
+@pytest.mark.parametrize("name,beta,sampling", [("gd", 0.0, "replacement"), ("hb", 0.5, "shuffle")])
+def test_held_out_mean_loss_vs_parameter_space_monte_carlo(name, beta, sampling):
+    """Mean held-out loss of mini-batch runs on a linear model f = Phi theta (exact: K = Phi Phi^T,
+    K_x = Phi_t Phi^T): the exact second-moment prediction (replacement) and the sampled kernel
+    recurrence (shuffle) against parameter-space runs on new points Phi_t, within 5 standard errors;
+    p < n, so K is singular and the pseudo-inverse path is used."""
+    rng = np.random.default_rng(8)
+    n, p, nt = 8, 6, 5
+    Phi, Phi_t = rng.standard_normal((n, p)) / math.sqrt(p), rng.standard_normal((nt, p)) / math.sqrt(p)
+    y, y_t = rng.standard_normal(n), rng.standard_normal(nt)
+    lam, V = theory.eigen(Phi @ Phi.T)
+    null = theory.null_modes(lam, 1e-10)
+    assert null.sum() == n - p
+    held = stochastic.HeldOutMap(theory.held_out_map(Phi_t @ Phi.T, lam, V, null), -y_t, 1.0)
+    spec = optimizers.get(name)
+    hyper = {"eta": 0.2} if name == "gd" else {"eta": 0.1, "beta": beta}
+    steps, b, R = 40, 3, 20_000
+    _, ref = _param_space_runs(Phi, y, hyper["eta"], beta, b, steps, R, sampling, seed=4, test=(Phi_t, y_t))
+    if sampling == "replacement":
+        pred = stochastic.second_moment_loss(spec, hyper, lam, V, V.T @ -y, 1.0, steps, b, held_out=held)[1]
+        se = ref.std(0) / math.sqrt(R)
+    else:
+        sims = stochastic.simulate_losses(
+            spec, hyper, Phi @ Phi.T, -y, 1.0, steps, b, sampling, R, seed=6, held_out=held, V=V
+        )[1]
+        pred, se = sims.mean(0), np.sqrt(sims.var(0) / R + ref.var(0) / R)
+    assert pred[0] == pytest.approx(0.5 * y_t @ y_t, rel=1e-12)
+    assert np.all(np.abs(pred - ref.mean(0)) <= 5 * se + 1e-12), np.max(np.abs(pred - ref.mean(0)) / se)
+    assert abs(ref.mean(0)[-1] / pred[0] - 1) > 0.05  # the held-out loss moved: the test can fail
 
 
 @pytest.mark.parametrize("sampling", ["replacement", "shuffle"])
@@ -371,7 +408,7 @@ def test_pipeline_minibatch_run_with_linearised_check():
     raw = {
         "name": "t",
         "dtype": "float64",
-        "data": {"n": 10, "d": 6},
+        "data": {"n": 10, "d": 6, "test": {"n": 4}},
         "model": {"width": 128},
         "train": {"steps": 40, "record_every": 5, "batch_size": 3, "sampling_runs": 16, "kernel_at": [0]},
         "theory": {"diffrax": False, "linearized": "always", "mc_runs": 2000},
@@ -398,3 +435,8 @@ def test_pipeline_minibatch_run_with_linearised_check():
     )  # E[L] above the full-batch loss
     assert 0 < st["linear_rate"] < 1 and m["ode"] is None and "mini-batch" in m["note"]
     assert m["predicted"]["linear_rate"] == st["linear_rate"] > m["predicted"]["full_batch_linear_rate"]
+    # held-out points: the predicted mean held-out loss (HeldOutMap through the second moment) starts at
+    # the network's held-out loss and is reported against the trained mean (MC-tested above)
+    np.testing.assert_allclose(arrays["test_loss_discrete"][0], arrays["test_loss"][0], rtol=1e-12)
+    assert arrays["test_loss_discrete"].shape == (9,) and np.all(np.isfinite(arrays["test_loss_discrete"]))
+    assert "discrete" in m["test"]["deviation"] and "mean held-out loss" in m["test"]["note"]
