@@ -319,20 +319,29 @@ class Predicted:
 @dataclasses.dataclass(frozen=True)
 class Deviation:
     """max_k |L_train(k) - L_pred(k)| / L_pred(k) over the steps above the float floor, for the
-    kernel recurrence (``discrete``), the ODE and the high-resolution ODE (None where not predicted)."""
+    kernel recurrence (``discrete``), the ODE, the high-resolution ODE and the trained linearisation
+    (``linearized``) (None where not predicted)."""
 
     discrete: float | None = None
     ode: float | None = None
     ode_hr: float | None = None
+    linearized: float | None = (
+        None  # the network's linearisation at theta_0 trained alike (theory.linearized)
+    )
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"discrete": self.discrete, "ode": self.ode, "ode_hr": self.ode_hr, **self.extra}
+        out = {"discrete": self.discrete, "ode": self.ode, "ode_hr": self.ode_hr}
+        if self.linearized is not None:
+            out["linearized"] = self.linearized
+        return {**out, **self.extra}
 
     @classmethod
     def from_json(cls, doc: Mapping) -> Deviation:
-        known, extra = _split(doc, ("discrete", "ode", "ode_hr"))
-        return cls(known.get("discrete"), known.get("ode"), known.get("ode_hr"), extra)
+        known, extra = _split(doc, ("discrete", "ode", "ode_hr", "linearized"))
+        return cls(
+            known.get("discrete"), known.get("ode"), known.get("ode_hr"), known.get("linearized"), extra
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -632,6 +641,7 @@ SUMMARY_COLUMNS = (
     ("predicted.crossover_step", "predicted_crossover_step"),
     ("deviation.discrete", "deviation_discrete"),
     ("deviation.ode", "deviation_ode"),
+    ("deviation.linearized", "deviation_linearized"),
     ("kernel_drift", "kernel_drift"),
 )
 
@@ -662,6 +672,7 @@ class SweepRow:
     predicted_crossover_step: float | None
     deviation_discrete: float | None
     deviation_ode: float | None
+    deviation_linearized: float | None
     kernel_drift: float | None
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -719,6 +730,7 @@ class SweepRow:
             predicted_crossover_step=p and p.crossover_step,
             deviation_discrete=d and d.discrete,
             deviation_ode=d and d.ode,
+            deviation_linearized=d and d.linearized,
             kernel_drift=result.kernel_drift,
         )
 

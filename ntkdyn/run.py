@@ -221,13 +221,15 @@ def _theory_cells(o: results.OptimizerResult) -> list[str]:
 
 
 def _deviation_cells(o: results.OptimizerResult) -> list[str]:
-    """max relative gap of the discrete, ODE and high-resolution ODE predictions; log10 gap (discrete)."""
+    """max relative gap of the discrete, ODE, high-resolution ODE and linearisation predictions; log10
+    gap (discrete)."""
     dev = o.deviation or results.Deviation()
     gap = o.deviation_log10.get("discrete") or {}
     return [
         fmt(dev.discrete, ".3g"),
         fmt(dev.ode, ".3g"),
         fmt(dev.ode_hr, ".3g"),
+        fmt(dev.linearized, ".3g"),
         f"{fmt(gap.get('max'), '.2g')}/{fmt(gap.get('mean'), '.2g')}" if gap else "-",
     ]
 
@@ -254,6 +256,7 @@ def summary_table(run: results.RunResult) -> str:
         "dev discrete",
         "dev ODE",
         "dev hr-ODE",
+        "dev linearized",
         "log10 gap disc",
         "drift",
     ]
@@ -375,52 +378,16 @@ def run_single(cfg: config_mod.Config, args: argparse.Namespace, say, t_start: f
     return 1 if failed else 0
 
 
-SUMMARY_FIELDS = (
-    "label",
-    "optimizer",
-    "opt_eta",
-    "opt_beta",
-    "opt_r",
-    "status",
-    "verdict",
-    "diverged_at",
-    "fitted.linear_rate",
-    "fitted.r2_linear",
-    "fitted.power_exponent",
-    "fitted.r2_power",
-    "predicted.linear_rate",
-    "predicted.stable",
-    "predicted.crossover_step",
-    "deviation.discrete",
-    "deviation.ode",
-    "kernel_drift",
-)
-
-
 def summary_rows(run_id: str, values: dict, metrics: dict) -> list[dict]:
-    """One summary.csv row per optimizer of a run: the swept values (columns named by axis), the
-    spectrum, then ``SUMMARY_FIELDS`` (the optimizer's own eta, beta, r as opt_eta, opt_beta, opt_r)."""
-    rows = []
-    for label, m in metrics["optimizers"].items():
-        row = {
-            "run_id": run_id,
-            **values,
-            "lambda_min": metrics["spectrum"]["lambda_min"],
-            "lambda_max": metrics["spectrum"]["lambda_max"],
-        }
-        for field in SUMMARY_FIELDS:
-            value = {
-                "label": label,
-                "opt_eta": m.get("eta"),
-                "opt_beta": m.get("beta"),
-                "opt_r": m.get("r"),
-                **m,
-            }
-            for part in field.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
-            row[field] = value
-        rows.append(row)
-    return rows
+    """One summary.csv row per optimizer of a run (``results.SweepRow``: the swept values, the
+    spectrum, then ``results.SUMMARY_COLUMNS``), built from the run's metrics.json mapping."""
+    spectrum = results.Spectrum.from_json(metrics["spectrum"]) if metrics.get("spectrum") else None
+    return [
+        results.SweepRow.from_result(
+            run_id, values, spectrum, results.OptimizerResult.from_json(label, m)
+        ).to_json()
+        for label, m in metrics["optimizers"].items()
+    ]
 
 
 def run_sweep(raw: dict, points, args, say, t_start: float) -> int:
