@@ -371,8 +371,6 @@ def test_cli_help_lists_configs_sections_sweeps_and_exit_codes(capsys):
         assert word in text, word
 
 
-
-
 def test_experiments_and_tools_import_only_the_public_api():
     """Every ntkdyn import in experiments/ and tools/ names something in ``ntkdyn.__all__`` (the
     curated names and the public submodules)."""
