@@ -231,9 +231,28 @@ def piecewise_damped_diffrax(
     return ys
 
 
+def _tsit5(field, t_start, ts, y0, args, rtol: float, atol: float, max_steps: int, jump_ts=None):
+    """The diffrax solve every full-space ODE check here uses: Tsit5 from ``t_start`` to ts[-1] with a
+    PID step-size controller (rtol, atol; the steps stop at ``jump_ts`` where the field jumps),
+    saved at ``ts``; returns ``ys``."""
+    import diffrax
+
+    return diffrax.diffeqsolve(
+        diffrax.ODETerm(field),
+        diffrax.Tsit5(),
+        t_start,
+        ts[-1],
+        None,
+        y0,
+        args=args,
+        saveat=diffrax.SaveAt(ts=ts),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, jump_ts=jump_ts),
+        max_steps=max_steps,
+    ).ys
+
+
 @functools.lru_cache(maxsize=4)
 def _piecewise_solver(rtol: float, atol: float):
-    import diffrax
     import jax
     import jax.numpy as jnp
 
@@ -245,18 +264,7 @@ def _piecewise_solver(rtol: float, atol: float):
 
     @jax.jit
     def solve(K, starts, gam, y0, ts):
-        return diffrax.diffeqsolve(
-            diffrax.ODETerm(field),
-            diffrax.Tsit5(),
-            0.0,
-            ts[-1],
-            None,
-            y0,
-            args=(K, starts, gam),
-            saveat=diffrax.SaveAt(ts=ts),
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, jump_ts=starts),
-            max_steps=1_000_000,
-        ).ys
+        return _tsit5(field, 0.0, ts, y0, (K, starts, gam), rtol, atol, 1_000_000, jump_ts=starts)
 
     return solve
 
@@ -313,7 +321,6 @@ def _diffrax_solver(order: int, damping: str, rtol: float, atol: float, max_step
     (order and damping kind; ``LimitODE``): the damping coefficient (gamma of the constant damping,
     r of r/t) is a traced argument, so a sweep over beta, eta or r, and repeated predictions of equal
     shapes, compile once."""
-    import diffrax
     import jax
 
     def field(s, y, args):
@@ -326,18 +333,7 @@ def _diffrax_solver(order: int, damping: str, rtol: float, atol: float, max_step
 
     @jax.jit
     def solve(K, coeff, y0, t_start, ts):
-        return diffrax.diffeqsolve(
-            diffrax.ODETerm(field),
-            diffrax.Tsit5(),
-            t_start,
-            ts[-1],
-            None,
-            y0,
-            args=(K, coeff),
-            saveat=diffrax.SaveAt(ts=ts),
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-            max_steps=max_steps,
-        ).ys
+        return _tsit5(field, t_start, ts, y0, (K, coeff), rtol, atol, max_steps)
 
     return solve
 
@@ -457,7 +453,6 @@ def highres_diffrax(
     tau = t + ode.start). From tau_0 = ode.start with e'(tau_0) = -velocity0 K e0; vanishing damping
     started at the singular tau = 0 begins at t0 = min(t_1, 1e-3/sqrt(lam_max)) from the regular series
     to O(t0^2)."""
-    import diffrax
     import jax
     import jax.numpy as jnp
 
@@ -489,18 +484,7 @@ def highres_diffrax(
         else:
             y0 = (e0j, -ode.velocity0 * Ke0)
             t_start, later = ts[0], ts
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(vector_field),
-            diffrax.Tsit5(),
-            t_start,
-            later[-1],
-            None,
-            y0,
-            saveat=diffrax.SaveAt(ts=later),
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-            max_steps=max_steps,
-        )
-        ys = np.asarray(sol.ys[0])
+        ys = np.asarray(_tsit5(vector_field, t_start, later, y0, None, rtol, atol, max_steps)[0])
     if ys.shape[0] < len(t):
         ys = np.concatenate([np.tile(np.asarray(e0), (len(t) - ys.shape[0], 1)), ys])
     return ys
