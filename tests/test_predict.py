@@ -2,10 +2,12 @@
 function space, linear models trained in parameter space (whose kernel is the given K), and the
 discrete methods as eta -> 0 for the limits (measured order)."""
 
+import os
+
 import numpy as np
 import pytest
 
-from ntkdyn import predict
+from ntkdyn import ntk, predict
 
 N, NT, K_OUT, P = 6, 3, 3, 14
 
@@ -253,3 +255,129 @@ def test_time_and_step_are_explicit_and_bad_inputs_are_named():
         predict.nesterov_mse(H, y, eta=0.1)
     with pytest.raises(ValueError, match="no kernel-regime recurrence"):
         predict.linear_method_mse(H, y, optimizer="adam", eta=0.1)
+
+
+# --------------------------------------------------------------------------- parity with neural-tangents
+REF = os.path.join(os.path.dirname(__file__), "data", "nt_predict_reference.npz")
+
+
+@pytest.fixture(scope="module")
+def nt_ref():
+    with np.load(REF) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _close(ours, want, rtol=1e-6):
+    """1e-6 relative per entry, with an absolute floor of 1e-9 of the array's scale."""
+    assert ours.shape == want.shape
+    np.testing.assert_allclose(ours, want, rtol=rtol, atol=1e-9 * np.abs(want).max())
+
+
+def test_nt_reference_file_is_what_the_tests_expect(nt_ref):
+    assert any("neural-tangents 0.6.5" in str(v) for v in nt_ref["versions"])
+    assert nt_ref["y_train"].shape[1] > 1 and nt_ref["t_nt"].max() > 0
+
+
+def test_our_kernels_are_nts_for_the_stored_network(nt_ref):
+    """The analytic kernels the parity tests use are ntkdyn's own (``ntk.mlp_kernels``)."""
+    r = nt_ref
+    for X2, names in ((None, ("nngp_tt", "ntk_tt")), (r["x_train"], ("nngp_xt", "ntk_xt"))):
+        X1 = r["x_train"] if X2 is None else r["x_test"]
+        for ours, name in zip(ntk.mlp_kernels(X1, X2, 1, float(r["W_std"]), float(r["b_std"])), names):
+            _close(ours, r[name], 1e-9)
+
+
+def _kernels(r):
+    W, b = float(r["W_std"]), float(r["b_std"])
+    nngp, ntk_k = ntk.mlp_kernels(r["x_train"], None, 1, W, b)
+    nngp_x, ntk_x = ntk.mlp_kernels(r["x_test"], r["x_train"], 1, W, b)
+    nngp_xx, _ = ntk.mlp_kernels(r["x_test"], None, 1, W, b)
+    return nngp, ntk_k, nngp_x, ntk_x, nngp_xx
+
+
+@pytest.mark.parametrize("loss_scale", ["half_sum", "half_mse_entries"])
+def test_gradient_descent_mse_matches_nt_shared_kernel(nt_ref, loss_scale):
+    """nt's gradient_descent_mse(k, y, lr, diag_reg) at t_nt is gradient_flow_mse at t = lr t_nt / (c N),
+    N = y.size; for c = 1/N (half_mse over entries) the times coincide at lr = 1."""
+    r = nt_ref
+    y, N_ = r["y_train"], r["y_train"].size
+    c = 1.0 if loss_scale == "half_sum" else 1.0 / N_
+    _, ntk_k, _, ntk_x, _ = _kernels(r)
+    pred = predict.gradient_flow_mse(ntk_k, y, loss_scale=c, diag_reg=float(r["gd_mse_diag_reg"]))
+    out = pred(
+        t=float(r["gd_mse_lr"]) * r["t_nt"] / (c * N_),
+        fx_train_0=r["fx_train_0"],
+        fx_test_0=r["fx_test_0"],
+        k_test_train=ntk_x,
+    )
+    _close(out.train, r["gd_mse_train"])
+    _close(out.test, r["gd_mse_test"])
+
+
+def test_gradient_descent_mse_matches_nt_full_gram(nt_ref):
+    """trace_axes=(): nt's (n, n, k, k) Gram passed as is."""
+    r = nt_ref
+    y = r["y_train"]
+    pred = predict.gradient_flow_mse(r["full_k_tt"], y, diag_reg=float(r["gd_mse_diag_reg"]))
+    out = pred(
+        t=float(r["gd_mse_lr"]) * r["t_nt"] / y.size,
+        fx_train_0=r["fx_train_0"],
+        fx_test_0=r["fx_test_0"],
+        k_test_train=r["full_k_xt"],
+    )
+    _close(out.train, r["full_train"])
+    _close(out.test, r["full_test"])
+
+
+@pytest.mark.parametrize("get", ["nngp", "ntk"])
+@pytest.mark.parametrize("reg", ["0", "1"])
+def test_gradient_descent_mse_ensemble_matches_nt(nt_ref, get, reg):
+    """nt's ensemble: get='ntk' is prior_noise=False, get='nngp' prior_noise=True; t = lr t_nt / N."""
+    r = nt_ref
+    nngp, ntk_k, nngp_x, ntk_x, nngp_xx = _kernels(r)
+    y = r["y_train"]
+    diag_reg = float(r["ens_diag_reg"]) if reg == "1" else 0.0
+    pred = predict.gradient_flow_mse_ensemble(
+        nngp, ntk_k, y, get=get, diag_reg=diag_reg, prior_noise=get == "nngp"
+    )
+    t = float(r["ens_lr"]) * r["t_nt"] / y.size
+    train = pred(t=t)
+    test = pred(
+        t=t,
+        nngp_test_train=nngp_x,
+        kernel_test_train=ntk_x if get == "ntk" else nngp_x,
+        nngp_test_test=nngp_xx,
+    )
+    for where, g in (("train", train), ("test", test)):
+        _close(g.mean, r[f"ens_{get}_{reg}_{where}_mean"])
+        _close(g.cov, r[f"ens_{get}_{reg}_{where}_cov"])
+
+
+def test_gradient_descent_momentum_matches_nt(nt_ref):
+    """nt's gradient_descent(0.5 ||f - y||^2, k, y, lr, momentum) at t_nt is the heavy-ball ODE with
+    eta = lr, beta = momentum at t = sqrt(lr) t_nt (nt's ODE tolerance is 1.4e-8)."""
+    r = nt_ref
+    _, ntk_k, _, ntk_x, _ = _kernels(r)
+    lr = float(r["mom_lr"])
+    pred = predict.heavy_ball_flow_mse(ntk_k, r["y_train"], eta=lr, beta=float(r["mom_momentum"]))
+    out = pred(
+        t=np.sqrt(lr) * r["t_nt"], fx_train_0=r["fx_train_0"], fx_test_0=r["fx_test_0"], k_test_train=ntk_x
+    )
+    _close(out.train, r["mom_train"])
+    _close(out.test, r["mom_test"])
+
+
+def test_gradient_descent_cross_entropy_matches_nt(nt_ref):
+    """nt's gradient_descent(softmax CE summed over points, k, y, lr) at t_nt is gradient_flow at
+    t = lr t_nt."""
+    r = nt_ref
+    _, ntk_k, _, ntk_x, _ = _kernels(r)
+    pred = predict.gradient_flow("softmax_ce", ntk_k, r["ce_y"])
+    out = pred(
+        t=float(r["ce_lr"]) * r["t_nt"],
+        fx_train_0=r["fx_train_0"],
+        fx_test_0=r["fx_test_0"],
+        k_test_train=ntk_x,
+    )
+    _close(out.train, r["ce_train"])
+    _close(out.test, r["ce_test"])
