@@ -3,6 +3,7 @@ function space, linear models trained in parameter space (whose kernel is the gi
 discrete methods as eta -> 0 for the limits (measured order)."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -173,10 +174,10 @@ def _onehot(seed):
     return np.eye(K_OUT)[labels]
 
 
-@pytest.mark.parametrize("method", ["gd", "hb"])
+@pytest.mark.parametrize("method", ["gd", "hb", "nag"])
 def test_cross_entropy_recurrence_matches_parameter_space_training(method):
-    """Softmax cross-entropy: GD / HB on theta of f = Phi theta + f0 (Phi Phi^T = H), grad written by
-    hand (softmax(f) - y), train and held-out."""
+    """Softmax cross-entropy: GD / HB / Nesterov (optax form) on theta of f = Phi theta + f0
+    (Phi Phi^T = H), grad written by hand (softmax(f) - y), train and held-out."""
     Phi, Phit = _features(10)
     H, Hx = Phi @ Phi.T, Phit @ Phi.T
     y = _onehot(11)
@@ -188,12 +189,15 @@ def test_cross_entropy_recurrence_matches_parameter_space_training(method):
         g = c * Phi.T @ (_softmax(Phi @ theta + f0) - y)
         if method == "gd":
             theta = theta - eta * g
-        else:
+        elif method == "hb":
             v = beta * v + g
             theta = theta - eta * v
+        else:
+            v = beta * v + g
+            theta = theta - eta * (g + beta * v)
         tr.append(Phi @ theta + f0)
         te.append(Phit @ theta + ft0)
-    kw = {"beta": beta} if method == "hb" else {}
+    kw = {"beta": beta} if method != "gd" else {}
     pred = predict.gradient_descent("softmax_ce", H, y, eta=eta, optimizer=method, loss_scale=c, **kw)
     out = pred(step=np.arange(steps + 1), fx_train_0=f0, fx_test_0=ft0, k_test_train=Hx)
     np.testing.assert_allclose(out.train, np.stack(tr), rtol=1e-9, atol=1e-11)
@@ -381,3 +385,15 @@ def test_gradient_descent_cross_entropy_matches_nt(nt_ref):
     )
     _close(out.train, r["ce_train"])
     _close(out.test, r["ce_test"])
+
+
+# --------------------------------------------------------------------------- docs/migration.md
+def test_migration_page_examples_run():
+    """Every ```python block of docs/migration.md, in order, in one namespace."""
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "migration.md")
+    with open(path) as f:
+        blocks = re.findall(r"^```python\n(.*?)^```", f.read(), flags=re.S | re.M)
+    assert len(blocks) >= 6
+    namespace: dict = {}
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"docs/migration.md python block {i + 1}", "exec"), namespace)  # noqa: S102

@@ -66,18 +66,17 @@ class EnsemblePredictor:
 
     def __call__(
         self, *, step=None, t=None, nngp_test_train=None, kernel_test_train=None, nngp_test_test=None
-    ):
+    ) -> Gaussian:
         if self.discrete and (step is None or t is not None):
             raise ValueError("a discrete ensemble predictor takes step= (number of updates), not t=")
         if not self.discrete and (t is None or step is not None):
             raise ValueError("a flow ensemble predictor takes t= (ODE time), not step=")
         s = self.setup
         R = self.response(_steps(step) if self.discrete else _times(t))  # when.shape + (n,)
-        keep = s.V * 1.0  # columns: eigenvectors
         one_minus = 1.0 - R
         K0 = self.nngp + (self.reg * np.eye(self.nngp.shape[0]) if self.prior_noise else 0.0)
         if nngp_test_train is None and kernel_test_train is None and nngp_test_test is None:
-            P = np.einsum("ij,...j,kj->...ik", keep, one_minus, keep)
+            P = np.einsum("ij,...j,kj->...ik", s.V, one_minus, s.V)
             I_P = np.eye(s.H.shape[0]) - P
             mean = P @ s.y
             cov = I_P @ K0 @ np.swapaxes(I_P, -1, -2)
@@ -103,7 +102,7 @@ class EnsemblePredictor:
                 if M.shape != shape:
                     raise ValueError(f"{name}: shape {M.shape}; allowed: {shape}")
             M = theory.held_out_map(Gx, s.lam, s.V, s.null)  # G_x V diag(1/lambda)
-            A = np.einsum("ij,...j,kj->...ik", M, one_minus, keep)
+            A = np.einsum("ij,...j,kj->...ik", M, one_minus, s.V)
             At = np.swapaxes(A, -1, -2)
             mean = A @ s.y
             cross = A @ Kx.T
