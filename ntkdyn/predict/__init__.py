@@ -22,7 +22,8 @@ Conventions (every function here):
 * **diag_reg** is relative, as neural-tangents' default (``diag_reg_absolute_scale=False``): the
   training kernel becomes H + diag_reg * mean(diag H) I (mean over the diagonal of the 2-D kernel);
   the test-train kernel is unchanged. It is exactly the NTK of the network with one extra trainable
-  parameter b_i per training point, f(x_i) + sqrt(r) b_i, b_i(0) = 0, r = diag_reg * mean(diag H).
+  parameter b_ia per training output, f_a(x_i) + sqrt(r) b_ia, b(0) = 0, r = diag_reg * mean(diag H)
+  (tested that way: ``tests/test_predict.py``, ``tests/test_ensemble.py``).
 
 neural-tangents' conventions (``predict`` of neural-tangents 0.6.5), and how they map here:
 
