@@ -4,6 +4,7 @@ the gradient flow integrated with diffrax (conventions: the ``ntkdyn.predict`` p
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -26,28 +27,44 @@ from ntkdyn.predict._core import (
 
 
 # --------------------------------------------------------------------------- any loss
+def _squared(f, y):
+    import jax.numpy as jnp
+
+    return 0.5 * jnp.sum(jnp.square(f - y))
+
+
+def _softmax_ce(f, y):
+    import jax
+    import jax.numpy as jnp
+
+    return jnp.sum(jax.nn.logsumexp(f, axis=-1) - jnp.sum(y * f, axis=-1))
+
+
+def _sigmoid_ce(f, y):
+    import jax
+    import jax.numpy as jnp
+
+    return jnp.sum(jax.nn.softplus(f) - y * f)
+
+
+_NAMED = {"squared": _squared, "softmax_ce": _softmax_ce, "sigmoid_ce": _sigmoid_ce}
+
+
 def _loss_fn(loss: str | Callable) -> Callable:
     """The per-problem loss sum (before ``loss_scale``): squared 1/2 sum (f - y)^2; softmax_ce
     sum_i [logsumexp(f_i) - y_i . f_i] (y one-hot or probabilities, k >= 2; optax's
     softmax_cross_entropy summed over points); sigmoid_ce sum [softplus(f) - y f], y in {0, 1} (optax's
     sigmoid_binary_cross_entropy summed); or a callable (f, y) -> scalar used as is."""
-    import jax
-    import jax.numpy as jnp
-
     if callable(loss):
         return loss
-    if loss == "squared":
-        return lambda f, y: 0.5 * jnp.sum(jnp.square(f - y))
-    if loss == "softmax_ce":
-        return lambda f, y: jnp.sum(jax.nn.logsumexp(f, axis=-1) - jnp.sum(y * f, axis=-1))
-    if loss == "sigmoid_ce":
-        return lambda f, y: jnp.sum(jax.nn.softplus(f) - y * f)
+    if loss in _NAMED:
+        return _NAMED[loss]
     raise ValueError(f"loss = {loss!r}; allowed: {', '.join(LOSSES)} or a callable (f, y) -> scalar")
 
 
-def _apply(s: _Setup, K, G):
+def _apply(shared: bool, K, G):
     """K acting on an output-shaped array G (rows, k): K @ G (shared) or K @ vec(G) (full)."""
-    if s.shared:
+    if shared:
         return K @ G
     return (K @ G.reshape(-1)).reshape(-1, G.shape[1])
 
@@ -57,12 +74,57 @@ def _check_any_loss(s: _Setup, loss) -> None:
         raise ValueError("loss 'softmax_ce' needs k >= 2 outputs (one per class); y_train has 1")
 
 
+def _test_inputs(s: _Setup, k_test_train, fx_test_0):
+    """(test-train kernel, initial test outputs, whether given): empty arrays when not given."""
+    n, k = s.y.shape
+    cross = _cross(s, k_test_train, fx_test_0)
+    if cross is None:
+        return np.zeros((0, n if s.shared else n * k)), np.zeros((0, k)), False
+    return cross[0], cross[1], True
+
+
+@functools.lru_cache(maxsize=32)
+def _recurrence_program(
+    loss: Callable, optimizer: str, hyper: tuple, shared: bool, loss_scale: float, steps: int
+):
+    """A compiled run (H, Kx, y, f0, ft0) -> (f_k, f_test_k) for k = 0..steps (``RecurrencePredictor``),
+    cached per loss, method, hyperparameters, kernel layout and length; the kernels are arguments."""
+    import jax
+    import jax.numpy as jnp
+
+    spec, h = optimizers.get(optimizer), dict(hyper)
+    kinds = spec.method.states
+    grad = jax.grad(lambda f, y: loss_scale * loss(f, y))
+
+    def init(f):
+        return (f,) + tuple(f if kind == "point" else jnp.zeros_like(f) for kind in kinds)
+
+    def new(T, u, X, g):
+        return tuple(sum(T[j][i] * X[i] for i in range(len(X))) + u[j] * g for j in range(len(X)))
+
+    @jax.jit
+    def run(H, Kx, y, f0, ft0):
+        def body(carry, kk):
+            X, Xt = carry
+            T, u = spec.method.step(h, kk)
+            G = grad(X[0], y)
+            X, Xt = new(T, u, X, _apply(shared, H, G)), new(T, u, Xt, _apply(shared, Kx, G))
+            return (X, Xt), (X[0], Xt[0])
+
+        ks = jnp.arange(1, steps + 1, dtype=jnp.float64)
+        _, (fs, fts) = jax.lax.scan(body, (init(f0), init(ft0)), ks)
+        return jnp.concatenate([f0[None], fs]), jnp.concatenate([ft0[None], fts])
+
+    return run
+
+
 @dataclasses.dataclass(frozen=True)
 class RecurrencePredictor:
     """Outputs after ``step`` updates of a linear method (``optimizers``) on any loss, in function
     space and exact for the linearised network: with the state X = (f, J z_1, ...) of the method
     (points as outputs, vectors through J), g_k = H grad_f L(f_{k-1}) and X_k = T_k X_{k-1} + u_k g_k
-    (training points, kernel H_reg; held-out points the same with K_x in place of H_reg).
+    (training points, kernel H_reg; held-out points the same with K_x in place of H_reg). One compiled
+    ``lax.scan`` to max(step), cached across calls of equal length.
     Call: ``predictor(step=..., fx_train_0=0.0, fx_test_0=None, k_test_train=None)``."""
 
     setup: _Setup
@@ -73,44 +135,20 @@ class RecurrencePredictor:
 
     def __call__(self, *, step, fx_train_0=0.0, fx_test_0=None, k_test_train=None) -> Prediction:
         import jax
-        import jax.numpy as jnp
 
         s = self.setup
         steps = _steps(step)
         n, k = s.y.shape
         f0 = _initial(fx_train_0, n, k, "fx_train_0")
-        cross = _cross(s, k_test_train, fx_test_0)
-        Kx, ft0 = cross if cross is not None else (np.zeros((0, n if s.shared else n * k)), np.zeros((0, k)))
-        kinds = self.spec.method.states
+        Kx, ft0, given = _test_inputs(s, k_test_train, fx_test_0)
+        hyper = tuple(sorted(self.hyper.items()))
         with jax.enable_x64(True):
-            grad = jax.grad(lambda f: self.loss_scale * self.loss(f, jnp.asarray(s.y)))
-
-            def init(f):
-                return (f,) + tuple(f if kind == "point" else jnp.zeros_like(f) for kind in kinds)
-
-            def update(X, Xt, kk):
-                T, u = self.spec.method.step(self.hyper, kk)
-                G = grad(X[0])
-                g, gt = _apply(s, s.H, G), _apply(s, Kx, G)
-
-                def new(X, g):
-                    return tuple(sum(T[j][i] * X[i] for i in range(len(X))) + u[j] * g for j in range(len(X)))
-
-                return new(X, g), new(Xt, gt)
-
-            @jax.jit
-            def run(f0, ft0):
-                def body(carry, kk):
-                    X, Xt = update(*carry, kk)
-                    return (X, Xt), (X[0], Xt[0])
-
-                ks = jnp.arange(1, int(steps.max(initial=0)) + 1, dtype=jnp.float64)
-                _, (fs, fts) = jax.lax.scan(body, (init(f0), init(ft0)), ks)
-                return jnp.concatenate([f0[None], fs]), jnp.concatenate([ft0[None], fts])
-
-            fs, fts = (np.asarray(a) for a in run(jnp.asarray(f0), jnp.asarray(ft0)))
+            run = _recurrence_program(
+                self.loss, self.spec.name, hyper, s.shared, self.loss_scale, int(steps.max(initial=0))
+            )
+            fs, fts = (np.asarray(a) for a in run(s.H, Kx, s.y, f0, ft0))
         train = fs[steps]
-        test = fts[steps] if cross is not None else None
+        test = fts[steps] if given else None
         return Prediction(_shape_out(s, train), None if test is None else _shape_out(s, test))
 
 
@@ -138,6 +176,26 @@ def gradient_descent(
     return RecurrencePredictor(s, spec, h, _loss_fn(loss), float(loss_scale))
 
 
+@functools.lru_cache(maxsize=32)
+def _flow_program(loss: Callable, shared: bool, loss_scale: float, rtol: float, atol: float):
+    """A compiled diffrax solve (H, Kx, y, f0, ft0, ts) -> (f(ts), f_test(ts)) (``LossFlowPredictor``),
+    cached per loss, kernel layout and tolerances."""
+    import jax
+
+    grad = jax.grad(lambda f, y: loss_scale * loss(f, y))
+
+    def field(_, state, args):
+        H, Kx, y = args
+        G = grad(state[0], y)
+        return -_apply(shared, H, G), -_apply(shared, Kx, G)
+
+    @jax.jit
+    def solve(H, Kx, y, f0, ft0, ts):
+        return theory._tsit5(field, 0.0, ts, (f0, ft0), (H, Kx, y), rtol, atol, 1_000_000)
+
+    return solve
+
+
 @dataclasses.dataclass(frozen=True)
 class LossFlowPredictor:
     """The gradient flow df/dt = -H_reg grad_f L(f), d f_test/dt = -K_x grad_f L(f) (any loss; no closed
@@ -154,7 +212,6 @@ class LossFlowPredictor:
 
     def __call__(self, *, t, fx_train_0=0.0, fx_test_0=None, k_test_train=None) -> Prediction:
         import jax
-        import jax.numpy as jnp
 
         s = self.setup
         ts = _times(t)
@@ -162,32 +219,15 @@ class LossFlowPredictor:
         order = np.argsort(flat)
         n, k = s.y.shape
         f0 = _initial(fx_train_0, n, k, "fx_train_0")
-        cross = _cross(s, k_test_train, fx_test_0)
-        Kx, ft0 = cross if cross is not None else (np.zeros((0, n if s.shared else n * k)), np.zeros((0, k)))
+        Kx, ft0, given = _test_inputs(s, k_test_train, fx_test_0)
         with jax.enable_x64(True):
-            grad = jax.grad(lambda f: self.loss_scale * self.loss(f, jnp.asarray(s.y)))
-
-            def field(_, y, args):
-                H, Kx = args
-                G = grad(y[0])
-                return -_apply(s, H, G), -_apply(s, Kx, G)
-
-            sorted_t = np.concatenate([[0.0], flat[order]])
-            ys = theory._tsit5(
-                field,
-                0.0,
-                jnp.asarray(sorted_t),
-                (jnp.asarray(f0), jnp.asarray(ft0)),
-                (jnp.asarray(s.H), jnp.asarray(Kx)),
-                self.rtol,
-                self.atol,
-                1_000_000,
-            )
+            solve = _flow_program(self.loss, s.shared, self.loss_scale, self.rtol, self.atol)
+            ys = solve(s.H, Kx, s.y, f0, ft0, np.concatenate([[0.0], flat[order]]))
             fs, fts = (np.asarray(a)[1:] for a in ys)
         inv = np.empty_like(order)
         inv[order] = np.arange(order.size)
         train = fs[inv].reshape(ts.shape + (n, k))
-        test = fts[inv].reshape(ts.shape + ft0.shape) if cross is not None else None
+        test = fts[inv].reshape(ts.shape + ft0.shape) if given else None
         return Prediction(_shape_out(s, train), None if test is None else _shape_out(s, test))
 
 
