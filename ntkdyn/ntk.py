@@ -485,3 +485,27 @@ def mlp_kernels(X1, X2=None, depth: int = 1, W_std: float = 1.0, b_std: float | 
         if same:
             np.fill_diagonal(S, q1)
     return S, T
+
+
+def paper_kernels(X1, X2=None, init_std: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Infinite-width (NNGP, NTK) of the paper model (``models.paper_apply``), float64, n1 x n2:
+    f(x) = m^{-1/2} sum_r a_r relu(w_r . x), w_r ~ N(0, init_std^2 I_d), a_r = +-1 (E a_r^2 = 1), no
+    biases, NTK parametrisation (the 1/sqrt(m) readout), one output (k outputs: the same kernels
+    times I_k, a_r per output).
+
+    NNGP (covariance of f at initialisation, the same at every width):
+    K(x, x') = E[relu(w.x) relu(w.x')] = init_std^2 |x||x'| (sin t + (pi - t) cos t) / (2 pi), the
+    arc-cosine kernel of degree 1 (Cho & Saul 2009), cos t = x.x' / (|x||x'|).
+    NTK with only the first layer W trained (the paper model's ``Model``): x.x' (pi - t) / (2 pi), the
+    degree-0 kernel, independent of init_std (= ``models.paper_hinf``). Training only the readout a
+    instead gives the NNGP as the NTK (an ensemble's ``get="nngp"``)."""
+    X1 = np.asarray(X1, np.float64)
+    X2 = X1 if X2 is None else np.asarray(X2, np.float64)
+    s2 = float(init_std) ** 2
+    G = X1 @ X2.T
+    q1 = s2 * np.sum(X1 * X1, 1)
+    E, Ed = _relu_expectations(s2 * G, q1, s2 * np.sum(X2 * X2, 1))
+    if X2 is X1:  # the diagonal is exact (t = 0): arccos near 1 would turn 1e-16 into 1e-8
+        np.fill_diagonal(E, q1 / 2)
+        np.fill_diagonal(Ed, 0.5)
+    return E, G * Ed
