@@ -68,16 +68,8 @@ def slope(bs, values) -> float | None:
     return C.loglog_slope(bs, values) if len(bs) >= 2 else None
 
 
-def main(argv=None) -> int:
-    args = C.parse_args(__doc__.split("\n")[0], argv)
-    mode = "quick" if args.quick else "full"
-    sz = SIZES[mode]
-    study = C.Study(
-        "batch_size",
-        "Critical batch size: best step size and epochs to epsilon vs batch size",
-        args,
-        summary=__doc__.split("\n\n")[1].replace("\n", " "),
-    )
+def run(study: C.Study, args, sz: dict) -> None:
+    """The study (opened and finished by ``_common.main``)."""
     probe = raw_config(sz["width"], args.seed, 1, 0.01, 10, 1)
     _, setup = C.setup_for(probe)
     spec = optimizers.get("gd")
@@ -291,8 +283,18 @@ def main(argv=None) -> int:
         "Left: best step size vs batch size (exact, and MBB's two bound steps), critical batch size "
         "m* = beta/(lam_1 - lam_n) + 1. Right: epochs to eps at eta*(b), predicted and trained.",
     )
-    study.finish()
-    return 0
+
+
+def main(argv=None) -> int:
+    return C.main(
+        __doc__,
+        "batch_size",
+        "Critical batch size: best step size and epochs to epsilon vs batch size",
+        run,
+        SIZES,
+        argv,
+        summary=1,
+    )
 
 
 if __name__ == "__main__":
