@@ -25,8 +25,7 @@ window that starts near a zero of the oscillation fool them. It uses
    geometric sequence (constant d), b = -1 for a power law (constant p). The linear model's
    local rate is the more nearly constant when |b| < |b + 1|, i.e. b > -1/2.
    ``margin`` = (|b + 1| - |b|) / max(|b|, |b + 1|) in [-1, 1]: > 0 favours linear, < 0
-   sublinear, 0 at b = -1/2 (log y ~ -sqrt k, the stretched exponential, which is neither).
-
+   sublinear, 0 at b = -1/2 (log y ~ -sqrt k, the stretched exponential, which is neither);
 4. whether the loss **rises at the end** of the window (``tail_rise``): the least-squares slope s
    (with standard error se) of log y on k over the envelope points in the window's **tail**, its
    last ``tail_fraction`` (default 10 %) of steps, lengthened to two oscillation periods when the
@@ -34,9 +33,12 @@ window that starts near a zero of the oscillation fool them. It uses
    **significant** when R > log(``rise_factor``) (default 10: more than a decade by the fitted line)
    and s - z se > 0 (the slope is z standard errors above 0). Float noise near a floor, the
    flanks of an oscillation's peaks (within a factor 1.25 of the envelope line) and the ripples of
-   a decaying momentum method change the fitted tail line by far less than a decade.
+   a decaying momentum method change the fitted tail line by far less than a decade. A rise that
+   is significant by the slope but smaller than ``rise_factor`` does not change the verdict; its
+   reason then ends with a note giving the factor and the tail.
 
-The superlinear rule. Any positive sum of geometric modes has log y convex in k, so its per-step
+The superlinear rule. Any positive sum of real geometric modes (GD's loss; the envelope of an
+oscillating momentum method behaves as one) has log y convex in k, so its per-step
 rate can only slow down: b <= 0 (b = 0 exactly for one mode). exp(-c k^a) with a > 1 has
 -d ~ k^(a-1), b = a - 1 > 0: its per-step rate grows, which no fixed-step linear regime does.
 
@@ -359,17 +361,28 @@ def fit_rates(
         **tag,
     )
     fell = f"the envelope of {fitted_on} changed by a factor {math.exp(change):.3g}"
+    rises = math.isfinite(tr.rise) and tr.rise > 0 and tr.slope - z * tr.slope_se > 0
+    note = (
+        f"; note: it rises by a factor {math.exp(tr.rise):.3g} (fitted) over the tail k = "
+        f"{tr.start}..{tr.end}, below the {rise_factor:g}x that makes it growing"
+        if rises
+        else ""
+    )
+
+    def verdict(name: str, reason: str) -> RateFit:
+        return RateFit(name, *base, **numbers, reason=reason + (note if name != "growing" else ""))
+
     if change > math.log(stall_factor):
-        return RateFit("growing", *base, **numbers, reason=f"{fell} (up by more than {stall_factor:g})")
+        return verdict("growing", f"{fell} (up by more than {stall_factor:g})")
     if tr.significant(rise_factor, z):
-        why = (
+        return verdict(
+            "growing",
             f"{fell}, but it rose by a factor {math.exp(tr.rise):.3g} (fitted) over the tail k = "
             f"{tr.start}..{tr.end} (slope {tr.slope:.3g} +- {tr.slope_se:.2g} per step; significant: "
-            f"more than {rise_factor:g}x and {z:g} standard errors above 0)"
+            f"more than {rise_factor:g}x and {z:g} standard errors above 0)",
         )
-        return RateFit("growing", *base, **numbers, reason=why)
     if change >= -math.log(stall_factor):
-        return RateFit("stalled", *base, **numbers, reason=f"{fell} (less than {stall_factor:g})")
+        return verdict("stalled", f"{fell} (less than {stall_factor:g})")
     if used < min_rates:
         why = (
             f"{formed - used} of {formed} sub-windows not decreasing"
@@ -377,28 +390,24 @@ def fit_rates(
             else f"window too short for {min_rates} sub-windows"
             + (f" of one oscillation period ({period_steps:.3g} steps)" if period_steps else "")
         )
-        return RateFit("undecided", *base, **numbers, reason=f"{why}: {used} local rates, need {min_rates}")
+        return verdict("undecided", f"{why}: {used} local rates, need {min_rates}")
     trend = (
         f"local per-step rate ~ k^b, b = {b:.2f} +- {se:.2f} (0 linear, -1 power law; "
         f"{used} sub-windows): margin {margin:+.2f}"
     )
     if b - z * se > super_min:
-        return RateFit(
+        return verdict(
             "superlinear",
-            *base,
-            **numbers,
-            reason=f"{trend}; the per-step rate grows (b {z:g} standard errors above {super_min:g}): "
+            f"{trend}; the per-step rate grows (b {z:g} standard errors above {super_min:g}): "
             "faster than any geometric law, which has b <= 0",
         )
     if margin >= margin_min and b - z * se > -0.5 and b + z * se <= super_min:
-        return RateFit("linear", *base, **numbers, reason=trend)
+        return verdict("linear", trend)
     if margin <= -margin_min and b + z * se < -0.5:
-        return RateFit("sublinear", *base, **numbers, reason=trend)
-    return RateFit(
+        return verdict("sublinear", trend)
+    return verdict(
         "undecided",
-        *base,
-        **numbers,
-        reason=f"{trend}; needs |margin| >= {margin_min:g} and b {z:g} standard errors from -1/2 "
+        f"{trend}; needs |margin| >= {margin_min:g} and b {z:g} standard errors from -1/2 "
         f"(and, for linear, at most {super_min:g}; superlinear above it)",
     )
 
