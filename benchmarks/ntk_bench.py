@@ -91,10 +91,16 @@ def make_case(case: dict):
 
 
 # --------------------------------------------------------------------------- baselines
+def jacobian_rows(apply, params, consts, X):
+    """Per-example Jacobians of f wrt params (a pytree of (len(X), *leaf.shape) leaves): vmap of grad,
+    the baseline's own, written here so the benchmark uses no private ntkdyn name."""
+    return jax.vmap(jax.grad(lambda p, x: apply(p, consts, x[None])[0]), in_axes=(None, 0))(params, X)
+
+
 @partial(jax.jit, static_argnums=0)
 def _old_block(apply, params, consts, Xa, Xb):
-    Ja = ntk._jacobian_rows(apply, params, consts, Xa)
-    Jb = ntk._jacobian_rows(apply, params, consts, Xb)
+    Ja = jacobian_rows(apply, params, consts, Xa)
+    Jb = jacobian_rows(apply, params, consts, Xb)
     blocks = jax.tree.map(lambda a, b: a.reshape(a.shape[0], -1) @ b.reshape(b.shape[0], -1).T, Ja, Jb)
     return sum(jax.tree.leaves(blocks))
 

@@ -23,6 +23,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -55,6 +56,29 @@ def parse_args(description: str, argv=None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="results folder (created)")
     p.add_argument("--seed", type=int, default=0, help="data subset and initialisation seed (default 0)")
     return p.parse_args(argv)
+
+
+def main(
+    doc: str,
+    name: str,
+    title: str,
+    body: Callable[[Study, argparse.Namespace, dict], None],
+    sizes: dict,
+    argv=None,
+    summary: int | slice = 1,
+) -> int:
+    """The opening and closing every study shares: parse ``--quick``/``--out``/``--seed`` (help: the
+    first line of the study's docstring ``doc``), pick ``sizes["quick"]`` or ``sizes["full"]``, open a
+    ``Study`` whose summary is paragraph(s) ``summary`` of ``doc`` (blank-line separated, joined on
+    one line), run ``body(study, args, sz)`` and write everything (``Study.finish``). Returns 0."""
+    args = parse_args(doc.split("\n")[0], argv)
+    sz = sizes["quick" if args.quick else "full"]
+    paragraphs = doc.split("\n\n")
+    text = paragraphs[summary] if isinstance(summary, int) else " ".join(paragraphs[summary])
+    study = Study(name, title, args, summary=text.replace("\n", " "))
+    body(study, args, sz)
+    study.finish()
+    return 0
 
 
 # --------------------------------------------------------------------------- configs and runs

@@ -384,7 +384,8 @@ def _nag_claims(study, panel, model, sizes, fig) -> None:
         "The loss of NAG-C decays like t^(-r) (Bessel envelope of the ODE e'' + (r/t) e' + K e = 0)",
         res2,
         line2,
-        source="ODE theory (Su, Boyd, Candes 2016; DESIGN.md section 1)",
+        source="ODE theory (Su, Boyd, Candes 2016: per mode e(t) = e(0) Gamma(nu + 1) (2 / (sqrt(lam) t))^nu "
+        "J_nu(sqrt(lam) t), nu = (r - 1)/2, envelope ~ t^(-r/2), loss ~ t^(-r))",
         setting=_setting_text(model, panel, sizes),
         figure=fig,
         numbers={

@@ -156,15 +156,8 @@ def stats(values) -> dict:
     return {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max())}
 
 
-def main(argv=None) -> int:
-    args = C.parse_args(__doc__.split("\n")[0], argv)
-    sz = SIZES["quick" if args.quick else "full"]
-    study = C.Study(
-        "adam_width",
-        "Adam vs its linearisation: the finite-width gap against width, beside GD and heavy ball",
-        args,
-        summary=__doc__.split("\n\n")[2].replace("\n", " "),
-    )
+def run(study: C.Study, args, sz: dict) -> None:
+    """The study (opened and finished by ``_common.main``)."""
     opts, m_ref, base = series_optimizers()
     seeds = [args.seed + i for i in range(sz["seeds"])]
     study.setting(
@@ -209,8 +202,6 @@ def main(argv=None) -> int:
     figure(study, rows, sz, fits)
     claims(study, rows, sz, fits, opts, m_ref)
     study.lap("figures_and_verdicts")
-    study.finish()
-    return 0
 
 
 def _select(rows: list[dict], series: str, key: str, width: int | None = None) -> list:
@@ -419,6 +410,18 @@ def figure(study: C.Study, rows: list[dict], sz: dict, fits: dict) -> None:
         "Left: max relative loss gap between the network and its linearisation vs width, per seed (dots) and "
         "seed mean (line), fitted exponent p +- se; middle: the same gap in units of L_0; right: the loss "
         "reached (network solid, linearisation dashed). Dotted: m^(-1/2).",
+    )
+
+
+def main(argv=None) -> int:
+    return C.main(
+        __doc__,
+        "adam_width",
+        "Adam vs its linearisation: the finite-width gap against width, beside GD and heavy ball",
+        run,
+        SIZES,
+        argv,
+        summary=2,
     )
 
 

@@ -9,16 +9,18 @@ network's NTK at initialisation (K = H0, float64):
 
 * eta*(b): the step size minimising the spectral radius of the second-moment operator
   (``stochastic.best_step_size``), i.e. the best asymptotic rate of the mean loss E[L_k];
-* the Ma-Bassily-Belkin (2018) step 1/L_b = b / (beta + (b - 1) lam_1), which minimises their
-  one-step bound, and their knee b* = 1 + beta / lam_1 (beta = n max_i K_ii, lam_1 = lambda_max(K);
-  ``stochastic.MBBConstants``);
+* two Ma-Bassily-Belkin (2018) steps from their one-step bound E[H_B^2] <= (beta/b) H + (1 - 1/b) H^2
+  (beta = n max_i K_ii, lam_1 >= lam_n the extreme nonzero eigenvalues of K; ``stochastic.MBBConstants``):
+  the general convex-smooth step b / (beta + (b - 1) lam_1) (knee 1 + beta / lam_1), and the minimiser
+  of the bound for this quadratic loss, b / (beta + (b - 1) lam_n) up to the critical batch size
+  m* = beta / (lam_1 - lam_n) + 1 and 2b / (beta + (b - 1)(lam_1 + lam_n)) above it;
 * steps and epochs (steps x b / n) until E[L_k] <= eps L_0 at eta*(b), from the exact second-moment
   recurrence (``stochastic.second_moment_loss``).
 
 Training: at every b, ``sampling_runs`` batch orders at eta*(b) as one compiled program; the mean
 loss gives the measured steps and epochs to eps. Expected (MBB): eta* grows linearly in b below the
-knee and saturates above it; epochs to eps stay about flat below the knee and grow about linearly
-above it (each step past the knee is worth about one full-batch step).
+critical batch size m* and saturates above it; epochs to eps stay about flat below m* and grow about linearly
+above it (each step past m* is worth about one full-batch step).
 """
 
 from __future__ import annotations
@@ -66,16 +68,8 @@ def slope(bs, values) -> float | None:
     return C.loglog_slope(bs, values) if len(bs) >= 2 else None
 
 
-def main(argv=None) -> int:
-    args = C.parse_args(__doc__.split("\n")[0], argv)
-    mode = "quick" if args.quick else "full"
-    sz = SIZES[mode]
-    study = C.Study(
-        "batch_size",
-        "Critical batch size: best step size and epochs to epsilon vs batch size",
-        args,
-        summary=__doc__.split("\n\n")[1].replace("\n", " "),
-    )
+def run(study: C.Study, args, sz: dict) -> None:
+    """The study (opened and finished by ``_common.main``)."""
     probe = raw_config(sz["width"], args.seed, 1, 0.01, 10, 1)
     _, setup = C.setup_for(probe)
     spec = optimizers.get("gd")
@@ -93,7 +87,8 @@ def main(argv=None) -> int:
         beta=mbb.beta,
         lam_1=mbb.lam_1,
         lam_n=mbb.lam_n,
-        knee=mbb.knee_batch_size,
+        smooth_knee=mbb.smooth_knee_batch_size,
+        critical_batch_size=mbb.quadratic_critical_batch_size,
     )
 
     rows, pred, trained = [], {}, {}
@@ -108,7 +103,8 @@ def main(argv=None) -> int:
             "rate": rate,
             "steps": k,
             "epochs": None if k is None else k * b / N,
-            "mbb_eta": float(mbb.bound_step_size(b)),
+            "mbb_smooth_eta": float(mbb.smooth_step_size(b)),
+            "mbb_quadratic_eta": float(mbb.quadratic_step_size(b)),
         }
     study.lap("theory")
 
@@ -141,7 +137,8 @@ def main(argv=None) -> int:
             [
                 b,
                 p["eta"],
-                p["mbb_eta"],
+                p["mbb_smooth_eta"],
+                p["mbb_quadratic_eta"],
                 p["rate"],
                 p["steps"],
                 p["epochs"],
@@ -156,7 +153,8 @@ def main(argv=None) -> int:
         [
             "b",
             "eta* (second moment)",
-            "MBB 1/L_b",
+            "MBB convex-smooth step",
+            "MBB quadratic-bound optimum",
             "rate at eta*",
             "steps to eps (pred)",
             "epochs (pred)",
@@ -166,12 +164,13 @@ def main(argv=None) -> int:
         ],
         rows,
         note=f"eps = {EPS}; epochs = steps x b / n, n = {N}; "
-        f"knee b* = 1 + beta/lam_1 = {mbb.knee_batch_size:.3g}",
+        f"critical batch size m* = beta/(lam_1 - lam_n) + 1 = {mbb.quadratic_critical_batch_size:.3g} "
+        f"(convex-smooth knee 1 + beta/lam_1 = {mbb.smooth_knee_batch_size:.3g})",
     )
 
     bs = np.array(sz["batches"], float)
     etas = np.array([pred[b]["eta"] for b in sz["batches"]])
-    knee = mbb.knee_batch_size
+    knee = mbb.quadratic_critical_batch_size
     low, high = bs <= knee / 2, bs >= 2 * knee
     s_low = slope(bs[low], etas[low]) if low.sum() >= 2 else None
     s_high = slope(bs[high], etas[high]) if high.sum() >= 2 else None
@@ -179,7 +178,7 @@ def main(argv=None) -> int:
         result, line = (
             "inconclusive",
             (
-                f"too few batch sizes on one side of the knee b* = {knee:.3g} "
+                f"too few batch sizes on one side of m* = {knee:.3g} "
                 f"({int(low.sum())} below b*/2, {int(high.sum())} above 2 b*)"
             ),
         )
@@ -188,7 +187,7 @@ def main(argv=None) -> int:
         result = "agrees" if ok else "differs"
         line = (
             f"eta*(b) from the second-moment operator grows like b^{s_low:.2f} below b*/2 and b^{s_high:.2f} "
-            f"above 2 b* (knee b* = 1 + beta/lam_1 = {knee:.3g}); linear scaling then saturation "
+            f"above 2 b* (b* = m* = beta/(lam_1 - lam_n) + 1 = {knee:.3g}); linear scaling then saturation "
             f"{'holds' if ok else 'does not hold'} (thresholds: slope >= 0.6 below, <= 0.35 above)"
         )
     study.claim(
@@ -202,17 +201,21 @@ def main(argv=None) -> int:
         figure="batch_size.png",
     )
 
-    ratio = [pred[b]["mbb_eta"] / pred[b]["eta"] for b in sz["batches"]]
+    smooth = [pred[b]["mbb_smooth_eta"] / pred[b]["eta"] for b in sz["batches"]]
+    quad = [pred[b]["mbb_quadratic_eta"] / pred[b]["eta"] for b in sz["batches"]]
     study.claim(
         "mbb_step",
-        "MBB's step 1/L_b (the minimiser of their bound) against the exact best step",
+        "MBB's steps (the convex-smooth form and the optimum of their bound for this quadratic loss) "
+        "against the exact best step",
         "info",
-        "1/L_b / eta*(b) = "
-        + ", ".join(f"{r:.2f} (b={b})" for r, b in zip(ratio, sz["batches"]))
-        + ": MBB's step is the best step of an upper bound, "
-        "the exact one comes from the second-moment operator",
+        "step / eta*(b): convex-smooth "
+        + ", ".join(f"{r:.2f} (b={b})" for r, b in zip(smooth, sz["batches"]))
+        + "; quadratic-bound optimum "
+        + ", ".join(f"{r:.2f} (b={b})" for r, b in zip(quad, sz["batches"]))
+        + ": both are best steps of an upper bound on E||w - w*||^2, "
+        "the exact one comes from the second-moment operator of the mean loss",
         source=SOURCE,
-        numbers={"ratio": ratio},
+        numbers={"smooth_ratio": smooth, "quadratic_ratio": quad},
     )
 
     epochs = {b: pred[b]["epochs"] for b in sz["batches"] if pred[b]["epochs"] is not None}
@@ -222,10 +225,10 @@ def main(argv=None) -> int:
         result = "agrees" if b_crit is not None and knee / 4 <= b_crit <= 4 * knee else "differs"
         study.claim(
             "critical_batch",
-            "The critical batch size (linear-scaling limit) is about beta / lam_1",
+            "The critical batch size (linear-scaling limit) is about MBB's m* = beta / (lam_1 - lam_n) + 1",
             result,
             f"largest b with predicted epochs to eps within 2x of b = {min(epochs)}: b = {b_crit}; "
-            f"MBB knee b* = {knee:.3g} (agrees within a factor 4: {result == 'agrees'})",
+            f"MBB m* = {knee:.3g} (agrees within a factor 4: {result == 'agrees'})",
             source=SOURCE,
             numbers={"b_crit": b_crit, "knee": knee, "epochs": epochs},
         )
@@ -253,8 +256,13 @@ def main(argv=None) -> int:
     plt = C.plt()
     fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
     ax[0].loglog(bs, etas, "o-", label="eta*(b): second-moment operator")
-    ax[0].loglog(bs, [pred[b]["mbb_eta"] for b in sz["batches"]], "s--", label="MBB 1/L_b")
-    ax[0].axvline(knee, color="gray", ls=":", label=f"knee b* = {knee:.3g}")
+    ax[0].loglog(
+        bs, [pred[b]["mbb_smooth_eta"] for b in sz["batches"]], "s--", label="MBB convex-smooth step"
+    )
+    ax[0].loglog(
+        bs, [pred[b]["mbb_quadratic_eta"] for b in sz["batches"]], "^--", label="MBB quadratic-bound optimum"
+    )
+    ax[0].axvline(knee, color="gray", ls=":", label=f"m* = {knee:.3g}")
     ax[0].set_xlabel("batch size b")
     ax[0].set_ylabel("step size")
     ax[0].legend()
@@ -272,11 +280,21 @@ def main(argv=None) -> int:
     study.figure(
         fig,
         "batch_size.png",
-        "Left: best step size vs batch size (exact, and MBB's bound step), knee "
-        "b* = 1 + beta/lam_1. Right: epochs to eps at eta*(b), predicted and trained.",
+        "Left: best step size vs batch size (exact, and MBB's two bound steps), critical batch size "
+        "m* = beta/(lam_1 - lam_n) + 1. Right: epochs to eps at eta*(b), predicted and trained.",
     )
-    study.finish()
-    return 0
+
+
+def main(argv=None) -> int:
+    return C.main(
+        __doc__,
+        "batch_size",
+        "Critical batch size: best step size and epochs to epsilon vs batch size",
+        run,
+        SIZES,
+        argv,
+        summary=1,
+    )
 
 
 if __name__ == "__main__":

@@ -43,16 +43,8 @@ def pick_modes(lam, coef) -> dict:
     return {"fast": int(ok[np.argmax(lam[ok])]), "slow": int(ok[np.argmin(lam[ok])])}
 
 
-def main(argv=None) -> int:
-    args = C.parse_args(__doc__.split("\n")[0], argv)
-    mode = "quick" if args.quick else "full"
-    sz = SIZES[mode]
-    study = C.Study(
-        "control_view",
-        "Control view: settling iterations and overshoot vs (eta, beta)",
-        args,
-        summary=__doc__.split("\n\n")[0].replace("\n", " "),
-    )
+def run(study: C.Study, args, sz: dict) -> None:
+    """The study (opened and finished by ``_common.main``)."""
     if control is None:
         study.claim(
             "control_view_available",
@@ -61,8 +53,7 @@ def main(argv=None) -> int:
             "ntkdyn.control is not installed in this checkout: the control-view study was skipped.",
             source="Wu et al. 2021",
         )
-        study.finish()
-        return 0
+        return
     T = sz["steps"]
     probe = C.digits_raw(
         "paper", sz["n"], sz["width"], T, {"name": "gd", "eta": 1.0}, seed=args.seed, dtype="float64"
@@ -164,8 +155,6 @@ def main(argv=None) -> int:
     _damping_table(study, sz, modes, lam, etas)
     _claims(study, grids, sz, modes, lam, T)
     study.lap("figures_and_verdicts")
-    study.finish()
-    return 0
 
 
 def _agree(a, b, rel, abs_):
@@ -426,6 +415,18 @@ def _figure(study, grids, sz, modes, lam, T) -> None:
         "control_view.png",
         "Settling iterations and overshoot of two NTK eigenmodes over (eta, beta) for "
         "HB (top) and NAG (bottom): exact per-mode theory beside training.",
+    )
+
+
+def main(argv=None) -> int:
+    return C.main(
+        __doc__,
+        "control_view",
+        "Control view: settling iterations and overshoot vs (eta, beta)",
+        run,
+        SIZES,
+        argv,
+        summary=0,
     )
 
 

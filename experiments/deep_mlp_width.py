@@ -110,15 +110,8 @@ def figure(study, widths, means: dict, slopes: dict) -> None:
     )
 
 
-def main(argv=None) -> int:
-    args = C.parse_args(__doc__.split("\n")[0], argv)
-    sz = SIZES["quick" if args.quick else "full"]
-    study = C.Study(
-        "deep_mlp_width",
-        "Depth-3 MLP: deviation from the kernel regime vs width",
-        args,
-        summary=__doc__.split("\n\n")[2].replace("\n", " "),
-    )
+def run(study: C.Study, args, sz: dict) -> None:
+    """The study (opened and finished by ``_common.main``)."""
     base = raw_for(sz["widths"][0], args.seed, sz["steps"], sz["every"], {})
     optimizers = C.config_mod.load_raw(config_path())["optimizers"]
     study.setting(
@@ -212,8 +205,18 @@ def main(argv=None) -> int:
         numbers={"slopes": fitted, "tolerance": SLOPE_TOL},
         figure="deep_mlp_width.png",
     )
-    study.finish()
-    return 0
+
+
+def main(argv=None) -> int:
+    return C.main(
+        __doc__,
+        "deep_mlp_width",
+        "Depth-3 MLP: deviation from the kernel regime vs width",
+        run,
+        SIZES,
+        argv,
+        summary=2,
+    )
 
 
 if __name__ == "__main__":

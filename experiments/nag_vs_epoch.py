@@ -8,7 +8,10 @@ set before each step, velocity from step 2, as the notebook runs it); the releas
 setting (its init, MSE, lr 1e-4, 5000 steps, digits n = 600, pixels / 16; see _epoch.py) and the
 paper model at eta = 0.1 / lambda_max(K); verdicts over windows that start at
 the Bessel-envelope onset of the slowest mode and end before the predicted crossover to the
-linear tail (DESIGN.md section 1).
+linear tail. Why a window: "NAG-C is sublinear" holds for the eta -> 0 limit e'' + (r/t) e' + K e = 0
+(loss ~ t^-r). At a fixed eta the discrete recurrence on a mode h = eta lam has |z|^2 -> 1 - h as
+beta_k -> 1, so its loss envelope is ~ k^-r (1 - h)^k: a power law until the crossover
+k* = r / -log(1 - eta lam_min) (``theory.nag_c_crossover_step``), linear after it.
 """
 
 import sys

@@ -59,16 +59,8 @@ def record_every(steps: int) -> int:
     return k
 
 
-def main(argv=None) -> int:
-    args = C.parse_args(__doc__.split("\n")[0], argv)
-    mode = "quick" if args.quick else "full"
-    sz = SIZES[mode]
-    study = C.Study(
-        "ode_limit",
-        "Where the continuous (ODE) picture holds: step size to zero at fixed width",
-        args,
-        summary=__doc__.split("\n\n")[1].replace("\n", " "),
-    )
+def run(study: C.Study, args, sz: dict) -> None:
+    """The study (opened and finished by ``_common.main``)."""
     probe = C.digits_raw("paper", sz["n"], sz["width"], 10, {"name": "gd", "eta": 1.0}, seed=args.seed)
     _, setup = C.setup_for(probe)
     lam_max = float(setup.lam[-1])
@@ -154,11 +146,11 @@ def main(argv=None) -> int:
     for name in ("gd", "hb", "nag_c"):
         _claims(study, name, out[name], sz)
     study.lap("figures_and_verdicts")
-    orders = ode_orders(setup.lam, setup.coef, lam_max, gamma, ORDER_FACTORS[mode])
+    orders = ode_orders(
+        setup.lam, setup.coef, lam_max, gamma, ORDER_FACTORS["quick" if args.quick else "full"]
+    )
     _order_report(study, orders, sz)
     study.lap("orders")
-    study.finish()
-    return 0
 
 
 LABEL = {"gd": "GD", "hb": "HB (gamma fixed)", "nag_c": "NAG-C (r = 3)"}
@@ -513,6 +505,18 @@ def _figure(study, out, sz) -> None:
         "ode_limit.png",
         "Top: max relative loss gaps vs eta * lambda_max (log-log) with the expected "
         "order of the time discretisation. Bottom: training loss vs ODE time for every eta, ODE dashed.",
+    )
+
+
+def main(argv=None) -> int:
+    return C.main(
+        __doc__,
+        "ode_limit",
+        "Where the continuous (ODE) picture holds: step size to zero at fixed width",
+        run,
+        SIZES,
+        argv,
+        summary=1,
     )
 
 

@@ -25,18 +25,37 @@ window that starts near a zero of the oscillation fool them. It uses
    geometric sequence (constant d), b = -1 for a power law (constant p). The linear model's
    local rate is the more nearly constant when |b| < |b + 1|, i.e. b > -1/2.
    ``margin`` = (|b + 1| - |b|) / max(|b|, |b + 1|) in [-1, 1]: > 0 favours linear, < 0
-   sublinear, 0 at b = -1/2 (log y ~ -sqrt k, the stretched exponential, which is neither).
+   sublinear, 0 at b = -1/2 (log y ~ -sqrt k, the stretched exponential, which is neither);
+4. whether the loss **rises at the end** of the window (``tail_rise``): the least-squares slope s
+   (with standard error se) of log y on k over the envelope points in the window's **tail**, its
+   last ``tail_fraction`` (default 10 %) of steps, lengthened to two oscillation periods when the
+   sequence oscillates; the fitted rise over the tail is R = s (k_last - k_tail_first). A rise is
+   **significant** when R > log(``rise_factor``) (default 10: more than a decade by the fitted line)
+   and s - z se > 0 (the slope is z standard errors above 0). Float noise near a floor, the
+   flanks of an oscillation's peaks (within a factor 1.25 of the envelope line) and the ripples of
+   a decaying momentum method change the fitted tail line by far less than a decade. A rise that
+   is significant by the slope but smaller than ``rise_factor`` does not change the verdict; its
+   reason then ends with a note giving the factor and the tail.
+
+The superlinear rule. Any positive sum of real geometric modes (GD's loss; the envelope of an
+oscillating momentum method behaves as one) has log y convex in k, so its per-step
+rate can only slow down: b <= 0 (b = 0 exactly for one mode). exp(-c k^a) with a > 1 has
+-d ~ k^(a-1), b = a - 1 > 0: its per-step rate grows, which no fixed-step linear regime does.
 
 Verdicts, in this order:
-  diverged   a non-finite loss, or one recorded as diverged by training;
-  growing    the envelope rose by more than ``stall_factor`` over the window (an unstable run
-             that stayed under ``train.divergence_factor``);
-  stalled    it changed by less than ``stall_factor``;
-  undecided  fewer than 3 points above the floor, fewer than ``min_rates`` sub-windows in which
-             the envelope decreases, |margin| < ``margin_min``, or b within ``z`` standard errors
-             of -1/2 (the local rates are too noisy to tell);
-  linear     margin >= margin_min and b - z se > -1/2;
-  sublinear  margin <= -margin_min and b + z se < -1/2.
+  diverged     a non-finite loss, or one recorded as diverged by training;
+  growing      the envelope rose by more than ``stall_factor`` over the window (an unstable run
+               that stayed under ``train.divergence_factor``), or it rose significantly in the
+               window's tail (4.; e.g. a loss that fell for 90 % of the window and then grew);
+  stalled      it changed by less than ``stall_factor``;
+  undecided    fewer than 3 points above the floor, fewer than ``min_rates`` sub-windows in which
+               the envelope decreases, |margin| < ``margin_min``, b within ``z`` standard errors
+               of -1/2 (the local rates are too noisy to tell), or b between the linear and the
+               superlinear zone (below);
+  superlinear  b - z se > ``super_min`` (default 1/4: over a window [0.1 T, T] the local per-step
+               rate grows by more than 10^(1/4) = 1.8x): faster than any geometric law;
+  linear       margin >= margin_min, b - z se > -1/2 and b + z se <= ``super_min``;
+  sublinear    margin <= -margin_min and b + z se < -1/2.
 A verdict holds over its window only: every fixed-step method is eventually linear (loss factor
 rho^2 per step; ``theory.asymptotic_regime`` gives rho^2 and the horizon after which that regime
 sets in, ``window_position`` where the window lies relative to it, ``scope`` the sentence).
@@ -49,7 +68,7 @@ import math
 
 import numpy as np
 
-VERDICTS = ("linear", "sublinear", "undecided", "growing", "stalled", "diverged")
+VERDICTS = ("linear", "sublinear", "superlinear", "undecided", "growing", "stalled", "diverged")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +77,8 @@ class RateFit:
     fitted); ``local_linear_rate`` exp(median d_j), a loss factor per step; ``local_power_exponent``
     median p_j; ``rate_trend`` b and ``rate_trend_se``; ``change_log10`` log10 y at the envelope's
     last point minus at its first; ``subwindows`` how many local rates entered the trend;
+    ``tail_rise_log10`` the fitted rise of log10 y over the window's tail (``tail_rise``; NaN when
+    the tail has fewer than 3 envelope points) and ``tail_start`` the tail's first step;
     ``reason`` one line on why."""
 
     verdict: str
@@ -75,6 +96,8 @@ class RateFit:
     margin: float = math.nan
     change_log10: float = math.nan
     subwindows: int = 0
+    tail_rise_log10: float = math.nan
+    tail_start: int = 0
     reason: str = ""
 
     def as_dict(self) -> dict:
@@ -212,6 +235,51 @@ def rate_trend(lr: LocalRates) -> tuple[float, float, int]:
     return b, math.sqrt(float(res @ res) / (x.size - 2) / sxx), int(ok.sum())
 
 
+@dataclasses.dataclass(frozen=True)
+class TailRise:
+    """The least-squares line of log y on k over the envelope points in a window's tail
+    (``tail_rise``): its first and last step, ``slope`` (natural log per step) with standard error
+    ``slope_se`` (NaN with fewer than 3 points), ``rise`` = slope x (end - start) (natural log),
+    ``points`` used."""
+
+    start: int
+    end: int
+    slope: float
+    slope_se: float
+    rise: float
+    points: int
+
+    def significant(self, rise_factor: float, z: float) -> bool:
+        """rise > log(rise_factor) and slope - z slope_se > 0 (module docstring, 4.)."""
+        return bool(
+            math.isfinite(self.rise)
+            and self.rise > math.log(rise_factor)
+            and self.slope - z * self.slope_se > 0
+        )
+
+
+def tail_rise(k, logy, fraction: float = 0.1, min_span: float = 0.0) -> TailRise:
+    """The rise of ``logy`` (envelope points at ascending steps ``k``) over the window's tail: the
+    points with k >= k[-1] - max(``fraction`` (k[-1] - k[0]), ``min_span``), fitted by least
+    squares logy ~ a + s k. ``min_span``: two oscillation periods for an oscillating sequence, so
+    that the tail is never one rising flank of a peak."""
+    k = np.asarray(k, np.float64)
+    logy = np.asarray(logy, np.float64)
+    if k.size == 0:
+        return TailRise(0, 0, math.nan, math.nan, math.nan, 0)
+    sel = k >= k[-1] - max(fraction * (k[-1] - k[0]), min_span)
+    kt, lt = k[sel], logy[sel]
+    start, end = int(kt[0]), int(kt[-1])
+    if kt.size < 3 or kt[-1] == kt[0]:
+        return TailRise(start, end, math.nan, math.nan, math.nan, int(kt.size))
+    xc = kt - kt.mean()
+    sxx = float(xc @ xc)
+    s = float(xc @ (lt - lt.mean())) / sxx
+    res = lt - lt.mean() - s * xc
+    se = math.sqrt(float(res @ res) / (kt.size - 2) / sxx)
+    return TailRise(start, end, s, se, s * float(kt[-1] - kt[0]), int(kt.size))
+
+
 def fit_rates(
     steps,
     loss,
@@ -225,12 +293,16 @@ def fit_rates(
     z: float = 2.0,
     subwindows: int = 6,
     min_rates: int = 4,
+    super_min: float = 0.25,
+    rise_factor: float = 10.0,
+    tail_fraction: float = 0.1,
 ) -> RateFit:
     """Fit and classify ``loss`` - ``floor_star`` over ``window`` (module docstring).
 
     ``floor``: values of L - L* at or below it are float noise and left out (if fewer than 3
     points of the window remain, the fit falls back to all steps >= 1 above it). ``floor_star``
-    = L* > 0 makes ``fitted_on`` "L - L*"."""
+    = L* > 0 makes ``fitted_on`` "L - L*". ``super_min``, ``rise_factor``, ``tail_fraction``: the
+    superlinear and tail-rise rules (module docstring)."""
     steps = np.asarray(steps, np.float64)
     loss = np.asarray(loss, np.float64)
     nan = float("nan")
@@ -275,6 +347,7 @@ def fit_rates(
     b, se, used = rate_trend(lr) if lr is not None and lr.per_step.size else (nan, nan, 0)
     margin = (abs(b + 1) - abs(b)) / max(abs(b), abs(b + 1)) if math.isfinite(b) else nan
     formed = 0 if lr is None else lr.per_step.size
+    tr = tail_rise(ke, le, tail_fraction, 2.0 * period_steps)
     numbers = dict(
         local_linear_rate=float(np.exp(np.median(lr.per_step))) if formed else nan,
         local_power_exponent=float(np.median(lr.exponent)) if formed else nan,
@@ -283,13 +356,33 @@ def fit_rates(
         margin=margin,
         change_log10=change / math.log(10),
         subwindows=used,
+        tail_rise_log10=tr.rise / math.log(10),
+        tail_start=tr.start,
         **tag,
     )
     fell = f"the envelope of {fitted_on} changed by a factor {math.exp(change):.3g}"
+    rises = math.isfinite(tr.rise) and tr.rise > 0 and tr.slope - z * tr.slope_se > 0
+    note = (
+        f"; note: it rises by a factor {math.exp(tr.rise):.3g} (fitted) over the tail k = "
+        f"{tr.start}..{tr.end}, below the {rise_factor:g}x that makes it growing"
+        if rises
+        else ""
+    )
+
+    def verdict(name: str, reason: str) -> RateFit:
+        return RateFit(name, *base, **numbers, reason=reason + (note if name != "growing" else ""))
+
     if change > math.log(stall_factor):
-        return RateFit("growing", *base, **numbers, reason=f"{fell} (up by more than {stall_factor:g})")
+        return verdict("growing", f"{fell} (up by more than {stall_factor:g})")
+    if tr.significant(rise_factor, z):
+        return verdict(
+            "growing",
+            f"{fell}, but it rose by a factor {math.exp(tr.rise):.3g} (fitted) over the tail k = "
+            f"{tr.start}..{tr.end} (slope {tr.slope:.3g} +- {tr.slope_se:.2g} per step; significant: "
+            f"more than {rise_factor:g}x and {z:g} standard errors above 0)",
+        )
     if change >= -math.log(stall_factor):
-        return RateFit("stalled", *base, **numbers, reason=f"{fell} (less than {stall_factor:g})")
+        return verdict("stalled", f"{fell} (less than {stall_factor:g})")
     if used < min_rates:
         why = (
             f"{formed - used} of {formed} sub-windows not decreasing"
@@ -297,20 +390,25 @@ def fit_rates(
             else f"window too short for {min_rates} sub-windows"
             + (f" of one oscillation period ({period_steps:.3g} steps)" if period_steps else "")
         )
-        return RateFit("undecided", *base, **numbers, reason=f"{why}: {used} local rates, need {min_rates}")
+        return verdict("undecided", f"{why}: {used} local rates, need {min_rates}")
     trend = (
         f"local per-step rate ~ k^b, b = {b:.2f} +- {se:.2f} (0 linear, -1 power law; "
         f"{used} sub-windows): margin {margin:+.2f}"
     )
-    if margin >= margin_min and b - z * se > -0.5:
-        return RateFit("linear", *base, **numbers, reason=trend)
+    if b - z * se > super_min:
+        return verdict(
+            "superlinear",
+            f"{trend}; the per-step rate grows (b {z:g} standard errors above {super_min:g}): "
+            "faster than any geometric law, which has b <= 0",
+        )
+    if margin >= margin_min and b - z * se > -0.5 and b + z * se <= super_min:
+        return verdict("linear", trend)
     if margin <= -margin_min and b + z * se < -0.5:
-        return RateFit("sublinear", *base, **numbers, reason=trend)
-    return RateFit(
+        return verdict("sublinear", trend)
+    return verdict(
         "undecided",
-        *base,
-        **numbers,
-        reason=f"{trend}; needs |margin| >= {margin_min:g} and b {z:g} standard errors from -1/2",
+        f"{trend}; needs |margin| >= {margin_min:g} and b {z:g} standard errors from -1/2 "
+        f"(and, for linear, at most {super_min:g}; superlinear above it)",
     )
 
 
@@ -331,7 +429,7 @@ def scope(fit: RateFit, regime: dict | None) -> str:
         return "diverged"
     w = f"over k = {fit.window[0]}..{fit.window[1]}" if fit.window[1] > 0 else "(no window)"
     head = f"{fit.verdict} {w}" + (f" on {fit.fitted_on}" if fit.fitted_on != "L" else "")
-    if fit.verdict in ("linear", "sublinear", "undecided") and math.isfinite(fit.margin):
+    if fit.verdict in ("linear", "sublinear", "superlinear", "undecided") and math.isfinite(fit.margin):
         head += f" (margin {fit.margin:+.2f})"
     if not regime or regime.get("regime") is None:
         return head

@@ -353,36 +353,95 @@ def steps_to(loss: np.ndarray, eps: float) -> int | None:
 # --------------------------------------------------------------------------- Ma, Bassily, Belkin (2018)
 @dataclasses.dataclass(frozen=True)
 class MBBConstants:
-    """The constants of Ma, Bassily & Belkin (2018), "The power of interpolation", for the kernel
-    regime of L = (c/2)||e||^2 = (1/n) sum_i l_i with per-sample losses l_i = (n c / 2) e_i^2:
-    per-sample smoothness beta = max_i n K_ii (the Hessian of l_i is n c J_i^T J_i), and the
-    extreme nonzero eigenvalues lam_1 = lambda_max(K), lam_n = lambda_min(K) of the Hessian c J^T J
-    on the span of the data. Their mini-batch SGD w <- w - (eta/b) sum_{i in B} grad l_i is the step
-    used here (g = c J^T S e), so their eta is this eta."""
+    """The constants of Ma, Bassily & Belkin (2018), "The power of interpolation" (arXiv 1712.06559),
+    for the kernel regime of L = (c/2)||e||^2 = (1/n) sum_i l_i with per-sample losses
+    l_i = (n c / 2) e_i^2: per-sample smoothness beta = max_i n K_ii (the Hessian of l_i is
+    H_i = n c J_i^T J_i, and H_i^2 = n K_ii H_i), and the extreme nonzero eigenvalues
+    lam_1 = lambda_max(K), lam_n = lambda_min(K) of the Hessian H = c J^T J on the span of the data.
+    Their mini-batch SGD w <- w - (eta/b) sum_{i in B} grad l_i is the step used here (g = c J^T S e),
+    so their eta is this eta.
+
+    Their bound. With v = w - w* in the span and H_B the mini-batch Hessian (E[H_B] = H),
+    E[H_B^2] = (1/b) E[H_i^2] + (1 - 1/b) H^2 <= (beta/b) H + (1 - 1/b) H^2, so one step gives
+
+        E||v'||^2 <= v^T (I - 2 eta H + eta^2 [(beta/b) H + (1 - 1/b) H^2]) v <= g(eta) ||v||^2,
+        g(eta) = max over lam in {lam_n, lam_1} of 1 - 2 eta lam + eta^2 lam L_b(lam),
+        L_b(lam) = (beta + (b - 1) lam) / b
+
+    (the bracket is a convex quadratic in each eigenvalue lam of H, so its maximum over
+    [lam_n, lam_1] is at an end). Two step sizes come from it:
+
+    * ``smooth_step_size`` b / (beta + (b - 1) lam_1) = 1 / L_b(lam_1), knee
+      ``smooth_knee_batch_size`` 1 + beta / lam_1: the general convex, beta-smooth form (the step
+      that makes eta L_b(lam) <= 1 for every eigenvalue); for a quadratic loss it does not minimise
+      the bound unless lam_n = lam_1.
+    * ``quadratic_step_size``: the minimiser of g (derived here; the paper states explicit optimal
+      step and batch sizes for the quadratic loss). g(lam_1) - g(lam_n) = eta (lam_1 - lam_n)
+      (eta [beta/b + (1 - 1/b)(lam_1 + lam_n)] - 2), so g = g(lam_n) for eta <= eta_c =
+      2b / (beta + (b - 1)(lam_1 + lam_n)) and g(lam_1) above. g(lam_n) is least at
+      eta_n = b / (beta + (b - 1) lam_n), which is <= eta_c iff b <= m* = beta / (lam_1 - lam_n) + 1
+      (``quadratic_critical_batch_size``); then eta_n is optimal. Above m*, g(lam_n) still falls
+      and g(lam_1) already rises at eta_c (its own minimiser 1 / L_b(lam_1) <= eta_c), so eta_c is.
+
+    These are bounds on E||w - w*||^2; ``best_step_size`` gives the exact best eta(b) of the mean
+    loss (the spectral radius of the exact second-moment operator)."""
 
     beta: float
     lam_1: float
     lam_n: float
 
-    def bound_step_size(self, b) -> np.ndarray:
-        """eta(b) = b / (beta + (b - 1) lam_1) = 1 / L_b, L_b = (beta + (b - 1) lam_1) / b: the step
-        minimising the one-step bound E||w_k - w*||^2 <= (1 - eta (2 - eta L_b) lam_n) ||w_{k-1} - w*||^2
-        that follows from E||H_B v||^2 <= (beta / b + (1 - 1/b) lam_1) <v, H v> for the mini-batch Hessian
-        H_B and the error v = w - w* (MBB's argument for quadratic losses, derived here)."""
+    def smooth_step_size(self, b) -> np.ndarray:
+        """b / (beta + (b - 1) lam_1) = 1 / L_b(lam_1): MBB's step for a general convex, beta-smooth loss."""
         b = np.asarray(b, np.float64)
         return b / (self.beta + (b - 1.0) * self.lam_1)
 
-    def bound_rate(self, b) -> np.ndarray:
-        """The bound's per-step factor at eta(b): 1 - lam_n / L_b (for E||w - w*||^2, not the loss)."""
+    @property
+    def smooth_knee_batch_size(self) -> float:
+        """1 + beta / lam_1, where the two terms of b L_b(lam_1) = beta + (b - 1) lam_1 are equal: below
+        it ``smooth_step_size`` grows about linearly in b, above it it saturates at about 1 / lam_1."""
+        return 1.0 + self.beta / self.lam_1
+
+    @property
+    def quadratic_critical_batch_size(self) -> float:
+        """m* = beta / (lam_1 - lam_n) + 1: up to it ``quadratic_step_size`` is b / (beta + (b - 1) lam_n)
+        (linear scaling), above it 2b / (beta + (b - 1)(lam_1 + lam_n)) (saturating at 2 / (lam_1 + lam_n),
+        the full-batch GD optimum). inf when lam_1 = lam_n."""
+        gap = self.lam_1 - self.lam_n
+        return self.beta / gap + 1.0 if gap > 0 else math.inf
+
+    def quadratic_step_size(self, b) -> np.ndarray:
+        """The eta minimising the bound's one-step factor ``quadratic_bound_factor`` at batch size b
+        (class docstring): b / (beta + (b - 1) lam_n) for b <= m*, else
+        2b / (beta + (b - 1)(lam_1 + lam_n))."""
         b = np.asarray(b, np.float64)
-        return 1.0 - self.lam_n * b / (self.beta + (b - 1.0) * self.lam_1)
+        low = b / (self.beta + (b - 1.0) * self.lam_n)
+        high = 2.0 * b / (self.beta + (b - 1.0) * (self.lam_1 + self.lam_n))
+        return np.where(b <= self.quadratic_critical_batch_size, low, high)
+
+    def quadratic_bound_factor(self, b, eta) -> np.ndarray:
+        """g(eta) = max over lam in {lam_n, lam_1} of 1 - 2 eta lam + eta^2 lam (beta + (b - 1) lam) / b:
+        the bound's per-step factor for E||w - w*||^2 (class docstring)."""
+        b, eta = np.asarray(b, np.float64), np.asarray(eta, np.float64)
+
+        def g(lam):
+            return 1.0 - 2.0 * eta * lam + eta**2 * lam * (self.beta + (b - 1.0) * lam) / b
+
+        return np.maximum(g(self.lam_n), g(self.lam_1))
+
+    def quadratic_bound_rate(self, b) -> np.ndarray:
+        """The bound's per-step factor at its optimum:
+        ``quadratic_bound_factor(b, quadratic_step_size(b))``."""
+        return self.quadratic_bound_factor(b, self.quadratic_step_size(b))
+
+    # old names (pipeline.py reads them); they are the general convex-smooth forms
+    def bound_step_size(self, b) -> np.ndarray:
+        """Old name of ``smooth_step_size`` (the general convex-smooth form, not the quadratic optimum)."""
+        return self.smooth_step_size(b)
 
     @property
     def knee_batch_size(self) -> float:
-        """b* = 1 + beta / lam_1, where the two terms of b L_b = beta + (b - 1) lam_1 are equal: below
-        it eta(b) grows about linearly in b (linear scaling), above it eta(b) saturates at about
-        1 / lam_1 (MBB's critical mini-batch size, m* ~ beta / lam_1)."""
-        return 1.0 + self.beta / self.lam_1
+        """Old name of ``smooth_knee_batch_size``."""
+        return self.smooth_knee_batch_size
 
 
 def mbb_constants(K) -> MBBConstants:

@@ -118,3 +118,33 @@ def test_adam_width_quick_recomputes_from_its_arrays(tmp_path):
             else:
                 expected = "differs"
             assert claims[claim]["result"] == expected, (claim, fit)
+
+
+def test_nag_gradient_norms_quick_recomputes_from_its_arrays(tmp_path):
+    """nag_gradient_norms --quick (one of the four studies split from nag_damping): each optimizer's
+    exponent of min_(i<=k) ||grad L||^2 ~ k^p over the stated window, recomputed here from arrays.npz by
+    numpy's polyfit, equals the claim's; the result follows its stated rule (at least inverse cubic
+    and below GD's exponent by the stated separation: agrees; one of the two: partly)."""
+    out = _run_quick("nag_gradient_norms", tmp_path)
+    doc = json.loads((out / "verdicts.json").read_text())
+    assert doc["study"] == "nag_gradient_norms" and doc["mode"] == "quick"
+    (claim,) = doc["claims"]
+    assert claim["id"] == "nag_c_gradient_norm_cubic" and claim["result"] in RESULTS
+    lo, hi = claim["window"]
+    assert doc["settings"]["window"] == [lo, hi] and 1 <= lo < hi
+    got = claim["numbers"]["exponent_train"]
+    with np.load(out / "arrays.npz") as arr:
+        for name in ("nag_c", "gd", "hb"):
+            step = arr[f"A2/{name}/step"].astype(float)
+            g = arr[f"A2/{name}/grad_norm_sq"].astype(float)
+            run = np.fmin.accumulate(np.where(np.isfinite(g), g, np.inf))
+            sel = (step >= lo) & (step <= hi) & (run > rates.loss_floor("float32", float(g[0])))
+            p = np.polyfit(np.log(step[sel]), np.log(run[sel]), 1)[0]
+            np.testing.assert_allclose(got[name], p, rtol=1e-9)
+    tol, sep = claim["numbers"]["tolerance"], claim["numbers"]["separation"]
+    cubic = got["nag_c"] <= -3.0 * (1 - tol)
+    separated = got["nag_c"] <= got["gd"] - sep
+    assert claim["result"] == (
+        "agrees" if cubic and separated else "partly" if cubic or separated else "differs"
+    )
+    assert (out / "nag_gradient_norms.png").stat().st_size > 10_000
