@@ -843,8 +843,15 @@ def linear_method_transformation(spec: OptimizerSpec, hyper: Hyper) -> optax.Gra
         if params is None and method.states and "point" in method.states:
             raise ValueError(f"{spec.name} needs params in update()")
         k = (state.count + 1).astype(jnp.result_type(float))
-        # a scheduled step size (any optax schedule, ``ntkdyn.schedules``): eta_k = schedule(k - 1)
-        h = {**hyper, "eta": hyper["eta"](state.count)} if callable(hyper.get("eta")) else hyper
+        # a scheduled step size (any optax schedule, ``ntkdyn.schedules``): eta_k = schedule(k - 1), cast
+        # to the gradients' dtype before any coefficient (eta beta, eta (1 + beta)) is formed: several optax
+        # schedules return float32 even with x64 on, and a float32 eta * beta is 1e-8..1e-5 off in a
+        # float64 run (optax.sgd multiplies its float32 eta_k into float64 updates, so this is its value)
+        if callable(hyper.get("eta")):
+            dtype = jax.tree.leaves(grads)[0].dtype
+            h = {**hyper, "eta": jnp.asarray(hyper["eta"](state.count)).astype(dtype)}
+        else:
+            h = hyper
         T, u = method.step(h, k)
         vectors = (params,) + state.z
 
