@@ -27,8 +27,8 @@ From the one declaration follow
   lambda e, so the output-space state X = (e, J z_1, ...) (points as errors) evolves by
   X_k = A_k(lambda) X_{k-1}, A_k = T_k + lambda u_k e_0^T (``companion``), exactly for a
   linear model;
-* **limiting ODE** (``LimitODE``): first order e' = -K e, t = k eta, or second order
-  e'' + gamma(t) e' + K e = 0, t = k sqrt(eta).
+* **limiting ODE** (an ``ntkdyn.odes`` kind: ``GradientFlow`` e' = -K e, t = k eta, or second order
+  e'' + gamma(t) e' + K e = 0, t = k sqrt(eta), ``ConstantDamping`` / ``VanishingDamping``).
 
 Optimizers without a recurrence (adam, rmsprop, ...) are "empirical only": their ``method``
 and ``ode`` are None and every prediction for them is absent.
@@ -46,12 +46,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ntkdyn.odes import (  # noqa: F401  (LimitODE, HighResODE re-exported: their historical home)
+    ConstantDamping,
+    GradientFlow,
+    HighResODE,
+    LimitODE,
+    VanishingDamping,
+)
+
 Hyper = dict[str, Any]
 Scalar = Any  # Python number, numpy scalar or traced jax scalar
 
 
-# --------------------------------------------------------------------------- ODE face
-Damping = Literal["none", "constant", "vanishing"]  # none: first order; constant gamma; gamma = r / t
+# --------------------------------------------------------------------------- ODE face (``ntkdyn.odes``)
+Damping = Literal["none", "constant", "vanishing"]  # the legacy kind strings, ``odes.LimitODE.name``
 DAMPINGS: tuple[str, ...] = get_args(Damping)
 StateKind = Literal["point", "vector"]  # a z_j that starts at theta_0 | one that starts at 0
 STATE_KINDS: tuple[str, ...] = get_args(StateKind)
@@ -60,47 +68,6 @@ STATE_KINDS: tuple[str, ...] = get_args(StateKind)
 def _check_choice(owner: str, field: str, value, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{owner}.{field} = {value!r}; allowed: {', '.join(map(repr, allowed))}")
-
-
-@dataclasses.dataclass(frozen=True)
-class LimitODE:
-    """The limiting ODE of an optimizer in the kernel regime.
-
-    order 1: e' = -K e, t = k * eta (gradient flow).
-    order 2: e'' + gamma(t) e' + K e = 0, t = k * sqrt(eta), e(0) = e0, e'(0) = 0, with
-      ``damping = "constant"``: gamma = (1 - beta) / sqrt(eta) (heavy-ball ODE), or
-      ``damping = "vanishing"``: gamma = r / t (Su-Boyd-Candes NAG-C ODE).
-    """
-
-    order: int
-    time_step: float  # t_k = k * time_step
-    damping: Damping = "none"
-    gamma: float = 0.0  # constant damping
-    r: float = 0.0  # vanishing damping r / t
-
-    def __post_init__(self):
-        _check_choice("LimitODE", "damping", self.damping, DAMPINGS)
-        if (self.order == 1) != (self.damping == "none"):
-            raise ValueError(
-                f"LimitODE: order {self.order} with damping {self.damping!r}; a first-order ODE "
-                "has damping 'none', a second-order one 'constant' or 'vanishing'"
-            )
-
-    @property
-    def description(self) -> str:
-        if self.order == 1:
-            return "e' = -K e, t = k*eta"
-        if self.damping == "constant":
-            return f"e'' + {self.gamma:.6g} e' + K e = 0, t = k*sqrt(eta)"
-        return f"e'' + ({self.r:g}/t) e' + K e = 0, t = k*sqrt(eta)"
-
-    def damping_at(self, t):
-        """gamma(t); works on numpy and jax arrays."""
-        if self.damping == "constant":
-            return self.gamma + 0.0 * t
-        if self.damping == "vanishing":
-            return self.r / t
-        raise ValueError(f"first-order ODE has no damping (damping={self.damping!r})")
 
 
 # --------------------------------------------------------------------------- declarations
@@ -130,7 +97,7 @@ class OptimizerSpec:
     """One optimizer, declared once.
 
     ``hyper``: hyperparameters besides ``eta`` with defaults (None = required). ``method``: the
-    linear method (training + recurrence), or None. ``ode(hyper) -> LimitODE`` or None.
+    linear method (training + recurrence), or None. ``ode(hyper) -> odes.LimitODE`` (a kind) or None.
     ``optax_factory(eta, **kwargs)`` for empirical-only optimizers. ``constant``: T, u do not
     depend on k. ``tune(hyper, lam) -> hyper``: sets hyperparameters from the eigenvalues of K
     (e.g. Polyak-tuned HB), or None. ``ode_hr(hyper) -> HighResODE``: the high-resolution ODE
@@ -214,17 +181,17 @@ def _nag_c_new(h: Hyper, k):
     return [-h["eta"] * nag_c_beta(k, h["r"])], -h["eta"]
 
 
-def _gd_ode(h: Hyper) -> LimitODE:
-    return LimitODE(order=1, time_step=h["eta"])
+def _gd_ode(h: Hyper) -> GradientFlow:
+    return GradientFlow(time_step=h["eta"])
 
 
-def _hb_ode(h: Hyper) -> LimitODE:
+def _hb_ode(h: Hyper) -> ConstantDamping:
     s = math.sqrt(h["eta"])
-    return LimitODE(order=2, time_step=s, damping="constant", gamma=(1.0 - h["beta"]) / s)
+    return ConstantDamping(time_step=s, gamma=(1.0 - h["beta"]) / s)
 
 
-def _nag_c_ode(h: Hyper) -> LimitODE:
-    return LimitODE(order=2, time_step=math.sqrt(h["eta"]), damping="vanishing", r=h["r"])
+def _nag_c_ode(h: Hyper) -> VanishingDamping:
+    return VanishingDamping(time_step=math.sqrt(h["eta"]), r=h["r"])
 
 
 REGISTRY: dict[str, OptimizerSpec] = {}
@@ -353,9 +320,9 @@ def _ogm(h: Hyper, k):
     return [[1.0 + a, -a], [1.0, 0.0]], [-(1.0 + a + b) * eta, -eta]
 
 
-def _ogm_ode(h: Hyper) -> LimitODE:
+def _ogm_ode(h: Hyper) -> VanishingDamping:
     # x'' + (3/t) x' + 2 grad f = 0 in t = k sqrt(eta); rescaled to t = k sqrt(2 eta): unit stiffness
-    return LimitODE(order=2, time_step=math.sqrt(2.0 * h["eta"]), damping="vanishing", r=3.0)
+    return VanishingDamping(time_step=math.sqrt(2.0 * h["eta"]), r=3.0)
 
 
 AB_COEFFICIENTS = {1: (1.0,), 2: (1.5, -0.5), 3: (23.0 / 12.0, -16.0 / 12.0, 5.0 / 12.0)}
@@ -392,8 +359,8 @@ def _adams_bashforth(order: int):
     return step
 
 
-def _gradient_flow_ode(h: Hyper) -> LimitODE:
-    return LimitODE(order=1, time_step=h["eta"])
+def _gradient_flow_ode(h: Hyper) -> GradientFlow:
+    return GradientFlow(time_step=h["eta"])
 
 
 def _hb2(h: Hyper, k):
@@ -407,106 +374,12 @@ def _hb2_new(h: Hyper, k):
     return [-h["eta"], 0.0], 0.0
 
 
-def _hb2_ode(h: Hyper) -> LimitODE:
+def _hb2_ode(h: Hyper) -> ConstantDamping:
     # (1 + beta2) e'' + ((1 - beta - beta2) / sqrt eta) e' + K e = 0 in t = k sqrt(eta); rescaled
     # to unit mass: t = k sqrt(eta / (1 + beta2)), gamma = (1 - beta - beta2) / sqrt(eta (1 + beta2))
     m = 1.0 + h["beta2"]
     dt = math.sqrt(h["eta"] / m)
-    return LimitODE(
-        order=2, time_step=dt, damping="constant", gamma=(1.0 - h["beta"] - h["beta2"]) * dt / h["eta"]
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class HighResODE:
-    """High-resolution ODE (Shi, Du, Jordan, Su 2018) in the kernel regime. At update k its own time is
-    tau_k = (k + time_offset) * time_step, and
-
-        e'' + (gamma(tau) + hess_damping K) e'
-            + (stiffness + stiffness_t / tau + stiffness_t2 / tau^2) K e = 0,
-        e(tau_0) = e0,  e'(tau_0) = -velocity0 K e0,   tau_0 = time_offset * time_step (``start``),
-
-    gamma(tau) = gamma (``damping = "constant"``) or r / tau (``"vanishing"``). ``hess_damping K e'`` is
-    the gradient-correction term ~ sqrt(eta) K e' that separates NAG from HB. Vanishing damping with
-    time_offset = 0 starts at the singular point tau = 0: there e'(0) is forced by regularity
-    (velocity0 must be stiffness_t / r, stiffness_t2 must be 0).
-
-    Callers pass the step clock t = k * time_step, as for ``LimitODE`` (``theory.highres_modes``);
-    ``ode_time(t) = t + start`` is the ODE's own time. Every ``ode_hr`` below is the modified equation of
-    its exact recurrence with a consistent start, so that it tracks e_k to O(eta) on a fixed horizon of
-    ODE time as eta -> 0 (the low-resolution ODEs: O(sqrt eta)); ``experiments/ode_limit.py`` fits the
-    orders and tests/test_theory.py checks them against hand-written recurrences.
-    """
-
-    time_step: float
-    damping: Literal["constant", "vanishing"]
-    gamma: float = 0.0
-    r: float = 0.0
-    hess_damping: float = 0.0
-    stiffness: float = 1.0
-    stiffness_t: float = 0.0
-    stiffness_t2: float = 0.0
-    velocity0: float = 0.0
-    time_offset: float = 0.0
-
-    def __post_init__(self):
-        _check_choice("HighResODE", "damping", self.damping, ("constant", "vanishing"))
-        if not (self.time_step > 0 and self.time_offset >= 0):
-            raise ValueError(
-                f"HighResODE needs time_step > 0 and time_offset >= 0, got time_step = "
-                f"{self.time_step}, time_offset = {self.time_offset}"
-            )
-        if self.damping == "vanishing" and self.time_offset == 0:
-            if self.stiffness_t2 != 0:
-                raise ValueError(
-                    "HighResODE: stiffness_t2 / tau^2 needs a start tau_0 > 0 (time_offset > 0),"
-                    f" got stiffness_t2 = {self.stiffness_t2} with time_offset = 0"
-                )
-            if not math.isclose(self.velocity0, self.stiffness_t / self.r, rel_tol=1e-12, abs_tol=1e-300):
-                raise ValueError(
-                    "HighResODE: starting at tau = 0, regularity forces velocity0 = "
-                    f"stiffness_t / r = {self.stiffness_t / self.r}, got {self.velocity0}"
-                )
-
-    @property
-    def start(self) -> float:
-        """tau_0 = time_offset * time_step, where e = e0."""
-        return self.time_offset * self.time_step
-
-    def ode_time(self, t):
-        """tau = t + tau_0 for the step clock t = k * time_step."""
-        return t + self.start
-
-    @property
-    def description(self) -> str:
-        damp = f"{self.gamma:.6g}" if self.damping == "constant" else f"{self.r:g}/tau"
-        corr = f" + {self.hess_damping:.4g} K e'" if self.hess_damping else ""
-        stiff = f"{self.stiffness:.6g}"
-        if self.stiffness_t:
-            stiff += f" + {self.stiffness_t:.4g}/tau"
-        if self.stiffness_t2:
-            stiff += f" {'-' if self.stiffness_t2 < 0 else '+'} {abs(self.stiffness_t2):.4g}/tau^2"
-        stiff = f"({stiff})" if (self.stiffness_t or self.stiffness_t2) else stiff
-        clock = (
-            f"tau = (k + {self.time_offset:g})*{self.time_step:.4g}"
-            if self.time_offset
-            else f"tau = k*{self.time_step:.4g}"
-        )
-        return (
-            f"e'' + {damp} e'{corr} + {stiff} K e = 0, {clock}, e(tau0) = e0, "
-            f"e'(tau0) = -{self.velocity0:.4g} K e0"
-        )
-
-    def damping_at(self, tau):
-        """gamma(tau) (numpy or jax)."""
-        return self.gamma + 0.0 * tau if self.damping == "constant" else self.r / tau
-
-    def stiffness_at(self, tau):
-        """stiffness + stiffness_t / tau + stiffness_t2 / tau^2 (numpy or jax; constant damping:
-        stiffness)."""
-        if self.damping == "constant":
-            return self.stiffness + 0.0 * tau
-        return self.stiffness + self.stiffness_t / tau + self.stiffness_t2 / (tau * tau)
+    return ConstantDamping(time_step=dt, gamma=(1.0 - h["beta"] - h["beta2"]) * dt / h["eta"])
 
 
 def _hb_ode_hr(h: Hyper) -> HighResODE:

@@ -14,6 +14,7 @@ import math
 import numpy as np
 from scipy import special
 
+from ntkdyn import odes
 from ntkdyn.optimizers import (
     LimitODE,
     OptimizerSpec,
@@ -150,16 +151,9 @@ def bessel_modes(lam, r: float, t) -> np.ndarray:
 
 
 def ode_modes(ode: LimitODE, lam, coef, t) -> np.ndarray:
-    """Closed-form ODE error per mode at times t: shape t.shape + (n,)."""
-    if ode.order == 1:
-        shape = gradient_flow_modes(lam, t)
-    elif ode.damping == "constant":
-        shape = damped_oscillator_modes(lam, ode.gamma, t)
-    elif ode.damping == "vanishing":
-        shape = bessel_modes(lam, ode.r, t)
-    else:
-        raise ValueError(f"no closed form for {ode!r}")
-    return shape * np.asarray(coef, np.float64)
+    """Closed-form ODE error per mode at times t: shape t.shape + (n,) (``ode.modes``: the kind's own
+    closed form, ``ntkdyn.odes``)."""
+    return ode.modes(lam, coef, t)
 
 
 # --------------------------------------------------------------------------- scheduled second-order ODE
@@ -363,12 +357,15 @@ def ode_diffrax(
             raise ValueError(f"ode_diffrax: t must start at 0 (e0 is e(0)), got t[0] = {ts[0]}")
         K = np.asarray(K, np.float64)
         e0 = np.asarray(e0, np.float64)
-        solve = _diffrax_solver(ode.order, ode.damping, rtol, atol, max_steps)
-        coeff = ode.gamma if ode.damping == "constant" else ode.r  # traced: one compile per ODE form
-        if ode.order == 1:
+        kind = type(ode)
+        if kind not in (odes.GradientFlow, odes.ConstantDamping, odes.VanishingDamping):
+            raise ValueError(f"ode_diffrax: no full-space solver for {ode!r}")
+        solve = _diffrax_solver(kind, rtol, atol, max_steps)
+        coeff = ode.r if kind is odes.VanishingDamping else ode.gamma  # traced: one compile per ODE kind
+        if kind is odes.GradientFlow:
             return np.asarray(solve(K, coeff, e0, 0.0, ts))
         y0, t_start = (e0, np.zeros_like(e0)), 0.0
-        if ode.damping == "vanishing":
+        if kind is odes.VanishingDamping:
             nu = 0.5 * (ode.r - 1.0)
             lam_max = float(np.max(np.abs(np.linalg.eigvalsh(K))))
             positive = ts[ts > 0]
@@ -385,19 +382,18 @@ def ode_diffrax(
 
 
 @functools.lru_cache(maxsize=32)
-def _diffrax_solver(order: int, damping: str, rtol: float, atol: float, max_steps: int):
-    """A compiled diffrax Tsit5 solve (K, coeff, y0, t_start, ts) -> ys, cached per ODE *form*
-    (order and damping kind; ``LimitODE``): the damping coefficient (gamma of the constant damping,
-    r of r/t) is a traced argument, so a sweep over beta, eta or r, and repeated predictions of equal
-    shapes, compile once."""
+def _diffrax_solver(kind: type, rtol: float, atol: float, max_steps: int):
+    """A compiled diffrax Tsit5 solve (K, coeff, y0, t_start, ts) -> ys, cached per ODE *kind*
+    (``ntkdyn.odes``): the damping coefficient (gamma of the constant damping, r of r/t) is a traced
+    argument, so a sweep over beta, eta or r, and repeated predictions of equal shapes, compile once."""
     import jax
 
     def field(s, y, args):
         K, coeff = args
-        if order == 1:
+        if kind is odes.GradientFlow:
             return -K @ y
         e, de = y
-        gamma = coeff if damping == "constant" else coeff / s
+        gamma = coeff if kind is odes.ConstantDamping else coeff / s
         return de, -gamma * de - K @ e
 
     @jax.jit
@@ -662,7 +658,7 @@ def asymptotic_regime(spec: OptimizerSpec, hyper: dict, lam, ode: LimitODE | Non
     rho = max_i rho(A(lam_i)), A the per-mode companion (its k -> infinity limit for scheduled
     momentum); loss factor ``rate`` = rho^2 per step; ``regime`` "linear" (rho < 1), "growing"
     (rho > 1) or "stalled" (|rho - 1| <= 1e-12). ``horizon``:
-      r/t damping (``ode.damping == "vanishing"``: NAG-C, OGM): the crossover step
+      r/t damping (``odes.VanishingDamping``: NAG-C, OGM): the crossover step
         k* = r / -log(1 - eta lam_min) (``nag_c_crossover_step``), ``horizon_kind`` "crossover";
       otherwise 1 / |log rho|, the steps over which the slowest (or fastest-growing) mode changes
         by a factor e (GD: 1 / -log(1 - eta lam_min) ~ 1/(eta lam_min)), ``horizon_kind``
@@ -680,7 +676,7 @@ def asymptotic_regime(spec: OptimizerSpec, hyper: dict, lam, ode: LimitODE | Non
         out["regime"] = "stalled"
         return out
     out["regime"] = "linear" if rho < 1.0 else "growing"
-    if rho < 1.0 and ode is not None and ode.damping == "vanishing":
+    if rho < 1.0 and isinstance(ode, odes.VanishingDamping):
         out.update(
             horizon=nag_c_crossover_step(hyper["eta"], float(np.min(lam)), ode.r), horizon_kind="crossover"
         )

@@ -1,6 +1,8 @@
 """Optimizers' training face (vs optax), training on a linear model (vs the exact recurrence),
 the registry, divergence handling and recording."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -433,15 +435,19 @@ def test_train_batch_equals_separate_runs():
 
 
 def test_string_choices_are_checked_on_construction():
-    """Damping, state kinds and NTK methods are Literal choices checked once, naming the allowed values."""
-    from ntkdyn import ntk
+    """State kinds, high-resolution forms and NTK methods are Literal choices checked once, naming the
+    allowed values; the ODE kinds are types (``ntkdyn.odes``) that check their coefficients."""
+    from ntkdyn import ntk, odes
     from ntkdyn.optimizers import HighResODE, LimitODE, LinearMethod
 
-    allowed = "allowed: 'none', 'constant', 'vanishing'"
-    with pytest.raises(ValueError, match=f"LimitODE.damping = 'vanish'; {allowed}"):
-        LimitODE(order=2, time_step=0.1, damping="vanish")
-    with pytest.raises(ValueError, match="first-order ODE has damping 'none'"):
-        LimitODE(order=1, time_step=0.1, damping="constant")
+    with pytest.raises(TypeError, match="base of the ODE kinds"):
+        LimitODE(time_step=0.1)
+    with pytest.raises(ValueError, match="ConstantDamping.time_step: expected a finite number > 0"):
+        odes.ConstantDamping(time_step=0.0, gamma=1.0)
+    with pytest.raises(ValueError, match="VanishingDamping.r: expected a finite number > 0"):
+        odes.VanishingDamping(time_step=0.1, r=-3.0)
+    with pytest.raises(ValueError, match="ConstantDamping.gamma: expected a finite number"):
+        odes.ConstantDamping(time_step=0.1, gamma=math.inf)
     with pytest.raises(ValueError, match="LinearMethod.states = 'pt'; allowed: 'point', 'vector'"):
         LinearMethod(("vector", "pt"), lambda h, k: ([[1.0]], [1.0]))
     with pytest.raises(ValueError, match="HighResODE.damping = 'none'"):

@@ -689,3 +689,63 @@ def test_nag_c_gradient_norm_exponent_is_bessel_envelope_times_fixed_step_tail()
         assert abs(p["t"] - p["d"]) < 0.1 and abs(p["h"] - p["d"]) < 0.1, p
     with pytest.raises(ValueError, match="eta \\* lambda"):
         theory.nag_c_tail_modes(lam, coef, 2.5, r, k)
+
+
+# --------------------------------------------------------------------------- ODE kinds as types
+def test_ode_kinds_are_types_with_the_legacy_strings():
+    """Each registered ODE face returns one of the ``ntkdyn.odes`` types (not a string); ``name`` and
+    ``damping`` keep the old strings; ``kind.modes`` is what ``theory.ode_modes`` gives; the diffrax face
+    of a kind is its full-space solver (checked against the closed form in ``test_ode_modes_vs_diffrax``)."""
+    from ntkdyn import odes
+
+    want = {"gd": odes.GradientFlow, "hb": odes.ConstantDamping, "nag": odes.ConstantDamping}
+    want |= {"nag_c": odes.VanishingDamping, "ogm": odes.VanishingDamping, "hb2": odes.ConstantDamping}
+    for name, kind in want.items():
+        spec = optimizers.get(name)
+        ode = spec.ode(_regime_hyper(spec, 1e-3))
+        assert type(ode) is kind and isinstance(ode, optimizers.LimitODE), name
+        assert ode.name == ode.damping == {1: "none"}.get(ode.order, ode.name)
+    names = {k.name for k in (odes.GradientFlow, odes.ConstantDamping, odes.VanishingDamping)}
+    assert names == {"none", "constant", "vanishing"} and odes.ScheduledDamping.name == "scheduled"
+    lam, coef, t = np.array([0.2, 1.0]), np.array([1.0, -2.0]), np.linspace(0, 5, 7)
+    hb = odes.ConstantDamping(time_step=0.1, gamma=0.7)
+    np.testing.assert_array_equal(theory.ode_modes(hb, lam, coef, t), hb.modes(lam, coef, t))
+    assert isinstance(optimizers.get("nag_c").ode_hr({"eta": 0.01, "r": 3.0}), odes.HighResODE)
+
+
+@pytest.mark.parametrize("name", ["hb", "nag"])
+def test_scheduled_damping_kind_tracks_the_scheduled_recurrence(name, random_spd):
+    """``odes.ScheduledDamping.of(spec.ode at eta_k, etas)``: at eta_0 = 1e-4 (1 - beta = 0.6 sqrt(eta_0)) its
+    modes are within 1 % of the scheduled recurrence (``theory.discrete_modes`` with a x0.1 step schedule)
+    at every recorded step, ten times closer than with e' kept continuous; its diffrax face agrees with its
+    closed form in the full output space; a non-constant kind (NAG-C) is refused."""
+    from ntkdyn import odes, schedules
+
+    eta0 = 1e-4
+    beta, T = 1 - 0.6 * math.sqrt(eta0), 2000
+    sched = schedules.from_config(
+        {"schedule": "piecewise", "init_value": eta0, "boundaries_and_scales": {500: 0.1}}
+    )
+    spec, hyper = optimizers.get(name), {"eta": sched, "beta": beta}
+    etas = schedules.eta_values(sched, T)
+    ode = odes.ScheduledDamping.of(lambda e: spec.ode(schedules.hyper_at(hyper, e)), etas)
+    lam, coef, at = (
+        np.geomspace(0.05, 1.0, 5),
+        np.random.default_rng(3).standard_normal(5),
+        np.arange(0, T + 1, 50),
+    )
+    exact = theory.discrete_modes(spec, hyper, lam, coef, T)[at]
+    got = ode.modes(lam, coef, at)
+    scale = np.linalg.norm(exact, axis=1)
+    gap = np.max(np.linalg.norm(got - exact, axis=1) / scale)
+    old = odes.ScheduledDamping(ode.dt, ode.gamma, carry=0.0).modes(lam, coef, at)
+    assert gap < 0.01 and np.max(np.linalg.norm(old - exact, axis=1) / scale) > 10 * gap, gap
+    np.testing.assert_allclose(
+        ode.times(at), np.concatenate([[0.0], np.cumsum(np.sqrt(etas))])[at], rtol=1e-14
+    )
+    rng = np.random.default_rng(4)
+    V = np.linalg.qr(rng.standard_normal((5, 5)))[0]
+    K = (V * lam) @ V.T
+    np.testing.assert_allclose(ode.diffrax(K, V @ coef, at[:9]), got[:9] @ V.T, atol=1e-8)
+    with pytest.raises(ValueError, match="constant-damping ODE per update"):
+        odes.ScheduledDamping.of(lambda e: optimizers.get("nag_c").ode({"eta": e, "r": 3.0}), etas[:3])
