@@ -288,6 +288,11 @@ class HighResODE:
                 )
 
     @property
+    def vanishing(self) -> bool:
+        """True for r / tau damping (NAG-C forms), False for constant damping (HB, NAG-SC)."""
+        return self.damping == "vanishing"
+
+    @property
     def start(self) -> float:
         """tau_0 = time_offset * time_step, where e = e0."""
         return self.time_offset * self.time_step

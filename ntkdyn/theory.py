@@ -459,7 +459,7 @@ def highres_modes(ode, lam, coef, t, rtol: float = 1e-11, atol: float = 1e-14) -
     coef = np.asarray(coef, np.float64)
     if np.any(t < 0):
         raise ValueError(f"highres_modes: the step clock t = k * time_step must be >= 0, got min {t.min()}")
-    if ode.damping == "constant":
+    if not ode.vanishing:
         damping = ode.gamma + ode.hess_damping * lam
         return oscillator_modes(ode.stiffness * lam, damping, -ode.velocity0 * lam, t) * coef
     from scipy.integrate import solve_ivp
@@ -536,7 +536,7 @@ def highres_diffrax(
             return de, -damp - ode.stiffness_at(tau) * (Kj @ e)
 
         Ke0 = Kj @ e0j
-        if ode.damping == "vanishing" and ode.start == 0:
+        if ode.vanishing and ode.start == 0:
             lam_max = float(np.max(np.abs(np.linalg.eigvalsh(np.asarray(K)))))
             positive = np.asarray(t)[np.asarray(t) > 0]
             t0 = min(float(positive[0]) if positive.size else 1.0, 1e-3 / math.sqrt(max(lam_max, 1e-300)))
