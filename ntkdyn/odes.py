@@ -35,13 +35,25 @@ def _check_choice(owner: str, field: str, value, allowed: tuple[str, ...]) -> No
         raise ValueError(f"{owner}.{field} = {value!r}; allowed: {', '.join(map(repr, allowed))}")
 
 
-def _check_positive(owner: str, field: str, value: float) -> None:
-    if not (isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value) and value > 0):
+def _real(value) -> float | None:
+    """float(value) for a real scalar (Python, numpy, 0-d array), None otherwise."""
+    if isinstance(value, (bool, str)):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_positive(owner: str, field: str, value) -> None:
+    v = _real(value)
+    if v is None or not (math.isfinite(v) and v > 0):
         raise ValueError(f"{owner}.{field}: expected a finite number > 0, got {value!r}")
 
 
-def _check_finite(owner: str, field: str, value: float) -> None:
-    if not (isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value)):
+def _check_finite(owner: str, field: str, value) -> None:
+    v = _real(value)
+    if v is None or not math.isfinite(v):
         raise ValueError(f"{owner}.{field}: expected a finite number, got {value!r}")
 
 
