@@ -144,14 +144,19 @@ def is_scheduled(eta) -> bool:
 
 def eta_values(eta, steps: int) -> np.ndarray:
     """eta_k for the updates k = 1..steps (index k - 1), float64: ``eta(k - 1)`` for a schedule,
-    a constant array for a number. The schedule is evaluated by optax in float64."""
+    a constant array for a number. The schedule is evaluated at the int32 update count that optax's
+    states and the training face pass it (x64 on), so these are exactly the values training uses:
+    float64 for some optax schedules (cosine_decay, piecewise), float32 values for others (exponential,
+    warmup_*, linear, polynomial compute in float32 at an int32 count), both as optax.sgd uses them."""
     if not is_scheduled(eta):
         return np.full(steps, float(eta))
     import jax
     import jax.numpy as jnp
 
     with jax.enable_x64(True):
-        values = np.asarray(eta(jnp.arange(steps, dtype=jnp.int64)), np.float64)
+        # one scalar count at a time (lax.map), as the training step evaluates it: a vectorised float32
+        # evaluation can differ from it in the last bit
+        values = np.asarray(jax.lax.map(eta, jnp.arange(steps, dtype=jnp.int32)), np.float64)
         return np.broadcast_to(values, (steps,)).copy()  # constant_schedule ignores the count
 
 

@@ -1,6 +1,8 @@
 """Optimizers' training face (vs optax), training on a linear model (vs the exact recurrence),
 the registry, divergence handling and recording."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -433,15 +435,19 @@ def test_train_batch_equals_separate_runs():
 
 
 def test_string_choices_are_checked_on_construction():
-    """Damping, state kinds and NTK methods are Literal choices checked once, naming the allowed values."""
-    from ntkdyn import ntk
+    """State kinds, high-resolution forms and NTK methods are Literal choices checked once, naming the
+    allowed values; the ODE kinds are types (``ntkdyn.odes``) that check their coefficients."""
+    from ntkdyn import ntk, odes
     from ntkdyn.optimizers import HighResODE, LimitODE, LinearMethod
 
-    allowed = "allowed: 'none', 'constant', 'vanishing'"
-    with pytest.raises(ValueError, match=f"LimitODE.damping = 'vanish'; {allowed}"):
-        LimitODE(order=2, time_step=0.1, damping="vanish")
-    with pytest.raises(ValueError, match="first-order ODE has damping 'none'"):
-        LimitODE(order=1, time_step=0.1, damping="constant")
+    with pytest.raises(TypeError, match="base of the ODE kinds"):
+        LimitODE(time_step=0.1)
+    with pytest.raises(ValueError, match="ConstantDamping.time_step: expected a finite number > 0"):
+        odes.ConstantDamping(time_step=0.0, gamma=1.0)
+    with pytest.raises(ValueError, match="VanishingDamping.r: expected a finite number > 0"):
+        odes.VanishingDamping(time_step=0.1, r=-3.0)
+    with pytest.raises(ValueError, match="ConstantDamping.gamma: expected a finite number"):
+        odes.ConstantDamping(time_step=0.1, gamma=math.inf)
     with pytest.raises(ValueError, match="LinearMethod.states = 'pt'; allowed: 'point', 'vector'"):
         LinearMethod(("vector", "pt"), lambda h, k: ([[1.0]], [1.0]))
     with pytest.raises(ValueError, match="HighResODE.damping = 'none'"):
@@ -465,3 +471,40 @@ def test_through_new_is_row_0():
             lhs = np.asarray(c, np.float64) @ rows[1:] + d * np.eye(p + 2)[p + 1]
             expected = rows[0] - np.eye(p + 2)[0]
             np.testing.assert_allclose(lhs, expected, rtol=1e-14, atol=1e-15, err_msg=spec.name)
+
+
+@pytest.mark.parametrize(
+    "sched",
+    [
+        {"schedule": "exponential", "init_value": 0.7, "transition_steps": 10, "decay_rate": 0.7},
+        {
+            "schedule": "warmup_cosine",
+            "init_value": 0.0,
+            "peak_value": 0.7,
+            "warmup_steps": 10,
+            "decay_steps": 150,
+        },
+        {"schedule": "piecewise", "init_value": 0.7, "boundaries_and_scales": {40: 0.1}},
+    ],
+)
+@pytest.mark.parametrize("name,nesterov", [("hb", False), ("nag", True)])
+def test_scheduled_momentum_equals_optax_sgd_in_float64(sched, name, nesterov):
+    """A scheduled HB / NAG-SC in a float64 run is optax.sgd(schedule, momentum, nesterov) to 1e-12: the
+    coefficients eta_k beta, eta_k (1 + beta) are formed in the gradients' dtype although these optax
+    schedules return float32 (the float32 product eta_k beta was 1e-8 relative off here). The recurrence's
+    eta_k (``schedules.eta_values``) are the values the compiled training program uses, bit for bit."""
+    from ntkdyn import schedules
+
+    jax.config.update("jax_enable_x64", True)
+    A, b, theta0 = _quadratic()
+    s = schedules.from_config(sched)
+    ours = _run(optimizers.transformation(optimizers.get(name), {"eta": s, "beta": 0.9}), A, b, theta0, 150)
+    ref = _run(optax.sgd(s, momentum=0.9, nesterov=nesterov), A, b, theta0, 150)
+    assert ours.dtype == np.float64
+    np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-14)
+    assert np.linalg.norm(ours[-1] - ours[0]) > 0.1
+    step = jax.jit(
+        s
+    )  # the training program evaluates eta_k compiled (eager float32 can differ in the last bit)
+    used = np.array([np.float64(step(jnp.asarray(k, jnp.int32))) for k in range(150)])
+    np.testing.assert_array_equal(schedules.eta_values(s, 150), used)
