@@ -1,7 +1,14 @@
 """Run configuration: typed sections, YAML in and out, ``--set`` overrides, validation.
 
 Every problem is reported before any compute as one ``ConfigError`` line naming the key, the
-bad value and what is allowed.
+bad value and what is allowed. This module reads no data file: the checks that need files (their
+existence, shapes and sizes; data.n of an .npz) are the data source's (``ntkdyn.data.check``), run
+by the entry points through ``ntkdyn.checks.check_files`` before any compute.
+
+Keys that do not apply are refused, not recorded as if used: each data source declares its
+``data.<key>`` (``ntkdyn.data.SOURCES``), each model its ``model.<key>`` (``MODEL_KEYS``), and the
+mini-batch keys (train.sampling, theory.mc_runs) need train.batch_size. Such keys default to
+null; validation fills the default where the key applies and leaves null where it does not.
 """
 
 from __future__ import annotations
@@ -9,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import os
 import types
 import typing
 from typing import Any
@@ -25,18 +31,46 @@ class ConfigError(ValueError):
     """A bad configuration: the message names the key and what is allowed."""
 
 
+@dataclasses.dataclass(frozen=True)
+class RelativeStep:
+    """A step size relative to the spectrum: eta = per_lambda_max / lambda_max, with lambda_max the
+    largest eigenvalue of K = c H, the kernel the predictions use (theory.kernel; c the loss scale),
+    so that eta * lambda_max = per_lambda_max (GD is stable for per_lambda_max < 2). Written
+    ``eta: {per_lambda_max: 1.0}``; resolved to a number at setup time by ``resolve_eta``."""
+
+    per_lambda_max: float
+
+
+def resolve_eta(value, lam_max: float):
+    """The step size a run uses: ``RelativeStep(p)`` -> p / lam_max (lam_max > 0: the largest
+    eigenvalue of K = c H the predictions use, ``Setup.lam[-1]``); a number or a schedule object is
+    returned unchanged.
+
+    Raises:
+        ConfigError: lam_max not finite and > 0 (no step relative to it exists).
+    """
+    if not isinstance(value, RelativeStep):
+        return value
+    if not (math.isfinite(lam_max) and lam_max > 0):
+        raise ConfigError(
+            f"eta: {{per_lambda_max: {value.per_lambda_max}}} needs the kernel's lambda_max > 0, "
+            f"got {lam_max}"
+        )
+    return float(value.per_lambda_max) / float(lam_max)
+
+
 @dataclasses.dataclass
 class DataConfig:
-    source: str = "sphere"  # sphere | digits | npz | mnist
+    source: str = "sphere"  # sphere | digits | npz | mnist (ntkdyn.data.SOURCES)
     n: int | None = (
         None  # default: sphere, digits 64; npz all its points; mnist 600 (the released notebook's)
     )
-    d: int = 16  # sphere only
+    d: int | None = None  # sphere only (default 16)
     target: str | None = (
         None  # sphere: gaussian|teacher (default)|smooth; digits: pm1|label; mnist: label (default)
     )
-    noise: float = 0.0
-    teacher_width: int = 64
+    noise: float | None = None  # sphere only (default 0)
+    teacher_width: int | None = None  # sphere with target teacher only (default 64)
     classes: list[int] | None = None  # digits
     normalize: str | None = None  # unit | standardize | none | pixels (digits /16, mnist /255); default:
     # mnist pixels (torchvision ToTensor, as the notebook), else unit
@@ -58,12 +92,12 @@ class HeldOutConfig:
 @dataclasses.dataclass
 class ModelConfig:
     name: str = "paper"  # paper | released | mlp | flax
-    width: int = 2048
+    width: int | None = None  # paper, released, mlp (default 2048)
     init_std: float | None = None  # paper: kappa (default 1); released: first-layer std (default 1/m)
     init: str | None = None  # released only: notebook (default; bias U(-1/sqrt d, 1/sqrt d)) | gaussian_bias
-    depth: int = 2  # mlp hidden layers
-    W_std: float = 1.4142135623730951
-    b_std: float = 0.0
+    depth: int | None = None  # mlp hidden layers (default 2)
+    W_std: float | None = None  # mlp (default sqrt 2)
+    b_std: float | None = None  # mlp (default 0)
     loss: str | None = None  # half_sum | mse | half_mse; default: the model's own
     module: str | None = None  # flax: 'package.module:factory', factory(key, d, **kwargs) -> nnx.Module
     kwargs: dict | None = None
@@ -74,11 +108,11 @@ class ModelConfig:
 class TrainConfig:
     steps: int = 1000
     record_every: int = 1
-    error_at: list[int] | None = None  # default [0, steps]
-    kernel_at: list[int] | None = None  # default [0, steps/4, steps/2, steps]
+    error_at: list[int] | None = None  # default [0, steps]; steps past train.steps are clipped (a note)
+    kernel_at: list[int] | None = None  # default [0, steps/4, steps/2, steps]; clipped likewise
     divergence_factor: float = 1e6
     batch_size: int | None = None  # mini-batch size b (default: full batch); 1..data.n
-    sampling: str = "replacement"  # replacement (b i.i.d. indices a step) | shuffle (epochs of a permutation)
+    sampling: str | None = None  # with batch_size: replacement (default; b i.i.d. indices a step) | shuffle
     sampling_runs: int = 1  # independent batch orders trained per optimizer (one program; same data, init)
 
 
@@ -90,7 +124,9 @@ class TheoryConfig:
     atol: float = 1e-12
     # train the network's linearisation too: auto (optimizers without a recurrence) | always | never
     linearized: str = "auto"
-    mc_runs: int = 2000  # sampled batch orders of the kernel recurrence (mini-batch bands; shuffle's mean)
+    mc_runs: int | None = (
+        None  # with batch_size (default 2000): sampled batch orders of the kernel recurrence
+    )
 
 
 @dataclasses.dataclass
@@ -102,9 +138,10 @@ class RatesConfig:
 @dataclasses.dataclass
 class OptimizerConfig:
     name: str
-    # a number, or an optax schedule {schedule: NAME, **its arguments} (ntkdyn.schedules); required
-    # unless the optimizer sets it from the spectrum (hb_polyak)
-    eta: float | dict | None = None
+    # a number, an optax schedule {schedule: NAME, **its arguments} (ntkdyn.schedules) or a step
+    # relative to the spectrum {per_lambda_max: p} (RelativeStep); required unless the optimizer sets
+    # it from the spectrum (hb_polyak)
+    eta: float | dict | RelativeStep | None = None
     label: str | None = None
     beta: float | None = None
     r: float | None = None
@@ -152,6 +189,17 @@ class Config:
     theory: TheoryConfig = dataclasses.field(default_factory=TheoryConfig)
     rates: RatesConfig = dataclasses.field(default_factory=RatesConfig)
     control: ControlConfig | None = None
+    # what validation changed (e.g. clipped step lists); derived, never read from a file
+    notes: list[str] = dataclasses.field(default_factory=list, metadata={"derived": True})
+
+
+MODEL_KEYS = {  # model.<key>s that apply per model.name, besides name, loss and init_params
+    "paper": ("width", "init_std"),
+    "released": ("width", "init_std", "init"),
+    "mlp": ("width", "depth", "W_std", "b_std"),
+    "flax": ("module", "kwargs"),
+}
+MODEL_DEFAULTS = {"width": 2048, "depth": 2, "W_std": math.sqrt(2.0), "b_std": 0.0}
 
 
 # --------------------------------------------------------------------------- parsing
@@ -186,6 +234,8 @@ def _coerce(value: Any, tp, key: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value) and not (key in INFINITE_OK and value == math.inf):
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not (
@@ -202,6 +252,9 @@ def _coerce(value: Any, tp, key: str):
     return value
 
 
+INFINITE_OK = ("train.divergence_factor",)  # float keys where +inf means "never"
+
+
 def _number_from_text(text: str, key: str, expected: str):
     try:
         return float(text)
@@ -210,13 +263,15 @@ def _number_from_text(text: str, key: str, expected: str):
 
 
 def _build(cls, raw: dict, prefix: str = ""):
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    hints = typing.get_type_hints(cls, globalns=globals())
+    fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("derived")]
+    names = [f.name for f in fields]
+    derived = {f.name for f in dataclasses.fields(cls)} - set(names)
     for key in raw:
-        if key not in names:
+        if key not in names and key not in derived:  # derived keys (config.yaml's notes) are re-derived
             raise ConfigError(f"unknown key '{prefix}{key}'; allowed: {', '.join(names)}")
     kwargs = {}
-    for f in dataclasses.fields(cls):
+    for f in fields:
         if f.name in raw:
             kwargs[f.name] = _coerce(raw[f.name], hints[f.name], prefix + f.name)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
@@ -231,11 +286,14 @@ def _allowed(key: str, value, allowed) -> None:
 
 def validate(cfg: Config) -> Config:
     """Value checks (types were checked by the parser), section by section; fills defaults that
-    depend on others. Raises ConfigError naming the key, the value and what is allowed."""
+    depend on others. Reads no file (``ntkdyn.checks.check_files`` does, before any compute).
+    Raises ConfigError naming the key, the value and what is allowed."""
     _allowed("dtype", cfg.dtype, ("float32", "float64"))
+    if cfg.seed < 0:
+        raise ConfigError(f"seed: must be an integer >= 0 (numpy and jax seeds), got {cfg.seed}")
     _check_data(cfg.data)
     _check_model(cfg.model)
-    _check_train(cfg.train)
+    _check_train(cfg)
     _check_theory_and_rates(cfg)
     labels = _check_optimizers(cfg)
     _check_beyond_full_batch(cfg)
@@ -244,141 +302,94 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+def _refuse_keys(
+    section, prefix: str, applies: tuple[str, ...], owner: str, allowed_for: dict, why=None
+) -> None:
+    """ConfigError for the first optional key of ``section`` that is set (not None) but is not in
+    ``applies``; ``allowed_for`` maps each key to the choices it applies to, ``why`` adds a reason."""
+    for key, where in allowed_for.items():
+        value = getattr(section, key)
+        if value is not None and key not in applies:
+            reason = f" ({why[key]})" if why and key in why else ""
+            raise ConfigError(
+                f"{prefix}.{key}: does not apply to {owner}{reason} (got {value!r}); {prefix}.{key} is for "
+                f"{', '.join(where) or 'none'}; leave it out"
+            )
+
+
 def _check_data(d: DataConfig) -> None:
-    """data: source, n, d, target, classes, path, normalize, noise (fills target, n, normalize)."""
-    _allowed("data.source", d.source, ("sphere", "digits", "npz", "mnist"))
+    """data: the source's keys only (``Source.keys``), filled with its defaults, then its value
+    checks (``Source.validate``); n >= 1, normalize, data.test.n >= 1. No file is read."""
+    _allowed("data.source", d.source, tuple(data_mod.SOURCES))
+    src = data_mod.SOURCES[d.source]
+    where = {
+        key: tuple(f"data.source {name}" for name, s in data_mod.SOURCES.items() if key in s.keys)
+        for key in data_mod.OPTIONAL_KEYS
+    }
+    _refuse_keys(d, "data", src.keys, f"data.source {d.source!r}", where, src.refusals)
+    for key, value in src.defaults.items():
+        if getattr(d, key) is None:
+            setattr(d, key, value)
+    if d.n is None:
+        d.n = src.default_n
     if d.n is not None and d.n < 1:
         raise ConfigError(f"data.n: must be >= 1, got {d.n}")
-    if d.source == "sphere":
-        if d.d < 1:
-            raise ConfigError(f"data.d: must be >= 1, got {d.d}")
-        d.target = d.target or "teacher"
-        _allowed("data.target", d.target, ("gaussian", "teacher", "smooth"))
-    if d.source == "digits":
-        if d.target is None:
-            raise ConfigError("data.target: required when data.source is 'digits'; allowed: pm1, label")
-        _allowed("data.target", d.target, ("pm1", "label"))
-        for c in d.classes or []:
-            if not 0 <= c <= 9:
-                raise ConfigError(f"data.classes: {c} is not a digit; allowed: 0..9")
-    if d.source in ("npz", "mnist") and not d.path:
-        raise ConfigError(f"data.path: required when data.source is {d.source!r}")
-    if d.source == "npz" and not os.path.isfile(d.path):
-        raise ConfigError(f"data.path: file not found: {d.path}")
-    if d.source == "mnist" and not os.path.exists(d.path):
-        raise ConfigError(f"data.path: not found: {d.path}")
-    if d.source == "mnist":  # the released notebook's target: the digit label
-        d.target = d.target or "label"
-        _allowed("data.target", d.target, ("label",))
-        if d.classes is not None:
-            raise ConfigError(
-                f"data.classes: not supported for data.source 'mnist' (got {d.classes}); leave it out"
-            )
-    if d.source == "npz" and d.target is not None:
-        raise ConfigError(
-            f"data.target: an npz file brings its own targets y; leave data.target out (got {d.target!r})"
-        )
-    _fill_data_size(d)
+    if d.test is not None and d.test.n is not None and d.test.n < 1:
+        raise ConfigError(f"data.test.n: must be >= 1, got {d.test.n}")
+    try:
+        src.validate(d)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if d.normalize is None:
-        d.normalize = "pixels" if d.source == "mnist" else "unit"
+        d.normalize = src.default_normalize
     _allowed("data.normalize", d.normalize, data_mod.NORMALIZE)
-    if d.normalize == "pixels" and d.source not in data_mod.PIXEL_MAX:
+    if d.normalize == "pixels" and src.pixel_max is None:
         raise ConfigError(
             f"data.normalize: 'pixels' is for image sources ({', '.join(data_mod.PIXEL_MAX)}), "
             f"not data.source {d.source!r}"
         )
-    if d.noise < 0:
-        raise ConfigError(f"data.noise: must be >= 0, got {d.noise}")
-    if d.test is not None:
-        _check_held_out(d)
-
-
-def _check_held_out(d: DataConfig) -> None:
-    """data.test: n >= 1; sphere/digits: n required, no path; npz/mnist: the points after data.n in
-    data.path (n required, data.n + n within the file) or another file (path; n filled from it)."""
-    t = d.test
-    if t.n is not None and t.n < 1:
-        raise ConfigError(f"data.test.n: must be >= 1, got {t.n}")
-    if d.source in ("sphere", "digits"):
-        if t.path is not None:
-            raise ConfigError(
-                f"data.test.path: not used for data.source {d.source!r} (its held-out points are drawn "
-                f"like the training points; got {t.path!r}); leave it out"
-            )
-        if t.n is None:
-            raise ConfigError(f"data.test.n: required for data.source {d.source!r} (held-out points)")
-        if d.source == "digits":
-            count = data_mod.digits_count(d.classes)
-            if d.n + t.n > count:
-                raise ConfigError(
-                    f"data.test.n: data.n={d.n} + data.test.n={t.n} is more than the {count} digits "
-                    f"of classes {d.classes}"
-                )
-        return
-    if t.path is None:
-        if t.n is None:
-            raise ConfigError(
-                "data.test.n: required without data.test.path (the held-out points are those of "
-                "data.path after the data.n training points)"
-            )
-        count = data_mod.npz_rows(d.path) if d.source == "npz" else data_mod.mnist_length(d.path)
-        if d.n + t.n > count:
-            raise ConfigError(
-                f"data.test.n: data.n={d.n} + data.test.n={t.n} is more than the {count} points in "
-                f"data.path {d.path}; lower data.n or give data.test.path"
-            )
-        return
-    if not (os.path.isfile(t.path) if d.source == "npz" else os.path.exists(t.path)):
-        raise ConfigError(f"data.test.path: not found: {t.path}")
-    try:
-        if d.source == "mnist" and os.path.realpath(data_mod.mnist_files(t.path)[0]) == os.path.realpath(
-            data_mod.mnist_files(d.path)[0]
-        ):
-            raise ConfigError(
-                f"data.test.path: {t.path} holds the training images of data.path; leave data.test.path "
-                "out to hold out the images after the first data.n"
-            )
-        count = data_mod.npz_rows(t.path) if d.source == "npz" else data_mod.mnist_length(t.path)
-    except ConfigError:
-        raise
-    except ValueError as exc:
-        raise ConfigError(str(exc).replace("data.path", "data.test.path", 1)) from None
-    if d.source == "npz" and os.path.realpath(t.path) == os.path.realpath(d.path):
-        raise ConfigError(
-            f"data.test.path: {t.path} is data.path itself; leave data.test.path out to hold out the "
-            "points after the data.n training points"
-        )
-    t.n = count if t.n is None else t.n
-    if t.n > count:
-        raise ConfigError(f"data.test.n: {t.n} is more than the {count} points in data.test.path {t.path}")
 
 
 def _check_model(m: ModelConfig) -> None:
-    """model: name, width, depth, init_std, init, loss, module, init_params (fills init)."""
-    if m.init_params and not os.path.isfile(m.init_params):
-        raise ConfigError(f"model.init_params: file not found: {m.init_params}")
-    _allowed("model.name", m.name, ("paper", "released", "mlp", "flax"))
-    if m.width < 1:
+    """model: name; the keys of that model only (``MODEL_KEYS``, filled with ``MODEL_DEFAULTS``);
+    width, depth, init_std, init, loss, module."""
+    _allowed("model.name", m.name, tuple(MODEL_KEYS))
+    optional = sorted({k for keys in MODEL_KEYS.values() for k in keys})
+    where = {k: tuple(f"model.name {n}" for n, keys in MODEL_KEYS.items() if k in keys) for k in optional}
+    _refuse_keys(m, "model", MODEL_KEYS[m.name], f"model.name {m.name!r}", where)
+    for key in MODEL_KEYS[m.name]:
+        if getattr(m, key) is None and key in MODEL_DEFAULTS:
+            setattr(m, key, MODEL_DEFAULTS[key])
+    if m.width is not None and m.width < 1:
         raise ConfigError(f"model.width: must be >= 1, got {m.width}")
-    if m.depth < 1:
+    if m.depth is not None and m.depth < 1:
         raise ConfigError(f"model.depth: must be >= 1, got {m.depth}")
     if m.init_std is not None and m.init_std <= 0:
         raise ConfigError(f"model.init_std: must be > 0, got {m.init_std}")
     if m.name == "released":
         m.init = m.init or "notebook"
         _allowed("model.init", m.init, models.RELEASED_INITS)
-    elif m.init is not None:
-        raise ConfigError(
-            f"model.init: {m.init!r} is for model.name 'released' only (got {m.name!r}); leave it out"
-        )
     if m.loss is not None:
         _allowed("model.loss", m.loss, ("half_sum", "mse", "half_mse"))
     if m.name == "flax" and not m.module:
         raise ConfigError("model.module: required when model.name is 'flax' ('package.module:factory')")
 
 
-def _check_train(t: TrainConfig) -> None:
-    """train: steps, record_every, divergence_factor, error_at, kernel_at (fills the step lists)."""
+def _note(cfg: Config, text: str) -> None:
+    if text not in cfg.notes:
+        cfg.notes.append(text)
+
+
+def _check_train(cfg: Config) -> None:
+    """train: steps, record_every, divergence_factor, error_at, kernel_at (fills the step lists).
+
+    error_at / kernel_at are absolute steps; steps past train.steps are CLIPPED to train.steps with
+    a note in ``cfg.notes`` (recorded in config.yaml), so that ``--set train.steps=500`` works on a
+    config written for more steps (the last snapshot stays at the last step); negative steps are
+    refused."""
+    t = cfg.train
     if t.steps < 1:
         raise ConfigError(f"train.steps: must be >= 1, got {t.steps}")
     if t.record_every < 1 or t.steps % t.record_every:
@@ -387,20 +398,28 @@ def _check_train(t: TrainConfig) -> None:
         )
     if t.divergence_factor <= 1:
         raise ConfigError(f"train.divergence_factor: must be > 1, got {t.divergence_factor}")
-    t.error_at = sorted(set(t.error_at if t.error_at is not None else [0, t.steps]))
-    t.kernel_at = sorted(
-        set(t.kernel_at if t.kernel_at is not None else [0, t.steps // 4, t.steps // 2, t.steps])
-    )
-    for key, values in (("train.error_at", t.error_at), ("train.kernel_at", t.kernel_at)):
+    defaults = {"error_at": [0, t.steps], "kernel_at": [0, t.steps // 4, t.steps // 2, t.steps]}
+    for key, default in defaults.items():
+        given = getattr(t, key)
+        values = default if given is None else given
         for v in values:
-            if not 0 <= v <= t.steps:
-                raise ConfigError(f"{key}: step {v} is outside 0..train.steps={t.steps}")
+            if v < 0:
+                raise ConfigError(f"train.{key}: step {v} is negative; steps run 0..train.steps={t.steps}")
+        past = sorted({v for v in values if v > t.steps})
+        if past:
+            _note(
+                cfg,
+                f"train.{key}: step(s) {', '.join(map(str, past))} past train.steps={t.steps} "
+                f"clipped to {t.steps}",
+            )
+        setattr(t, key, sorted({min(v, t.steps) for v in values}))
     if 0 not in t.kernel_at:
         t.kernel_at = [0] + t.kernel_at
 
 
 def _check_theory_and_rates(cfg: Config) -> None:
-    """theory.kernel (Hinf only where defined) and rates.window."""
+    """theory.kernel (Hinf only where defined) and rates.window: two fractions of the steps (both
+    <= 1) or two absolute steps (integers, end > 1), never one of each."""
     m = cfg.model
     _allowed("theory.kernel", cfg.theory.kernel, ("H0", "Hinf"))
     if cfg.theory.kernel == "Hinf" and m.name not in ("paper", "mlp"):
@@ -411,6 +430,11 @@ def _check_theory_and_rates(cfg: Config) -> None:
     w = cfg.rates.window
     if len(w) != 2 or not 0 <= w[0] < w[1]:
         raise ConfigError(f"rates.window: expected [start, end] with 0 <= start < end, got {w}")
+    if w[1] > 1 and not all(float(v).is_integer() for v in w):
+        raise ConfigError(
+            f"rates.window: {w} mixes a fraction and a step; give two fractions of train.steps "
+            f"(0 <= start < end <= 1) or two steps (integers, e.g. [100, {int(w[1])}])"
+        )
 
 
 def _check_optimizers(cfg: Config) -> list[str]:
@@ -496,34 +520,25 @@ def _check_control(cfg: Config, labels: list[str]) -> None:
         raise ConfigError(f"control.sweep_time: must be > 0, got {cc.sweep_time}")
 
 
-def _fill_data_size(d: DataConfig) -> None:
-    """data.n: the default of its source (npz: all its points; mnist: 600, the released notebook's;
-    else 64); an n larger than the file is an error. Files are read for their headers only."""
-    defaults = {"sphere": 64, "digits": 64, "mnist": 600}
-    if d.source not in ("npz", "mnist"):
-        d.n = defaults[d.source] if d.n is None else d.n
-        return
-    try:
-        count = data_mod.npz_rows(d.path) if d.source == "npz" else data_mod.mnist_length(d.path)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    n = count if d.n is None and d.source == "npz" else (d.n if d.n is not None else defaults["mnist"])
-    if n > count:
-        raise ConfigError(f"data.n: {n} is more than the {count} points in data.path {d.path}")
-    d.n = n
-
-
 def _check_optimizer(key: str, o: OptimizerConfig, spec: optimizers.OptimizerSpec, labels: list[str]) -> None:
     """Checks of one optimizer entry against its declaration; fills its label (appended to labels)."""
     if spec.tune is None and o.eta is None:
         raise ConfigError(f"{key}.eta: required by optimizer {o.name!r}")
-    if isinstance(o.eta, dict):
+    if isinstance(o.eta, dict) and "per_lambda_max" in o.eta:
+        o.eta = _relative_step(f"{key}.eta", o.eta)
+    if isinstance(o.eta, RelativeStep):
+        p = o.eta.per_lambda_max
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not (math.isfinite(p) and p > 0):
+            raise ConfigError(f"{key}.eta.per_lambda_max: must be a finite number > 0, got {p!r}")
+    elif isinstance(o.eta, dict):
         try:
             schedules.from_config(o.eta)
         except ValueError as exc:
             raise ConfigError(f"{key}.eta: {exc}") from None
     elif o.eta is not None and not (o.eta > 0 and math.isfinite(o.eta)):
-        raise ConfigError(f"{key}.eta: must be > 0, got {o.eta}")
+        raise ConfigError(
+            f"{key}.eta: must be a finite number > 0 (or a schedule, or {{per_lambda_max: p}}), got {o.eta}"
+        )
     takes = "eta" + "".join(f", {h}" for h in spec.hyper)
     for hp in ("beta", "r"):
         if getattr(o, hp) is not None and hp not in spec.hyper:
@@ -552,15 +567,42 @@ def _check_optimizer(key: str, o: OptimizerConfig, spec: optimizers.OptimizerSpe
     labels.append(o.label)
 
 
+def _relative_step(key: str, raw: dict) -> RelativeStep:
+    """``{per_lambda_max: p}`` as a ``RelativeStep`` (no other key)."""
+    extra = sorted(k for k in raw if k != "per_lambda_max")
+    if extra:
+        raise ConfigError(f"{key}: unknown key {extra[0]!r} beside per_lambda_max; allowed: per_lambda_max")
+    p = raw["per_lambda_max"]
+    if isinstance(p, str):
+        p = _number_from_text(p, f"{key}.per_lambda_max", "a number")
+    return RelativeStep(p)
+
+
+def check_batch_size(cfg: Config) -> None:
+    """train.batch_size in 1..data.n (skipped while data.n is unknown: an .npz's size is filled by
+    its file check, which calls this again)."""
+    b, n = cfg.train.batch_size, cfg.data.n
+    if b is not None and not (b >= 1 and (n is None or b <= n)):
+        raise ConfigError(f"train.batch_size: must be in 1..data.n={n} (or null: full batch), got {b}")
+
+
 def _check_beyond_full_batch(cfg: Config) -> None:
     """Mini-batch (train.batch_size, train.sampling, train.sampling_runs), scheduled eta and the
-    linearised prediction (theory.linearized, theory.mc_runs): values, and combinations not supported."""
+    linearised prediction (theory.linearized, theory.mc_runs): values, and combinations not supported.
+    train.sampling and theory.mc_runs apply to mini-batch runs only (filled there: replacement, 2000)."""
     t, th = cfg.train, cfg.theory
-    _allowed("train.sampling", t.sampling, ("replacement", "shuffle"))
-    if t.batch_size is not None and not 1 <= t.batch_size <= cfg.data.n:
-        raise ConfigError(
-            f"train.batch_size: must be in 1..data.n={cfg.data.n} (or null: full batch), got {t.batch_size}"
-        )
+    if t.batch_size is None:
+        for key, value in (("train.sampling", t.sampling), ("theory.mc_runs", th.mc_runs)):
+            if value is not None:
+                raise ConfigError(
+                    f"{key}: applies to mini-batch runs only (got {value!r} with full-batch training); "
+                    "set train.batch_size or leave it out"
+                )
+    else:
+        t.sampling = t.sampling or "replacement"
+        th.mc_runs = 2000 if th.mc_runs is None else th.mc_runs
+        _allowed("train.sampling", t.sampling, ("replacement", "shuffle"))
+    check_batch_size(cfg)
     if t.sampling_runs < 1:
         raise ConfigError(f"train.sampling_runs: must be >= 1, got {t.sampling_runs}")
     if t.sampling_runs > 1 and t.batch_size is None:
@@ -569,7 +611,7 @@ def _check_beyond_full_batch(cfg: Config) -> None:
             "identical; set train.batch_size or leave sampling_runs at 1"
         )
     _allowed("theory.linearized", th.linearized, ("auto", "always", "never"))
-    if th.mc_runs < 2:
+    if th.mc_runs is not None and th.mc_runs < 2:
         raise ConfigError(f"theory.mc_runs: must be >= 2, got {th.mc_runs}")
     for i, o in enumerate(cfg.optimizers):
         if isinstance(o.eta, dict):
@@ -620,7 +662,16 @@ def apply_override(raw: dict, assignment: str) -> dict:
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.steps=500")
     key, text = assignment.split("=", 1)
-    value = yaml.safe_load(text)
+    if not key.strip():
+        raise ConfigError(f"--set {assignment!r}: the key before '=' is empty, e.g. train.steps=500")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(
+            f"--set {assignment!r}: the value {text!r} is not YAML ({problem}); quote a string or "
+            "write a number, a list [a, b] or a mapping {k: v}"
+        ) from None
     node = raw
     parts = key.split(".")
     for depth, part in enumerate(parts):

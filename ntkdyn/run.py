@@ -14,8 +14,8 @@ import platform
 import sys
 import time
 
+from ntkdyn import checks, results
 from ntkdyn import config as config_mod
-from ntkdyn import results
 
 HELP_EPILOG = """\
 config keys (README "Config keys"; each section's keys on the lines below it):
@@ -291,7 +291,7 @@ def read_config(args: argparse.Namespace) -> tuple[dict, config_mod.Config | Non
         from ntkdyn import sweep
 
         return raw, None, sweep.expand(raw)
-    return raw, config_mod.from_dict(raw), None
+    return raw, checks.check_files(config_mod.from_dict(raw)), None
 
 
 def check_memory(cfg: config_mod.Config | None, points: list | None) -> int:
@@ -320,6 +320,7 @@ def main(argv=None) -> int:
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     try:
         raw, cfg, points = read_config(args)
+        checks.check_out_folder(args.out or "results", "--out")
     except config_mod.ConfigError as exc:
         print(f"ntkdyn: bad config: {exc}", file=sys.stderr)
         return 2
