@@ -537,7 +537,7 @@ def _check_optimizer(key: str, o: OptimizerConfig, spec: optimizers.OptimizerSpe
             raise ConfigError(f"{key}.eta: {exc}") from None
     elif o.eta is not None and not (o.eta > 0 and math.isfinite(o.eta)):
         raise ConfigError(
-            f"{key}.eta: must be a finite number > 0 (or a schedule, or {{per_lambda_max: p}}), got {o.eta}"
+            f"{key}.eta: must be > 0 and finite (or a schedule, or {{per_lambda_max: p}}), got {o.eta}"
         )
     takes = "eta" + "".join(f", {h}" for h in spec.hyper)
     for hp in ("beta", "r"):

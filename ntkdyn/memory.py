@@ -3,9 +3,8 @@
 ``check(cfg, runs)`` raises ``TooLarge`` (a ``ConfigError``, so a ValueError) when the estimate
 exceeds the memory this process can use, so ``--set model.width=2000000000`` stops at once with
 both numbers instead of an allocation error deep inside XLA. The estimate is an upper-side count
-of the large arrays,
-in bytes (s = bytes per training float, P = trained parameters, H = hidden units per input, R =
-runs trained together, n = inputs, T = recorded steps, S = kernel snapshots):
+of the large arrays, in bytes (s = bytes per training float, P = trained parameters, H = hidden
+units per input, R = runs trained together, n = inputs, T = recorded steps, S = kernel snapshots):
 
   training     R * P * s * (8 + S)    params, new params, gradient, update, 2 optimizer states
                                       (old and new), S snapshots
