@@ -20,6 +20,7 @@ from ntkdyn import config as config_mod
 HELP_EPILOG = """\
 config keys (README "Config keys"; each section's keys on the lines below it):
   name, seed, dtype    run name; data and initialisation seed; float32 | float64 (training; theory float64)
+  notes              written by ntkdyn into config.yaml: what validation changed (clipped step lists)
   data:
     source             sphere | digits | npz | mnist (files you have; nothing is downloaded)
     n, d               points (default 64; npz: all; mnist: 600); input dimension (sphere)
