@@ -25,8 +25,6 @@ from ntkdyn import data as data_mod
 from ntkdyn import memory
 from ntkdyn.config import Config, ConfigError, check_batch_size
 
-PROBE_POINTS = 4  # points of X in the forward pass that checks a model before any kernel
-
 
 class InputError(ConfigError):
     """Bad input given to an entry point (arrays, a model, a folder): the message names it."""
@@ -77,9 +75,9 @@ def check_inputs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The training set (X, y), the held-out set (X_test, y_test) if any, and the model before any
     kernel is computed: shapes (X (n, d) with n, d >= 1; y (n,)), finite numbers, the held-out X of
-    the same d, and one forward pass of the model on the first ``PROBE_POINTS`` points of X (in the
-    config's dtype): it must run (an input dimension the model does not take, or params missing a
-    key the model reads, fail here) and give one finite output per point.
+    the same d, and one forward pass of the model on X (in the config's dtype; the pass that gives
+    f(X; theta_0), no kernel): it must run (an input dimension the model does not take, or params
+    missing a key the model reads, fail here) and give one finite output per point.
 
     Args:
         cfg: the validated config (its dtype); X, y: the training set; X_test, y_test: the held-out
@@ -106,12 +104,12 @@ def check_inputs(
 
 
 def _probe_model(cfg: Config, built, X: np.ndarray) -> None:
-    """One forward pass on a few points: it runs and gives one finite number per point."""
+    """One forward pass on X: it runs and gives one finite number per point."""
     import jax
     import jax.numpy as jnp
 
     model, params, consts = built
-    k = min(PROBE_POINTS, X.shape[0])
+    k = X.shape[0]
     with jax.enable_x64(True):
         dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
         try:
@@ -121,11 +119,12 @@ def _probe_model(cfg: Config, built, X: np.ndarray) -> None:
                 f"model: the model reads params[{exc.args[0]!r}], which the params do not have "
                 f"(their keys: {_keys(params)})"
             ) from None
+        except ValueError as exc:  # ntkdyn's model wrappers name the problem (e.g. the output shape)
+            raise InputError(f"model: {_first_line(exc)}") from None
         except Exception as exc:  # noqa: BLE001 - any failure of the user's apply_fn, named here
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise InputError(
                 f"model: a forward pass on {k} points of X (d={X.shape[1]}) failed ({type(exc).__name__}: "
-                f"{first[:200]}); does the model take inputs of dimension {X.shape[1]}?"
+                f"{_first_line(exc)[:200]}); does the model take inputs of dimension {X.shape[1]}?"
             ) from None
     if out.size != k:
         raise InputError(
@@ -133,9 +132,14 @@ def _probe_model(cfg: Config, built, X: np.ndarray) -> None:
         )
     if not np.all(np.isfinite(out)):
         raise InputError(
-            f"model: its outputs at initialisation are not finite ({out.reshape(-1)[:k].tolist()} on the "
-            "first points of X); check the parameters and the model"
+            f"model: its outputs at initialisation are not finite ({int(np.sum(~np.isfinite(out)))} of {k} "
+            "points of X); check the parameters and the model"
         )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _keys(params) -> str:

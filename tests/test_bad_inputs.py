@@ -221,7 +221,7 @@ def test_python_memory_check_names_width():
 
 
 def test_python_X_of_the_wrong_dimension():
-    with pytest.raises(ValueError, match=r"model: a forward pass on 4 points of X \(d=5\) failed") as info:
+    with pytest.raises(ValueError, match=r"model: a forward pass on 6 points of X \(d=5\) failed") as info:
         ntkdyn.run_study(PY_CFG, model=_linear_model(d=3), data=(X5, Y6))
     assert isinstance(info.value, ntkdyn.ConfigError)
 
