@@ -349,6 +349,7 @@ def run_single(cfg: config_mod.Config, args: argparse.Namespace, say, t_start: f
     try:  # input files are read before anything is written or computed
         data = pipeline.load_data(cfg)
         built = pipeline.build_model(cfg, data[0].shape[1])
+        checks.check_inputs(cfg, *data, built=built)
     except ValueError as exc:
         print(f"ntkdyn: bad input: {exc}", file=sys.stderr)
         return 2

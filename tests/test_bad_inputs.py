@@ -195,6 +195,13 @@ def test_cli_keys_that_do_not_apply_are_refused(tmp_path, change, key, allowed):
     assert not (tmp_path / "out").exists(), line
 
 
+def test_cli_model_with_nan_outputs(tmp_path):
+    """model.init_params whose weights are NaN: named before any folder is written or kernel computed."""
+    path = _npz(tmp_path / "w.npz", W=np.full((16, 3), np.nan), a=np.ones(16))
+    _one_line(_cli(tmp_path, _tiny(model={"init_params": path})), "model:", "not finite")
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_memory(tmp_path):
     _one_line(_cli(tmp_path, _tiny(), "--set", "model.width=2000000000"), "model.width", "GB")
 
