@@ -120,8 +120,8 @@ class TrainConfig:
 class TheoryConfig:
     kernel: str = "H0"  # H0 | Hinf
     diffrax: bool = True
-    rtol: float = 1e-10
-    atol: float = 1e-12
+    rtol: float | None = None  # with diffrax (default 1e-10)
+    atol: float | None = None  # with diffrax (default 1e-12)
     # train the network's linearisation too: auto (optimizers without a recurrence) | always | never
     linearized: str = "auto"
     mc_runs: int | None = (
@@ -342,6 +342,14 @@ def _check_data(d: DataConfig) -> None:
         raise
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if src.default_normalize is None:
+        if d.normalize is not None:
+            takes = [f"data.source {n}" for n, s in data_mod.SOURCES.items() if s.default_normalize]
+            raise ConfigError(
+                f"data.normalize: does not apply to data.source {d.source!r} (its points are not "
+                f"normalised; got {d.normalize!r}); data.normalize is for {', '.join(takes)}; leave it out"
+            )
+        return
     if d.normalize is None:
         d.normalize = src.default_normalize
     _allowed("data.normalize", d.normalize, data_mod.NORMALIZE)
@@ -427,6 +435,18 @@ def _check_theory_and_rates(cfg: Config) -> None:
             f"theory.kernel: 'Hinf' is defined for model.name 'paper' and 'mlp' only "
             f"(got {m.name!r}); use 'H0'"
         )
+    th = cfg.theory
+    for key, default in (("rtol", 1e-10), ("atol", 1e-12)):
+        value = getattr(th, key)
+        if not th.diffrax and value is not None:
+            raise ConfigError(
+                f"theory.{key}: applies with theory.diffrax true only (got {value!r} with diffrax false); "
+                "set theory.diffrax or leave it out"
+            )
+        if th.diffrax:
+            setattr(th, key, default if value is None else value)
+            if not getattr(th, key) > 0:
+                raise ConfigError(f"theory.{key}: must be > 0, got {getattr(th, key)}")
     w = cfg.rates.window
     if len(w) != 2 or not 0 <= w[0] < w[1]:
         raise ConfigError(f"rates.window: expected [start, end] with 0 <= start < end, got {w}")

@@ -186,6 +186,8 @@ NOT_APPLYING = [
     ({"model": {"name": "paper", "W_std": 1.0}}, "model.W_std", "model.name mlp"),
     ({"model": {"name": "paper", "kwargs": {"a": 1}}}, "model.kwargs", "model.name flax"),
     ({"rates": {"window": [0.1, 5]}}, "rates.window", "mixes a fraction and a step"),
+    ({"data": {"normalize": "standardize"}}, "data.normalize", "data.source digits"),
+    ({"theory": {"rtol": 1e-6}}, "theory.rtol", "theory.diffrax true"),
 ]
 
 

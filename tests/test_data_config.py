@@ -471,7 +471,7 @@ def test_mnist_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="data.path: not found"):
         _resolved(_with(data={"source": "mnist", "path": str(tmp_path / "nowhere")}))
     with pytest.raises(ConfigError, match="data.normalize: 'pixels' is for image sources"):
-        _resolved(_with(data={"source": "sphere", "normalize": "pixels"}))
+        config.from_dict(_with(data={"source": "npz", "path": "x.npz", "normalize": "pixels"}))
     lonely = tmp_path / "lonely"
     lonely.mkdir()
     _write_idx(lonely / "t10k-images-idx3-ubyte", np.zeros((2, 28, 28)))
@@ -658,6 +658,9 @@ NOT_APPLYING = [
     ({"theory": {"mc_runs": 10}}, "theory.mc_runs: applies to mini-batch runs only"),
     ({"train": {"sampling_runs": 2}}, "train.sampling_runs: 2 runs of full-batch training are identical"),
     ({"rates": {"window": [0.1, 5]}}, r"rates.window: \[0.1, 5.0\] mixes a fraction and a step"),
+    ({"data": {"normalize": "unit"}}, "data.normalize: does not apply to data.source 'sphere'"),
+    ({"theory": {"diffrax": False, "rtol": 1e-8}}, "theory.rtol: applies with theory.diffrax true only"),
+    ({"theory": {"diffrax": False, "atol": 1e-8}}, "theory.atol: applies with theory.diffrax true only"),
     ({"rates": {"window": [10, 50.5]}}, "rates.window: .* mixes a fraction and a step"),
 ]
 
@@ -675,6 +678,9 @@ def test_applicable_keys_are_filled_and_others_left_null():
     assert (t.sampling, cfg.theory.mc_runs) == ("replacement", 2000)
     full = config.from_dict(_with())
     assert (full.train.sampling, full.theory.mc_runs, full.model.depth) == (None, None, None)
+    assert (full.theory.rtol, full.theory.atol, full.data.normalize) == (1e-10, 1e-12, None)
+    quiet = config.from_dict(_with(theory={"diffrax": False}))
+    assert (quiet.theory.rtol, quiet.theory.atol) == (None, None)
     assert config.from_dict(_with(rates={"window": [100, 500]})).rates.window == [100, 500]
     assert config.from_dict(_with(rates={"window": [0, 0.5]})).rates.window == [0, 0.5]
 

@@ -31,7 +31,8 @@ class Source:
             refused when set (``data.source``, ``n``, ``normalize`` and ``test`` apply to all).
         defaults: values filled into unset applicable keys (e.g. sphere's d = 16).
         default_n: data.n when unset; None: every point of data.path (filled by ``check``).
-        default_normalize: data.normalize when unset.
+        default_normalize: data.normalize when unset; None: the source takes no data.normalize
+            (its points are not normalised: sphere's lie on the unit sphere).
         pixel_max: the largest pixel intensity of an image source (``normalize: pixels`` divides by
             it), None for sources that are not images.
         validate: value checks of the data section that read no file (raise ValueError naming the
@@ -53,7 +54,7 @@ class Source:
     check: Callable[[DataConfig], None]
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     default_n: int | None = None
-    default_normalize: str = "unit"
+    default_normalize: str | None = "unit"
     pixel_max: float | None = None
     refusals: Mapping[str, str] = dataclasses.field(default_factory=dict)
 

@@ -129,6 +129,7 @@ SOURCE = Source(
     keys=("d", "target", "noise", "teacher_width"),
     defaults={"d": 16, "target": "teacher", "noise": 0.0},
     default_n=64,
+    default_normalize=None,  # the points lie on the unit sphere
     load=_load,
     load_held_out=_load_held_out,
     input_dim=lambda d: int(d.d),
