@@ -752,3 +752,10 @@ def test_eta_per_lambda_max():
     ):
         with pytest.raises(ConfigError, match=message):
             config.from_dict(_with(optimizers=[{"name": "gd", "eta": bad}]))
+
+
+def test_mnist_npz_with_string_labels_names_key_and_file(tmp_path):
+    path = tmp_path / "m.npz"
+    np.savez(path, x_train=np.zeros((3, 28, 28), np.uint8), y_train=np.array(["1", "2", "3"]))
+    with pytest.raises(ConfigError, match=r"data.path: y_train of .*m.npz holds strings"):
+        _resolved(_with(data={"source": "mnist", "path": str(path), "n": 2}))

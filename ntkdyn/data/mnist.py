@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ntkdyn.data._base import Source, as_test_path, normalise, npz_header, npz_rows
+from ntkdyn.data._base import Source, as_test_path, check_numeric, normalise, npz_header, npz_rows
 
 if TYPE_CHECKING:
     from ntkdyn.config import DataConfig
@@ -159,8 +159,12 @@ def mnist_test(path: str, n: int, n_test: int | None, test_path: str | None, nor
 
 
 def image_dim(path: str) -> int:
-    """Pixels per image behind ``data.path`` (784 for MNIST), from the headers."""
+    """Pixels per image behind ``data.path`` (784 for MNIST), from the headers; an .npz's images and
+    labels must be numbers."""
     images, labels = mnist_files(path)
+    if labels is None:
+        for key in MNIST_NPZ_KEYS:
+            check_numeric(images, key, npz_header(images, key)[1])
     shape = npz_header(images, MNIST_NPZ_KEYS[0])[0] if labels is None else idx_shape(images)
     return int(np.prod(shape[1:], dtype=np.int64))
 
@@ -188,6 +192,7 @@ def _check(d: DataConfig) -> None:
     if not os.path.exists(d.path):
         raise ValueError(f"data.path: not found: {d.path}")
     count = mnist_length(d.path)
+    image_dim(d.path)  # an .npz's arrays are numbers
     if d.n > count:
         raise ValueError(f"data.n: {d.n} is more than the {count} points in data.path {d.path}")
     t = d.test
