@@ -1,282 +1,34 @@
-"""Run configuration: typed sections, YAML in and out, ``--set`` overrides, validation.
-
-Every problem is reported before any compute as one ``ConfigError`` line naming the key, the
-bad value and what is allowed. This module reads no data file: the checks that need files (their
-existence, shapes and sizes; data.n of an .npz) are the data source's (``ntkdyn.data.check``), run
-by the entry points through ``ntkdyn.checks.check_files`` before any compute.
+"""Value checks of a parsed config, section by section, and the defaults that depend on other keys.
 
 Keys that do not apply are refused, not recorded as if used: each data source declares its
-``data.<key>`` (``ntkdyn.data.SOURCES``), each model its ``model.<key>`` (``MODEL_KEYS``), and the
-mini-batch keys (train.sampling, theory.mc_runs) need train.batch_size. Such keys default to
-null; validation fills the default where the key applies and leaves null where it does not.
+``data.<key>`` (``ntkdyn.data.SOURCES``), each model its ``model.<key>`` (``schema.MODEL_KEYS``),
+the mini-batch keys (train.sampling, theory.mc_runs) need train.batch_size and theory.rtol / atol
+need theory.diffrax. Such keys default to null; validation fills the default where the key
+applies and leaves null where it does not. No file is read here (``ntkdyn.checks.check_files``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
-import types
-import typing
-from typing import Any
 
 import numpy as np
-import yaml
 
 from ntkdyn import data as data_mod
 from ntkdyn import models, optimizers, schedules
+from ntkdyn.config.schema import (
+    MODEL_DEFAULTS,
+    MODEL_KEYS,
+    Config,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    OptimizerConfig,
+    RelativeStep,
+    number_from_text,
+)
 
-
-class ConfigError(ValueError):
-    """A bad configuration: the message names the key and what is allowed."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RelativeStep:
-    """A step size relative to the spectrum: eta = per_lambda_max / lambda_max, with lambda_max the
-    largest eigenvalue of K = c H, the kernel the predictions use (theory.kernel; c the loss scale),
-    so that eta * lambda_max = per_lambda_max (GD is stable for per_lambda_max < 2). Written
-    ``eta: {per_lambda_max: 1.0}``; resolved to a number at setup time by ``resolve_eta``."""
-
-    per_lambda_max: float
-
-
-def resolve_eta(value, lam_max: float):
-    """The step size a run uses: ``RelativeStep(p)`` -> p / lam_max (lam_max > 0: the largest
-    eigenvalue of K = c H the predictions use, ``Setup.lam[-1]``); a number or a schedule object is
-    returned unchanged.
-
-    Raises:
-        ConfigError: lam_max not finite and > 0 (no step relative to it exists).
-    """
-    if not isinstance(value, RelativeStep):
-        return value
-    if not (math.isfinite(lam_max) and lam_max > 0):
-        raise ConfigError(
-            f"eta: {{per_lambda_max: {value.per_lambda_max}}} needs the kernel's lambda_max > 0, "
-            f"got {lam_max}"
-        )
-    return float(value.per_lambda_max) / float(lam_max)
-
-
-@dataclasses.dataclass
-class DataConfig:
-    source: str = "sphere"  # sphere | digits | npz | mnist (ntkdyn.data.SOURCES)
-    n: int | None = (
-        None  # default: sphere, digits 64; npz all its points; mnist 600 (the released notebook's)
-    )
-    d: int | None = None  # sphere only (default 16)
-    target: str | None = (
-        None  # sphere: gaussian|teacher (default)|smooth; digits: pm1|label; mnist: label (default)
-    )
-    noise: float | None = None  # sphere only (default 0)
-    teacher_width: int | None = None  # sphere with target teacher only (default 64)
-    classes: list[int] | None = None  # digits
-    normalize: str | None = None  # unit | standardize | none | pixels (digits /16, mnist /255); default:
-    # mnist pixels (torchvision ToTensor, as the notebook), else unit
-    path: str | None = None  # npz: the file; mnist: the IDX images file, a folder holding them, or an .npz
-    test: HeldOutConfig | None = None  # held-out points: loss along training and its kernel prediction
-
-
-@dataclasses.dataclass
-class HeldOutConfig:
-    """data.test: held-out points (README "Config keys"). sphere: n new points of the same
-    distribution and target function (own seed stream); digits: the n images after the training
-    ones in the same random order; npz / mnist: the n points after the training ones in data.path,
-    or (with ``path``) the first n of another file (default: all of it)."""
-
-    n: int | None = None
-    path: str | None = None
-
-
-@dataclasses.dataclass
-class ModelConfig:
-    name: str = "paper"  # paper | released | mlp | flax
-    width: int | None = None  # paper, released, mlp (default 2048)
-    init_std: float | None = None  # paper: kappa (default 1); released: first-layer std (default 1/m)
-    init: str | None = None  # released only: notebook (default; bias U(-1/sqrt d, 1/sqrt d)) | gaussian_bias
-    depth: int | None = None  # mlp hidden layers (default 2)
-    W_std: float | None = None  # mlp (default sqrt 2)
-    b_std: float | None = None  # mlp (default 0)
-    loss: str | None = None  # half_sum | mse | half_mse; default: the model's own
-    module: str | None = None  # flax: 'package.module:factory', factory(key, d, **kwargs) -> nnx.Module
-    kwargs: dict | None = None
-    init_params: str | None = None  # .npz with the initial parameters
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    steps: int = 1000
-    record_every: int = 1
-    error_at: list[int] | None = None  # default [0, steps]; steps past train.steps are clipped (a note)
-    kernel_at: list[int] | None = None  # default [0, steps/4, steps/2, steps]; clipped likewise
-    divergence_factor: float = 1e6
-    batch_size: int | None = None  # mini-batch size b (default: full batch); 1..data.n
-    sampling: str | None = None  # with batch_size: replacement (default; b i.i.d. indices a step) | shuffle
-    sampling_runs: int = 1  # independent batch orders trained per optimizer (one program; same data, init)
-
-
-@dataclasses.dataclass
-class TheoryConfig:
-    kernel: str = "H0"  # H0 | Hinf
-    diffrax: bool = True
-    rtol: float | None = None  # with diffrax (default 1e-10)
-    atol: float | None = None  # with diffrax (default 1e-12)
-    # train the network's linearisation too: auto (optimizers without a recurrence) | always | never
-    linearized: str = "auto"
-    mc_runs: int | None = (
-        None  # with batch_size (default 2000): sampled batch orders of the kernel recurrence
-    )
-
-
-@dataclasses.dataclass
-class RatesConfig:
-    window: list[float] = dataclasses.field(default_factory=lambda: [0.1, 1.0])
-    stall_factor: float = 1.01
-
-
-@dataclasses.dataclass
-class OptimizerConfig:
-    name: str
-    # a number, an optax schedule {schedule: NAME, **its arguments} (ntkdyn.schedules) or a step
-    # relative to the spectrum {per_lambda_max: p} (RelativeStep); required unless the optimizer sets
-    # it from the spectrum (hb_polyak)
-    eta: float | dict | RelativeStep | None = None
-    label: str | None = None
-    beta: float | None = None
-    r: float | None = None
-    kwargs: dict | None = None  # extra arguments of an optax optimizer (empirical only)
-
-    def hyper(self) -> dict:
-        h = {"eta": schedules.from_config(self.eta) if isinstance(self.eta, dict) else self.eta}
-        for key in ("beta", "r"):
-            if getattr(self, key) is not None:
-                h[key] = getattr(self, key)
-        return {**h, **(self.kwargs or {})}
-
-
-@dataclasses.dataclass
-class ControlConfig:
-    """``control:`` section (``ntkdyn.control``): per-mode linear systems, transfer functions, maps."""
-
-    labels: list[str] | None = None  # optimizer labels analysed (default: every one with a recurrence)
-    extra: list[OptimizerConfig] | None = None  # analysed, not trained (e.g. implicit_gd: recurrence only)
-    band: float = 0.02  # settling band
-    max_iters: int = 100000  # settling is certified within this many iterations, else reported null
-    step_steps: int = 200  # step-response plot length
-    map_optimizers: list[str] = dataclasses.field(default_factory=lambda: ["hb"])  # (eta, beta) maps
-    map_eta: list[float] = dataclasses.field(default_factory=lambda: [0.1, 8.0])  # eta * lambda_max, log grid
-    map_beta: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.95])
-    map_grid: list[int] = dataclasses.field(default_factory=lambda: [16, 12])  # [n_eta, n_beta]
-    map_steps: int = 100  # training steps per map cell (0: predicted map only)
-    map_dtype: str = "float32"  # training dtype of the map cells
-    locus: str = "beta"  # root locus parameter where the optimizer takes it: beta | eta
-    locus_points: int = 200
-    sweep_optimizer: str = "nag_c"  # eta sweep: low- vs high-resolution ODE against training
-    sweep_etas: list[float] = dataclasses.field(default_factory=list)
-    sweep_time: float = 200.0  # ODE time of each sweep run (steps = sweep_time / time_step)
-
-
-@dataclasses.dataclass
-class Config:
-    optimizers: list[OptimizerConfig]
-    name: str = "run"
-    seed: int = 0
-    dtype: str = "float32"
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    theory: TheoryConfig = dataclasses.field(default_factory=TheoryConfig)
-    rates: RatesConfig = dataclasses.field(default_factory=RatesConfig)
-    control: ControlConfig | None = None
-    # what validation changed (e.g. clipped step lists); derived, never read from a file
-    notes: list[str] = dataclasses.field(default_factory=list, metadata={"derived": True})
-
-
-MODEL_KEYS = {  # model.<key>s that apply per model.name, besides name, loss and init_params
-    "paper": ("width", "init_std"),
-    "released": ("width", "init_std", "init"),
-    "mlp": ("width", "depth", "W_std", "b_std"),
-    "flax": ("module", "kwargs"),
-}
-MODEL_DEFAULTS = {"width": 2048, "depth": 2, "W_std": math.sqrt(2.0), "b_std": 0.0}
-
-
-# --------------------------------------------------------------------------- parsing
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
-
-
-def _coerce(value: Any, tp, key: str):
-    """Check ``value`` against the annotation ``tp``; build nested dataclasses."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        if isinstance(value, dict) and dict in inner:  # e.g. eta: a number or a schedule mapping
-            return value
-        return _coerce(value, inner[0], key)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return _build(tp, value, key + ".")
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list of {_type_name(item)}, got {value!r}")
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp in (float, int) and isinstance(value, str):
-        value = _number_from_text(
-            value, key, "an integer" if tp is int else "a number"
-        )  # PyYAML reads 1e-3 (no dot) as a string
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if not math.isfinite(value) and not (key in INFINITE_OK and value == math.inf):
-            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not (
-            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-        ):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return int(value)
-    if tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return value
-    if not isinstance(value, tp):
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    return value
-
-
-INFINITE_OK = ("train.divergence_factor",)  # float keys where +inf means "never"
-
-
-def _number_from_text(text: str, key: str, expected: str):
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigError(f"{key}: expected {expected}, got {text!r}") from None
-
-
-def _build(cls, raw: dict, prefix: str = ""):
-    hints = typing.get_type_hints(cls, globalns=globals())
-    fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("derived")]
-    names = [f.name for f in fields]
-    derived = {f.name for f in dataclasses.fields(cls)} - set(names)
-    for key in raw:
-        if key not in names and key not in derived:  # derived keys (config.yaml's notes) are re-derived
-            raise ConfigError(f"unknown key '{prefix}{key}'; allowed: {', '.join(names)}")
-    kwargs = {}
-    for f in fields:
-        if f.name in raw:
-            kwargs[f.name] = _coerce(raw[f.name], hints[f.name], prefix + f.name)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing key '{prefix}{f.name}'")
-    return cls(**kwargs)
+_number_from_text = number_from_text
 
 
 def _allowed(key: str, value, allowed) -> None:
@@ -658,69 +410,3 @@ def _check_beyond_full_batch(cfg: Config) -> None:
                 f"control: the control view is full-batch with a constant eta; remove {what} "
                 "or the control: section"
             )
-
-
-def from_dict(raw: dict) -> Config:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config: expected a mapping at the top level, got {type(raw).__name__}")
-    return validate(_build(Config, raw))
-
-
-def load_raw(path: str) -> dict:
-    try:
-        with open(path) as fh:
-            raw = yaml.safe_load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    return raw if raw is not None else {}
-
-
-def apply_override(raw: dict, assignment: str) -> dict:
-    """'a.b=value' (value parsed as YAML; list items by index: 'optimizers.0.eta=0.1')."""
-    if "=" not in assignment:
-        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.steps=500")
-    key, text = assignment.split("=", 1)
-    if not key.strip():
-        raise ConfigError(f"--set {assignment!r}: the key before '=' is empty, e.g. train.steps=500")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise ConfigError(
-            f"--set {assignment!r}: the value {text!r} is not YAML ({problem}); quote a string or "
-            "write a number, a list [a, b] or a mapping {k: v}"
-        ) from None
-    node = raw
-    parts = key.split(".")
-    for depth, part in enumerate(parts):
-        last = depth == len(parts) - 1
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"--set {key}: {part!r} is not an index of a list of length {len(node)}")
-            part = int(part)
-        elif not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: {'.'.join(parts[:depth])} is not a mapping")
-        if last:
-            node[part] = value
-        else:
-            if isinstance(node, dict) and part not in node:
-                node[part] = {}
-            node = node[part]
-    return raw
-
-
-def load(path: str, overrides: list[str] = ()) -> Config:
-    raw = load_raw(path)
-    for assignment in overrides:
-        raw = apply_override(raw, assignment)
-    return from_dict(raw)
-
-
-def to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
-
-
-def dump(cfg: Config) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
