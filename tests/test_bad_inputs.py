@@ -331,3 +331,28 @@ def test_cli_python_dash_m_ntkdyn_runs_the_cli(tmp_path):
         [sys.executable, "-m", "ntkdyn", str(path)], capture_output=True, text=True, env=env, timeout=120
     )
     _one_line(r, "seed")
+
+
+# --------------------------------------------------------------------------- checks.py directly
+def test_check_out_folder_accepts_new_and_writable_folders_and_leaves_nothing(tmp_path):
+    from ntkdyn import checks
+
+    checks.check_out_folder(str(tmp_path))  # an existing writable folder
+    checks.check_out_folder(str(tmp_path / "a" / "b"), "out")  # to be made under a writable one
+    assert sorted(os.listdir(tmp_path)) == []  # the probe is removed, nothing is made
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(checks.InputError, match="out: .*/f is a file, so the folder .* cannot be made"):
+        checks.check_out_folder(str(tmp_path / "f" / "run"), "out")
+
+
+def test_check_group_and_memory_name_what_differs():
+    from ntkdyn import checks, config, memory
+
+    cfgs = [config.from_dict({**PY_CFG, "model": {"name": "paper", "width": 8}}) for _ in range(2)]
+    checks.check_group(cfgs)  # equal shapes
+    cfgs[1].train.steps = 8
+    with pytest.raises(checks.InputError, match=r"configs\[1\]: train is .*'steps': 8"):
+        checks.check_group(cfgs)
+    est = checks.check_memory(cfgs[0], 3, X5, {"w": np.ones(5)})
+    assert (est.n, est.d, est.params, est.runs) == (6, 5, 5, 3)  # n, d of X; P of the given params
+    assert issubclass(memory.TooLarge, ntkdyn.ConfigError)
