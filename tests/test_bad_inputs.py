@@ -33,9 +33,11 @@ TINY = {
 
 
 def _tiny(**sections):
+    """TINY with sections merged in (``data`` of another source replaces TINY's data section)."""
     raw = copy.deepcopy(TINY)
     for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+        other_source = key == "data" and value.get("source", "sphere") != "sphere"
+        if isinstance(value, dict) and isinstance(raw.get(key), dict) and not other_source:
             raw[key] = {**raw[key], **value}
         else:
             raw[key] = value
@@ -134,7 +136,7 @@ def test_cli_set_value_not_yaml(tmp_path):
 def test_cli_npz_with_empty_X_and_y(tmp_path):
     path = _npz(tmp_path / "empty.npz", X=np.zeros((0, 3)), y=np.zeros(0))
     _one_line(
-        _cli(tmp_path, _tiny(data={"source": "npz", "path": path, "n": None, "d": None})),
+        _cli(tmp_path, _tiny(data={"source": "npz", "path": path})),
         "data.path",
         "no points",
     )
@@ -144,7 +146,7 @@ def test_cli_npz_with_empty_X_and_y(tmp_path):
 def test_cli_held_out_file_of_another_dimension(tmp_path):
     train = _npz(tmp_path / "a.npz", X=np.ones((6, 3)), y=np.zeros(6))
     other = _npz(tmp_path / "b.npz", X=np.ones((4, 5)), y=np.zeros(4))
-    raw = _tiny(data={"source": "npz", "path": train, "n": None, "d": None, "test": {"path": other}})
+    raw = _tiny(data={"source": "npz", "path": train, "test": {"path": other}})
     _one_line(_cli(tmp_path, raw), "data.test.path", "d=5")
 
 
@@ -160,9 +162,7 @@ def test_cli_eta_not_finite(tmp_path, value):
 
 def test_cli_string_targets_name_key_and_file(tmp_path):
     path = _npz(tmp_path / "s.npz", X=np.ones((6, 3)), y=np.array(["a", "b", "c", "a", "b", "c"]))
-    line = _one_line(
-        _cli(tmp_path, _tiny(data={"source": "npz", "path": path, "n": None, "d": None})), "y of"
-    )
+    line = _one_line(_cli(tmp_path, _tiny(data={"source": "npz", "path": path})), "y of")
     assert "s.npz" in line and "data.path" in line and "strings" in line
 
 
@@ -173,7 +173,7 @@ def test_cli_negative_seed(tmp_path):
 NOT_APPLYING = [
     ({"data": {"source": "digits", "target": "pm1", "d": 5}}, "data.d", "data.source sphere"),
     (
-        {"data": {"source": "digits", "target": "pm1", "d": None, "noise": 0.1}},
+        {"data": {"source": "digits", "target": "pm1", "noise": 0.1}},
         "data.noise",
         "data.source sphere",
     ),
