@@ -1,10 +1,10 @@
 """Memory a run needs, estimated from its config before anything is built or computed.
 
-``check(cfg, runs)`` raises ``TooLarge`` (a ValueError) when the estimate exceeds the memory this
-process can use, so ``--set model.width=2000000000`` stops at once with both numbers instead of
-an allocation error deep inside XLA. The estimate is an upper-side count of the large arrays,
-in bytes (s = bytes per training float, P = trained parameters, H = hidden units per input, R =
-runs trained together, n = inputs, T = recorded steps, S = kernel snapshots):
+``check(cfg, runs)`` raises ``TooLarge`` (a ``ConfigError``, so a ValueError) when the estimate
+exceeds the memory this process can use, so ``--set model.width=2000000000`` stops at once with
+both numbers instead of an allocation error deep inside XLA. The estimate is an upper-side count
+of the large arrays, in bytes (s = bytes per training float, P = trained parameters, H = hidden
+units per input, R = runs trained together, n = inputs, T = recorded steps, S = kernel snapshots):
 
   training     R * P * s * (8 + S)    params, new params, gradient, update, 2 optimizer states
                                       (old and new), S snapshots
@@ -15,7 +15,8 @@ runs trained together, n = inputs, T = recorded steps, S = kernel snapshots):
 
 The limit is the host's available memory (``MemAvailable``), and on an accelerator also its
 memory (``bytes_limit``) for the training and kernel parts. User flax modules count their
-parameters exactly (``nnx.eval_shape``) and their activations as H = P / d (one hidden layer).
+parameters exactly (``nnx.eval_shape``) and their activations as H = P / d (one hidden layer);
+so do models given from Python (``params=``: their parameters counted leaf by leaf).
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ import os
 
 import numpy as np
 
-from ntkdyn.config import Config
+from ntkdyn import data as data_mod
+from ntkdyn.config import Config, ConfigError
 
 GB = 1e9
 
 
-class TooLarge(ValueError):
+class TooLarge(ConfigError):
     """The estimated memory of a run exceeds the limit (the message gives both)."""
 
 
@@ -54,29 +56,20 @@ class Estimate:
 
 
 def input_dim(cfg: Config) -> int:
-    """d of the inputs, read without loading the data (npz: the array header only)."""
-    src = cfg.data.source
-    if src == "sphere":
-        return int(cfg.data.d)
-    if src == "digits":
-        return 64
-    if src == "mnist":
-        return 784
+    """d of the inputs, read without loading the data (``ntkdyn.data.input_dim``: the source's)."""
     try:
-        with np.load(cfg.data.path) as z:
-            shape = z["X"].shape
-    except (OSError, KeyError, ValueError) as exc:
-        raise ValueError(
-            f"data.path: cannot read X from {cfg.data.path!r} ({type(exc).__name__}: {exc})"
-        ) from exc
-    return int(np.prod(shape[1:]))
+        return data_mod.input_dim(cfg)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def model_size(cfg: Config, d: int) -> tuple[int, int] | None:
     """(P trained parameters, H hidden units per input) of the model in ``cfg``; None for a user
     factory that cannot be traced abstractly (e.g. it turns its key into a Python int)."""
     m = cfg.model
-    w = int(m.width)
+    w = int(m.width or 0)  # flax modules: no model.width (their factory sets their size)
     if m.name == "paper":
         return w * d, w
     if m.name == "released":
@@ -97,10 +90,21 @@ def model_size(cfg: Config, d: int) -> tuple[int, int] | None:
     return P, max(P // max(d, 1), 1)
 
 
-def estimate(cfg: Config, runs: int = 1, d: int | None = None) -> Estimate:
-    n = int(cfg.data.n)
+def params_size(params, d: int) -> tuple[int, int]:
+    """(P, H) of given parameters: P counted leaf by leaf, H = P / d (one hidden layer)."""
+    import jax
+
+    P = sum(int(np.size(x)) for x in jax.tree.leaves(params))
+    return P, max(P // max(d, 1), 1)
+
+
+def estimate(cfg: Config, runs: int = 1, d: int | None = None, params=None, n: int | None = None) -> Estimate:
+    """The estimate of the module docstring; ``d`` the input dimension (default: the data source's),
+    ``params`` the parameters of a model given from Python (default: the config's model), ``n`` the
+    number of points (default data.n)."""
+    n = int(cfg.data.n if n is None else n)
     d = input_dim(cfg) if d is None else d
-    size = model_size(cfg, d)
+    size = model_size(cfg, d) if params is None else params_size(params, d)
     note = (
         ""
         if size is not None
@@ -144,15 +148,23 @@ def device_limit() -> float | None:
 
 
 def check(
-    cfg: Config, runs: int = 1, d: int | None = None, host: float | None = None, device: float | None = None
+    cfg: Config,
+    runs: int = 1,
+    d: int | None = None,
+    host: float | None = None,
+    device: float | None = None,
+    params=None,
+    n: int | None = None,
 ) -> Estimate:
-    """``TooLarge`` unless the estimate fits; ``host``/``device`` override the measured limits."""
-    est = estimate(cfg, runs, d)
+    """``TooLarge`` unless the estimate fits; ``host``/``device`` override the measured limits;
+    ``params``, ``n``: a model and the number of points given from Python (``estimate``)."""
+    est = estimate(cfg, runs, d, params, n)
     host = host_available() if host is None else host
     device = device_limit() if device is None else device
     where = (
-        f"{est.runs} run(s) of n={est.n}, d={est.d}, {cfg.model.name} width {cfg.model.width} "
-        f"({est.params:,} parameters per run, {cfg.dtype})"
+        f"{est.runs} run(s) of n={est.n}, d={est.d}, "
+        + (f"{cfg.model.name} width {cfg.model.width} " if params is None else "the given model ")
+        + f"({est.params:,} parameters per run, {cfg.dtype})"
     )
     detail = ", ".join(f"{k} {v / GB:.3g} GB" for k, v in est.parts.items()) + est.note
     if est.total > host:

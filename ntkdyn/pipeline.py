@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntkdyn import checks, linearized, models, ntk, optimizers, rates, results, schedules, stochastic, theory
 from ntkdyn import data as data_mod
-from ntkdyn import linearized, models, ntk, optimizers, rates, results, schedules, stochastic, theory
 from ntkdyn.config import Config, OptimizerConfig
 from ntkdyn.train import TrainPlan, TrainResult, train_batch
 
@@ -66,20 +66,7 @@ def load_data(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         ValueError: a data file that does not hold data.n points or cannot be read.
     """
-    d = cfg.data
-    if d.source == "sphere":
-        return data_mod.sphere(d.n, d.d, d.target, cfg.seed, d.noise, d.teacher_width)
-    if d.source == "digits":
-        return data_mod.digits(d.n, d.classes, d.target, d.normalize, cfg.seed)
-    if d.source == "mnist":
-        return data_mod.mnist(d.path, d.n, d.normalize)
-    X, y = data_mod.from_npz(d.path, d.normalize)
-    if d.n is not None and d.n > X.shape[0]:
-        raise ValueError(f"data.n: {d.n} is more than the {X.shape[0]} points in data.path {d.path}")
-    if d.n is not None and d.n < X.shape[0]:
-        idx = data_mod.random_rows(X.shape[0], cfg.seed)[: d.n]
-        X, y = X[idx], y[idx]
-    return X, y
+    return data_mod.load(cfg)
 
 
 def load_test_data(cfg: Config) -> tuple[np.ndarray, np.ndarray] | None:
@@ -95,16 +82,7 @@ def load_test_data(cfg: Config) -> tuple[np.ndarray, np.ndarray] | None:
     Raises:
         ValueError: a data file that does not hold the points asked for.
     """
-    d, t = cfg.data, cfg.data.test
-    if t is None:
-        return None
-    if d.source == "sphere":
-        return data_mod.sphere_test(d.n, d.d, d.target, cfg.seed, t.n, d.noise, d.teacher_width)
-    if d.source == "digits":
-        return data_mod.digits_test(d.n, t.n, d.classes, d.target, d.normalize, cfg.seed)
-    if d.source == "mnist":
-        return data_mod.mnist_test(d.path, d.n, t.n, t.path, d.normalize)
-    return data_mod.npz_test(d.path, d.n, cfg.seed, t.n, t.path, d.normalize)
+    return data_mod.load_held_out(cfg)
 
 
 def kernel_rtol(cfg: Config, n: int) -> float:
@@ -174,9 +152,12 @@ def _prepare(cfg: Config, data, built, test) -> Setup:
     times = {}
     t = time.perf_counter()
     X, y = data if data is not None else load_data(cfg)
+    test = test if test is not None else load_test_data(cfg)
     times["data"] = time.perf_counter() - t
     t = time.perf_counter()
+    checks.check_memory(cfg, 1, X, built[1] if built is not None else None)
     model, params, consts = built if built is not None else build_model(cfg, X.shape[1])
+    checks.check_inputs(cfg, X, y, *(test if test is not None else (None, None)), (model, params, consts))
     dtype = jax_dtype(cfg)
     Xj, yj = jnp.asarray(X, dtype), jnp.asarray(y, dtype)
     e0 = np.asarray(model.apply(params, consts, Xj) - yj, np.float64)
@@ -188,7 +169,6 @@ def _prepare(cfg: Config, data, built, test) -> Setup:
     lam, V = theory.eigen(c * (Hinf if cfg.theory.kernel == "Hinf" else H0))
     times["kernels"] = time.perf_counter() - t
     setup = Setup(X, y, model, params, consts, c, e0, H0, Hinf, lam, V, V.T @ e0, times)
-    test = test if test is not None else load_test_data(cfg)
     return setup if test is None else with_held_out(cfg, setup, *test)
 
 

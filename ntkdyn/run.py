@@ -14,12 +14,13 @@ import platform
 import sys
 import time
 
+from ntkdyn import checks, results
 from ntkdyn import config as config_mod
-from ntkdyn import results
 
 HELP_EPILOG = """\
 config keys (README "Config keys"; each section's keys on the lines below it):
   name, seed, dtype    run name; data and initialisation seed; float32 | float64 (training; theory float64)
+  notes              written by ntkdyn into config.yaml: what validation changed (clipped step lists)
   data:
     source             sphere | digits | npz | mnist (files you have; nothing is downloaded)
     n, d               points (default 64; npz: all; mnist: 600); input dimension (sphere)
@@ -291,7 +292,7 @@ def read_config(args: argparse.Namespace) -> tuple[dict, config_mod.Config | Non
         from ntkdyn import sweep
 
         return raw, None, sweep.expand(raw)
-    return raw, config_mod.from_dict(raw), None
+    return raw, checks.check_files(config_mod.from_dict(raw)), None
 
 
 def check_memory(cfg: config_mod.Config | None, points: list | None) -> int:
@@ -320,6 +321,7 @@ def main(argv=None) -> int:
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     try:
         raw, cfg, points = read_config(args)
+        checks.check_out_folder(args.out or "results", "--out")
     except config_mod.ConfigError as exc:
         print(f"ntkdyn: bad config: {exc}", file=sys.stderr)
         return 2
@@ -347,6 +349,7 @@ def run_single(cfg: config_mod.Config, args: argparse.Namespace, say, t_start: f
     try:  # input files are read before anything is written or computed
         data = pipeline.load_data(cfg)
         built = pipeline.build_model(cfg, data[0].shape[1])
+        checks.check_inputs(cfg, *data, built=built)
     except ValueError as exc:
         print(f"ntkdyn: bad input: {exc}", file=sys.stderr)
         return 2

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ntkdyn import checks, results
 from ntkdyn import config as config_mod
-from ntkdyn import results
 from ntkdyn.models import Model
 
 _TEST_TWICE = "data.test: given both in the config and as test_data=...; give it once"
@@ -37,7 +37,7 @@ def _config(
     if isinstance(config, config_mod.Config):
         if user_test and config.data.test is not None:
             raise config_mod.ConfigError(_TEST_TWICE)
-        return config_mod.validate(config)
+        return checks.check_files(config_mod.validate(config))
     if isinstance(config, (str, os.PathLike)):
         raw = config_mod.load_raw(str(config))
     elif isinstance(config, Mapping):
@@ -53,7 +53,7 @@ def _config(
             raise config_mod.ConfigError(f"{key}: given both in the config and as {key}=...; give it once")
     if user_test and isinstance(raw.get("data"), Mapping) and raw["data"].get("test") is not None:
         raise config_mod.ConfigError(_TEST_TWICE)
-    return config_mod.from_dict(raw)
+    return checks.check_files(config_mod.from_dict(raw))
 
 
 def _check_data(data, key: str = "data") -> tuple[np.ndarray, np.ndarray]:
@@ -283,6 +283,8 @@ def run_group(
     built = [_check_model(m, c) if m is not None else None for m, c in zip(models, cfgs)]
     pairs = [_check_data(d) if d is not None else None for d in data]
     test_pairs = [_check_data(t, "test_data") if t is not None else None for t in tests]
+    checks.check_group(cfgs, built, pairs)
+    checks.check_memory(cfgs[0], n, pairs[0] and pairs[0][0], built[0] and built[0][1])
     t_start = time.perf_counter()
     with jax.enable_x64(True):
         setups = [
@@ -346,6 +348,8 @@ def run_study(
     Raises:
         ConfigError / ValueError: bad config, model or data, before any training.
     """
+    if out is not None:
+        checks.check_out_folder(out, "out")
     (run,) = run_group([config], models=[model], data=[data], progress=progress, test_data=[test_data])
     if out is not None:
         run = dataclasses.replace(run, folder=out)

@@ -25,8 +25,8 @@ import re
 
 import numpy as np
 
+from ntkdyn import checks, optimizers
 from ntkdyn import config as config_mod
-from ntkdyn import optimizers
 
 ALIASES = {"width": "model.width", "n": "data.n", "d": "data.d", "steps": "train.steps"}
 OPTIMIZER_AXES = ("eta", "beta", "r")
@@ -53,17 +53,22 @@ def axis_values(key: str, spec) -> list:
                 f"'optimizers.0.eta.peak_value: [0.001, 0.01]' (one program per schedule)"
             )
         return spec
+    values = None
     if isinstance(spec, dict) and len(spec) == 1:
         ((kind, args),) = spec.items()
         try:
             if kind == "range":
-                return list(range(*[int(a) for a in args]))
-            if kind == "linspace":
-                return [float(v) for v in np.linspace(float(args[0]), float(args[1]), int(args[2]))]
-            if kind == "geom":
-                return [float(v) for v in np.geomspace(float(args[0]), float(args[1]), int(args[2]))]
-        except (TypeError, ValueError, IndexError):
-            pass
+                values = list(range(*[int(a) for a in args]))
+            elif kind == "linspace":
+                values = [float(v) for v in np.linspace(float(args[0]), float(args[1]), int(args[2]))]
+            elif kind == "geom":
+                values = [float(v) for v in np.geomspace(float(args[0]), float(args[1]), int(args[2]))]
+        except (TypeError, ValueError, IndexError, ZeroDivisionError):
+            values = None
+    if values == []:
+        raise config_mod.ConfigError(f"sweep.{key}: {spec!r} gives no values; the grid would be empty")
+    if values is not None:
+        return values
     raise config_mod.ConfigError(
         f"sweep.{key}: expected a list or one of {{range: [start, stop]}}, {{linspace: [a, b, num]}}, "
         f"{{geom: [a, b, num]}}, got {spec!r}"
@@ -91,10 +96,13 @@ def _slug(value) -> str:
 
 
 def expand(raw: dict) -> list[Run]:
-    """Every grid point of ``raw['sweep']`` as a validated Config (errors name the axis)."""
+    """Every grid point of ``raw['sweep']`` as a validated Config whose files are checked
+    (``checks.check_files``; errors name the axis and the point). An axis with no values is refused."""
     sweep = raw.get("sweep")
     if not isinstance(sweep, dict) or not sweep:
-        raise config_mod.ConfigError("sweep: expected a mapping of axis -> values")
+        raise config_mod.ConfigError(
+            f"sweep: expected a non-empty mapping of axis -> values (e.g. {{seed: [0, 1]}}), got {sweep!r}"
+        )
     base = {k: v for k, v in raw.items() if k != "sweep"}
     axes = {key: axis_values(key, spec) for key, spec in sweep.items()}
     runs = []
@@ -108,7 +116,7 @@ def expand(raw: dict) -> list[Run]:
                 except config_mod.ConfigError as exc:
                     raise config_mod.ConfigError(f"sweep.{key}: {exc}") from None
         try:
-            cfg = config_mod.from_dict(run_raw)
+            cfg = checks.check_files(config_mod.from_dict(run_raw))
         except config_mod.ConfigError as exc:
             raise config_mod.ConfigError(f"sweep point {values}: {exc}") from None
         run_id = f"{i:04d}_" + "_".join(f"{k.split('.')[-1]}={_slug(v)}" for k, v in values.items())
@@ -124,6 +132,7 @@ def shape_key(cfg: config_mod.Config) -> str:
     d = config_mod.to_dict(cfg)
     d.pop("seed")
     d.pop("name")
+    d.pop("notes", None)
     numeric = lambda k, v: k in ("beta", "r") or (k == "eta" and not isinstance(v, dict))  # noqa: E731
     d["optimizers"] = [{k: v for k, v in o.items() if not numeric(k, v)} for o in d["optimizers"]]
     return json.dumps(d, sort_keys=True, default=str)

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import yaml
 
-from ntkdyn import config, data
+from ntkdyn import checks, config, data
 from ntkdyn.config import ConfigError
+
+
+def _resolved(raw):
+    """A config as the entry points see it: parsed and validated (no file read), then the checks
+    that read files (``checks.check_files``: the data source's, data.n of an .npz)."""
+    return checks.check_files(config.from_dict(raw))
 
 
 # --------------------------------------------------------------------------- data
@@ -197,7 +203,7 @@ BAD = [
     ({"rates": {"window": 0.5}}, "rates.window: expected a list"),
     ({"optimizers": [{"name": "gd", "eta": 0.0}]}, r"optimizers\[0\].eta: must be > 0"),
     ({"optimizers": [{"name": "gd", "eta": -0.1}]}, r"optimizers\[0\].eta: must be > 0"),
-    ({"optimizers": [{"name": "gd", "eta": float("inf")}]}, r"optimizers\[0\].eta: must be > 0"),
+    ({"optimizers": [{"name": "gd", "eta": float("inf")}]}, r"optimizers\[0\].eta: must be a finite number"),
     ({"optimizers": [{"name": "gd", "eta": "fast"}]}, r"optimizers\[0\].eta: expected a number"),
     ({"optimizers": [{"name": "hb", "eta": 0.1, "beta": 1.0}]}, r"optimizers\[0\].beta: must be in \[0, 1\)"),
     (
@@ -247,7 +253,7 @@ BAD = [
         {"train": {"steps": 10, "record_every": 3}},
         "train.record_every: must be >= 1 and divide train.steps=10, got 3",
     ),
-    ({"train": {"steps": 10, "error_at": [0, 11]}}, "train.error_at: step 11 is outside 0..train.steps=10"),
+    ({"train": {"steps": 10, "error_at": [0, -1]}}, "train.error_at: step -1 is negative"),
     ({"dtype": "float16"}, "dtype: 'float16' is not allowed"),
     ({"data": {"source": "npz"}}, "data.path: required"),
     ({"data": {"source": "digits", "target": "pm1", "classes": [3, 12]}}, "data.classes: 12 is not a digit"),
@@ -362,24 +368,24 @@ def test_npz_uses_all_points_unless_n_is_given(tmp_path):
     from ntkdyn import pipeline
 
     path, X = _npz(tmp_path)
-    cfg = config.from_dict(_with(data={"source": "npz", "path": path, "normalize": "none"}))
+    cfg = _resolved(_with(data={"source": "npz", "path": path, "normalize": "none"}))
     assert cfg.data.n == 37  # the file's size, stated in the config
     X2, y2 = pipeline.load_data(cfg)
     np.testing.assert_array_equal(X2, X)  # all points, in the file's order
     np.testing.assert_array_equal(y2, np.arange(37.0))
-    cfg = config.from_dict(_with(data={"source": "npz", "path": path, "normalize": "none", "n": 10}))
+    cfg = _resolved(_with(data={"source": "npz", "path": path, "normalize": "none", "n": 10}))
     X3, y3 = pipeline.load_data(cfg)
     assert X3.shape == (10, 3)
     np.testing.assert_array_equal(X3, X[y3.astype(int)])  # a subset of the file's rows, y kept with its x
     with pytest.raises(ConfigError, match=r"data.n: 38 is more than the 37 points in data.path .*pts.npz"):
-        config.from_dict(_with(data={"source": "npz", "path": path, "n": 38}))
+        _resolved(_with(data={"source": "npz", "path": path, "n": 38}))
 
 
 def test_npz_without_X_is_a_config_error(tmp_path):
     path = tmp_path / "noX.npz"
     np.savez(path, Z=np.zeros((3, 2)), y=np.zeros(3))
     with pytest.raises(ConfigError, match=r"data.path: .*noX.npz has no array 'X' \(it has \['Z', 'y'\]\)"):
-        config.from_dict(_with(data={"source": "npz", "path": str(path)}))
+        _resolved(_with(data={"source": "npz", "path": str(path)}))
 
 
 # --------------------------------------------------------------------------- MNIST from local files
@@ -443,7 +449,7 @@ def test_mnist_npz_and_default_n(tmp_path):
     y = rng.integers(0, 10, size=700, dtype=np.uint8)
     path = tmp_path / "mnist.npz"
     np.savez(path, x_train=x, y_train=y, x_test=x[:5], y_test=y[:5])
-    cfg = config.from_dict(_with(data={"source": "mnist", "path": str(path)}))
+    cfg = _resolved(_with(data={"source": "mnist", "path": str(path)}))
     assert cfg.data.n == 600  # the released notebook's default
     X, yy = pipeline.load_data(cfg)
     np.testing.assert_array_equal(X, x[:600].reshape(600, -1) / 255.0)
@@ -451,38 +457,34 @@ def test_mnist_npz_and_default_n(tmp_path):
     bad = tmp_path / "other.npz"
     np.savez(bad, X=np.zeros((3, 2)))
     with pytest.raises(ConfigError, match=r"data.path: .*other.npz has no array 'x_train'"):
-        config.from_dict(_with(data={"source": "mnist", "path": str(bad), "n": 2}))
+        _resolved(_with(data={"source": "mnist", "path": str(bad), "n": 2}))
 
 
 def test_mnist_errors_name_the_key(tmp_path):
     _tiny_mnist(tmp_path, gz=False, count=9)
     with pytest.raises(ConfigError, match=r"data.n: 10 is more than the 9 points in data.path"):
-        config.from_dict(_with(data={"source": "mnist", "path": str(tmp_path), "n": 10}))
+        _resolved(_with(data={"source": "mnist", "path": str(tmp_path), "n": 10}))
     with pytest.raises(ConfigError, match=r"data.n: 600 is more than the 9 points"):  # the default n
-        config.from_dict(_with(data={"source": "mnist", "path": str(tmp_path)}))
+        _resolved(_with(data={"source": "mnist", "path": str(tmp_path)}))
     with pytest.raises(ConfigError, match="data.path: required when data.source is 'mnist'"):
-        config.from_dict(_with(data={"source": "mnist"}))
+        _resolved(_with(data={"source": "mnist"}))
     with pytest.raises(ConfigError, match="data.path: not found"):
-        config.from_dict(_with(data={"source": "mnist", "path": str(tmp_path / "nowhere")}))
+        _resolved(_with(data={"source": "mnist", "path": str(tmp_path / "nowhere")}))
     with pytest.raises(ConfigError, match="data.normalize: 'pixels' is for image sources"):
-        config.from_dict(_with(data={"source": "sphere", "normalize": "pixels"}))
+        config.from_dict(_with(data={"source": "npz", "path": "x.npz", "normalize": "pixels"}))
     lonely = tmp_path / "lonely"
     lonely.mkdir()
     _write_idx(lonely / "t10k-images-idx3-ubyte", np.zeros((2, 28, 28)))
     with pytest.raises(ConfigError, match="data.path: no labels file t10k-labels-idx1-ubyte"):
-        config.from_dict(
-            _with(data={"source": "mnist", "path": str(lonely / "t10k-images-idx3-ubyte"), "n": 1})
-        )
+        _resolved(_with(data={"source": "mnist", "path": str(lonely / "t10k-images-idx3-ubyte"), "n": 1}))
     _write_idx(lonely / "t10k-labels-idx1-ubyte", np.zeros(3))
     with pytest.raises(ConfigError, match="holds 2 images but .* 3 labels"):
-        config.from_dict(
-            _with(data={"source": "mnist", "path": str(lonely / "t10k-images-idx3-ubyte"), "n": 1})
-        )
+        _resolved(_with(data={"source": "mnist", "path": str(lonely / "t10k-images-idx3-ubyte"), "n": 1}))
     junk = tmp_path / "junk-images-idx3-ubyte"
     junk.write_bytes(b"\x08\x03\x00\x00" + bytes(20))
     (tmp_path / "junk-labels-idx1-ubyte").write_bytes(b"")
     with pytest.raises(ConfigError, match="is not an IDX file"):
-        config.from_dict(_with(data={"source": "mnist", "path": str(junk), "n": 1}))
+        _resolved(_with(data={"source": "mnist", "path": str(junk), "n": 1}))
     short = tmp_path / "short"
     short.mkdir()
     images = np.zeros((4, 28, 28), np.uint8)
@@ -513,9 +515,247 @@ def test_targets_per_source(tmp_path):
     with pytest.raises(ConfigError, match="data.target: 'pm1' is not allowed; allowed: label"):
         config.from_dict(_with(data={"source": "mnist", "path": str(tmp_path), "n": 3, "target": "pm1"}))
     with pytest.raises(
-        ConfigError, match=r"data.classes: not supported for data.source 'mnist' \(got \[3, 5\]\)"
+        ConfigError, match=r"data.classes: does not apply to data.source 'mnist' .*\(got \[3, 5\]\)"
     ):
         config.from_dict(_with(data={"source": "mnist", "path": str(tmp_path), "n": 3, "classes": [3, 5]}))
     path, _ = _npz(tmp_path)
-    with pytest.raises(ConfigError, match="data.target: an npz file brings its own targets y"):
+    with pytest.raises(
+        ConfigError, match="data.target: does not apply .*an npz file brings its own targets y"
+    ):
         config.from_dict(_with(data={"source": "npz", "path": path, "target": "teacher"}))
+
+
+# --------------------------------------------------------------------------- data sources as a registry
+def test_every_source_is_declared_once_with_its_keys():
+    assert list(data.SOURCES) == ["sphere", "digits", "npz", "mnist"]
+    for name, src in data.SOURCES.items():
+        assert src.name == name and set(src.keys) <= set(data.OPTIONAL_KEYS)
+        assert set(src.defaults) <= set(src.keys)
+    assert data.PIXEL_MAX == {"digits": 16.0, "mnist": 255.0}
+    assert config.from_dict(_with(data={"source": "digits", "target": "label"})).data.d is None
+    sph = config.from_dict(_with()).data
+    assert (sph.d, sph.noise, sph.teacher_width, sph.n) == (16, 0.0, 64, 64)
+
+
+def test_load_is_the_source_functions(tmp_path):
+    """ntkdyn.data.load / load_held_out call the declared source with the config's values."""
+    cfg = config.from_dict(_with(seed=5, data={"n": 12, "d": 3, "target": "smooth", "test": {"n": 4}}))
+    X, y = data.load(cfg)
+    X0, y0 = data.sphere(12, 3, "smooth", 5)
+    np.testing.assert_array_equal(X, X0)
+    np.testing.assert_array_equal(y, y0)
+    Xt, yt = data.load_held_out(cfg)
+    np.testing.assert_array_equal(Xt, data.sphere_test(12, 3, "smooth", 5, 4)[0])
+    assert data.load_held_out(config.from_dict(_with())) is None
+    assert data.input_dim(cfg) == 3
+    path, _ = _npz(tmp_path, n=9, d=4)
+    assert data.input_dim(_resolved(_with(data={"source": "npz", "path": path}))) == 4
+
+
+def test_a_new_source_is_one_declaration(monkeypatch):
+    """A toy source registered in SOURCES: the config accepts its keys, refuses the others, and
+    load / load_held_out / input_dim / check go through its declaration."""
+    calls = []
+
+    def load(d, seed):
+        calls.append(("load", d.n, seed))
+        return np.ones((d.n, 2)), np.zeros(d.n)
+
+    toy = data.Source(
+        name="toy",
+        keys=("d",),
+        defaults={"d": 2},
+        default_n=3,
+        load=load,
+        load_held_out=lambda d, seed: (np.ones((d.test.n, 2)), np.zeros(d.test.n)),
+        input_dim=lambda d: 2,
+        validate=lambda d: None,
+        check=lambda d: calls.append(("check", d.n)),
+    )
+    monkeypatch.setitem(data.SOURCES, "toy", toy)
+    cfg = _resolved(_with(seed=7, data={"source": "toy", "test": {"n": 2}}))
+    assert data.load(cfg)[0].shape == (3, 2) and data.load_held_out(cfg)[0].shape == (2, 2)
+    assert calls == [("check", 3), ("load", 3, 7)]
+    with pytest.raises(ConfigError, match="data.classes: does not apply to data.source 'toy'"):
+        config.from_dict(_with(data={"source": "toy", "classes": [1]}))
+
+
+def test_config_reads_no_file(tmp_path):
+    """config.from_dict checks values only; the file checks are the source's (checks.check_files)."""
+    missing = str(tmp_path / "nope.npz")
+    cfg = config.from_dict(_with(data={"source": "npz", "path": missing}))
+    assert cfg.data.n is None  # unknown until the file is read
+    with pytest.raises(ConfigError, match="data.path: file not found"):
+        checks.check_files(cfg)
+    cfg = config.from_dict(_with(model={"init_params": missing}))
+    with pytest.raises(ConfigError, match="model.init_params: file not found"):
+        checks.check_files(cfg)
+    path, _ = _npz(tmp_path, n=5)
+    with pytest.raises(ConfigError, match="train.batch_size: must be in 1..data.n=5"):
+        _resolved(_with(data={"source": "npz", "path": path}, train={"batch_size": 6}))
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"X": np.zeros((0, 3)), "y": np.zeros(0)}, r"holds no points \(X has shape \(0, 3\)\)"),
+        ({"X": np.zeros((4, 0)), "y": np.zeros(4)}, "holds no features"),
+        ({"X": np.zeros((3, 2)), "y": np.array(["a", "b", "c"])}, "y of .*s.npz holds strings"),
+        ({"X": np.array([["a"], ["b"]]), "y": np.zeros(2)}, "X of .*s.npz holds strings"),
+    ],
+)
+def test_npz_file_checks_read_headers(tmp_path, arrays, message):
+    path = tmp_path / "s.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ConfigError, match="data.path: .*" + message):
+        _resolved(_with(data={"source": "npz", "path": str(path)}))
+    with pytest.raises(ValueError, match="data.path: .*" + message):
+        data.from_npz(str(path))
+
+
+def test_held_out_file_of_another_dimension(tmp_path):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    np.savez(a, X=np.ones((5, 3)), y=np.zeros(5))
+    np.savez(b, X=np.ones((4, 2)), y=np.zeros(4))
+    raw = _with(data={"source": "npz", "path": str(a), "test": {"path": str(b)}})
+    with pytest.raises(
+        ConfigError, match="data.test.path: X of .*b.npz has d=2 columns but data.path's X has d=3"
+    ):
+        _resolved(raw)
+    np.savez(b, X=np.ones((4, 3)), y=np.zeros(4))
+    assert _resolved(raw).data.test.n == 4  # default: all of the file
+
+
+# --------------------------------------------------------------------------- keys that do not apply
+NOT_APPLYING = [
+    (
+        {"data": {"source": "digits", "target": "pm1", "d": 5}},
+        "data.d: does not apply to data.source 'digits'",
+    ),
+    (
+        {"data": {"source": "digits", "target": "pm1", "noise": 0.1}},
+        "data.noise: .* is for data.source sphere",
+    ),
+    (
+        {"data": {"classes": [1, 2]}},
+        "data.classes: does not apply to data.source 'sphere'.*data.source digits",
+    ),
+    (
+        {"data": {"target": "smooth", "teacher_width": 8}},
+        "data.teacher_width: applies to data.target 'teacher'",
+    ),
+    ({"data": {"source": "npz", "path": "x.npz", "d": 3}}, "data.d: does not apply to data.source 'npz'"),
+    ({"model": {"depth": 3}}, "model.depth: does not apply to model.name 'paper'.*model.name mlp"),
+    ({"model": {"name": "mlp", "init_std": 0.5}}, "model.init_std: .*model.name paper, model.name released"),
+    ({"model": {"name": "released", "b_std": 0.5}}, "model.b_std: does not apply to model.name 'released'"),
+    (
+        {"model": {"name": "flax", "module": "m:f", "width": 8}},
+        "model.width: does not apply to model.name 'flax'",
+    ),
+    ({"model": {"module": "m:f"}}, "model.module: .*model.name flax"),
+    ({"model": {"name": "mlp", "init": "notebook"}}, "model.init: .*model.name released"),
+    ({"train": {"sampling": "shuffle"}}, "train.sampling: applies to mini-batch runs only"),
+    ({"theory": {"mc_runs": 10}}, "theory.mc_runs: applies to mini-batch runs only"),
+    ({"train": {"sampling_runs": 2}}, "train.sampling_runs: 2 runs of full-batch training are identical"),
+    ({"rates": {"window": [0.1, 5]}}, r"rates.window: \[0.1, 5.0\] mixes a fraction and a step"),
+    ({"data": {"normalize": "unit"}}, "data.normalize: does not apply to data.source 'sphere'"),
+    ({"theory": {"diffrax": False, "rtol": 1e-8}}, "theory.rtol: applies with theory.diffrax true only"),
+    ({"theory": {"diffrax": False, "atol": 1e-8}}, "theory.atol: applies with theory.diffrax true only"),
+    ({"rates": {"window": [10, 50.5]}}, "rates.window: .* mixes a fraction and a step"),
+]
+
+
+@pytest.mark.parametrize("sections, message", NOT_APPLYING)
+def test_keys_that_do_not_apply_are_refused(sections, message):
+    with pytest.raises(ConfigError, match=message):
+        config.from_dict(_with(**sections))
+
+
+def test_applicable_keys_are_filled_and_others_left_null():
+    cfg = config.from_dict(_with(model={"name": "mlp"}, train={"batch_size": 8}))
+    m, t = cfg.model, cfg.train
+    assert (m.width, m.depth, m.W_std, m.b_std, m.init_std) == (2048, 2, np.sqrt(2.0), 0.0, None)
+    assert (t.sampling, cfg.theory.mc_runs) == ("replacement", 2000)
+    full = config.from_dict(_with())
+    assert (full.train.sampling, full.theory.mc_runs, full.model.depth) == (None, None, None)
+    assert (full.theory.rtol, full.theory.atol, full.data.normalize) == (1e-10, 1e-12, None)
+    quiet = config.from_dict(_with(theory={"diffrax": False}))
+    assert (quiet.theory.rtol, quiet.theory.atol) == (None, None)
+    assert config.from_dict(_with(rates={"window": [100, 500]})).rates.window == [100, 500]
+    assert config.from_dict(_with(rates={"window": [0, 0.5]})).rates.window == [0, 0.5]
+
+
+# --------------------------------------------------------------------------- bad values
+@pytest.mark.parametrize(
+    "sections, message",
+    [
+        ({"seed": -1}, "seed: must be an integer >= 0"),
+        (
+            {"optimizers": [{"name": "gd", "eta": float("nan")}]},
+            r"optimizers\[0\].eta: must be a finite number",
+        ),
+        ({"optimizers": [{"name": "gd", "eta": "inf"}]}, r"optimizers\[0\].eta: must be a finite number"),
+        (
+            {"optimizers": [{"name": "nag_c", "eta": 0.1, "r": float("nan")}]},
+            r"optimizers\[0\].r: must be a finite",
+        ),
+        ({"data": {"noise": float("nan")}}, "data.noise: must be a finite number"),
+        ({"theory": {"rtol": float("inf")}}, "theory.rtol: must be a finite number"),
+    ],
+)
+def test_non_finite_and_negative_values(sections, message):
+    with pytest.raises(ConfigError, match=message):
+        config.from_dict(_with(**sections))
+    assert (
+        config.from_dict(_with(train={"divergence_factor": float("inf")})).train.divergence_factor == np.inf
+    )
+
+
+@pytest.mark.parametrize("text", ["[0.1", "{a: 1", "'open", "a: b: c"])
+def test_set_value_that_is_not_yaml_is_one_line(text):
+    with pytest.raises(ConfigError) as info:
+        config.apply_override(copy.deepcopy(MINIMAL), f"optimizers.0.eta={text}")
+    message = str(info.value)
+    assert message.startswith("--set ") and f"optimizers.0.eta={text}" in message and "is not YAML" in message
+    assert "\n" not in message
+
+
+def test_step_lists_past_the_steps_are_clipped_with_a_note():
+    cfg = config.from_dict(_with(train={"steps": 50, "error_at": [0, 20, 80, 100], "kernel_at": [30, 200]}))
+    assert cfg.train.error_at == [0, 20, 50] and cfg.train.kernel_at == [0, 30, 50]
+    assert cfg.notes == [
+        "train.error_at: step(s) 80, 100 past train.steps=50 clipped to 50",
+        "train.kernel_at: step(s) 200 past train.steps=50 clipped to 50",
+    ]
+    again = config.from_dict(yaml.safe_load(config.dump(cfg)))  # config.yaml (with its notes) reads back
+    assert again.train == cfg.train and again.notes == []
+    assert config.validate(cfg).notes == cfg.notes  # validation is idempotent
+
+
+# --------------------------------------------------------------------------- eta relative to lambda_max
+def test_eta_per_lambda_max():
+    cfg = config.from_dict(_with(optimizers=[{"name": "hb", "eta": {"per_lambda_max": 1.5}, "beta": 0.5}]))
+    eta = cfg.optimizers[0].eta
+    assert eta == config.RelativeStep(1.5) and cfg.optimizers[0].hyper()["eta"] is eta
+    assert config.from_dict(yaml.safe_load(config.dump(cfg))) == cfg
+    assert config.resolve_eta(eta, 3.0) == 0.5  # eta * lambda_max = 1.5
+    assert config.resolve_eta(0.25, 3.0) == 0.25  # a number is used as given
+    with pytest.raises(ConfigError, match="needs the kernel's lambda_max > 0"):
+        config.resolve_eta(eta, 0.0)
+    for bad, message in (
+        ({"per_lambda_max": -1.0}, r"optimizers\[0\].eta.per_lambda_max: must be a finite number > 0"),
+        ({"per_lambda_max": "x"}, r"optimizers\[0\].eta.per_lambda_max: expected a number"),
+        (
+            {"per_lambda_max": 1.0, "scale": 2},
+            r"optimizers\[0\].eta: unknown key 'scale' beside per_lambda_max",
+        ),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            config.from_dict(_with(optimizers=[{"name": "gd", "eta": bad}]))
+
+
+def test_mnist_npz_with_string_labels_names_key_and_file(tmp_path):
+    path = tmp_path / "m.npz"
+    np.savez(path, x_train=np.zeros((3, 28, 28), np.uint8), y_train=np.array(["1", "2", "3"]))
+    with pytest.raises(ConfigError, match=r"data.path: y_train of .*m.npz holds strings"):
+        _resolved(_with(data={"source": "mnist", "path": str(path), "n": 2}))

@@ -49,6 +49,36 @@ def test_expand_ranges_and_errors():
         sweep.expand({**BASE, "optimizers": [{"name": "gd", "eta": 0.1}], "sweep": {"beta": [0.5]}})
 
 
+@pytest.mark.parametrize(
+    "axes, message",
+    [
+        ({"seed": {"range": [3, 3]}}, r"sweep.seed: \{'range': \[3, 3\]\} gives no values"),
+        ({"eta": {"geom": [0.1, 1.0, 0]}}, "sweep.eta: .* gives no values"),
+        ({"beta": []}, "sweep.beta: empty list"),
+        ({}, "sweep: expected a non-empty mapping"),
+    ],
+)
+def test_empty_grid_is_refused(axes, message):
+    with pytest.raises(config.ConfigError, match=message):
+        sweep.expand({**BASE, "sweep": axes})
+
+
+def test_axis_over_a_key_that_does_not_apply_is_refused():
+    """The alias d (data.d) on digits data: refused at the first grid point, naming the point."""
+    raw = {**BASE, "data": {"source": "digits", "target": "pm1", "n": 10}, "sweep": {"d": [4, 8]}}
+    with pytest.raises(config.ConfigError, match=r"sweep point \{'d': 4\}: data.d: does not apply"):
+        sweep.expand(raw)
+
+
+def test_notes_and_relative_steps_in_shape_groups():
+    """Clipping notes do not split a group; a step relative to lambda_max is compiled per value."""
+    runs = sweep.expand({**BASE, "train": {"steps": 60, "kernel_at": [0, 100]}, "sweep": {"seed": [0, 1]}})
+    assert all(r.cfg.notes for r in runs) and len(sweep.group_by_shape(runs)) == 1
+    raw = {**BASE, "optimizers": [{"name": "gd", "eta": {"per_lambda_max": 1.0}}]}
+    runs = sweep.expand({**raw, "sweep": {"optimizers.0.eta.per_lambda_max": [0.5, 1.0]}})
+    assert [r.cfg.optimizers[0].eta for r in runs] == [config.RelativeStep(0.5), config.RelativeStep(1.0)]
+
+
 def test_batched_training_equals_separate_runs():
     runs = sweep.expand({**BASE, "sweep": {"seed": [0, 1], "eta": [0.05, 0.2]}})
     setups = [pipeline.prepare(r.cfg) for r in runs]
