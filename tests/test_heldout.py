@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import ntkdyn
-from ntkdyn import config, data, linearized, models, optimizers, pipeline, theory, train
+from ntkdyn import checks, config, data, linearized, models, optimizers, pipeline, theory, train
 from ntkdyn.run import main
 
 OPTS = [{"name": "gd", "eta": 0.5}, {"name": "hb", "eta": 0.3, "beta": 0.6}]
@@ -165,7 +165,7 @@ def test_bad_held_out_config(tmp_path, section, message):
             "path": paths.get(section["test"]["path"], section["test"]["path"]),
         }
     with pytest.raises(config.ConfigError) as info:
-        config.from_dict({"data": section, "optimizers": OPTS})
+        checks.check_files(config.from_dict({"data": section, "optimizers": OPTS}))
     assert message in str(info.value) and str(info.value).startswith(("data.test", "unknown key 'data.test"))
 
 
@@ -174,7 +174,7 @@ def test_held_out_given_twice_or_misshapen():
         ntkdyn.run_study(_cfg(), test_data=(np.zeros((3, 4)), np.zeros(3)))
     raw = _cfg()
     raw["data"] = {k: v for k, v in raw["data"].items() if k != "test"}
-    with pytest.raises(ValueError, match=r"test_data: expected X_test \(n_test, 4\)"):
+    with pytest.raises(ValueError, match="test_data: X_test has d=5 columns but the training X has d=4"):
         ntkdyn.run_study(raw, test_data=(np.zeros((3, 5)), np.zeros(3)))
     with pytest.raises(ValueError, match="test_data: X and y must be finite"):
         ntkdyn.run_study(raw, test_data=(np.full((3, 4), np.nan), np.zeros(3)))
@@ -320,12 +320,12 @@ def test_mnist_held_out_after_training_images_or_from_t10k(tmp_path):
     _idx(tmp_path / "t10k-images-idx3-ubyte", t10k_img)
     _idx(tmp_path / "t10k-labels-idx1-ubyte", t10k_lab)
     base = {"source": "mnist", "path": str(tmp_path), "n": 5}
-    cfg = config.from_dict({"data": {**base, "test": {"n": 3}}, "optimizers": OPTS})
+    cfg = checks.check_files(config.from_dict({"data": {**base, "test": {"n": 3}}, "optimizers": OPTS}))
     Xt, yt = pipeline.load_test_data(cfg)
     np.testing.assert_array_equal(Xt, train_img[5:8].reshape(3, -1) / 255.0)
     np.testing.assert_array_equal(yt, train_lab[5:8])
     t10k = str(tmp_path / "t10k-images-idx3-ubyte")
-    cfg = config.from_dict({"data": {**base, "test": {"path": t10k}}, "optimizers": OPTS})
+    cfg = checks.check_files(config.from_dict({"data": {**base, "test": {"path": t10k}}, "optimizers": OPTS}))
     assert cfg.data.test.n == 4  # default: all of the file
     Xt, yt = pipeline.load_test_data(cfg)
     np.testing.assert_array_equal(Xt, t10k_img.reshape(4, -1) / 255.0)
@@ -333,10 +333,10 @@ def test_mnist_held_out_after_training_images_or_from_t10k(tmp_path):
     with pytest.raises(
         config.ConfigError, match="data.test.n: data.n=5 \\+ data.test.n=5 is more than the 9"
     ):
-        config.from_dict({"data": {**base, "test": {"n": 5}}, "optimizers": OPTS})
+        checks.check_files(config.from_dict({"data": {**base, "test": {"n": 5}}, "optimizers": OPTS}))
     same = str(tmp_path / "train-images-idx3-ubyte")
     with pytest.raises(config.ConfigError, match="data.test.path: .* holds the training images"):
-        config.from_dict({"data": {**base, "test": {"path": same}}, "optimizers": OPTS})
+        checks.check_files(config.from_dict({"data": {**base, "test": {"path": same}}, "optimizers": OPTS}))
 
 
 def test_standardize_uses_the_training_statistics(tmp_path):
