@@ -112,7 +112,8 @@ def probe(m: int, act: str, n: int, d: int, steps: int, seed: int, ratios) -> li
 
 def brackets(runs: list[ProbeRun]) -> dict[tuple[int, str], dict]:
     """Per (m, which): the onset bracket (the largest lazy ratio below the smallest catapult ratio),
-    the divergence bracket (the largest finite ratio below the smallest diverged one), and whether
+    the divergence bracket (the largest finite ratio below the smallest diverged one), the largest
+    finite ratio of all (the edge need not be monotone: finite runs above a diverged one), and whether
     every catapult run ended with lambda_end <= 2 / eta (lambda_end / lambda_0 <= 1 / ratio)."""
     out = {}
     for key in sorted({(r.m, r.which) for r in runs}):
@@ -126,6 +127,7 @@ def brackets(runs: list[ProbeRun]) -> dict[tuple[int, str], dict]:
         out[key] = {
             "onset": (max(lazy_below, default=math.nan), first_cat),
             "edge": (max(finite_below, default=math.nan), first_div),
+            "last_finite": max((r.ratio for r in rs if r.phase != "diverged"), default=math.nan),
             "below_limit": all(r.lam_end / r.lam0 <= 1 / r.ratio for r in rs if r.phase == "catapult"),
         }
     return out
@@ -160,7 +162,7 @@ def main(argv=None) -> None:
     for (m, which), b in summary.items():
         print(
             f"m {m:5d} {which:>9}: onset in ({b['onset'][0]:g}, {b['onset'][1]:g}], divergence in "
-            f"({b['edge'][0]:g}, {b['edge'][1]:g}] x eta_crit; "
+            f"({b['edge'][0]:g}, {b['edge'][1]:g}] x eta_crit (largest finite {b['last_finite']:g}); "
             f"catapults end at lambda <= 2/eta: {b['below_limit']}"
         )
     print(f"time {time.perf_counter() - t0:.1f} s")
