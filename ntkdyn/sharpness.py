@@ -206,6 +206,37 @@ def sharpness(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class SharpnessPath:
+    """Sharpness at recorded steps. ``hessian[j]``: lambda_max(Hess L) at ``step[j]``; ``kernel[j]``:
+    lambda_max(K) = c lambda_max(H) (the units of the stability limit: eta * kernel < limit);
+    ``converged[j]``: both Lanczos runs converged."""
+
+    step: np.ndarray
+    hessian: np.ndarray
+    kernel: np.ndarray
+    converged: np.ndarray
+
+
+def sharpness_path(model: Model, steps, snapshots, consts, X, y, **lanczos) -> SharpnessPath:
+    """``sharpness`` at each snapshot (a params pytree with a leading axis, as ``TrainResult.snapshots``
+    taken at ``steps``, e.g. ``TrainPlan.snapshot_at``); ``lanczos``: key, tol, max_iter."""
+    steps = np.asarray(steps, int)
+    count = {leaf.shape[0] for leaf in jax.tree.leaves(snapshots)}
+    if count != {steps.size}:
+        raise ValueError(f"sharpness_path: {steps.size} steps but snapshots of leading sizes {sorted(count)}")
+    out = [
+        sharpness(model, jax.tree.map(lambda a, j=j: a[j], snapshots), consts, X, y, **lanczos)
+        for j in range(steps.size)
+    ]
+    return SharpnessPath(
+        steps,
+        np.array([s.hessian.value for s in out]),
+        np.array([s.kernel_max for s in out]),
+        np.array([s.hessian.converged and s.ntk.converged for s in out]),
+    )
+
+
 # --------------------------------------------------------------------------- stability limits
 STABILITY_METHODS = ("gd", "hb", "nag")
 

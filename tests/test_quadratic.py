@@ -153,6 +153,20 @@ def test_linear_part_is_the_linearised_network(problem):
     np.testing.assert_allclose(ours.loss, net_lin.loss, rtol=1e-12)
 
 
+def test_quadratic_kernel_is_the_moved_jacobians_gram(problem):
+    """The quadratic model's tangent kernel at theta_0 + d (ntk.gram of ``quadratize``) is
+    (J_0 + d^T Hf)(J_0 + d^T Hf)^T: its Jacobian moves linearly in d."""
+    from ntkdyn import ntk
+
+    model, params, consts, X, _ = problem
+    _, J, Hf, unravel = _dense_taylor(model, params, consts, X)
+    d = 0.2 * np.random.default_rng(1).standard_normal(J.shape[1])
+    moved = jax.tree.map(lambda a, b: a + b, params, unravel(jnp.asarray(d)))
+    Jq = J + np.einsum("ipq,q->ip", Hf, d)
+    qc = quadratic.expansion_consts(params, consts)
+    np.testing.assert_allclose(ntk.gram(quadratic.quadratize(model), moved, qc, X), Jq @ Jq.T, rtol=1e-10)
+
+
 def test_applies():
     X = jax.random.normal(jax.random.PRNGKey(0), (N, D), jnp.float64)
     p, c = models.paper_init(jax.random.PRNGKey(1), D, 8, 1.0, jnp.float64)

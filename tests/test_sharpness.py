@@ -103,6 +103,26 @@ def test_ntk_top_needs_vector_output(tanh_problem):
         sharpness.ntk_top(lambda p, X: jnp.tanh(X @ p["W"].T), params, X)
 
 
+def test_sharpness_path_along_training(tanh_problem):
+    """Snapshots of a GD run (ntkdyn.train): the path equals dense eigenvalues at each snapshot."""
+    from ntkdyn.train import TrainPlan, train
+
+    model, params, consts, X, y = tanh_problem
+    plan = TrainPlan(20, 10, snapshot_at=(0, 10, 20))
+    res = train(model, optimizers.get("gd"), {"eta": 1.0}, 2.0 / N, plan, params, consts, X, y)
+    path = sharpness.sharpness_path(model, plan.snapshot_at, res.snapshots, consts, X, y)
+    assert path.converged.all()
+    for j in range(3):
+        p_j = jax.tree.map(lambda a, j=j: a[j], res.snapshots)
+        hess_eigs, ntk_eigs = _dense(model, p_j, consts, X, y)
+        np.testing.assert_allclose(
+            [path.hessian[j], path.kernel[j]], [hess_eigs[-1], 2 / N * ntk_eigs[-1]], rtol=1e-8
+        )
+    assert path.kernel[2] != path.kernel[0]  # the kernel moved (the comparison is not at one point)
+    with pytest.raises(ValueError, match="2 steps"):
+        sharpness.sharpness_path(model, (0, 10), res.snapshots, consts, X, y)
+
+
 # --------------------------------------------------------------------------- stability limits
 def _rho(method, beta, h):
     """Spectral radius of the 2x2 companion of one mode, written from the recurrence."""
