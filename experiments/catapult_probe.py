@@ -4,7 +4,7 @@ Gradient descent on a two-layer network in NTK parametrisation with both layers 
 
     f(x) = (1/sqrt m) sum_r a_r phi(w_r . x),   w_r ~ N(0, I_d), a_r ~ N(0, 1),
 
-on n points of the unit sphere in R^d (teacher targets, ``data.sphere``), loss
+on n points of the unit sphere in R^d (teacher targets, ``ntkdyn.sphere``), loss
 L = (1/2n) ||f(X) - y||^2 (``half_mse``: K = H / n). eta_crit = 2 / lambda_0, lambda_0 = lambda_max(K)
 at initialisation. For each width m and each eta / eta_crit the network and its quadratic model
 (``ntkdyn.quadratic``, the same GD) are trained; recorded: the final lambda_max(K) against lambda_0
@@ -34,8 +34,8 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ntkdyn import data, models, optimizers, quadratic, sharpness  # noqa: E402
-from ntkdyn.train import TrainPlan, train_batch  # noqa: E402
+import ntkdyn  # noqa: E402
+from ntkdyn import quadratic, sharpness  # noqa: E402
 
 ACTS = {"relu": jax.nn.relu, "softplus": jax.nn.softplus, "tanh": jnp.tanh}
 RATIOS = (0.5, 0.9, 1.1, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
@@ -71,42 +71,57 @@ class ProbeRun:
         return "catapult" if self.lam_end < (1 - SHRINK_TOL) * self.lam0 else "lazy"
 
 
+DIVERGENCE_FACTOR = 1e8
+
+
+def gd_runs(apply, params, consts, X, y, c: float, etas, steps: int) -> tuple[np.ndarray, list]:
+    """Plain gradient descent theta <- theta - eta grad L, L = (c/2)||apply(theta, consts, X) - y||^2,
+    for every eta (vmapped): losses (R, steps + 1), NaN from the first step whose loss is non-finite or
+    above DIVERGENCE_FACTOR * L_0 (that step's update is not applied), and the final parameters."""
+
+    def loss(p):
+        e = apply(p, consts, X) - y
+        return 0.5 * c * jnp.sum(e * e)
+
+    limit = DIVERGENCE_FACTOR * loss(params)
+
+    def one(eta):
+        def body(carry, _):
+            p, dead = carry
+            L, g = jax.value_and_grad(loss)(p)
+            dead = dead | ~jnp.isfinite(L) | (L > limit)
+            p = jax.tree.map(lambda a, b: jnp.where(dead, a, a - eta * b), p, g)
+            return (p, dead), jnp.where(dead, jnp.nan, L)
+
+        (p, dead), Ls = jax.lax.scan(body, (params, jnp.asarray(False)), None, length=steps)
+        L = loss(p)
+        return jnp.append(Ls, jnp.where(dead | ~jnp.isfinite(L) | (L > limit), jnp.nan, L)), p
+
+    Ls, ps = jax.jit(jax.vmap(one))(jnp.asarray(etas, y.dtype))
+    return np.asarray(Ls), [jax.tree.map(lambda a, j=j: a[j], ps) for j in range(len(etas))]
+
+
 def probe(m: int, act: str, n: int, d: int, steps: int, seed: int, ratios) -> list[ProbeRun]:
-    X, y = data.sphere(n, d, "teacher", seed, 0.0, 16)
+    X, y = ntkdyn.sphere(n, d, "teacher", seed, 0.0, 16)
     X, y = jnp.asarray(X, jnp.float64), jnp.asarray(y, jnp.float64)
     kw, ka = jax.random.split(jax.random.PRNGKey(1000 + seed))
     p0 = {"W": jax.random.normal(kw, (m, d), jnp.float64), "a": jax.random.normal(ka, (m,), jnp.float64)}
-    model, params, consts = models.from_apply_fn(two_layer(act), p0, loss="half_mse", name=f"two_{act}")
+    model, params, consts = ntkdyn.from_apply_fn(two_layer(act), p0, loss="half_mse", name=f"two_{act}")
     c = 1.0 / n
     lam0 = c * sharpness.ntk_top(model.apply, params, consts, X).value
     etas = [2.0 * r / lam0 for r in ratios]
-    plan = TrainPlan(steps, 1, divergence_factor=1e8)
-    gd = optimizers.get("gd")
     quad = quadratic.quadratize(model)
     qc = quadratic.expansion_consts(params, consts)
     out = []
     for which, mdl, cs in (("network", model, consts), ("quadratic", quad, qc)):
-        R = len(etas)
-        res = train_batch(
-            mdl, gd, [{"eta": e} for e in etas], c, plan, [params] * R, [cs] * R, [X] * R, [y] * R
-        )
-        for r, tr in zip(ratios, res):
-            lam_end = math.nan
-            if tr.diverged_at is None:
-                lam_end = c * sharpness.ntk_top(mdl.apply, tr.final_params, cs, X).value
-            finite = tr.loss[np.isfinite(tr.loss)]
-            out.append(
-                ProbeRun(
-                    m,
-                    r,
-                    which,
-                    lam0,
-                    lam_end,
-                    float(finite.max() / tr.loss[0]),
-                    float(tr.loss[-1]),
-                    tr.diverged_at,
-                )  # fmt: skip
-            )
+        losses, finals = gd_runs(mdl.apply, params, cs, X, y, c, etas, steps)
+        for r, L, p in zip(ratios, losses, finals):
+            bad = np.flatnonzero(~np.isfinite(L))
+            diverged_at = int(bad[0]) if bad.size else None
+            lam_end = math.nan if bad.size else c * sharpness.ntk_top(mdl.apply, p, cs, X).value
+            finite = L[np.isfinite(L)]
+            spike = float(finite.max() / L[0])
+            out.append(ProbeRun(m, r, which, lam0, lam_end, spike, float(L[-1]), diverged_at))
     return out
 
 
