@@ -28,7 +28,10 @@ __version__
 Submodules with a public API (their documented functions; ``ntkdyn.theory.discrete_modes`` etc.)
     config (from_dict, load_raw, apply_override), optimizers (the registry: get, resolve_hyper),
     theory (recurrences, ODEs), rates (fits, verdicts, loss_floor, tail_fit), results (the typed
-    results and folder files), control (per-mode analysis), stochastic (mini-batch moments), ntk (kernels)
+    results and folder files), control (per-mode analysis), stochastic (mini-batch moments), ntk (kernels),
+    odes (ODE kinds as types), predict (neural-tangents-shaped predictions: many outputs, any loss,
+    ensembles), quadratic (the second-order Taylor model), sharpness (Hessian / NTK top eigenvalue, stability
+    limits), flips (ReLU activation-pattern flips, counted and predicted)
 
 Names are imported on first use, so ``import ntkdyn`` stays cheap. ``experiments/`` and ``tools/``
 use only these names (tests/test_api.py checks their imports).
@@ -70,7 +73,21 @@ _EXPORTS = {
     "plot_sweep": "plots",
     "write_report": "report",
 }
-PUBLIC_SUBMODULES = ("config", "optimizers", "theory", "rates", "results", "control", "stochastic", "ntk")
+PUBLIC_SUBMODULES = (
+    "config",
+    "optimizers",
+    "theory",
+    "rates",
+    "results",
+    "control",
+    "stochastic",
+    "ntk",
+    "odes",
+    "predict",
+    "quadratic",
+    "sharpness",
+    "flips",
+)
 __all__ = ["__version__", *_EXPORTS, *PUBLIC_SUBMODULES]
 
 
