@@ -162,17 +162,19 @@ def _embedded(body: str, name: str) -> bytes:
     return base64.b64decode(uri.split(";base64,", 1)[1])
 
 
-def test_report_html_is_one_self_contained_file(tmp_path):
+def test_report_html_is_one_self_contained_file(tmp_path, monkeypatch):
     """An HTML page of a run and a sweep is the only file written: no ``_files/`` folder beside it,
     no drawing folder left in the temporary directory; its figures are embedded images and the
     data behind the loss figure is embedded as .csv, equal to the run's trajectories.npz."""
-    before = {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("ntkdyn-report-")}
     run, sweep = quickstart_folder(), sweep_folder()
-    page = tmp_path / "page.html"
+    scratch = tmp_path / "scratch"  # the temporary directory of this call (the drawing folder)
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    out = tmp_path / "out"
+    out.mkdir()
+    page = out / "page.html"
     assert report.main([run, sweep, "--out", str(page)]) == 0
-    assert os.listdir(tmp_path) == ["page.html"]
-    after = {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("ntkdyn-report-")}
-    assert after == before
+    assert os.listdir(out) == ["page.html"] and os.listdir(scratch) == []
     body = page.read_text()
     images = [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([^"]+)"', body)]
     assert len(images) >= 2 and all(im.startswith(b"\x89PNG\r\n\x1a\n") for im in images)
