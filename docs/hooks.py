@@ -5,13 +5,16 @@ names (``ntkdyn.__all__``), so that the reference cannot miss or invent a name.
   defined, found by importing it), rendered by mkdocstrings from its docstring;
 - ``reference/<module>.md``: one page per public submodule (the modules in ``ntkdyn.__all__``).
 
-The pages are appended to the "API reference" entry of ``nav`` in mkdocs.yml.
+The pages are appended to the "API reference" entry of ``nav`` in mkdocs.yml; pages of docs/ that
+nav does not list go under "More".
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 
 from mkdocs.structure.files import File
 
@@ -58,6 +61,8 @@ def top_level_page(objects: list[tuple[str, str]], modules: list[str]) -> str:
 
 
 def on_config(config):
+    # import ntkdyn from this repository, the tree that mkdocstrings reads (paths: [.])
+    sys.path.insert(0, os.path.dirname(os.path.abspath(config.config_file_path)))
     objects, modules = public_names()
     entries = [{"ntkdyn": "reference/index.md"}] + [{f"ntkdyn.{m}": f"reference/{m}.md"} for m in modules]
     for item in config["nav"]:
@@ -67,11 +72,29 @@ def on_config(config):
 
 
 def on_files(files, config):
+    """Adds the generated reference pages, and appends to ``nav`` under "More" any page of docs/
+    that nav does not list (so that a page added by another change is never unreachable)."""
+    listed = set(_nav_pages(config["nav"]))
+    extra = [f.src_uri for f in files.documentation_pages() if f.src_uri not in listed]
+    extra = [uri for uri in extra if not uri.startswith("reference/")]
+    if extra:
+        config["nav"].append({"More": sorted(extra)})
     objects, modules = public_names()
     files.append(File.generated(config, "reference/index.md", content=top_level_page(objects, modules)))
     for m in modules:
         files.append(File.generated(config, f"reference/{m}.md", content=module_page(m, objects)))
     return files
+
+
+def _nav_pages(nav) -> list[str]:
+    """Every page path named in a nav structure (lists, {title: page or list}, or a plain page)."""
+    if isinstance(nav, str):
+        return [nav]
+    if isinstance(nav, list):
+        return [p for item in nav for p in _nav_pages(item)]
+    if isinstance(nav, dict):
+        return [p for value in nav.values() for p in _nav_pages(value)]
+    return []
 
 
 def module_page(module: str, objects: list[tuple[str, str]]) -> str:
