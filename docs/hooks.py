@@ -54,6 +54,7 @@ def top_level_page(objects: list[tuple[str, str]], modules: list[str]) -> str:
             f"::: {path}",
             "    options:",
             "      show_root_heading: false",
+            "      show_root_toc_entry: false",
             "      heading_level: 3",
             "",
         ]
