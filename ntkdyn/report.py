@@ -10,11 +10,13 @@ verdict counts, its summary rows and its figure; a study its claims and verdicts
 from the data by the study; nothing here is written by hand), figures and tables, with a list of
 the results that differ from the claims first.
 
-Run and sweep figures are drawn from the data into ``<page name>_files/`` (``--figures`` png or
-svg), each with its data beside it as .csv. HTML pages embed the figures (one self-contained
-file); Markdown pages link them by paths relative to the page. The format follows the extension
-of ``--out`` (``.html``/``.htm`` -> HTML, otherwise Markdown) unless ``--format`` is given.
-Exit status: 0 written, 2 no results found or unreadable input.
+The format follows the suffix of ``--out``: ``.html``/``.htm`` -> HTML, ``.md`` -> Markdown
+(``PAGE_SUFFIXES``); any other suffix (``x.pdf``, none) is refused before anything is read.
+Run and sweep figures are drawn from the data (``--figures`` png or svg), each with its data as
+.csv. An HTML page is one self-contained file: figures and their .csv data are embedded as
+``data:`` URIs (the drawing folder is temporary and removed). A Markdown page links them by
+paths relative to the page, in ``<page name>_files/``.
+Exit status: 0 written, 2 bad ``--out``, no results found or unreadable input.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import html
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from ntkdyn import results
@@ -533,13 +536,25 @@ def _html_inline(x) -> str:
     return "".join(out)
 
 
-def _img(path: str) -> str:
-    mime = MIME.get(os.path.splitext(path)[1].lower())
-    if mime is None:  # e.g. a PDF: linked, not embedded
-        return f"<p><a href='{html.escape(path)}'>{html.escape(os.path.basename(path))}</a></p>"
+def _data_uri(path: str, mime: str) -> str:
+    """The file at ``path`` as a ``data:`` URI (base64), so that a page carries it inside itself."""
     with open(path, "rb") as fh:
-        data = base64.b64encode(fh.read()).decode("ascii")
-    return f'<img alt="{html.escape(os.path.basename(path))}" src="data:{mime};base64,{data}">'
+        return f"data:{mime};base64," + base64.b64encode(fh.read()).decode("ascii")
+
+
+def _download(path: str, mime: str) -> str:
+    """A link that saves the file at ``path`` under its own name, the file embedded in the link."""
+    name = html.escape(os.path.basename(path))
+    return f'<a download="{name}" href="{_data_uri(path, mime)}">{name}</a>'
+
+
+def _img(path: str) -> str:
+    """A figure embedded in the page: png/svg/jpeg as an image, anything else (e.g. a PDF figure
+    of a study) as a download link; both as ``data:`` URIs, no file beside the page."""
+    mime = MIME.get(os.path.splitext(path)[1].lower())
+    if mime is None:
+        return f"<p>{_download(path, 'application/octet-stream')}</p>"
+    return f'<img alt="{html.escape(os.path.basename(path))}" src="{_data_uri(path, mime)}">'
 
 
 def render_html(blocks: list, out_path: str, title: str) -> str:
@@ -576,7 +591,13 @@ def render_html(blocks: list, out_path: str, title: str) -> str:
                 if os.path.exists(block.path)
                 else f"<p>(figure missing: {e(os.path.basename(block.path))})</p>"
             )
-            parts.append(f"<p class='cap'>{e(block.caption)}</p>")
+            caption = e(block.caption)
+            data = os.path.splitext(block.path)[0] + ".csv"  # plots.data_path: the figure's data
+            if os.path.exists(data):  # the caption's file name becomes the embedded file
+                name = e(os.path.basename(data))
+                link = _download(data, "text/csv")
+                caption = caption.replace(name, link) if name in caption else f"{caption} Data: {link}."
+            parts.append(f"<p class='cap'>{caption}</p>")
         elif isinstance(block, Details):
             parts.append(f"<details><summary>{e(block.summary)}</summary>")
             for b in block.blocks:
@@ -608,6 +629,27 @@ def page_blocks(items: list[Loaded], assets: str, figures: str = "png") -> list:
     return blocks
 
 
+PAGE_SUFFIXES = {".html": "html", ".htm": "html", ".md": "md"}
+
+
+def page_format(out: str, fmt: str | None = None) -> str:
+    """The page format (``md`` | ``html``) of the page ``out``, from its suffix (``PAGE_SUFFIXES``).
+
+    Raises:
+        ValueError: the suffix is not one of ``PAGE_SUFFIXES`` (a ``.pdf`` would receive Markdown),
+            or ``fmt`` is given and names another format than the suffix.
+    """
+    suffix = os.path.splitext(out)[1].lower()
+    if suffix not in PAGE_SUFFIXES:
+        allowed = ", ".join(f"{k} ({v})" for k, v in PAGE_SUFFIXES.items())
+        raise ValueError(
+            f"--out {out!r}: suffix {suffix or '(none)'!r} is not a page format; allowed: {allowed}"
+        )
+    if fmt is not None and fmt != PAGE_SUFFIXES[suffix]:
+        raise ValueError(f"format {fmt!r} does not match --out {out!r} ({PAGE_SUFFIXES[suffix]})")
+    return PAGE_SUFFIXES[suffix]
+
+
 def write_report(
     paths: str | list[str],
     out: str = "report.html",
@@ -619,30 +661,35 @@ def write_report(
 
     Args:
         paths: results folder(s): runs, sweeps, studies or folders of studies.
-        out: the page; ``.html``/``.htm`` gives HTML unless ``fmt`` says otherwise.
-        fmt: ``md`` | ``html`` | None (from ``out``).
-        figures: ``png`` | ``svg``: format of the figures drawn for runs and sweeps (into
-            ``<out without extension>_files/``, each with its data as .csv).
+        out: the page: ``.html``/``.htm`` (one self-contained file: figures and their data
+            embedded) or ``.md`` (figures and their .csv data in ``<out without extension>_files/``,
+            linked relative to the page).
+        fmt: ``md`` | ``html`` | None (from ``out``); when given it must agree with ``out``'s suffix.
+        figures: ``png`` | ``svg``: format of the figures drawn for runs and sweeps.
         title: the page title; default: what was run (``default_title``).
     Returns:
         ``out``.
     Raises:
-        ValueError: a path is not a results folder.
+        ValueError: ``out``'s suffix is not a page format (``page_format``), a bad ``figures``, or
+            a path is not a results folder; raised before anything is written.
     """
     paths = [paths] if isinstance(paths, str) else list(paths)
     if figures not in ("png", "svg"):
         raise ValueError(f"figures: {figures!r} is not allowed; allowed: png, svg")
-    fmt = fmt or ("html" if out.lower().endswith((".html", ".htm")) else "md")
-    if fmt not in ("md", "html"):
-        raise ValueError(f"format: {fmt!r} is not allowed; allowed: md, html")
+    fmt = page_format(out, fmt)
     items = find_results(paths)
+    title = title or default_title(items)
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
-    assets = os.path.splitext(os.path.abspath(out))[0] + "_files"
-    if any(isinstance(it, (results.RunResult, results.SweepResult)) for it in items):
-        os.makedirs(assets, exist_ok=True)
-    blocks = page_blocks(items, assets, figures)
-    text = (render_html if fmt == "html" else render_markdown)(blocks, out, title or default_title(items))
+    drawn = any(isinstance(it, (results.RunResult, results.SweepResult)) for it in items)
+    if fmt == "html":  # figures drawn into a temporary folder, embedded, then removed
+        with tempfile.TemporaryDirectory(prefix="ntkdyn-report-") as assets:
+            text = render_html(page_blocks(items, assets, figures), out, title)
+    else:
+        assets = os.path.splitext(os.path.abspath(out))[0] + "_files"
+        if drawn:
+            os.makedirs(assets, exist_ok=True)
+        text = render_markdown(page_blocks(items, assets, figures), out, title)
     results.write_text(out, text)
     return out
 
@@ -655,10 +702,10 @@ def main(argv=None) -> int:
     p.add_argument(
         "--out",
         default="report.html",
-        help="output file (.html: self-contained; .md: Markdown with "
-        "relative image links); default report.html",
+        help="output page: .html/.htm (one self-contained file) or .md (Markdown, figures in "
+        "<name>_files/); other suffixes are refused; default report.html",
     )
-    p.add_argument("--format", choices=("md", "html"), help="override the format chosen from --out")
+    p.add_argument("--format", choices=("md", "html"), help="the format; must agree with --out's suffix")
     p.add_argument("--figures", choices=("png", "svg"), default="png", help="format of run and sweep figures")
     p.add_argument("--title", help="page title (default: what was run)")
     args = p.parse_args(argv)
@@ -667,8 +714,7 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"ntkdyn.report: {exc}", file=sys.stderr)
         return 2
-    fmt = args.format or ("html" if out.lower().endswith((".html", ".htm")) else "md")
-    print(f"report: {out} ({fmt}, {len(args.results)} results folder(s))")
+    print(f"report: {out} ({page_format(out)}, {len(args.results)} results folder(s))")
     return 0
 
 

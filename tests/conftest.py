@@ -14,13 +14,30 @@ def _random_spd(rng: np.random.Generator, n: int, kappa: float, lam_max: float =
     return (Q * lam) @ Q.T
 
 
-def pytest_report_header(config) -> list[str]:
-    """The versions this run used (``results.versions``: python, jax, jaxlib, optax, flax, ...) and
-    jax's backend, printed in the header so that a CI log says what it ran."""
+def version_lines() -> list[str]:
+    """The versions this run used (``results.versions``: python, jax, jaxlib, optax, flax, diffrax,
+    numpy, ...) and jax's backend and devices."""
     from ntkdyn import results
 
     versions = ", ".join(f"{k} {v}" for k, v in results.versions().items() if v is not None)
-    return [f"ntkdyn versions: {versions}", f"jax backend: {jax.default_backend()}"]
+    devices = jax.devices()
+    kinds = sorted({d.device_kind for d in devices})
+    return [
+        f"ntkdyn versions: {versions}",
+        f"jax backend: {jax.default_backend()}, {len(devices)} device(s): {', '.join(kinds)}",
+    ]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionstart(session):
+    """Print ``version_lines`` after pytest's own header, under ``pytest -q`` too, so that a CI log
+    says what it ran (``pytest_report_header``'s lines are not shown under -q)."""
+    result = yield
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        for line in version_lines():
+            reporter.write_line(line)
+    return result
 
 
 @pytest.fixture

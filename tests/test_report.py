@@ -2,9 +2,13 @@
 a small sweep) and on a study folder: the title says what was run, the tables hold the values of
 metrics.json / summary.csv, figures come with their data."""
 
+import base64
 import csv
+import io
 import json
 import os
+import re
+import tempfile
 
 import numpy as np
 from results_folders import quickstart_folder, sweep_folder
@@ -134,3 +138,51 @@ def test_report_bad_input(tmp_path, capsys):
     assert "nowhere: not a folder" in capsys.readouterr().err
     assert report.main([str(tmp_path), "--out", str(tmp_path / "x.md")]) == 2
     assert "not a results folder" in capsys.readouterr().err
+
+
+def test_report_refuses_a_suffix_it_cannot_write(tmp_path, capsys):
+    """``--out x.pdf`` (and no suffix, or a --format that contradicts the suffix) stops with one line
+    and exit 2 before anything is read or written; before, x.pdf received Markdown."""
+    folder = quickstart_folder()
+    for argv, named in (
+        (["--out", str(tmp_path / "x.pdf")], "'.pdf'"),
+        (["--out", str(tmp_path / "x")], "'(none)'"),
+        (["--out", str(tmp_path / "x.html"), "--format", "md"], "'md'"),
+    ):
+        assert report.main([folder, *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and named in err and ".html" in err, err
+    assert os.listdir(tmp_path) == []
+
+
+def _embedded(body: str, name: str) -> bytes:
+    """The bytes of the file embedded in an HTML page as ``download="name" href="data:..."``."""
+    start = body.index(f'download="{name}" href="data:')
+    uri = body[start:].split('href="', 1)[1].split('"', 1)[0]
+    return base64.b64decode(uri.split(";base64,", 1)[1])
+
+
+def test_report_html_is_one_self_contained_file(tmp_path, monkeypatch):
+    """An HTML page of a run and a sweep is the only file written: no ``_files/`` folder beside it,
+    no drawing folder left in the temporary directory; its figures are embedded images and the
+    data behind the loss figure is embedded as .csv, equal to the run's trajectories.npz."""
+    run, sweep = quickstart_folder(), sweep_folder()
+    scratch = tmp_path / "scratch"  # the temporary directory of this call (the drawing folder)
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    out = tmp_path / "out"
+    out.mkdir()
+    page = out / "page.html"
+    assert report.main([run, sweep, "--out", str(page)]) == 0
+    assert os.listdir(out) == ["page.html"] and os.listdir(scratch) == []
+    body = page.read_text()
+    images = [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([^"]+)"', body)]
+    assert len(images) >= 2 and all(im.startswith(b"\x89PNG\r\n\x1a\n") for im in images)
+    assert 'src="' not in body.replace('src="data:', "")  # no image read from a path
+    data = list(csv.DictReader(io.StringIO(_embedded(body, "run0_quickstart_loss.csv").decode())))
+    traj = np.load(os.path.join(run, "trajectories.npz"))
+    gd = [r for r in data if r["label"] == "gd"]
+    np.testing.assert_allclose([float(r["loss"]) for r in gd], traj["gd/loss"], rtol=1e-12)
+    np.testing.assert_allclose([float(r["step"]) for r in gd], traj["gd/step"])
+    with open(os.path.join(sweep, "sweep.csv"), "rb") as fh:  # the CLI drew the same figure's data
+        assert _embedded(body, "sweep1_tiny_sweep.csv") == fh.read()
