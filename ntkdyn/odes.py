@@ -129,7 +129,7 @@ class ConstantDamping(LimitODE):
     """e'' + gamma e' + K e = 0, t = k * time_step (heavy-ball ODE: gamma = (1 - beta) / sqrt(eta),
     time_step = sqrt(eta)); per mode the damped oscillator ``theory.damped_oscillator_modes``."""
 
-    gamma: float = 0.0  # type: ignore[assignment]  (a field here, a property on the base)
+    gamma: float = 0.0  # type: ignore[assignment]  # a field here, a property on the base
     name: ClassVar[str] = "constant"
     order: ClassVar[int] = 2
 
