@@ -60,7 +60,9 @@ def test_model_init_config():
         ConfigError, match="model.init: 'uniform' is not allowed; allowed: notebook, gaussian_bias"
     ):
         config.from_dict({**base, "model": {"name": "released", "init": "uniform"}})
-    with pytest.raises(ConfigError, match="model.init: does not apply to model.name 'paper'.*is for model.name released"):
+    with pytest.raises(
+        ConfigError, match="model.init: does not apply to model.name 'paper'.*is for model.name released"
+    ):
         config.from_dict({**base, "model": {"name": "paper", "init": "notebook"}})
     assert config.from_dict(base).model.init is None
 
