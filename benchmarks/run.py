@@ -36,7 +36,7 @@ own); a figure is marked ``"reliable": false`` when other processes used more th
 core of this machine during any repetition, or the load average before it, less this process's
 own threads, was above 0.5 per core. ``--require-idle`` refuses to start (exit 3) on a loaded
 machine. Ratios are ntkdyn / peer (> 1: ntkdyn faster) and are computed from medians of one run.
-``--readme`` prints the README "Performance" table from the JSON (``--from JSON`` to reuse one).
+``--readme`` prints the table of docs/performance.md from the JSON (``--from JSON`` to reuse one).
 
 Steps per call (``STEPS``; quick / full): enough that a call's fixed costs do not set the ratio. A
 call of ntkdyn ``train`` evaluates the loss, e and ||g||^2 once more after the last update (step T
@@ -857,7 +857,7 @@ def scaling_table(res: dict) -> str:
 
 
 def readme_scaling(results: dict) -> str:
-    """The README scaling tables (markdown) from one ``--scaling`` JSON."""
+    """The scaling tables of docs/performance.md (markdown) from one ``--scaling`` JSON."""
     res = results["scaling"]
     out = [
         f"Measured {results['date']} ({results['cores']} cores), load average {results['load_start']:.2f} at "
@@ -906,7 +906,7 @@ def readme_scaling(results: dict) -> str:
 
 
 def readme_table(results: dict) -> str:
-    """The README "Performance" table (markdown) from one benchmark JSON."""
+    """The table of docs/performance.md (markdown) from one benchmark JSON."""
     if "scaling" in results:
         return readme_scaling(results)
     rows = [
@@ -962,7 +962,7 @@ def main(argv=None) -> int:
     p.add_argument("--require-idle", action="store_true", help="refuse to run at load > 0.5 per core")
     p.add_argument("--scaling", action="store_true", help="the scaling study instead of the peers")
     p.add_argument("--plot", help="--scaling: write the log-log plot here")
-    p.add_argument("--readme", action="store_true", help="print the README Performance table")
+    p.add_argument("--readme", action="store_true", help="print the table of docs/performance.md")
     p.add_argument("--from", dest="source", help="with --readme: read this JSON instead of measuring")
     args = p.parse_args(argv)
     if args.readme and args.source:
