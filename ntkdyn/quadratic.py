@@ -237,7 +237,12 @@ def train_taylor(
             )
             return (keep(new_p, p), keep(new_state, state), dead, limit), (out, dead)
 
-        init = (params0, tx.init(params0), jnp.asarray(False), jnp.asarray(jnp.inf, y.dtype))
+        init = (
+            params0,
+            tx.init(params0),
+            jnp.asarray(False),
+            jnp.asarray(jnp.inf, jnp.result_type(*jax.tree.leaves(params0), y)),
+        )
         (p, _, dead, limit), ((Ls, es, hs), deads) = jax.lax.scan(
             body, init, jnp.arange(steps, dtype=jnp.int32)
         )

@@ -195,3 +195,15 @@ def test_divergence_freezes(problem):
     got = quadratic.train_taylor(model, params, consts, X, y, optax.sgd(50.0), 30, divergence_factor=1e3)
     assert got.diverged_at is not None and got.diverged_at > 0
     assert np.all(np.isnan(got.loss[got.diverged_at :])) and np.all(np.isfinite(got.loss[: got.diverged_at]))
+
+
+def test_float32_targets_with_float64_parameters(problem):
+    """With x64 on, float64 parameters and float32 targets (jax.random's default dtype without x64) train
+    in the loss's dtype (the divergence limit took y's dtype before and the scan's carry failed); the
+    losses equal those of float64 targets holding the same values."""
+    model, params, consts, X, y = problem
+    y32 = y.astype(jnp.float32)
+    tx = optax.sgd(0.05)
+    a = quadratic.train_taylor(model, params, consts, X, y32, tx, 5)
+    b = quadratic.train_taylor(model, params, consts, X, y32.astype(jnp.float64), tx, 5)
+    np.testing.assert_allclose(np.asarray(a.loss), np.asarray(b.loss), rtol=1e-12)
