@@ -10,17 +10,19 @@ Running
     run_group(configs, *, models=None, data=None, test_data=None) -> [RunResult]: runs of equal
         shapes as one program
     load_config(path, overrides=()) -> Config;  Config, OptimizerConfig, ConfigError
-The run path, stage by stage (for studies that reuse prepared runs)
+The run path, stage by stage (for studies that reuse prepared runs; ``ntkdyn.pipeline``)
     load_data(config) -> (X, y);  prepare(config, data=None, built=None) -> Setup (model, H0, spectrum)
     evaluate_group(configs, setups, index) -> [Evaluated]: train optimizer ``index`` of every run as
         one program, then evaluate each (what run_study, run_group and the command line call)
+    Face, FaceValue, Context, FACES, register_face: the theory faces (``pipeline.faces``)
 Models and data
     from_apply_fn(apply_fn, params, loss="half_sum") -> (Model, params, consts): any apply_fn(params, X)
     from_linen(module, variables, loss="half_sum"), from_flax(nnx_module, loss="half_sum");  Model
     sphere(n, d, target, seed) -> (X, y);  digits(n, classes, target, normalize, seed) -> (X, y)
 Results
     load(folder) -> RunResult | SweepResult | StudyResult | StudyCollection
-    RunResult, OptimizerResult, SweepResult, SweepRow, StudyResult (frozen dataclasses, ``to_json``)
+    RunResult, OptimizerResult, SweepResult, SweepRow, StudyResult, StudyCollection (frozen
+    dataclasses, ``to_json``; their parts Spectrum, Fitted, Predicted, Deviation, ... in ``results``)
 Figures and pages
     plot_loss(run, path), plot_sweep(sweep, path), write_report(folders, out)
 __version__
@@ -28,65 +30,72 @@ __version__
 Submodules with a public API (their documented functions; ``ntkdyn.theory.discrete_modes`` etc.)
     config (from_dict, load_raw, apply_override), optimizers (the registry: get, resolve_hyper),
     theory (recurrences, ODEs), rates (fits, verdicts, loss_floor, tail_fit), results (the typed
-    results and folder files), control (per-mode analysis), stochastic (mini-batch moments), ntk (kernels)
+    results and folder files), control (per-mode analysis), stochastic (mini-batch moments), ntk
+    (kernels), pipeline (the run path: setup, training, faces, evaluate, entry, folder)
 
-Names are imported on first use, so ``import ntkdyn`` stays cheap. ``experiments/`` and ``tools/``
-use only these names (tests/test_api.py checks their imports).
+Every name is imported explicitly below (visible to editors and type checkers); ``import ntkdyn``
+therefore imports jax. ``experiments/`` and ``tools/`` use only these names (tests/test_api.py
+checks their imports).
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
+
+from ntkdyn import config, control, ntk, optimizers, pipeline, rates, results, stochastic, theory
+from ntkdyn.config import Config, ConfigError, OptimizerConfig
+from ntkdyn.config import load as load_config
+from ntkdyn.data import digits, sphere
+from ntkdyn.models import Model, from_apply_fn, from_flax, from_linen
+from ntkdyn.pipeline import (
+    FACES,
+    Context,
+    Evaluated,
+    Face,
+    FaceValue,
+    Setup,
+    evaluate_group,
+    load_data,
+    prepare,
+    run_group,
+    run_study,
+)
+from ntkdyn.pipeline.faces import register as register_face
+from ntkdyn.plots import plot_loss, plot_sweep
+from ntkdyn.report import write_report
+from ntkdyn.results import (
+    OptimizerResult,
+    RunResult,
+    StudyCollection,
+    StudyResult,
+    SweepResult,
+    SweepRow,
+    load,
+)
 
 try:
     __version__ = importlib.metadata.version("ntkdyn")
 except importlib.metadata.PackageNotFoundError:  # a source tree that is not installed
     __version__ = "0+unknown"
 
-_EXPORTS = {
-    "run_study": "study",
-    "run_group": "study",
-    "evaluate_group": "study",
-    "load_data": "pipeline",
-    "prepare": "pipeline",
-    "load_config": ("config", "load"),
-    "Config": "config",
-    "OptimizerConfig": "config",
-    "ConfigError": "config",
-    "from_apply_fn": "models",
-    "from_linen": "models",
-    "from_flax": "models",
-    "Model": "models",
-    "sphere": "data",
-    "digits": "data",
-    "load": "results",
-    "RunResult": "results",
-    "OptimizerResult": "results",
-    "SweepResult": "results",
-    "SweepRow": "results",
-    "StudyResult": "results",
-    "plot_loss": "plots",
-    "plot_sweep": "plots",
-    "write_report": "report",
-}
-PUBLIC_SUBMODULES = ("config", "optimizers", "theory", "rates", "results", "control", "stochastic", "ntk")
-__all__ = ["__version__", *_EXPORTS, *PUBLIC_SUBMODULES]
-
-
-def __getattr__(name: str):
-    if name in PUBLIC_SUBMODULES:
-        module = importlib.import_module(f"ntkdyn.{name}")
-        globals()[name] = module
-        return module
-    target = _EXPORTS.get(name)
-    if target is None:
-        raise AttributeError(f"module 'ntkdyn' has no attribute {name!r}")
-    module, attr = target if isinstance(target, tuple) else (target, name)
-    value = getattr(importlib.import_module(f"ntkdyn.{module}"), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS) | set(PUBLIC_SUBMODULES))
+__all__ = [
+    "__version__",
+    "run_study", "run_group", "evaluate_group", "load_data", "prepare", "Setup", "Evaluated",
+    "Face", "FaceValue", "Context", "FACES", "register_face",
+    "load_config", "Config", "OptimizerConfig", "ConfigError",
+    "from_apply_fn", "from_linen", "from_flax", "Model", "sphere", "digits",
+    "load", "RunResult", "OptimizerResult", "SweepResult", "SweepRow", "StudyResult", "StudyCollection",
+    "plot_loss", "plot_sweep", "write_report",
+    "config", "optimizers", "theory", "rates", "results", "control", "stochastic", "ntk", "pipeline",
+]  # fmt: skip
+PUBLIC_SUBMODULES = (
+    "config",
+    "optimizers",
+    "theory",
+    "rates",
+    "results",
+    "control",
+    "stochastic",
+    "ntk",
+    "pipeline",
+)

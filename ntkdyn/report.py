@@ -135,6 +135,16 @@ def _hyper(o: results.OptimizerResult) -> str:
     return f"r={o.r:g}" if o.r is not None else ""
 
 
+def _compared_names(run: results.RunResult) -> list[str]:
+    """The deviation columns: every face's compared name (``faces.FACES`` order) that some optimizer
+    of ``run`` has, and any other name a result holds (a face registered when it was written)."""
+    from ntkdyn.pipeline import faces
+
+    held = [k for o in run.optimizers.values() for k in (o.deviation.values if o.deviation else {})]
+    names = [n for n in faces.compared_names() if n in held or n in results.ALWAYS_COMPARED]
+    return names + [k for k in dict.fromkeys(held) if k not in names and k != "grad_norm_sq"]
+
+
 def run_blocks(run: results.RunResult, assets: str, figures: str, index: int) -> list:
     """Settings, spectrum, the per-optimizer table and the loss figure of one run."""
     blocks: list = [Heading(2, f"Run {run.run_id or run.config.get('name', '')}: {run.describe()}")]
@@ -162,6 +172,7 @@ def run_blocks(run: results.RunResult, assets: str, figures: str, index: int) ->
         for kv in _flat(key, run.config[key])
     ]
     blocks.append(Details("Settings", [Table(["key", "value"], settings)]))
+    compared = _compared_names(run)
     cols = [
         "label",
         "optimizer",
@@ -174,14 +185,12 @@ def run_blocks(run: results.RunResult, assets: str, figures: str, index: int) ->
         "power exponent",
         "predicted rate",
         "stable",
-        "dev. discrete",
-        "dev. ODE",
-        "dev. hr-ODE",
+        *(f"dev. {name}" for name in compared),
         "kernel drift",
     ]
     rows = []
     for label, o in run.optimizers.items():
-        f, p, d = o.fitted, o.predicted, o.deviation
+        f, p, d = o.fitted, o.predicted, o.deviation or results.Deviation()
         tv = "/".join(o.theory_verdicts.get(k, "-") for k in ("discrete", "ode")) if o.theory_verdicts else ""
         rows.append(
             [
@@ -196,9 +205,7 @@ def run_blocks(run: results.RunResult, assets: str, figures: str, index: int) ->
                 _fmt(f and f.power_exponent),
                 _fmt(p and p.linear_rate),
                 _fmt(p and p.stable),
-                _fmt(d and d.discrete),
-                _fmt(d and d.ode),
-                _fmt(d and d.ode_hr),
+                *(_fmt(d.get(name)) for name in compared),
                 _fmt(o.kernel_drift),
             ]
         )
@@ -218,8 +225,9 @@ def run_blocks(run: results.RunResult, assets: str, figures: str, index: int) ->
         blocks.append(
             Figure(
                 path,
-                "Training loss (solid), kernel recurrence (dashed), ODE (dotted), "
-                "high-resolution ODE (dash-dot); log-y left, log-log right. Data: "
+                "Training loss (solid) and each theory face's prediction: kernel recurrence (dashed), "
+                "ODE (dotted), high-resolution ODE (dash-dot), linearised network (dash-dot-dot), "
+                "mini-batch band (shaded); log-y left, log-log right. Data: "
                 f"{os.path.basename(plots.data_path(path))}.",
             )
         )

@@ -1,8 +1,10 @@
 """Command line: ``python -m ntkdyn.run CONFIG [--set a.b=value ...] [--out DIR]``.
 
 Writes a results folder (see README "Results folder") and prints a summary table. Files are
-written atomically as soon as their stage finishes, so a later failure loses nothing.
-Exit status: 0 ok, 1 an optimizer or the plot failed (the rest is written), 2 bad input.
+written atomically as soon as their stage finishes, so a later failure loses nothing. This module
+only parses, prints and sets exit codes: the runs are ``pipeline.runner``'s, the folder
+``pipeline.folder``'s. Exit status: 0 ok, 1 an optimizer or an output stage failed (the rest is
+written), 2 bad input (one line on stderr, nothing computed).
 """
 
 from __future__ import annotations
@@ -115,6 +117,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", help="results folder (default results/<name>-<time>)")
     p.add_argument("--quiet", action="store_true", help="print only the summary table")
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace what --out holds: a single run into a non-empty folder, or a sweep whose finished "
+        "runs were made with a different config (default: refuse; a sweep resumes runs of the same config)",
+    )
+    p.add_argument(
         "--distributed",
         action="store_true",
         help='call jax.distributed.initialize() first (multi-process sweeps; README "Scaling out")',
@@ -214,23 +222,42 @@ def _theory_cells(o: results.OptimizerResult) -> list[str]:
     """predicted rate, and the window's position against theory's horizon (k* crossover, k_s)."""
     reg = o.regime
     horizon = "-"
-    if reg.get("horizon") is not None:
-        name = "k*" if reg.get("horizon_kind") == "crossover" else "k_s"
-        horizon = f"{reg.get('window_position') or ''} {name}={reg['horizon']:.4g}".strip()
+    if reg is not None and reg.horizon is not None:
+        name = "k*" if reg.horizon_kind == "crossover" else "k_s"
+        horizon = f"{reg.window_position or ''} {name}={reg.horizon:.4g}".strip()
     return [fmt(o.predicted.linear_rate if o.predicted else None, ".6f"), horizon]
 
 
-def _deviation_cells(o: results.OptimizerResult) -> list[str]:
-    """max relative gap of the discrete, ODE, high-resolution ODE and linearisation predictions; log10
-    gap (discrete)."""
+def _compared(run: results.RunResult) -> list[str]:
+    """The compared predictions shown: every face's compared name (``faces.FACES`` order) and any
+    other name a result holds (a face registered when it was written)."""
+    from ntkdyn.pipeline import faces
+
+    names = faces.compared_names()
+    for o in run.optimizers.values():
+        names += [
+            k for k in (o.deviation.values if o.deviation else {}) if k not in names and k != "grad_norm_sq"
+        ]
+    return names
+
+
+def _held_out_names(run: results.RunResult) -> list[str]:
+    names: list[str] = []
+    for o in run.optimizers.values():
+        names += [k for k in (o.test.deviation if o.test else {}) if k not in names]
+    return names
+
+
+def _deviation_cells(o: results.OptimizerResult, compared: list[str], held_out: list[str]) -> list[str]:
+    """max relative gap of each compared prediction (and of each held-out prediction); log10 gap
+    (discrete)."""
     dev = o.deviation or results.Deviation()
-    gap = o.deviation_log10.get("discrete") or {}
+    gap = o.deviation_log10.get("discrete")
+    test = o.test.deviation if o.test else {}
     return [
-        fmt(dev.discrete, ".3g"),
-        fmt(dev.ode, ".3g"),
-        fmt(dev.ode_hr, ".3g"),
-        fmt(dev.linearized, ".3g"),
-        f"{fmt(gap.get('max'), '.2g')}/{fmt(gap.get('mean'), '.2g')}" if gap else "-",
+        *(fmt(dev.get(name), ".3g") for name in compared),
+        *(fmt(test.get(name), ".3g") for name in held_out),
+        f"{fmt(gap.max, '.2g')}/{fmt(gap.mean, '.2g')}" if gap else "-",
     ]
 
 
@@ -238,7 +265,9 @@ def summary_table(run: results.RunResult) -> str:
     """One row per optimizer (README "Reading the verdicts"): verdict (on L - L* where marked) and its
     margin over the fitted steps; local (envelope) rate and exponent; theory's asymptotic loss factor
     and where the window lies relative to its horizon (k* crossover, k_s slowest-mode time);
-    deviations: max relative gap and max/mean log10 gap of each prediction."""
+    deviations: max relative gap of each face's prediction (``dev <name>``) and of each held-out
+    prediction (``held-out <name>``), max/mean log10 gap of the recurrence."""
+    compared, held_out = _compared(run), _held_out_names(run)
     head = [
         "label",
         "optimizer",
@@ -253,10 +282,8 @@ def summary_table(run: results.RunResult) -> str:
         "local exp",
         "predicted rate",
         "window vs horizon",
-        "dev discrete",
-        "dev ODE",
-        "dev hr-ODE",
-        "dev linearized",
+        *(f"dev {name}" for name in compared),
+        *(f"held-out {name}" for name in held_out),
         "log10 gap disc",
         "drift",
     ]
@@ -271,7 +298,7 @@ def summary_table(run: results.RunResult) -> str:
                 o.status,
                 *_fit_cells(o),
                 *_theory_cells(o),
-                *_deviation_cells(o),
+                *_deviation_cells(o, compared, held_out),
                 fmt(o.kernel_drift, ".3g"),
             ]
         )
@@ -316,13 +343,18 @@ def check_memory(cfg: config_mod.Config | None, points: list | None) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        return _main(args)
+    except (config_mod.ConfigError, ValueError) as exc:  # bad input: one line, no traceback
+        kind = "bad config" if isinstance(exc, config_mod.ConfigError) else "bad input"
+        print(f"ntkdyn: {kind}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
-    try:
-        raw, cfg, points = read_config(args)
-    except config_mod.ConfigError as exc:
-        print(f"ntkdyn: bad config: {exc}", file=sys.stderr)
-        return 2
+    raw, cfg, points = read_config(args)
 
     import jax
 
@@ -340,26 +372,23 @@ def main(argv=None) -> int:
 
 
 def run_single(cfg: config_mod.Config, args: argparse.Namespace, say, t_start: float) -> int:
-    """A single run (``runs.single_run``), then the loss figure, the control section, env.json and
-    the summary table. Exit status 0, 1 (an optimizer or output stage failed) or 2 (bad input)."""
-    from ntkdyn import pipeline, plots, runs
+    """A single run (``runner.single_run``), then the loss figure, the control section, env.json and
+    the summary table. Exit status 0 or 1 (an optimizer or output stage failed); bad input raises
+    ValueError / ConfigError (``main``: exit status 2) before anything is written."""
+    from ntkdyn import plots
+    from ntkdyn.pipeline import folder, runner, setup
 
-    try:  # input files are read before anything is written or computed
-        data = pipeline.load_data(cfg)
-        built = pipeline.build_model(cfg, data[0].shape[1])
-    except ValueError as exc:
-        print(f"ntkdyn: bad input: {exc}", file=sys.stderr)
-        return 2
-
+    data = setup.load_data(cfg)  # input files are read before anything is written or computed
+    built = setup.build_model(cfg, data[0].shape[1])
     out = output_folder(args, cfg.name)
-    os.makedirs(out, exist_ok=True)
-    results.write_text(os.path.join(out, "config.yaml"), config_mod.dump(cfg))
+    folder.claim_run_folder(out, overwrite=args.overwrite)
+    folder.write_config(out, config_mod.dump(cfg))
     env = new_env(dtype=cfg.dtype, seed=cfg.seed)
-    results.write_json(os.path.join(out, "env.json"), env)
+    folder.write_env(out, env)
     say(f"ntkdyn: {cfg.name} -> {out} ({env['device']['platform']}, {cfg.dtype})")
     warn = lambda text: print(text, file=sys.stderr)  # noqa: E731
-    done = runs.single_run(cfg, data, built, out, env, say, warn, progress=not args.quiet)
-    failed, setup, trajectories, opts = done.failed, done.setup, done.trajectories, done.run.optimizers
+    done = runner.single_run(cfg, data, built, out, env, say, warn, progress=not args.quiet)
+    failed, trajectories, opts = done.failed, done.trajectories, done.run.optimizers
     failed |= not guarded_stage(
         env, "plot", lambda: plots.loss_figure(trajectories, opts, os.path.join(out, f"loss.{args.format}"))
     )
@@ -368,11 +397,11 @@ def run_single(cfg: config_mod.Config, args: argparse.Namespace, say, t_start: f
         def control_stage():
             from ntkdyn import control_plots
 
-            print(control_plots.run_section(cfg, setup, opts, trajectories, out, say))
+            print(control_plots.run_section(cfg, done.setup, opts, trajectories, out, say))
 
         failed |= not guarded_stage(env, "control", control_stage)
     env["times_s"]["total"] = time.perf_counter() - t_start
-    results.write_json(os.path.join(out, "env.json"), env)
+    folder.write_env(out, env)
     print(summary_table(done.run))
     print(f"results: {out}  (total {env['times_s']['total']:.1f} s)")
     return 1 if failed else 0
@@ -380,36 +409,37 @@ def run_single(cfg: config_mod.Config, args: argparse.Namespace, say, t_start: f
 
 def summary_rows(run_id: str, values: dict, metrics: dict) -> list[dict]:
     """One summary.csv row per optimizer of a run (``results.SweepRow``: the swept values, the
-    spectrum, then ``results.SUMMARY_COLUMNS``), built from the run's metrics.json mapping."""
-    spectrum = results.Spectrum.from_json(metrics["spectrum"]) if metrics.get("spectrum") else None
+    spectrum, then ``results.SUMMARY_COLUMNS`` and the deviations), from the run's metrics.json mapping."""
+    run = results.RunResult.from_json(metrics)
     return [
-        results.SweepRow.from_result(
-            run_id, values, spectrum, results.OptimizerResult.from_json(label, m)
-        ).to_json()
-        for label, m in metrics["optimizers"].items()
+        results.SweepRow.from_result(run_id, values, run.spectrum, o).to_json()
+        for o in run.optimizers.values()
     ]
 
 
 def run_sweep(raw: dict, points, args, say, t_start: float) -> int:
-    """Run every grid point (``runs.sweep_group`` per shape group), then write summary.csv and the
+    """Run every grid point (``runner.sweep_group`` per shape group), then write summary.csv and the
     sweep figure and print the table.
 
     Layout: OUT/config.yaml (the sweep), OUT/env.json, OUT/summary.csv, OUT/sweep.png and
-    OUT/runs/<run_id>/ (each a run folder written by ``results.write_run``, without env.json).
-    A run whose metrics.json exists (written last, atomically) is skipped when the sweep is
-    re-run into the same folder.
+    OUT/runs/<run_id>/ (each a run folder written by ``folder.write_run``, without env.json).
+    A run whose metrics.json exists (written last, atomically) and whose config.yaml equals its
+    resolved config is kept when the sweep is re-run into the same folder; a different config is
+    bad input unless --overwrite (``folder.finished_runs``).
     """
     import jax
     import yaml
 
-    from ntkdyn import plots, runs, sweep, train
+    from ntkdyn import plots, sweep, train
+    from ntkdyn.pipeline import folder, runner
 
     name = raw.get("name", "sweep")
     out = output_folder(args, name)
+    finished = folder.finished_runs(out, points, overwrite=args.overwrite)
     writer = jax.process_index() == 0  # multi-host: one process writes
     if writer:
         os.makedirs(os.path.join(out, "runs"), exist_ok=True)
-        results.write_text(os.path.join(out, "config.yaml"), yaml.safe_dump(raw, sort_keys=False))
+        folder.write_config(out, yaml.safe_dump(raw, sort_keys=False))
     env = new_env(processes=jax.process_count(), devices_on_run_axis=len(jax.devices()), runs=len(points))
     groups = sweep.group_by_shape(points)
     say(
@@ -421,11 +451,9 @@ def run_sweep(raw: dict, points, args, say, t_start: float) -> int:
     compiles_before = train.COMPILE_COUNT["n"]
     warn = lambda text: print(text, file=sys.stderr)  # noqa: E731
     for g, group in enumerate(groups):
-        try:
-            failed |= runs.sweep_group(g + 1, group, out, env, writer, say, warn, not args.quiet, all_metrics)
-        except ValueError as exc:
-            print(f"ntkdyn: bad input: {exc}", file=sys.stderr)
-            return 2
+        failed |= runner.sweep_group(
+            g + 1, group, out, env, writer, say, warn, not args.quiet, all_metrics, finished
+        )
     env["compiles"] = train.COMPILE_COUNT["n"] - compiles_before
     rows = [
         row
@@ -434,7 +462,7 @@ def run_sweep(raw: dict, points, args, say, t_start: float) -> int:
         for row in summary_rows(run.run_id, run.values, all_metrics[run.run_id])
     ]
     if writer:
-        results.write_text(os.path.join(out, "summary.csv"), summary_csv(rows))
+        folder.write_summary(out, rows)
         failed |= not guarded_stage(
             env,
             "plot",
@@ -443,7 +471,7 @@ def run_sweep(raw: dict, points, args, say, t_start: float) -> int:
             ),
         )
         env["times_s"]["total"] = time.perf_counter() - t_start
-        results.write_json(os.path.join(out, "env.json"), env)
+        folder.write_env(out, env)
     print(sweep_table(rows, list(points[0].values)))
     print(
         f"results: {out}  ({len(points)} runs, {env['compiles']} compilations, "
@@ -453,16 +481,10 @@ def run_sweep(raw: dict, points, args, say, t_start: float) -> int:
 
 
 def summary_csv(rows: list[dict]) -> str:
-    """summary.csv's text: one column per key met in ``rows`` (first-seen order)."""
-    import csv
-    import io
+    """summary.csv's text (``folder.summary_csv``)."""
+    from ntkdyn.pipeline import folder
 
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    buffer = io.StringIO()
-    table = csv.DictWriter(buffer, fieldnames=fields)
-    table.writeheader()
-    table.writerows(rows)
-    return buffer.getvalue()
+    return folder.summary_csv(rows)
 
 
 def sweep_table(rows: list[dict], axes: list[str], limit: int = 40) -> str:

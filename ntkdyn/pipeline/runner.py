@@ -1,23 +1,22 @@
-"""Orchestration of ``python -m ntkdyn.run``: a single run or a sweep into a results folder.
-
-Both go through the one run path (``study.evaluate_group``: train a group of runs of equal shapes
-as one program, then evaluate each) and the one run-folder writer (``results.write_run`` and its
-two halves). The command line (``ntkdyn.run``) parses, prints and chooses exit codes; this module
-computes and writes. Messages go through ``say`` (progress) and ``warn`` (failures) so that the
-caller decides where they are printed.
+"""Runs into a results folder (what ``python -m ntkdyn.run`` does): a single run or a sweep's
+shape group, through the one run path (``entry.evaluate_group``: train a group of runs of equal
+shapes as one program, then evaluate each) and the one folder writer (``folder``). The command line
+(``ntkdyn.run``) parses, prints and chooses exit codes. Messages go through ``say`` (progress) and
+``warn`` (failures) so that the caller decides where they are printed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from ntkdyn import config as config_mod
-from ntkdyn import results, study
+from ntkdyn import results, train
+from ntkdyn.pipeline import entry, folder
+from ntkdyn.pipeline import setup as setup_mod
+from ntkdyn.pipeline.setup import Setup
 
 Say = Callable[[str], None]
 
@@ -28,7 +27,7 @@ class SingleRun:
     whether any optimizer failed."""
 
     run: results.RunResult
-    setup: Any
+    setup: Setup
     failed: bool
 
     @property
@@ -40,24 +39,22 @@ class SingleRun:
 def single_run(
     cfg: config_mod.Config, data, built, out: str, env: dict, say: Say, warn: Say, progress: bool = True
 ) -> SingleRun:
-    """Prepare, then train and evaluate each optimizer of ``cfg`` (``study.evaluate_group`` on a
-    group of one), writing the folder as each stage finishes (``results.write_run_inputs`` after the
+    """Prepare, then train and evaluate each optimizer of ``cfg`` (``entry.evaluate_group`` on a
+    group of one), writing the folder as each stage finishes (``folder.write_run_inputs`` after the
     kernels, ``write_run_outputs`` after each optimizer): a later failure loses nothing written.
     An optimizer that raises is recorded as failed and the others still run.
 
     Args:
-        cfg: validated config; data, built: ``pipeline.load_data`` / ``build_model`` results.
+        cfg: validated config; data, built: ``setup.load_data`` / ``build_model`` results.
         out: the run folder (exists); env: env.json content, updated with stage times.
         say, warn: where progress and failures are printed; progress: per-chunk progress lines.
     Returns:
         ``SingleRun``: the typed run (env and folder set), its setup and whether an optimizer failed.
     """
-    from ntkdyn import pipeline, train
-
-    setup = pipeline.prepare(cfg, data, built)
+    setup = setup_mod.prepare(cfg, data, built)
     env["times_s"].update(setup.times)
     opts: dict[str, results.OptimizerResult] = {}
-    results.write_run_inputs(out, study.run_result(cfg, setup, opts, env=env), config_mod.dump(cfg))
+    folder.write_run_inputs(out, entry.run_result(cfg, setup, opts, env=env), config_mod.dump(cfg))
     lam = setup.lam
     say(
         f"  n={setup.X.shape[0]} d={setup.X.shape[1]}  K = {setup.c:g} * {cfg.theory.kernel}: "
@@ -68,21 +65,21 @@ def single_run(
         t = time.perf_counter()
         try:
             printer = train.progress_printer(oc.label, cfg.train.steps, 1) if progress else None
-            (ev,) = study.evaluate_group([cfg], [setup], i, printer)
+            (ev,) = entry.evaluate_group([cfg], [setup], i, printer)
         except Exception as exc:  # noqa: BLE001 - one optimizer failing must not lose the others
             failed = True
-            opts[oc.label] = study.failed_result(oc, exc)
+            opts[oc.label] = entry.failed_result(oc, exc)
             warn(f"ntkdyn: optimizer {oc.label} failed: {type(exc).__name__}: {exc}")
             continue
         opts[oc.label] = ev.result
         times = env["times_s"][oc.label] = {**ev.times, "total_s": time.perf_counter() - t}
-        results.write_run_outputs(out, study.run_result(cfg, setup, opts))
+        folder.write_run_outputs(out, entry.run_result(cfg, setup, opts))
         say(
-            f"  {oc.label}: {ev.metrics['status']}, {ev.metrics['verdict']} "
+            f"  {oc.label}: {ev.result.status}, {ev.result.verdict} "
             f"(train {times['train_run_s']:.2f} s + compile {times['train_compile_s']:.2f} s)"
         )
-    run = study.run_result(cfg, setup, opts, env=env, run_id=cfg.name)
-    results.write_run_outputs(out, dataclasses.replace(run, env={}))
+    run = entry.run_result(cfg, setup, opts, env=env, run_id=cfg.name)
+    folder.write_run_outputs(out, dataclasses.replace(run, env={}))
     return SingleRun(dataclasses.replace(run, folder=out), setup, failed)
 
 
@@ -92,14 +89,6 @@ class SweepOutcome:
 
     metrics: dict[str, dict]
     failed: bool
-
-
-def _finished(out: str, run_id: str) -> dict | None:
-    path = os.path.join(out, "runs", run_id, "metrics.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as fh:
-        return json.load(fh)
 
 
 def sweep_group(
@@ -112,19 +101,19 @@ def sweep_group(
     warn: Say,
     progress: bool,
     metrics: dict[str, dict],
+    finished: dict[str, dict] | None = None,
 ) -> bool:
-    """Shape group ``g`` (1-based) of a sweep: runs with a metrics.json in ``out/runs/<run_id>``
-    are read back and skipped; the others are prepared, each optimizer trained for the whole group
-    as one program and evaluated (``study.evaluate_group``), and each run written by
-    ``results.write_run`` (by the ``writer`` process only). Fills ``metrics``; returns whether an
-    optimizer failed. Raises ValueError (bad input) from ``pipeline.prepare`` before any training."""
-    from ntkdyn import pipeline, train
-
+    """Shape group ``g`` (1-based) of a sweep: runs in ``finished`` (run_id -> metrics.json of a
+    finished run with the same config, ``folder.finished_runs``) are kept and skipped; the others
+    are prepared, each optimizer trained for the whole group as one program and evaluated
+    (``entry.evaluate_group``), and each run written by ``folder.write_run`` (by the ``writer``
+    process only). Fills ``metrics``; returns whether an optimizer failed. Raises ValueError (bad
+    input) from ``setup.prepare`` before any training."""
+    finished = finished or {}
     todo = []
     for run in group:
-        done = _finished(out, run.run_id)
-        if done is not None:
-            metrics[run.run_id] = done
+        if run.run_id in finished:
+            metrics[run.run_id] = finished[run.run_id]
         else:
             todo.append(run)
     if len(todo) < len(group):
@@ -132,7 +121,7 @@ def sweep_group(
     if not todo:
         return False
     t = time.perf_counter()
-    setups = [pipeline.prepare(run.cfg) for run in todo]
+    setups = [setup_mod.prepare(run.cfg) for run in todo]
     env["times_s"][f"group{g}_prepare"] = time.perf_counter() - t
     cfgs = [run.cfg for run in todo]
     opts: list[dict[str, results.OptimizerResult]] = [{} for _ in todo]
@@ -145,12 +134,12 @@ def sweep_group(
             else None
         )
         try:
-            evaluated = study.evaluate_group(cfgs, setups, i, printer)
+            evaluated = entry.evaluate_group(cfgs, setups, i, printer)
         except Exception as exc:  # noqa: BLE001 - keep the other optimizers and groups
             failed = True
             warn(f"ntkdyn: group {g} optimizer {oc.label} failed: {type(exc).__name__}: {exc}")
             for o in opts:
-                o[oc.label] = study.failed_result(oc, exc)
+                o[oc.label] = entry.failed_result(oc, exc)
             continue
         theory_s = sum(ev.times["evaluate_s"] for ev in evaluated)
         env["times_s"][f"group{g}_{oc.label}_train"] = time.perf_counter() - t - theory_s
@@ -158,8 +147,8 @@ def sweep_group(
         for o, ev in zip(opts, evaluated):
             o[oc.label] = ev.result
     for run, setup, o in zip(todo, setups, opts):
-        result = study.run_result(run.cfg, setup, o, run_id=run.run_id)
+        result = entry.run_result(run.cfg, setup, o, run_id=run.run_id)
         metrics[run.run_id] = result.to_json()
         if writer:
-            results.write_run(os.path.join(out, "runs", run.run_id), result, config_mod.dump(run.cfg))
+            folder.write_run(os.path.join(out, "runs", run.run_id), result, config_mod.dump(run.cfg))
     return failed
