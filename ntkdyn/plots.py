@@ -97,10 +97,23 @@ def loss_figure(
                                     label=f"{label} {s.name}")  # fmt: skip
                 elif s.kind == "held_out":
                     ax.plot(
-                        x[shown], y[shown], s.style, color=colour, alpha=0.35, lw=3, label=f"{label} {s.name}"
+                        x[shown],
+                        y[shown],
+                        linestyle=s.style,
+                        color=colour,
+                        alpha=0.35,
+                        lw=3,
+                        label=f"{label} {s.name}",
                     )
                 else:
-                    ax.plot(x[shown], y[shown], linestyle=s.style, color=colour, alpha=0.8, label=f"{label} {s.name}")
+                    ax.plot(
+                        x[shown],
+                        y[shown],
+                        linestyle=s.style,
+                        color=colour,
+                        alpha=0.8,
+                        label=f"{label} {s.name}",
+                    )
             if m is not None and m.diverged_at is not None and ok.any():
                 ax.plot(x[ok][-1], loss[ok][-1], "x", color=colour, markersize=10)
     axes[0].set_yscale("log")
