@@ -381,9 +381,9 @@ def run_single(cfg: config_mod.Config, args: argparse.Namespace, say, t_start: f
     data = setup.load_data(cfg)  # input files are read before anything is written or computed
     built = setup.build_model(cfg, data[0].shape[1])
     out = output_folder(args, cfg.name)
+    env = new_env(dtype=cfg.dtype, seed=cfg.seed)
     folder.claim_run_folder(out, overwrite=args.overwrite)
     folder.write_config(out, config_mod.dump(cfg))
-    env = new_env(dtype=cfg.dtype, seed=cfg.seed)
     folder.write_env(out, env)
     say(f"ntkdyn: {cfg.name} -> {out} ({env['device']['platform']}, {cfg.dtype})")
     warn = lambda text: print(text, file=sys.stderr)  # noqa: E731

@@ -18,14 +18,12 @@ from ntkdyn.pipeline import entry, evaluate, faces, folder, runner, setup, train
 from ntkdyn.pipeline.entry import (
     Evaluated,
     evaluate_group,
-    failed_result,
     prepare,
     run_group,
     run_optimizer,
-    run_result,
     run_study,
-    spectrum_of,
 )
+from ntkdyn.pipeline.evaluate import failed_result, run_result, spectrum_of
 from ntkdyn.pipeline.faces import FACES, Context, Face, FaceValue, Series
 from ntkdyn.pipeline.runner import SingleRun
 from ntkdyn.pipeline.setup import (

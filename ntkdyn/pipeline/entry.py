@@ -33,6 +33,7 @@ from ntkdyn.models import Model
 from ntkdyn.pipeline import evaluate as evaluate_mod
 from ntkdyn.pipeline import setup as setup_mod
 from ntkdyn.pipeline import training
+from ntkdyn.pipeline.evaluate import run_result
 from ntkdyn.pipeline.setup import Setup
 
 _TEST_TWICE = "data.test: given both in the config and as test_data=...; give it once"
@@ -140,53 +141,6 @@ def _described_config(
     return doc
 
 
-def spectrum_of(cfg: config_mod.Config, setup: Setup) -> results.Spectrum:
-    """The spectrum of K = c H the predictions use (``setup.lam`` ascending; kappa None if lam_min <= 0)."""
-    return results.Spectrum.of(setup.lam, setup.c, cfg.theory.kernel)
-
-
-def run_result(
-    cfg: config_mod.Config,
-    setup: Setup,
-    opts: Mapping[str, results.OptimizerResult],
-    *,
-    env: Mapping[str, Any] | None = None,
-    run_id: str = "",
-    config_doc: Mapping[str, Any] | None = None,
-) -> results.RunResult:
-    """A run's ``results.RunResult`` from its prepared ``setup`` (data.npz: X, y, e0; kernels.npz:
-    H0, eigvals, kernel_used, loss_scale and Hinf where defined; with a held-out set also X_test,
-    y_test, e0_test and H_test, test_loss_scale) and its optimizers' results.
-
-    Args:
-        cfg, setup: the run's config and ``prepare`` result.
-        opts: label -> ``OptimizerResult``, in config order (may be partial while a run proceeds).
-        env: env.json content (empty: no env.json is written).
-        run_id: the run's name; config_doc: config.yaml's mapping (default ``config.to_dict(cfg)``).
-    """
-    kernels = {
-        "H0": setup.H0,
-        "eigvals": setup.lam,
-        "kernel_used": np.asarray(cfg.theory.kernel),
-        "loss_scale": np.asarray(setup.c),
-    }
-    if setup.Hinf is not None:
-        kernels["Hinf"] = setup.Hinf
-    data = {"X": setup.X, "y": setup.y, "e0": setup.e0}
-    if setup.X_test is not None:
-        data.update(X_test=setup.X_test, y_test=setup.y_test, e0_test=setup.e0_test)
-        kernels.update(H_test=setup.H_test, test_loss_scale=np.asarray(setup.c_test))
-    return results.RunResult(
-        config=dict(config_doc) if config_doc is not None else config_mod.to_dict(cfg),
-        spectrum=spectrum_of(cfg, setup),
-        optimizers=dict(opts),
-        data=data,
-        kernels=kernels,
-        env=dict(env or {}),
-        run_id=run_id,
-    )
-
-
 @dataclasses.dataclass(frozen=True)
 class Evaluated:
     """One optimizer of one run, trained and evaluated (``evaluate_group``).
@@ -212,12 +166,6 @@ class Evaluated:
     def metrics(self) -> dict[str, Any]:
         """The metrics.json entry of this optimizer (``result.to_json()``)."""
         return self.result.to_json()
-
-
-def failed_result(oc: config_mod.OptimizerConfig, exc: BaseException) -> results.OptimizerResult:
-    """The metrics.json entry of an optimizer whose training or evaluation raised ``exc``."""
-    label = oc.label or oc.name
-    return results.OptimizerResult(label, oc.name, oc.eta, "failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def evaluate_group(

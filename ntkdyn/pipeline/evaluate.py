@@ -1,4 +1,5 @@
-"""Assembly: one optimizer of one run, trained, becomes its typed ``results.OptimizerResult``.
+"""Assembly: one optimizer of one run, trained, becomes its typed ``results.OptimizerResult``;
+a prepared run and its optimizers' results become a ``results.RunResult`` (``run_result``).
 
 From training's typed trajectory (``train.TrainResult``): the kernel drift at the recorded
 snapshots, the verdict on training's loss (``rates.fit_rates``, on L - L* above the least-squares
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntkdyn import config as config_mod
 from ntkdyn import ntk, optimizers, rates, schedules, theory
 from ntkdyn.config import Config, OptimizerConfig
 from ntkdyn.pipeline import faces as faces_mod
@@ -33,6 +35,8 @@ from ntkdyn.results import (
     LossFloor,
     OptimizerResult,
     Predicted,
+    RunResult,
+    Spectrum,
     finite,
 )
 from ntkdyn.train import TrainResult
@@ -232,3 +236,56 @@ def held_out(
         deviation=deviation,
         note=note,
     )
+
+
+def spectrum_of(cfg: Config, setup: Setup) -> Spectrum:
+    """The spectrum of K = c H the predictions use (``setup.lam`` ascending; kappa None if lam_min <= 0)."""
+    return Spectrum.of(setup.lam, setup.c, cfg.theory.kernel)
+
+
+def run_result(
+    cfg: Config,
+    setup: Setup,
+    opts: Mapping[str, OptimizerResult],
+    *,
+    env: Mapping[str, Any] | None = None,
+    run_id: str = "",
+    config_doc: Mapping[str, Any] | None = None,
+) -> RunResult:
+    """A run's ``RunResult`` from its prepared ``setup`` (data.npz: X, y, e0; kernels.npz:
+    H0, eigvals, kernel_used, loss_scale and Hinf where defined; with a held-out set also X_test,
+    y_test, e0_test and H_test, test_loss_scale) and its optimizers' results.
+
+    Args:
+        cfg, setup: the run's config and ``prepare`` result.
+        opts: label -> ``OptimizerResult``, in config order (may be partial while a run proceeds).
+        env: env.json content (empty: no env.json is written).
+        run_id: the run's name; config_doc: config.yaml's mapping (default ``config.to_dict(cfg)``).
+    """
+    kernels = {
+        "H0": setup.H0,
+        "eigvals": setup.lam,
+        "kernel_used": np.asarray(cfg.theory.kernel),
+        "loss_scale": np.asarray(setup.c),
+    }
+    if setup.Hinf is not None:
+        kernels["Hinf"] = setup.Hinf
+    data = {"X": setup.X, "y": setup.y, "e0": setup.e0}
+    if setup.X_test is not None:
+        data.update(X_test=setup.X_test, y_test=setup.y_test, e0_test=setup.e0_test)
+        kernels.update(H_test=setup.H_test, test_loss_scale=np.asarray(setup.c_test))
+    return RunResult(
+        config=dict(config_doc) if config_doc is not None else config_mod.to_dict(cfg),
+        spectrum=spectrum_of(cfg, setup),
+        optimizers=dict(opts),
+        data=data,
+        kernels=kernels,
+        env=dict(env or {}),
+        run_id=run_id,
+    )
+
+
+def failed_result(oc: OptimizerConfig, exc: BaseException) -> OptimizerResult:
+    """The metrics.json entry of an optimizer whose training or evaluation raised ``exc``."""
+    label = oc.label or oc.name
+    return OptimizerResult(label, oc.name, oc.eta, "failed", error=f"{type(exc).__name__}: {exc}")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from ntkdyn import config as config_mod
 from ntkdyn import results, train
-from ntkdyn.pipeline import entry, folder
+from ntkdyn.pipeline import entry, evaluate, folder
 from ntkdyn.pipeline import setup as setup_mod
 from ntkdyn.pipeline.setup import Setup
 
@@ -54,7 +54,7 @@ def single_run(
     setup = setup_mod.prepare(cfg, data, built)
     env["times_s"].update(setup.times)
     opts: dict[str, results.OptimizerResult] = {}
-    folder.write_run_inputs(out, entry.run_result(cfg, setup, opts, env=env), config_mod.dump(cfg))
+    folder.write_run_inputs(out, evaluate.run_result(cfg, setup, opts, env=env), config_mod.dump(cfg))
     lam = setup.lam
     say(
         f"  n={setup.X.shape[0]} d={setup.X.shape[1]}  K = {setup.c:g} * {cfg.theory.kernel}: "
@@ -68,17 +68,17 @@ def single_run(
             (ev,) = entry.evaluate_group([cfg], [setup], i, printer)
         except Exception as exc:  # noqa: BLE001 - one optimizer failing must not lose the others
             failed = True
-            opts[oc.label] = entry.failed_result(oc, exc)
+            opts[oc.label] = evaluate.failed_result(oc, exc)
             warn(f"ntkdyn: optimizer {oc.label} failed: {type(exc).__name__}: {exc}")
             continue
         opts[oc.label] = ev.result
         times = env["times_s"][oc.label] = {**ev.times, "total_s": time.perf_counter() - t}
-        folder.write_run_outputs(out, entry.run_result(cfg, setup, opts))
+        folder.write_run_outputs(out, evaluate.run_result(cfg, setup, opts))
         say(
             f"  {oc.label}: {ev.result.status}, {ev.result.verdict} "
             f"(train {times['train_run_s']:.2f} s + compile {times['train_compile_s']:.2f} s)"
         )
-    run = entry.run_result(cfg, setup, opts, env=env, run_id=cfg.name)
+    run = evaluate.run_result(cfg, setup, opts, env=env, run_id=cfg.name)
     folder.write_run_outputs(out, dataclasses.replace(run, env={}))
     return SingleRun(dataclasses.replace(run, folder=out), setup, failed)
 
@@ -139,7 +139,7 @@ def sweep_group(
             failed = True
             warn(f"ntkdyn: group {g} optimizer {oc.label} failed: {type(exc).__name__}: {exc}")
             for o in opts:
-                o[oc.label] = entry.failed_result(oc, exc)
+                o[oc.label] = evaluate.failed_result(oc, exc)
             continue
         theory_s = sum(ev.times["evaluate_s"] for ev in evaluated)
         env["times_s"][f"group{g}_{oc.label}_train"] = time.perf_counter() - t - theory_s
@@ -147,7 +147,7 @@ def sweep_group(
         for o, ev in zip(opts, evaluated):
             o[oc.label] = ev.result
     for run, setup, o in zip(todo, setups, opts):
-        result = entry.run_result(run.cfg, setup, o, run_id=run.run_id)
+        result = evaluate.run_result(run.cfg, setup, o, run_id=run.run_id)
         metrics[run.run_id] = result.to_json()
         if writer:
             folder.write_run(os.path.join(out, "runs", run.run_id), result, config_mod.dump(run.cfg))
