@@ -82,11 +82,10 @@ def test_a_face_defined_here_reaches_every_output(toy_face, tmp_path, capsys):
     np.testing.assert_array_equal(toy, 2.0 * disc)
     floor = rates.loss_floor("float64", float(loss[0]))
     keep = (toy > floor) & (loss > floor)
-    expected = float(
-        np.max(np.abs(loss[keep] - toy[keep]) / toy[keep])
-    )  # independent of rates.max_relative_gap
+    expected = float(np.max(np.abs(loss[keep] - toy[keep]) / toy[keep]))  # not rates.max_relative_gap
     assert m["deviation"]["toy"] == pytest.approx(expected, rel=1e-12)
-    # L / L_d lies in [1 - d, 1 + d] (d: the recurrence's deviation), so |L - 2 L_d| / (2 L_d) in [(1 - d)/2, (1 + d)/2]
+    # L / L_d lies in [1 - d, 1 + d] (d: the recurrence's deviation),
+    # so |L - 2 L_d| / (2 L_d) lies in [(1 - d)/2, (1 + d)/2]
     d = m["deviation"]["discrete"]
     assert 0.5 * (1 - d) - 1e-12 <= m["deviation"]["toy"] <= 0.5 * (1 + d) + 1e-12
     assert "toy" in m["theory_verdicts"] and m["deviation_log10"]["toy"]["steps"] > 0
