@@ -376,18 +376,12 @@ def run_single(cfg: config_mod.Config, args: argparse.Namespace, say, t_start: f
     the summary table. Exit status 0 or 1 (an optimizer or output stage failed); bad input raises
     ValueError / ConfigError (``main``: exit status 2) before anything is written."""
     from ntkdyn import plots
-    from ntkdyn.pipeline import folder, runner, setup
+    from ntkdyn.pipeline import folder, runner
 
-    data = setup.load_data(cfg)  # input files are read before anything is written or computed
-    built = setup.build_model(cfg, data[0].shape[1])
     out = output_folder(args, cfg.name)
     env = new_env(dtype=cfg.dtype, seed=cfg.seed)
-    folder.claim_run_folder(out, overwrite=args.overwrite)
-    folder.write_config(out, config_mod.dump(cfg))
-    folder.write_env(out, env)
-    say(f"ntkdyn: {cfg.name} -> {out} ({env['device']['platform']}, {cfg.dtype})")
     warn = lambda text: print(text, file=sys.stderr)  # noqa: E731
-    done = runner.single_run(cfg, data, built, out, env, say, warn, progress=not args.quiet)
+    done = runner.single_run(cfg, out, env, say, warn, progress=not args.quiet, overwrite=args.overwrite)
     failed, trajectories, opts = done.failed, done.trajectories, done.run.optimizers
     failed |= not guarded_stage(
         env, "plot", lambda: plots.loss_figure(trajectories, opts, os.path.join(out, f"loss.{args.format}"))
@@ -408,71 +402,38 @@ def run_single(cfg: config_mod.Config, args: argparse.Namespace, say, t_start: f
 
 
 def summary_rows(run_id: str, values: dict, metrics: dict) -> list[dict]:
-    """One summary.csv row per optimizer of a run (``results.SweepRow``: the swept values, the
-    spectrum, then ``results.SUMMARY_COLUMNS`` and the deviations), from the run's metrics.json mapping."""
-    run = results.RunResult.from_json(metrics)
-    return [
-        results.SweepRow.from_result(run_id, values, run.spectrum, o).to_json()
-        for o in run.optimizers.values()
-    ]
+    """One summary.csv row per optimizer of a run (``runner.summary_rows``)."""
+    from ntkdyn.pipeline import runner
+
+    return runner.summary_rows(run_id, values, metrics)
 
 
 def run_sweep(raw: dict, points, args, say, t_start: float) -> int:
-    """Run every grid point (``runner.sweep_group`` per shape group), then write summary.csv and the
-    sweep figure and print the table.
-
-    Layout: OUT/config.yaml (the sweep), OUT/env.json, OUT/summary.csv, OUT/sweep.png and
-    OUT/runs/<run_id>/ (each a run folder written by ``folder.write_run``, without env.json).
-    A run whose metrics.json exists (written last, atomically) and whose config.yaml equals its
-    resolved config is kept when the sweep is re-run into the same folder; a different config is
-    bad input unless --overwrite (``folder.finished_runs``).
-    """
+    """Every grid point (``runner.sweep``: resumes finished runs of the same config, writes the run
+    folders and summary.csv), then the sweep figure, env.json and the table."""
     import jax
-    import yaml
 
-    from ntkdyn import plots, sweep, train
+    from ntkdyn import plots
     from ntkdyn.pipeline import folder, runner
 
-    name = raw.get("name", "sweep")
-    out = output_folder(args, name)
-    finished = folder.finished_runs(out, points, overwrite=args.overwrite)
+    out = output_folder(args, raw.get("name", "sweep"))
     writer = jax.process_index() == 0  # multi-host: one process writes
-    if writer:
-        os.makedirs(os.path.join(out, "runs"), exist_ok=True)
-        folder.write_config(out, yaml.safe_dump(raw, sort_keys=False))
     env = new_env(processes=jax.process_count(), devices_on_run_axis=len(jax.devices()), runs=len(points))
-    groups = sweep.group_by_shape(points)
-    say(
-        f"ntkdyn: sweep {name}: {len(points)} runs in {len(groups)} shape group(s) on {len(jax.devices())} "
-        f"device(s) -> {out}"
-    )
-    all_metrics: dict[str, dict] = {}
-    failed = False
-    compiles_before = train.COMPILE_COUNT["n"]
     warn = lambda text: print(text, file=sys.stderr)  # noqa: E731
-    for g, group in enumerate(groups):
-        failed |= runner.sweep_group(
-            g + 1, group, out, env, writer, say, warn, not args.quiet, all_metrics, finished
-        )
-    env["compiles"] = train.COMPILE_COUNT["n"] - compiles_before
-    rows = [
-        row
-        for run in points
-        if run.run_id in all_metrics
-        for row in summary_rows(run.run_id, run.values, all_metrics[run.run_id])
-    ]
+    done = runner.sweep(raw, points, out, env, writer, say, warn, not args.quiet, args.overwrite)
+    env["compiles"] = done.compiles
+    failed = done.failed
     if writer:
-        folder.write_summary(out, rows)
         failed |= not guarded_stage(
             env,
             "plot",
             lambda: plots.sweep_figure(
-                rows, list(points[0].values), os.path.join(out, f"sweep.{args.format}")
+                done.rows, list(points[0].values), os.path.join(out, f"sweep.{args.format}")
             ),
         )
         env["times_s"]["total"] = time.perf_counter() - t_start
         folder.write_env(out, env)
-    print(sweep_table(rows, list(points[0].values)))
+    print(sweep_table(done.rows, list(points[0].values)))
     print(
         f"results: {out}  ({len(points)} runs, {env['compiles']} compilations, "
         f"total {time.perf_counter() - t_start:.1f} s)"

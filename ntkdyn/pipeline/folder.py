@@ -159,6 +159,12 @@ def write_config(folder: str, text: str) -> None:
     write_text(os.path.join(folder, "config.yaml"), text)
 
 
+def start_sweep(folder: str, config_text: str) -> None:
+    """A sweep folder: runs/ and the sweep's config.yaml."""
+    os.makedirs(os.path.join(folder, "runs"), exist_ok=True)
+    write_config(folder, config_text)
+
+
 def write_env(folder: str, env: Mapping[str, Any]) -> None:
     """env.json: versions, device, command, stage times."""
     write_json(os.path.join(folder, "env.json"), dict(env))

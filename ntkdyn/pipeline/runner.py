@@ -37,20 +37,34 @@ class SingleRun:
 
 
 def single_run(
-    cfg: config_mod.Config, data, built, out: str, env: dict, say: Say, warn: Say, progress: bool = True
+    cfg: config_mod.Config,
+    out: str,
+    env: dict,
+    say: Say,
+    warn: Say,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> SingleRun:
-    """Prepare, then train and evaluate each optimizer of ``cfg`` (``entry.evaluate_group`` on a
-    group of one), writing the folder as each stage finishes (``folder.write_run_inputs`` after the
+    """A single run into folder ``out``: the input files are read first (``setup.load_data``,
+    ``build_model``: bad input raises ValueError before anything is written), the folder is claimed
+    (``folder.claim_run_folder``: a non-empty folder only with ``overwrite``), then the run is
+    prepared, and each optimizer trained and evaluated (``entry.evaluate_group`` on a group of
+    one), writing the folder as each stage finishes (``folder.write_run_inputs`` after the
     kernels, ``write_run_outputs`` after each optimizer): a later failure loses nothing written.
     An optimizer that raises is recorded as failed and the others still run.
 
     Args:
-        cfg: validated config; data, built: ``setup.load_data`` / ``build_model`` results.
-        out: the run folder (exists); env: env.json content, updated with stage times.
+        cfg: validated config; out: the run folder; env: env.json content, updated with stage times.
         say, warn: where progress and failures are printed; progress: per-chunk progress lines.
     Returns:
         ``SingleRun``: the typed run (env and folder set), its setup and whether an optimizer failed.
     """
+    data = setup_mod.load_data(cfg)
+    built = setup_mod.build_model(cfg, data[0].shape[1])
+    folder.claim_run_folder(out, overwrite=overwrite)
+    folder.write_config(out, config_mod.dump(cfg))
+    folder.write_env(out, env)
+    say(f"ntkdyn: {cfg.name} -> {out} ({env['device']['platform']}, {cfg.dtype})")
     setup = setup_mod.prepare(cfg, data, built)
     env["times_s"].update(setup.times)
     opts: dict[str, results.OptimizerResult] = {}
@@ -85,10 +99,65 @@ def single_run(
 
 @dataclasses.dataclass(frozen=True)
 class SweepOutcome:
-    """metrics.json content of every finished run (run_id -> mapping) and whether anything failed."""
+    """A finished sweep: its summary.csv rows (``results.SweepRow.to_json`` of every run and
+    optimizer, grid order), whether anything failed, and the number of compilations."""
 
-    metrics: dict[str, dict]
+    rows: list[dict]
     failed: bool
+    compiles: int
+
+
+def summary_rows(run_id: str, values: dict, metrics: dict) -> list[dict]:
+    """One summary.csv row per optimizer of a run (``results.SweepRow``: the swept values, the
+    spectrum, then ``results.SUMMARY_COLUMNS`` and the deviations), from its metrics.json mapping."""
+    run = results.RunResult.from_json(metrics)
+    return [
+        results.SweepRow.from_result(run_id, values, run.spectrum, o).to_json()
+        for o in run.optimizers.values()
+    ]
+
+
+def sweep(
+    raw: dict,
+    points: Sequence,
+    out: str,
+    env: dict,
+    writer: bool,
+    say: Say,
+    warn: Say,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> SweepOutcome:
+    """Every grid point of a sweep into ``out``: finished runs of the same config are kept
+    (``folder.finished_runs``; a different config is a ``folder.FolderError`` unless ``overwrite``),
+    the others run by shape group (``sweep_group``); then summary.csv. Only the ``writer`` process
+    writes. Layout: OUT/config.yaml (the sweep), OUT/summary.csv, OUT/runs/<run_id>/ (run folders)."""
+    import yaml
+
+    from ntkdyn import sweep as sweep_mod
+
+    finished = folder.finished_runs(out, points, overwrite=overwrite)
+    if writer:
+        folder.start_sweep(out, yaml.safe_dump(raw, sort_keys=False))
+    groups = sweep_mod.group_by_shape(points)
+    say(
+        f"ntkdyn: sweep {raw.get('name', 'sweep')}: {len(points)} runs in {len(groups)} shape group(s) on "
+        f"{env.get('devices_on_run_axis', 1)} device(s) -> {out}"
+    )
+    metrics: dict[str, dict] = {}
+    failed = False
+    compiles_before = train.COMPILE_COUNT["n"]
+    for g, group in enumerate(groups):
+        failed |= sweep_group(g + 1, group, out, env, writer, say, warn, progress, metrics, finished)
+    rows = [
+        row
+        for run in points
+        if run.run_id in metrics
+        for row in summary_rows(run.run_id, run.values, metrics[run.run_id])
+    ]
+    if writer:
+        folder.write_summary(out, rows)
+    return SweepOutcome(rows, failed, train.COMPILE_COUNT["n"] - compiles_before)
 
 
 def sweep_group(
