@@ -45,12 +45,12 @@ def single_run(
     progress: bool = True,
     overwrite: bool = False,
 ) -> SingleRun:
-    """A single run into folder ``out``: the input files are read first (``setup.load_data``,
-    ``build_model``: bad input raises ValueError before anything is written), the folder is claimed
-    (``folder.claim_run_folder``: a non-empty folder only with ``overwrite``), then the run is
-    prepared, and each optimizer trained and evaluated (``entry.evaluate_group`` on a group of
-    one), writing the folder as each stage finishes (``folder.write_run_inputs`` after the
-    kernels, ``write_run_outputs`` after each optimizer): a later failure loses nothing written.
+    """A single run into folder ``out``: the folder is claimed (``folder.claim_run_folder``: a
+    non-empty folder only with ``overwrite``), the run prepared (``setup.prepare``: bad input raises
+    ValueError before anything is written), then each optimizer trained and evaluated
+    (``entry.evaluate_group`` on a group of one), writing the folder as each stage finishes
+    (``folder.write_run_inputs`` and env.json after the kernels, ``write_run_outputs`` after each
+    optimizer): a later failure loses nothing written.
     An optimizer that raises is recorded as failed and the others still run.
 
     Args:
@@ -59,16 +59,13 @@ def single_run(
     Returns:
         ``SingleRun``: the typed run (env and folder set), its setup and whether an optimizer failed.
     """
-    data = setup_mod.load_data(cfg)
-    built = setup_mod.build_model(cfg, data[0].shape[1])
     folder.claim_run_folder(out, overwrite=overwrite)
-    folder.write_config(out, config_mod.dump(cfg))
-    folder.write_env(out, env)
     say(f"ntkdyn: {cfg.name} -> {out} ({env['device']['platform']}, {cfg.dtype})")
-    setup = setup_mod.prepare(cfg, data, built)
+    setup = setup_mod.prepare(cfg)
     env["times_s"].update(setup.times)
     opts: dict[str, results.OptimizerResult] = {}
     folder.write_run_inputs(out, evaluate.run_result(cfg, setup, opts, env=env), config_mod.dump(cfg))
+    folder.write_env(out, env)
     lam = setup.lam
     say(
         f"  n={setup.X.shape[0]} d={setup.X.shape[1]}  K = {setup.c:g} * {cfg.theory.kernel}: "
