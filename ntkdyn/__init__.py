@@ -14,7 +14,7 @@ The run path, stage by stage (for studies that reuse prepared runs; ``ntkdyn.pip
     load_data(config) -> (X, y);  prepare(config, data=None, built=None) -> Setup (model, H0, spectrum)
     evaluate_group(configs, setups, index) -> [Evaluated]: train optimizer ``index`` of every run as
         one program, then evaluate each (what run_study, run_group and the command line call)
-    Face, FaceValue, Context, FACES, register_face: the theory faces (``pipeline.faces``)
+    The theory faces: ``ntkdyn.pipeline.faces`` (Face, FaceValue, Context, FACES, register)
 Models and data
     from_apply_fn(apply_fn, params, loss="half_sum") -> (Model, params, consts): any apply_fn(params, X)
     from_linen(module, variables, loss="half_sum"), from_flax(nnx_module, loss="half_sum");  Model
@@ -31,7 +31,8 @@ Submodules with a public API (their documented functions; ``ntkdyn.theory.discre
     config (from_dict, load_raw, apply_override), optimizers (the registry: get, resolve_hyper),
     theory (recurrences, ODEs), rates (fits, verdicts, loss_floor, tail_fit), results (the typed
     results and folder files), control (per-mode analysis), stochastic (mini-batch moments), ntk
-    (kernels), pipeline (the run path: setup, training, faces, evaluate, entry, folder)
+    (kernels); the run path's modules are in ``ntkdyn.pipeline`` (setup, training, faces, evaluate,
+    entry, folder, runner)
 
 Every name is imported explicitly below (visible to editors and type checkers); ``import ntkdyn``
 therefore imports jax. ``experiments/`` and ``tools/`` use only these names (tests/test_api.py
@@ -42,17 +43,13 @@ from __future__ import annotations
 
 import importlib.metadata
 
-from ntkdyn import config, control, ntk, optimizers, pipeline, rates, results, stochastic, theory
+from ntkdyn import config, control, ntk, optimizers, rates, results, stochastic, theory
 from ntkdyn.config import Config, ConfigError, OptimizerConfig
 from ntkdyn.config import load as load_config
 from ntkdyn.data import digits, sphere
 from ntkdyn.models import Model, from_apply_fn, from_flax, from_linen
 from ntkdyn.pipeline import (
-    FACES,
-    Context,
     Evaluated,
-    Face,
-    FaceValue,
     Setup,
     evaluate_group,
     load_data,
@@ -60,7 +57,6 @@ from ntkdyn.pipeline import (
     run_group,
     run_study,
 )
-from ntkdyn.pipeline.faces import register as register_face
 from ntkdyn.plots import plot_loss, plot_sweep
 from ntkdyn.report import write_report
 from ntkdyn.results import (
@@ -81,12 +77,11 @@ except importlib.metadata.PackageNotFoundError:  # a source tree that is not ins
 __all__ = [
     "__version__",
     "run_study", "run_group", "evaluate_group", "load_data", "prepare", "Setup", "Evaluated",
-    "Face", "FaceValue", "Context", "FACES", "register_face",
     "load_config", "Config", "OptimizerConfig", "ConfigError",
     "from_apply_fn", "from_linen", "from_flax", "Model", "sphere", "digits",
     "load", "RunResult", "OptimizerResult", "SweepResult", "SweepRow", "StudyResult", "StudyCollection",
     "plot_loss", "plot_sweep", "write_report",
-    "config", "optimizers", "theory", "rates", "results", "control", "stochastic", "ntk", "pipeline",
+    "config", "optimizers", "theory", "rates", "results", "control", "stochastic", "ntk",
 ]  # fmt: skip
 PUBLIC_SUBMODULES = (
     "config",
@@ -97,5 +92,4 @@ PUBLIC_SUBMODULES = (
     "control",
     "stochastic",
     "ntk",
-    "pipeline",
 )

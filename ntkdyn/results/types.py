@@ -77,21 +77,26 @@ class Record:
 
 @dataclasses.dataclass(frozen=True)
 class Spectrum(Record):
-    """Eigenvalues of the dynamics kernel K = c H the predictions use (``kernel``: H0 or Hinf)."""
+    """Eigenvalues of the dynamics kernel K = c H the predictions use (``kernel``: H0 or Hinf);
+    ``n`` and ``L0`` where a study or the control view records them."""
 
     lambda_min: float
     lambda_max: float
     kappa: float | None
     loss_scale: float
     kernel: str | None = _field(omit_none=True)
+    n: int | None = _field(omit_none=True)  # number of eigenvalues (studies, control view)
+    L0: float | None = _field(omit_none=True)  # initial loss (studies)
 
     @classmethod
-    def of(cls, lam, loss_scale: float, kernel: str | None = None) -> Spectrum:
+    def of(
+        cls, lam, loss_scale: float, kernel: str | None = None, n: int | None = None, L0: float | None = None
+    ) -> Spectrum:
         """From the ascending eigenvalues ``lam`` of K = c H (``loss_scale`` c): kappa =
         lambda_max / lambda_min, None unless lambda_min > 0. The one place a spectrum summary is made."""
         lam = np.asarray(lam, np.float64)
         kappa = float(lam[-1] / lam[0]) if lam[0] > 0 else None
-        return cls(float(lam[0]), float(lam[-1]), kappa, float(loss_scale), kernel)
+        return cls(float(lam[0]), float(lam[-1]), kappa, float(loss_scale), kernel, n, L0)
 
 
 @dataclasses.dataclass(frozen=True)
