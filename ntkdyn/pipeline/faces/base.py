@@ -36,7 +36,7 @@ class Context:
     cfg: Config
     setup: Setup
     spec: optimizers.OptimizerSpec
-    hyper: Mapping[str, Any]
+    hyper: dict[str, Any]
     trained: TrainResult
     fit: rates.RateFit
     null: np.ndarray
@@ -99,11 +99,17 @@ class Series:
 
 @runtime_checkable
 class Face(Protocol):
-    """A theory face (module docstring)."""
+    """A theory face (module docstring). ``name``, ``compares`` and ``series`` are read only (a
+    class attribute satisfies them)."""
 
-    name: str
-    compares: tuple[str, ...]
-    series: tuple[Series, ...]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def compares(self) -> tuple[str, ...]: ...
+
+    @property
+    def series(self) -> tuple[Series, ...]: ...
 
     def applies(self, ctx: Context) -> bool | str: ...
 

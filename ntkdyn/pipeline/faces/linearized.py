@@ -30,7 +30,7 @@ class LinearizedNetwork:
 
     def predict(self, ctx: Context, earlier: Mapping[str, FaceValue]) -> FaceValue:
         t = ctx.cfg.train
-        lin = training.train_linearized(ctx.cfg, ctx.setup, ctx.spec, dict(ctx.hyper))
+        lin = training.train_linearized(ctx.cfg, ctx.setup, ctx.spec, ctx.hyper)
         arrays = {"loss_linearized": lin.loss}
         if lin.test_loss is not None:
             arrays["test_loss_linearized"] = lin.test_loss
