@@ -86,13 +86,15 @@ def resolved(cfg: config_mod.Config) -> dict:
     return yaml.safe_load(config_mod.dump(cfg))
 
 
-def finished_runs(out: str, runs: Sequence, overwrite: bool = False) -> dict[str, dict]:
+def finished_runs(out: str, runs: Sequence, overwrite: bool = False, writer: bool = True) -> dict[str, dict]:
     """Of a sweep's ``runs`` (``sweep.Run``: run_id, cfg), those already finished in ``out`` (a
     metrics.json in runs/<run_id>) with the same resolved config: run_id -> metrics.json content.
     A finished run whose config.yaml differs is an error naming the differing keys, unless
-    ``overwrite`` (then nothing is resumed). Stale temporaries are removed first."""
+    ``overwrite`` (then nothing is resumed). The ``writer`` process (the only one that writes)
+    first removes stale temporaries."""
     check_out_path(out)
-    remove_stale_temporaries(out)
+    if writer:
+        remove_stale_temporaries(out)
     if overwrite:
         return {}
     done: dict[str, dict] = {}

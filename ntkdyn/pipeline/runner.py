@@ -133,7 +133,7 @@ def sweep(
 
     from ntkdyn import sweep as sweep_mod
 
-    finished = folder.finished_runs(out, points, overwrite=overwrite)
+    finished = folder.finished_runs(out, points, overwrite=overwrite, writer=writer)
     if writer:
         folder.start_sweep(out, yaml.safe_dump(raw, sort_keys=False))
     groups = sweep_mod.group_by_shape(points)
