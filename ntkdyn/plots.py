@@ -128,13 +128,13 @@ def loss_figure(
         )
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    finite = [
+    shown = [
         a[k][np.isfinite(a[k]) & (a[k] > 0)]
         for a in trajectories.values()
         for k in ("loss", "test_loss")
         if k in a
     ]
-    finite = np.concatenate(finite) if finite else np.array([1.0])
+    finite = np.concatenate(shown) if shown else np.array([1.0])
     if finite.size:
         for ax in axes:
             ax.set_ylim(max(finite.min() * 0.3, finite.max() * 1e-14), finite.max() * 3)

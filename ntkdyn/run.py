@@ -15,6 +15,8 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ntkdyn import config as config_mod
 from ntkdyn import results
@@ -330,7 +332,7 @@ def check_memory(cfg: config_mod.Config | None, points: list | None) -> int:
         if points is not None:
             for group in sweep.group_by_shape(points):
                 memory.check(group[0].cfg, len(group))
-        else:
+        elif cfg is not None:
             memory.check(cfg)
     except memory.TooLarge as exc:
         print(f"ntkdyn: too large for memory: {exc}", file=sys.stderr)
@@ -368,6 +370,7 @@ def _main(args: argparse.Namespace) -> int:
         return code
     if points is not None:
         return run_sweep(raw, points, args, say, t_start)
+    assert cfg is not None  # read_config gives a Config or sweep points
     return run_single(cfg, args, say, t_start)
 
 
@@ -441,7 +444,7 @@ def run_sweep(raw: dict, points, args, say, t_start: float) -> int:
     return 1 if failed else 0
 
 
-def summary_csv(rows: list[dict]) -> str:
+def summary_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     """summary.csv's text (``folder.summary_csv``)."""
     from ntkdyn.pipeline import folder
 

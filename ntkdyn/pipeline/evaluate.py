@@ -150,7 +150,7 @@ def training_fit(cfg: Config, setup: Setup, res: TrainResult) -> tuple[rates.Rat
     floor_info = theory.loss_floor_star(setup.lam, setup.coef, setup.c, kernel_rtol(cfg, setup.lam.size))
     L_star = floor_info["floor"] if floor_info["floor"] > floor else 0.0
     null = theory.null_modes(setup.lam, floor_info["rtol"])
-    fit_floor = rates.difference_floor(floor, L_star, np.finfo(cfg.dtype).eps)
+    fit_floor = rates.difference_floor(floor, L_star, float(np.finfo(cfg.dtype).eps))
     fit = rates.fit_rates(
         res.step, res.loss, window, fit_floor, res.diverged_at is not None, cfg.rates.stall_factor,
         floor_star=L_star,
@@ -186,7 +186,7 @@ def deviations(
         gap = rates.log_gap(pred, res.loss, floor, rates.window_mask(res.step, res.loss, window, floor))
         gaps[name] = LogGap.from_json(gap.as_dict())
         pred_floor = rates.difference_floor(
-            rates.loss_floor("float64", L0), L_star, np.finfo("float64").eps, cfg.train.steps
+            rates.loss_floor("float64", L0), L_star, float(np.finfo("float64").eps), cfg.train.steps
         )
         theory_fit = rates.fit_rates(
             res.step, pred, window, pred_floor, stall_factor=cfg.rates.stall_factor, floor_star=L_star

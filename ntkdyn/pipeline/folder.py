@@ -38,7 +38,7 @@ def check_out_path(out: str) -> None:
 def remove_stale_temporaries(folder: str) -> list[str]:
     """Remove the zero-byte ``.tmp-*`` files an interrupted atomic write left in ``folder`` and its
     sub-folders; returns their paths."""
-    removed = []
+    removed: list[str] = []
     if not os.path.isdir(folder):
         return removed
     for root, _, files in os.walk(folder):
@@ -177,7 +177,7 @@ def write_summary(folder: str, rows: Iterable[Mapping[str, Any]]) -> None:
     write_text(os.path.join(folder, "summary.csv"), summary_csv(list(rows)))
 
 
-def summary_csv(rows: list[Mapping[str, Any]]) -> str:
+def summary_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     """summary.csv's text: one column per key met in ``rows`` (first-seen order)."""
     import csv
     import io

@@ -136,7 +136,7 @@ def sweep(
     finished = folder.finished_runs(out, points, overwrite=overwrite, writer=writer)
     if writer:
         folder.start_sweep(out, yaml.safe_dump(raw, sort_keys=False))
-    groups = sweep_mod.group_by_shape(points)
+    groups = sweep_mod.group_by_shape(list(points))
     say(
         f"ntkdyn: sweep {raw.get('name', 'sweep')}: {len(points)} runs in {len(groups)} shape group(s) on "
         f"{env.get('devices_on_run_axis', 1)} device(s) -> {out}"
