@@ -49,50 +49,70 @@ def loss_figure(
     metrics: Mapping[str, results.OptimizerResult | Mapping],
     path: str,
 ) -> None:
-    """Loss vs iteration, log-y (left) and log-log (right); training solid, kernel recurrence dashed,
-    ODE dotted, high-resolution ODE dash-dot; x at a diverged run's last finite loss. With a held-out
-    set, its loss beside them in the same colour, faded: training's (thick solid) and its kernel
-    prediction (``test_loss_discrete``, thick dashed).
+    """Loss vs iteration, log-y (left) and log-log (right): training solid, then every series of
+    every theory face (``faces.FACES``' ``series``: kernel recurrence dashed, ODE dotted,
+    high-resolution ODE dash-dot, linearised network dash-dot-dot, the mini-batch mean's 95 % band
+    shaded; a held-out loss faded and thick) in the optimizer's colour; x at a diverged run's last
+    finite loss. The data file holds exactly the drawn series (step, loss and each face's key).
 
     Args:
         trajectories: label -> arrays (``step``, ``loss``, ``loss_discrete``, ...).
         metrics: label -> ``OptimizerResult`` (or its metrics.json entry) for the verdict in the legend.
         path: the figure file; its extension sets the format. The data goes to ``data_path(path)``.
     """
+    from ntkdyn.pipeline import faces
+
     fmt = figure_format(path)
     typed = {
         label: m if isinstance(m, results.OptimizerResult) else results.OptimizerResult.from_json(label, m)
         for label, m in metrics.items()
     }
+    series = faces.drawn_series()
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    drawn: dict[str, dict[str, np.ndarray]] = {}
     for i, (label, arr) in enumerate(trajectories.items()):
         colour = colours[i % len(colours)]
         m = typed.get(label)
         step, loss = arr["step"], arr["loss"]
+        drawn[label] = {"step": step, "loss": loss}
         ok = np.isfinite(loss) & (loss > 0)
         for ax in axes:
             x = step if ax is axes[0] else np.maximum(step, 1)
             ax.plot(x[ok], loss[ok], "-", color=colour, label=f"{label}: {(m and m.verdict) or '?'}")
-            for key, style, name in (
-                ("loss_discrete", "--", "kernel recurrence"),
-                ("loss_ode", ":", "ODE"),
-                ("loss_ode_hr", "-.", "high-res ODE"),
-            ):
-                if key in arr:
-                    pred = arr[key]
-                    shown = np.isfinite(pred) & (pred > 0) & (pred < 1e30)
-                    ax.plot(x[shown], pred[shown], style, color=colour, alpha=0.8, label=f"{label} {name}")
-            for key, style, name in (
-                ("test_loss", "-", "held-out"),
-                ("test_loss_discrete", "--", "held-out kernel"),
-            ):
-                if key in arr:
-                    held = arr[key]
-                    shown = np.isfinite(held) & (held > 0) & (held < 1e30)
+            for s in series:
+                if s.key not in arr or np.shape(arr[s.key]) != np.shape(step):
+                    continue
+                y = np.asarray(arr[s.key], np.float64)
+                drawn[label][s.key] = y
+                shown = np.isfinite(y) & (y > 0) & (y < 1e30)
+                if s.kind == "band_hi":
+                    continue  # drawn with its band_lo
+                if s.kind == "band_lo":
+                    hi_key = s.key[: -len("lo")] + "hi"
+                    hi = np.asarray(arr.get(hi_key, y), np.float64)
+                    both = shown & np.isfinite(hi) & (hi > 0)
+                    ax.fill_between(x[both], y[both], hi[both], color=colour, alpha=0.2, lw=0,
+                                    label=f"{label} {s.name}")  # fmt: skip
+                elif s.kind == "held_out":
                     ax.plot(
-                        x[shown], held[shown], style, color=colour, alpha=0.35, lw=3, label=f"{label} {name}"
+                        x[shown],
+                        y[shown],
+                        linestyle=s.style,
+                        color=colour,
+                        alpha=0.35,
+                        lw=3,
+                        label=f"{label} {s.name}",
+                    )
+                else:
+                    ax.plot(
+                        x[shown],
+                        y[shown],
+                        linestyle=s.style,
+                        color=colour,
+                        alpha=0.8,
+                        label=f"{label} {s.name}",
                     )
             if m is not None and m.diverged_at is not None and ok.any():
                 ax.plot(x[ok][-1], loss[ok][-1], "x", color=colour, markersize=10)
@@ -108,13 +128,13 @@ def loss_figure(
         )
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    finite = [
+    shown = [
         a[k][np.isfinite(a[k]) & (a[k] > 0)]
         for a in trajectories.values()
         for k in ("loss", "test_loss")
         if k in a
     ]
-    finite = np.concatenate(finite) if finite else np.array([1.0])
+    finite = np.concatenate(shown) if shown else np.array([1.0])
     if finite.size:
         for ax in axes:
             ax.set_ylim(max(finite.min() * 0.3, finite.max() * 1e-14), finite.max() * 3)
@@ -125,7 +145,7 @@ def loss_figure(
     columns = {
         k: v
         for k, v in results.long_table(
-            [("", label, arr) for label, arr in trajectories.items()], pandas=False
+            [("", label, arr) for label, arr in drawn.items()], pandas=False
         ).items()
         if k != "run_id"
     }

@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import argparse
 import base64
-import dataclasses
 import datetime
 import html
-import json
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
 
 from ntkdyn import results
+from ntkdyn.report_blocks import Bullets, Details, Figure, Heading, Para, Table, _fmt, _spans
+from ntkdyn.report_runs import run_blocks, sweep_blocks
 
 RESULT_ORDER = results.CLAIM_RESULTS  # most severe first
 BADGE = {
@@ -46,55 +45,7 @@ Loaded = results.RunResult | results.SweepResult | results.StudyResult | results
 
 
 # --------------------------------------------------------------------------- the page as blocks
-# A span is (style, text) with style "" | "b" | "i" | "code" | "badge" | "#anchor"; a cell or a
-# paragraph is a str or a list of spans.
-@dataclasses.dataclass(frozen=True)
-class Heading:
-    level: int
-    text: str
-    anchor: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Para:
-    spans: str | list
-
-
-@dataclasses.dataclass(frozen=True)
-class Bullets:
-    items: list
-
-
-@dataclasses.dataclass(frozen=True)
-class Table:
-    columns: Sequence[str]
-    rows: Sequence[Sequence]
-
-
-@dataclasses.dataclass(frozen=True)
-class Figure:
-    path: str
-    caption: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Details:
-    summary: str
-    blocks: list
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, (list, dict)):
-        return json.dumps(v)
-    return str(v)
-
-
-def _spans(x) -> list:
-    return [("", x)] if isinstance(x, str) else list(x)
+# (``report_blocks``: Heading, Para, Bullets, Table, Figure, Details); runs and sweeps: ``report_runs``
 
 
 # --------------------------------------------------------------------------- finding results
@@ -123,184 +74,6 @@ def default_title(items: list[Loaded]) -> str:
         else:
             names.append(f"studies {', '.join(s.study for s in it.studies)}")
     return "ntkdyn results: " + "; ".join(names)
-
-
-# --------------------------------------------------------------------------- runs
-def _flat(prefix: str, value) -> list[tuple[str, str]]:
-    if isinstance(value, dict):
-        return [kv for k, v in value.items() for kv in _flat(f"{prefix}.{k}" if prefix else str(k), v)]
-    return [] if value is None else [(prefix, _fmt(value))]
-
-
-def _hyper(o: results.OptimizerResult) -> str:
-    if o.beta is not None:
-        return f"beta={o.beta:g}"
-    return f"r={o.r:g}" if o.r is not None else ""
-
-
-def run_blocks(run: results.RunResult, assets: str, figures: str, index: int) -> list:
-    """Settings, spectrum, the per-optimizer table and the loss figure of one run."""
-    blocks: list = [Heading(2, f"Run {run.run_id or run.config.get('name', '')}: {run.describe()}")]
-    s = run.spectrum
-    if s is not None:
-        blocks.append(
-            Para(
-                [
-                    ("", "Kernel K = c·"),
-                    ("code", str(s.kernel or "H")),
-                    (
-                        "",
-                        f" with c = {s.loss_scale:g}: "
-                        f"λ_min = {s.lambda_min:.4g}, "
-                        f"λ_max = {s.lambda_max:.4g}, "
-                        f"κ = {_fmt(s.kappa)}.",
-                    ),
-                ]
-            )
-        )
-    settings = [
-        kv
-        for key in ("seed", "dtype", "data", "model", "train", "theory", "rates")
-        if key in run.config
-        for kv in _flat(key, run.config[key])
-    ]
-    blocks.append(Details("Settings", [Table(["key", "value"], settings)]))
-    cols = [
-        "label",
-        "optimizer",
-        "eta",
-        "β / r",
-        "status",
-        "verdict",
-        "kernel / ODE verdicts",
-        "fitted rate",
-        "power exponent",
-        "predicted rate",
-        "stable",
-        "dev. discrete",
-        "dev. ODE",
-        "dev. hr-ODE",
-        "kernel drift",
-    ]
-    rows = []
-    for label, o in run.optimizers.items():
-        f, p, d = o.fitted, o.predicted, o.deviation
-        tv = "/".join(o.theory_verdicts.get(k, "-") for k in ("discrete", "ode")) if o.theory_verdicts else ""
-        rows.append(
-            [
-                label,
-                o.optimizer,
-                _fmt(o.eta),
-                _hyper(o),
-                o.status,
-                o.verdict or "",
-                tv,
-                _fmt(f and f.linear_rate),
-                _fmt(f and f.power_exponent),
-                _fmt(p and p.linear_rate),
-                _fmt(p and p.stable),
-                _fmt(d and d.discrete),
-                _fmt(d and d.ode),
-                _fmt(d and d.ode_hr),
-                _fmt(o.kernel_drift),
-            ]
-        )
-    blocks.append(Table(cols, rows))
-    notes = [
-        [("b", label), ("", f": {o.note or ''} {o.error or ''}".rstrip())]
-        for label, o in run.optimizers.items()
-        if o.note or o.error
-    ]
-    if notes:
-        blocks.append(Bullets(notes))
-    if any(o.trajectory for o in run.optimizers.values()):
-        from ntkdyn import plots
-
-        path = os.path.join(assets, f"run{index}_{_safe(run.run_id)}_loss.{figures}")
-        plots.plot_loss(run, path)
-        blocks.append(
-            Figure(
-                path,
-                "Training loss (solid), kernel recurrence (dashed), ODE (dotted), "
-                "high-resolution ODE (dash-dot); log-y left, log-log right. Data: "
-                f"{os.path.basename(plots.data_path(path))}.",
-            )
-        )
-        if any("kernels" in o.trajectory for o in run.optimizers.values()):
-            path = os.path.join(assets, f"run{index}_{_safe(run.run_id)}_sharpness.{figures}")
-            plots.sharpness_figure(run, path)
-            blocks.append(
-                Figure(
-                    path,
-                    "Sharpness: λ_max of K_k = c·H_k at the recorded kernel steps, and η·λ_max against each "
-                    "optimizer's stability limit (dashed; above it the kernel-regime recurrence diverges). "
-                    f"Data: {os.path.basename(plots.data_path(path))}.",
-                )
-            )
-    return blocks
-
-
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in str(text))
-
-
-# --------------------------------------------------------------------------- sweeps
-def sweep_blocks(sweep: results.SweepResult, assets: str, figures: str, index: int, limit: int = 200) -> list:
-    """Verdict counts per label, the summary rows and the sweep figure."""
-    blocks: list = [Heading(2, f"Sweep: {sweep.describe()}")]
-    counts: dict[str, dict[str, int]] = {}
-    for r in sweep.rows:
-        counts.setdefault(r.label, {})
-        counts[r.label][r.verdict or r.status or "-"] = (
-            counts[r.label].get(r.verdict or r.status or "-", 0) + 1
-        )
-    verdicts = sorted({v for c in counts.values() for v in c})
-    blocks.append(
-        Table(
-            ["label", *verdicts], [[lab, *(str(c.get(v, 0)) for v in verdicts)] for lab, c in counts.items()]
-        )
-    )
-    cols = [
-        "run_id",
-        "label",
-        *sweep.axes,
-        "status",
-        "verdict",
-        "fitted rate",
-        "predicted rate",
-        "dev. discrete",
-        "kernel drift",
-    ]
-    rows = [
-        [
-            r.run_id,
-            r.label,
-            *(_fmt(r.values.get(a)) for a in sweep.axes),
-            r.status or "",
-            r.verdict or "",
-            _fmt(r.fitted_linear_rate),
-            _fmt(r.predicted_linear_rate),
-            _fmt(r.deviation_discrete),
-            _fmt(r.kernel_drift),
-        ]
-        for r in sweep.rows[:limit]
-    ]
-    more = f" (first {limit} of {len(sweep.rows)})" if len(sweep.rows) > limit else ""
-    blocks.append(Details(f"Summary rows{more}", [Table(cols, rows)]))
-    if sweep.rows:
-        from ntkdyn import plots
-
-        path = os.path.join(assets, f"sweep{index}_{_safe(sweep.config.get('name', 'sweep'))}.{figures}")
-        plots.plot_sweep(sweep, path)
-        blocks.append(
-            Figure(
-                path,
-                "Fitted vs predicted log-rate per iteration; rate against the swept "
-                "hyperparameter; deviation and kernel drift against width where swept. Data: "
-                f"{os.path.basename(plots.data_path(path))}.",
-            )
-        )
-    return blocks
 
 
 # --------------------------------------------------------------------------- studies

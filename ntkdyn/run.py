@@ -1,8 +1,10 @@
 """Command line: ``python -m ntkdyn.run CONFIG [--set a.b=value ...] [--out DIR]``.
 
 Writes a results folder (see README "Results folder") and prints a summary table. Files are
-written atomically as soon as their stage finishes, so a later failure loses nothing.
-Exit status: 0 ok, 1 an optimizer or the plot failed (the rest is written), 2 bad input.
+written atomically as soon as their stage finishes, so a later failure loses nothing. This module
+only parses, prints and sets exit codes: the runs are ``pipeline.runner``'s, the folder
+``pipeline.folder``'s. Exit status: 0 ok, 1 an optimizer or an output stage failed (the rest is
+written), 2 bad input (one line on stderr, nothing computed).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ntkdyn import checks, results
 from ntkdyn import config as config_mod
@@ -116,6 +120,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", help="results folder (default results/<name>-<time>)")
     p.add_argument("--quiet", action="store_true", help="print only the summary table")
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace what --out holds: a single run into a non-empty folder, or a sweep whose finished "
+        "runs were made with a different config (default: refuse; a sweep resumes runs of the same config)",
+    )
+    p.add_argument(
         "--distributed",
         action="store_true",
         help='call jax.distributed.initialize() first (multi-process sweeps; README "Scaling out")',
@@ -215,23 +225,42 @@ def _theory_cells(o: results.OptimizerResult) -> list[str]:
     """predicted rate, and the window's position against theory's horizon (k* crossover, k_s)."""
     reg = o.regime
     horizon = "-"
-    if reg.get("horizon") is not None:
-        name = "k*" if reg.get("horizon_kind") == "crossover" else "k_s"
-        horizon = f"{reg.get('window_position') or ''} {name}={reg['horizon']:.4g}".strip()
+    if reg is not None and reg.horizon is not None:
+        name = "k*" if reg.horizon_kind == "crossover" else "k_s"
+        horizon = f"{reg.window_position or ''} {name}={reg.horizon:.4g}".strip()
     return [fmt(o.predicted.linear_rate if o.predicted else None, ".6f"), horizon]
 
 
-def _deviation_cells(o: results.OptimizerResult) -> list[str]:
-    """max relative gap of the discrete, ODE, high-resolution ODE and linearisation predictions; log10
-    gap (discrete)."""
+def _compared(run: results.RunResult) -> list[str]:
+    """The compared predictions shown: every face's compared name (``faces.FACES`` order) and any
+    other name a result holds (a face registered when it was written)."""
+    from ntkdyn.pipeline import faces
+
+    names = faces.compared_names()
+    for o in run.optimizers.values():
+        names += [
+            k for k in (o.deviation.values if o.deviation else {}) if k not in names and k != "grad_norm_sq"
+        ]
+    return names
+
+
+def _held_out_names(run: results.RunResult) -> list[str]:
+    names: list[str] = []
+    for o in run.optimizers.values():
+        names += [k for k in (o.test.deviation if o.test else {}) if k not in names]
+    return names
+
+
+def _deviation_cells(o: results.OptimizerResult, compared: list[str], held_out: list[str]) -> list[str]:
+    """max relative gap of each compared prediction (and of each held-out prediction); log10 gap
+    (discrete)."""
     dev = o.deviation or results.Deviation()
-    gap = o.deviation_log10.get("discrete") or {}
+    gap = o.deviation_log10.get("discrete")
+    test = o.test.deviation if o.test else {}
     return [
-        fmt(dev.discrete, ".3g"),
-        fmt(dev.ode, ".3g"),
-        fmt(dev.ode_hr, ".3g"),
-        fmt(dev.linearized, ".3g"),
-        f"{fmt(gap.get('max'), '.2g')}/{fmt(gap.get('mean'), '.2g')}" if gap else "-",
+        *(fmt(dev.get(name), ".3g") for name in compared),
+        *(fmt(test.get(name), ".3g") for name in held_out),
+        f"{fmt(gap.max, '.2g')}/{fmt(gap.mean, '.2g')}" if gap else "-",
     ]
 
 
@@ -239,7 +268,9 @@ def summary_table(run: results.RunResult) -> str:
     """One row per optimizer (README "Reading the verdicts"): verdict (on L - L* where marked) and its
     margin over the fitted steps; local (envelope) rate and exponent; theory's asymptotic loss factor
     and where the window lies relative to its horizon (k* crossover, k_s slowest-mode time);
-    deviations: max relative gap and max/mean log10 gap of each prediction."""
+    deviations: max relative gap of each face's prediction (``dev <name>``) and of each held-out
+    prediction (``held-out <name>``), max/mean log10 gap of the recurrence."""
+    compared, held_out = _compared(run), _held_out_names(run)
     head = [
         "label",
         "optimizer",
@@ -254,10 +285,8 @@ def summary_table(run: results.RunResult) -> str:
         "local exp",
         "predicted rate",
         "window vs horizon",
-        "dev discrete",
-        "dev ODE",
-        "dev hr-ODE",
-        "dev linearized",
+        *(f"dev {name}" for name in compared),
+        *(f"held-out {name}" for name in held_out),
         "log10 gap disc",
         "drift",
     ]
@@ -272,7 +301,7 @@ def summary_table(run: results.RunResult) -> str:
                 o.status,
                 *_fit_cells(o),
                 *_theory_cells(o),
-                *_deviation_cells(o),
+                *_deviation_cells(o, compared, held_out),
                 fmt(o.kernel_drift, ".3g"),
             ]
         )
@@ -304,7 +333,7 @@ def check_memory(cfg: config_mod.Config | None, points: list | None) -> int:
         if points is not None:
             for group in sweep.group_by_shape(points):
                 memory.check(group[0].cfg, len(group))
-        else:
+        elif cfg is not None:
             memory.check(cfg)
     except memory.TooLarge as exc:
         print(f"ntkdyn: too large for memory: {exc}", file=sys.stderr)
@@ -317,14 +346,19 @@ def check_memory(cfg: config_mod.Config | None, points: list | None) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        return _main(args)
+    except (config_mod.ConfigError, ValueError) as exc:  # bad input: one line, no traceback
+        kind = "bad config" if isinstance(exc, config_mod.ConfigError) else "bad input"
+        print(f"ntkdyn: {kind}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
-    try:
-        raw, cfg, points = read_config(args)
-        checks.check_out_folder(args.out or "results", "--out")
-    except config_mod.ConfigError as exc:
-        print(f"ntkdyn: bad config: {exc}", file=sys.stderr)
-        return 2
+    raw, cfg, points = read_config(args)
+    checks.check_out_folder(args.out or "results", "--out")
 
     import jax
 
@@ -338,31 +372,22 @@ def main(argv=None) -> int:
         return code
     if points is not None:
         return run_sweep(raw, points, args, say, t_start)
+    assert cfg is not None  # read_config gives a Config or sweep points
     return run_single(cfg, args, say, t_start)
 
 
 def run_single(cfg: config_mod.Config, args: argparse.Namespace, say, t_start: float) -> int:
-    """A single run (``runs.single_run``), then the loss figure, the control section, env.json and
-    the summary table. Exit status 0, 1 (an optimizer or output stage failed) or 2 (bad input)."""
-    from ntkdyn import pipeline, plots, runs
-
-    try:  # input files are read before anything is written or computed
-        data = pipeline.load_data(cfg)
-        built = pipeline.build_model(cfg, data[0].shape[1])
-        checks.check_inputs(cfg, *data, built=built)
-    except ValueError as exc:
-        print(f"ntkdyn: bad input: {exc}", file=sys.stderr)
-        return 2
+    """A single run (``runner.single_run``), then the loss figure, the control section, env.json and
+    the summary table. Exit status 0 or 1 (an optimizer or output stage failed); bad input raises
+    ValueError / ConfigError (``main``: exit status 2) before anything is written."""
+    from ntkdyn import plots
+    from ntkdyn.pipeline import folder, runner
 
     out = output_folder(args, cfg.name)
-    os.makedirs(out, exist_ok=True)
-    results.write_text(os.path.join(out, "config.yaml"), config_mod.dump(cfg))
     env = new_env(dtype=cfg.dtype, seed=cfg.seed)
-    results.write_json(os.path.join(out, "env.json"), env)
-    say(f"ntkdyn: {cfg.name} -> {out} ({env['device']['platform']}, {cfg.dtype})")
     warn = lambda text: print(text, file=sys.stderr)  # noqa: E731
-    done = runs.single_run(cfg, data, built, out, env, say, warn, progress=not args.quiet)
-    failed, setup, trajectories, opts = done.failed, done.setup, done.trajectories, done.run.optimizers
+    done = runner.single_run(cfg, out, env, say, warn, progress=not args.quiet, overwrite=args.overwrite)
+    failed, trajectories, opts = done.failed, done.trajectories, done.run.optimizers
     failed |= not guarded_stage(
         env, "plot", lambda: plots.loss_figure(trajectories, opts, os.path.join(out, f"loss.{args.format}"))
     )
@@ -371,83 +396,49 @@ def run_single(cfg: config_mod.Config, args: argparse.Namespace, say, t_start: f
         def control_stage():
             from ntkdyn import control_plots
 
-            print(control_plots.run_section(cfg, setup, opts, trajectories, out, say))
+            print(control_plots.run_section(cfg, done.setup, opts, trajectories, out, say))
 
         failed |= not guarded_stage(env, "control", control_stage)
     env["times_s"]["total"] = time.perf_counter() - t_start
-    results.write_json(os.path.join(out, "env.json"), env)
+    folder.write_env(out, env)
     print(summary_table(done.run))
     print(f"results: {out}  (total {env['times_s']['total']:.1f} s)")
     return 1 if failed else 0
 
 
 def summary_rows(run_id: str, values: dict, metrics: dict) -> list[dict]:
-    """One summary.csv row per optimizer of a run (``results.SweepRow``: the swept values, the
-    spectrum, then ``results.SUMMARY_COLUMNS``), built from the run's metrics.json mapping."""
-    spectrum = results.Spectrum.from_json(metrics["spectrum"]) if metrics.get("spectrum") else None
-    return [
-        results.SweepRow.from_result(
-            run_id, values, spectrum, results.OptimizerResult.from_json(label, m)
-        ).to_json()
-        for label, m in metrics["optimizers"].items()
-    ]
+    """One summary.csv row per optimizer of a run (``runner.summary_rows``)."""
+    from ntkdyn.pipeline import runner
+
+    return runner.summary_rows(run_id, values, metrics)
 
 
 def run_sweep(raw: dict, points, args, say, t_start: float) -> int:
-    """Run every grid point (``runs.sweep_group`` per shape group), then write summary.csv and the
-    sweep figure and print the table.
-
-    Layout: OUT/config.yaml (the sweep), OUT/env.json, OUT/summary.csv, OUT/sweep.png and
-    OUT/runs/<run_id>/ (each a run folder written by ``results.write_run``, without env.json).
-    A run whose metrics.json exists (written last, atomically) is skipped when the sweep is
-    re-run into the same folder.
-    """
+    """Every grid point (``runner.sweep``: resumes finished runs of the same config, writes the run
+    folders and summary.csv), then the sweep figure, env.json and the table."""
     import jax
-    import yaml
 
-    from ntkdyn import plots, runs, sweep, train
+    from ntkdyn import plots
+    from ntkdyn.pipeline import folder, runner
 
-    name = raw.get("name", "sweep")
-    out = output_folder(args, name)
+    out = output_folder(args, raw.get("name", "sweep"))
     writer = jax.process_index() == 0  # multi-host: one process writes
-    if writer:
-        os.makedirs(os.path.join(out, "runs"), exist_ok=True)
-        results.write_text(os.path.join(out, "config.yaml"), yaml.safe_dump(raw, sort_keys=False))
     env = new_env(processes=jax.process_count(), devices_on_run_axis=len(jax.devices()), runs=len(points))
-    groups = sweep.group_by_shape(points)
-    say(
-        f"ntkdyn: sweep {name}: {len(points)} runs in {len(groups)} shape group(s) on {len(jax.devices())} "
-        f"device(s) -> {out}"
-    )
-    all_metrics: dict[str, dict] = {}
-    failed = False
-    compiles_before = train.COMPILE_COUNT["n"]
     warn = lambda text: print(text, file=sys.stderr)  # noqa: E731
-    for g, group in enumerate(groups):
-        try:
-            failed |= runs.sweep_group(g + 1, group, out, env, writer, say, warn, not args.quiet, all_metrics)
-        except ValueError as exc:
-            print(f"ntkdyn: bad input: {exc}", file=sys.stderr)
-            return 2
-    env["compiles"] = train.COMPILE_COUNT["n"] - compiles_before
-    rows = [
-        row
-        for run in points
-        if run.run_id in all_metrics
-        for row in summary_rows(run.run_id, run.values, all_metrics[run.run_id])
-    ]
+    done = runner.sweep(raw, points, out, env, writer, say, warn, not args.quiet, args.overwrite)
+    env["compiles"] = done.compiles
+    failed = done.failed
     if writer:
-        results.write_text(os.path.join(out, "summary.csv"), summary_csv(rows))
         failed |= not guarded_stage(
             env,
             "plot",
             lambda: plots.sweep_figure(
-                rows, list(points[0].values), os.path.join(out, f"sweep.{args.format}")
+                done.rows, list(points[0].values), os.path.join(out, f"sweep.{args.format}")
             ),
         )
         env["times_s"]["total"] = time.perf_counter() - t_start
-        results.write_json(os.path.join(out, "env.json"), env)
-    print(sweep_table(rows, list(points[0].values)))
+        folder.write_env(out, env)
+    print(sweep_table(done.rows, list(points[0].values)))
     print(
         f"results: {out}  ({len(points)} runs, {env['compiles']} compilations, "
         f"total {time.perf_counter() - t_start:.1f} s)"
@@ -455,17 +446,11 @@ def run_sweep(raw: dict, points, args, say, t_start: float) -> int:
     return 1 if failed else 0
 
 
-def summary_csv(rows: list[dict]) -> str:
-    """summary.csv's text: one column per key met in ``rows`` (first-seen order)."""
-    import csv
-    import io
+def summary_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """summary.csv's text (``folder.summary_csv``)."""
+    from ntkdyn.pipeline import folder
 
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    buffer = io.StringIO()
-    table = csv.DictWriter(buffer, fieldnames=fields)
-    table.writeheader()
-    table.writerows(rows)
-    return buffer.getvalue()
+    return folder.summary_csv(rows)
 
 
 def sweep_table(rows: list[dict], axes: list[str], limit: int = 40) -> str:

@@ -1,4 +1,6 @@
-"""Full-batch training as compiled ``lax.scan`` chunks, batched over runs.
+"""Training as compiled ``lax.scan`` chunks, batched over runs: full batch, or mini-batches of
+``TrainPlan.batch_size`` points drawn per step (``batch_indices``: with replacement, or epochs of a
+shuffled permutation, from per-run sampling keys).
 
 The loss L = (c/2)||f(X) - y||^2 and the squared gradient norm ||grad_theta L||^2 are recorded
 at steps 0, k, 2k, ..., T (k = ``record_every``), the error vector e = f(X) - y at ``error_at``

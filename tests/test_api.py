@@ -24,7 +24,7 @@ def test_metrics_round_trip_on_a_real_run():
     with open(os.path.join(folder, "metrics.json")) as fh:
         doc = json.load(fh)
     run = results.RunResult.from_json(doc)
-    assert run.to_json() == doc  # every key, including those newer code adds (kept in extra)
+    assert run.to_json() == doc  # every key is a typed field: nothing lost, nothing added
     for label, entry in doc["optimizers"].items():
         o = run[label]
         assert (o.verdict, o.status, o.eta) == (entry["verdict"], entry["status"], entry["eta"])
@@ -34,7 +34,9 @@ def test_metrics_round_trip_on_a_real_run():
     assert run.spectrum.lambda_min == doc["spectrum"]["lambda_min"]
 
 
-def test_unknown_keys_are_kept_at_every_level_and_failed_entries_keep_their_form():
+def test_every_key_is_a_field_unknown_keys_are_dropped_and_failed_entries_keep_their_form():
+    """No untyped ``extra``: the keys of the schema become fields (nested ones typed), keys of no
+    field (a newer writer's) are dropped when read, and a failed entry keeps its short form."""
     entry = {
         "optimizer": "hb",
         "eta": 0.1,
@@ -52,13 +54,23 @@ def test_unknown_keys_are_kept_at_every_level_and_failed_entries_keep_their_form
             "window": [2, 10],
             "margin": 0.2,
         },
-        "predicted": {"linear_rate": 0.8, "stable": True, "log_gap": [1, 2]},
-        "deviation": {"discrete": 0.1, "ode": None, "ode_hr": None, "max_log10": 0.3},
+        "predicted": {"linear_rate": 0.8, "stable": True},
+        "deviation": {"discrete": 0.1, "ode": None, "ode_hr": None, "linearized": 0.3},
+        "deviation_log10": {"discrete": {"max": 0.5, "mean": 0.1, "steps": 7}},
+        "loss_floor": {"floor": 0.0, "null_modes": 0, "rtol": 1e-12, "subtracted": False},
+        "regime": {"regime": "linear", "rate": 0.8, "horizon": 5.0, "horizon_kind": "slowest-mode time"},
+        "stochastic": {
+            "batch_size": 2, "sampling": "shuffle", "sampling_runs": 3, "mc_runs": 9, "mean": "monte_carlo",
+            "inside_band": 1.0, "all_inside": True, "first_outside_step": None,
+            "mbb": {"beta": 2.0, "lam_1": 1.0, "lam_n": 0.1, "knee_batch_size": 3.0, "bound_step_size": 0.5},
+            "linearized": {"inside_band": 0.5, "all_inside": False, "first_outside_step": 4},
+        },
+        "linearized": {"diverged_at": None, "runs": 3},
         "theory_verdicts": {"discrete": "linear"},
         "kernel_drift": 0.01,
         "ode": "e' = -K e",
         "grad_norm": [1.0, 0.5],
-    }
+    }  # fmt: skip
     doc = {
         "spectrum": {"lambda_min": 0.1, "lambda_max": 2.0, "kappa": 20.0, "loss_scale": 1.0, "new": 1},
         "optimizers": {
@@ -68,10 +80,24 @@ def test_unknown_keys_are_kept_at_every_level_and_failed_entries_keep_their_form
         "schema": 2,
     }
     run = results.RunResult.from_json(json.loads(json.dumps(doc)))
-    assert run.to_json() == doc
-    assert run["hb"].extra == {"horizon": {"k": 3}, "grad_norm": [1.0, 0.5]}
-    assert run["hb"].fitted.extra == {"margin": 0.2} and run["hb"].predicted.extra == {"log_gap": [1, 2]}
-    assert run["bad"].status == "failed" and run["bad"].error == "boom" and run.extra == {"schema": 2}
+    hb = run["hb"]
+    assert hb.fitted.margin == 0.2 and hb.fitted.window == (2, 10) and hb.predicted.stable is True
+    assert hb.deviation.linearized == 0.3 and hb.deviation_log10["discrete"].steps == 7
+    assert hb.regime.horizon == 5.0 and hb.regime.window_position is None and hb.loss_floor.null_modes == 0
+    assert hb.stochastic.mbb.knee_batch_size == 3.0 and hb.stochastic.linearized.first_outside_step == 4
+    assert hb.linearized.runs == 3
+    written = run.to_json()
+    assert "schema" not in written and "new" not in written["spectrum"]
+    out = written["optimizers"]["hb"]
+    assert "horizon" not in out and "grad_norm" not in out
+    for key in ("deviation", "deviation_log10", "loss_floor", "stochastic", "linearized", "theory_verdicts"):
+        assert out[key] == entry[key], key
+    assert out["regime"] == {**entry["regime"], "window_position": None}
+    assert {k: out["fitted"][k] for k in entry["fitted"]} == entry["fitted"]
+    assert results.RunResult.from_json(written) == run  # what is written reads back equal
+    assert written["optimizers"]["bad"] == doc["optimizers"]["bad"]
+    for obj in (run, hb, hb.fitted, hb.predicted, hb.stochastic, run.spectrum):
+        assert not hasattr(obj, "extra")
 
 
 # --------------------------------------------------------------------------- load

@@ -285,12 +285,14 @@ def test_held_out_loss_stops_at_divergence():
 
 
 # --------------------------------------------------------------------------- CLI
-def test_cli_writes_held_out_columns(tmp_path):
+def test_cli_writes_held_out_columns(tmp_path, capsys):
     path = tmp_path / "cfg.yaml"
     raw = _cfg(name="held", optimizers=OPTS[:1])
     path.write_text(yaml.safe_dump(raw))
     out = tmp_path / "out"
     assert main([str(path), "--out", str(out), "--quiet"]) == 0
+    table = capsys.readouterr().out.splitlines()  # head, rule, one row per optimizer
+    assert "held-out discrete" in table[0] and "held-out ode" in table[0]
     traj = np.load(out / "trajectories.npz")
     assert {"gd/test_loss", "gd/test_loss_discrete", "gd/test_loss_ode"} <= set(traj.files)
     assert traj["gd/test_loss"].shape == traj["gd/step"].shape
@@ -298,6 +300,9 @@ def test_cli_writes_held_out_columns(tmp_path):
     assert {"test_loss", "test_loss_discrete"} <= set(header)
     metrics = json.loads((out / "metrics.json").read_text())["optimizers"]["gd"]["test"]
     assert metrics["n"] == 6 and metrics["loss_final"] == pytest.approx(traj["gd/test_loss"][-1])
+    row = table[2].split()  # ..., held-out discrete, held-out ode, log10 gap, drift
+    assert row[0] == "gd" and float(row[-3]) == float(f"{metrics['deviation']['ode']:.3g}")
+    assert float(row[-4]) == float(f"{metrics['deviation']['discrete']:.3g}")
     saved = np.load(out / "data.npz")
     assert saved["X_test"].shape == (6, 4) and np.load(out / "kernels.npz")["H_test"].shape == (6, 10)
     run = ntkdyn.load(str(out))

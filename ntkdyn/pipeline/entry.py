@@ -1,5 +1,6 @@
-"""A run from Python: config (a ``Config``, a mapping or a YAML path), optionally your own model
-and data, then training, the empirical NTK, every prediction and the verdicts, as a typed
+"""The Python entry points of the run path (run_study, run_group, prepare, evaluate_group): a run
+from Python is a config (a ``Config``, a mapping or a YAML path), optionally your own model and
+data, then training, the empirical NTK, every prediction and the verdicts, as a typed
 ``results.RunResult``.
 
     model = ntkdyn.from_apply_fn(apply_fn, params)            # or from_linen / from_flax
@@ -7,11 +8,12 @@ and data, then training, the empirical NTK, every prediction and the verdicts, a
                            model=model, data=(X, y))
     run["gd"].verdict, run["gd"].fitted.linear_rate, run["gd"].predicted.linear_rate
 
-The stages are ``pipeline.prepare`` (data, model, H0, spectrum of K = c H) and, per optimizer,
-``pipeline.train_runs`` (one compiled scan for a whole group of runs of equal shapes,
-``run_group``) then ``pipeline.evaluate``: the same code as ``python -m ntkdyn.run``. Float64
-(used by the theory) is switched on inside these calls only (``jax.enable_x64``); training runs
-in the config's ``dtype``.
+The stages are ``setup.prepare`` (data, model, H0, spectrum of K = c H) and, per optimizer,
+``training.train_runs`` (one compiled scan for a whole group of runs of equal shapes,
+``run_group``) then ``evaluate.evaluate`` (the faces, assembled into a typed result): the same code
+as ``python -m ntkdyn.run``. Float64 (used by the theory) is switched on inside these calls only
+(``jax.enable_x64``); training runs in the config's ``dtype``. Writing a folder (``out=``) is
+``folder.write_run``'s job.
 """
 
 from __future__ import annotations
@@ -22,11 +24,17 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
-from ntkdyn import checks, results
+from ntkdyn import checks, results, train
 from ntkdyn import config as config_mod
 from ntkdyn.models import Model
+from ntkdyn.pipeline import evaluate as evaluate_mod
+from ntkdyn.pipeline import setup as setup_mod
+from ntkdyn.pipeline import training
+from ntkdyn.pipeline.evaluate import run_result
+from ntkdyn.pipeline.setup import Setup
 
 _TEST_TWICE = "data.test: given both in the config and as test_data=...; give it once"
 
@@ -73,9 +81,21 @@ def _check_data(data, key: str = "data") -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def _check_model(built, cfg: config_mod.Config):
-    import jax
+def _check_inputs(
+    cfgs: Sequence[config_mod.Config], models: Sequence, data: Sequence, tests: Sequence
+) -> tuple[list, list, list]:
+    """The input checks of the Python entry points, before anything is computed: per run the
+    (Model, params, consts), (X, y) and held-out (X_test, y_test) given from Python, checked and
+    converted (None entries stay None). Raises ConfigError / ValueError naming the bad argument."""
+    built = [_check_model(m, c) if m is not None else None for m, c in zip(models, cfgs)]
+    pairs = [_check_data(d) if d is not None else None for d in data]
+    test_pairs = [_check_data(t, "test_data") if t is not None else None for t in tests]
+    checks.check_group(cfgs, built, pairs)
+    checks.check_memory(cfgs[0], len(cfgs), pairs[0] and pairs[0][0], built[0] and built[0][1])
+    return built, pairs, test_pairs
 
+
+def _check_model(built, cfg: config_mod.Config):
     try:
         model, params, consts = built
     except (TypeError, ValueError):
@@ -106,10 +126,8 @@ def _check_model(built, cfg: config_mod.Config):
 
 
 def _described_config(
-    cfg: config_mod.Config, setup, user_model: bool, user_data: bool, user_test: bool = False
+    cfg: config_mod.Config, setup: Setup, user_model: bool, user_data: bool, user_test: bool = False
 ) -> dict:
-    import jax
-
     doc = config_mod.to_dict(cfg)
     if user_model:
         doc["model"] = {
@@ -125,107 +143,55 @@ def _described_config(
     return doc
 
 
-def spectrum_of(cfg: config_mod.Config, setup) -> results.Spectrum:
-    """The spectrum of K = c H the predictions use (``setup.lam`` ascending; kappa None if lam_min <= 0)."""
-    return results.Spectrum.of(setup.lam, setup.c, cfg.theory.kernel)
-
-
-def run_result(
-    cfg: config_mod.Config,
-    setup,
-    opts: Mapping[str, results.OptimizerResult],
-    *,
-    env: Mapping[str, Any] | None = None,
-    run_id: str = "",
-    config_doc: Mapping[str, Any] | None = None,
-) -> results.RunResult:
-    """A run's ``results.RunResult`` from its prepared ``setup`` (data.npz: X, y, e0; kernels.npz:
-    H0, eigvals, kernel_used, loss_scale and Hinf where defined; with a held-out set also X_test,
-    y_test, e0_test and H_test, test_loss_scale) and its optimizers' results.
-
-    Args:
-        cfg, setup: the run's config and ``pipeline.prepare`` result.
-        opts: label -> ``OptimizerResult``, in config order (may be partial while a run proceeds).
-        env: env.json content (empty: no env.json is written).
-        run_id: the run's name; config_doc: config.yaml's mapping (default ``config.to_dict(cfg)``).
-    """
-    kernels = {
-        "H0": setup.H0,
-        "eigvals": setup.lam,
-        "kernel_used": np.asarray(cfg.theory.kernel),
-        "loss_scale": np.asarray(setup.c),
-    }
-    if setup.Hinf is not None:
-        kernels["Hinf"] = setup.Hinf
-    data = {"X": setup.X, "y": setup.y, "e0": setup.e0}
-    if setup.X_test is not None:
-        data.update(X_test=setup.X_test, y_test=setup.y_test, e0_test=setup.e0_test)
-        kernels.update(H_test=setup.H_test, test_loss_scale=np.asarray(setup.c_test))
-    return results.RunResult(
-        config=dict(config_doc) if config_doc is not None else config_mod.to_dict(cfg),
-        spectrum=spectrum_of(cfg, setup),
-        optimizers=dict(opts),
-        data=data,
-        kernels=kernels,
-        env=dict(env or {}),
-        run_id=run_id,
-    )
-
-
 @dataclasses.dataclass(frozen=True)
 class Evaluated:
     """One optimizer of one run, trained and evaluated (``evaluate_group``).
 
-    ``arrays``: its trajectories (trajectories.npz under its label); ``metrics``: its metrics.json
-    entry (the ``results`` schema); ``trained``: the ``train.TrainResult`` (parameter snapshots,
-    final parameters); ``times``: seconds per stage (train_compile_s, train_run_s, ..., evaluate_s).
+    ``result``: the typed ``results.OptimizerResult`` (its ``trajectory``: the arrays of
+    trajectories.npz under its label); ``trained``: training's ``train.TrainResult`` (parameter
+    snapshots, final parameters); ``times``: seconds per stage (train_compile_s, train_run_s,
+    kernel_drift_s, face_<name>_s, evaluate_s). ``arrays`` and ``metrics`` are views of ``result``
+    (its trajectory and its metrics.json entry) for code that reads them by key.
     """
 
     label: str
-    arrays: Mapping[str, np.ndarray]
-    metrics: Mapping[str, Any]
+    result: results.OptimizerResult
     trained: Any
     times: Mapping[str, float]
 
     @property
-    def result(self) -> results.OptimizerResult:
-        """The typed ``results.OptimizerResult`` of ``metrics`` and ``arrays``."""
-        return results.OptimizerResult.from_json(self.label, self.metrics, self.arrays)
+    def arrays(self) -> Mapping[str, np.ndarray]:
+        """The trajectories (trajectories.npz's arrays under this label)."""
+        return self.result.trajectory
 
-
-def failed_result(oc: config_mod.OptimizerConfig, exc: BaseException) -> results.OptimizerResult:
-    """The metrics.json entry of an optimizer whose training or evaluation raised ``exc``."""
-    label = oc.label or oc.name
-    return results.OptimizerResult(label, oc.name, oc.eta, "failed", error=f"{type(exc).__name__}: {exc}")
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The metrics.json entry of this optimizer (``result.to_json()``)."""
+        return self.result.to_json()
 
 
 def evaluate_group(
     cfgs: Sequence[config_mod.Config], setups: Sequence, index: int, progress=None
 ) -> list[Evaluated]:
     """THE run path: optimizer ``index`` of every run (equal shapes) trained as ONE compiled,
-    batched program (``pipeline.train_runs``), then each run evaluated (``pipeline.evaluate``:
-    kernel drift, discrete and ODE predictions, fits, verdicts). Used by ``run_group``, the CLI's
-    single runs and sweeps, and the studies in ``experiments/``.
+    batched program (``training.train_runs``), then each run evaluated (``evaluate.evaluate``:
+    kernel drift, the verdict, every face of ``faces.FACES``, deviations). Used by ``run_group``,
+    the CLI's single runs and sweeps, and the studies in ``experiments/``.
 
     Args:
-        cfgs: validated configs of the runs; setups: their ``pipeline.prepare`` results.
+        cfgs: validated configs of the runs; setups: their ``prepare`` results.
         index: which optimizer of ``cfgs[i].optimizers``; progress: ``train.progress_printer`` or None.
     Returns:
         One ``Evaluated`` per run, in order.
     """
-    import jax
-
-    from ntkdyn import pipeline
-
     with jax.enable_x64(True):
-        trained = pipeline.train_runs(list(cfgs), list(setups), index, progress)
+        trained = training.train_runs(list(cfgs), list(setups), index, progress)
         out = []
         for cfg, setup, res in zip(cfgs, setups, trained):
             t = time.perf_counter()
             oc = cfg.optimizers[index]
-            arrays, metrics = pipeline.evaluate(cfg, setup, oc, res)
-            times = {**metrics.pop("times"), "evaluate_s": time.perf_counter() - t}
-            out.append(Evaluated(oc.label, arrays, metrics, res, times))
+            result, times = evaluate_mod.evaluate(cfg, setup, oc, res)
+            out.append(Evaluated(oc.label, result, res, {**times, "evaluate_s": time.perf_counter() - t}))
     return out
 
 
@@ -240,7 +206,7 @@ def run_group(
 ) -> list[results.RunResult]:
     """Runs of equal shapes (they may differ in seed, data values and optimizer hyperparameters,
     not in sizes or optimizer names): each optimizer trains every run as ONE compiled, batched
-    program (``pipeline.train_runs``), then each run is evaluated (``pipeline.evaluate``).
+    program (``training.train_runs``), then each run is evaluated (``evaluate.evaluate``).
 
     Args:
         configs: one config per run (as in ``run_study``), with the same optimizer names in order.
@@ -253,10 +219,6 @@ def run_group(
     Raises:
         ConfigError / ValueError: bad configs, models or data, or optimizer lists that differ.
     """
-    import jax
-
-    from ntkdyn import pipeline, train
-
     n = len(configs)
     models = list(models) if models is not None else [None] * n
     data = list(data) if data is not None else [None] * n
@@ -280,15 +242,11 @@ def run_group(
         raise config_mod.ConfigError(
             f"optimizers: runs of one group need the same optimizer names, got {names}"
         )
-    built = [_check_model(m, c) if m is not None else None for m, c in zip(models, cfgs)]
-    pairs = [_check_data(d) if d is not None else None for d in data]
-    test_pairs = [_check_data(t, "test_data") if t is not None else None for t in tests]
-    checks.check_group(cfgs, built, pairs)
-    checks.check_memory(cfgs[0], n, pairs[0] and pairs[0][0], built[0] and built[0][1])
+    built, pairs, test_pairs = _check_inputs(cfgs, models, data, tests)
     t_start = time.perf_counter()
     with jax.enable_x64(True):
         setups = [
-            pipeline.prepare(c, xy if xy is not None else pipeline.load_data(c), b, t)
+            setup_mod.prepare(c, xy if xy is not None else setup_mod.load_data(c), b, t)
             for c, xy, b, t in zip(cfgs, pairs, built, test_pairs)
         ]
         opts: list[dict] = [{} for _ in cfgs]
@@ -340,7 +298,7 @@ def run_study(
             ``data``); default: the config's data.test, if any. Its loss is recorded at every
             recorded step (``test_loss``) and predicted (``test_loss_discrete``, ``test_loss_ode``:
             outputs on new points move by K_test,train K^+ times the change on the training points).
-        out: a folder to write the run into (``results.write_run``), or None.
+        out: a folder to write the run into (``folder.write_run``), or None.
         progress: print a progress line per chunk of steps.
     Returns:
         ``results.RunResult``: spectrum, one ``OptimizerResult`` per label (verdict, fitted,
@@ -349,9 +307,45 @@ def run_study(
         ConfigError / ValueError: bad config, model or data, before any training.
     """
     if out is not None:
+        from ntkdyn.pipeline import folder
+
         checks.check_out_folder(out, "out")
+        folder.check_out_path(out)
     (run,) = run_group([config], models=[model], data=[data], progress=progress, test_data=[test_data])
     if out is not None:
         run = dataclasses.replace(run, folder=out)
-        results.write_run(out, run)
+        folder.write_run(out, run)
     return run
+
+
+def prepare(
+    config: config_mod.Config | Mapping | str,
+    data: tuple[Any, Any] | None = None,
+    built: tuple[Model, Any, Any] | None = None,
+    test: tuple[Any, Any] | None = None,
+) -> Setup:
+    """Data, model, initial error and kernels of one run (``setup.prepare``), for studies that
+    reuse a prepared run across ``evaluate_group`` calls.
+
+    Args:
+        config: a ``Config``, a mapping or a YAML path (as ``run_study``).
+        data: (X, y) or None (the config's data); built: (Model, params, consts) or None (the
+            config's model); test: a held-out set (X_test, y_test) or None (the config's data.test).
+    Returns:
+        ``setup.Setup`` (X, y, model, params, consts, c, e0, H0, Hinf, lam, V, coef, times, held-out set).
+    Raises:
+        ConfigError / ValueError: bad config, model or data.
+    """
+    cfg = config if isinstance(config, config_mod.Config) else _config(config, False, False)
+    (built,), (pair,), (test_pair,) = _check_inputs([cfg], [built], [data], [test])
+    return setup_mod.prepare(cfg, pair, built, test_pair)
+
+
+def run_optimizer(
+    cfg: config_mod.Config, setup: Setup, oc: config_mod.OptimizerConfig, progress=None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Train and evaluate one optimizer of one prepared run (``evaluate_group`` on a group of one).
+    Returns its (trajectory arrays, metrics.json entry): views of the typed result, for code that
+    reads them by key."""
+    (ev,) = evaluate_group([cfg], [setup], cfg.optimizers.index(oc), progress)
+    return dict(ev.arrays), ev.metrics

@@ -1,0 +1,57 @@
+"""The run path, one job per module, layered bottom to top (each imports only those above it in
+this list):
+
+    setup      config -> data, model and parameters, kernels (H0, H∞), eigenpairs of K = c H
+    training   a group of runs of equal shapes trained as ONE compiled program -> ``TrainResult``
+    faces      the theory faces (``Face``) and ``FACES``, the one list of them
+    evaluate   assembly: training's trajectory + the faces' values -> ``results.OptimizerResult``
+    entry      the Python entry points: run_study, run_group, prepare, evaluate_group
+    folder     the writer of run and sweep folders (resume checks, atomic files)
+    runner     a single run or a sweep's shape group into a folder (what the command line runs)
+
+The command line (``ntkdyn.run``) parses, prints and sets exit codes; it calls ``runner``.
+"""
+
+from __future__ import annotations
+
+from ntkdyn.pipeline import entry, evaluate, faces, folder, runner, setup, training  # noqa: I001  (layer order)
+from ntkdyn.pipeline.entry import (
+    Evaluated,
+    evaluate_group,
+    prepare,
+    run_group,
+    run_optimizer,
+    run_study,
+)
+from ntkdyn.pipeline.evaluate import failed_result, run_result, spectrum_of
+from ntkdyn.pipeline.faces import FACES, Context, Face, FaceValue, Series
+from ntkdyn.pipeline.runner import SingleRun
+from ntkdyn.pipeline.setup import (
+    Setup,
+    build_model,
+    jax_dtype,
+    kernel_rtol,
+    load_data,
+    load_test_data,
+    with_held_out,
+)
+from ntkdyn.pipeline.training import (
+    held_out_sets,
+    mean_result,
+    optimizer_hyper,
+    progress_chunks,
+    sampling_keys,
+    train_linearized,
+    train_plan,
+    train_runs,
+    train_sampled,
+)
+
+__all__ = [
+    "FACES", "Context", "Evaluated", "Face", "FaceValue", "Series", "Setup", "SingleRun", "build_model",
+    "entry", "evaluate", "evaluate_group", "faces", "failed_result", "folder", "held_out_sets", "jax_dtype",
+    "kernel_rtol", "load_data", "load_test_data", "mean_result", "optimizer_hyper", "prepare",
+    "progress_chunks", "run_group", "run_optimizer", "run_result", "run_study", "runner", "sampling_keys",
+    "setup", "spectrum_of", "train_linearized", "train_plan", "train_runs", "train_sampled", "training",
+    "with_held_out",
+]  # fmt: skip

@@ -1,0 +1,291 @@
+"""Assembly: one optimizer of one run, trained, becomes its typed ``results.OptimizerResult``;
+a prepared run and its optimizers' results become a ``results.RunResult`` (``run_result``).
+
+From training's typed trajectory (``train.TrainResult``): the kernel drift at the recorded
+snapshots, the verdict on training's loss (``rates.fit_rates``, on L - L* above the least-squares
+floor), then every face of ``faces.FACES`` in order (each returns a typed ``FaceValue``), then each
+compared prediction against training (max relative gap, log10 gap over the window, the verdict on
+the prediction) and the held-out comparison. No dict is edited along the way: the result is built
+once from these values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ntkdyn import config as config_mod
+from ntkdyn import ntk, optimizers, rates, schedules, theory
+from ntkdyn.config import Config, OptimizerConfig
+from ntkdyn.pipeline import faces as faces_mod
+from ntkdyn.pipeline.faces import Context, Face, FaceValue
+from ntkdyn.pipeline.setup import Setup, jax_dtype, kernel_rtol
+from ntkdyn.pipeline.training import optimizer_hyper
+from ntkdyn.results import (
+    Deviation,
+    Fitted,
+    HeldOut,
+    LogGap,
+    LossFloor,
+    OptimizerResult,
+    Predicted,
+    RunResult,
+    Spectrum,
+    finite,
+)
+from ntkdyn.train import TrainResult
+
+
+@dataclasses.dataclass(frozen=True)
+class Floors:
+    """Loss levels of one run: L0, the float floor, the least-squares floor L* (0 unless above the
+    float floor), ``theory.loss_floor_star``'s info and the rate window."""
+
+    L0: float
+    floor: float
+    L_star: float
+    info: Mapping[str, Any]
+    window: tuple
+
+
+def evaluate(
+    cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult, faces: Iterable[Face] | None = None
+) -> tuple[OptimizerResult, dict[str, float]]:
+    """The typed result of optimizer ``oc`` trained as ``res`` (module docstring), and the seconds
+    spent per stage (kernel_drift_s, face_<name>_s). ``faces``: default ``faces.FACES``."""
+    spec = optimizers.get(oc.name)
+    hyper = optimizer_hyper(setup, oc)
+    times = {"train_compile_s": res.compile_s, "train_run_s": res.run_s}
+    arrays = training_arrays(res)
+    t = time.perf_counter()
+    drift_arrays = kernel_drift(cfg, setup, res)
+    times["kernel_drift_s"] = time.perf_counter() - t
+    fit, floors, null = training_fit(cfg, setup, res)
+    ode = spec.ode(hyper) if spec.ode is not None and _full_batch_constant(cfg, hyper) else None
+    ctx = Context(cfg, setup, spec, hyper, res, fit, null, ode)
+    values: dict[str, FaceValue] = {}
+    for face in faces_mod.FACES if faces is None else faces:
+        t = time.perf_counter()
+        applies = face.applies(ctx)
+        if applies is True:
+            values[face.name] = face.predict(ctx, values)
+        elif isinstance(applies, str):  # the reason it does not apply is the run's note
+            values[face.name] = FaceValue(note=applies)
+        times[f"face_{face.name}_s"] = time.perf_counter() - t
+    arrays.update(drift_arrays)
+    arrays.update(faces_mod.merged_arrays(values))
+    compared = [p for face in (faces_mod.FACES if faces is None else faces) for p in face.compares]
+    deviation, log_gaps, verdicts = deviations(cfg, res, floors, arrays, compared)
+    notes = [v.note for v in values.values() if v.note is not None]
+    drift = drift_arrays["kernel_drift"]
+    result = OptimizerResult(
+        label=oc.label,
+        optimizer=oc.name,
+        eta=schedules.describe(hyper["eta"]),
+        status="diverged" if res.diverged_at is not None else "ok",
+        beta=hyper.get("beta"),
+        r=hyper.get("r"),
+        verdict=fit.verdict,
+        diverged_at=res.diverged_at,
+        fitted=fitted_of(fit),
+        predicted=Predicted(None),
+        deviation=deviation,
+        deviation_log10=log_gaps,
+        theory_verdicts=verdicts,
+        kernel_drift=finite(drift[-1]) if drift.size else None,
+        loss_floor=LossFloor(**floors.info, subtracted=floors.L_star > 0),
+        scope=rates.scope(fit, None),
+        note=notes[-1] if notes else None,
+        test=held_out(cfg, setup, res, arrays, compared) if res.test_loss is not None else None,
+        trajectory=arrays,
+    )
+    return dataclasses.replace(result, **faces_mod.merged_fields(values)), times
+
+
+def _full_batch_constant(cfg: Config, hyper: Mapping) -> bool:
+    return cfg.train.batch_size is None and not schedules.is_scheduled(hyper["eta"])
+
+
+def training_arrays(res: TrainResult) -> dict[str, np.ndarray]:
+    """Training's own per-step arrays: step, loss, errors at error_steps, grad_norm_sq, the held-out
+    loss and the sampled orders' losses where recorded."""
+    arrays = {"step": res.step, "loss": res.loss, "error_steps": res.error_at, "errors": res.errors}
+    if res.test_loss is not None:
+        arrays["test_loss"] = res.test_loss
+    arrays["grad_norm_sq"] = res.grad_norm_sq
+    if res.loss_runs is not None:
+        arrays["loss_runs"] = res.loss_runs
+    return arrays
+
+
+def kernel_drift(cfg: Config, setup: Setup, res: TrainResult) -> dict[str, np.ndarray]:
+    """The empirical NTK at each recorded snapshot reached before a divergence, and its drift
+    ||H_k - H_0||_F / ||H_0||_F (arrays kernel_steps, kernels, kernel_drift)."""
+    X = jnp.asarray(setup.X, jax_dtype(cfg))
+    reached = [i for i, k in enumerate(res.snapshot_at) if res.diverged_at is None or k <= res.diverged_at]
+    snapshot = lambda i: jax.tree.map(lambda s: s[i], res.snapshots)  # noqa: E731
+    grams = [ntk.gram(setup.model, snapshot(i), setup.consts, X) for i in reached]
+    drift = [ntk.kernel_drift(H, setup.H0) for H in grams]
+    return {
+        "kernel_steps": res.snapshot_at[reached],
+        "kernels": np.asarray(grams).reshape(len(grams), *setup.H0.shape),
+        "kernel_drift": np.asarray(drift),
+    }
+
+
+def training_fit(cfg: Config, setup: Setup, res: TrainResult) -> tuple[rates.RateFit, Floors, np.ndarray]:
+    """The verdict on training's loss (``rates.fit_rates``; on L - L* when the least-squares floor L*
+    is above the float floor), the run's ``Floors`` and the null modes of K."""
+    L0 = float(res.loss[0])
+    floor = rates.loss_floor(cfg.dtype, L0)
+    window = tuple(cfg.rates.window)
+    # least-squares floor L* (part of e0 in K's numerical null space; rtol = n eps of K's dtype): when it
+    # is above the float floor, rates are fitted on L - L* (rates.fit_rates, README "Reading the verdicts")
+    floor_info = theory.loss_floor_star(setup.lam, setup.coef, setup.c, kernel_rtol(cfg, setup.lam.size))
+    L_star = floor_info["floor"] if floor_info["floor"] > floor else 0.0
+    null = theory.null_modes(setup.lam, floor_info["rtol"])
+    fit_floor = rates.difference_floor(floor, L_star, float(np.finfo(cfg.dtype).eps))
+    fit = rates.fit_rates(
+        res.step, res.loss, window, fit_floor, res.diverged_at is not None, cfg.rates.stall_factor,
+        floor_star=L_star,
+    )  # fmt: skip
+    return fit, Floors(L0, floor, L_star, floor_info, window), null
+
+
+def fitted_of(fit: rates.RateFit) -> Fitted:
+    """``results.Fitted`` of a rate fit (NaN values None)."""
+    doc = {
+        k: v if isinstance(v, (str, int)) else finite(v) for k, v in fit.as_dict().items() if k != "verdict"
+    }
+    return Fitted.from_json(doc)
+
+
+def deviations(
+    cfg: Config, res: TrainResult, floors: Floors, arrays: Mapping[str, np.ndarray], compared: list[str]
+) -> tuple[Deviation, dict[str, LogGap], dict[str, str]]:
+    """Each compared prediction ``loss_<name>`` against training: max relative gap over the steps
+    above the float floor, log10 gap over the window, and the verdict on the prediction itself
+    (fitted above its own float floor); and the predicted squared gradient norm against training's."""
+    L0, floor, L_star, window = floors.L0, floors.floor, floors.L_star, floors.window
+    ok = np.isfinite(res.loss)
+    values: dict[str, float | None] = {"discrete": None, "ode": None, "ode_hr": None}
+    gaps: dict[str, LogGap] = {}
+    verdicts: dict[str, str] = {}
+    for name in compared:
+        pred = arrays.get(f"loss_{name}")
+        if pred is None:
+            continue
+        mask = ok & (pred > floor) & (res.loss > floor)
+        values[name] = finite(rates.max_relative_gap(pred, res.loss, mask))
+        gap = rates.log_gap(pred, res.loss, floor, rates.window_mask(res.step, res.loss, window, floor))
+        gaps[name] = LogGap.from_json(gap.as_dict())
+        pred_floor = rates.difference_floor(
+            rates.loss_floor("float64", L0), L_star, float(np.finfo("float64").eps), cfg.train.steps
+        )
+        theory_fit = rates.fit_rates(
+            res.step, pred, window, pred_floor, stall_factor=cfg.rates.stall_factor, floor_star=L_star
+        )
+        verdicts[name] = theory_fit.verdict
+    if "grad_norm_sq_discrete" in arrays:  # the predicted squared gradient norm against training's
+        g_pred, g_train = arrays["grad_norm_sq_discrete"], np.asarray(res.grad_norm_sq, np.float64)
+        g_floor = rates.loss_floor(cfg.dtype, float(g_train[0])) if np.isfinite(g_train[0]) else 0.0
+        g_mask = np.isfinite(g_train) & (g_pred > g_floor) & (g_train > g_floor)
+        values["grad_norm_sq"] = finite(rates.max_relative_gap(g_pred, g_train, g_mask))
+    return Deviation(values), gaps, verdicts
+
+
+def held_out(
+    cfg: Config, setup: Setup, res: TrainResult, arrays: Mapping[str, np.ndarray], compared: list[str]
+) -> HeldOut:
+    """metrics.json's "test": n, loss_scale, training's held-out loss at step 0 and at the last
+    recorded step before any divergence (``final_step``), each prediction's value there
+    (``predicted_final``) and max_k |L_train - L_pred| / L_pred over the steps above the float floor
+    (``deviation``, as for the training loss), for every compared name with a ``test_loss_<name>``."""
+    L = np.asarray(res.test_loss, np.float64)
+    ok = np.isfinite(L)
+    last = int(np.flatnonzero(ok)[-1]) if ok.any() else None
+    floor = rates.loss_floor(cfg.dtype, float(L[0])) if ok[0] else 0.0
+    predicted_final, deviation = {}, {}
+    for name in compared:
+        pred = arrays.get(f"test_loss_{name}")
+        if pred is None:
+            continue
+        mask = ok & (pred > floor) & (L > floor)
+        deviation[name] = finite(rates.max_relative_gap(pred, L, mask))
+        predicted_final[name] = None if last is None else finite(pred[last])
+    note = None
+    if cfg.train.batch_size is not None:
+        note = (
+            "mini-batch: test_loss_discrete is the predicted mean held-out loss (exact second moment for "
+            "replacement, the mean of theory.mc_runs sampled orders for shuffle); loss is the mean of the "
+            "sampled orders"
+        )
+    return HeldOut(
+        n=int(setup.X_test.shape[0]),
+        loss_scale=float(setup.c_test),
+        loss_initial=finite(L[0]),
+        loss_final=None if last is None else finite(L[last]),
+        final_step=None if last is None else int(res.step[last]),
+        predicted_final=predicted_final,
+        deviation=deviation,
+        note=note,
+    )
+
+
+def spectrum_of(cfg: Config, setup: Setup) -> Spectrum:
+    """The spectrum of K = c H the predictions use (``setup.lam`` ascending; kappa None if lam_min <= 0)."""
+    return Spectrum.of(setup.lam, setup.c, cfg.theory.kernel)
+
+
+def run_result(
+    cfg: Config,
+    setup: Setup,
+    opts: Mapping[str, OptimizerResult],
+    *,
+    env: Mapping[str, Any] | None = None,
+    run_id: str = "",
+    config_doc: Mapping[str, Any] | None = None,
+) -> RunResult:
+    """A run's ``RunResult`` from its prepared ``setup`` (data.npz: X, y, e0; kernels.npz:
+    H0, eigvals, kernel_used, loss_scale and Hinf where defined; with a held-out set also X_test,
+    y_test, e0_test and H_test, test_loss_scale) and its optimizers' results.
+
+    Args:
+        cfg, setup: the run's config and ``prepare`` result.
+        opts: label -> ``OptimizerResult``, in config order (may be partial while a run proceeds).
+        env: env.json content (empty: no env.json is written).
+        run_id: the run's name; config_doc: config.yaml's mapping (default ``config.to_dict(cfg)``).
+    """
+    kernels = {
+        "H0": setup.H0,
+        "eigvals": setup.lam,
+        "kernel_used": np.asarray(cfg.theory.kernel),
+        "loss_scale": np.asarray(setup.c),
+    }
+    if setup.Hinf is not None:
+        kernels["Hinf"] = setup.Hinf
+    data = {"X": setup.X, "y": setup.y, "e0": setup.e0}
+    if setup.X_test is not None:
+        data.update(X_test=setup.X_test, y_test=setup.y_test, e0_test=setup.e0_test)
+        kernels.update(H_test=setup.H_test, test_loss_scale=np.asarray(setup.c_test))
+    return RunResult(
+        config=dict(config_doc) if config_doc is not None else config_mod.to_dict(cfg),
+        spectrum=spectrum_of(cfg, setup),
+        optimizers=dict(opts),
+        data=data,
+        kernels=kernels,
+        env=dict(env or {}),
+        run_id=run_id,
+    )
+
+
+def failed_result(oc: OptimizerConfig, exc: BaseException) -> OptimizerResult:
+    """The metrics.json entry of an optimizer whose training or evaluation raised ``exc``."""
+    label = oc.label or oc.name
+    return OptimizerResult(label, oc.name, oc.eta, "failed", error=f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,74 @@
+"""Theory faces: each prediction of a trained run is an object (``Face``: name, when it applies,
+what it predicts as a typed ``FaceValue``), and ``FACES`` is the one list of them, in the order
+they run. Results, summary columns, the command line's table, the loss figure, the report and
+``ntkdyn.load`` all follow this list (through the faces' ``compares`` names and ``series``).
+
+A new face is a module here (a class with ``name``, ``compares``, ``series``, ``applies``,
+``predict``) and its test; ``register`` adds one at run time (e.g. from a test or a study).
+
+    from ntkdyn.pipeline import faces
+    faces.register(MyFace())       # after the shipped ones; unregister("my_face") removes it
+"""
+
+from __future__ import annotations
+
+from ntkdyn.pipeline.faces.base import (
+    NOTHING,
+    Context,
+    Face,
+    FaceValue,
+    Series,
+    merged_arrays,
+    merged_fields,
+)
+from ntkdyn.pipeline.faces.diffrax_check import DiffraxCheck
+from ntkdyn.pipeline.faces.held_out import HeldOutPrediction
+from ntkdyn.pipeline.faces.highres import HighResOde
+from ntkdyn.pipeline.faces.linearized import LinearizedNetwork
+from ntkdyn.pipeline.faces.minibatch import MiniBatch
+from ntkdyn.pipeline.faces.ode import LimitingOde, OdeProblem, OdeValue
+from ntkdyn.pipeline.faces.recurrence import Recurrence
+
+# The one list of faces, in the order they run (a face reads the values of those before it).
+FACES: list[Face] = [
+    Recurrence(),
+    LimitingOde(),
+    DiffraxCheck(),
+    HighResOde(),
+    MiniBatch(),
+    LinearizedNetwork(),
+    HeldOutPrediction(),
+]
+
+
+def register(face: Face) -> Face:
+    """Add ``face`` at the end of ``FACES`` (ValueError if a face of that name is there, or if it
+    lacks the ``Face`` protocol's members). Returns it."""
+    if not isinstance(face, Face):
+        raise ValueError(f"register: {face!r} lacks name, compares, series, applies or predict (see Face)")
+    if any(f.name == face.name for f in FACES):
+        raise ValueError(f"register: a face named {face.name!r} is registered already")
+    FACES.append(face)
+    return face
+
+
+def unregister(name: str) -> None:
+    """Remove the face called ``name`` from ``FACES`` (nothing if there is none)."""
+    FACES[:] = [f for f in FACES if f.name != name]
+
+
+def compared_names() -> list[str]:
+    """The prediction names compared with training (each face's ``compares``, in ``FACES`` order)."""
+    return [p for face in FACES for p in face.compares]
+
+
+def drawn_series() -> list[Series]:
+    """The per-step series the loss figure draws, in ``FACES`` order."""
+    return [s for face in FACES for s in face.series]
+
+
+__all__ = [
+    "FACES", "NOTHING", "Context", "DiffraxCheck", "Face", "FaceValue", "HeldOutPrediction", "HighResOde",
+    "LimitingOde", "LinearizedNetwork", "MiniBatch", "OdeProblem", "OdeValue", "Recurrence", "Series",
+    "compared_names", "drawn_series", "merged_arrays", "merged_fields", "register", "unregister",
+]  # fmt: skip

@@ -1,0 +1,29 @@
+"""The high-resolution ODE face (``ode_hr``; Shi, Du, Jordan, Su 2018): the optimizer's modified
+equation with its O(sqrt(eta)) gradient-correction term (``spec.ode_hr``), solved per mode
+(``theory.highres_modes``) and read at t_k = k * time_step. Full batch, constant eta only.
+Predicts ``loss_ode_hr``; its field ``ode_hr`` is the equation solved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ntkdyn import theory
+from ntkdyn.pipeline.faces.base import Context, FaceValue, Series
+
+
+class HighResOde:
+    name = "ode_hr"
+    compares = ("ode_hr",)
+    series = (Series("loss_ode_hr", "-.", "high-res ODE"),)
+
+    def applies(self, ctx: Context) -> bool | str:
+        return ctx.spec.ode_hr is not None and ctx.full_batch_constant
+
+    def predict(self, ctx: Context, earlier: Mapping[str, FaceValue]) -> FaceValue:
+        s = ctx.setup
+        hr = ctx.spec.ode_hr(ctx.hyper)
+        modes = theory.highres_modes(hr, s.lam, s.coef, ctx.trained.step * hr.time_step)
+        return FaceValue(
+            arrays={"loss_ode_hr": theory.modal_loss(modes, s.c)}, fields={"ode_hr": hr.description}
+        )

@@ -1,0 +1,207 @@
+"""Setup: a validated config -> data, model and parameters, the initial error, the kernels (H0,
+H∞) and the eigenpairs of K = c H the predictions use, and the held-out set where there is one.
+No training and no file output here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ntkdyn import checks, models, ntk, theory
+from ntkdyn import data as data_mod
+from ntkdyn.config import Config
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything shared by the optimizers of one run."""
+
+    X: np.ndarray
+    y: np.ndarray
+    model: models.Model
+    params: Any
+    consts: Any
+    c: float  # loss scale: L = (c/2)||e||^2, K = c H
+    e0: np.ndarray
+    H0: np.ndarray
+    Hinf: np.ndarray | None
+    lam: np.ndarray  # eigenvalues of K = c H_pred (ascending)
+    V: np.ndarray
+    coef: np.ndarray  # V^T e0
+    times: dict[str, float]
+    # held-out set (data.test or test_data=), None without one
+    X_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    e0_test: np.ndarray | None = None  # f(X_test; theta_0) - y_test
+    H_test: np.ndarray | None = None  # H(X_test, X) of theory.kernel (H0: empirical at theta_0, or Hinf)
+    c_test: float | None = None  # loss scale on the held-out set (models.loss_scale(loss, n_test))
+    test_map: np.ndarray | None = None  # theory.held_out_map: K_x K^+ in K's eigenbasis
+
+    @property
+    def K(self) -> np.ndarray:
+        return (self.V * self.lam) @ self.V.T
+
+
+def jax_dtype(cfg: Config):
+    return jnp.float64 if cfg.dtype == "float64" else jnp.float32
+
+
+def load_data(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) of a validated config (``config.validate`` fills data.n and data.normalize). npz: all
+    points unless data.n is smaller (then a random subset drawn with the run's seed); mnist: the
+    first data.n images (the released notebook's preprocessing, ``data.mnist``).
+
+    Args:
+        cfg: a validated ``Config`` (its ``data`` section and ``seed``).
+    Returns:
+        X (n, d) and y (n,), float64 numpy arrays.
+    Raises:
+        ValueError: a data file that does not hold data.n points or cannot be read.
+    """
+    return data_mod.load(cfg)
+
+
+def load_test_data(cfg: Config) -> tuple[np.ndarray, np.ndarray] | None:
+    """(X_test, y_test) of a validated config's ``data.test``, or None without one: sphere: new
+    points of the same distribution and target function (``data.sphere_test``); digits, npz, mnist:
+    the points after the data.n training ones, or those of ``data.test.path`` (``data.digits_test``,
+    ``npz_test``, ``mnist_test``). Disjoint from the training points; normalised as they are.
+
+    Args:
+        cfg: a validated ``Config``.
+    Returns:
+        X_test (n_test, d) and y_test (n_test,) float64 numpy arrays, or None.
+    Raises:
+        ValueError: a data file that does not hold the points asked for.
+    """
+    return data_mod.load_held_out(cfg)
+
+
+def kernel_rtol(cfg: Config, n: int) -> float:
+    """rtol of K's numerical null space (``theory.null_modes``): n eps of the dtype K was computed in."""
+    return n * float(np.finfo(cfg.dtype if cfg.theory.kernel == "H0" else "float64").eps)
+
+
+def build_model(cfg: Config, d: int):
+    """(Model, params, consts) initialised from ``cfg.seed`` (or ``model.init_params``)."""
+    m = cfg.model
+    dtype = jax_dtype(cfg)
+    key = jax.random.PRNGKey(cfg.seed)
+    if m.name == "paper":
+        model = models.PAPER
+        params, consts = models.paper_init(key, d, m.width, m.init_std or 1.0, dtype)
+    elif m.name == "released":
+        model = models.RELEASED
+        params, consts = models.released_init(key, d, m.width, m.init_std, dtype, m.init or "notebook")
+    elif m.name == "mlp":
+        module = models.ntk_mlp(key, d, m.width, m.depth, m.W_std, m.b_std, dtype)
+        model, params, consts = models.from_flax(module, "half_sum", "mlp")
+        model = dataclasses.replace(
+            model,
+            hinf=lambda X: ntk.mlp_kernels(X, None, m.depth, m.W_std, m.b_std)[1],
+            fast_gram=ntk.mlp_fast_gram(m.W_std, m.b_std),
+        )
+    else:
+        module = models.load_factory(m.module)(key, d, **(m.kwargs or {}))
+        model, params, consts = models.from_flax(module, "half_sum", "flax")
+    if m.loss is not None:
+        model = dataclasses.replace(model, loss=m.loss)
+    if m.init_params:
+        params, consts = models.load_params(m.init_params, params, consts)
+    return model, params, consts
+
+
+def prepare(
+    cfg: Config,
+    data: tuple[np.ndarray, np.ndarray] | None = None,
+    built=None,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Setup:
+    """Data, model, initial error and kernels. ``data`` and ``built`` (from ``load_data`` and
+    ``build_model``) may be given when the caller has already loaded them to check the input.
+
+    Args:
+        cfg: a validated ``Config``; data: (X, y) or None (``load_data(cfg)``); built: (Model,
+            params, consts) or None (``build_model``); test: a held-out set (X_test, y_test) or
+            None (``load_test_data(cfg)``: data.test's points, or none).
+    Returns:
+        ``Setup``: X, y, model, params, consts, loss scale c, e0 = f(X; theta_0) - y, H0, Hinf, the
+        ascending eigenpairs (lam, V) of K = c H (H0 or Hinf per theory.kernel), coef = V^T e0, times;
+        with a held-out set also X_test, y_test, e0_test, the cross kernel H_test = H(X_test, X) of
+        the same source, c_test and test_map = K_x K^+ (``theory.held_out_map``).
+
+    Float64 (the theory's kernels and eigenvectors) is switched on inside this call only
+    (``jax.enable_x64``); the model and data are built in the config's ``dtype``.
+
+    Raises:
+        ValueError: a held-out set whose points do not have the training points' dimension.
+    """
+    with jax.enable_x64(True):
+        return _prepare(cfg, data, built, test)
+
+
+def _prepare(cfg: Config, data, built, test) -> Setup:
+    times = {}
+    t = time.perf_counter()
+    X, y = data if data is not None else load_data(cfg)
+    test = test if test is not None else load_test_data(cfg)
+    times["data"] = time.perf_counter() - t
+    t = time.perf_counter()
+    checks.check_memory(cfg, 1, X, built[1] if built is not None else None)
+    model, params, consts = built if built is not None else build_model(cfg, X.shape[1])
+    checks.check_inputs(cfg, X, y, *(test if test is not None else (None, None)), (model, params, consts))
+    dtype = jax_dtype(cfg)
+    Xj, yj = jnp.asarray(X, dtype), jnp.asarray(y, dtype)
+    e0 = np.asarray(model.apply(params, consts, Xj) - yj, np.float64)
+    times["model"] = time.perf_counter() - t
+    t = time.perf_counter()
+    H0 = ntk.gram(model, params, consts, Xj)
+    Hinf = model.hinf(X) if model.hinf is not None else None
+    c = models.loss_scale(model.loss, X.shape[0])
+    lam, V = theory.eigen(c * (Hinf if cfg.theory.kernel == "Hinf" else H0))
+    times["kernels"] = time.perf_counter() - t
+    setup = Setup(X, y, model, params, consts, c, e0, H0, Hinf, lam, V, V.T @ e0, times)
+    return setup if test is None else with_held_out(cfg, setup, *test)
+
+
+def with_held_out(cfg: Config, setup: Setup, X_test: np.ndarray, y_test: np.ndarray) -> Setup:
+    """``setup`` with its held-out set: e0_test = f(X_test; theta_0) - y_test (training dtype), the
+    cross kernel H_test = H(X_test, X) of theory.kernel (H0: ``ntk.cross_gram`` at theta_0; Hinf: the
+    off-diagonal block of the model's H∞ on [X; X_test]), c_test and test_map (``theory.held_out_map``
+    over the modes of K above ``kernel_rtol``)."""
+    t = time.perf_counter()
+    X_test, y_test = np.asarray(X_test, np.float64), np.asarray(y_test, np.float64)
+    n, d = setup.X.shape
+    if X_test.ndim != 2 or X_test.shape[1] != d or y_test.shape != (X_test.shape[0],):
+        raise ValueError(
+            f"test_data: expected X_test (n_test, {d}) and y_test (n_test,) to match the training X, "
+            f"got {X_test.shape} and {y_test.shape}"
+        )
+    dtype = jax_dtype(cfg)
+    Xj = jnp.asarray(X_test, dtype)
+    f0 = setup.model.apply(setup.params, setup.consts, Xj)
+    e0_test = np.asarray(f0 - jnp.asarray(y_test, dtype), np.float64)
+    if cfg.theory.kernel == "Hinf":
+        H_test = setup.model.hinf(np.concatenate([setup.X, X_test]))[n:, :n]
+    else:
+        H_test = ntk.cross_gram(setup.model, setup.params, setup.consts, Xj, jnp.asarray(setup.X, dtype))
+    null = theory.null_modes(setup.lam, kernel_rtol(cfg, setup.lam.size))
+    test_map = theory.held_out_map(setup.c * H_test, setup.lam, setup.V, null)
+    c_test = models.loss_scale(setup.model.loss, X_test.shape[0])
+    times = {**setup.times, "held_out": time.perf_counter() - t}
+    return dataclasses.replace(
+        setup,
+        X_test=X_test,
+        y_test=y_test,
+        e0_test=e0_test,
+        H_test=H_test,
+        c_test=c_test,
+        test_map=test_map,
+        times=times,
+    )

@@ -1,0 +1,166 @@
+"""Training of the run path: one optimizer of a group of runs of equal shapes as ONE compiled,
+batched program (``train.train_batch``), full batch or mini-batch (``train.sampling_runs`` batch
+orders), and the network's linearisation trained alike. Returns ``train.TrainResult`` (the typed
+trajectory: recorded steps, losses, errors, snapshots).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ntkdyn import linearized, models, optimizers, schedules
+from ntkdyn.config import Config, OptimizerConfig
+from ntkdyn.pipeline.setup import Setup, jax_dtype
+from ntkdyn.train import TrainPlan, TrainResult, train_batch
+
+
+def train_plan(cfg: Config) -> TrainPlan:
+    t = cfg.train
+    return TrainPlan(
+        t.steps,
+        t.record_every,
+        tuple(t.error_at),
+        tuple(t.kernel_at),
+        t.divergence_factor,
+        chunks=progress_chunks(t.steps // t.record_every),
+        batch_size=t.batch_size,
+        sampling=t.sampling,
+    )
+
+
+def progress_chunks(blocks: int, target: int = 10) -> int:
+    """The divisor of ``blocks`` closest to ``target``: the scan runs as that many equal calls."""
+    divisors = [c for c in range(1, blocks + 1) if blocks % c == 0]
+    return min(divisors, key=lambda c: (abs(c - target), c))
+
+
+def optimizer_hyper(setup: Setup, oc: OptimizerConfig) -> dict:
+    """Hyperparameters of ``oc`` with defaults filled; a spec with a ``tune(hyper, lam)`` hook
+    (e.g. Polyak-tuned HB) sets them from the eigenvalues of K."""
+    return optimizers.resolve_hyper(optimizers.get(oc.name), oc.hyper(), setup.lam)
+
+
+def train_runs(cfgs: list[Config], setups: list[Setup], index: int, progress=None) -> list[TrainResult]:
+    """Train optimizer ``index`` of every run (same shapes) as one batched program."""
+    cfg = cfgs[0]
+    spec = optimizers.get(cfg.optimizers[index].name)
+    dtype = jax_dtype(cfg)
+    hypers = [optimizer_hyper(s, c.optimizers[index]) for c, s in zip(cfgs, setups)]
+    scheduled = [h["eta"] for h in hypers if schedules.is_scheduled(h["eta"])]
+    if scheduled and (len(scheduled) < len(hypers) or len(set(scheduled)) > 1):  # a schedule is compiled in
+        raise ValueError(
+            "runs with different step-size schedules cannot train as one program; run them separately"
+        )
+    if cfg.train.batch_size is None:
+        return train_batch(
+            setups[0].model,
+            spec,
+            hypers,
+            setups[0].c,
+            train_plan(cfg),
+            [s.params for s in setups],
+            [s.consts for s in setups],
+            [jnp.asarray(s.X, dtype) for s in setups],
+            [jnp.asarray(s.y, dtype) for s in setups],
+            progress,
+            test=held_out_sets(setups),
+        )
+    return train_sampled(
+        setups[0].model, spec, cfgs, setups, hypers, [(s.params, s.consts) for s in setups], progress
+    )
+
+
+def held_out_sets(setups: list[Setup]) -> list[tuple] | None:
+    """Per run its held-out set (X_test, y_test) for ``train.train_batch``, or None when the runs have
+    none; runs of one group either all have one (of equal shapes) or none."""
+    given = [s.X_test is not None for s in setups]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ValueError("runs trained as one program must all have a held-out set, or none")
+    return [(s.X_test, s.y_test) for s in setups]
+
+
+def sampling_keys(cfg: Config) -> list:
+    """The sampling keys of run ``cfg``: fold_in(fold_in(PRNGKey(seed), 0x5EED), i), i < train.sampling_runs
+    (a stream apart from the initialisation, which uses PRNGKey(seed) itself)."""
+    base = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0x5EED)
+    return [jax.random.fold_in(base, i) for i in range(cfg.train.sampling_runs)]
+
+
+def train_sampled(
+    model: models.Model,
+    spec: optimizers.OptimizerSpec,
+    cfgs: list[Config],
+    setups: list[Setup],
+    hypers: list[dict],
+    inits: list[tuple],
+    progress=None,
+) -> list[TrainResult]:
+    """Mini-batch training of every config with its ``train.sampling_runs`` batch orders as ONE
+    program (runs x orders); per config one TrainResult whose ``loss`` (and gradient norm, errors)
+    is the mean over its orders, ``loss_runs`` the orders' losses, ``diverged_at`` the earliest
+    divergence; snapshots and final parameters are those of the first order. ``inits[i]`` =
+    (params, consts) of config i (the network's, or its linearisation's)."""
+    dtype = jax_dtype(cfgs[0])
+    R = cfgs[0].train.sampling_runs
+    rep = lambda items: [x for x in items for _ in range(R)]
+    keys = [k for c in cfgs for k in sampling_keys(c)]
+    flat = train_batch(
+        model,
+        spec,
+        rep(hypers),
+        setups[0].c,
+        train_plan(cfgs[0]),
+        rep([p for p, _ in inits]),
+        rep([c for _, c in inits]),
+        rep([jnp.asarray(s.X, dtype) for s in setups]),
+        rep([jnp.asarray(s.y, dtype) for s in setups]),
+        progress,
+        keys=keys,
+        test=None if held_out_sets(setups) is None else rep(held_out_sets(setups)),
+    )
+    return [mean_result(flat[i * R : (i + 1) * R]) for i in range(len(cfgs))]
+
+
+def mean_result(results: list[TrainResult]) -> TrainResult:
+    """One TrainResult for R sampled runs of one config (``train_sampled``)."""
+    runs = np.stack([r.loss for r in results])
+    div = [r.diverged_at for r in results if r.diverged_at is not None]
+    return dataclasses.replace(
+        results[0],
+        loss=runs.mean(0),
+        loss_runs=runs,
+        grad_norm_sq=np.stack([r.grad_norm_sq for r in results]).mean(0),
+        errors=np.stack([r.errors for r in results]).mean(0),
+        test_loss=None if results[0].test_loss is None else np.stack([r.test_loss for r in results]).mean(0),
+        diverged_at=min(div) if div else None,
+        compile_s=sum(r.compile_s for r in results),
+        run_s=sum(r.run_s for r in results),
+    )
+
+
+def train_linearized(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec, hyper: dict) -> TrainResult:
+    """The network's linearisation at theta_0 (``linearized.linearize``) trained by the same
+    training path, optimizer, schedule, plan and (for mini-batch runs) the same batches."""
+    dtype = jax_dtype(cfg)
+    model = linearized.linearize(setup.model)
+    consts = linearized.linear_consts(setup.params, setup.consts)
+    if cfg.train.batch_size is not None:
+        return train_sampled(model, spec, [cfg], [setup], [hyper], [(setup.params, consts)])[0]
+    return train_batch(
+        model,
+        spec,
+        [hyper],
+        setup.c,
+        train_plan(cfg),
+        [setup.params],
+        [consts],
+        [jnp.asarray(setup.X, dtype)],
+        [jnp.asarray(setup.y, dtype)],
+        test=held_out_sets([setup]),
+    )[0]

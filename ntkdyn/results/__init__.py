@@ -1,0 +1,106 @@
+"""Typed results, the results-folder files and ``load``. Every file is written atomically.
+
+The package: ``types`` (the typed results of a run), ``sweep`` (summary rows, sweeps), ``study``
+(experiments/ studies), ``tables`` (long tables), ``files`` (atomic files), ``load`` (reading a
+folder). The one writer of run and sweep folders is ``ntkdyn.pipeline.folder``.
+
+Results folder of one run (written by ``python -m ntkdyn.run`` and by ``pipeline.folder.write_run``)::
+
+    config.yaml        the resolved config (for a model or data given from Python, ``model`` and
+                       ``data`` describe them instead: ``{name, source: python, ...}``)
+    env.json           versions, device, command, wall time per stage
+    data.npz           X (n, d), y (n,), e0 (n,) = f(X; theta_0) - y; with a held-out set (data.test)
+                       also X_test, y_test, e0_test = f(X_test; theta_0) - y_test
+    kernels.npz        H0 (n, n) empirical NTK at initialisation, eigvals (of K = c H, ascending),
+                       Hinf (where defined), kernel_used, loss_scale c; with a held-out set H_test
+                       (n_test, n) = H(X_test, X) of kernel_used, and test_loss_scale
+    trajectories.npz   per optimizer label L: L/step, L/loss, L/loss_discrete, L/loss_ode,
+                       L/loss_ode_diffrax, L/loss_ode_hr, L/ode_time (one value per recorded step),
+                       L/error_steps + L/errors (n-vectors), L/kernel_steps + L/kernels + L/kernel_drift;
+                       with a held-out set L/test_loss (training's) and its predictions
+                       L/test_loss_discrete, L/test_loss_ode, L/test_loss_linearized
+    metrics.json       the schema below
+    loss.<png|svg|pdf> (+ loss.csv: the data behind the figure)
+
+A sweep folder holds config.yaml (the sweep), env.json, summary.csv (one ``SweepRow`` per run
+and optimizer), sweep.<fmt> and runs/<run_id>/ (each a run folder, written by ``write_run``,
+without env.json). A study folder
+(``experiments/<study>.py``) holds verdicts.json, arrays.npz and its figures.
+
+metrics.json (one run; keys in ``[]`` are written only when they have a value, ``|null`` may be null)::
+
+    {"spectrum": {"lambda_min", "lambda_max", "kappa"|null, "loss_scale", ["kernel": "H0"|"Hinf"]},
+     "optimizers": {LABEL: {
+        "optimizer": registry name, "eta", "beta"|null, "r"|null,
+        "status": "ok" | "diverged" | "failed",
+        "verdict": one of ``rates.VERDICTS`` (linear, sublinear, stalled, diverged, ...),
+        "diverged_at": step|null,
+        "fitted": {"linear_rate", "r2_linear", "power_exponent", "r2_power", "window": [k0, k1]} (nulls: NaN),
+        "predicted": {"linear_rate"|null, ["stable", "unstable_modes", "max_spectral_radius",
+                      "crossover_step", "tail_rate", "full_batch_linear_rate", "eta_range",
+                      "restart_rule", "restarts", "first_restarts"]},
+        "deviation": {"discrete"|null, "ode"|null, "ode_hr"|null, [FACE: gap], ["grad_norm_sq"]},
+        "deviation_log10": {FACE: {"max", "mean", "steps"}},
+        "theory_verdicts": {FACE: verdict},
+        "kernel_drift"|null, "ode": description|null,
+        "loss_floor": {"floor", "null_modes", "rtol", "subtracted"},
+        "regime": {"regime", "rate", "horizon", "horizon_kind", "window_position"}|null,
+        "scope": sentence,
+        ["ode_hr": description], ["ode_closed_vs_diffrax"], ["note"], ["error"],
+        ["stochastic": {"batch_size", "sampling", "sampling_runs", "mc_runs", "mean", "inside_band",
+                        "all_inside", "first_outside_step", "mbb": {...}, ["linear_rate"],
+                        ["linearized": {"inside_band", "all_inside", "first_outside_step"}]}],
+        ["linearized": {"diverged_at", "runs"}],
+        ["test": {"n", "loss_scale", "loss_initial", "loss_final", "final_step",
+                  "predicted_final": {"discrete"|"ode"|"linearized": loss}, "deviation": {same keys},
+                  ["note"]}]}}}
+
+An optimizer that failed is written as ``{"optimizer", "eta", "status": "failed", "error"}`` (sweep
+folders written before the sweep used ``write_run`` hold it without "eta"; read back, eta is None).
+Units: rates are loss factors per iteration, deviations relative, drift ||H_k - H_0||_F / ||H_0||_F
+(README "Definitions"). FACE: the compared name of a theory face (``ntkdyn.pipeline.faces``:
+discrete, ode, ode_hr, linearized, and any face registered later). Every key is a field of the
+typed result (``types``); keys a reader does not know are ignored.
+"""
+
+from ntkdyn.results.files import (
+    VERSIONED,
+    atomic_write,
+    finite,
+    read_npz_groups,
+    versions,
+    write_csv,
+    write_json,
+    write_npz,
+    write_text,
+)
+from ntkdyn.results.load import kind_of, load, load_run, load_study, load_sweep
+from ntkdyn.results.study import CLAIM_RESULTS, Claim, ClaimResult, StudyCollection, StudyResult
+from ntkdyn.results.sweep import DEVIATION_COLUMNS, SUMMARY_COLUMNS, SweepResult, SweepRow
+from ntkdyn.results.tables import describe_config, long_table, per_step_columns
+from ntkdyn.results.types import (
+    ALWAYS_COMPARED,
+    BandCheck,
+    Deviation,
+    Fitted,
+    HeldOut,
+    Linearized,
+    LogGap,
+    LossFloor,
+    MiniBatchBound,
+    OptimizerResult,
+    Predicted,
+    Regime,
+    RunResult,
+    Spectrum,
+    Stochastic,
+)
+
+__all__ = [
+    "ALWAYS_COMPARED", "BandCheck", "CLAIM_RESULTS", "Claim", "ClaimResult", "DEVIATION_COLUMNS", "Deviation",
+    "Fitted", "HeldOut", "Linearized", "LogGap", "LossFloor", "MiniBatchBound", "OptimizerResult",
+    "Predicted", "Regime", "RunResult", "SUMMARY_COLUMNS", "Spectrum", "Stochastic", "StudyCollection",
+    "StudyResult", "SweepResult", "SweepRow", "VERSIONED", "atomic_write", "describe_config", "finite",
+    "kind_of", "load", "load_run", "load_study", "load_sweep", "long_table", "per_step_columns",
+    "read_npz_groups", "versions", "write_csv", "write_json", "write_npz", "write_text",
+]  # fmt: skip
