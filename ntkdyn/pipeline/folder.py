@@ -51,13 +51,19 @@ def remove_stale_temporaries(folder: str) -> list[str]:
 
 
 def claim_run_folder(out: str, overwrite: bool = False) -> None:
-    """Make ``out`` the folder of a single run: created if missing; a non-empty folder (other than
-    stale temporaries) is an error unless ``overwrite``."""
+    """Check that ``out`` may become the folder of a single run, before anything is computed: a
+    non-empty folder (other than stale temporaries, which are removed) is an error unless
+    ``overwrite``. Nothing is created here (``make_run_folder`` does, once the inputs passed their
+    checks), so a run refused for bad input leaves no folder behind."""
     check_out_path(out)
     remove_stale_temporaries(out)
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
         raise FolderError(f"out: {out!r} is not empty (it holds {', '.join(sorted(os.listdir(out))[:5])}); "
                           + OVERWRITE_HINT)  # fmt: skip
+
+
+def make_run_folder(out: str) -> None:
+    """Create the run folder ``out`` (and its parents) if missing."""
     os.makedirs(out, exist_ok=True)
 
 

@@ -62,6 +62,7 @@ def single_run(
     folder.claim_run_folder(out, overwrite=overwrite)
     say(f"ntkdyn: {cfg.name} -> {out} ({env['device']['platform']}, {cfg.dtype})")
     setup = setup_mod.prepare(cfg)
+    folder.make_run_folder(out)
     env["times_s"].update(setup.times)
     opts: dict[str, results.OptimizerResult] = {}
     folder.write_run_inputs(out, evaluate.run_result(cfg, setup, opts, env=env), config_mod.dump(cfg))
