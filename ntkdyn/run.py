@@ -15,6 +15,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -257,8 +258,9 @@ def _deviation_cells(o: results.OptimizerResult, compared: list[str], held_out: 
     dev = o.deviation or results.Deviation()
     gap = o.deviation_log10.get("discrete")
     test = o.test.deviation if o.test else {}
+    gone = o.predictions_diverged
     return [
-        *(fmt(dev.get(name), ".3g") for name in compared),
+        *(f"diverges@{gone[name]}" if name in gone else fmt(dev.get(name), ".3g") for name in compared),
         *(fmt(test.get(name), ".3g") for name in held_out),
         f"{fmt(gap.max, '.2g')}/{fmt(gap.mean, '.2g')}" if gap else "-",
     ]
@@ -344,8 +346,14 @@ def check_memory(cfg: config_mod.Config | None, points: list | None) -> int:
     return 0
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning (e.g. ``StabilityWarning``) as one line on stderr, without the source line."""
+    return f"ntkdyn: warning: {message}\n"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    warnings.formatwarning = _one_line_warning
     try:
         return _main(args)
     except (config_mod.ConfigError, ValueError) as exc:  # bad input: one line, no traceback

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,6 +36,11 @@ from ntkdyn.pipeline import setup as setup_mod
 from ntkdyn.pipeline import training
 from ntkdyn.pipeline.evaluate import run_result
 from ntkdyn.pipeline.setup import Setup
+
+
+class StabilityWarning(UserWarning):
+    """eta lambda_max(K) exceeds the method's stability limit: the kernel-regime prediction diverges."""
+
 
 _TEST_TWICE = "data.test: given both in the config and as test_data=...; give it once"
 
@@ -184,6 +190,10 @@ def evaluate_group(
     Returns:
         One ``Evaluated`` per run, in order.
     """
+    for cfg, setup in zip(cfgs, setups):  # before training: a step past the method's stability limit
+        text = training.stability_warning(setup, cfg.optimizers[index])
+        if text is not None:
+            warnings.warn(text, StabilityWarning, stacklevel=2)
     with jax.enable_x64(True):
         trained = training.train_runs(list(cfgs), list(setups), index, progress)
         out = []

@@ -22,7 +22,7 @@ import numpy as np
 
 from ntkdyn import config as config_mod
 from ntkdyn import ntk, optimizers, rates, schedules, theory
-from ntkdyn.config import Config, OptimizerConfig
+from ntkdyn.config import Config, OptimizerConfig, RelativeStep
 from ntkdyn.pipeline import faces as faces_mod
 from ntkdyn.pipeline.faces import Context, Face, FaceValue
 from ntkdyn.pipeline.setup import Setup, jax_dtype, kernel_rtol
@@ -81,7 +81,7 @@ def evaluate(
     arrays.update(drift_arrays)
     arrays.update(faces_mod.merged_arrays(values))
     compared = [p for face in (faces_mod.FACES if faces is None else faces) for p in face.compares]
-    deviation, log_gaps, verdicts = deviations(cfg, res, floors, arrays, compared)
+    deviation, log_gaps, verdicts, diverged = deviations(cfg, res, floors, arrays, compared)
     notes = [v.note for v in values.values() if v.note is not None]
     drift = drift_arrays["kernel_drift"]
     result = OptimizerResult(
@@ -98,6 +98,7 @@ def evaluate(
         deviation=deviation,
         deviation_log10=log_gaps,
         theory_verdicts=verdicts,
+        predictions_diverged=diverged,
         kernel_drift=finite(drift[-1]) if drift.size else None,
         loss_floor=LossFloor(**floors.info, subtracted=floors.L_star > 0),
         scope=rates.scope(fit, None),
@@ -166,24 +167,42 @@ def fitted_of(fit: rates.RateFit) -> Fitted:
     return Fitted.from_json(doc)
 
 
+def diverged_step(step: np.ndarray, pred: np.ndarray) -> int | None:
+    """The first recorded step at which a predicted loss is no longer a finite number (it overflowed:
+    an unstable recurrence grows like rho^(2k)), or None."""
+    bad = ~np.isfinite(np.asarray(pred, np.float64))
+    return int(step[int(np.argmax(bad))]) if bad.any() else None
+
+
 def deviations(
     cfg: Config, res: TrainResult, floors: Floors, arrays: Mapping[str, np.ndarray], compared: list[str]
-) -> tuple[Deviation, dict[str, LogGap], dict[str, str]]:
+) -> tuple[Deviation, dict[str, LogGap], dict[str, str], dict[str, int]]:
     """Each compared prediction ``loss_<name>`` against training: max relative gap over the steps
     above the float floor, log10 gap over the window, and the verdict on the prediction itself
-    (fitted above its own float floor); and the predicted squared gradient norm against training's."""
+    (fitted above its own float floor); and the predicted squared gradient norm against training's.
+    A prediction that overflows (``diverged_step``) has no deviation: it is listed with its step in
+    the fourth value (``OptimizerResult.predictions_diverged``), and its gaps are taken over the
+    steps before it."""
     L0, floor, L_star, window = floors.L0, floors.floor, floors.L_star, floors.window
     ok = np.isfinite(res.loss)
     values: dict[str, float | None] = {"discrete": None, "ode": None, "ode_hr": None}
     gaps: dict[str, LogGap] = {}
     verdicts: dict[str, str] = {}
+    diverged: dict[str, int] = {}
     for name in compared:
         pred = arrays.get(f"loss_{name}")
         if pred is None:
             continue
-        mask = ok & (pred > floor) & (res.loss > floor)
-        values[name] = finite(rates.max_relative_gap(pred, res.loss, mask))
-        gap = rates.log_gap(pred, res.loss, floor, rates.window_mask(res.step, res.loss, window, floor))
+        pred = np.asarray(pred, np.float64)
+        live = ok & np.isfinite(pred)
+        at = diverged_step(res.step, pred)
+        if at is not None:
+            diverged[name] = at
+        mask = live & (pred > floor) & (res.loss > floor)
+        values[name] = None if at is not None else finite(rates.max_relative_gap(pred, res.loss, mask))
+        in_window = rates.window_mask(res.step, res.loss, window, floor) & live
+        with np.errstate(invalid="ignore", over="ignore"):
+            gap = rates.log_gap(np.where(live, pred, np.nan), res.loss, floor, in_window)
         gaps[name] = LogGap.from_json(gap.as_dict())
         pred_floor = rates.difference_floor(
             rates.loss_floor("float64", L0), L_star, float(np.finfo("float64").eps), cfg.train.steps
@@ -196,8 +215,9 @@ def deviations(
         g_pred, g_train = arrays["grad_norm_sq_discrete"], np.asarray(res.grad_norm_sq, np.float64)
         g_floor = rates.loss_floor(cfg.dtype, float(g_train[0])) if np.isfinite(g_train[0]) else 0.0
         g_mask = np.isfinite(g_train) & (g_pred > g_floor) & (g_train > g_floor)
+        g_mask &= np.isfinite(g_pred)
         values["grad_norm_sq"] = finite(rates.max_relative_gap(g_pred, g_train, g_mask))
-    return Deviation(values), gaps, verdicts
+    return Deviation(values), gaps, verdicts, diverged
 
 
 def held_out(
@@ -288,4 +308,5 @@ def run_result(
 def failed_result(oc: OptimizerConfig, exc: BaseException) -> OptimizerResult:
     """The metrics.json entry of an optimizer whose training or evaluation raised ``exc``."""
     label = oc.label or oc.name
-    return OptimizerResult(label, oc.name, oc.eta, "failed", error=f"{type(exc).__name__}: {exc}")
+    eta = f"{oc.eta.per_lambda_max:g}/lambda_max" if isinstance(oc.eta, RelativeStep) else oc.eta
+    return OptimizerResult(label, oc.name, eta, "failed", error=f"{type(exc).__name__}: {exc}")

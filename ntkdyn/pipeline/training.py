@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkdyn import linearized, models, optimizers, schedules
-from ntkdyn.config import Config, OptimizerConfig
+from ntkdyn.config import Config, OptimizerConfig, resolve_eta
 from ntkdyn.pipeline.setup import Setup, jax_dtype
 from ntkdyn.train import TrainPlan, TrainResult, train_batch
 
@@ -39,9 +39,56 @@ def progress_chunks(blocks: int, target: int = 10) -> int:
 
 
 def optimizer_hyper(setup: Setup, oc: OptimizerConfig) -> dict:
-    """Hyperparameters of ``oc`` with defaults filled; a spec with a ``tune(hyper, lam)`` hook
-    (e.g. Polyak-tuned HB) sets them from the eigenvalues of K."""
-    return optimizers.resolve_hyper(optimizers.get(oc.name), oc.hyper(), setup.lam)
+    """Hyperparameters of ``oc`` with defaults filled; a step relative to the spectrum
+    (``eta: {per_lambda_max: p}``) becomes the number p / lambda_max(K) (``config.resolve_eta``, with
+    K = c H the kernel the predictions use); a spec with a ``tune(hyper, lam)`` hook (e.g.
+    Polyak-tuned HB) sets them from the eigenvalues of K."""
+    hyper = oc.hyper()
+    hyper["eta"] = resolve_eta(hyper["eta"], float(setup.lam[-1]))
+    return optimizers.resolve_hyper(optimizers.get(oc.name), hyper, setup.lam)
+
+
+def largest_stable_step(spec, hyper: dict, hi: float = 16.0) -> float | None:
+    """The largest h = eta lambda at which one mode of the method's linear recurrence does not grow
+    (spectral radius of its companion matrix <= 1), found by bisection on (0, hi]: GD 2, heavy ball
+    2 (1 + beta), optax's Nesterov 2 (1 + beta) / (1 + 2 beta) (``sharpness.stability_limit`` derives
+    these). None when the method has no recurrence, a scheduled eta, or no limit below ``hi``."""
+    eta = hyper.get("eta")
+    if not spec.has_theory or not isinstance(eta, (int, float)) or not eta > 0:
+        return None
+
+    def stable(h: float) -> bool:
+        A = optimizers.asymptotic_companion(spec, hyper, np.array([h / eta]))
+        return bool(optimizers.spectral_radius(A)[0] <= 1.0 + 1e-12)
+
+    if stable(hi):
+        return None
+    lo, up = 0.0, hi
+    for _ in range(60):
+        mid = 0.5 * (lo + up)
+        lo, up = (mid, up) if stable(mid) else (lo, mid)
+    return lo
+
+
+def stability_warning(setup: Setup, oc: OptimizerConfig) -> str | None:
+    """A warning, before training, when eta lambda_max(K) exceeds the method's stability limit
+    (``largest_stable_step``): the kernel-regime prediction then diverges (training may or may not:
+    past the kernel regime a network can catapult). None when the step is stable or has no limit."""
+    spec = optimizers.get(oc.name)
+    try:
+        hyper = optimizer_hyper(setup, oc)
+        limit = largest_stable_step(spec, hyper)
+    except (TypeError, ValueError, KeyError):
+        return None
+    if limit is None:
+        return None
+    h = float(hyper["eta"]) * float(setup.lam[-1])
+    if h <= limit * (1 + 1e-9):
+        return None
+    return (
+        f"optimizer {oc.label}: eta * lambda_max(K) = {h:.4g} exceeds {oc.name}'s stability limit "
+        f"{limit:.4g}: the kernel-regime prediction diverges (training may leave the kernel regime)"
+    )
 
 
 def train_runs(cfgs: list[Config], setups: list[Setup], index: int, progress=None) -> list[TrainResult]:

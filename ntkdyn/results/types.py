@@ -334,6 +334,9 @@ class OptimizerResult:
     deviation: Deviation | None = None
     deviation_log10: Mapping[str, LogGap] = dataclasses.field(default_factory=dict)
     theory_verdicts: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # face name -> the first recorded step at which its loss prediction overflowed (an unstable
+    # recurrence); such a prediction has no deviation and shows "diverges@k" (written only when any)
+    predictions_diverged: Mapping[str, int] = dataclasses.field(default_factory=dict)
     kernel_drift: float | None = None
     loss_floor: LossFloor | None = None
     regime: Regime | None = None
@@ -376,6 +379,8 @@ class OptimizerResult:
             value = getattr(self, f.name)
             if value is None and f.name not in self._ALWAYS:
                 continue
+            if f.name == "predictions_diverged" and not value:
+                continue
             if f.name == "predicted" and value is None:
                 value = Predicted(None)
             if f.name == "deviation" and value is None:
@@ -401,6 +406,7 @@ class OptimizerResult:
         gaps = doc.get("deviation_log10") or {}
         kwargs["deviation_log10"] = {k: LogGap.from_json(v) for k, v in gaps.items()}
         kwargs["theory_verdicts"] = dict(doc.get("theory_verdicts") or {})
+        kwargs["predictions_diverged"] = {k: int(v) for k, v in (doc.get("predictions_diverged") or {}).items()}
         kwargs.setdefault("status", "ok")
         kwargs.setdefault("optimizer", None)
         kwargs.setdefault("eta", None)
