@@ -57,7 +57,10 @@ class LargeNPrediction:
     ||e_m - e_{m+d}|| / ||e_{m+d}||, an estimate of the relative error of e (the loss's is about twice
     it); matvec: None (no truncation; round-off only, ~ steps * 1e-16 relative); ``tolerance``: the rtol
     the estimate was held to (None for matvec); ``converged``: estimate <= rtol ||e|| + atol ||e0||
-    everywhere (always True for matvec)."""
+    everywhere (always True for matvec). ``grad_norm_sq``: ||grad_theta L||^2 = c e^T K e per row
+    (``theory.modal_grad_norm_sq``; lanczos: c C T C^T in the basis, exact there). ``test_loss``,
+    ``test_errors``: held-out loss (c_test/2)||e_test||^2 per row and e_test at ``kept`` (matvec with
+    ``K_cross``), else None."""
 
     method: Method
     loss: np.ndarray
@@ -69,6 +72,39 @@ class LargeNPrediction:
     error_estimate: float | None
     tolerance: float | None
     converged: bool
+    grad_norm_sq: np.ndarray | None = None
+    test_loss: np.ndarray | None = None
+    test_errors: np.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class KrylovAction:
+    """f_t(K) e0 ~= coef[t] @ basis for several t (``lanczos_function``).
+
+    ``coef``: (n_t, m) coordinates in the orthonormal Krylov basis ``basis`` (m, n), so that
+    ||f_t(K) e0|| = ||coef[t]||; ``alpha``, ``beta``: T_m's diagonal (m,) and off-diagonal (m - 1,)
+    (V^T K V = T_m, so e^T K e = coef T_m coef^T); ``iterations`` = m; ``estimate``: max over t of
+    ||y_{m-d} - y_m|| / ||y_m||; ``converged``: the tolerance held at every t (or the space is invariant)."""
+
+    coef: np.ndarray
+    basis: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
+    iterations: int
+    estimate: float
+    converged: bool
+
+    def vectors(self, rows=slice(None)) -> np.ndarray:
+        """f_t(K) e0 for the chosen rows of t, shape (rows, n)."""
+        return self.coef[rows] @ self.basis
+
+    def quadratic(self) -> np.ndarray:
+        """e(t)^T K e(t) per t, from T_m (no product with K)."""
+        C = self.coef
+        TC = C * self.alpha
+        TC[:, :-1] += C[:, 1:] * self.beta
+        TC[:, 1:] += C[:, :-1] * self.beta
+        return np.sum(C * TC, axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,14 +155,16 @@ def _check_vector(name: str, v, n: int) -> np.ndarray:
     return v
 
 
-def matvec(K, rows: int = 1024) -> Callable[[np.ndarray], np.ndarray]:
+def matvec(K, rows: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """x -> K x in float64 for x of shape (n,) or (n, r). A float64 K is used as is; a float32 (stored) K
-    is converted ``rows`` rows at a time, so no float64 copy of K is made (peak: rows x n float64)."""
+    is converted ``rows`` rows at a time, so no float64 copy of K is made (peak: rows x n float64;
+    None: 2^18 / n rows, a 2 MiB block that stays in cache, measured as fast as a float64 K @ x)."""
     n = _check_square(K)
     K = np.asarray(K)
     if K.dtype == np.float64:
         return lambda x: K @ x
-    if rows < 1:
+    rows = max(1, 2**18 // n) if rows is None else rows
+    if not (isinstance(rows, (int, np.integer)) and rows >= 1):
         raise ValueError(f"rows: expected an integer >= 1, got {rows!r}")
 
     def mv(x):
@@ -280,7 +318,7 @@ def extreme_eigenvalues(
     rtol: float = 1e-10,
     max_iter: int = 300,
     seed: int = 0,
-    rows: int = 1024,
+    rows: int | None = None,
 ) -> ExtremeEigenvalues:
     """The ``top`` largest and ``bottom`` smallest eigenvalues of the symmetric K by Lanczos (full
     reorthogonalisation, products with K only; random start, ``seed``).
@@ -343,8 +381,8 @@ def lanczos_function(
     extra: int = 5,
     start: int = 20,
     max_iter: int = 800,
-    rows: int = 1024,
-) -> tuple[np.ndarray, np.ndarray, int, float, bool]:
+    rows: int | None = None,
+) -> KrylovAction:
     """f_t(K) e0 for several t at once, in the Krylov space of (K, e0): with the Lanczos relation
     K V_m = V_m T_m + ..., V_m^T V_m = I, v_1 = e0 / ||e0||,
 
@@ -359,8 +397,9 @@ def lanczos_function(
     ||y_m(t) - y_{m+d}(t)|| <= rtol ||y_{m+d}(t)|| + atol ||e0|| (d = ``extra``), measured in the basis
     (V orthonormal), or the Krylov space is invariant (exact), or m + d reaches ``max_iter``.
 
-    Returns (C, V, m + d, estimate, converged): C (n_t, m + d) coefficients, so that e(t) = C[t] @ V and
-    ||e(t)|| = ||C[t]||; V (m + d, n) the basis; estimate = max_t ||y_m - y_{m+d}|| / ||y_{m+d}||."""
+    Returns a ``KrylovAction`` at dimension m + d (the better of the two), with the estimate
+    max_t ||y_m - y_{m+d}|| / ||y_{m+d}|| (an estimate of y_m's error, so on the upper side for y_{m+d}
+    once convergence is superlinear; measured in tests/test_largen.py)."""
     n = _check_square(K)
     e0 = _check_vector("e0", e0, n)
     if not (rtol > 0 and atol >= 0 and extra >= 1 and start >= 1 and max_iter > extra):
@@ -371,7 +410,7 @@ def lanczos_function(
     norm0 = float(np.linalg.norm(e0))
     if norm0 == 0.0:
         C = np.zeros((np.asarray(fn(np.zeros(1))).shape[0], 1))
-        return C, np.zeros((1, n)), 0, 0.0, True
+        return KrylovAction(C, np.zeros((1, n)), np.zeros(1), np.zeros(0), 0, 0.0, True)
     lz = _Lanczos(matvec(K, rows), e0, max_iter)
 
     def coefs(m):
@@ -384,7 +423,7 @@ def lanczos_function(
     while True:
         hi = lz.extend(m + extra)
         if lz.breakdown:  # the Krylov space is invariant: exact at its full dimension
-            return coefs(hi), lz.V[:hi], hi, 0.0, True
+            return _action(lz, coefs(hi), hi, 0.0, True)
         lo = max(1, hi - extra)
         C_hi, C_lo = coefs(hi), coefs(lo)
         diff = np.sqrt(np.linalg.norm(C_hi[:, :lo] - C_lo, axis=1) ** 2 + np.sum(C_hi[:, lo:] ** 2, axis=1))
@@ -393,8 +432,12 @@ def lanczos_function(
         with np.errstate(divide="ignore", invalid="ignore"):
             est = float(np.max(np.where(size > 0, diff / size, np.where(diff > 0, np.inf, 0.0))))
         if ok or hi >= cap:
-            return C_hi, lz.V[:hi], hi, est, ok
+            return _action(lz, C_hi, hi, est, ok)
         m = max(m + 1, int(1.5 * m))
+
+
+def _action(lz: _Lanczos, C: np.ndarray, m: int, est: float, ok: bool) -> KrylovAction:
+    return KrylovAction(C, lz.V[:m], lz.alpha[:m].copy(), lz.beta[: m - 1].copy(), m, est, ok)
 
 
 def ode_lanczos(
@@ -410,7 +453,7 @@ def ode_lanczos(
     atol: float = 1e-14,
     extra: int = 5,
     max_iter: int = 800,
-    rows: int = 1024,
+    rows: int | None = None,
 ) -> LargeNPrediction:
     """The limiting ODE's solution e(t) = f_t(K) e0 at the times ``t`` by ``lanczos_function``, for any
     ODE kind whose per-mode solution is e_i(t) = f_t(lambda_i) coef_i (``ode.modes(lam, coef, t)``
@@ -430,7 +473,7 @@ def ode_lanczos(
     if not hasattr(ode, "modes"):
         raise ValueError(f"ode: expected an ntkdyn.odes kind with .modes(lam, coef, t), got {ode!r}")
     keep = _check_keep(keep, t.size)
-    C, V, iters, est, ok = lanczos_function(
+    act = lanczos_function(
         lambda theta: ode.modes(theta, np.ones_like(theta), t),
         K,
         _check_vector("e0", e0, n),
@@ -440,10 +483,22 @@ def ode_lanczos(
         max_iter=max_iter,
         rows=rows,
     )
-    loss = 0.5 * c * np.sum(C * C, axis=1)
-    errors = C[keep] @ V if keep.size else None
+    loss = 0.5 * c * np.sum(act.coef * act.coef, axis=1)
+    errors = act.vectors(keep) if keep.size else None
     st = None if steps is None else np.asarray(steps)
-    return LargeNPrediction("lanczos", loss, st, t, errors, keep, iters, est, rtol, ok)
+    return LargeNPrediction(
+        "lanczos",
+        loss,
+        st,
+        t,
+        errors,
+        keep,
+        act.iterations,
+        act.estimate,
+        rtol,
+        act.converged,
+        grad_norm_sq=c * act.quadratic(),
+    )
 
 
 def _check_keep(keep, size: int) -> np.ndarray:
@@ -464,7 +519,10 @@ def discrete_matvec_batch(
     *,
     record=None,
     keep: Sequence[int] = (),
-    rows: int = 1024,
+    K_cross=None,
+    e0_test=None,
+    c_test: float | None = None,
+    rows: int | None = None,
 ) -> list[LargeNPrediction]:
     """R runs of one linear method (``spec.method``: GD, HB, NAG, NAG-C, ...; per-run ``hypers``, with
     ``eta`` a number or a schedule) iterated together in the output space, one product K E (n x R) per
@@ -476,9 +534,15 @@ def discrete_matvec_batch(
     with hyper_k's eta = eta_k (schedule(k - 1), ``schedules.eta_values``). In K's eigenbasis this is
     ``theory.discrete_modes`` mode by mode (A_k(lambda) = T_k + lambda u_k e_0^T); here no eigenvectors.
 
-    ``e0``: (n,) shared or (n, R) per run; ``record``: the steps whose loss (c/2)||e_k||^2 is returned
-    (default 0..steps, ascending); ``keep``: indices into ``record`` at which e_k is returned. Cost:
-    steps products K E (O(n^2 R) each) + O(n R p^2)."""
+    Held-out points (``K_cross`` = c H(X_test, X), (n_test, n); ``e0_test``; ``c_test``): the parameters
+    move by J^T w (gradients c J^T e), with W_k = T_k W_{k-1} + u_k e_{k-1}, W_0 = 0 (c folded in), so
+    e_k = e0 + K W_k[0] and e_test(k) = e_test(0) + K_cross W_k[0]: exact for the linearised model, the
+    same as ``theory.held_out_errors`` without K's pseudo-inverse.
+
+    ``e0``: (n,) shared or (n, R) per run; ``record``: the steps whose loss (c/2)||e_k||^2 and squared
+    gradient norm c e_k^T K e_k are returned (default 0..steps, ascending); ``keep``: indices into
+    ``record`` at which e_k (and e_test) are returned. Cost: steps (+1) products K E (O(n^2 R) each),
+    O(n R p^2) per update, and one product K_cross W per recorded step."""
     from ntkdyn import schedules
 
     n = _check_square(K)
@@ -500,6 +564,20 @@ def discrete_matvec_batch(
     if rec.ndim != 1 or rec.size == 0 or rec.min() < 0 or rec.max() > steps or np.any(np.diff(rec) <= 0):
         raise ValueError(f"record: expected ascending distinct steps in [0, {steps}]")
     keep = _check_keep(keep, rec.size)
+    test = K_cross is not None
+    if test:
+        K_cross = np.asarray(K_cross)
+        if K_cross.ndim != 2 or K_cross.shape[1] != n:
+            raise ValueError(f"K_cross: expected shape (n_test, {n}), got {K_cross.shape}")
+        E0t = np.asarray(e0_test, np.float64)
+        E0t = np.repeat(E0t[:, None], R, axis=1) if E0t.ndim == 1 else E0t
+        if E0t.shape != (K_cross.shape[0], R):
+            raise ValueError(
+                f"e0_test: expected shape ({K_cross.shape[0]},) or ({K_cross.shape[0]}, {R}), "
+                f"got {np.shape(e0_test)}"
+            )
+        if c_test is None:
+            raise ValueError("c_test: the held-out loss scale is needed with K_cross")
     kinds = spec.method.states
     p = len(kinds)
     X = np.zeros((p + 1, n, R))
@@ -507,6 +585,7 @@ def discrete_matvec_batch(
     for j, kind in enumerate(kinds, start=1):
         if kind == "point":
             X[j] = E0
+    W = np.zeros((p + 1, n, R)) if test else None
     etas = [schedules.eta_values(h["eta"], steps) for h in hypers]
     fixed = spec.constant and not any(schedules.is_scheduled(h.get("eta")) for h in hypers)
 
@@ -519,21 +598,30 @@ def discrete_matvec_batch(
         return np.stack(Ts), np.stack(us)  # (R, p+1, p+1), (R, p+1)
 
     mv = matvec(K, rows)
-    loss = np.empty((rec.size, R))
+    loss, grad = np.empty((rec.size, R)), np.empty((rec.size, R))
     kept = np.empty((keep.size, n, R))
-    want_keep = set(keep.tolist())
+    t_loss = np.empty((rec.size, R)) if test else None
+    t_kept = np.empty((keep.size, K_cross.shape[0], R)) if test else None
     TU = coeffs(1) if fixed and steps >= 1 else None
     r = 0
     for k in range(steps + 1):
-        if k > 0:
-            T, u = TU if fixed else coeffs(k)
-            G = mv(X[0])
-            X = np.einsum("rji,inr->jnr", T, X) + np.einsum("rj,nr->jnr", u, G)
-        if r < rec.size and rec[r] == k:
+        at = r < rec.size and rec[r] == k
+        G = mv(X[0]) if (k < steps or at) else None  # K e_k
+        if at:
             loss[r] = 0.5 * c * np.sum(X[0] * X[0], axis=0)
-            if r in want_keep:
-                kept[np.flatnonzero(keep == r)] = X[0]
+            grad[r] = c * np.sum(X[0] * G, axis=0)
+            slots = np.flatnonzero(keep == r)
+            kept[slots] = X[0]
+            if test:
+                et = E0t + K_cross @ W[0]
+                t_loss[r] = 0.5 * c_test * np.sum(et * et, axis=0)
+                t_kept[slots] = et
             r += 1
+        if k < steps:
+            T, u = TU if fixed else coeffs(k + 1)
+            if test:
+                W = np.einsum("rji,inr->jnr", T, W) + np.einsum("rj,nr->jnr", u, X[0])
+            X = np.einsum("rji,inr->jnr", T, X) + np.einsum("rj,nr->jnr", u, G)
     return [
         LargeNPrediction(
             "matvec",
@@ -546,6 +634,9 @@ def discrete_matvec_batch(
             None,
             None,
             True,
+            grad_norm_sq=grad[:, i].copy(),
+            test_loss=t_loss[:, i].copy() if test else None,
+            test_errors=t_kept[:, :, i].copy() if test and keep.size else None,
         )
         for i in range(R)
     ]
@@ -561,10 +652,26 @@ def discrete_matvec(
     *,
     record=None,
     keep: Sequence[int] = (),
-    rows: int = 1024,
+    K_cross=None,
+    e0_test=None,
+    c_test: float | None = None,
+    rows: int | None = None,
 ) -> LargeNPrediction:
     """One run of ``discrete_matvec_batch`` (the method's exact recurrence by products with K)."""
-    return discrete_matvec_batch(spec, [hyper], K, e0, steps, c, record=record, keep=keep, rows=rows)[0]
+    return discrete_matvec_batch(
+        spec,
+        [hyper],
+        K,
+        e0,
+        steps,
+        c,
+        record=record,
+        keep=keep,
+        K_cross=K_cross,
+        e0_test=e0_test,
+        c_test=c_test,
+        rows=rows,
+    )[0]
 
 
 def spectral_norm_bound(K) -> float:
@@ -576,3 +683,31 @@ def spectral_norm_bound(K) -> float:
         blk = K[i : i + 1024].astype(np.float64)
         acc += float(np.sum(blk * blk))
     return math.sqrt(acc)
+
+
+# --------------------------------------------------------------------------- regimes from the extremes
+def regime_from_extremes(spec: OptimizerSpec, hyper: dict, lam_min: float, lam_max: float, ode=None) -> dict:
+    """``theory.asymptotic_regime`` (regime, rate, horizon, horizon_kind) and ``theory.stability``'s
+    ``stable`` / ``max_spectral_radius`` from the two extreme (live) eigenvalues of K only.
+
+    Exact where rho(A(lambda)) is quasi-convex in lambda, so that its maximum over [lam_min, lam_max] sits
+    at an end: GD (|1 - eta lambda|); HB and NAG with constant beta (rho falls while the roots are real at
+    small eta lambda, is sqrt(beta) (HB) or sqrt(beta (1 - eta lambda)) (NAG) while they are complex, and
+    rises where they are real again); NAG-C's k -> infinity companion (beta -> 1). The horizon of r/t
+    damping uses lam_min (``theory.nag_c_crossover_step``). tests/test_largen.py checks the equality with
+    the full-spectrum functions on grids of eta and beta, stable and unstable. With an unconverged
+    lam_min (``ExtremeEigenvalues.converged`` False: an upper bound) the slowest-mode horizon is a lower
+    bound. The count of unstable modes needs the whole spectrum and is not returned."""
+    from ntkdyn import theory
+
+    if not (math.isfinite(lam_min) and math.isfinite(lam_max) and lam_min <= lam_max):
+        raise ValueError(
+            f"lam_min, lam_max: expected finite lam_min <= lam_max, got {lam_min!r}, {lam_max!r}"
+        )
+    ends = np.array([lam_min, lam_max], np.float64)
+    st = theory.stability(spec, hyper, ends)
+    return {
+        **theory.asymptotic_regime(spec, hyper, ends, ode),
+        "stable": st["stable"],
+        "max_spectral_radius": st["max_spectral_radius"],
+    }

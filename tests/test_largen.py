@@ -307,9 +307,10 @@ def test_matrix_function_invariants(k512):
     # (|e'|^2 + e.K e) / 2 = e0.K e0 / 2 at every t
     ts = np.linspace(0.0, 40.0, 21) / math.sqrt(lam[-1])
     w = lambda th: np.sqrt(np.maximum(th, 0.0))  # noqa: E731
-    C, Vb, *_ = largen.lanczos_function(lambda th: np.cos(np.outer(ts, w(th))), K, e0)
-    D, Vd, *_ = largen.lanczos_function(lambda th: -w(th) * np.sin(np.outer(ts, w(th))), K, e0)
-    E, dE = C @ Vb, D @ Vd
+    pos = largen.lanczos_function(lambda th: np.cos(np.outer(ts, w(th))), K, e0)
+    vel = largen.lanczos_function(lambda th: -w(th) * np.sin(np.outer(ts, w(th))), K, e0)
+    E, dE = pos.vectors(), vel.vectors()
+    np.testing.assert_allclose(pos.quadratic(), np.sum(E * (E @ K), 1), rtol=1e-10)
     energy = 0.5 * (np.sum(dE * dE, 1) + np.sum(E * (E @ K), 1))
     np.testing.assert_allclose(energy, 0.5 * e0 @ K @ e0, rtol=1e-9)
 
@@ -365,3 +366,59 @@ def test_bad_inputs_name_the_value(k512):
         largen.gram_tiled(largen.hinf_tile(np.eye(3)), 3, dtype="float32", out=np.empty((3, 3)))
     with pytest.raises(ValueError, match=r"top: expected an integer in \[0, 512\]"):
         largen.extreme_eigenvalues(K, top=-1)
+
+
+# ------------------------------------------------------------------ gradient norms, held-out, regimes
+def test_grad_norm_sq_equals_eigenbasis(k512):
+    K, e0, lam, V, coef = k512
+    spec, h = _hyper("hb", 1.0 / lam[-1], beta=0.9)
+    got = largen.discrete_matvec(spec, h, K, e0, 60, 0.3, record=[0, 7, 60])
+    ref = theory.modal_grad_norm_sq(theory.discrete_modes(spec, h, lam, coef, 60)[[0, 7, 60]], lam, 0.3)
+    np.testing.assert_allclose(got.grad_norm_sq, ref, rtol=1e-9)
+    ode = spec.ode(h)
+    t = np.linspace(0.0, 60.0, 7) * ode.time_step
+    got = largen.ode_lanczos(ode, K, e0, t, 0.3)
+    np.testing.assert_allclose(
+        got.grad_norm_sq, theory.modal_grad_norm_sq(ode.modes(lam, coef, t), lam, 0.3), rtol=1e-8
+    )
+
+
+def test_held_out_matvec_equals_pseudo_inverse_path():
+    rng = np.random.default_rng(5)
+    X, Xt = unit_sphere(rng, 300, 8), unit_sphere(rng, 70, 8)
+    c = 2.0 / 300
+    K = c * ntk.paper_kernels(X)[1]
+    K_cross = c * ntk.paper_kernels(Xt, X)[1]
+    e0, e0t = rng.standard_normal(300), rng.standard_normal(70)
+    lam, V = theory.eigen(K)
+    coef = V.T @ e0
+    M = theory.held_out_map(K_cross, lam, V, theory.null_modes(lam, 300 * np.finfo(float).eps))
+    for name, kw in (("gd", {}), ("nag", {"beta": 0.9}), ("nag_c", {})):
+        spec, h = _hyper(name, 1.0 / lam[-1], **kw)
+        rec = np.arange(0, 101, 10)
+        got = largen.discrete_matvec(
+            spec, h, K, e0, 100, c, record=rec, keep=[3, 10], K_cross=K_cross, e0_test=e0t, c_test=1 / 70
+        )
+        modes = theory.discrete_modes(spec, h, lam, coef, 100)[rec]
+        ref = theory.held_out_errors(modes, coef, M, e0t)
+        np.testing.assert_allclose(got.test_loss, theory.modal_loss(ref, 1 / 70), rtol=1e-8)
+        np.testing.assert_allclose(got.test_errors, ref[[3, 10]], rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["gd", "hb", "nag", "nag_c"])
+def test_regime_from_extremes_equals_full_spectrum(name):
+    lam = np.r_[0.01, np.geomspace(0.02, 1.0, 300)]
+    spec = optimizers.get(name)
+    betas = [0.3, 0.9, 0.99] if name in ("hb", "nag") else [None]
+    for f in (0.05, 0.5, 1.0, 1.9, 2.2, 4.5):
+        for beta in betas:
+            h = optimizers.resolve_hyper(spec, {"eta": f} if beta is None else {"eta": f, "beta": beta})
+            ode = spec.ode(h)
+            got = largen.regime_from_extremes(spec, h, lam[0], lam[-1], ode)
+            ref = theory.asymptotic_regime(spec, h, lam, ode)
+            st = theory.stability(spec, h, lam)
+            assert got["regime"] == ref["regime"] and got["stable"] == st["stable"], (f, beta)
+            assert math.isclose(got["rate"], ref["rate"], rel_tol=1e-12)
+            assert math.isclose(got["max_spectral_radius"], st["max_spectral_radius"], rel_tol=1e-12)
+            if ref["horizon"] is not None:
+                assert math.isclose(got["horizon"], ref["horizon"], rel_tol=1e-12)
