@@ -265,6 +265,18 @@ def test_ode_lanczos_equals_eigenbasis(k512, i):
     assert got.iterations < 200
 
 
+@pytest.mark.parametrize("name", ["nag", "nag_c"])
+def test_highres_ode_lanczos_equals_eigenbasis(k512, name):
+    """The high-resolution ODEs (constant damping: closed form; vanishing: DOP853 per Ritz value) are
+    matrix functions too (e'(0) = -v0 K e0 is one as well)."""
+    K, e0, lam, V, coef = k512
+    spec, h = _hyper(name, 0.5 / lam[-1], **({"beta": 0.9} if name == "nag" else {}))
+    hr = spec.ode_hr(h)
+    t = np.arange(0, 201, 8) * hr.time_step
+    got = largen.ode_lanczos(hr, K, e0, t, 1.0)
+    np.testing.assert_allclose(got.loss, theory.modal_loss(hr.modes(lam, coef, t), 1.0), rtol=1e-8)
+
+
 def test_ode_lanczos_equals_eigenbasis_n1024():
     _, K, e0 = _sphere_kernel(1024, d=12, seed=4)
     lam, V = theory.eigen(K)
