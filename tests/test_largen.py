@@ -395,7 +395,7 @@ def test_grad_norm_sq_equals_eigenbasis(k512):
     )
 
 
-def test_held_out_matvec_equals_pseudo_inverse_path():
+def test_held_out_matvec_and_lanczos_equal_pseudo_inverse_path():
     rng = np.random.default_rng(5)
     X, Xt = unit_sphere(rng, 300, 8), unit_sphere(rng, 70, 8)
     c = 2.0 / 300
@@ -413,6 +413,12 @@ def test_held_out_matvec_equals_pseudo_inverse_path():
         )
         modes = theory.discrete_modes(spec, h, lam, coef, 100)[rec]
         ref = theory.held_out_errors(modes, coef, M, e0t)
+        np.testing.assert_allclose(got.test_loss, theory.modal_loss(ref, 1 / 70), rtol=1e-8)
+        np.testing.assert_allclose(got.test_errors, ref[[3, 10]], rtol=1e-8, atol=1e-10)
+        ode = spec.ode(h)
+        t = rec * ode.time_step
+        got = largen.ode_lanczos(ode, K, e0, t, c, keep=[3, 10], K_cross=K_cross, e0_test=e0t, c_test=1 / 70)
+        ref = theory.held_out_errors(ode.modes(lam, coef, t), coef, M, e0t)
         np.testing.assert_allclose(got.test_loss, theory.modal_loss(ref, 1 / 70), rtol=1e-8)
         np.testing.assert_allclose(got.test_errors, ref[[3, 10]], rtol=1e-8, atol=1e-10)
 

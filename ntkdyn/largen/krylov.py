@@ -207,6 +207,10 @@ def ode_lanczos(
     atol: float = 1e-14,
     extra: int = 5,
     max_iter: int = 800,
+    K_cross=None,
+    e0_test=None,
+    c_test: float | None = None,
+    null_rtol: float | None = None,
     rows: int | None = None,
 ) -> LargeNPrediction:
     """The limiting ODE's solution e(t) = f_t(K) e0 at the times ``t`` by ``lanczos_function``, for any
@@ -219,8 +223,15 @@ def ode_lanczos(
 
     ``t``: ODE times (>= 0; e.g. k * ode.time_step); ``c``: the loss scale (L = (c/2)||e||^2);
     ``keep``: indices into t at which e(t) is returned; ``steps``: recorded alongside (optional).
-    The result's ``error_estimate`` is the relative estimate of ``lanczos_function``."""
+    The result's ``error_estimate`` is the relative estimate of ``lanczos_function``.
+
+    Held-out points (``K_cross`` = c H(X_test, X), ``e0_test``, ``c_test``): e_test(t) = e_test(0) +
+    K_cross K^+ (e(t) - e0) (``theory.held_out_map``) = e_test(0) + K_cross g_t(K) e0 with the entire
+    g_t(lambda) = (f_t(lambda) - 1) / lambda (f_t(0) = 1 for every kind), taken in the same Krylov space
+    at the same dimension: ||e0|| V_m S g_t(Theta) S^T e_1, Ritz values below ``null_rtol`` * theta_max
+    (default n * eps, ``theory.null_modes``' rule) dropped as K's null modes are there."""
     n = _check_square(K)
+    e0 = _check_vector("e0", e0, n)
     t = np.asarray(t, np.float64)
     if t.ndim != 1 or t.size == 0 or not np.all(np.isfinite(t)) or np.any(t < 0):
         raise ValueError(f"t: expected a non-empty 1-d array of finite times >= 0, got shape {t.shape}")
@@ -230,7 +241,7 @@ def ode_lanczos(
     act = lanczos_function(
         lambda theta: ode.modes(theta, np.ones_like(theta), t),
         K,
-        _check_vector("e0", e0, n),
+        e0,
         rtol=rtol,
         atol=atol,
         extra=extra,
@@ -240,6 +251,27 @@ def ode_lanczos(
     loss = 0.5 * c * np.sum(act.coef * act.coef, axis=1)
     errors = act.vectors(keep) if keep.size else None
     st = None if steps is None else np.asarray(steps)
+    test_loss = test_errors = None
+    if K_cross is not None:
+        K_cross = np.asarray(K_cross)
+        e0t = np.asarray(e0_test, np.float64)
+        if K_cross.ndim != 2 or K_cross.shape[1] != n or e0t.shape != (K_cross.shape[0],):
+            raise ValueError(
+                f"K_cross, e0_test: expected shapes (n_test, {n}) and (n_test,), got {K_cross.shape}, "
+                f"{e0t.shape}"
+            )
+        if c_test is None:
+            raise ValueError("c_test: the held-out loss scale is needed with K_cross")
+        m = act.iterations
+        theta, S = sla.eigh_tridiagonal(act.alpha, act.beta) if m > 1 else (act.alpha[:1], np.ones((1, 1)))
+        tol = (n * np.finfo(np.float64).eps if null_rtol is None else null_rtol) * np.max(np.abs(theta))
+        live = np.abs(theta) > tol
+        F = ode.modes(theta, np.ones_like(theta), t)
+        g = np.where(live, (F - 1.0) / np.where(live, theta, 1.0), 0.0)
+        G = np.linalg.norm(e0) * (g * S[0]) @ S.T  # (n_t, m): K^+ (e(t) - e0) in the basis
+        et = e0t + (G @ act.basis) @ K_cross.T
+        test_loss = 0.5 * c_test * np.sum(et * et, axis=1)
+        test_errors = et[keep] if keep.size else None
     return LargeNPrediction(
         "lanczos",
         loss,
@@ -252,4 +284,6 @@ def ode_lanczos(
         rtol,
         act.converged,
         grad_norm_sq=c * act.quadratic(),
+        test_loss=test_loss,
+        test_errors=test_errors,
     )
