@@ -368,6 +368,12 @@ def test_bad_inputs_name_the_value(k512):
         largen.discrete_matvec(spec, h, K, e0, 3, 1.0, keep=[4])
     with pytest.raises(ValueError, match="'adam' has no linear recurrence"):
         largen.discrete_matvec(optimizers.get("adam"), {"eta": 0.1}, K, e0, 3, 1.0)
+    with pytest.raises(ValueError, match=r"c: expected a finite number > 0 \(the loss scale\), got -1.0"):
+        largen.discrete_matvec(spec, h, K, e0, 3, -1.0)
+    with pytest.raises(
+        ValueError, match=r"c_test: expected a finite number > 0 \(the loss scale\), got None"
+    ):
+        largen.ode_lanczos(flow, K, e0, [1.0], 1.0, K_cross=K[:3], e0_test=e0[:3])
     with pytest.raises(ValueError, match="t: expected a non-empty 1-d array of finite times >= 0"):
         largen.ode_lanczos(flow, K, e0, [-1.0], 1.0)
     with pytest.raises(ValueError, match="ode: expected an ntkdyn.odes kind"):

@@ -126,6 +126,17 @@ def _check_vector(name: str, v, n: int) -> np.ndarray:
     return v
 
 
+def _check_scale(name: str, c) -> float:
+    """c of L = (c/2)||e||^2: a finite number > 0."""
+    if (
+        isinstance(c, bool)
+        or not isinstance(c, (int, float, np.integer, np.floating))
+        or not (0 < c < np.inf)
+    ):
+        raise ValueError(f"{name}: expected a finite number > 0 (the loss scale), got {c!r}")
+    return float(c)
+
+
 def matvec(K, rows: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """x -> K x in float64 for x of shape (n,) or (n, r). A float64 K is used as is; a float32 (stored) K
     is converted ``rows`` rows at a time, so no float64 copy of K is made (peak: rows x n float64;

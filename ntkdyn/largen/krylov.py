@@ -12,6 +12,7 @@ from ntkdyn.largen._types import (
     KrylovAction,
     LargeNPrediction,
     _check_keep,
+    _check_scale,
     _check_square,
     _check_vector,
     matvec,
@@ -232,6 +233,7 @@ def ode_lanczos(
     (default n * eps, ``theory.null_modes``' rule) dropped as K's null modes are there."""
     n = _check_square(K)
     e0 = _check_vector("e0", e0, n)
+    c = _check_scale("c", c)
     t = np.asarray(t, np.float64)
     if t.ndim != 1 or t.size == 0 or not np.all(np.isfinite(t)) or np.any(t < 0):
         raise ValueError(f"t: expected a non-empty 1-d array of finite times >= 0, got shape {t.shape}")
@@ -260,8 +262,7 @@ def ode_lanczos(
                 f"K_cross, e0_test: expected shapes (n_test, {n}) and (n_test,), got {K_cross.shape}, "
                 f"{e0t.shape}"
             )
-        if c_test is None:
-            raise ValueError("c_test: the held-out loss scale is needed with K_cross")
+        c_test = _check_scale("c_test", c_test)
         m = act.iterations
         theta, S = sla.eigh_tridiagonal(act.alpha, act.beta) if m > 1 else (act.alpha[:1], np.ones((1, 1)))
         tol = (n * np.finfo(np.float64).eps if null_rtol is None else null_rtol) * np.max(np.abs(theta))

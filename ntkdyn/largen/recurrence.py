@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ntkdyn.largen._types import LargeNPrediction, _check_keep, _check_square, matvec
+from ntkdyn.largen._types import LargeNPrediction, _check_keep, _check_scale, _check_square, matvec
 from ntkdyn.optimizers import OptimizerSpec
 
 
@@ -49,6 +49,7 @@ def discrete_matvec_batch(
     from ntkdyn import schedules
 
     n = _check_square(K)
+    c = _check_scale("c", c)
     if spec.method is None:
         raise ValueError(
             f"optimizer {spec.name!r} has no linear recurrence (spec.method is None); "
@@ -79,8 +80,7 @@ def discrete_matvec_batch(
                 f"e0_test: expected shape ({K_cross.shape[0]},) or ({K_cross.shape[0]}, {R}), "
                 f"got {np.shape(e0_test)}"
             )
-        if c_test is None:
-            raise ValueError("c_test: the held-out loss scale is needed with K_cross")
+        c_test = _check_scale("c_test", c_test)
     kinds = spec.method.states
     p = len(kinds)
     X = np.zeros((p + 1, n, R))
