@@ -19,7 +19,13 @@ L = (c / 2) ||e||^2 (c from ``models.loss_scale``).
 * **ODE solutions** (``ode_lanczos``, ``lanczos_function``): e(t) = f_t(K) e0 for the limiting ODEs
   (exp(-tK) e0, the damped oscillator, the Bessel solution of NAG-C), f_t(K) e0 ~= ||e0|| V_m f_t(T_m) e_1
   on the Krylov space of (K, e0), with m chosen adaptively until the a-posteriori estimate
-  ||e_m(t) - e_{m+d}(t)|| <= rtol ||e_{m+d}(t)|| + atol ||e0|| holds at every time.
+  ||e_m(t) - e_{m+d}(t)|| <= rtol ||e_{m+d}(t)|| + atol ||e0|| holds at every time. The
+  high-resolution ODEs (``odes.HighResODE``) are matrix functions too and go the same way.
+* Both give the squared gradient norm c e^T K e and, with the cross kernel K_x = c H(X_test, X), the
+  held-out errors (the recurrence through the parameters' coefficients, W_k = T_k W_{k-1} + u_k e_{k-1};
+  the ODE through g_t(K) = (f_t(K) - I) K^+ in the same Krylov space), without K's pseudo-inverse.
+* **Regimes** (``regime_from_extremes``): the asymptotic regime, rate, horizon and stability of a
+  fixed-step method from lambda_min and lambda_max only.
 
 Every prediction returns a ``LargeNPrediction`` (frozen) that records how it was made.
 

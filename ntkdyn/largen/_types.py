@@ -1,4 +1,4 @@
-"""Result types and shared checks of ``ntkdyn.largen``."""
+"""Result types, shared checks and the product K x (``matvec``) of ``ntkdyn.largen``."""
 
 from __future__ import annotations
 
