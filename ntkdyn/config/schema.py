@@ -107,6 +107,9 @@ class TheoryConfig:
     atol: float | None = None  # with diffrax (default 1e-12)
     # train the network's linearisation too: auto (optimizers without a recurrence) | always | never
     linearized: str = "auto"
+    # train the second-order Taylor model at theta_0 too (ntkdyn.quadratic): never | auto (where Hess f
+    # does not vanish: both layers trained, smooth activations) | always (and say why where it cannot)
+    quadratic: str = "never"
     mc_runs: int | None = (
         None  # with batch_size (default 2000): sampled batch orders of the kernel recurrence
     )

@@ -383,6 +383,7 @@ def _check_beyond_full_batch(cfg: Config) -> None:
             "identical; set train.batch_size or leave sampling_runs at 1"
         )
     _allowed("theory.linearized", th.linearized, ("auto", "always", "never"))
+    _allowed("theory.quadratic", th.quadratic, ("never", "auto", "always"))
     if th.mc_runs is not None and th.mc_runs < 2:
         raise ConfigError(f"theory.mc_runs: must be >= 2, got {th.mc_runs}")
     for i, o in enumerate(cfg.optimizers):

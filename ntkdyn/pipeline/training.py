@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkdyn import linearized, models, optimizers, schedules
+from ntkdyn import linearized, models, optimizers, quadratic, schedules
 from ntkdyn.config import Config, OptimizerConfig, resolve_eta
 from ntkdyn.pipeline.setup import Setup, jax_dtype
 from ntkdyn.train import TrainPlan, TrainResult, train_batch
@@ -194,8 +194,21 @@ def mean_result(results: list[TrainResult]) -> TrainResult:
 def train_linearized(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec, hyper: dict) -> TrainResult:
     """The network's linearisation at theta_0 (``linearized.linearize``) trained by the same
     training path, optimizer, schedule, plan and (for mini-batch runs) the same batches."""
+    return train_expansion(cfg, setup, spec, hyper, linearized.linearize(setup.model))
+
+
+def train_quadratic(cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec, hyper: dict) -> TrainResult:
+    """The network's second-order Taylor model at theta_0 (``quadratic.quadratize``: nested jvps, no
+    Hessian materialised) trained by the same training path, optimizer, schedule, plan and batches."""
+    return train_expansion(cfg, setup, spec, hyper, quadratic.quadratize(setup.model))
+
+
+def train_expansion(
+    cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec, hyper: dict, model: models.Model
+) -> TrainResult:
+    """A Taylor model of the network at theta_0 (the expansion point travels in its consts:
+    ``linearized.linear_consts``) trained like the network: same optimizer, plan and batches."""
     dtype = jax_dtype(cfg)
-    model = linearized.linearize(setup.model)
     consts = linearized.linear_consts(setup.params, setup.consts)
     if cfg.train.batch_size is not None:
         return train_sampled(model, spec, [cfg], [setup], [hyper], [(setup.params, consts)])[0]

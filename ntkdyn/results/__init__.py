@@ -85,6 +85,7 @@ from ntkdyn.results.types import (
     Fitted,
     HeldOut,
     Linearized,
+    Quadratic,
     LogGap,
     LossFloor,
     MiniBatchBound,
@@ -98,7 +99,7 @@ from ntkdyn.results.types import (
 
 __all__ = [
     "ALWAYS_COMPARED", "BandCheck", "CLAIM_RESULTS", "Claim", "ClaimResult", "DEVIATION_COLUMNS", "Deviation",
-    "Fitted", "HeldOut", "Linearized", "LogGap", "LossFloor", "MiniBatchBound", "OptimizerResult",
+    "Fitted", "HeldOut", "Linearized", "LogGap", "LossFloor", "MiniBatchBound", "OptimizerResult", "Quadratic",
     "Predicted", "Regime", "RunResult", "SUMMARY_COLUMNS", "Spectrum", "Stochastic", "StudyCollection",
     "StudyResult", "SweepResult", "SweepRow", "VERSIONED", "atomic_write", "describe_config", "finite",
     "kind_of", "load", "load_run", "load_study", "load_sweep", "long_table", "per_step_columns",

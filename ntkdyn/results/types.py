@@ -293,6 +293,15 @@ class Linearized(Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class Quadratic(Record):
+    """The network's second-order Taylor model at theta_0 (``ntkdyn.quadratic``) trained alike: the
+    step it diverged at (or None) and the number of batch orders averaged (``runs``)."""
+
+    diverged_at: int | None
+    runs: int
+
+
+@dataclasses.dataclass(frozen=True)
 class HeldOut(Record):
     """The held-out set of a run (data.test / ``test_data=``): its size ``n`` and ``loss_scale`` c_t
     (L_test = (c_t/2)||f(X_test) - y_test||^2, the training loss's convention), training's held-out
@@ -346,6 +355,7 @@ class OptimizerResult:
     ode_closed_vs_diffrax: float | None = None
     stochastic: Stochastic | None = None
     linearized: Linearized | None = None
+    quadratic: Quadratic | None = None
     note: str | None = None
     error: str | None = None
     test: HeldOut | None = None
@@ -365,6 +375,7 @@ class OptimizerResult:
         "regime": Regime,
         "stochastic": Stochastic,
         "linearized": Linearized,
+        "quadratic": Quadratic,
         "test": HeldOut,
     }
 

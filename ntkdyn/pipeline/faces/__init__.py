@@ -27,6 +27,7 @@ from ntkdyn.pipeline.faces.highres import HighResOde
 from ntkdyn.pipeline.faces.linearized import LinearizedNetwork
 from ntkdyn.pipeline.faces.minibatch import MiniBatch
 from ntkdyn.pipeline.faces.ode import LimitingOde, OdeProblem, OdeValue
+from ntkdyn.pipeline.faces.quadratic import QuadraticModel
 from ntkdyn.pipeline.faces.recurrence import Recurrence
 
 # The one list of faces, in the order they run (a face reads the values of those before it).
@@ -37,6 +38,7 @@ FACES: list[Face] = [
     HighResOde(),
     MiniBatch(),
     LinearizedNetwork(),
+    QuadraticModel(),
     HeldOutPrediction(),
 ]
 
@@ -69,6 +71,7 @@ def drawn_series() -> list[Series]:
 
 __all__ = [
     "FACES", "NOTHING", "Context", "DiffraxCheck", "Face", "FaceValue", "HeldOutPrediction", "HighResOde",
-    "LimitingOde", "LinearizedNetwork", "MiniBatch", "OdeProblem", "OdeValue", "Recurrence", "Series",
+    "LimitingOde", "LinearizedNetwork", "MiniBatch", "OdeProblem", "OdeValue", "QuadraticModel", "Recurrence",
+    "Series",
     "compared_names", "drawn_series", "merged_arrays", "merged_fields", "register", "unregister",
 ]  # fmt: skip
