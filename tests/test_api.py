@@ -62,7 +62,10 @@ def test_every_key_is_a_field_unknown_keys_are_dropped_and_failed_entries_keep_t
         "stochastic": {
             "batch_size": 2, "sampling": "shuffle", "sampling_runs": 3, "mc_runs": 9, "mean": "monte_carlo",
             "inside_band": 1.0, "all_inside": True, "first_outside_step": None,
-            "mbb": {"beta": 2.0, "lam_1": 1.0, "lam_n": 0.1, "knee_batch_size": 3.0, "bound_step_size": 0.5},
+            "mbb": {
+                "beta": 2.0, "lam_1": 1.0, "lam_n": 0.1,
+                "smooth_knee_batch_size": 3.0, "smooth_step_size": 0.5,
+            },
             "linearized": {"inside_band": 0.5, "all_inside": False, "first_outside_step": 4},
         },
         "linearized": {"diverged_at": None, "runs": 3},
@@ -84,7 +87,9 @@ def test_every_key_is_a_field_unknown_keys_are_dropped_and_failed_entries_keep_t
     assert hb.fitted.margin == 0.2 and hb.fitted.window == (2, 10) and hb.predicted.stable is True
     assert hb.deviation.linearized == 0.3 and hb.deviation_log10["discrete"].steps == 7
     assert hb.regime.horizon == 5.0 and hb.regime.window_position is None and hb.loss_floor.null_modes == 0
-    assert hb.stochastic.mbb.knee_batch_size == 3.0 and hb.stochastic.linearized.first_outside_step == 4
+    assert (
+        hb.stochastic.mbb.smooth_knee_batch_size == 3.0 and hb.stochastic.linearized.first_outside_step == 4
+    )
     assert hb.linearized.runs == 3
     written = run.to_json()
     assert "schema" not in written and "new" not in written["spectrum"]

@@ -133,10 +133,20 @@ def collect(name: str, folder: str) -> dict:
         return json.load(fh)
 
 
+# (parent key, leaf) -> new leaf, wherever it occurs: Ma-Bassily-Belkin's two formulas are named for
+# what they are (issue "Nothing silently wrong": the general convex-smooth step and its knee)
+LEAF_RENAMED: dict[tuple[str, str], str] = {
+    ("mbb", "knee_batch_size"): "smooth_knee_batch_size",
+    ("mbb", "bound_step_size"): "smooth_step_size",
+}
+
+
 def _renamed(path: tuple) -> tuple:
     for old, new in RENAMED.items():
         if path[: len(old)] == old:
             return new + path[len(old) :]
+    if len(path) >= 2 and (path[-2], path[-1]) in LEAF_RENAMED:
+        return path[:-1] + (LEAF_RENAMED[(path[-2], path[-1])],)
     return path
 
 
@@ -146,8 +156,32 @@ def _get(doc, path: tuple):
     return doc
 
 
+# Changed by design since the references were written, each for a stated reason (everything else,
+# every number included, must still equal the old code's):
+# - the verdict rules (ntkdyn.rates): a 'superlinear' verdict and the tail-rise rule of 'growing'; a
+#   verdict, its reason and the scope sentence built on it may read differently;
+VERDICT_LEAVES = {"verdict", "reason", "scope"}
+# - the scheduled heavy-ball / NAG-SC ODE is now the eta -> 0 limit of the scheduled recurrence
+#   (theory.piecewise_damped_modes: the velocity jump and the beta (ln s)' term): its deviation from
+#   training may only have shrunk.
+CLOSER_LIMIT = {("deviation", "ode"), ("deviation_log10", "ode")}
+SCHEDULED_SECOND_ORDER = {"hb_cosine"}
+
+
+def _changed_by_design(path: tuple, old, new) -> bool:
+    if path[-1] in VERDICT_LEAVES or "theory_verdicts" in path:
+        return True
+    label = path[path.index("optimizers") + 1] if "optimizers" in path else None
+    if label in SCHEDULED_SECOND_ORDER and any(
+        path[i : i + 2] == pair for pair in CLOSER_LIMIT for i in range(len(path) - 1)
+    ):
+        return isinstance(old, float) and isinstance(new, float) and new < old
+    return False
+
+
 def compare(old, new_doc, rtol: float, path: tuple = ()) -> list[str]:
-    """Differences of ``new_doc`` from ``old`` at every leaf of ``old`` (a list of messages)."""
+    """Differences of ``new_doc`` from ``old`` at every leaf of ``old`` (a list of messages), except
+    the changes by design above."""
     if isinstance(old, dict):
         return [m for k, v in old.items() for m in compare(v, new_doc, rtol, (*path, k))]
     where = "/".join(map(str, path))
@@ -155,6 +189,8 @@ def compare(old, new_doc, rtol: float, path: tuple = ()) -> list[str]:
         new = _get(new_doc, _renamed(path))
     except (KeyError, IndexError, TypeError):
         return [f"{where}: missing"]
+    if path and _changed_by_design(path, old, new):
+        return []
     if isinstance(old, list):
         if not isinstance(new, list) or len(new) != len(old):
             return [f"{where}: {old!r} != {new!r}"]

@@ -250,14 +250,23 @@ class BandCheck(Record):
 
 @dataclasses.dataclass(frozen=True)
 class MiniBatchBound(Record):
-    """Mini-batch constants of K (``stochastic.mbb_constants``): beta = max_i K_ii n-scaled, lam_1,
-    lam_n, the knee batch size and the largest stable step size at this batch size."""
+    """Ma, Bassily, Belkin's (2018, arXiv 1712.06559) mini-batch constants of K
+    (``stochastic.mbb_constants``): beta = n max_i K_ii, lam_1, lam_n; their step for a general convex
+    beta-smooth loss at this batch size, b / (beta + (b - 1) lam_1), and its knee 1 + beta / lam_1
+    (``smooth_*``); the optimum of their bound E[H_b^2] <= (beta/b) H + (1 - 1/b) H^2 for this quadratic
+    loss, b / (beta + (b - 1) lam_n) up to m* = beta / (lam_1 - lam_n) + 1 and
+    2b / (beta + (b - 1)(lam_1 + lam_n)) above (``quadratic_*``); and, beside them, the exact best
+    step of the mini-batch recurrence at this b (``best_step_size``: the eta minimising the rate of
+    E[L_k], ``stochastic.best_step_size``; sampling with replacement and constant methods only)."""
 
     beta: float
     lam_1: float
     lam_n: float
-    knee_batch_size: float
-    bound_step_size: float
+    smooth_knee_batch_size: float | None = _field(omit_none=True)
+    smooth_step_size: float | None = _field(omit_none=True)
+    quadratic_critical_batch_size: float | None = _field(omit_none=True)
+    quadratic_step_size: float | None = _field(omit_none=True)
+    best_step_size: float | None = _field(omit_none=True)
 
 
 @dataclasses.dataclass(frozen=True)

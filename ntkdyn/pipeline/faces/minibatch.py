@@ -63,9 +63,11 @@ class MiniBatch:
         arrays.update(loss_discrete=band.mean, loss_band_lo=band.lo, loss_band_hi=band.hi)
         mbb = stochastic.mbb_constants(s.K)
         before = merged_fields(earlier).get("predicted") or Predicted(None)
-        rate = None  # the rate of E[L_k]: replacement only (shuffle has no closed form)
+        rate = best = None  # the rate of E[L_k]: replacement only (shuffle has no closed form)
         if t.sampling == "replacement" and spec.constant and not ctx.scheduled:
             rate = stochastic.second_moment_rate(spec, hyper, s.lam, s.V, b)
+            if spec.name == "gd":  # the exact best eta(b) of SGD, beside MBB's two formulas
+                best = float(stochastic.best_step_size(spec, hyper, s.lam, s.V, b)[0])
         info = Stochastic(
             batch_size=b,
             sampling=t.sampling,
@@ -77,8 +79,11 @@ class MiniBatch:
                 beta=mbb.beta,
                 lam_1=mbb.lam_1,
                 lam_n=mbb.lam_n,
-                knee_batch_size=mbb.knee_batch_size,
-                bound_step_size=float(mbb.bound_step_size(b)),
+                smooth_knee_batch_size=mbb.smooth_knee_batch_size,
+                smooth_step_size=float(mbb.smooth_step_size(b)),
+                quadratic_critical_batch_size=mbb.quadratic_critical_batch_size,
+                quadratic_step_size=float(mbb.quadratic_step_size(b)),
+                best_step_size=best,
             ),
             linear_rate=rate,
         )
