@@ -1,6 +1,6 @@
 """Command line: ``python -m ntkdyn.run CONFIG [--set a.b=value ...] [--out DIR]``.
 
-Writes a results folder (see README "Results folder") and prints a summary table. Files are
+Writes a results folder (see docs/results-folder.md) and prints a summary table. Files are
 written atomically as soon as their stage finishes, so a later failure loses nothing. This module
 only parses, prints and sets exit codes: the runs are ``pipeline.runner``'s, the folder
 ``pipeline.folder``'s. Exit status: 0 ok, 1 an optimizer or an output stage failed (the rest is
@@ -23,7 +23,7 @@ from ntkdyn import checks, results
 from ntkdyn import config as config_mod
 
 HELP_EPILOG = """\
-config keys (README "Config keys"; each section's keys on the lines below it):
+config keys (docs/configuration.md; each section's keys on the lines below it):
   name, seed, dtype    run name; data and initialisation seed; float32 | float64 (training; theory float64)
   notes              written by ntkdyn into config.yaml: what validation changed (clipped step lists)
   data:
@@ -34,7 +34,7 @@ config keys (README "Config keys"; each section's keys on the lines below it):
     classes            digits to keep (digits)
     normalize          unit | standardize | none | pixels (image sources; mnist's default)
     path               npz file with X, y; mnist: IDX images file, its folder, or an .npz
-    test               a held-out set, evaluated but not trained on (README "Config keys")
+    test               a held-out set, evaluated but not trained on (docs/configuration.md)
   model:
     name               paper | released | mlp | flax
     width, depth       hidden width; hidden layers (mlp)
@@ -62,8 +62,8 @@ config keys (README "Config keys"; each section's keys on the lines below it):
                        name (adam, rmsprop, ...; extra arguments in kwargs); eta is a number or a schedule
                        {schedule: NAME, ...its optax arguments}, e.g.
                        {schedule: warmup_cosine, init_value: 0, peak_value: 0.01, warmup_steps: 100,
-                        decay_steps: 1000} (cosine_decay, piecewise, exponential, ...; README "Beyond
-                       full batch")
+                        decay_steps: 1000} (cosine_decay, piecewise, exponential, ...;
+                       docs/beyond-full-batch.md)
   control:             optional control view (configs/control.yaml)
     labels, extra      optimizers analysed (default: every one with a recurrence); analysed, not trained
     band, max_iters, step_steps    settling band, iteration limit, step-response length
@@ -129,7 +129,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--distributed",
         action="store_true",
-        help='call jax.distributed.initialize() first (multi-process sweeps; README "Scaling out")',
+        help='call jax.distributed.initialize() first (multi-process sweeps; docs/running.md "Scaling out")',
     )
     p.add_argument(
         "--coordinator",
@@ -267,7 +267,7 @@ def _deviation_cells(o: results.OptimizerResult, compared: list[str], held_out: 
 
 
 def summary_table(run: results.RunResult) -> str:
-    """One row per optimizer (README "Reading the verdicts"): verdict (on L - L* where marked) and its
+    """One row per optimizer (docs/verdicts.md): verdict (on L - L* where marked) and its
     margin over the fitted steps; local (envelope) rate and exponent; theory's asymptotic loss factor
     and where the window lies relative to its horizon (k* crossover, k_s slowest-mode time);
     deviations: max relative gap of each face's prediction (``dev <name>``) and of each held-out

@@ -147,7 +147,7 @@ def training_fit(cfg: Config, setup: Setup, res: TrainResult) -> tuple[rates.Rat
     floor = rates.loss_floor(cfg.dtype, L0)
     window = tuple(cfg.rates.window)
     # least-squares floor L* (part of e0 in K's numerical null space; rtol = n eps of K's dtype): when it
-    # is above the float floor, rates are fitted on L - L* (rates.fit_rates, README "Reading the verdicts")
+    # is above the float floor, rates are fitted on L - L* (rates.fit_rates, docs/verdicts.md)
     floor_info = theory.loss_floor_star(setup.lam, setup.coef, setup.c, kernel_rtol(cfg, setup.lam.size))
     L_star = floor_info["floor"] if floor_info["floor"] > floor else 0.0
     null = theory.null_modes(setup.lam, floor_info["rtol"])
