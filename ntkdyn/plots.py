@@ -51,9 +51,9 @@ def loss_figure(
 ) -> None:
     """Loss vs iteration, log-y (left) and log-log (right): training solid, then every series of
     every theory face (``faces.FACES``' ``series``: kernel recurrence dashed, ODE dotted,
-    high-resolution ODE dash-dot, linearised network dash-dot-dot, the mini-batch mean's 95 % band
-    shaded; a held-out loss faded and thick) in the optimizer's colour; x at a diverged run's last
-    finite loss. The data file holds exactly the drawn series (step, loss and each face's key).
+    high-resolution ODE dash-dot, linearised network dense dash-dot, quadratic model dash-dot-dot,
+    the mini-batch mean's 95 % band shaded; a held-out loss faded and thick) in the optimizer's
+    colour; x at a diverged run's last finite loss. The data file holds exactly the drawn series (step, loss and each face's key).
 
     Args:
         trajectories: label -> arrays (``step``, ``loss``, ``loss_discrete``, ...).

@@ -54,12 +54,14 @@ config keys (docs/configuration.md; each section's keys on the lines below it):
     kernel             H0 | Hinf
     diffrax, rtol, atol      also integrate each ODE numerically, with these tolerances
     linearized         auto (optimizers without a recurrence) | always | never: train the linearisation too
+    quadratic          never | auto | always: train the second-order Taylor model too (where Hess f != 0)
     mc_runs            sampled batch orders of the kernel recurrence (mini-batch bands, shuffle's mean)
   rates:
     window             [start, end]: fractions of steps, or absolute steps when > 1
     stall_factor       loss-envelope factor over the window: risen by more, growing; moved less, stalled
   optimizers:          list of {name, eta, label, beta, r, kwargs}: gd, hb, nag, nag_c, ... or any optax
-                       name (adam, rmsprop, ...; extra arguments in kwargs); eta is a number or a schedule
+                       name (adam, rmsprop, ...; extra arguments in kwargs); eta is a number, a step
+                       relative to the spectrum {per_lambda_max: p} (p / lambda_max(K)) or a schedule
                        {schedule: NAME, ...its optax arguments}, e.g.
                        {schedule: warmup_cosine, init_value: 0, peak_value: 0.01, warmup_steps: 100,
                         decay_steps: 1000} (cosine_decay, piecewise, exponential, ...;

@@ -63,7 +63,7 @@ class DataConfig:
 
 @dataclasses.dataclass
 class HeldOutConfig:
-    """data.test: held-out points (README "Config keys"). sphere: n new points of the same
+    """data.test: held-out points (docs/configuration.md). sphere: n new points of the same
     distribution and target function (own seed stream); digits: the n images after the training
     ones in the same random order; npz / mnist: the n points after the training ones in data.path,
     or (with ``path``) the first n of another file (default: all of it)."""

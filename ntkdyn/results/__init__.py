@@ -42,15 +42,18 @@ metrics.json (one run; keys in ``[]`` are written only when they have a value, `
         "deviation": {"discrete"|null, "ode"|null, "ode_hr"|null, [FACE: gap], ["grad_norm_sq"]},
         "deviation_log10": {FACE: {"max", "mean", "steps"}},
         "theory_verdicts": {FACE: verdict},
+        ["predictions_diverged": {FACE: first step at which its loss prediction overflowed}],
         "kernel_drift"|null, "ode": description|null,
         "loss_floor": {"floor", "null_modes", "rtol", "subtracted"},
         "regime": {"regime", "rate", "horizon", "horizon_kind", "window_position"}|null,
         "scope": sentence,
         ["ode_hr": description], ["ode_closed_vs_diffrax"], ["note"], ["error"],
         ["stochastic": {"batch_size", "sampling", "sampling_runs", "mc_runs", "mean", "inside_band",
-                        "all_inside", "first_outside_step", "mbb": {...}, ["linear_rate"],
+                        "all_inside", "first_outside_step", "mbb": {"beta", "lam_1", "lam_n",
+                        "smooth_knee_batch_size", "smooth_step_size", "quadratic_critical_batch_size",
+                        "quadratic_step_size", ["best_step_size"]}, ["linear_rate"],
                         ["linearized": {"inside_band", "all_inside", "first_outside_step"}]}],
-        ["linearized": {"diverged_at", "runs"}],
+        ["linearized": {"diverged_at", "runs"}], ["quadratic": {"diverged_at", "runs"}],
         ["test": {"n", "loss_scale", "loss_initial", "loss_final", "final_step",
                   "predicted_final": {"discrete"|"ode"|"linearized": loss}, "deviation": {same keys},
                   ["note"]}]}}}
@@ -58,8 +61,8 @@ metrics.json (one run; keys in ``[]`` are written only when they have a value, `
 An optimizer that failed is written as ``{"optimizer", "eta", "status": "failed", "error"}`` (sweep
 folders written before the sweep used ``write_run`` hold it without "eta"; read back, eta is None).
 Units: rates are loss factors per iteration, deviations relative, drift ||H_k - H_0||_F / ||H_0||_F
-(README "Definitions"). FACE: the compared name of a theory face (``ntkdyn.pipeline.faces``:
-discrete, ode, ode_hr, linearized, and any face registered later). Every key is a field of the
+(docs/definitions.md). FACE: the compared name of a theory face (``ntkdyn.pipeline.faces``:
+discrete, ode, ode_hr, linearized, quadratic, and any face registered later). Every key is a field of the
 typed result (``types``); keys a reader does not know are ignored.
 """
 

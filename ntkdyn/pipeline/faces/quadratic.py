@@ -28,7 +28,7 @@ from ntkdyn.results import Quadratic
 class QuadraticModel:
     name = "quadratic"
     compares = ("quadratic",)
-    series = (Series("loss_quadratic", (0, (1, 1)), "quadratic model"),)
+    series = (Series("loss_quadratic", (0, (3, 1, 1, 1, 1, 1)), "quadratic model"),)
 
     def applies(self, ctx: Context) -> bool | str:
         if ctx.cfg.theory.quadratic == "never":
