@@ -53,7 +53,8 @@ def loss_figure(
     every theory face (``faces.FACES``' ``series``: kernel recurrence dashed, ODE dotted,
     high-resolution ODE dash-dot, linearised network dense dash-dot, quadratic model dash-dot-dot,
     the mini-batch mean's 95 % band shaded; a held-out loss faded and thick) in the optimizer's
-    colour; x at a diverged run's last finite loss. The data file holds exactly the drawn series (step, loss and each face's key).
+    colour; x at a diverged run's last finite loss. The data file holds exactly the drawn series
+    (step, loss and each face's key).
 
     Args:
         trajectories: label -> arrays (``step``, ``loss``, ``loss_discrete``, ...).
