@@ -97,7 +97,8 @@ def _check_inputs(
     pairs = [_check_data(d) if d is not None else None for d in data]
     test_pairs = [_check_data(t, "test_data") if t is not None else None for t in tests]
     checks.check_group(cfgs, built, pairs)
-    checks.check_memory(cfgs[0], len(cfgs), pairs[0] and pairs[0][0], built[0] and built[0][1])
+    if pairs[0] is not None or cfgs[0].data.n is not None:  # else n is known once loaded (setup checks)
+        checks.check_memory(cfgs[0], len(cfgs), pairs[0] and pairs[0][0], built[0] and built[0][1])
     return built, pairs, test_pairs
 
 
