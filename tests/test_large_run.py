@@ -52,7 +52,12 @@ def both(request):
 
 
 _BASE = ("loss_discrete", "grad_norm_sq_discrete", "loss_ode", "test_loss_discrete", "test_loss_ode")
-ARRAYS = {"gd": _BASE, "hb": (*_BASE, "loss_ode_hr"), "nag_c": (*_BASE, "loss_ode_hr"), "gd_cosine": _BASE[:-1]}
+ARRAYS = {
+    "gd": _BASE,
+    "hb": (*_BASE, "loss_ode_hr"),
+    "nag_c": (*_BASE, "loss_ode_hr"),
+    "gd_cosine": _BASE[:-1],
+}
 
 
 def test_krylov_equals_eigen(both):
@@ -213,3 +218,14 @@ def test_auto_threshold_and_memory_estimate(monkeypatch):
         for solver in ("eigen", "krylov")
     }
     assert est["krylov"] < 24e9 < est["eigen"]
+
+
+def test_control_view_refused_on_the_krylov_path():
+    """The control view reads K's eigenbasis: with theory.solver krylov the run stops before any
+    kernel with a ConfigError naming control and theory.solver."""
+    cfg = config.load("configs/control.yaml")
+    cfg.theory.solver = "krylov"
+    with pytest.raises(
+        config.ConfigError, match="control: the control view needs K's eigenbasis.*theory.solver"
+    ):
+        setup_mod.prepare(cfg)

@@ -21,8 +21,8 @@ import numpy as np
 
 from ntkdyn import checks, largen, models, ntk, theory
 from ntkdyn import data as data_mod
-from ntkdyn.config import Config
-from ntkdyn.config.schema import resolve_solver
+from ntkdyn.config import Config, ConfigError
+from ntkdyn.config.schema import KRYLOV_AUTO_N, resolve_solver
 
 # Krylov path: K is stored in float32 above this many points (n^2 * 4 bytes instead of 8: 4.3 GB
 # instead of 8.6 GB at n = 32,768); each entry then carries a relative rounding error <= 2^-24.
@@ -213,6 +213,7 @@ def _prepare(cfg: Config, data, built, test) -> Setup:
     X, y = data if data is not None else load_data(cfg)
     test = test if test is not None else load_test_data(cfg)
     times["data"] = time.perf_counter() - t
+    check_solver(cfg, X.shape[0])
     t = time.perf_counter()
     checks.check_memory(cfg, 1, X, built[1] if built is not None else None)
     model, params, consts = built if built is not None else build_model(cfg, X.shape[1])
@@ -223,7 +224,7 @@ def _prepare(cfg: Config, data, built, test) -> Setup:
     times["model"] = time.perf_counter() - t
     t = time.perf_counter()
     c = models.loss_scale(model.loss, X.shape[0])
-    if resolve_solver(cfg.theory.solver, X.shape[0]) == "krylov":
+    if check_solver(cfg, X.shape[0]) == "krylov":
         setup = _krylov_setup(cfg, X, y, (model, params, consts), Xj, c, e0, times)
         return setup if test is None else with_held_out(cfg, setup, *test)
     H0 = ntk.gram(model, params, consts, Xj)
@@ -232,6 +233,20 @@ def _prepare(cfg: Config, data, built, test) -> Setup:
     times["kernels"] = time.perf_counter() - t
     setup = Setup(X, y, model, params, consts, c, e0, H0, Hinf, lam, V, V.T @ e0, times)
     return setup if test is None else with_held_out(cfg, setup, *test)
+
+
+def check_solver(cfg: Config, n: int) -> str:
+    """The solver of ``cfg`` for n training points (``config.schema.resolve_solver``). Raises
+    ConfigError before any compute where the Krylov path cannot serve the config: the control view
+    (``control:``) reads K's eigenbasis."""
+    solver = resolve_solver(cfg.theory.solver, n)
+    if solver == "krylov" and getattr(cfg, "control", None) is not None:
+        raise ConfigError(
+            f"control: the control view needs K's eigenbasis, but theory.solver {cfg.theory.solver!r} "
+            f"resolves to krylov for n = {n} (auto: krylov when n > {KRYLOV_AUTO_N}); set theory.solver: "
+            "eigen or remove control"
+        )
+    return solver
 
 
 def storage_dtype(n: int) -> str:
