@@ -18,7 +18,8 @@ there are no eigenvectors and no modal arrays; with b = bytes per stored kernel 
 n > ``pipeline.setup.FLOAT32_STORAGE_N`` = 8192, else 8) and k = stored n x n kernels (H0; H_inf
 with theory.kernel Hinf; K = c H as its own array when the loss scale c != 1):
 
-  kernels      R * n^2 * (b * k + 8 * S)   stored kernels, one float64 Gram per snapshot
+  kernels      R * n^2 * (b * k + 8 * S * o)  stored kernels, one float64 Gram per snapshot and
+                                           optimizer (o optimizers: each result keeps its own)
                R * n * H * s * 2           the Gram tiles' intermediate
   predictions  R * (M + 1) * n * 8         the Lanczos basis (M = the ODE's Krylov dimension cap,
                                            ``pipeline.setup.ODE_MAX_ITER``; the extremes use fewer)
@@ -147,7 +148,7 @@ def krylov_parts(cfg: Config, n: int, H: int, s: int, S: int) -> tuple[int, int]
 
     b = 4 if setup_mod.storage_dtype(n) == "float32" else 8
     stored = 1 + (cfg.theory.kernel == "Hinf") + (_loss_scale_is_not_one(cfg))
-    kernels = n * n * (b * stored + 8 * S) + n * H * s * 2
+    kernels = n * n * (b * stored + 8 * S * max(1, len(cfg.optimizers))) + n * H * s * 2
     predictions = (setup_mod.ODE_MAX_ITER + 1) * n * 8 + n * 8 * 8
     return kernels, predictions
 

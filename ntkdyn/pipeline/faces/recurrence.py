@@ -99,6 +99,13 @@ def _krylov(ctx: Context) -> FaceValue:
         fields["predicted"] = Predicted(None)
     else:
         lo, hi = kry.lambda_min, kry.lambda_max
+        if not kry.extremes.converged:
+            note = (
+                f"Lanczos stopped at {kry.extremes.iterations} steps before lambda_min converged (Ritz "
+                f"value {lo:.4g}, residual {kry.extremes.bottom_residual[0]:.2g}): it is an upper bound "
+                "on lambda_min, so the predicted slowest-mode rate is a lower bound on the loss factor "
+                "and the horizon a lower bound"
+            )
         ends = largen.regime_from_extremes(spec, hyper, lo, hi, ctx.ode)
         predicted = Predicted(
             ends["rate"], stable=ends["stable"], unstable_modes=None,
