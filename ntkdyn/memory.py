@@ -13,6 +13,18 @@ units per input, R = runs trained together, n = inputs, T = recorded steps, S = 
                R * n * H * s * 2      the Gram's intermediate (activation patterns)
   predictions  R * T * n * 8 * 4      discrete, ODE, high-resolution ODE and diffrax modes
 
+On the Krylov path (theory.solver krylov, or auto with n > 4096: ``config.schema.resolve_solver``)
+there are no eigenvectors and no modal arrays; with b = bytes per stored kernel entry (4 when
+n > ``pipeline.setup.FLOAT32_STORAGE_N`` = 8192, else 8) and k = stored n x n kernels (H0; H_inf
+with theory.kernel Hinf; K = c H as its own array when the loss scale c != 1):
+
+  kernels      R * n^2 * (b * k + 8 * S * o)  stored kernels, one float64 Gram per snapshot and
+                                           optimizer (o optimizers: each result keeps its own)
+               R * n * H * s * 2           the Gram tiles' intermediate
+  predictions  R * (M + 1) * n * 8         the Lanczos basis (M = the ODE's Krylov dimension cap,
+                                           ``pipeline.setup.ODE_MAX_ITER``; the extremes use fewer)
+               R * n * 8 * 8               recurrence state, products and held-out weights
+
 The limit is the host's available memory (``MemAvailable``), and on an accelerator also its
 memory (``bytes_limit``) for the training and kernel parts. User flax modules count their
 parameters exactly (``nnx.eval_shape``) and their activations as H = P / d (one hidden layer);
@@ -28,6 +40,7 @@ import numpy as np
 
 from ntkdyn import data as data_mod
 from ntkdyn.config import Config, ConfigError
+from ntkdyn.config.schema import resolve_solver
 
 GB = 1e9
 
@@ -116,12 +129,35 @@ def estimate(cfg: Config, runs: int = 1, d: int | None = None, params=None, n: i
     S = len(cfg.train.kernel_at or ())
     T = cfg.train.steps // cfg.train.record_every + 1
     R = runs
+    training = R * (P * s * (8 + S) + n * H * s * 3)
+    if resolve_solver(cfg.theory.solver, n) == "krylov":
+        kernels, predictions = krylov_parts(cfg, n, H, s, S)
+        parts = {"training": training, "kernels": R * kernels, "predictions": R * predictions}
+        return Estimate(parts, n, d, P, H, R, note)
     parts = {
-        "training": R * (P * s * (8 + S) + n * H * s * 3),
+        "training": training,
         "kernels": R * (n * n * 8 * (4 + S) + n * H * s * 2),
         "predictions": R * T * n * 8 * 4,
     }
     return Estimate(parts, n, d, P, H, R, note)
+
+
+def krylov_parts(cfg: Config, n: int, H: int, s: int, S: int) -> tuple[int, int]:
+    """Bytes of one run's kernels and predictions on the Krylov path (module docstring)."""
+    from ntkdyn.pipeline import setup as setup_mod
+
+    b = 4 if setup_mod.storage_dtype(n) == "float32" else 8
+    stored = 1 + (cfg.theory.kernel == "Hinf") + (_loss_scale_is_not_one(cfg))
+    kernels = n * n * (b * stored + 8 * S * max(1, len(cfg.optimizers))) + n * H * s * 2
+    predictions = (setup_mod.ODE_MAX_ITER + 1) * n * 8 + n * 8 * 8
+    return kernels, predictions
+
+
+def _loss_scale_is_not_one(cfg: Config) -> bool:
+    """Is c != 1 (then K = c H is an array of its own)? The model's loss: model.loss, else the
+    model's default (paper, mlp, flax: half_sum, c = 1; released: mse)."""
+    loss = cfg.model.loss or ("mse" if cfg.model.name == "released" else "half_sum")
+    return loss != "half_sum"
 
 
 def host_available() -> float:

@@ -113,6 +113,23 @@ class TheoryConfig:
     mc_runs: int | None = (
         None  # with batch_size (default 2000): sampled batch orders of the kernel recurrence
     )
+    # how the predictions are computed: eigen (K's eigendecomposition) | krylov (products with K,
+    # Lanczos; ntkdyn.largen) | auto (krylov when n > KRYLOV_AUTO_N, else eigen)
+    solver: str = "auto"
+
+
+# theory.solver auto: the Krylov path above this many training points. At n = 4096 the
+# eigendecomposition already takes ~10 % of training on 2 cores and grows like n^2.2
+# (benchmarks/measured/scaling-cpu-2core-2026-11-30.json); the Krylov path is O(n^2) per product.
+KRYLOV_AUTO_N = 4096
+SOLVERS: tuple[str, ...] = ("auto", "eigen", "krylov")
+
+
+def resolve_solver(solver: str, n: int) -> str:
+    """The solver a run uses: ``eigen`` or ``krylov`` as given; ``auto``: krylov when n > KRYLOV_AUTO_N."""
+    if solver == "auto":
+        return "krylov" if n > KRYLOV_AUTO_N else "eigen"
+    return solver
 
 
 @dataclasses.dataclass

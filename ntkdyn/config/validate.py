@@ -19,6 +19,7 @@ from ntkdyn import models, optimizers, schedules
 from ntkdyn.config.schema import (
     MODEL_DEFAULTS,
     MODEL_KEYS,
+    SOLVERS,
     Config,
     ConfigError,
     DataConfig,
@@ -182,6 +183,7 @@ def _check_theory_and_rates(cfg: Config) -> None:
     <= 1) or two absolute steps (integers, end > 1), never one of each."""
     m = cfg.model
     _allowed("theory.kernel", cfg.theory.kernel, ("H0", "Hinf"))
+    _allowed("theory.solver", cfg.theory.solver, SOLVERS)
     if cfg.theory.kernel == "Hinf" and m.name not in ("paper", "mlp"):
         raise ConfigError(
             f"theory.kernel: 'Hinf' is defined for model.name 'paper' and 'mlp' only "

@@ -1,6 +1,12 @@
 """Setup: a validated config -> data, model and parameters, the initial error, the kernels (H0,
 H∞) and the eigenpairs of K = c H the predictions use, and the held-out set where there is one.
 No training and no file output here.
+
+Two solvers (theory.solver; ``auto``: krylov when n > ``config.schema.KRYLOV_AUTO_N`` = 4096):
+``eigen`` decomposes K (``theory.eigen``: lam, V, coef = V^T e0); ``krylov`` never does: K = c H is
+built in tiles (``largen.gram_tiled``; stored float32 when n > ``FLOAT32_STORAGE_N``, with the bound
+on the error that adds), lambda_min and lambda_max come from Lanczos (``largen.extreme_eigenvalues``)
+and the faces predict by products with K (``Setup.krylov``, ``KrylovSetup``).
 """
 
 from __future__ import annotations
@@ -13,9 +19,42 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkdyn import checks, models, ntk, theory
+from ntkdyn import checks, largen, models, ntk, theory
 from ntkdyn import data as data_mod
-from ntkdyn.config import Config
+from ntkdyn.config import Config, ConfigError
+from ntkdyn.config.schema import KRYLOV_AUTO_N, resolve_solver
+
+# Krylov path: K is stored in float32 above this many points (n^2 * 4 bytes instead of 8: 4.3 GB
+# instead of 8.6 GB at n = 32,768); each entry then carries a relative rounding error <= 2^-24.
+FLOAT32_STORAGE_N = 8192
+EXTREMES_MAX_ITER = 300  # Lanczos steps for lambda_min / lambda_max (largen.extreme_eigenvalues)
+ODE_MAX_ITER = 800  # Krylov dimension cap of the ODE solutions (largen.ode_lanczos)
+ODE_RTOL = 1e-10  # relative tolerance of the ODE solutions' a-posteriori estimate (largen.ode_lanczos)
+
+
+@dataclasses.dataclass(frozen=True)
+class KrylovSetup:
+    """What the Krylov path (theory.solver krylov) predicts from, in place of K's eigenpairs.
+
+    ``K``: c H (H0 or Hinf per theory.kernel), n x n in ``storage`` (float64 or float32; the same array
+    as ``Setup.H0`` / ``Setup.Hinf`` when c = 1); ``storage_error_bound``: a bound on ||E||_2 of that
+    storage, K_stored = K + E (float32: |E_ij| <= 2^-24 |K_ij|, so ||E||_2 <= 2^-24 ||K||_F; float64:
+    0); ``extremes``: lambda_min / lambda_max by Lanczos with their residuals; ``K_cross``: c H(X_test, X)
+    with a held-out set, else None."""
+
+    K: np.ndarray
+    storage: str
+    storage_error_bound: float
+    extremes: largen.ExtremeEigenvalues
+    K_cross: np.ndarray | None = None
+
+    @property
+    def lambda_min(self) -> float:
+        return self.extremes.lambda_min
+
+    @property
+    def lambda_max(self) -> float:
+        return self.extremes.lambda_max
 
 
 @dataclasses.dataclass
@@ -31,9 +70,13 @@ class Setup:
     e0: np.ndarray
     H0: np.ndarray
     Hinf: np.ndarray | None
-    lam: np.ndarray  # eigenvalues of K = c H_pred (ascending)
-    V: np.ndarray
-    coef: np.ndarray  # V^T e0
+    # eigen: the eigenvalues of K = c H_pred (ascending), eigenvectors V and coef = V^T e0.
+    # krylov: lam = (lambda_min, lambda_max) by Lanczos, V None, coef = (0, 0): the least-squares
+    # floor L* (e0's part in K's null space) is not resolved without the eigenbasis and is taken as 0,
+    # exact when K is nonsingular (lambda_min > n eps lambda_max; the faces check this).
+    lam: np.ndarray
+    V: np.ndarray | None
+    coef: np.ndarray
     times: dict[str, float]
     # held-out set (data.test or test_data=), None without one
     X_test: np.ndarray | None = None
@@ -41,11 +84,27 @@ class Setup:
     e0_test: np.ndarray | None = None  # f(X_test; theta_0) - y_test
     H_test: np.ndarray | None = None  # H(X_test, X) of theory.kernel (H0: empirical at theta_0, or Hinf)
     c_test: float | None = None  # loss scale on the held-out set (models.loss_scale(loss, n_test))
-    test_map: np.ndarray | None = None  # theory.held_out_map: K_x K^+ in K's eigenbasis
+    test_map: np.ndarray | None = None  # theory.held_out_map: K_x K^+ in K's eigenbasis (eigen only)
+    solver: str = "eigen"  # the solver resolved from theory.solver: eigen | krylov
+    krylov: KrylovSetup | None = None  # krylov only
 
     @property
     def K(self) -> np.ndarray:
+        """K = c H: eigen: V diag(lam) V^T; krylov: the stored array (float32 where stored so)."""
+        if self.krylov is not None:
+            return self.krylov.K
         return (self.V * self.lam) @ self.V.T
+
+    @property
+    def no_eigenbasis(self) -> str | None:
+        """None on the eigen path; on the Krylov path the reason a face that needs K's eigenbasis
+        (and has no Krylov form) does not apply, for that face's ``applies`` to return."""
+        if self.solver != "krylov":
+            return None
+        return (
+            f"needs K's eigenbasis: theory.solver resolved to krylov (n = {self.X.shape[0]}), which "
+            "predicts by products with K only; set theory.solver: eigen to compute it"
+        )
 
 
 def jax_dtype(cfg: Config):
@@ -133,6 +192,8 @@ def prepare(
     Returns:
         ``Setup``: X, y, model, params, consts, loss scale c, e0 = f(X; theta_0) - y, H0, Hinf, the
         ascending eigenpairs (lam, V) of K = c H (H0 or Hinf per theory.kernel), coef = V^T e0, times;
+        on the Krylov path (theory.solver, module docstring) instead lam = (lambda_min, lambda_max),
+        V None and ``krylov`` (K stored, its extremes; Hinf only with theory.kernel Hinf);
         with a held-out set also X_test, y_test, e0_test, the cross kernel H_test = H(X_test, X) of
         the same source, c_test and test_map = K_x K^+ (``theory.held_out_map``).
 
@@ -152,6 +213,7 @@ def _prepare(cfg: Config, data, built, test) -> Setup:
     X, y = data if data is not None else load_data(cfg)
     test = test if test is not None else load_test_data(cfg)
     times["data"] = time.perf_counter() - t
+    check_solver(cfg, X.shape[0])
     t = time.perf_counter()
     checks.check_memory(cfg, 1, X, built[1] if built is not None else None)
     model, params, consts = built if built is not None else build_model(cfg, X.shape[1])
@@ -161,13 +223,94 @@ def _prepare(cfg: Config, data, built, test) -> Setup:
     e0 = np.asarray(model.apply(params, consts, Xj) - yj, np.float64)
     times["model"] = time.perf_counter() - t
     t = time.perf_counter()
+    c = models.loss_scale(model.loss, X.shape[0])
+    if check_solver(cfg, X.shape[0]) == "krylov":
+        setup = _krylov_setup(cfg, X, y, (model, params, consts), Xj, c, e0, times)
+        return setup if test is None else with_held_out(cfg, setup, *test)
     H0 = ntk.gram(model, params, consts, Xj)
     Hinf = model.hinf(X) if model.hinf is not None else None
-    c = models.loss_scale(model.loss, X.shape[0])
     lam, V = theory.eigen(c * (Hinf if cfg.theory.kernel == "Hinf" else H0))
     times["kernels"] = time.perf_counter() - t
     setup = Setup(X, y, model, params, consts, c, e0, H0, Hinf, lam, V, V.T @ e0, times)
     return setup if test is None else with_held_out(cfg, setup, *test)
+
+
+def check_solver(cfg: Config, n: int) -> str:
+    """The solver of ``cfg`` for n training points (``config.schema.resolve_solver``). Raises
+    ConfigError before any compute where the Krylov path cannot serve the config: the control view
+    (``control:``) reads K's eigenbasis."""
+    solver = resolve_solver(cfg.theory.solver, n)
+    if solver == "krylov" and getattr(cfg, "control", None) is not None:
+        raise ConfigError(
+            f"control: the control view needs K's eigenbasis, but theory.solver {cfg.theory.solver!r} "
+            f"resolves to krylov for n = {n} (auto: krylov when n > {KRYLOV_AUTO_N}); set theory.solver: "
+            "eigen or remove control"
+        )
+    return solver
+
+
+def storage_dtype(n: int) -> str:
+    """The dtype the Krylov path stores K in: float32 when n > ``FLOAT32_STORAGE_N``, else float64."""
+    return "float32" if n > FLOAT32_STORAGE_N else "float64"
+
+
+def hinf_tile(cfg: Config, model: models.Model, X: np.ndarray) -> largen.Tile | None:
+    """Tiles of the model's H∞ (paper: ``largen.hinf_tile``; mlp: ``largen.mlp_hinf_tile``), None for
+    a model whose H∞ has no tiled form."""
+    m = cfg.model
+    if model.hinf is None:
+        return None
+    if m.name == "paper":
+        return largen.hinf_tile(X)
+    if m.name == "mlp":
+        return largen.mlp_hinf_tile(X, m.depth, m.W_std, m.b_std)
+    return None
+
+
+def _krylov_setup(cfg: Config, X, y, built, Xj, c: float, e0: np.ndarray, times: dict) -> Setup:
+    """The Krylov path's setup (module docstring): H0 by tiles (empirical NTK at theta_0; kept for the
+    kernel drift), H∞ by tiles only when theory.kernel is Hinf, K = c H in ``storage_dtype(n)``, the
+    extreme eigenvalues by Lanczos (seeded by ``cfg.seed``). Times: kernels (the Gram tiles) and
+    eigen (Lanczos)."""
+    model, params, consts = built
+    n = X.shape[0]
+    t = time.perf_counter()
+    dtype = storage_dtype(n)
+    H0 = largen.gram_tiled(largen.empirical_tile(model, params, consts, Xj), n, dtype=dtype)
+    Hinf = None
+    if cfg.theory.kernel == "Hinf":
+        tile = hinf_tile(cfg, model, X)
+        Hinf = largen.gram_tiled(tile, n, dtype=dtype) if tile is not None else _dense(model.hinf(X), dtype)
+    H = Hinf if cfg.theory.kernel == "Hinf" else H0
+    K = H if c == 1.0 else (c * H).astype(dtype, copy=False)
+    bound = largen.U32 * largen.spectral_norm_bound(K) if dtype == "float32" else 0.0
+    times["kernels"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ext = largen.extreme_eigenvalues(K, 1, 1, max_iter=EXTREMES_MAX_ITER, seed=cfg.seed)
+    times["eigen"] = time.perf_counter() - t
+    lam = np.array([ext.lambda_min, ext.lambda_max])
+    kry = KrylovSetup(K, dtype, float(bound), ext)
+    return Setup(
+        X,
+        y,
+        model,
+        params,
+        consts,
+        c,
+        e0,
+        H0,
+        Hinf,
+        lam,
+        None,
+        np.zeros(2),
+        times,
+        solver="krylov",
+        krylov=kry,
+    )
+
+
+def _dense(H: np.ndarray, dtype: str) -> np.ndarray:
+    return np.asarray(H, np.float64).astype(dtype, copy=False)
 
 
 def with_held_out(cfg: Config, setup: Setup, X_test: np.ndarray, y_test: np.ndarray) -> Setup:
@@ -188,12 +331,21 @@ def with_held_out(cfg: Config, setup: Setup, X_test: np.ndarray, y_test: np.ndar
     f0 = setup.model.apply(setup.params, setup.consts, Xj)
     e0_test = np.asarray(f0 - jnp.asarray(y_test, dtype), np.float64)
     if cfg.theory.kernel == "Hinf":
-        H_test = setup.model.hinf(np.concatenate([setup.X, X_test]))[n:, :n]
+        both = np.concatenate([setup.X, X_test])
+        tile = hinf_tile(cfg, setup.model, both) if setup.krylov is not None else None
+        if tile is not None:  # the cross block only: no (n + n_test)^2 array on the Krylov path
+            H_test = tile(slice(n, both.shape[0]), slice(0, n))
+        else:
+            H_test = setup.model.hinf(both)[n:, :n]
     else:
         H_test = ntk.cross_gram(setup.model, setup.params, setup.consts, Xj, jnp.asarray(setup.X, dtype))
-    null = theory.null_modes(setup.lam, kernel_rtol(cfg, setup.lam.size))
-    test_map = theory.held_out_map(setup.c * H_test, setup.lam, setup.V, null)
     c_test = models.loss_scale(setup.model.loss, X_test.shape[0])
+    test_map, krylov = None, setup.krylov
+    if krylov is not None:  # no K^+: the faces carry the cross kernel through their recurrences
+        krylov = dataclasses.replace(krylov, K_cross=setup.c * np.asarray(H_test, np.float64))
+    else:
+        null = theory.null_modes(setup.lam, kernel_rtol(cfg, setup.lam.size))
+        test_map = theory.held_out_map(setup.c * H_test, setup.lam, setup.V, null)
     times = {**setup.times, "held_out": time.perf_counter() - t}
     return dataclasses.replace(
         setup,
@@ -203,5 +355,6 @@ def with_held_out(cfg: Config, setup: Setup, X_test: np.ndarray, y_test: np.ndar
         H_test=H_test,
         c_test=c_test,
         test_map=test_map,
+        krylov=krylov,
         times=times,
     )

@@ -330,6 +330,45 @@ class HeldOut(Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class KrylovFace(Record):
+    """How one face's Krylov-path prediction was made (``largen.LargeNPrediction``): ``method``
+    "matvec" (the exact recurrence by products with K; no truncation, ``error_estimate`` None) or
+    "lanczos" (a matrix function in the Krylov space of (K, e0)); ``iterations``: products with K
+    (matvec: steps; lanczos: the Krylov dimension); ``error_estimate``: lanczos: max over the
+    recorded times of ||e_m - e_(m+d)|| / ||e_(m+d)||, relative error of e (the loss's about twice
+    it); ``tolerance``: the rtol it was held to; ``converged``: it held at every time."""
+
+    method: str
+    iterations: int
+    error_estimate: float | None = _field(omit_none=True)
+    tolerance: float | None = _field(omit_none=True)
+    converged: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Solver(Record):
+    """Which solver made the predictions (theory.solver): ``solver`` "eigen" (K's
+    eigendecomposition) or "krylov" (``ntkdyn.largen``: products with K, no eigenvectors). Krylov
+    only: ``storage`` the dtype K was stored in and ``storage_error_bound`` a bound on ||E||_2 of
+    that storage (float32: 2^-24 ||K||_F; 0 for float64); ``extremes_iterations`` the Lanczos
+    steps for lambda_min / lambda_max, ``extremes_converged``, and their residuals ||K y - theta
+    y|| (an eigenvalue lies within it; an unconverged lambda_min is an upper bound);
+    ``faces``: per face name its ``KrylovFace``."""
+
+    solver: str
+    storage: str | None = _field(omit_none=True)
+    storage_error_bound: float | None = _field(omit_none=True)
+    extremes_iterations: int | None = _field(omit_none=True)
+    extremes_converged: bool | None = _field(omit_none=True)
+    lambda_min_residual: float | None = _field(omit_none=True)
+    lambda_max_residual: float | None = _field(omit_none=True)
+    faces: Mapping[str, KrylovFace] = dataclasses.field(default_factory=dict)
+
+    _NESTED: ClassVar[Mapping[str, type]] = {"faces": KrylovFace}
+    _MAPPED: ClassVar[tuple[str, ...]] = ("faces",)
+
+
+@dataclasses.dataclass(frozen=True)
 class OptimizerResult:
     """One optimizer of one run: status, verdict, fits, predictions, deviations, drift and its
     trajectories (``trajectory``: the arrays of trajectories.npz under its label, e.g. ``step``,
@@ -368,6 +407,7 @@ class OptimizerResult:
     note: str | None = None
     error: str | None = None
     test: HeldOut | None = None
+    solver: Solver | None = None  # which solver made the predictions (theory.solver), how
     trajectory: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     _FAILED: ClassVar[tuple[str, ...]] = ("optimizer", "eta", "status", "error")
@@ -386,6 +426,7 @@ class OptimizerResult:
         "linearized": Linearized,
         "quadratic": Quadratic,
         "test": HeldOut,
+        "solver": Solver,
     }
 
     def to_json(self) -> dict:
@@ -426,7 +467,9 @@ class OptimizerResult:
         gaps = doc.get("deviation_log10") or {}
         kwargs["deviation_log10"] = {k: LogGap.from_json(v) for k, v in gaps.items()}
         kwargs["theory_verdicts"] = dict(doc.get("theory_verdicts") or {})
-        kwargs["predictions_diverged"] = {k: int(v) for k, v in (doc.get("predictions_diverged") or {}).items()}
+        kwargs["predictions_diverged"] = {
+            k: int(v) for k, v in (doc.get("predictions_diverged") or {}).items()
+        }
         kwargs.setdefault("status", "ok")
         kwargs.setdefault("optimizer", None)
         kwargs.setdefault("eta", None)

@@ -3,7 +3,10 @@ e_test(k) = e_test(0) + K_x K^+ (e_k - e_0) (``theory.held_out_errors``; K_x = c
 theory.kernel), and its loss (c_test/2)||e_test(k)||^2 as ``test_loss_<name>`` (discrete, ode).
 Full batch only: the mean held-out loss of mini-batch runs needs the second moment (the
 mini-batch face predicts it). The comparison with training's held-out loss is the result's
-``test`` (``pipeline.evaluate``).
+``test`` (``pipeline.evaluate``). On the Krylov path there is no K^+ nor eigenbasis to map modes
+with: the recurrence and ODE faces carry the held-out points through their own products with the
+cross kernel and set ``test_loss_<name>`` themselves, and this face does not apply (``test_map`` is
+None there).
 """
 
 from __future__ import annotations

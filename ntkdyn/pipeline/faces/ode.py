@@ -5,6 +5,12 @@ error, not the mean loss of mini-batch runs). With a scheduled eta: gradient flo
 t_k = sum_{j<k} eta_j, or for constant damping the piecewise ODE with each step's own time step
 and damping (``theory.piecewise_damped_modes``). Predicts ``loss_ode`` and ``ode_time``; its field
 ``ode`` is the equation solved. ``problem`` carries the equation to the diffrax face.
+
+On the Krylov path (``Setup.krylov``, theory.solver) e(t) = f_t(K) e0 is a matrix function taken in
+the Krylov space of (K, e0) (``largen.ode_lanczos``, with its a-posteriori error estimate; the
+held-out loss ``test_loss_ode`` through the cross kernel), for the constant-eta ODEs and the
+scheduled gradient flow; the scheduled second-order (piecewise) ODE needs the eigenbasis there and
+the face says so. No ``problem`` is passed on (the diffrax check needs the eigenbasis).
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ntkdyn import schedules, theory
-from ntkdyn.pipeline.faces.base import Context, FaceValue, Series
+from ntkdyn import largen, schedules, theory
+from ntkdyn.pipeline import setup as setup_mod
+from ntkdyn.pipeline.faces.base import Context, FaceValue, Series, merged_fields
+from ntkdyn.pipeline.faces.recurrence import solver_record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +58,9 @@ class LimitingOde:
         if ctx.full_batch_constant:
             return True
         if ctx.full_batch and spec.has_theory and _scheduled_ode(ctx) is not None:
+            missing = ctx.setup.no_eigenbasis
+            if missing is not None and _scheduled_ode(ctx).order != 1:
+                return "the scheduled second-order (piecewise) ODE " + missing
             return True
         return "the limiting ODEs are not compared: " + (
             "mini-batch runs (the ODEs describe the mean error, not the mean loss)"
@@ -59,6 +70,8 @@ class LimitingOde:
 
     def predict(self, ctx: Context, earlier: Mapping[str, FaceValue]) -> FaceValue:
         s, res = ctx.setup, ctx.trained
+        if s.krylov is not None:
+            return _krylov(ctx, earlier)
         if ctx.ode is not None:
             ode_time = res.step * ctx.ode.time_step
             modes = theory.ode_modes(ctx.ode, s.lam, s.coef, ode_time)
@@ -80,6 +93,58 @@ class LimitingOde:
                 problem=OdeProblem("first_order_scheduled", ode, ode_time),
             )
         return _piecewise(ctx, etas)
+
+
+def krylov_solution(ctx: Context, ode, t: np.ndarray, held_out: bool = True) -> largen.LargeNPrediction:
+    """e(t) = f_t(K) e0 of ``ode`` (any ``ntkdyn.odes`` kind with per-mode ``modes``) at the times
+    ``t`` by ``largen.ode_lanczos`` on the stored K, with the held-out points' loss where there are
+    some and ``held_out`` (K's null modes dropped by the eigen path's rule, ``setup.kernel_rtol``)."""
+    s, kry = ctx.setup, ctx.setup.krylov
+    cross = kry.K_cross if held_out else None
+    return largen.ode_lanczos(
+        ode, kry.K, s.e0, t, s.c, steps=ctx.trained.step, rtol=setup_mod.ODE_RTOL,
+        max_iter=setup_mod.ODE_MAX_ITER, K_cross=cross, e0_test=s.e0_test, c_test=s.c_test,
+        null_rtol=setup_mod.kernel_rtol(ctx.cfg, s.X.shape[0]),
+    )  # fmt: skip
+
+
+def krylov_value(ctx: Context, earlier, face: str, key: str, pred, fields: dict, note=None) -> FaceValue:
+    """The Krylov path's value of an ODE face: ``loss_<key>`` (and ``test_loss_<key>``) from ``pred``,
+    ``fields`` with the run's ``results.Solver`` extended by this face's record; the note says when the
+    estimate did not meet its tolerance."""
+    arrays = {f"loss_{key}": pred.loss}
+    if pred.test_loss is not None:
+        arrays[f"test_loss_{key}"] = pred.test_loss
+    before = merged_fields(earlier).get("solver")
+    fields = {**fields, "solver": solver_record(ctx.setup, face, pred, before)}
+    if not pred.converged:
+        note = (
+            f"{face}: the Krylov solution did not reach rtol {pred.tolerance:g} within "
+            f"{pred.iterations} products (estimate {pred.error_estimate:.3g})"
+        )
+    return FaceValue(arrays=arrays, fields=fields, note=note)
+
+
+def _krylov(ctx: Context, earlier: Mapping[str, FaceValue]) -> FaceValue:
+    """The Krylov path: constant eta (e(t_k), t_k = k time_step) or the scheduled gradient flow
+    (t_k = sum_{j<k} eta_j); ``applies`` has excluded the piecewise ODE."""
+    res = ctx.trained
+    note = None
+    if ctx.cfg.theory.diffrax:
+        note = "theory.diffrax: the diffrax check " + ctx.setup.no_eigenbasis
+    if ctx.ode is not None:
+        ode_time = res.step * ctx.ode.time_step
+        pred = krylov_solution(ctx, ctx.ode, ode_time)
+        value = krylov_value(ctx, earlier, "ode", "ode", pred, {"ode": ctx.ode.description}, note)
+    else:
+        etas = schedules.eta_values(ctx.hyper["eta"], ctx.cfg.train.steps)
+        ode_time = np.concatenate([[0.0], np.cumsum(etas)])[res.step]
+        # no held-out loss: the eigen path maps the modes of the constant-eta ODE only
+        pred = krylov_solution(ctx, _scheduled_ode(ctx), ode_time, held_out=False)
+        fields = {"ode": "e' = -K e, t_k = sum_{j<k} eta_j (scheduled eta)"}
+        note = note or "scheduled eta: the first-order ODE is compared at t_k = sum_{j<k} eta_j"
+        value = krylov_value(ctx, earlier, "ode", "ode", pred, fields, note)
+    return dataclasses.replace(value, arrays={"ode_time": ode_time, **value.arrays})
 
 
 def _scheduled_ode(ctx: Context):

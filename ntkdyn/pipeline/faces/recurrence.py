@@ -5,6 +5,13 @@ scheduled eta), or its adaptive-restart rule applied to the predicted trajectory
 squared gradient norm c e^T K e; its typed fields: ``predicted`` (asymptotic loss factor and
 stability, NAG-C's fixed-step tail, or the per-step stability of a schedule), and for a full-batch
 constant-eta run the asymptotic ``regime`` and the verdict's ``scope``.
+
+On the Krylov path (``Setup.krylov``, theory.solver) the same recurrence runs in the output space by
+one product with K per step (``largen.discrete_matvec``: exact, no eigenvectors), with the held-out
+errors through the cross kernel (``test_loss_discrete``), and the rate, stability and regime come
+from lambda_min and lambda_max alone (``largen.regime_from_extremes``; ``unstable_modes`` None). Its
+field ``solver`` records which solver ran (``results.Solver``). Restart rules and mini-batch
+runs need the eigenbasis there: the face says so and does not apply.
 """
 
 from __future__ import annotations
@@ -13,9 +20,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ntkdyn import optimizers, rates, schedules, theory
+from ntkdyn import largen, optimizers, rates, schedules, theory
 from ntkdyn.pipeline.faces.base import Context, FaceValue, Series
+from ntkdyn.pipeline.setup import kernel_rtol
 from ntkdyn.results import Predicted, Regime, finite
+from ntkdyn.results.types import KrylovFace, Solver
 
 
 class Recurrence:
@@ -28,9 +37,16 @@ class Recurrence:
             return "restart predictions are full-batch: not compared with mini-batch training"
         if ctx.spec.restart is None and not ctx.spec.has_theory:
             return "empirical only: this optimizer has no kernel-regime recurrence or limiting ODE"
+        missing = ctx.setup.no_eigenbasis
+        if missing is not None and ctx.spec.restart is not None:
+            return "the adaptive-restart prediction " + missing
+        if missing is not None and not ctx.full_batch:
+            return "the mini-batch recurrence (its mean over batch orders) " + missing
         return True
 
     def predict(self, ctx: Context, earlier: Mapping[str, FaceValue]) -> FaceValue:
+        if ctx.setup.krylov is not None:
+            return _krylov(ctx)
         if ctx.spec.restart is not None:
             return _restarted(ctx)
         s, spec, hyper, res = ctx.setup, ctx.spec, ctx.hyper, ctx.trained
@@ -38,7 +54,7 @@ class Recurrence:
         arrays = {"loss_discrete": theory.modal_loss(modes, s.c)}
         if ctx.full_batch:  # ||grad L||^2 = c e^T K e along the full-batch recurrence
             arrays["grad_norm_sq_discrete"] = theory.modal_grad_norm_sq(modes, s.lam, s.c)
-        fields: dict = {}
+        fields: dict = {"solver": Solver("eigen")}
         if ctx.scheduled:
             fields["predicted"] = scheduled_stability(ctx)
         else:
@@ -57,6 +73,83 @@ class Recurrence:
             fields["regime"] = Regime(**regime, window_position=position)
             fields["scope"] = rates.scope(ctx.fit, regime)
         return FaceValue(arrays=arrays, modes={"discrete": modes}, fields=fields)
+
+
+def _krylov(ctx: Context) -> FaceValue:
+    """The Krylov path (module docstring): full batch, no restart (``applies``)."""
+    s, spec, hyper, res = ctx.setup, ctx.spec, ctx.hyper, ctx.trained
+    kry = s.krylov
+    pred = largen.discrete_matvec(
+        spec, hyper, kry.K, s.e0, ctx.cfg.train.steps, s.c, record=res.step,
+        K_cross=kry.K_cross, e0_test=s.e0_test, c_test=s.c_test,
+    )  # fmt: skip
+    arrays = {"loss_discrete": pred.loss, "grad_norm_sq_discrete": pred.grad_norm_sq}
+    if pred.test_loss is not None:
+        arrays["test_loss_discrete"] = pred.test_loss
+    fields: dict = {"solver": solver_record(s, "discrete", pred)}
+    note = None
+    if ctx.scheduled:
+        fields["predicted"] = scheduled_stability(ctx)
+    elif krylov_singular(ctx):
+        note = (
+            f"K is numerically singular (Lanczos lambda_min {kry.lambda_min:.3g} <= n eps lambda_max): "
+            "the rate and regime need its smallest nonzero eigenvalue, which the Krylov path "
+            "(theory.solver krylov) does not resolve; set theory.solver: eigen"
+        )
+        fields["predicted"] = Predicted(None)
+    else:
+        lo, hi = kry.lambda_min, kry.lambda_max
+        if not kry.extremes.converged:
+            note = (
+                f"Lanczos stopped at {kry.extremes.iterations} steps before lambda_min converged (Ritz "
+                f"value {lo:.4g}, residual {kry.extremes.bottom_residual[0]:.2g}): it is an upper bound "
+                "on lambda_min, so the predicted slowest-mode rate is a lower bound on the loss factor "
+                "and the horizon a lower bound"
+            )
+        ends = largen.regime_from_extremes(spec, hyper, lo, hi, ctx.ode)
+        predicted = Predicted(
+            ends["rate"], stable=ends["stable"], unstable_modes=None,
+            max_spectral_radius=ends["max_spectral_radius"],
+        )  # fmt: skip
+        if ctx.ode is not None and ctx.ode.damping == "vanishing":  # fixed-step tail (NAG-C, OGM)
+            tail = theory.vanishing_tail(hyper["eta"], lo, ctx.ode.r)
+            predicted = _with(predicted, crossover_step=tail["crossover_step"], tail_rate=tail["tail_rate"])
+        fields["predicted"] = predicted
+        if ctx.full_batch_constant:
+            regime = {k: ends[k] for k in ("regime", "rate", "horizon", "horizon_kind")}
+            position = rates.window_position(ctx.fit.window, regime["horizon"])
+            fields["regime"] = Regime(**regime, window_position=position)
+            fields["scope"] = rates.scope(ctx.fit, regime)
+    return FaceValue(arrays=arrays, fields=fields, note=note)
+
+
+def krylov_singular(ctx: Context) -> bool:
+    """On the Krylov path: is K numerically singular, lambda_min <= n eps lambda_max (the eigen
+    path's null-mode rule, ``theory.null_modes`` with ``kernel_rtol``)? Lanczos' lambda_min is an
+    upper bound on the true one, so False means only that no null mode was seen by it."""
+    kry = ctx.setup.krylov
+    return kry.lambda_min <= kernel_rtol(ctx.cfg, ctx.setup.X.shape[0]) * abs(kry.lambda_max)
+
+
+def solver_record(s, face: str, pred: largen.LargeNPrediction, before: Solver | None = None) -> Solver:
+    """``results.Solver`` of the Krylov path with ``face``'s ``KrylovFace`` added (to ``before``'s)."""
+    kry = s.krylov
+    ext = kry.extremes
+    faces = dict(before.faces) if before is not None else {}
+    faces[face] = KrylovFace(
+        pred.method, int(pred.iterations), finite(pred.error_estimate) if pred.error_estimate is not None
+        else None, pred.tolerance, bool(pred.converged),
+    )  # fmt: skip
+    return Solver(
+        "krylov",
+        storage=kry.storage,
+        storage_error_bound=float(kry.storage_error_bound),
+        extremes_iterations=int(ext.iterations),
+        extremes_converged=bool(ext.converged),
+        lambda_min_residual=float(ext.bottom_residual[0]),
+        lambda_max_residual=float(ext.top_residual[0]),
+        faces=faces,
+    )
 
 
 def _with(p: Predicted, **changes) -> Predicted:
@@ -86,7 +179,9 @@ def _restarted(ctx: Context) -> FaceValue:
 
 def scheduled_stability(ctx: Context) -> Predicted:
     """A scheduled eta: the largest spectral radius of A_k(lambda) with eta_k over the steps and modes
-    (``stable``: at most 1 + 1e-12), and the range of eta_k."""
+    (``stable``: at most 1 + 1e-12), and the range of eta_k. On the Krylov path ``setup.lam`` holds
+    lambda_min and lambda_max only: the maximum over them, exact where rho(A_k(lambda)) is
+    quasi-convex in lambda (``largen.regime_from_extremes``)."""
     spec, hyper = ctx.spec, ctx.hyper
     etas = schedules.eta_values(hyper["eta"], ctx.cfg.train.steps)
     rho = max(
