@@ -88,7 +88,9 @@ from ntkdyn.results.types import (
     Fitted,
     HeldOut,
     Linearized,
+    KrylovFace,
     Quadratic,
+    Solver,
     LogGap,
     LossFloor,
     MiniBatchBound,
@@ -102,7 +104,7 @@ from ntkdyn.results.types import (
 
 __all__ = [
     "ALWAYS_COMPARED", "BandCheck", "CLAIM_RESULTS", "Claim", "ClaimResult", "DEVIATION_COLUMNS", "Deviation",
-    "Fitted", "HeldOut", "Linearized", "LogGap", "LossFloor", "MiniBatchBound", "OptimizerResult", "Quadratic",
+    "Fitted", "HeldOut", "Linearized", "LogGap", "LossFloor", "MiniBatchBound", "OptimizerResult", "Quadratic", "Solver", "KrylovFace",
     "Predicted", "Regime", "RunResult", "SUMMARY_COLUMNS", "Spectrum", "Stochastic", "StudyCollection",
     "StudyResult", "SweepResult", "SweepRow", "VERSIONED", "atomic_write", "describe_config", "finite",
     "kind_of", "load", "load_run", "load_study", "load_sweep", "long_table", "per_step_columns",

@@ -23,7 +23,10 @@ class DiffraxCheck:
     series = ()  # a check of the ODE face's closed form: not drawn over it
 
     def applies(self, ctx: Context) -> bool | str:
-        return bool(ctx.cfg.theory.diffrax)
+        if not ctx.cfg.theory.diffrax:
+            return False
+        missing = ctx.setup.no_eigenbasis
+        return True if missing is None else "the diffrax check " + missing
 
     def predict(self, ctx: Context, earlier: Mapping[str, FaceValue]) -> FaceValue:
         ode_value = earlier.get("ode")

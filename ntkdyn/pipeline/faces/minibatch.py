@@ -32,7 +32,10 @@ class MiniBatch:
     )
 
     def applies(self, ctx: Context) -> bool | str:
-        return not ctx.full_batch and ctx.spec.has_theory
+        if ctx.full_batch or not ctx.spec.has_theory:
+            return False
+        missing = ctx.setup.no_eigenbasis
+        return True if missing is None else "the mini-batch moments " + missing
 
     def predict(self, ctx: Context, earlier: Mapping[str, FaceValue]) -> FaceValue:
         cfg, s, spec, hyper, res = ctx.cfg, ctx.setup, ctx.spec, ctx.hyper, ctx.trained
