@@ -656,12 +656,14 @@ def scaling_point(n: int, d: int, m: int, steps: int, tmp: str) -> dict:
         "kernels": times["kernels"],
         "train_compile": sum(p["train_compile_s"] for p in per.values()),
         "train": sum(p["train_run_s"] for p in per.values()),
+        # every face's time (env.json face_<name>_s) but the diffrax check's, which is its own stage
         "predictions": sum(
-            p.get(k, 0.0)
+            v
             for p in per.values()
-            for k in ("theory_discrete_s", "theory_closed_form_s", "theory_ode_hr_s")
+            for k, v in p.items()
+            if k.startswith("face_") and k != "face_ode_diffrax_s"
         ),
-        "diffrax": sum(p.get("theory_diffrax_s", 0.0) for p in per.values()),
+        "diffrax": sum(p.get("face_ode_diffrax_s", 0.0) for p in per.values()),
         "drift": sum(p["kernel_drift_s"] for p in per.values()),
         "plot": times.get("plot", 0.0),
     }
@@ -703,7 +705,7 @@ def scaling_point(n: int, d: int, m: int, steps: int, tmp: str) -> dict:
         "status": {lab: metrics["optimizers"][lab]["status"] for lab in labels},
         "predictions_over_train": stage["predictions"] / stage["train"],
         "ode_closed_s": closed_s,
-        "ode_diffrax_first_call_s": per["hb"].get("theory_diffrax_s"),
+        "ode_diffrax_first_call_s": per["hb"].get("face_ode_diffrax_s"),
         "ode_diffrax_warm_s": warm_s,
         "load_before": load_before,
         "load_after": os.getloadavg()[0],

@@ -46,7 +46,7 @@ import dataclasses
 
 import numpy as np
 
-from ntkdyn import optimizers, rates, results, theory
+from ntkdyn import odes, optimizers, rates, results, theory
 
 BAND = 0.02
 
@@ -234,11 +234,11 @@ def ode_damping(ode, lam) -> tuple[np.ndarray | None, np.ndarray | None]:
         if ode.order == 1:
             return None, lam.copy()
         omega = np.sqrt(np.maximum(lam, 0.0))
-        gamma = ode.gamma if ode.damping == "constant" else 0.0
+        gamma = ode.gamma if isinstance(ode, odes.ConstantDamping) else 0.0
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(omega > 0, gamma / (2 * np.where(omega > 0, omega, 1.0)), np.inf), omega
     omega = np.sqrt(np.maximum(ode.stiffness * lam, 0.0))
-    gamma = (ode.gamma if ode.damping == "constant" else 0.0) + ode.hess_damping * lam
+    gamma = (0.0 if ode.vanishing else ode.gamma) + ode.hess_damping * lam
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(omega > 0, gamma / (2 * np.where(omega > 0, omega, 1.0)), np.inf), omega
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ntkdyn import optimizers, rates, results, theory
+from ntkdyn import odes, optimizers, rates, results, theory
 from ntkdyn.control import analyse, first_unstable, get, log_gap, measure_tail, ode_losses, rate_map, resolve
 from ntkdyn.results import finite as _num
 
@@ -122,7 +122,7 @@ def compute(
                 loss_discrete=arr.get("loss_discrete"),
                 **{f"loss_ode_{k}": v for k, v in preds.items()},
             )
-            if spec.ode is not None and spec.ode(hyper).damping == "vanishing" and lam[0] > 0:
+            if spec.ode is not None and isinstance(spec.ode(hyper), odes.VanishingDamping) and lam[0] > 0:
                 entry["tail"] = _tail(spec, hyper, lam, arr, floor)
         report["optimizers"][label] = entry
         plot["optimizers"][label] = arrays
@@ -248,7 +248,7 @@ def _sweep(cfg, setup, floor: float) -> tuple[dict, dict]:
             "discrete_log10_gap": log_gap(disc, res.loss, floor),
             **{f"{k}_log10_gap": log_gap(v, res.loss, floor) for k, v in preds.items()},
         }
-        if ode.damping == "vanishing" and lam[0] > 0:
+        if isinstance(ode, odes.VanishingDamping) and lam[0] > 0:
             row["crossover_step"] = theory.vanishing_tail(float(eta), float(lam[0]), ode.r)["crossover_step"]
         rows.append(row)
         arrays.append({"eta": float(eta), "step": res.step, "loss": res.loss, "loss_discrete": disc, **preds})
