@@ -92,13 +92,14 @@ def compare(loss, p, X, y, eta, beta, steps, every, window, dt, transient):
     L, W, idx, S = run_optimizer(loss, p, X, y, eta, beta, steps, every)
     t_opt = time.time() - t0
     t0 = time.time()
-    cf = central_flow(loss, p, eta, steps, X, y, beta=beta, dt=dt, record_every=1)
+    cf = central_flow(loss, p, eta, steps, X, y, beta=beta, dt=dt if beta == 0 else None, record_every=1)
     t_cf = time.time() - t0
     thr = cf.threshold
     hit = np.nonzero(S[:, 0] >= thr)[0]
     name = "GD" if beta == 0 else f"HB beta={beta}"
     print(
-        f"\n== {name}: eta={eta}, threshold={thr:.4f}, steps={steps} (optimizer {t_opt:.1f}s, flow {t_cf:.1f}s)"
+        f"\n== {name}: eta={eta}, threshold={thr:.4f}, steps={steps} "
+        f"(optimizer {t_opt:.1f}s, flow {t_cf:.1f}s)"
     )
     print(f"   S/thr at step 0: optimizer {S[0, 0] / thr:.4f}, flow {cf.sharpness[0] / thr:.4f}")
     if hit.size == 0:
@@ -121,7 +122,8 @@ def compare(loss, p, X, y, eta, beta, steps, every, window, dt, transient):
     on = cf.sigma2[k_edge:] > 0
     print(
         f"   flow |S/thr - 1| after the edge: max {fdev.max():.2e}; where sigma^2 > 0: "
-        f"max {fdev[on].max() if on.any() else float('nan'):.2e}; fraction of steps at the edge {on.mean():.3f}"
+        f"max {fdev[on].max() if on.any() else float('nan'):.2e}; "
+        f"fraction of steps at the edge {on.mean():.3f}"
     )
     avg = windowed(L, window)
     rel = np.abs(cf.loss_predicted - avg) / avg
@@ -141,32 +143,59 @@ def compare(loss, p, X, y, eta, beta, steps, every, window, dt, transient):
     sel = ok & (ks >= k_edge + transient)
     if sel.any():
         print(
-            f"   (without the 1/2 sigma^2 S term: median {np.median(rel_flow[sel]):.4f}, max {rel_flow[sel].max():.4f})"
+            f"   (without the 1/2 sigma^2 S term: median {np.median(rel_flow[sel]):.4f}, "
+            f"max {rel_flow[sel].max():.4f})"
         )
     for k in sorted({k_edge // 2, k_edge, k_edge + transient, (k_edge + steps) // 2, steps - window}):
         if 0 <= k < L.size:
             print(
-                f"     step {k:5d}: avg loss {avg[k]:.4e}  predicted {cf.loss_predicted[k]:.4e}  L(w(t)) {cf.loss[k]:.4e}"
+                f"     step {k:5d}: avg loss {avg[k]:.4e}  predicted {cf.loss_predicted[k]:.4e}  "
+                f"L(w(t)) {cf.loss[k]:.4e}"
                 f"  sigma2 {cf.sigma2[k]:.3e}  flow S/thr {cf.sharpness[k] / thr:.4f}"
             )
     return k_edge, L, W, cf
 
 
 def order_before_edge(loss, p, X, y, eta, beta, k_stop, dt):
-    """||w_k - w(k eta_eff)|| at k = k_stop (eta), 2 k_stop (eta/2), 4 k_stop (eta/4): the same flow time."""
-    flow = central_flow(loss, p, eta / 4, 4 * k_stop, X, y, beta=beta, dt=dt, record_every=4 * k_stop)
-    assert not np.any(flow.sigma2 > 0)
-    w_flow = np.asarray(ravel_pytree(flow.params)[0])
+    """Before the edge: the gradient flow w(t) by diffrax (Tsit5, rtol 1e-10) at t = k_stop eta_eff;
+    ||w_k - w(t)|| for the optimizer at eta, eta/2, eta/4 (k = k_stop, 2 k_stop, 4 k_stop) and for the
+    central flow (whose sigma^2 must be 0 there) at its dt and dt/2."""
+    import diffrax
+
+    w0, unravel = ravel_pytree(p)
+    grad = jax.jit(jax.grad(lambda w: loss(unravel(w), X, y)))
+    T = k_stop * eta / (1 - beta)
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(lambda t, w, a: -grad(w)),
+        diffrax.Tsit5(),
+        0.0,
+        T,
+        T / 1000,
+        w0,
+        stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-12),
+        max_steps=1_000_000,
+    )
+    w_gf = np.asarray(sol.ys[-1])
     gaps = []
     for r in (1, 2, 4):
         _, W, _, _ = run_optimizer(loss, p, X, y, eta / r, beta, r * k_stop, r * k_stop)
-        gaps.append(np.linalg.norm(W[-1] - w_flow))
+        gaps.append(np.linalg.norm(W[-1] - w_gf))
     orders = [math.log2(gaps[i] / gaps[i + 1]) for i in range(2)]
     print(
-        f"   before the edge, t = {k_stop} eta_eff: ||w_k - w(t)|| for eta, eta/2, eta/4: "
+        f"   before the edge, t = {T:.3g}: ||w_k - w_GF(t)|| for eta, eta/2, eta/4: "
         + ", ".join(f"{x:.3e}" for x in gaps)
         + f"; orders {orders[0]:.3f}, {orders[1]:.3f}"
-        f" (||w(t) - w0|| = {np.linalg.norm(w_flow - np.asarray(ravel_pytree(p)[0])):.3e})"
+        f" (||w_GF(t) - w0|| = {np.linalg.norm(w_gf - np.asarray(w0)):.3e})"
+    )
+    fl = []
+    base = dt if beta == 0 else (1 - beta) / (4 * (1 + beta))
+    for sub in (base, base / 2):
+        sub = 1 / math.ceil(1 / sub - 1e-9)
+        cf = central_flow(loss, p, eta, k_stop, X, y, beta=beta, dt=sub, record_every=k_stop)
+        assert not np.any(cf.sigma2 > 0)
+        fl.append((sub, np.linalg.norm(np.asarray(ravel_pytree(cf.params)[0]) - w_gf)))
+    print(
+        "   central flow (sigma^2 = 0 there) vs diffrax: " + ", ".join(f"dt={a:.4g}: {b:.3e}" for a, b in fl)
     )
 
 

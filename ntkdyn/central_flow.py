@@ -139,8 +139,8 @@ def _validate(eta, beta, steps, dt, record_every, eigen) -> None:
         dt_max = (1 - beta) / (2 * (1 + beta)) if 0 <= beta < 1 else 0.5
         if dt > dt_max * (1 + 1e-12):
             raise ValueError(
-                f"central_flow: dt = {dt!r} is above the Euler limit dt <= (1 - beta)/(2 (1 + beta)) = {dt_max:.4g} "
-                f"for beta = {beta} (h S_max <= 1 at the edge); allowed: a smaller 1/q, or None"
+                f"central_flow: dt = {dt!r} is above the Euler limit dt <= (1 - beta)/(2 (1 + beta)) = "
+                f"{dt_max:.4g} for beta = {beta} (h S_max <= 1 at the edge); allowed: a smaller 1/q, or None"
             )
     if not (isinstance(record_every, int) and record_every >= 1):
         raise ValueError(f"central_flow: record_every = {record_every!r}; allowed: an integer >= 1")
@@ -189,9 +189,10 @@ def central_flow(
         params: w_0. eta: the optimizer's step size; beta: heavy ball's momentum (0: GD).
         steps: optimizer steps to cover. dt: substep in optimizer steps (1/q; Euler in flow time
             h = dt * eta/(1 - beta)); at most (1 - beta)/(2 (1 + beta)) so that h S_max <= 1; None: 1/q with
-            q = ceil(4 (1 + beta)/(1 - beta)), h S_max <= 1/2 (GD 1/4, beta = 0.5 1/12, beta = 0.9 1/76). record_every: record at steps 0, record_every, ... (and ``steps``).
-        eigen: "dense" (Hessian + eigh, one compiled scan) or "lanczos" (``sharpness.hessian_top``).
-        key: Lanczos start vector key (``eigen="lanczos"`` only).
+            q = ceil(4 (1 + beta)/(1 - beta)), h S_max <= 1/2 (GD 1/4, beta = 0.5 1/12, beta = 0.9 1/76).
+        record_every: record at steps 0, record_every, ... (and ``steps``).
+        eigen: "dense" (Hessian + LOBPCG, one compiled scan) or "lanczos" (``sharpness.hessian_top``).
+        key: the start block (dense) or start vector (lanczos) of the eigensolver.
     Returns:
         ``CentralFlow``.
     """

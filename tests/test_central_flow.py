@@ -68,8 +68,8 @@ def test_toy_flow_stops_on_the_period_two_orbit(eta, beta):
 
 
 def test_toy_below_the_edge_is_gradient_flow():
-    """Far below the edge sigma^2 = 0 and the flow is the gradient flow: for the toy x(t) = x0 e^{-s0 t}
-    while y stays ~0 (y' = g - x^2/2 is integrated in closed form: y = g t - x0^2 (1 - e^{-2 s0 t})/(4 s0))."""
+    """Far below the edge sigma^2 = 0 and the flow is the gradient flow: for the toy x(t) ~ x0 e^{-s0 t}
+    while y stays ~0, and y' = g - x^2/2 integrates to y = g t - x0^2 (1 - e^{-2 s0 t})/(4 s0)."""
     eta, s0, x0 = 0.01, 20.0, 0.3
     cf = central_flow(_toy_loss, jnp.array([x0, 0.0]), eta, 40, s0, G, dt=1 / 64, record_every=40)
     assert np.all(cf.sigma2 == 0)
@@ -99,3 +99,83 @@ def test_bad_inputs(kw, match):
     opts = {k: v for k, v in kw.items() if k not in args}
     with pytest.raises(ValueError, match=match):
         central_flow(_toy_loss, jnp.array([0.1, 0.0]), args["eta"], args["steps"], 1.0, G, **opts)
+
+
+# --------------------------------------------------------------------------- a small tanh MLP
+def _mlp_problem(n=16, d=3, width=6, seed=1):
+    """Two tanh hidden layers, standard parametrisation (N(0, 1/fan_in)), L = 1/(2n) ||f - y||^2."""
+    k = jax.random.split(jax.random.PRNGKey(seed), 6)
+    X = jax.random.normal(k[0], (n, d), jnp.float64)
+    y = jnp.sin(2 * X @ jax.random.normal(k[1], (d,), jnp.float64))
+    p = {
+        "W0": jax.random.normal(k[2], (width, d), jnp.float64) / math.sqrt(d),
+        "W1": jax.random.normal(k[3], (width, width), jnp.float64) / math.sqrt(width),
+        "b0": jnp.zeros(width, jnp.float64),
+        "b1": jnp.zeros(width, jnp.float64),
+        "a": jax.random.normal(k[4], (width,), jnp.float64) / math.sqrt(width),
+    }
+
+    def loss(p, X, y):
+        h = jnp.tanh(jnp.tanh(X @ p["W0"].T + p["b0"]) @ p["W1"].T + p["b1"])
+        e = h @ p["a"] - y
+        return 0.5 * jnp.mean(e * e)
+
+    return loss, p, X, y
+
+
+def test_grad_sharpness_against_finite_differences_of_dense_eigenvalues():
+    """grad S (the jvp of the Hessian-vector product along u) against central differences of the dense
+    Hessian's top eigenvalue (numpy eigvalsh of jax.hessian) along random directions."""
+    from ntkdyn.central_flow import _derivatives
+
+    loss, p, X, y = _mlp_problem()
+    w, unravel = ravel_pytree(p)
+    f = lambda v: loss(unravel(v), X, y)  # noqa: E731
+    hess = jax.jit(jax.hessian(f))
+    evals, evecs = np.linalg.eigh(np.asarray(hess(w)))
+    assert evals[-1] - evals[-2] > 1e-2 * evals[-1]  # a simple top eigenvalue
+    grad_sharpness = jax.jit(_derivatives(f)[1])
+    gS = np.asarray(grad_sharpness(w, jnp.asarray(evecs[:, -1])))
+    rng = np.random.default_rng(0)
+    eps = 1e-5
+    for _ in range(3):
+        d = rng.standard_normal(w.size)
+        d /= np.linalg.norm(d)
+        up = np.linalg.eigvalsh(np.asarray(hess(w + eps * d)))[-1]
+        down = np.linalg.eigvalsh(np.asarray(hess(w - eps * d)))[-1]
+        np.testing.assert_allclose(gS @ d, (up - down) / (2 * eps), rtol=1e-5, atol=1e-8 * np.abs(gS).sum())
+
+
+def test_mlp_below_the_edge_gd_tracks_the_flow_to_first_order():
+    """On a segment below the edge (sigma^2 = 0 throughout) the central flow is the gradient flow
+    (against diffrax Tsit5 at rtol 1e-10, to O(h)), and GD's gap to it at the same time t = k eta
+    shrinks like eta (measured order in [0.9, 1.1] over eta, eta/2, eta/4)."""
+    import diffrax
+
+    loss, p, X, y = _mlp_problem()
+    w0, unravel = ravel_pytree(p)
+    f = lambda v: loss(unravel(v), X, y)  # noqa: E731
+    grad = jax.jit(jax.grad(f))
+    eta, k = 0.1, 40
+    T = eta * k
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(lambda t, w, a: -grad(w)),
+        diffrax.Tsit5(),
+        0.0,
+        T,
+        eta / 10,
+        w0,
+        stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-12),
+        max_steps=100_000,
+    )
+    w_gf = np.asarray(sol.ys[-1])
+    gaps = [
+        np.linalg.norm(_hb_loop(lambda w: np.asarray(grad(w)), w0, eta / r, 0.0, r * k)[-1] - w_gf)
+        for r in (1, 2, 4)
+    ]
+    orders = np.log2(np.array(gaps[:-1]) / np.array(gaps[1:]))
+    assert np.all((orders > 0.9) & (orders < 1.1)), (gaps, orders)
+    cf = central_flow(loss, p, eta, k, X, y, dt=1 / 8, record_every=k)
+    assert np.all(cf.sigma2 == 0) and cf.sharpness.max() < 0.8 * cf.threshold
+    flow_gap = np.linalg.norm(np.asarray(ravel_pytree(cf.params)[0]) - w_gf)
+    assert flow_gap < gaps[0] / 4  # Euler at h = eta/8: ~ 1/8 of GD's (Euler at h = eta) gap
