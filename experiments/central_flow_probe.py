@@ -87,7 +87,7 @@ def windowed(L, window):
     return out
 
 
-def compare(loss, p, X, y, eta, beta, steps, every, window, dt, transient):
+def compare(loss, p, X, y, eta, beta, steps, every, window, dt, transient, save=None):
     t0 = time.time()
     L, W, idx, S = run_optimizer(loss, p, X, y, eta, beta, steps, every)
     t_opt = time.time() - t0
@@ -125,20 +125,24 @@ def compare(loss, p, X, y, eta, beta, steps, every, window, dt, transient):
         f"max {fdev[on].max() if on.any() else float('nan'):.2e}; "
         f"fraction of steps at the edge {on.mean():.3f}"
     )
-    avg = windowed(L, window)
-    rel = np.abs(cf.loss_predicted - avg) / avg
-    ok = np.isfinite(rel)
     ks = np.arange(L.size)
-    for label, sel in (
-        ("before the edge", ok & (ks < k_edge)),
-        ("after the edge", ok & (ks >= k_edge)),
-        (f"after edge+{transient}", ok & (ks >= k_edge + transient)),
-    ):
-        if sel.any():
-            print(
-                f"   loss: |pred - avg_{window}|/avg {label}: max {rel[sel].max():.4f}, median "
-                f"{np.median(rel[sel]):.4f}, p90 {np.percentile(rel[sel], 90):.4f}"
-            )
+    for win in (window, 5 * window):
+        avg = windowed(L, win)
+        rel = np.abs(cf.loss_predicted - avg) / avg
+        ok = np.isfinite(rel)
+        for label, sel in (
+            ("before the edge", ok & (ks < k_edge)),
+            ("after the edge", ok & (ks >= k_edge)),
+            (f"after edge+{transient}", ok & (ks >= k_edge + transient)),
+        ):
+            if sel.any():
+                print(
+                    f"   loss: |pred - avg_{win}|/avg {label}: max {rel[sel].max():.4f}, median "
+                    f"{np.median(rel[sel]):.4f}, p90 {np.percentile(rel[sel], 90):.4f}, "
+                    f"fraction within 10% {np.mean(rel[sel] <= 0.1):.3f}"
+                )
+    avg = windowed(L, window)
+    ok = np.isfinite(avg)
     rel_flow = np.abs(cf.loss - avg) / avg
     sel = ok & (ks >= k_edge + transient)
     if sel.any():
@@ -153,6 +157,18 @@ def compare(loss, p, X, y, eta, beta, steps, every, window, dt, transient):
                 f"L(w(t)) {cf.loss[k]:.4e}"
                 f"  sigma2 {cf.sigma2[k]:.3e}  flow S/thr {cf.sharpness[k] / thr:.4f}"
             )
+    if save:
+        np.savez(
+            f"{save}_beta{beta}.npz",
+            loss=L,
+            sharp_step=idx,
+            sharp=S,
+            flow_loss=cf.loss,
+            flow_pred=cf.loss_predicted,
+            flow_sharp=cf.sharpness,
+            flow_sigma2=cf.sigma2,
+            threshold=thr,
+        )
     return k_edge, L, W, cf
 
 
@@ -202,24 +218,25 @@ def order_before_edge(loss, p, X, y, eta, beta, k_stop, dt):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--eta", type=float, default=0.2)
+    ap.add_argument("--eta", type=float, default=0.25)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--betas", type=float, nargs="*", default=[0.5])
     ap.add_argument("--window", type=int, default=40)
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--dt", type=float, default=0.25)
     ap.add_argument("--transient", type=int, default=300)
-    ap.add_argument("--width", type=int, default=20)
+    ap.add_argument("--width", type=int, default=12)
     ap.add_argument("--depth", type=int, default=2)
-    ap.add_argument("--n", type=int, default=50)
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--save", default=None, help="path prefix: save the arrays of each run (npz)")
     a = ap.parse_args()
     if a.quick:
-        a.steps, a.every = 1500, 25
+        a.steps, a.every = 2000, 25
     loss, p, X, y = problem(n=a.n, width=a.width, depth=a.depth)
     print(f"P = {ravel_pytree(p)[0].size}, n = {a.n}, width {a.width}, depth {a.depth}")
     for beta in [0.0] + list(a.betas):
         eta = a.eta * (1 + beta)  # the same threshold 2(1 + beta)/eta = 2/a.eta for every method
-        res = compare(loss, p, X, y, eta, beta, a.steps, a.every, a.window, a.dt, a.transient)
+        res = compare(loss, p, X, y, eta, beta, a.steps, a.every, a.window, a.dt, a.transient, a.save)
         if res is not None:
             order_before_edge(loss, p, X, y, eta, beta, max(res[0] // 3, 10), a.dt)
 

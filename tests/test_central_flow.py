@@ -179,3 +179,37 @@ def test_mlp_below_the_edge_gd_tracks_the_flow_to_first_order():
     assert np.all(cf.sigma2 == 0) and cf.sharpness.max() < 0.8 * cf.threshold
     flow_gap = np.linalg.norm(np.asarray(ravel_pytree(cf.params)[0]) - w_gf)
     assert flow_gap < gaps[0] / 4  # Euler at h = eta/8: ~ 1/8 of GD's (Euler at h = eta) gap
+
+
+def test_mlp_at_the_edge_measured_agreement_with_gd():
+    """GD (hand-written loop) on the tiny MLP at eta = 0.72 (eta S_0 / 2 = 0.69) reaches the edge within
+    ~30 steps. Measured properties, with the thresholds the measurements support (figures in the module
+    docstring): GD's sharpness (dense eigvalsh every 10 steps) stays within 5 % of 2/eta from 100 steps
+    after the edge (measured <= 1 %); the flow reaches the edge within 20 steps of GD and then holds
+    S = 2/eta (sigma^2 > 0 there, |S eta/2 - 1| <= 1e-4); its loss prediction L + 1/2 sigma^2 S is closer
+    to GD's 40-step mean loss than L(w(t)) alone (median relative error over steps 130-380: 0.30 against
+    0.46), but NOT within the issue's 10 % (so the test does not claim it)."""
+    loss, p, X, y = _mlp_problem()
+    w0, unravel = ravel_pytree(p)
+    f = jax.jit(lambda v: loss(unravel(v), X, y))
+    grad, hess = jax.jit(jax.grad(f)), jax.jit(jax.hessian(f))
+    eta, steps, window = 0.72, 400, 40
+    traj = _hb_loop(lambda v: np.asarray(grad(v)), np.asarray(w0), eta, 0.0, steps)
+    L = np.array([float(f(v)) for v in traj])
+    idx = np.arange(0, steps + 1, 10)
+    S = np.array([np.linalg.eigvalsh(np.asarray(hess(traj[i])))[-1] for i in idx])
+    cf = central_flow(loss, p, eta, steps, X, y)
+    thr = 2 / eta
+    k_edge = int(idx[np.nonzero(S >= thr)[0][0]])
+    flow_edge = int(np.nonzero(cf.sigma2 > 0)[0][0])
+    assert k_edge <= 60 and abs(flow_edge - k_edge) <= 20, (k_edge, flow_edge)
+    assert np.abs(S[idx >= k_edge + 100] / thr - 1).max() < 0.05
+    on = cf.sigma2 > 0
+    assert on[flow_edge:].all() and cf.single_edge
+    assert np.abs(cf.sharpness[on] / thr - 1).max() < 1e-4
+    mean = np.convolve(L, np.ones(window) / window, mode="valid")
+    centre = np.arange(mean.size) + window // 2
+    after = centre >= k_edge + 100
+    err_pred = np.median(np.abs(cf.loss_predicted[centre] - mean)[after] / mean[after])
+    err_flow = np.median(np.abs(cf.loss[centre] - mean)[after] / mean[after])
+    assert err_pred < err_flow, (err_pred, err_flow)
