@@ -213,3 +213,21 @@ def test_mlp_at_the_edge_measured_agreement_with_gd():
     err_pred = np.median(np.abs(cf.loss_predicted[centre] - mean)[after] / mean[after])
     err_flow = np.median(np.abs(cf.loss[centre] - mean)[after] / mean[after])
     assert err_pred < err_flow, (err_pred, err_flow)
+
+
+def test_lanczos_eigenpair_gives_the_dense_flow():
+    """eigen="lanczos" (sharpness.hessian_top at every substep) against eigen="dense" on the toy, across
+    the edge: the same trajectory (both eigensolvers converge to 1e-10)."""
+    eta = 0.1
+    s0 = 2 / eta - S0_GAP
+    kw = dict(record_every=40, dt=0.5)
+    w0 = jnp.array([0.2, 0.0])
+    dense = central_flow(_toy_loss, w0, eta, 240, s0, G, eigen="dense", **kw)
+    lanczos = central_flow(_toy_loss, w0, eta, 240, s0, G, eigen="lanczos", **kw)
+    assert dense.sigma2[-1] > 0 and np.isnan(lanczos.second).all()
+    for a, b in (
+        (dense.sharpness, lanczos.sharpness),
+        (dense.sigma2, lanczos.sigma2),
+        (dense.loss, lanczos.loss),
+    ):
+        np.testing.assert_allclose(b, a, rtol=1e-7, atol=1e-12)
