@@ -33,7 +33,8 @@ Submodules with a public API (their documented functions; ``ntkdyn.theory.discre
     results and folder files), control (per-mode analysis), stochastic (mini-batch moments), ntk
     (kernels), odes (ODE kinds as types), predict (neural-tangents-shaped predictions: many outputs, any
     loss, ensembles), quadratic (the second-order Taylor model), sharpness (Hessian / NTK top eigenvalue,
-    stability limits), flips (ReLU activation-pattern flips, counted and predicted); the run path's
+    stability limits), flips (ReLU activation-pattern flips, counted and predicted), central_flow (GD's
+    central flow at the edge of stability, single eigenvalue; measured, not a face); the run path's
     modules are in ``ntkdyn.pipeline`` (setup, training, faces, evaluate, entry, folder, runner)
 
 Every name is imported explicitly below (visible to editors and type checkers); ``import ntkdyn``
@@ -46,6 +47,7 @@ from __future__ import annotations
 import importlib.metadata
 
 from ntkdyn import (
+    central_flow,
     config,
     control,
     flips,
@@ -98,7 +100,7 @@ __all__ = [
     "load", "RunResult", "OptimizerResult", "SweepResult", "SweepRow", "StudyResult", "StudyCollection",
     "plot_loss", "plot_sweep", "write_report",
     "config", "optimizers", "theory", "rates", "results", "control", "stochastic", "ntk",
-    "odes", "predict", "quadratic", "sharpness", "flips",
+    "odes", "predict", "quadratic", "sharpness", "flips", "central_flow",
 ]  # fmt: skip
 PUBLIC_SUBMODULES = (
     "config",
@@ -114,4 +116,5 @@ PUBLIC_SUBMODULES = (
     "quadratic",
     "sharpness",
     "flips",
+    "central_flow",
 )
