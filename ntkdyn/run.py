@@ -55,6 +55,8 @@ config keys (docs/configuration.md; each section's keys on the lines below it):
     diffrax, rtol, atol      also integrate each ODE numerically, with these tolerances
     linearized         auto (optimizers without a recurrence) | always | never: train the linearisation too
     quadratic          never | auto | always: train the second-order Taylor model too (where Hess f != 0)
+    solver             auto (krylov when n > 4096) | eigen | krylov: predictions through K's eigenbasis, or
+                       by products with K (Lanczos; no eigendecomposition, see docs/large-n.md)
     mc_runs            sampled batch orders of the kernel recurrence (mini-batch bands, shuffle's mean)
   rates:
     window             [start, end]: fractions of steps, or absolute steps when > 1
@@ -236,7 +238,8 @@ def _theory_cells(o: results.OptimizerResult) -> list[str]:
 
 def _compared(run: results.RunResult) -> list[str]:
     """The compared predictions shown: every face's compared name (``faces.FACES`` order) and any
-    other name a result holds (a face registered when it was written)."""
+    other name a result holds (a face registered when it was written); a face's column only where
+    some optimizer has its deviation (or its prediction diverged), the recurrence's always."""
     from ntkdyn.pipeline import faces
 
     names = faces.compared_names()
@@ -244,7 +247,14 @@ def _compared(run: results.RunResult) -> list[str]:
         names += [
             k for k in (o.deviation.values if o.deviation else {}) if k not in names and k != "grad_norm_sq"
         ]
-    return names
+
+    def shown(name: str) -> bool:  # the recurrence always; another face where some optimizer has it
+        return name == "discrete" or any(
+            (o.deviation is not None and o.deviation.get(name) is not None) or name in o.predictions_diverged
+            for o in run.optimizers.values()
+        )
+
+    return [name for name in names if shown(name)]
 
 
 def _held_out_names(run: results.RunResult) -> list[str]:

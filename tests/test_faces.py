@@ -64,7 +64,7 @@ def test_shipped_faces_keep_the_protocol_and_unique_names():
     assert all(isinstance(f, faces.Face) for f in faces.FACES)
     names = [f.name for f in faces.FACES]
     assert len(set(names)) == len(names)
-    assert faces.compared_names() == ["discrete", "ode", "ode_hr", "linearized"]
+    assert faces.compared_names() == ["discrete", "ode", "ode_hr", "linearized", "quadratic"]
     with pytest.raises(ValueError, match="registered already"):
         faces.register(faces.FACES[0])
     with pytest.raises(ValueError, match="lacks"):
