@@ -239,7 +239,7 @@ def ode_lanczos(
         raise ValueError(f"t: expected a non-empty 1-d array of finite times >= 0, got shape {t.shape}")
     if not hasattr(ode, "modes"):
         raise ValueError(f"ode: expected an ntkdyn.odes kind with .modes(lam, coef, t), got {ode!r}")
-    keep = _check_keep(keep, t.size)
+    keep_ix = _check_keep(keep, t.size)
     act = lanczos_function(
         lambda theta: ode.modes(theta, np.ones_like(theta), t),
         K,
@@ -251,7 +251,7 @@ def ode_lanczos(
         rows=rows,
     )
     loss = 0.5 * c * np.sum(act.coef * act.coef, axis=1)
-    errors = act.vectors(keep) if keep.size else None
+    errors = act.vectors(keep_ix) if keep_ix.size else None
     st = None if steps is None else np.asarray(steps)
     test_loss = test_errors = None
     if K_cross is not None:
@@ -272,14 +272,14 @@ def ode_lanczos(
         G = np.linalg.norm(e0) * (g * S[0]) @ S.T  # (n_t, m): K^+ (e(t) - e0) in the basis
         et = e0t + (G @ act.basis) @ K_cross.T
         test_loss = 0.5 * c_test * np.sum(et * et, axis=1)
-        test_errors = et[keep] if keep.size else None
+        test_errors = et[keep_ix] if keep_ix.size else None
     return LargeNPrediction(
         "lanczos",
         loss,
         st,
         t,
         errors,
-        keep,
+        keep_ix,
         act.iterations,
         act.estimate,
         rtol,

@@ -67,7 +67,7 @@ def discrete_matvec_batch(
     rec = np.arange(steps + 1) if record is None else np.asarray(record, int)
     if rec.ndim != 1 or rec.size == 0 or rec.min() < 0 or rec.max() > steps or np.any(np.diff(rec) <= 0):
         raise ValueError(f"record: expected ascending distinct steps in [0, {steps}]")
-    keep = _check_keep(keep, rec.size)
+    keep_ix = _check_keep(keep, rec.size)
     test = K_cross is not None
     if test:
         K_cross = np.asarray(K_cross)
@@ -81,7 +81,8 @@ def discrete_matvec_batch(
                 f"got {np.shape(e0_test)}"
             )
         c_test = _check_scale("c_test", c_test)
-    kinds = spec.method.states
+    method = spec.method
+    kinds = method.states
     p = len(kinds)
     X = np.zeros((p + 1, n, R))
     X[0] = E0
@@ -95,16 +96,16 @@ def discrete_matvec_batch(
     def coeffs(k):
         Ts, us = [], []
         for h, eta in zip(hypers, etas):
-            T, u = spec.method.step(schedules.hyper_at(h, eta[k - 1]), float(k))
+            T, u = method.step(schedules.hyper_at(h, eta[k - 1]), float(k))
             Ts.append(np.asarray(T, np.float64))
             us.append(np.asarray(u, np.float64))
         return np.stack(Ts), np.stack(us)  # (R, p+1, p+1), (R, p+1)
 
     mv = matvec(K, rows)
     loss, grad = np.empty((rec.size, R)), np.empty((rec.size, R))
-    kept = np.empty((keep.size, n, R))
+    kept = np.empty((keep_ix.size, n, R))
     t_loss = np.empty((rec.size, R)) if test else None
-    t_kept = np.empty((keep.size, K_cross.shape[0], R)) if test else None
+    t_kept = np.empty((keep_ix.size, K_cross.shape[0], R)) if test else None
     TU = coeffs(1) if fixed and steps >= 1 else None
     r = 0
     for k in range(steps + 1):
@@ -113,16 +114,19 @@ def discrete_matvec_batch(
         if at:
             loss[r] = 0.5 * c * np.sum(X[0] * X[0], axis=0)
             grad[r] = c * np.sum(X[0] * G, axis=0)
-            slots = np.flatnonzero(keep == r)
+            slots = np.flatnonzero(keep_ix == r)
             kept[slots] = X[0]
             if test:
+                assert W is not None and t_loss is not None and t_kept is not None and c_test is not None
                 et = E0t + K_cross @ W[0]
                 t_loss[r] = 0.5 * c_test * np.sum(et * et, axis=0)
                 t_kept[slots] = et
             r += 1
         if k < steps:
-            T, u = TU if fixed else coeffs(k + 1)
+            T, u = TU if TU is not None else coeffs(k + 1)  # TU is set exactly when fixed and steps >= 1
+            assert G is not None  # k < steps
             if test:
+                assert W is not None
                 W = np.einsum("rji,inr->jnr", T, W) + np.einsum("rj,nr->jnr", u, X[0])
             X = np.einsum("rji,inr->jnr", T, X) + np.einsum("rj,nr->jnr", u, G)
     return [
@@ -131,15 +135,15 @@ def discrete_matvec_batch(
             loss[:, i].copy(),
             rec,
             None,
-            kept[:, :, i].copy() if keep.size else None,
-            keep,
+            kept[:, :, i].copy() if keep_ix.size else None,
+            keep_ix,
             int(steps),
             None,
             None,
             True,
             grad_norm_sq=grad[:, i].copy(),
-            test_loss=t_loss[:, i].copy() if test else None,
-            test_errors=t_kept[:, :, i].copy() if test and keep.size else None,
+            test_loss=t_loss[:, i].copy() if t_loss is not None else None,
+            test_errors=t_kept[:, :, i].copy() if t_kept is not None and keep_ix.size else None,
         )
         for i in range(R)
     ]

@@ -146,6 +146,7 @@ def _described_config(
     if user_data:
         doc["data"] = {"source": "python", "n": int(setup.X.shape[0]), "d": int(setup.X.shape[1])}
     if user_test:
+        assert setup.X_test is not None  # the user's held-out set
         doc["data"]["test"] = {"source": "python", "n": int(setup.X_test.shape[0])}
     return doc
 
@@ -201,6 +202,7 @@ def evaluate_group(
         for cfg, setup, res in zip(cfgs, setups, trained):
             t = time.perf_counter()
             oc = cfg.optimizers[index]
+            assert oc.label is not None  # validate fills it
             result, times = evaluate_mod.evaluate(cfg, setup, oc, res)
             out.append(Evaluated(oc.label, result, res, {**times, "evaluate_s": time.perf_counter() - t}))
     return out
@@ -263,6 +265,7 @@ def run_group(
         opts: list[dict] = [{} for _ in cfgs]
         times: list[dict] = [dict(s.times) for s in setups]
         for i, oc in enumerate(cfgs[0].optimizers):
+            assert oc.label is not None  # validate fills it
             printer = train.progress_printer(oc.label, cfgs[0].train.steps, n) if progress else None
             for j, ev in enumerate(evaluate_group(cfgs, setups, i, printer)):
                 times[j][ev.label] = dict(ev.times)

@@ -84,6 +84,7 @@ def evaluate(
     deviation, log_gaps, verdicts, diverged = deviations(cfg, res, floors, arrays, compared)
     notes = [v.note for v in values.values() if v.note is not None]
     drift = drift_arrays["kernel_drift"]
+    assert oc.label is not None  # validate fills it
     result = OptimizerResult(
         label=oc.label,
         optimizer=oc.name,
@@ -246,6 +247,7 @@ def held_out(
             "replacement, the mean of theory.mc_runs sampled orders for shuffle); loss is the mean of the "
             "sampled orders"
         )
+    assert setup.X_test is not None and setup.c_test is not None  # a held-out loss was recorded
     return HeldOut(
         n=int(setup.X_test.shape[0]),
         loss_scale=float(setup.c_test),
@@ -292,6 +294,8 @@ def run_result(
         kernels["Hinf"] = setup.Hinf
     data = {"X": setup.X, "y": setup.y, "e0": setup.e0}
     if setup.X_test is not None:
+        # with_held_out sets these together
+        assert setup.y_test is not None and setup.e0_test is not None and setup.H_test is not None
         data.update(X_test=setup.X_test, y_test=setup.y_test, e0_test=setup.e0_test)
         kernels.update(H_test=setup.H_test, test_loss_scale=np.asarray(setup.c_test))
     return RunResult(

@@ -74,6 +74,7 @@ def single_run(
     )
     failed = False
     for i, oc in enumerate(cfg.optimizers):
+        assert oc.label is not None  # validate fills it
         t = time.perf_counter()
         try:
             printer = train.progress_printer(oc.label, cfg.train.steps, 1) if progress else None

@@ -93,6 +93,7 @@ class Setup:
         """K = c H: eigen: V diag(lam) V^T; krylov: the stored array (float32 where stored so)."""
         if self.krylov is not None:
             return self.krylov.K
+        assert self.V is not None  # the eigen path
         return (self.V * self.lam) @ self.V.T
 
     @property
@@ -152,21 +153,27 @@ def build_model(cfg: Config, d: int):
     m = cfg.model
     dtype = jax_dtype(cfg)
     key = jax.random.PRNGKey(cfg.seed)
+    # validate fills width, depth, W_std and b_std (MODEL_DEFAULTS) for the models they apply to
     if m.name == "paper":
+        assert m.width is not None
         model = models.PAPER
         params, consts = models.paper_init(key, d, m.width, m.init_std or 1.0, dtype)
     elif m.name == "released":
+        assert m.width is not None
         model = models.RELEASED
         params, consts = models.released_init(key, d, m.width, m.init_std, dtype, m.init or "notebook")
     elif m.name == "mlp":
-        module = models.ntk_mlp(key, d, m.width, m.depth, m.W_std, m.b_std, dtype)
+        width, depth, W_std, b_std = m.width, m.depth, m.W_std, m.b_std
+        assert width is not None and depth is not None and W_std is not None and b_std is not None
+        module = models.ntk_mlp(key, d, width, depth, W_std, b_std, dtype)
         model, params, consts = models.from_flax(module, "half_sum", "mlp")
         model = dataclasses.replace(
             model,
-            hinf=lambda X: ntk.mlp_kernels(X, None, m.depth, m.W_std, m.b_std)[1],
-            fast_gram=ntk.mlp_fast_gram(m.W_std, m.b_std),
+            hinf=lambda X: ntk.mlp_kernels(X, None, depth, W_std, b_std)[1],
+            fast_gram=ntk.mlp_fast_gram(W_std, b_std),
         )
     else:
+        assert m.module is not None  # validate: required for model.name flax
         module = models.load_factory(m.module)(key, d, **(m.kwargs or {}))
         model, params, consts = models.from_flax(module, "half_sum", "flax")
     if m.loss is not None:
@@ -217,7 +224,8 @@ def _prepare(cfg: Config, data, built, test) -> Setup:
     t = time.perf_counter()
     checks.check_memory(cfg, 1, X, built[1] if built is not None else None)
     model, params, consts = built if built is not None else build_model(cfg, X.shape[1])
-    checks.check_inputs(cfg, X, y, *(test if test is not None else (None, None)), (model, params, consts))
+    X_test, y_test = test if test is not None else (None, None)
+    checks.check_inputs(cfg, X, y, X_test, y_test, (model, params, consts))
     dtype = jax_dtype(cfg)
     Xj, yj = jnp.asarray(X, dtype), jnp.asarray(y, dtype)
     e0 = np.asarray(model.apply(params, consts, Xj) - yj, np.float64)
@@ -229,7 +237,11 @@ def _prepare(cfg: Config, data, built, test) -> Setup:
         return setup if test is None else with_held_out(cfg, setup, *test)
     H0 = ntk.gram(model, params, consts, Xj)
     Hinf = model.hinf(X) if model.hinf is not None else None
-    lam, V = theory.eigen(c * (Hinf if cfg.theory.kernel == "Hinf" else H0))
+    H = H0
+    if cfg.theory.kernel == "Hinf":
+        assert Hinf is not None  # validate: Hinf for models with an H∞ only
+        H = Hinf
+    lam, V = theory.eigen(c * H)
     times["kernels"] = time.perf_counter() - t
     setup = Setup(X, y, model, params, consts, c, e0, H0, Hinf, lam, V, V.T @ e0, times)
     return setup if test is None else with_held_out(cfg, setup, *test)
@@ -263,6 +275,7 @@ def hinf_tile(cfg: Config, model: models.Model, X: np.ndarray) -> largen.Tile | 
     if m.name == "paper":
         return largen.hinf_tile(X)
     if m.name == "mlp":
+        assert m.depth is not None and m.W_std is not None and m.b_std is not None  # validate fills them
         return largen.mlp_hinf_tile(X, m.depth, m.W_std, m.b_std)
     return None
 
@@ -281,7 +294,10 @@ def _krylov_setup(cfg: Config, X, y, built, Xj, c: float, e0: np.ndarray, times:
     if cfg.theory.kernel == "Hinf":
         tile = hinf_tile(cfg, model, X)
         Hinf = largen.gram_tiled(tile, n, dtype=dtype) if tile is not None else _dense(model.hinf(X), dtype)
-    H = Hinf if cfg.theory.kernel == "Hinf" else H0
+    H = H0
+    if cfg.theory.kernel == "Hinf":
+        assert Hinf is not None  # validate: Hinf for models with an H∞ only
+        H = Hinf
     K = H if c == 1.0 else (c * H).astype(dtype, copy=False)
     bound = largen.U32 * largen.spectral_norm_bound(K) if dtype == "float32" else 0.0
     times["kernels"] = time.perf_counter() - t
@@ -336,6 +352,7 @@ def with_held_out(cfg: Config, setup: Setup, X_test: np.ndarray, y_test: np.ndar
         if tile is not None:  # the cross block only: no (n + n_test)^2 array on the Krylov path
             H_test = tile(slice(n, both.shape[0]), slice(0, n))
         else:
+            assert setup.model.hinf is not None  # validate: Hinf for models with an H∞ only
             H_test = setup.model.hinf(both)[n:, :n]
     else:
         H_test = ntk.cross_gram(setup.model, setup.params, setup.consts, Xj, jnp.asarray(setup.X, dtype))
@@ -344,6 +361,7 @@ def with_held_out(cfg: Config, setup: Setup, X_test: np.ndarray, y_test: np.ndar
     if krylov is not None:  # no K^+: the faces carry the cross kernel through their recurrences
         krylov = dataclasses.replace(krylov, K_cross=setup.c * np.asarray(H_test, np.float64))
     else:
+        assert setup.V is not None  # the eigen path
         null = theory.null_modes(setup.lam, kernel_rtol(cfg, setup.lam.size))
         test_map = theory.held_out_map(setup.c * H_test, setup.lam, setup.V, null)
     times = {**setup.times, "held_out": time.perf_counter() - t}

@@ -7,6 +7,7 @@ trajectory: recorded steps, losses, errors, snapshots).
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +21,7 @@ from ntkdyn.train import TrainPlan, TrainResult, train_batch
 
 def train_plan(cfg: Config) -> TrainPlan:
     t = cfg.train
+    assert t.error_at is not None and t.kernel_at is not None  # validate fills them
     return TrainPlan(
         t.steps,
         t.record_every,
@@ -184,7 +186,11 @@ def mean_result(results: list[TrainResult]) -> TrainResult:
         loss_runs=runs,
         grad_norm_sq=np.stack([r.grad_norm_sq for r in results]).mean(0),
         errors=np.stack([r.errors for r in results]).mean(0),
-        test_loss=None if results[0].test_loss is None else np.stack([r.test_loss for r in results]).mean(0),
+        test_loss=(
+            None
+            if results[0].test_loss is None
+            else np.stack([cast(np.ndarray, r.test_loss) for r in results]).mean(0)
+        ),
         diverged_at=min(div) if div else None,
         compile_s=sum(r.compile_s for r in results),
         run_s=sum(r.run_s for r in results),

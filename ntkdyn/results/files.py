@@ -9,11 +9,12 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
+from typing import IO, Any, cast
 
 import numpy as np
 
 
-def atomic_write(path: str, write: Callable[[io.IOBase], None], binary: bool = False) -> None:
+def atomic_write(path: str, write: Callable[[IO[Any]], object], binary: bool = False) -> None:
     """Write via ``write(fh)`` to a temporary file in the same folder, then rename over ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
@@ -39,7 +40,7 @@ def write_text(path: str, text: str) -> None:
 
 
 def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    atomic_write(path, lambda fh: np.savez(fh, **arrays), binary=True)
+    atomic_write(path, lambda fh: np.savez(fh, **cast(dict[str, Any], arrays)), binary=True)
 
 
 def write_csv(path: str, columns: Mapping[str, Iterable]) -> None:

@@ -68,7 +68,7 @@ def load_sweep(folder: str) -> SweepResult:
     if os.path.isfile(summary):
         with open(summary, newline="") as fh:
             reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
+            header = list(reader.fieldnames or [])
             if "run_id" in header and "lambda_min" in header:
                 axes = header[header.index("run_id") + 1 : header.index("lambda_min")]
             rows = [SweepRow.from_json(r, axes) for r in reader]

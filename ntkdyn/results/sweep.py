@@ -95,7 +95,7 @@ class SweepRow:
         are the swept columns. Columns it does not know are ignored."""
         row = {k: _parse_cell(v) for k, v in row.items()}
         axes = list(axes)
-        fields = {field: row.get(column) for column, field in SUMMARY_COLUMNS}
+        fields: dict[str, Any] = {field: row.get(column) for column, field in SUMMARY_COLUMNS}
         return cls(
             run_id=str(row["run_id"]),
             values={a: row.get(a) for a in axes},

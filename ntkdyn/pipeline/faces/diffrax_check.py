@@ -33,6 +33,7 @@ class DiffraxCheck:
         if not isinstance(ode_value, OdeValue) or ode_value.problem is None:
             return FaceValue()
         p, s, th = ode_value.problem, ctx.setup, ctx.cfg.theory
+        assert th.rtol is not None and th.atol is not None  # validate fills them with theory.diffrax
         if p.kind == "piecewise":
             e_num = theory.piecewise_damped_diffrax(s.K, s.e0, p.dt, p.gamma, p.steps, th.rtol, th.atol)
             return FaceValue(arrays={"loss_ode_diffrax": theory.modal_loss(e_num, s.c)})
@@ -40,5 +41,6 @@ class DiffraxCheck:
         arrays = {"loss_ode_diffrax": theory.modal_loss(e_num, s.c)}
         if p.kind != "constant":
             return FaceValue(arrays=arrays)
+        assert s.V is not None  # the eigen path (applies)
         gap = np.linalg.norm(ode_value.modes["ode"] @ s.V.T - e_num, axis=1) / np.linalg.norm(s.e0)
         return FaceValue(arrays=arrays, fields={"ode_closed_vs_diffrax": finite(np.max(gap))})

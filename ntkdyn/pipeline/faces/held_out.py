@@ -30,6 +30,7 @@ class HeldOutPrediction:
 
     def predict(self, ctx: Context, earlier: Mapping[str, FaceValue]) -> FaceValue:
         s = ctx.setup
+        assert s.test_map is not None and s.e0_test is not None and s.c_test is not None  # applies
         arrays = {
             f"test_loss_{name}": theory.modal_loss(
                 theory.held_out_errors(modes, s.coef, s.test_map, s.e0_test), s.c_test

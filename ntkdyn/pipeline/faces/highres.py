@@ -25,6 +25,7 @@ class HighResOde:
 
     def predict(self, ctx: Context, earlier: Mapping[str, FaceValue]) -> FaceValue:
         s = ctx.setup
+        assert ctx.spec.ode_hr is not None  # applies
         hr = ctx.spec.ode_hr(ctx.hyper)
         if s.krylov is not None:
             # no held-out loss: the eigen path maps only the recurrence's and the ODE's modes

@@ -41,7 +41,12 @@ class MiniBatch:
         cfg, s, spec, hyper, res = ctx.cfg, ctx.setup, ctx.spec, ctx.hyper, ctx.trained
         t = cfg.train
         b = t.batch_size
-        held = None if s.test_map is None else stochastic.HeldOutMap(s.test_map, s.e0_test, s.c_test)
+        # mini-batch (applies); validate fills train.sampling and theory.mc_runs there
+        assert b is not None and t.sampling is not None and cfg.theory.mc_runs is not None
+        held: stochastic.HeldOutMap | None = None
+        if s.test_map is not None:
+            assert s.e0_test is not None and s.c_test is not None  # set with test_map
+            held = stochastic.HeldOutMap(s.test_map, s.e0_test, s.c_test)
         sims = stochastic.simulate_losses(
             spec, hyper, s.K, s.e0, s.c, t.steps, b, t.sampling, cfg.theory.mc_runs,
             seed=cfg.seed, held_out=held, V=s.V,
@@ -57,6 +62,7 @@ class MiniBatch:
             exact = exact[res.step]
         arrays: dict[str, np.ndarray] = {}
         if held is not None:  # the predicted mean held-out loss: exact (replacement) or sampled (shuffle)
+            assert sims_test is not None  # simulate_losses returns it with held_out
             mean_test = exact_test if exact_test is not None else sims_test.mean(axis=0)
             arrays["test_loss_discrete"] = mean_test[res.step]
         band = stochastic.mean_band(exact, sims, t.sampling_runs)

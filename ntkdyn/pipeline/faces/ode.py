@@ -100,6 +100,7 @@ def krylov_solution(ctx: Context, ode, t: np.ndarray, held_out: bool = True) -> 
     ``t`` by ``largen.ode_lanczos`` on the stored K, with the held-out points' loss where there are
     some and ``held_out`` (K's null modes dropped by the eigen path's rule, ``setup.kernel_rtol``)."""
     s, kry = ctx.setup, ctx.setup.krylov
+    assert kry is not None  # the Krylov path
     cross = kry.K_cross if held_out else None
     return largen.ode_lanczos(
         ode, kry.K, s.e0, t, s.c, steps=ctx.trained.step, rtol=setup_mod.ODE_RTOL,
@@ -131,7 +132,9 @@ def _krylov(ctx: Context, earlier: Mapping[str, FaceValue]) -> FaceValue:
     res = ctx.trained
     note = None
     if ctx.cfg.theory.diffrax:
-        note = "theory.diffrax: the diffrax check " + ctx.setup.no_eigenbasis
+        missing = ctx.setup.no_eigenbasis
+        assert missing is not None  # the Krylov path
+        note = "theory.diffrax: the diffrax check " + missing
     if ctx.ode is not None:
         ode_time = res.step * ctx.ode.time_step
         pred = krylov_solution(ctx, ctx.ode, ode_time)
@@ -154,6 +157,7 @@ def _scheduled_ode(ctx: Context):
     live_eta = etas[etas > 0]
     if not live_eta.size:
         return None
+    assert ctx.spec.ode is not None  # LimitingOde.applies
     ode = ctx.spec.ode(schedules.hyper_at(ctx.hyper, live_eta[0]))
     if ode is None or not (ode.order == 1 or (ode.order == 2 and ode.damping == "constant")):
         return None
@@ -169,6 +173,7 @@ def _piecewise(ctx: Context, etas: np.ndarray) -> OdeValue:
     dt, gamma = np.zeros(etas.size), np.zeros(etas.size)
     for k, e in enumerate(etas):
         if e > 0:
+            assert spec.ode is not None  # LimitingOde.applies
             ode_k = spec.ode(schedules.hyper_at(hyper, e))
             dt[k], gamma[k] = ode_k.time_step, ode_k.gamma
     ode_time = np.concatenate([[0.0], np.cumsum(dt)])[res.step]

@@ -79,10 +79,12 @@ def _krylov(ctx: Context) -> FaceValue:
     """The Krylov path (module docstring): full batch, no restart (``applies``)."""
     s, spec, hyper, res = ctx.setup, ctx.spec, ctx.hyper, ctx.trained
     kry = s.krylov
+    assert kry is not None  # the Krylov path
     pred = largen.discrete_matvec(
         spec, hyper, kry.K, s.e0, ctx.cfg.train.steps, s.c, record=res.step,
         K_cross=kry.K_cross, e0_test=s.e0_test, c_test=s.c_test,
     )  # fmt: skip
+    assert pred.grad_norm_sq is not None  # discrete_matvec always records it
     arrays = {"loss_discrete": pred.loss, "grad_norm_sq_discrete": pred.grad_norm_sq}
     if pred.test_loss is not None:
         arrays["test_loss_discrete"] = pred.test_loss
@@ -128,6 +130,7 @@ def krylov_singular(ctx: Context) -> bool:
     path's null-mode rule, ``theory.null_modes`` with ``kernel_rtol``)? Lanczos' lambda_min is an
     upper bound on the true one, so False means only that no null mode was seen by it."""
     kry = ctx.setup.krylov
+    assert kry is not None  # the Krylov path
     return kry.lambda_min <= kernel_rtol(ctx.cfg, ctx.setup.X.shape[0]) * abs(kry.lambda_max)
 
 
