@@ -223,7 +223,7 @@ class MeanBand:
     approximation of the mean of ``runs`` runs)."""
 
     mean: np.ndarray
-    sd: np.ndarray
+    sd: np.ndarray | None
     lo: np.ndarray
     hi: np.ndarray
     runs: int

@@ -58,7 +58,7 @@ class TrainPlan:
     divergence_factor: float = 1e6
     chunks: int = 1  # the blocks are cut into this many equal compiled calls (progress, ETA)
     batch_size: int | None = None  # mini-batch size b (None: full batch); see ``batch_indices``
-    sampling: str = "replacement"  # replacement | shuffle (``batch_indices``)
+    sampling: str | None = "replacement"  # replacement | shuffle (``batch_indices``)
 
 
 SAMPLE_KEY = "_sample_key"  # the run's sampling key (raw uint32 PRNG key) travels with its hyperparameters
@@ -212,6 +212,7 @@ def batched_fns(
             return optax.apply_updates(params, updates), new_opt, L, e, _sum_sq(g)
         n = y.shape[0]
         scale = n / plan.batch_size
+        assert plan.sampling is not None  # a mini-batch plan names its sampling (config.validate)
         idx = batch_indices(hyper[SAMPLE_KEY], step, n, plan.batch_size, plan.sampling)
         (L_b, _), g_step = jax.value_and_grad(lambda p: loss_fn(p, consts, X[idx], y[idx]), has_aux=True)(
             params

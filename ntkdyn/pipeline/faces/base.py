@@ -92,7 +92,7 @@ class Series:
     held-out loss (``held_out``, drawn faded)."""
 
     key: str
-    style: str
+    style: str | tuple[float, tuple[float, ...]]  # a matplotlib linestyle: name or dash tuple
     name: str
     kind: Literal["line", "band_lo", "band_hi", "held_out"] = "line"
 

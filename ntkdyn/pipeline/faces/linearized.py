@@ -39,6 +39,7 @@ class LinearizedNetwork:
             arrays["loss_linearized_runs"] = lin.loss_runs
             before, info = merged_arrays(earlier), merged_fields(earlier).get("stochastic")
             if "loss_band_lo" in before and info is not None:
+                assert ctx.cfg.theory.mc_runs is not None  # a mini-batch run's (config.validate fills it)
                 band = stochastic.MeanBand(
                     before["loss_discrete"], None, before["loss_band_lo"], before["loss_band_hi"],
                     t.sampling_runs, ctx.cfg.theory.mc_runs, "",
