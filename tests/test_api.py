@@ -171,6 +171,19 @@ def test_load_sweep_rows_runs_and_table():
         expected = [r for r in cli.summary_rows(row.run_id, row.values, metrics) if r["label"] == row.label]
         assert [row.to_json()] == expected  # the same columns and values as the sweep writer
         assert run.config["seed"] == row.values["seed"]
+    # summary(): summary.csv as a DataFrame, its columns and cells as the file holds them
+    frame = sweep.summary()
+    with open(os.path.join(folder, "summary.csv"), newline="") as fh:
+        written = list(csv.DictReader(fh))
+    assert list(frame.columns) == list(written[0]) and len(frame) == len(written)
+    for i, line in enumerate(written):
+        for column, text in line.items():
+            value = frame[column].iloc[i]
+            if text == "":
+                assert value is None or (isinstance(value, float) and np.isnan(value)), (column, value)
+            else:
+                same = str(value) == text or np.isclose(float(value), float(text), rtol=1e-12)
+                assert same, (column, value, text)
     table = sweep.table(pandas=False)
     for run_id, run in sweep.runs.items():
         sel = table["run_id"] == run_id

@@ -185,6 +185,25 @@ class SweepResult:
             constant_names=self.axes,
         )
 
+    def summary(self, pandas: bool | None = None):
+        """summary.csv as a table: one row per (run, optimizer), the columns of summary.csv in its order
+        (run_id, the swept axes, lambda_min, lambda_max, ``SUMMARY_COLUMNS``, the deviations). A pandas
+        DataFrame when pandas is installed (``pandas=None``) or asked for; else a dict of columns."""
+        docs = [row.to_json() for row in self.rows]
+        columns: list[str] = []
+        for doc in docs:
+            columns += [c for c in doc if c not in columns]
+        table = {c: [doc.get(c) for doc in docs] for c in columns}
+        if pandas is False:
+            return table
+        try:
+            import pandas as pd
+        except ImportError:
+            if pandas:
+                raise ImportError("pandas=True needs pandas installed (pip install pandas)") from None
+            return table
+        return pd.DataFrame(table, columns=columns)
+
     def describe(self) -> str:
         name = self.config.get("name", "sweep")
         return f"sweep '{name}': {len(self.runs)} runs over {' x '.join(self.axes)}; " + describe_config(
