@@ -30,7 +30,6 @@ The optimizer's update is called as ``update(grads, state, params, value=L)`` (w
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -40,58 +39,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 
 from ntkdyn import optimizers
 from ntkdyn.models import Model, loss_scale
+from ntkdyn.placement import all_equal as _all_equal
+from ntkdyn.placement import (
+    init_distributed,  # noqa: F401  (ntkdyn.train.init_distributed, as before)
+    run_mesh,
+)
+from ntkdyn.placement import put as _put
+from ntkdyn.placement import shape_key as _shape_key
+from ntkdyn.placement import to_host as _to_host
+from ntkdyn.train_plan import (  # noqa: F401  (the plan's names stay importable from ntkdyn.train)
+    GROUP_STEPS,
+    SAMPLE_KEY,
+    TEST_KEY,
+    TrainPlan,
+    TrainResult,
+    batch_indices,
+    careful_groups,
+    group_size,
+    n_blocks,
+)
 
 COMPILE_COUNT = {"n": 0}
 _CACHE: dict = {}
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainPlan:
-    steps: int
-    record_every: int = 1
-    error_at: tuple[int, ...] = ()
-    snapshot_at: tuple[int, ...] = ()
-    divergence_factor: float = 1e6
-    chunks: int = 1  # the blocks are cut into this many equal compiled calls (progress, ETA)
-    batch_size: int | None = None  # mini-batch size b (None: full batch); see ``batch_indices``
-    sampling: str | None = "replacement"  # replacement | shuffle (``batch_indices``)
-
-
-SAMPLE_KEY = "_sample_key"  # the run's sampling key (raw uint32 PRNG key) travels with its hyperparameters
-TEST_KEY = "_held_out"  # the run's held-out set (X_t, y_t), when given, travels with its hyperparameters
-
-
-def batch_indices(key: jax.Array, step: jax.Array, n: int, b: int, sampling: str) -> jax.Array:
-    """The b training indices of update ``step`` (0-based) of one run, from its key, inside the
-    compiled scan. ``replacement``: b i.i.d. uniform indices, keyed by fold_in(key, step);
-    ``shuffle``: epoch step // (n // b) is a fresh permutation (fold_in(key, epoch)) cut into n // b
-    batches of b (the last n mod b indices of each permutation are skipped: drop-last)."""
-    if sampling == "replacement":
-        return jax.random.randint(jax.random.fold_in(key, step), (b,), 0, n)
-    per_epoch = n // b
-    perm = jax.random.permutation(jax.random.fold_in(key, step // per_epoch), n)
-    return jax.lax.dynamic_slice(perm, ((step % per_epoch) * b,), (b,))
-
-
-@dataclasses.dataclass
-class TrainResult:
-    step: np.ndarray  # recorded steps
-    loss: np.ndarray  # loss at those steps (NaN after divergence)
-    diverged_at: int | None
-    error_at: np.ndarray
-    errors: np.ndarray  # (len(error_at), n); NaN at steps after divergence
-    snapshot_at: np.ndarray
-    snapshots: Any  # params pytree with a leading axis len(snapshot_at)
-    final_params: Any
-    compile_s: float
-    run_s: float
-    grad_norm_sq: np.ndarray  # ||grad_theta L||^2 at ``step`` (NaN after divergence, like ``loss``)
-    loss_runs: np.ndarray | None = None  # (R, len(step)) when ``loss`` is the mean of R sampled runs
-    test_loss: np.ndarray | None = None  # loss on the held-out set at ``step`` (NaN after divergence)
 
 
 class TrainState(NamedTuple):
@@ -103,42 +76,6 @@ class TrainState(NamedTuple):
     errors: jax.Array  # (R, len(error_at), n)
     snapshots: Any  # params pytree, leaves (R, len(snapshot_at), ...)
     limit: jax.Array  # (R,) divergence_factor * L_0 (+inf before step 0)
-
-
-def n_blocks(plan: TrainPlan) -> int:
-    if plan.steps % plan.record_every:
-        raise ValueError(
-            f"train.steps={plan.steps} must be a multiple of train.record_every={plan.record_every}"
-        )
-    blocks = plan.steps // plan.record_every
-    if blocks % plan.chunks:
-        raise ValueError(f"{blocks} recorded blocks cannot be cut into {plan.chunks} equal chunks")
-    return blocks
-
-
-GROUP_STEPS = 64  # steps of one fast group at most (one divergence check each)
-
-
-def group_size(plan: TrainPlan) -> int:
-    """G record blocks per group: the groups are the unit of the fast path (one divergence check,
-    one cond). G divides the blocks of a chunk, G * record_every <= GROUP_STEPS (or G = 1), and G is
-    the largest such that every event step on a block edge is a group edge, unless that G is under
-    a quarter of the largest allowed (then the few groups holding an event take the careful path)."""
-    k, bpc = plan.record_every, n_blocks(plan) // plan.chunks
-    allowed = [g for g in range(1, bpc + 1) if bpc % g == 0 and g * k <= max(GROUP_STEPS, k)]
-    events = [s // k for s in set(plan.error_at) | set(plan.snapshot_at) if s % k == 0]
-    aligned = [g for g in allowed if all(b % g == 0 for b in events)]
-    return max(aligned) if 4 * max(aligned) >= max(allowed) else max(allowed)
-
-
-def careful_groups(plan: TrainPlan) -> np.ndarray:
-    """Bool per group: an ``error_at`` or ``snapshot_at`` step lies strictly inside the group."""
-    span = plan.record_every * group_size(plan)
-    inside = np.zeros(n_blocks(plan) // group_size(plan), bool)
-    for s in set(plan.error_at) | set(plan.snapshot_at):
-        if 0 <= s < plan.steps and s % span:
-            inside[s // span] = True
-    return inside
 
 
 def _sum_sq(tree) -> jax.Array:
@@ -399,53 +336,11 @@ def batched_fns(
     return init, chunk, finish
 
 
-def run_mesh() -> Mesh:
-    """A one-axis mesh ("runs") over all devices jax sees (all processes after jax.distributed)."""
-    return Mesh(np.asarray(jax.devices()), ("runs",))
-
-
 def _compiled(key, fn: Callable, *args, **jit_kwargs):
     if key not in _CACHE:
         _CACHE[key] = jax.jit(fn, **jit_kwargs).lower(*args).compile()
         COMPILE_COUNT["n"] += 1
     return _CACHE[key]
-
-
-def _all_equal(trees: list) -> bool:
-    """True when every pytree in ``trees`` equals the first (same structure, shapes and values)."""
-    first = jax.tree.leaves(trees[0])
-    for other in trees[1:]:
-        leaves = jax.tree.leaves(other)
-        if len(leaves) != len(first) or not all(
-            a is b or (a.shape == b.shape and bool(np.array_equal(np.asarray(a), np.asarray(b))))
-            for a, b in zip(first, leaves)
-        ):
-            return False
-    return True
-
-
-def _shape_key(tree):
-    return tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(tree))
-
-
-def _put(tree, sharding: NamedSharding):
-    """Host values -> global arrays with ``sharding``. Every process holds the same host values
-    (runs are prepared identically everywhere), so each fills only its own devices' shards."""
-
-    def one(x):
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
-
-    return jax.tree.map(one, tree)
-
-
-def _to_host(tree):
-    """Global arrays -> numpy on every process (gathered from all processes when there are several)."""
-    if jax.process_count() == 1:
-        return jax.tree.map(np.asarray, tree)
-    from jax.experimental import multihost_utils
-
-    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
 
 
 def train_batch(
@@ -666,19 +561,3 @@ def progress_printer(
         stream.flush()
 
     return show
-
-
-def init_distributed(
-    coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
-) -> None:
-    """``jax.distributed.initialize`` for multi-process runs (call before any other jax use).
-
-    On a cluster jax finds the coordinator, process count and id itself (SLURM, Open MPI, TPU
-    pods); elsewhere give them (or set JAX_COORDINATOR_ADDRESS). CPU processes exchange data
-    through gloo collectives, so two processes on one machine work too: the run axis then spans
-    the devices of every process, and results are gathered on every process (process 0 writes).
-    """
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
-    )
