@@ -365,13 +365,15 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    warnings.formatwarning = _one_line_warning
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return _main(args)
     except (config_mod.ConfigError, ValueError) as exc:  # bad input: one line, no traceback
         kind = "bad config" if isinstance(exc, config_mod.ConfigError) else "bad input"
         print(f"ntkdyn: {kind}: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    finally:  # a caller's process (main() called from Python) keeps its own warning format
+        warnings.formatwarning = formatwarning
 
 
 def _main(args: argparse.Namespace) -> int:
