@@ -131,3 +131,33 @@ def check_numeric(path: str, key: str, dtype: np.dtype) -> None:
     if dtype.kind not in "biuf":
         what = "strings" if dtype.kind in "US" else f"{dtype} values"
         raise ValueError(f"data.path: {key} of {path} holds {what} (dtype {dtype}); {key} must be numbers")
+
+
+def check_counts(d: DataConfig, count: int) -> bool:
+    """data.n and (without data.test.path) data.n + data.test.n within the ``count`` points of
+    data.path (ValueError naming the key otherwise). True when a held-out file (data.test.path) is
+    left for the source to check."""
+    assert d.n is not None  # the source fills data.n before (npz: all points by default)
+    if d.n > count:
+        raise ValueError(f"data.n: {d.n} is more than the {count} points in data.path {d.path}")
+    t = d.test
+    if t is None:
+        return False
+    if t.path is None:
+        assert t.n is not None  # config.validate requires data.test.n without data.test.path
+        if d.n + t.n > count:
+            raise ValueError(
+                f"data.test.n: data.n={d.n} + data.test.n={t.n} is more than the {count} points in "
+                f"data.path {d.path}; lower data.n or give data.test.path"
+            )
+        return False
+    return True
+
+
+def fill_test_count(d: DataConfig, count_t: int) -> None:
+    """data.test.n of a held-out file of ``count_t`` points: all of them by default, at most all."""
+    t = d.test
+    assert t is not None and t.path is not None
+    t.n = count_t if t.n is None else t.n
+    if t.n > count_t:
+        raise ValueError(f"data.test.n: {t.n} is more than the {count_t} points in data.test.path {t.path}")

@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ntkdyn.data._base import Source, as_test_path, check_numeric, normalise, npz_header, npz_rows
+from ntkdyn.data._base import (
+    Source,
+    as_test_path,
+    check_counts,
+    check_numeric,
+    fill_test_count,
+    normalise,
+    npz_header,
+    npz_rows,
+)
 
 if TYPE_CHECKING:
     from ntkdyn.config import DataConfig
@@ -193,18 +202,9 @@ def _check(d: DataConfig) -> None:
         raise ValueError(f"data.path: not found: {d.path}")
     count = mnist_length(d.path)
     image_dim(d.path)  # an .npz's arrays are numbers
-    if d.n > count:
-        raise ValueError(f"data.n: {d.n} is more than the {count} points in data.path {d.path}")
+    if not check_counts(d, count):
+        return
     t = d.test
-    if t is None:
-        return
-    if t.path is None:
-        if d.n + t.n > count:
-            raise ValueError(
-                f"data.test.n: data.n={d.n} + data.test.n={t.n} is more than the {count} points in "
-                f"data.path {d.path}; lower data.n or give data.test.path"
-            )
-        return
     if not os.path.exists(t.path):
         raise ValueError(f"data.test.path: not found: {t.path}")
     try:
@@ -222,9 +222,7 @@ def _check(d: DataConfig) -> None:
             f"data.test.path: the images of {t.path} have {dim_t} pixels, data.path's {dim}; held-out "
             "points need the training points' dimension"
         )
-    t.n = count_t if t.n is None else t.n
-    if t.n > count_t:
-        raise ValueError(f"data.test.n: {t.n} is more than the {count_t} points in data.test.path {t.path}")
+    fill_test_count(d, count_t)
 
 
 SOURCE = Source(

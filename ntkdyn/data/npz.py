@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ntkdyn.data._base import Source, as_test_path, check_numeric, normalise, npz_header, random_rows
+from ntkdyn.data._base import (
+    Source,
+    as_test_path,
+    check_counts,
+    check_numeric,
+    fill_test_count,
+    normalise,
+    npz_header,
+    random_rows,
+)
 
 if TYPE_CHECKING:
     from ntkdyn.config import DataConfig
@@ -112,18 +121,9 @@ def _check(d: DataConfig) -> None:
     (data.test.n defaults to all of it)."""
     count, dim = npz_shape(d.path)
     d.n = count if d.n is None else d.n
-    if d.n > count:
-        raise ValueError(f"data.n: {d.n} is more than the {count} points in data.path {d.path}")
+    if not check_counts(d, count):
+        return
     t = d.test
-    if t is None:
-        return
-    if t.path is None:
-        if d.n + t.n > count:
-            raise ValueError(
-                f"data.test.n: data.n={d.n} + data.test.n={t.n} is more than the {count} points in "
-                f"data.path {d.path}; lower data.n or give data.test.path"
-            )
-        return
     if not os.path.isfile(t.path):
         raise ValueError(f"data.test.path: not found: {t.path}")
     if os.path.realpath(t.path) == os.path.realpath(d.path):
@@ -140,9 +140,7 @@ def _check(d: DataConfig) -> None:
             f"data.test.path: X of {t.path} has d={dim_t} columns but data.path's X has d={dim}; "
             "held-out points need the training points' dimension"
         )
-    t.n = count_t if t.n is None else t.n
-    if t.n > count_t:
-        raise ValueError(f"data.test.n: {t.n} is more than the {count_t} points in data.test.path {t.path}")
+    fill_test_count(d, count_t)
 
 
 def _load(d: DataConfig, seed: int):

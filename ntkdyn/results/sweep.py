@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ntkdyn.results.tables import describe_config, long_table
+from ntkdyn.results.tables import _as_frame, describe_config, long_table
 from ntkdyn.results.types import ALWAYS_COMPARED, OptimizerResult, RunResult, Spectrum
 
 # summary.csv columns after run_id, the swept values, lambda_min and lambda_max: (column, SweepRow
@@ -193,16 +193,7 @@ class SweepResult:
         columns: list[str] = []
         for doc in docs:
             columns += [c for c in doc if c not in columns]
-        table = {c: [doc.get(c) for doc in docs] for c in columns}
-        if pandas is False:
-            return table
-        try:
-            import pandas as pd
-        except ImportError:
-            if pandas:
-                raise ImportError("pandas=True needs pandas installed (pip install pandas)") from None
-            return table
-        return pd.DataFrame(table, columns=columns)
+        return _as_frame({c: [doc.get(c) for doc in docs] for c in columns}, pandas)
 
     def describe(self) -> str:
         name = self.config.get("name", "sweep")

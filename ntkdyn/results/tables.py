@@ -74,7 +74,7 @@ def long_table(
     return _as_frame(table, pandas)
 
 
-def _as_frame(table: dict[str, np.ndarray], pandas: bool | None):
+def _as_frame(table: dict[str, Any], pandas: bool | None):
     if pandas is False:
         return table
     try:
