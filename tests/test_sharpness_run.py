@@ -81,6 +81,13 @@ def test_recorded_sharpness_equals_dense_eigenvalues_and_round_trips(tmp_path):
     np.testing.assert_array_equal(back.optimizers["gd"].trajectory["sharpness_ntk"], tr["sharpness_ntk"])
     doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert doc["optimizers"]["gd"]["sharpness"]["steps"] == [0, 10, 20]
+    # the report's section and figure (with its data)
+    page = tmp_path / "report.md"
+    ntkdyn.write_report([str(tmp_path / "run")], str(page))
+    text = page.read_text()
+    assert "Sharpness along training" in text and "_sharpness_path." in text
+    csv = next(tmp_path.glob("report_files/*_sharpness_path.csv")).read_text().splitlines()
+    assert csv[0] == "label,step,hessian_lambda_max,ntk_lambda_max,limit" and len(csv) == 4
 
 
 def test_off_by_default_changes_nothing():

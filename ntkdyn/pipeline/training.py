@@ -52,7 +52,9 @@ def split_sharpness(cfg: Config, res: TrainResult) -> TrainResult:
     if not wanted:
         return res
     at = [int(s) for s in res.snapshot_at]
-    take = lambda steps: jax.tree.map(lambda a: a[np.asarray([at.index(s) for s in steps], int)], res.snapshots)  # noqa: E731
+    take = lambda steps: jax.tree.map(
+        lambda a: a[np.asarray([at.index(s) for s in steps], int)], res.snapshots
+    )  # noqa: E731
     kernel_at = list(cfg.train.kernel_at or ())
     return dataclasses.replace(
         res,

@@ -366,7 +366,11 @@ class Sharpness(Record):
             [np.nan if v is None else v for v in getattr(self, f"{which}_lambda_max")], np.float64
         )
         ok = np.isfinite(values)
-        lim = None if self.stability_limit is None else [np.nan if v is None else v for v in self.stability_limit]
+        lim = (
+            None
+            if self.stability_limit is None
+            else [np.nan if v is None else v for v in self.stability_limit]
+        )
         ratio = None if lim is None else values / np.asarray(lim, np.float64)
         last = int(np.flatnonzero(ok)[-1]) if ok.any() else None
         return {
@@ -600,7 +604,7 @@ class RunResult:
                 continue
             H = np.asarray(H, np.float64)
             lam_max = np.linalg.eigvalsh(c * 0.5 * (H + np.swapaxes(H, -1, -2)))[:, -1]
-            eta = np.nan if o.eta is None else float(o.eta)
+            eta = float(o.eta) if isinstance(o.eta, (int, float)) else np.nan  # a schedule: no one eta
             drift = o.trajectory.get("kernel_drift", np.full(len(steps), np.nan))
             groups.append(
                 (
