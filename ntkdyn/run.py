@@ -50,7 +50,7 @@ config keys (docs/configuration.md; each section's keys on the lines below it):
     batch_size               mini-batch size b, 1..n (default null: full batch)
     sampling                 replacement (b i.i.d. indices a step) | shuffle (epochs of a permutation)
     sampling_runs            batch orders trained per optimizer as one program (mini-batch only)
-    sharpness_every          lambda_max of the loss Hessian and of K = c H every k steps (multiple of record_every)
+    sharpness_every          lambda_max of Hess L and of K = c H every k steps (a multiple of record_every)
   theory:
     kernel             H0 | Hinf
     diffrax, rtol, atol      also integrate each ODE numerically, with these tolerances
