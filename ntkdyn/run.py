@@ -170,7 +170,8 @@ def add_launcher_args(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="submitit: another executor parameter, e.g. mem_gb=16, gpus_per_node=1, slurm_account=abc",
+        help="submitit: another executor parameter (mem_gb=16, gpus_per_node=1, slurm_account=abc, ...); "
+        "ray: a task option (num_cpus=2, num_gpus=1, ...)",
     )
     g.add_argument("--ray-address", help="ray: the cluster's address (default: RAY_ADDRESS, else auto)")
     g.add_argument(

@@ -110,6 +110,7 @@ def test_submitit_no_wait_then_summary(tmp_path, local_summary, capsys):
         (["--ray-address", "x:1"], "--ray-address: only with --launcher ray"),
         (["--launcher", "submitit", "--executor-arg", "mem_gb"], "--executor-arg: expected KEY=VALUE"),
         (["--launcher", "submitit", "--distributed"], "--distributed: not with --launcher submitit"),
+        (["--executor-arg", "mem_gb=4"], "--executor-arg: only with --launcher submitit or ray"),
     ],
 )
 def test_bad_launcher_flags_are_one_line_errors(tmp_path, capsys, flags, message):
@@ -118,6 +119,16 @@ def test_bad_launcher_flags_are_one_line_errors(tmp_path, capsys, flags, message
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert not out.exists()  # nothing computed or written
+
+
+def test_unknown_executor_parameter_is_refused_before_writing(tmp_path, capsys):
+    pytest.importorskip("submitit")
+    out = tmp_path / "out"
+    flags = ["--launcher", "submitit", "--cluster", "debug", "--executor-arg", "no_such_parameter=1"]
+    assert main([_config(tmp_path), "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert "--executor-arg: not a submitit parameter here" in err and err.count("\n") == 1, err
+    assert not (out / "config.yaml").exists() and not (out / "runs").exists()
 
 
 def test_launcher_only_for_sweeps(tmp_path, capsys):

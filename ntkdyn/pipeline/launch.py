@@ -53,11 +53,11 @@ class LaunchOptions:
         timeout_min: submitit only: each job's time limit in minutes (``timeout_min``).
         array_parallelism: submitit only: jobs of the array running at once
             (``slurm_array_parallelism``).
-        executor_args: submitit only: further ``update_parameters`` arguments (``mem_gb``,
-            ``gpus_per_node``, ``cpus_per_task``, ``slurm_account``, ...).
+        executor_args: submitit: further ``update_parameters`` arguments (``mem_gb``,
+            ``gpus_per_node``, ``cpus_per_task``, ``slurm_account``, ...); ray: the tasks'
+            options (``num_cpus``, default 1; ``num_gpus``, ``memory``, ``resources``, ...).
         address: ray only: the cluster's address (None: ``RAY_ADDRESS`` or ``auto``, the cluster
             started on this machine by ``ray start``).
-        task_cpus, task_gpus: ray only: resources each task asks for.
         logs: submitit's log folder (None: ``OUT/.submitit``).
         wait: wait for the jobs and write the summary (False, submitit only: return after
             submitting).
@@ -70,8 +70,6 @@ class LaunchOptions:
     array_parallelism: int | None = None
     executor_args: tuple[tuple[str, Any], ...] = ()
     address: str | None = None
-    task_cpus: float = 1.0
-    task_gpus: float = 0.0
     logs: str | None = None
     wait: bool = True
 
@@ -83,11 +81,12 @@ class LaunchOptions:
             "--timeout": self.timeout_min,
             "--array-parallelism": self.array_parallelism,
             "--cluster": self.cluster,
-            "--executor-arg": self.executor_args or None,
         }
         given = [flag for flag, value in submitit_only.items() if value is not None]
         if given and self.launcher != "submitit":
             raise LauncherError(f"{', '.join(given)}: only with --launcher submitit (got {self.launcher})")
+        if self.executor_args and self.launcher == "local":
+            raise LauncherError("--executor-arg: only with --launcher submitit or ray")
         if self.address is not None and self.launcher != "ray":
             raise LauncherError(f"--ray-address: only with --launcher ray (got {self.launcher})")
         if self.cluster is not None and self.cluster not in SUBMITIT_CLUSTERS:
@@ -187,7 +186,12 @@ def check_available(options: LaunchOptions) -> None:
         _need("ray", "ray")
 
 
-def _submit_submitit(tasks: list[GroupTask], out: str, options: LaunchOptions) -> tuple[list[str], list]:
+Submit = Callable[[list[GroupTask]], tuple[list[str], list[Callable[[], GroupDone]]]]
+
+
+def _submitit(out: str, options: LaunchOptions) -> Submit:
+    """The job-array submitter: the executor made and its parameters checked now (a bad one is a
+    LauncherError before anything is written)."""
     submitit = _need("submitit", "submitit")
     executor = submitit.AutoExecutor(
         folder=options.logs or os.path.join(out, ".submitit"), cluster=options.cluster
@@ -203,12 +207,19 @@ def _submit_submitit(tasks: list[GroupTask], out: str, options: LaunchOptions) -
     try:
         executor.update_parameters(**params)
     except (ValueError, TypeError, NameError) as exc:
-        raise LauncherError(f"--executor-arg / submitit parameters: {exc}") from None
-    jobs = executor.map_array(run_group, tasks)
-    return [str(job.job_id) for job in jobs], [job.result for job in jobs]
+        raise LauncherError(
+            f"--executor-arg: not a submitit parameter here: {' '.join(str(exc).split())}"
+        ) from None
+
+    def submit(tasks: list[GroupTask]):
+        jobs = executor.map_array(run_group, tasks)
+        return [str(job.job_id) for job in jobs], [job.result for job in jobs]
+
+    return submit
 
 
-def _submit_ray(tasks: list[GroupTask], options: LaunchOptions) -> tuple[list[str], list]:
+def _ray(options: LaunchOptions) -> Submit:
+    """The Ray submitter: connected to the cluster and the task options checked now."""
     ray = _need("ray", "ray")
     address = options.address or os.environ.get("RAY_ADDRESS") or "auto"
     try:
@@ -216,12 +227,19 @@ def _submit_ray(tasks: list[GroupTask], options: LaunchOptions) -> tuple[list[st
             ray.init(address=address, log_to_driver=False)
     except ConnectionError as exc:
         raise LauncherError(
-            f"--ray-address: no Ray cluster at {address!r} ({exc}); start one (ray start --head) "
-            "or give its address"
+            f"--ray-address: no Ray cluster at {address!r} ({' '.join(str(exc).split())}); start one "
+            "(ray start --head) or give its address"
         ) from None
-    remote = ray.remote(num_cpus=options.task_cpus, num_gpus=options.task_gpus, max_retries=0)(run_group)
-    refs = [remote.remote(task) for task in tasks]
-    return [ref.hex() for ref in refs], [lambda ref=ref: ray.get(ref) for ref in refs]
+    try:
+        remote = ray.remote(**{"num_cpus": 1, "max_retries": 0, **dict(options.executor_args)})(run_group)
+    except (ValueError, TypeError) as exc:
+        raise LauncherError(f"--executor-arg: not a Ray task option: {' '.join(str(exc).split())}") from None
+
+    def submit(tasks: list[GroupTask]):
+        refs = [remote.remote(task) for task in tasks]
+        return [ref.hex() for ref in refs], [lambda ref=ref: ray.get(ref) for ref in refs]
+
+    return submit
 
 
 def sweep(
@@ -249,8 +267,8 @@ def sweep(
 
     from ntkdyn import sweep as sweep_mod
 
-    check_available(options)
     finished = folder.finished_runs(out, points, overwrite=overwrite, writer=True)
+    submit = _submitit(out, options) if options.launcher == "submitit" else _ray(options)
     folder.start_sweep(out, yaml.safe_dump(raw, sort_keys=False))
     groups = sweep_mod.group_by_shape(list(points))
     tasks = [
@@ -268,10 +286,7 @@ def sweep(
     compiles = 0
     if tasks:
         t = time.perf_counter()
-        if options.launcher == "submitit":
-            ids, results = _submit_submitit(tasks, out, options)
-        else:
-            ids, results = _submit_ray(tasks, options)
+        ids, results = submit(tasks)
         env["jobs"] = {f"group{task.g}": job for task, job in zip(tasks, ids)}
         for task, job in zip(tasks, ids):
             say(f"  group {task.g}: {len(task.runs)} run(s) -> {options.launcher} job {job}")
