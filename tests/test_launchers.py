@@ -98,6 +98,34 @@ def test_submitit_no_wait_then_summary(tmp_path, local_summary, capsys):
     assert [r["run_id"] for r in _rows(out)] == [r["run_id"] for r in local_summary]
 
 
+def test_a_failed_job_keeps_the_others(tmp_path, monkeypatch, capsys):
+    """A job that raises (here group 2's, in the in-process debug executor) is reported with its
+    job id; group 1's runs are written and summarised, and the exit status is 1."""
+    pytest.importorskip("submitit")
+    from ntkdyn.pipeline import runner
+
+    real = runner.sweep_group
+
+    def group(g, *args, **kwargs):
+        if g == 2:
+            raise RuntimeError("node lost")
+        return real(g, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "sweep_group", group)
+    monkeypatch.setattr("pdb.post_mortem", lambda *a: None)  # the debug executor's debugger on failure
+    out = tmp_path / "out"
+    assert (
+        main(
+            [_config(tmp_path), "--out", str(out), "--quiet", "--launcher", "submitit", "--cluster", "debug"]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "group 2 (submitit job" in err and "RuntimeError: node lost" in err, err
+    assert "2 run(s) not finished" in err
+    assert {r["width"] for r in _rows(out)} == {"24"}
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
