@@ -297,9 +297,12 @@ def sweep(
                 done = result()
             except Exception as exc:  # noqa: BLE001 - one failed task must not lose the others
                 failed = True
+                lines = str(exc).strip().splitlines() or [""]  # submitit: the job's traceback; its last line
+                logs = options.logs or os.path.join(out, ".submitit")
+                where = f"; its log: {logs}/{job}_0_log.err" if options.launcher == "submitit" else ""
                 warn(
                     f"ntkdyn: group {task.g} ({options.launcher} job {job}) failed: "
-                    f"{type(exc).__name__}: {exc}"
+                    f"{type(exc).__name__}: {lines[-1].strip()}{where}"
                 )
                 continue
             failed |= done.failed
