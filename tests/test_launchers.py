@@ -98,6 +98,32 @@ def test_submitit_no_wait_then_summary(tmp_path, local_summary, capsys):
     assert [r["run_id"] for r in _rows(out)] == [r["run_id"] for r in local_summary]
 
 
+def test_slurm_job_array_script(tmp_path, monkeypatch, capsys):
+    """What SLURM would get: a stand-in ``sbatch`` on PATH records the script submitit writes and
+    answers with a job id; --no-wait returns without asking SLURM about the jobs. The array has one
+    job per shape group, with the partition, time limit and parallelism asked for."""
+    pytest.importorskip("submitit")
+    bin_dir, seen = tmp_path / "bin", tmp_path / "sbatch-script"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(f'#!/bin/sh\ncp "$1" {seen}\necho "Submitted batch job 4242"\n')
+    sbatch.chmod(0o755)
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit looks for srun; never run here
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "out"
+    flags = ["--launcher", "submitit", "--cluster", "slurm", "--partition", "gpu", "--timeout", "60"]
+    flags += ["--array-parallelism", "8", "--executor-arg", "mem_gb=4", "--no-wait"]
+    assert main([_config(tmp_path), "--out", str(out), *flags]) == 0
+    printed = capsys.readouterr().out
+    assert "group 1: 2 run(s) -> submitit job 4242_0" in printed and "4242_1" in printed, printed
+    script = seen.read_text()
+    for line in ("--partition=gpu", "--time=60", "--array=0-1%2", "--mem=4GB", "--job-name=ntkdyn"):
+        assert f"#SBATCH {line}" in script, (line, script)
+    assert not (out / "runs").exists() or not os.listdir(out / "runs")  # nothing ran here
+    assert not (out / "summary.csv").exists()
+
+
 def test_a_failed_job_keeps_the_others(tmp_path, monkeypatch, capsys):
     """A job that raises (here group 2's, in the in-process debug executor) is reported with its
     job id; group 1's runs are written and summarised, and the exit status is 1."""
