@@ -216,4 +216,6 @@ def registry_tx(name: str, hyper: dict) -> optax.GradientTransformation:
     from ntkdyn import optimizers
 
     spec = optimizers.get(name)
-    return optimizers.transformation(spec, {**{k: v for k, v in spec.hyper.items() if v is not None}, **hyper})
+    return optimizers.transformation(
+        spec, {**{k: v for k, v in spec.hyper.items() if v is not None}, **hyper}
+    )

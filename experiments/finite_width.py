@@ -167,7 +167,10 @@ def body(study: C.Study, args, sz: dict) -> None:
                 "lin": fit(ms, [r["gap_lin"] for _, r in pts]),
                 "quad": fit(ms, [r["gap_quad"] for _, r in pts]),
                 "share_big": float(np.median(share_big)),
-                "share_by_m": {m: float(np.median([1 - r["gap_quad"] / r["gap_lin"] for mm, r in pts if mm == m])) for m in widths},
+                "share_by_m": {
+                    m: float(np.median([1 - r["gap_quad"] / r["gap_lin"] for mm, r in pts if mm == m]))
+                    for m in widths
+                },
                 "drift_ratio_big": float(np.median(np.concatenate(ratio_big))) if ratio_big else None,
                 "drift_big": float(np.median([r["drift"][-1] for m, r in pts if m == big])),
                 "diverged": sum(r["diverged"] >= 0 for _, r in pts),
@@ -176,16 +179,37 @@ def body(study: C.Study, args, sz: dict) -> None:
                 row["flipped"] = fit(ms, [r["flipped"] for _, r in pts])
                 row["flip_pred"] = fit(ms, [r["flip_pred"] for _, r in pts])
                 row["flip_ratio_by_m"] = {
-                    m: float(np.median([r["flip_pred"] / r["flipped"] for mm, r in pts if mm == m and r["flipped"] > 0]))
-                    if any(r["flipped"] > 0 for mm, r in pts if mm == m) else None
+                    m: float(
+                        np.median(
+                            [r["flip_pred"] / r["flipped"] for mm, r in pts if mm == m and r["flipped"] > 0]
+                        )
+                    )
+                    if any(r["flipped"] > 0 for mm, r in pts if mm == m)
+                    else None
                     for m in widths
                 }
             summ[act, opt] = row
-            study.add_arrays(f"{act}/{opt}", {"widths": np.asarray(ms), "gap_lin": [r["gap_lin"] for _, r in pts], "gap_quad": [r["gap_quad"] for _, r in pts]})
+            study.add_arrays(
+                f"{act}/{opt}",
+                {
+                    "widths": np.asarray(ms),
+                    "gap_lin": [r["gap_lin"] for _, r in pts],
+                    "gap_quad": [r["gap_quad"] for _, r in pts],
+                },
+            )
             if act == "relu":
-                study.add_arrays(f"{act}/{opt}", {"flipped": [r["flipped"] for _, r in pts], "flip_pred": [r["flip_pred"] for _, r in pts]})
+                study.add_arrays(
+                    f"{act}/{opt}",
+                    {
+                        "flipped": [r["flipped"] for _, r in pts],
+                        "flip_pred": [r["flip_pred"] for _, r in pts],
+                    },
+                )
 
-    setting = f"two-layer net, both layers trained, n = {T.N_POINTS}, m = {widths[0]}-{widths[-1]}, {len(seeds)} seeds, {steps} steps"
+    setting = (
+        f"two-layer net, both layers trained, n = {T.N_POINTS}, m = {widths[0]}-{widths[-1]}, "
+        f"{len(seeds)} seeds, {steps} steps"
+    )
     # claim 1: softplus, the quadratic model explains the deviation
     ok = {
         o: summ["softplus", o]["share_big"] >= SHARE_EXPLAINS
@@ -208,7 +232,15 @@ def body(study: C.Study, args, sz: dict) -> None:
         f"optimizers (median share 1 - gap_quad/gap_lin >= {SHARE_EXPLAINS} and p_quad < p_lin): {parts}.",
         source=SOURCE_QUAD,
         setting=setting,
-        numbers={o: {"share": summ["softplus", o]["share_big"], "lin": summ["softplus", o]["lin"], "quad": summ["softplus", o]["quad"]} for o in OPTIMIZERS} | {"explains": ok},
+        numbers={
+            o: {
+                "share": summ["softplus", o]["share_big"],
+                "lin": summ["softplus", o]["lin"],
+                "quad": summ["softplus", o]["quad"],
+            }
+            for o in OPTIMIZERS
+        }
+        | {"explains": ok},
         figure="finite_width.png",
     )
     # claim 2: relu, it does not
@@ -227,18 +259,30 @@ def body(study: C.Study, args, sz: dict) -> None:
         f"{sum(notc.values())}/{len(notc)} optimizers: {parts}.",
         source=SOURCE_FLIPS,
         setting=setting,
-        numbers={o: {"share": summ["relu", o]["share_big"], "lin": summ["relu", o]["lin"], "quad": summ["relu", o]["quad"]} for o in OPTIMIZERS} | {"not_the_correction": notc},
+        numbers={
+            o: {
+                "share": summ["relu", o]["share_big"],
+                "lin": summ["relu", o]["lin"],
+                "quad": summ["relu", o]["quad"],
+            }
+            for o in OPTIMIZERS
+        }
+        | {"not_the_correction": notc},
         figure="finite_width.png",
     )
     # claim 3: relu flips predicted from the linearised trajectory
     fok = {
-        o: all(v is not None and FLIP_RANGE[0] <= v <= FLIP_RANGE[1] for v in summ["relu", o]["flip_ratio_by_m"].values())
+        o: all(
+            v is not None and FLIP_RANGE[0] <= v <= FLIP_RANGE[1]
+            for v in summ["relu", o]["flip_ratio_by_m"].values()
+        )
         for o in OPTIMIZERS
     }
     parts = "; ".join(
         f"{o}: predicted/counted "
         + ", ".join(C.f3(v, ".2f") for v in summ["relu", o]["flip_ratio_by_m"].values())
-        + f", exponents counted {pm(summ['relu', o]['flipped'])}, predicted {pm(summ['relu', o]['flip_pred'])}"
+        + f", exponents counted {pm(summ['relu', o]['flipped'])}, "
+        f"predicted {pm(summ['relu', o]['flip_pred'])}"
         for o in OPTIMIZERS
     )
     study.claim(
@@ -250,7 +294,15 @@ def body(study: C.Study, args, sz: dict) -> None:
         f"(m = {', '.join(map(str, widths))}) for {sum(fok.values())}/{len(fok)} optimizers: {parts}.",
         source=SOURCE_FLIPS,
         setting=setting,
-        numbers={o: {"ratio_by_m": summ["relu", o]["flip_ratio_by_m"], "counted": summ["relu", o]["flipped"], "predicted": summ["relu", o]["flip_pred"]} for o in OPTIMIZERS} | {"holds": fok},
+        numbers={
+            o: {
+                "ratio_by_m": summ["relu", o]["flip_ratio_by_m"],
+                "counted": summ["relu", o]["flipped"],
+                "predicted": summ["relu", o]["flip_pred"],
+            }
+            for o in OPTIMIZERS
+        }
+        | {"holds": fok},
         figure="finite_width.png",
     )
     # claim 4: kernel drift predicted by the quadratic model (softplus); ReLU reported beside
@@ -260,7 +312,8 @@ def body(study: C.Study, args, sz: dict) -> None:
         for o in OPTIMIZERS
     }
     parts = "; ".join(
-        f"{o}: {C.f3(summ['softplus', o]['drift_ratio_big'], '.2f')} (drift {summ['softplus', o]['drift_big']:.2g}; "
+        f"{o}: {C.f3(summ['softplus', o]['drift_ratio_big'], '.2f')} "
+        f"(drift {summ['softplus', o]['drift_big']:.2g}; "
         f"ReLU {C.f3(summ['relu', o]['drift_ratio_big'], '.2f')})"
         for o in OPTIMIZERS
     )
@@ -273,7 +326,12 @@ def body(study: C.Study, args, sz: dict) -> None:
         f"{DRIFT_RANGE[0]:g}-{DRIFT_RANGE[1]:g} for {sum(dok.values())}/{len(dok)} optimizers: {parts}.",
         source=SOURCE_QUAD,
         setting=setting,
-        numbers={f"{a}/{o}": {"ratio": summ[a, o]["drift_ratio_big"], "drift": summ[a, o]["drift_big"]} for a in ACTIVATIONS for o in OPTIMIZERS} | {"holds": dok},
+        numbers={
+            f"{a}/{o}": {"ratio": summ[a, o]["drift_ratio_big"], "drift": summ[a, o]["drift_big"]}
+            for a in ACTIVATIONS
+            for o in OPTIMIZERS
+        }
+        | {"holds": dok},
         figure="finite_width.png",
     )
 
@@ -287,8 +345,11 @@ def body(study: C.Study, args, sz: dict) -> None:
                 + [C.f3(s["drift_ratio_big"], ".2f"), pm(s["flipped"]) if act == "relu" else "-"]
             )
     study.table(
-        "Finite-width gaps: exponents of max_k |L_model - L| / L_0 in m (± standard error) and the share 1 - gap_quad/gap_lin",
-        ["activation", "optimizer", "p_lin", "p_quad"] + [f"share m={m}" for m in widths] + [f"drift pred/meas m={big}", "p_flipped"],
+        "Finite-width gaps: exponents of max_k |L_model - L| / L_0 in m (± standard error) "
+        "and the share 1 - gap_quad/gap_lin",
+        ["activation", "optimizer", "p_lin", "p_quad"]
+        + [f"share m={m}" for m in widths]
+        + [f"drift pred/meas m={big}", "p_flipped"],
         table_rows,
         note="medians over seeds; exponents fitted over every (width, seed) point",
     )
@@ -313,8 +374,15 @@ def body(study: C.Study, args, sz: dict) -> None:
     ax.set(title="ReLU: flipped fraction of (unit, point) pairs", xlabel="width m")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    study.figure(fig, "finite_width.png", "Network - linearised (solid) and network - quadratic (dashed) loss gaps vs width; ReLU flips counted and predicted from the linearised trajectory.")
+    study.figure(
+        fig,
+        "finite_width.png",
+        "Network - linearised (solid) and network - quadratic (dashed) loss gaps vs width; "
+        "ReLU flips counted and predicted from the linearised trajectory.",
+    )
 
 
 if __name__ == "__main__":
-    sys.exit(C.main(__doc__, "finite_width", "Finite-width correction: linearised vs quadratic model", body, SIZES))
+    sys.exit(
+        C.main(__doc__, "finite_width", "Finite-width correction: linearised vs quadratic model", body, SIZES)
+    )
