@@ -191,6 +191,24 @@ def body(study: C.Study, args, sz: dict) -> None:
         + ", ".join(f"{label} {fb(br[m, label, seeds[0], 'network']['onset'])}" for label in METHODS)
         for m in widths[:-1]
     )
+    # below the predicted onset: the sharpness drop 1 - lambda_end / lambda_0 at the largest ratio < 1,
+    # per width (a finite-width drift shrinks with m; a catapult's drop does not)
+    below_r = max(r for r in RATIOS if r < 1)
+    drop = {
+        label: {
+            m: next(
+                1 - x["lam_end"] / x["lam0"]
+                for x in runs
+                if (x["m"], x["method"], x["ratio"], x["seed"], x["which"])
+                == (m, label, below_r, seeds[0], "network")
+            )
+            for m in widths
+        }
+        for label in METHODS
+    }
+    drop_text = "; ".join(
+        f"{label} " + ", ".join(f"{100 * v:.1f} %" for v in d.values()) for label, d in drop.items()
+    )
     study.claim(
         "onset_at_stability_limit",
         "The catapult starts where the top linear mode turns unstable, eta = limit / lambda_0 "
@@ -198,7 +216,9 @@ def body(study: C.Study, args, sz: dict) -> None:
         "measured by the sharpness (lambda_max(K) ends below lambda_0).",
         C.count_result(sum(ok.values()), len(ok)),
         f"m = {big}: onset bracket (eta/eta_crit) within [{1 - ONSET_TOL:g}, {1 + ONSET_TOL:g}] for "
-        f"{sum(ok.values())}/{len(ok)} runs: {parts} (smaller widths: {per_width}).",
+        f"{sum(ok.values())}/{len(ok)} runs: {parts} (smaller widths: {per_width}). Sharpness drop "
+        f"1 - lambda_end/lambda_0 at eta/eta_crit = {below_r:g} (m = {', '.join(map(str, widths))}): "
+        f"{drop_text}.",
         source=SOURCE,
         setting=setting,
         numbers={
@@ -209,6 +229,8 @@ def body(study: C.Study, args, sz: dict) -> None:
                 for s in seeds
             },
             "within": ok,
+            "drop_below_onset": drop,
+            "drop_ratio": below_r,
         },
         figure="catapult_phases.png",
     )
