@@ -298,3 +298,58 @@ def test_catapult_quick_phases_from_its_arrays(tmp_path):
     )
     for f in ("catapult_phases.png", "catapult_sharpness.png"):
         assert (out / f).stat().st_size > 10_000
+
+
+def test_two_layer_trainer_matches_train_taylor():
+    """experiments/_two_layer.trajectories (one vmapped program, model and optimizer selected per row)
+    against ntkdyn's own loops on a tiny model (m = 8, n = 16, 30 steps, float64): the network rows
+    equal a plain optax loop, the linear and quadratic rows equal ``quadratic.train_taylor`` of order
+    1 and 2, for heavy ball and for NAG (rows of one program selected by ``switch_tx``); the recorded
+    Gram at step 0 is the network's J J^T."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    sys.path.insert(0, os.path.join(ROOT, "experiments"))
+    import _two_layer as T
+
+    from ntkdyn import optimizers, quadratic
+
+    def make(h):
+        return T.switch_tx(
+            [
+                T.registry_tx("hb", {"eta": h["eta"], "beta": 0.5}),
+                T.registry_tx("nag", {"eta": h["eta"], "beta": 0.5}),
+            ],
+            h["kind"],
+        )
+
+    pb = T.problem("softplus", 8, [0])
+    eta = 0.8 / pb.lam0[0]
+    rows = [(k, w) for k in (0, 1) for w in (0, 1, 2)]
+    tr = T.trajectories(
+        pb, make, {"eta": [eta] * 6, "kind": [k for k, _ in rows]}, [0] * 6, [w for _, w in rows], 30, 10
+    )
+    p0 = T.row(pb.params0, 0)
+    J = jax.jacrev(lambda p: pb.model.apply(p, pb.consts, pb.X))(p0)
+    Jf = np.concatenate([np.asarray(j).reshape(16, -1) for j in jax.tree.leaves(J)], axis=1)
+    for j, (k, w) in enumerate(rows):
+        np.testing.assert_allclose(tr.gram[j, 0], Jf @ Jf.T, rtol=1e-10)
+        name = ("hb", "nag")[k]
+        tx = optimizers.transformation(optimizers.get(name), {"eta": eta, "beta": 0.5})
+        if w == 0:
+
+            def loss(p):
+                e = pb.model.apply(p, pb.consts, pb.X) - pb.y
+                return 0.5 * pb.c * jnp.sum(e * e)
+
+            p, state, ref = p0, tx.init(p0), []
+            for _ in range(30):
+                L, g = jax.value_and_grad(loss)(p)
+                ref.append(float(L))
+                upd, state = tx.update(g, state, p)
+                p = optax.apply_updates(p, upd)
+            ref.append(float(loss(p)))
+        else:
+            ref = quadratic.train_taylor(pb.model, p0, pb.consts, pb.X, pb.y, tx, 30, order=w).loss
+        np.testing.assert_allclose(tr.loss[j], ref, rtol=1e-9)
