@@ -77,11 +77,14 @@ error max 8.8 % (median 3.9 %, every step within 10 %) and GD's mean sharpness w
 (median 0.3 %); 300-step means: loss max 9.0 %, sharpness max 6.0 % (96 % of steps within 5 %); 200-step
 means: loss max 10.2 %, sharpness max 7.4 %; 40-step means: loss max 43 %, 88 % of steps within 10 %.
 So the issue's figures are met only with cycle-long averages, on one small network; not shipped as a
-face. For heavy ball the derived flow fails: HB's sharpness does stay near 2(1 + beta)/eta (median
-deviation 2 %), but the loss prediction is off by factors 2-5 (median error 80-110 %): at the edge
-eta_eff S = 2(1 + beta)/(1 - beta) (6 at beta = 0.5), so the modes next to the top one are far from
-the small-step regime that step (2) of the derivation assumes (HB's modes with eta lambda >
-(1 - sqrt(beta))^2 are under-damped oscillators, not gradient flow), and the measurements bear that out.
+face. The Euler error is part of the residual: on the tests' MLP (P = 72, eta = 0.72, 400 steps) the loss
+prediction moves by 2.2 % from dt = 1/4 to 1/16 (0.7 % from 1/8 to 1/16). For heavy ball the derived
+flow fails: HB's sharpness does stay near 2(1 + beta)/eta (median deviation 2 %), but the loss
+prediction is off by factors 2-5 (median error 80-110 %): at the edge eta_eff S = 2(1 + beta)/(1 - beta)
+(6 at beta = 0.5), so the modes next to the top one are far from the small-step regime that step (2) of
+the derivation assumes (HB's modes with eta lambda > (1 - sqrt(beta))^2 are under-damped oscillators,
+not gradient flow), and the measurements bear that out. A second derivation, HB's own iteration on the
+averaged gradient (``experiments/central_flow_hb_map.py``), misses too (median 12-22 %).
 
 What it does not do: the matrix form is solved over the top ``edge_dim`` eigenvectors only (an edge
 space wider than that is cut; ``CentralFlow.n_edge`` is the rank of Sigma reached); ``eigen="lanczos"``
