@@ -134,7 +134,8 @@ def second_moment_loss(
     X0 = initial_state(spec, coef)  # (n, p+1)
     Q = np.einsum("ir,js->rsij", X0, X0)
     mean = X0.copy()
-    etas = schedules.eta_values(hyper["eta"], steps) if schedules.is_scheduled(hyper.get("eta")) else None
+    step = schedules.step_of(hyper)
+    etas = step.values(steps) if step.scheduled else None
     out = np.empty(steps + 1)
     test = None if held_out is None else np.empty(steps + 1)
     if held_out is not None:
@@ -189,7 +190,8 @@ def simulate_losses(
     X = np.broadcast_to(
         initial_state(spec, e0)[None].transpose(0, 2, 1), (runs, len(spec.method.states) + 1, n)
     ).copy()
-    etas = schedules.eta_values(hyper["eta"], steps) if schedules.is_scheduled(hyper.get("eta")) else None
+    step = schedules.step_of(hyper)
+    etas = step.values(steps) if step.scheduled else None
     stream = batch_counts(np.random.default_rng(seed), runs, n, batch_size, sampling)
     out = np.empty((runs, steps + 1))
     test = None if held_out is None else np.empty((runs, steps + 1))
@@ -259,7 +261,7 @@ def second_moment_rate(spec: OptimizerSpec, hyper: dict, lam, V, batch_size: int
     means the mean loss does not converge."""
     from scipy.sparse.linalg import LinearOperator, eigs
 
-    if not spec.constant or schedules.is_scheduled(hyper.get("eta")):
+    if not spec.constant or schedules.step_of(hyper).scheduled:
         raise ValueError(f"second_moment_rate: {spec.name} with this eta is not a constant method")
     lam = np.asarray(lam, np.float64)
     V = np.asarray(V, np.float64)
