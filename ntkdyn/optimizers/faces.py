@@ -11,20 +11,13 @@ import numpy as np
 import optax
 
 from ntkdyn import schedules
-from ntkdyn.optimizers.spec import Hyper, LinearMethod, OptimizerSpec
+from ntkdyn.optimizers.spec import Hyper, OptimizerSpec
 
 
 # --------------------------------------------------------------------------- training face
 class LinearMethodState(NamedTuple):
     count: jax.Array  # type: ignore[assignment]  # number of updates done (shadows tuple.count)
     z: tuple  # the auxiliary vectors z_1..z_p (pytrees like params)
-
-
-def _method(spec: OptimizerSpec) -> LinearMethod:
-    """The linear method of ``spec``; a ValueError for an optimizer that has none (optax only)."""
-    if spec.method is None:
-        raise ValueError(f"optimizer {spec.name!r} has no linear method (no recurrence)")
-    return spec.method
 
 
 def _is_zero(c) -> bool:
@@ -46,7 +39,7 @@ def linear_method_transformation(spec: OptimizerSpec, hyper: Hyper) -> optax.Gra
     """The training face of a linear method: z_j <- T_j0 theta + sum_i T_ji z_i + u_j g and
     update = (T_00 - 1) theta + sum_i T_0i z_i + u_0 g. ``hyper`` values may be traced;
     ``hyper["eta"]`` may be an optax schedule (update k uses eta_k = schedule(k - 1))."""
-    method = _method(spec)
+    method = spec.linear
     scheduled = schedules.step_of(hyper).scheduled
 
     def init(params):
@@ -100,7 +93,7 @@ def transformation(spec: OptimizerSpec, hyper: Hyper) -> optax.GradientTransform
 # --------------------------------------------------------------------------- recurrence face
 def companion(spec: OptimizerSpec, hyper: Hyper, lam, k) -> np.ndarray:
     """A_k(lambda) = T_k + lambda u_k e_0^T, shape lam.shape + (p+1, p+1), float64."""
-    T_rows, u_rows = _method(spec).step(hyper, float(k))
+    T_rows, u_rows = spec.linear.step(hyper, float(k))
     T = np.asarray(T_rows, np.float64)
     u = np.asarray(u_rows, np.float64)
     lam = np.asarray(lam, np.float64)
@@ -112,7 +105,7 @@ def companion(spec: OptimizerSpec, hyper: Hyper, lam, k) -> np.ndarray:
 def initial_state(spec: OptimizerSpec, coef) -> np.ndarray:
     """X_0 per mode: (e_0, then e_0 for point states and 0 for vector states), shape (n, p+1)."""
     coef = np.asarray(coef, np.float64)
-    cols = [coef] + [coef if kind == "point" else np.zeros_like(coef) for kind in _method(spec).states]
+    cols = [coef] + [coef if kind == "point" else np.zeros_like(coef) for kind in spec.linear.states]
     return np.stack(cols, axis=-1)
 
 

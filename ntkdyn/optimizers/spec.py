@@ -101,6 +101,14 @@ class OptimizerSpec:
     restart: Any = None
 
     @property
+    def linear(self) -> LinearMethod:
+        """``method``, for code that needs one: a ValueError naming the optimizer when it has none
+        (an optax-only optimizer has no recurrence)."""
+        if self.method is None:
+            raise ValueError(f"optimizer {self.name!r} has no linear method (no recurrence)")
+        return self.method
+
+    @property
     def has_theory(self) -> bool:
         return self.method is not None
 
