@@ -163,8 +163,9 @@ def run_group(
     """Train the single optimizer of every raw config as ONE compiled, batched program (the configs
     must share shapes: they may differ in seed, eta, beta, r) and evaluate each run.
 
-    Returns [(arrays, metrics, cfg, setup)] in the order given (``keep``: with the
-    ``train.TrainResult`` appended, e.g. for the parameter snapshots at ``train.kernel_at``)."""
+    Returns [(arrays, result, cfg, setup)] in the order given, ``result`` the run's typed
+    ``results.OptimizerResult`` (``keep``: with the ``train.TrainResult`` appended, e.g. for the
+    parameter snapshots at ``train.kernel_at``)."""
     pairs = [setup_for(r, data_seed) for r in raws]
     cfgs, setups = [p[0] for p in pairs], [p[1] for p in pairs]
     t = time.perf_counter()
@@ -172,8 +173,8 @@ def run_group(
     t_train = time.perf_counter() - t - sum(ev.times["evaluate_s"] for ev in evaluated)
     out = []
     for cfg, setup, ev in zip(cfgs, setups, evaluated):
-        arrays, metrics = dict(ev.arrays), dict(ev.metrics)
-        out.append((arrays, metrics, cfg, setup, ev.trained) if keep else (arrays, metrics, cfg, setup))
+        arrays = dict(ev.arrays)
+        out.append((arrays, ev.result, cfg, setup, ev.trained) if keep else (arrays, ev.result, cfg, setup))
     steps = cfgs[0].train.steps
     print(
         f"  {label or cfgs[0].optimizers[0].name}: {len(raws)} run(s) x {steps} steps, model "

@@ -127,7 +127,7 @@ def run(kind: str, args) -> dict:
             )
         runs = C.run_group(raws, label=f"{opt_name} {model}")
         rows = []
-        for v, (arrays, metrics, cfg, s) in zip(VALUES[kind], runs):
+        for v, (arrays, result, cfg, s) in zip(VALUES[kind], runs):
             step, loss = arrays["step"], arrays["loss"]
             L0 = float(loss[0])
             floor32 = C.floor_of(cfg.dtype, L0)
@@ -154,10 +154,10 @@ def run(kind: str, args) -> dict:
                 "window_rule": why,
                 "testable": testable,
                 "fits": fits,
-                "predicted_rate": metrics["predicted"]["linear_rate"],
-                "deviation": metrics["deviation"],
-                "kernel_drift": metrics["kernel_drift"],
-                "status": metrics["status"],
+                "predicted_rate": result.predicted.linear_rate,
+                "deviation": result.deviation.to_json(),
+                "kernel_drift": result.kernel_drift,
+                "status": result.status,
                 "crossover_step": ks,
                 "bessel_onset": C.bessel_onset(eta, lam_min, v) if kind == "nag" else None,
             }

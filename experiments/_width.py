@@ -91,7 +91,7 @@ def run(kind: str, args) -> dict:
                     keys.append((v, sd))
             runs = C.run_group(raws, data_seed=args.seed, label=f"{opt_name} {model} m={m}")
             recs = []
-            for (v, sd), (arrays, metrics, _cfg, s) in zip(keys, runs):
+            for (v, sd), (arrays, result, _cfg, s) in zip(keys, runs):
                 recs.append(
                     {
                         hname: v,
@@ -99,9 +99,9 @@ def run(kind: str, args) -> dict:
                         "L0": float(arrays["loss"][0]),
                         "LT": float(arrays["loss"][-1]),
                         "LT_kernel": float(arrays["loss_discrete"][-1]),
-                        "dev": metrics["deviation"]["discrete"],
-                        "drift": metrics["kernel_drift"],
-                        "status": metrics["status"],
+                        "dev": result.deviation.discrete,
+                        "drift": result.kernel_drift,
+                        "status": result.status,
                         "lam_max": float(s.lam[-1]),
                         "lam_min": float(s.lam[0]),
                     }

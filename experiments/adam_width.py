@@ -86,7 +86,7 @@ def raw_for(base: dict, width: int, seed: int, optimizer: dict) -> dict:
     }
 
 
-def run_deviations(series: str, arrays: dict, metrics: dict, cfg, setup) -> dict:
+def run_deviations(series: str, arrays: dict, result: C.results.OptimizerResult, cfg, setup) -> dict:
     """One run against its linearisation: deviation (max relative loss gap), final gap, absolute gap
     (units of L_0), losses at T / L_0, kernel drift; GD/HB also the output gap at T."""
     adaptive = series.startswith("adam")
@@ -95,13 +95,13 @@ def run_deviations(series: str, arrays: dict, metrics: dict, cfg, setup) -> dict
     lin = np.asarray(arrays[f"loss_{key}"], np.float64)
     L0 = float(loss[0])
     out = {
-        "status": metrics["status"],
-        "dev": metrics["deviation"][key],
+        "status": result.status,
+        "dev": result.deviation.get(key),
         "final": float(abs(loss[-1] - lin[-1]) / lin[-1]),
         "abs": float(np.max(np.abs(loss - lin)) / L0),
         "LT": float(loss[-1] / L0),
         "LT_lin": float(lin[-1] / L0),
-        "drift": metrics["kernel_drift"],
+        "drift": result.kernel_drift,
         "out": None,
     }
     if not adaptive:  # the linearisation's error vector is the recurrence's: e_T = V modes_T
@@ -178,7 +178,7 @@ def run(study: C.Study, args, sz: dict) -> None:
         for series in sz["series"]:
             opt = optimizer_at(series, opts[series], width, m_ref)
             raws = [raw_for(base, width, sd, opt) for sd in seeds]
-            for sd, (arrays, metrics, cfg, setup) in zip(
+            for sd, (arrays, result, cfg, setup) in zip(
                 seeds, C.run_group(raws, data_seed=args.seed, label=f"{series} m={width}")
             ):
                 rows.append(
@@ -186,7 +186,7 @@ def run(study: C.Study, args, sz: dict) -> None:
                         "series": series,
                         "width": width,
                         "seed": sd,
-                        **run_deviations(series, arrays, metrics, cfg, setup),
+                        **run_deviations(series, arrays, result, cfg, setup),
                     }
                 )
                 lin = "loss_linearized" if series.startswith("adam") else "loss_discrete"

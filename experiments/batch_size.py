@@ -114,14 +114,14 @@ def run(study: C.Study, args, sz: dict) -> None:
             continue
         steps = int(math.ceil(1.5 * p["steps"]))
         raw = raw_config(sz["width"], args.seed, b, p["eta"], steps, sz["runs"])
-        arrays, metrics, cfg, _ = C.run_group([raw], label=f"b={b}")[0]
+        arrays, result, cfg, _ = C.run_group([raw], label=f"b={b}")[0]
         k = stochastic.steps_to(arrays["loss"], EPS)
         trained[b] = {
             "steps": k,
             "epochs": None if k is None else k * b / N,
-            "status": metrics["status"],
-            "inside_band": (metrics.get("stochastic") or {}).get("inside_band"),
-            "deviation": metrics["deviation"]["discrete"],
+            "status": result.status,
+            "inside_band": result.stochastic.inside_band if result.stochastic else None,
+            "deviation": result.deviation.discrete,
         }
         study.add_arrays(
             f"b{b}",

@@ -116,7 +116,7 @@ def run(study: C.Study, args, sz: dict) -> None:
         g["kernel_drift"] = np.full(shape, np.nan)
         g["lambda_max_end"] = np.full(shape, np.nan)
         g["diverged_train"] = np.zeros(shape, bool)
-        for idx, ((b, e), (arrays, metrics, _cfg, s, res)) in enumerate(zip(cells, runs)):
+        for idx, ((b, e), (arrays, result, _cfg, s, res)) in enumerate(zip(cells, runs)):
             j, i = divmod(idx, len(etas))
             hyper = control.resolve(spec, {"eta": e, "beta": b}, lam)
             sel = np.asarray([modes[k] for k in modes])
@@ -125,7 +125,7 @@ def run(study: C.Study, args, sz: dict) -> None:
             g["stable_theory"][j, i] = bool(np.all(rho < 1))
             loss = np.asarray(arrays["loss"])
             g["peak_loss_ratio"][j, i] = float(np.nanmax(loss) / loss[0])
-            g["kernel_drift"][j, i] = np.nan if metrics["kernel_drift"] is None else metrics["kernel_drift"]
+            g["kernel_drift"][j, i] = np.nan if result.kernel_drift is None else result.kernel_drift
             if res.diverged_at is None:
                 g["lambda_max_end"][j, i] = C.final_lambda_max(s, res, "float64")
             half = loss[len(loss) // 2]
@@ -133,7 +133,7 @@ def run(study: C.Study, args, sz: dict) -> None:
                 loss[-1] > half and loss[-1] > 1e-6 * loss[0]
             )  # still growing at the end (above float noise)
             g["diverged_train"][j, i] = (
-                (metrics["status"] != "ok") or not np.isfinite(loss[-1]) or loss[-1] > loss[0] or growing
+                (result.status != "ok") or not np.isfinite(loss[-1]) or loss[-1] > loss[0] or growing
             )
             errs = np.asarray(arrays["errors"], np.float64)  # (T + 1, n), NaN after divergence
             proj = errs @ V[:, sel] / coef[sel]

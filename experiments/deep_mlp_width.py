@@ -49,7 +49,7 @@ def raw_for(width: int, seed: int, steps: int, every: int, optimizer: dict) -> d
     return {**raw, "optimizers": [optimizer]}
 
 
-def deviations(arrays: dict, metrics: dict, cfg, setup) -> dict:
+def deviations(arrays: dict, result: C.results.OptimizerResult, cfg, setup) -> dict:
     """err_dev and loss_dev against the Hinf and H0 recurrences of one trained run."""
     spec = C.optimizers.get(cfg.optimizers[0].name)
     hyper = C.optimizers.resolve_hyper(spec, cfg.optimizers[0].hyper())
@@ -59,7 +59,7 @@ def deviations(arrays: dict, metrics: dict, cfg, setup) -> dict:
     floor = C.floor_of(cfg.dtype, float(loss[0]))
     lam0, V0 = C.theory.eigen(setup.c * setup.H0)
     out = {
-        "drift": metrics["kernel_drift"],
+        "drift": result.kernel_drift,
         "h0_vs_hinf": float(np.linalg.norm(setup.H0 - setup.Hinf) / np.linalg.norm(setup.Hinf)),
     }
     for name, (lam, V) in (("Hinf", (setup.lam, setup.V)), ("H0", (lam0, V0))):
@@ -128,7 +128,7 @@ def run(study: C.Study, args, sz: dict) -> None:
     for width in sz["widths"]:
         for opt in optimizers:
             raws = [raw_for(width, args.seed + s, sz["steps"], sz["every"], opt) for s in range(sz["seeds"])]
-            for s, (arrays, metrics, cfg, setup) in enumerate(
+            for s, (arrays, result, cfg, setup) in enumerate(
                 C.run_group(raws, label=f"{opt['label']} m={width}")
             ):
                 rows.append(
@@ -136,7 +136,7 @@ def run(study: C.Study, args, sz: dict) -> None:
                         "width": width,
                         "seed": args.seed + s,
                         "label": opt["label"],
-                        **deviations(arrays, metrics, cfg, setup),
+                        **deviations(arrays, result, cfg, setup),
                     }
                 )
                 study.add_arrays(

@@ -126,7 +126,7 @@ def crossover_run(study, args, sz) -> Crossover:
         error_at=list(range(T + 1)),
         kernel_at=[0, T],
     )
-    ((arrays, metrics, cfg, s),) = C.run_group([raw], label=f"nag_c crossover ({T} steps, float64)")
+    ((arrays, _result, cfg, s),) = C.run_group([raw], label=f"nag_c crossover ({T} steps, float64)")
     step, loss = arrays["step"], arrays["loss"]
     L0 = float(loss[0])
     floor = C.floor_of("float64", L0)

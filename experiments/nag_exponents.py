@@ -75,7 +75,7 @@ def exponents_run(study, args, sz) -> Exponents:
     ]
     runs = C.run_group(raws, label="nag_c r sweep")
     rows = []
-    for r, (arrays, metrics, _cfg, _s) in zip(RS, runs):
+    for r, (arrays, result, _cfg, _s) in zip(RS, runs):
         onset = C.bessel_onset(eta, lam_min, r)
         ks = C.crossover_step(eta, lam_min, r)
         window = power_law_window(eta, lam_min, r, T)
@@ -94,7 +94,7 @@ def exponents_run(study, args, sz) -> Exponents:
                 "fits": fits,
                 "onset": onset,
                 "crossover": ks,
-                "deviation": metrics["deviation"],
+                "deviation": result.deviation.to_json(),
             }
         )
         study.add_arrays(
@@ -114,14 +114,14 @@ def exponents_run(study, args, sz) -> Exponents:
     ]
     cruns = C.run_group(raws, label="nag constant beta")
     crow = []
-    for b, (arrays, metrics, _cfg, _s) in zip(CONST_BETAS, cruns):
+    for b, (arrays, result, _cfg, _s) in zip(CONST_BETAS, cruns):
         L0 = float(arrays["loss"][0])
         window = [0.1 * T, float(T)]
         crow.append(
             {
                 "beta": b,
                 "window": window,
-                "predicted_rate": metrics["predicted"]["linear_rate"],
+                "predicted_rate": result.predicted.linear_rate,
                 "fits": {
                     "train": C.fit(arrays["step"], arrays["loss"], window, C.floor_of("float32", L0)),
                     "discrete": C.fit(

@@ -68,8 +68,8 @@ def part_c(study, args, sz) -> None:
             dtype="float64",
             kernel_at=[0, T],
         )
-        ((arrays, metrics, _, _),) = C.run_group([raw], label=f"{name} (float64)")
-        runs[name] = (arrays, metrics, window, "float64", None)
+        ((arrays, result, _, _),) = C.run_group([raw], label=f"{name} (float64)")
+        runs[name] = (arrays, result, window, "float64", None)
     problems = {"B": (sz["b_n"], sz["b_width"], "float64"), "A": (sz["n"], sz["width"], "float32")}
     for name in TUNED:  # on both problems: B (float64) and A (float32)
         for tag, (n, width, dtype) in problems.items():
@@ -83,10 +83,10 @@ def part_c(study, args, sz) -> None:
                 dtype=dtype,
                 kernel_at=[0, TUNED_STEPS],
             )
-            ((arrays, metrics, _, s_t),) = C.run_group([raw], label=f"{name} (problem {tag}, {dtype})")
+            ((arrays, result, _, s_t),) = C.run_group([raw], label=f"{name} (problem {tag}, {dtype})")
             runs[f"{name} ({tag})"] = (
                 arrays,
-                metrics,
+                result,
                 [2.0, float(TUNED_STEPS)],
                 dtype,
                 float(s_t.lam[-1] / s_t.lam[0]),
@@ -95,15 +95,15 @@ def part_c(study, args, sz) -> None:
     for name, (a, m, w, dtype, kap) in runs.items():
         L0 = float(a["loss"][0])
         rows[name] = {
-            "eta": m["eta"],
-            "beta": m.get("beta"),
+            "eta": m.eta,
+            "beta": m.beta,
             "window": w,
             "kappa": kap,
             "train": C.fit(a["step"], a["loss"], w, C.floor_of(dtype, L0)),
             "kernel": C.fit(a["step"], a["loss_discrete"], w, C.floor_of("float64", L0)),
-            "restarts": (m["predicted"] or {}).get("restarts"),
-            "predicted_rate": (m["predicted"] or {}).get("linear_rate"),
-            "deviation": (m["deviation"] or {}).get("discrete"),
+            "restarts": m.predicted.restarts if m.predicted else None,
+            "predicted_rate": m.predicted.linear_rate if m.predicted else None,
+            "deviation": m.deviation.discrete if m.deviation else None,
             "final": float(a["loss"][-1] / a["loss"][0]),
         }
         study.add_arrays(
@@ -199,7 +199,7 @@ def part_c(study, args, sz) -> None:
             + ", ".join(drift)
             + "), the network "
             "is not in the kernel regime at this width and step size (kernel drift "
-            + ", ".join(f"{C.f3((runs[n][1] or {}).get('kernel_drift'), '.3g')}" for n in drift)
+            + ", ".join(f"{C.f3(runs[n][1].kernel_drift, '.3g')}" for n in drift)
             + ")."
         )
     study.claim(

@@ -100,7 +100,7 @@ def run(study: C.Study, args, sz: dict) -> None:
                 record_every=record_every(steps),
                 kernel_at=[0, steps],
             )
-            ((arrays, metrics, cfg, s),) = C.run_group([raw], label=f"{name} c={c:g} ({steps} steps)")
+            ((arrays, result, cfg, s),) = C.run_group([raw], label=f"{name} c={c:g} ({steps} steps)")
             L0 = float(arrays["loss"][0])
             floor = C.floor_of("float32", L0)
             mask = (arrays["loss_ode"] > floor) & (arrays["loss_discrete"] > floor)
@@ -121,14 +121,14 @@ def run(study: C.Study, args, sz: dict) -> None:
                     "eta_lambda_max": c,
                     "steps": steps,
                     "beta": opt.get("beta"),
-                    "train_vs_ode": metrics["deviation"]["ode"],
-                    "train_vs_discrete": metrics["deviation"]["discrete"],
+                    "train_vs_ode": result.deviation.ode,
+                    "train_vs_discrete": result.deviation.discrete,
                     "discrete_vs_ode": C.num(disc_vs_ode),
-                    "kernel_drift": metrics["kernel_drift"],
+                    "kernel_drift": result.kernel_drift,
                     "discrete_vs_ode_hr": C.num(disc_vs_hr),
                     "train_vs_ode_hr": C.num(train_vs_hr),
                     "ode_time_end": float(arrays["ode_time"][-1]),
-                    "status": metrics["status"],
+                    "status": result.status,
                 }
             )
             study.add_arrays(

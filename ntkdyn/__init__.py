@@ -35,7 +35,7 @@ Submodules with a public API (their documented functions; ``ntkdyn.theory.discre
     loss, ensembles), quadratic (the second-order Taylor model), sharpness (Hessian / NTK top eigenvalue,
     stability limits), flips (ReLU activation-pattern flips, counted and predicted), central_flow (GD's
     central flow at the edge of stability, matrix form; measured, not a face); the run path's
-    modules are in ``ntkdyn.pipeline`` (setup, training, faces, evaluate, entry, folder, runner)
+    modules are in ``ntkdyn.pipeline`` (claim, setup, training, faces, evaluate, entry, folder, runner)
 
 Every name is imported explicitly below (visible to editors and type checkers); ``import ntkdyn``
 therefore imports jax. ``experiments/`` and ``tools/`` use only these names (tests/test_api.py

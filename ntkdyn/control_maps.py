@@ -109,7 +109,7 @@ def compute(
             if isinstance(spec, optimizers.ModalSpec)
             else "not trained"
         )
-        arrays = {"hyper": hyper, "spec": spec}
+        arrays: dict[str, Any] = {"hyper": hyper, "spec": spec}
         if entry["trained"]:
             arr = trajectories[label]
             preds = ode_losses(spec, hyper, lam, coef, setup.c, arr["step"])
@@ -151,7 +151,7 @@ def _tail(spec, hyper, lam, arr, floor) -> dict:
     # both envelopes k^-r (1 - h)^k, h = eta lam
     eta, r = hyper["eta"], spec.ode(hyper).r
     pred = theory.vanishing_tail(eta, float(lam[0]), r)
-    out = {"predicted": pred}
+    out: dict[str, Any] = {"predicted": pred}
     ks = pred["crossover_step"]
     if ks is None:
         return out
@@ -231,8 +231,10 @@ def _sweep(cfg, setup, floor: float) -> tuple[dict, dict]:
     ``sweep_time`` units of ODE time and compare the low- and high-resolution ODEs with training."""
     cc = cfg.control
     spec = get(cc.sweep_optimizer)
+    if not isinstance(spec, optimizers.OptimizerSpec) or spec.ode is None:  # validate refuses it
+        raise ValueError(f"control.sweep_optimizer: {cc.sweep_optimizer!r} needs a recurrence and an ODE")
     lam, coef = np.asarray(setup.lam, np.float64), np.asarray(setup.coef, np.float64)
-    base = next((oc.hyper() for oc in cfg.optimizers if oc.name == cc.sweep_optimizer), {})
+    base: dict[str, Any] = next((oc.hyper() for oc in cfg.optimizers if oc.name == cc.sweep_optimizer), {})
     rows, arrays = [], []
     for eta in cc.sweep_etas:
         hyper = resolve(spec, {**base, "eta": float(eta)}, lam)

@@ -43,10 +43,11 @@ def linearize(model: Model) -> Model:
         f0, df = jax.jvp(lambda p: model.apply(p, base, X), (theta0,), (delta,))
         return f0 + df
 
+    fast_gram = model.fast_gram
     fast = None
-    if model.fast_gram is not None:
+    if fast_gram is not None:
 
         def fast(params, consts, X):
-            return model.fast_gram(consts["theta0"], consts["base"], X)
+            return fast_gram(consts["theta0"], consts["base"], X)
 
     return dataclasses.replace(model, name=f"{model.name}_lin", apply=apply, fast_gram=fast)

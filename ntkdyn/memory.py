@@ -88,12 +88,17 @@ def model_size(cfg: Config, d: int) -> tuple[int, int] | None:
     if m.name == "released":
         return w * d + 2 * w, w
     if m.name == "mlp":
-        return d * w + (m.depth - 1) * w * w + w + m.depth * w + 1, w * m.depth
+        depth = m.depth
+        if depth is None:  # validate fills it (default 2)
+            raise ValueError("model.depth: missing; a config gets it from config.from_dict / config.validate")
+        return d * w + (depth - 1) * w * w + w + depth * w + 1, w * depth
     import jax
     from flax import nnx
 
     from ntkdyn import models
 
+    if m.module is None:  # validate requires it for a flax model
+        raise ValueError("model.module: required for model.name 'flax' ('package.module:factory')")
     factory = models.load_factory(m.module)
     try:
         abstract = nnx.eval_shape(lambda: factory(jax.random.PRNGKey(0), d, **(m.kwargs or {})))
@@ -115,7 +120,10 @@ def estimate(cfg: Config, runs: int = 1, d: int | None = None, params=None, n: i
     """The estimate of the module docstring; ``d`` the input dimension (default: the data source's),
     ``params`` the parameters of a model given from Python (default: the config's model), ``n`` the
     number of points (default data.n)."""
-    n = int(cfg.data.n if n is None else n)
+    points = cfg.data.n if n is None else n
+    if points is None:
+        raise ValueError("data.n: missing; a config gets it from config.from_dict / config.validate")
+    n = int(points)
     d = input_dim(cfg) if d is None else d
     size = model_size(cfg, d) if params is None else params_size(params, d)
     note = (

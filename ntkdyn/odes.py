@@ -129,7 +129,7 @@ class ConstantDamping(LimitODE):
     """e'' + gamma e' + K e = 0, t = k * time_step (heavy-ball ODE: gamma = (1 - beta) / sqrt(eta),
     time_step = sqrt(eta)); per mode the damped oscillator ``theory.damped_oscillator_modes``."""
 
-    gamma: float = 0.0  # type: ignore[assignment]  # a field here, a property on the base
+    gamma: float = 0.0  # a field here, a property on the base
     name: ClassVar[str] = "constant"
     order: ClassVar[int] = 2
 
@@ -156,7 +156,7 @@ class VanishingDamping(LimitODE):
     """e'' + (r / t) e' + K e = 0, t = k * time_step (Su-Boyd-Candes NAG-C ODE, r = 3); per mode
     Gamma(nu + 1) (2/z)^nu J_nu(z), z = sqrt(lambda) t, nu = (r - 1)/2 (``theory.bessel_modes``)."""
 
-    r: float = 3.0  # type: ignore[assignment]
+    r: float = 3.0
     name: ClassVar[str] = "vanishing"
     order: ClassVar[int] = 2
 

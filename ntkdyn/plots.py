@@ -129,13 +129,13 @@ def loss_figure(
         )
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    shown = [
+    positive = [
         a[k][np.isfinite(a[k]) & (a[k] > 0)]
         for a in trajectories.values()
         for k in ("loss", "test_loss")
         if k in a
     ]
-    finite = np.concatenate(shown) if shown else np.array([1.0])
+    finite = np.concatenate(positive) if positive else np.array([1.0])
     if finite.size:
         for ax in axes:
             ax.set_ylim(max(finite.min() * 0.3, finite.max() * 1e-14), finite.max() * 3)
@@ -236,13 +236,13 @@ def sweep_figure(rows: list[dict], axes: list[str], path: str) -> None:
                 ax.plot(xs, mean, style, color=colours[i % 10], label=f"{label} {ykey}")
                 ax.fill_between(xs, lo, hi, color=colours[i % 10], alpha=0.15)
         if axis == width_axis:
-            xs = np.asarray(sorted({float(r[axis]) for r in rows}))
+            widths = np.asarray(sorted({float(r[axis]) for r in rows}))
             ref = [r for r in rows if r.get("deviation.discrete") not in (None, "")]
-            if ref and xs.size:
+            if ref and widths.size:
                 y0 = float(
-                    np.nanmedian([float(r["deviation.discrete"]) for r in ref if float(r[axis]) == xs[0]])
+                    np.nanmedian([float(r["deviation.discrete"]) for r in ref if float(r[axis]) == widths[0]])
                 )
-                ax.plot(xs, y0 * np.sqrt(xs[0] / xs), "k:", label="1/sqrt(m) reference")
+                ax.plot(widths, y0 * np.sqrt(widths[0] / widths), "k:", label="1/sqrt(m) reference")
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_title("deviation from kernel regime and kernel drift vs width")

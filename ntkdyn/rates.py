@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 
@@ -307,7 +308,7 @@ def fit_rates(
     loss = np.asarray(loss, np.float64)
     nan = float("nan")
     fitted_on = "L - L*" if floor_star > 0 else "L"
-    tag = dict(fitted_on=fitted_on, floor_star=float(floor_star))
+    tag: dict[str, Any] = dict(fitted_on=fitted_on, floor_star=float(floor_star))
     if diverged or not np.all(np.isfinite(loss)):
         return RateFit(
             "diverged",
@@ -348,9 +349,9 @@ def fit_rates(
     margin = (abs(b + 1) - abs(b)) / max(abs(b), abs(b + 1)) if math.isfinite(b) else nan
     formed = 0 if lr is None else lr.per_step.size
     tr = tail_rise(ke, le, tail_fraction, 2.0 * period_steps)
-    numbers = dict(
-        local_linear_rate=float(np.exp(np.median(lr.per_step))) if formed else nan,
-        local_power_exponent=float(np.median(lr.exponent)) if formed else nan,
+    numbers: dict[str, Any] = dict(
+        local_linear_rate=float(np.exp(np.median(lr.per_step))) if lr is not None and formed else nan,
+        local_power_exponent=float(np.median(lr.exponent)) if lr is not None and formed else nan,
         rate_trend=b,
         rate_trend_se=se,
         margin=margin,
@@ -517,7 +518,7 @@ def tail_fit(step, loss, window, floor: float = 0.0, peaks_only: bool = True, mi
         sel = pk[ok[pk]]
     else:
         sel = np.flatnonzero(ok)
-    out = {
+    out: dict[str, Any] = {
         "window": [float(window[0]), float(window[1])],
         "peaks" if peaks_only else "points": int(sel.size),
         "power_exponent": None,

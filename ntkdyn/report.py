@@ -100,7 +100,7 @@ def studies_blocks(studies: list[results.StudyResult]) -> list:
     blocks.append(Heading(2, "Studies"))
     rows = []
     for s in studies:
-        res = [c.result for c in s.claims]
+        res: list[str] = [c.result for c in s.claims]
         rows.append(
             [
                 [("#" + _anchor(s), s.study)],

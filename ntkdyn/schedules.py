@@ -138,8 +138,41 @@ def _is_number(v) -> bool:
 
 
 def is_scheduled(eta) -> bool:
-    """True when ``eta`` is a step-size schedule (any callable count -> eta), False for a number."""
+    """True when ``eta`` is a step-size schedule (any callable count -> eta), False for a number.
+    The one place where this is decided: ``Step.of`` asks it once, and code holding a ``Step``
+    (``step_of``) asks ``Step.scheduled``."""
     return callable(eta)
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """A step size, decided once (``Step.of``): a constant number ``eta``, or a schedule (a
+    ``Schedule``, or any callable count -> eta) giving eta_k = eta(k - 1) for the k-th update.
+    ``scheduled`` says which; ``values`` gives eta_k for k = 1..steps either way."""
+
+    eta: Any  # float | Schedule | Callable[[int], float]
+    scheduled: bool
+
+    @classmethod
+    def of(cls, eta) -> Step:
+        """The step of ``eta`` (a number or a schedule)."""
+        return cls(eta, is_scheduled(eta))
+
+    def values(self, steps: int) -> np.ndarray:
+        """eta_k for the updates k = 1..steps (``eta_values``)."""
+        return eta_values(self.eta, steps)
+
+    def describe(self):
+        """JSON-ready form: the number, or the schedule's config mapping (``describe``)."""
+        return describe(self.eta)
+
+
+def step_of(hyper) -> Step:
+    """The step size of a hyperparameter mapping: the ``Step`` that its resolution decided (the
+    ``step`` of ``optimizers.Resolved``, what the run path passes), or for a plain mapping (a study's
+    own ``{"eta": ..., ...}``) ``Step.of(hyper["eta"])``."""
+    step = getattr(hyper, "step", None)
+    return step if isinstance(step, Step) else Step.of(hyper.get("eta"))
 
 
 def eta_values(eta, steps: int) -> np.ndarray:

@@ -134,25 +134,27 @@ def second_moment_loss(
     X0 = initial_state(spec, coef)  # (n, p+1)
     Q = np.einsum("ir,js->rsij", X0, X0)
     mean = X0.copy()
-    etas = schedules.eta_values(hyper["eta"], steps) if schedules.is_scheduled(hyper.get("eta")) else None
+    step = schedules.step_of(hyper)
+    etas = step.values(steps) if step.scheduled else None
     out = np.empty(steps + 1)
     test = None if held_out is None else np.empty(steps + 1)
     if held_out is not None:
         M = np.asarray(held_out.M, np.float64)
         d = np.asarray(held_out.e0_test, np.float64) - M @ np.asarray(coef, np.float64)
+        c_test = held_out.c_test
 
     def record(k):
         out[k] = 0.5 * c * np.trace(Q[0, 0])
         if test is not None:
             quad = np.einsum("ti,ij,tj->", M, Q[0, 0], M)
-            test[k] = 0.5 * held_out.c_test * (d @ d + 2.0 * d @ (M @ mean[:, 0]) + quad)
+            test[k] = 0.5 * c_test * (d @ d + 2.0 * d @ (M @ mean[:, 0]) + quad)
 
     record(0)
     with np.errstate(over="ignore", invalid="ignore"):
         for k in range(1, steps + 1):
             h = _step_hyper(hyper, etas, k)
             A = companion(spec, h, lam, k)  # (n, p+1, p+1)
-            u = np.asarray(spec.method.step(h, float(k))[1], np.float64)
+            u = np.asarray(spec.linear.step(h, float(k))[1], np.float64)
             W = Q[0, 0]
             diag = np.einsum("ai,ai->a", V @ W, V)  # diagonal of W in the data basis
             noise = lam[:, None] * (n * (V.T * diag) @ V - W) * lam[None, :] / batch_size
@@ -187,26 +189,28 @@ def simulate_losses(
     e0 = np.asarray(e0, np.float64)
     n = e0.size
     X = np.broadcast_to(
-        initial_state(spec, e0)[None].transpose(0, 2, 1), (runs, len(spec.method.states) + 1, n)
+        initial_state(spec, e0)[None].transpose(0, 2, 1), (runs, len(spec.linear.states) + 1, n)
     ).copy()
-    etas = schedules.eta_values(hyper["eta"], steps) if schedules.is_scheduled(hyper.get("eta")) else None
+    step = schedules.step_of(hyper)
+    etas = step.values(steps) if step.scheduled else None
     stream = batch_counts(np.random.default_rng(seed), runs, n, batch_size, sampling)
     out = np.empty((runs, steps + 1))
     test = None if held_out is None else np.empty((runs, steps + 1))
     if held_out is not None:
         M_out = np.asarray(held_out.M, np.float64) @ np.asarray(V, np.float64).T  # K_x K^+, (n_test, n)
+        e0_test, c_test = np.asarray(held_out.e0_test, np.float64), held_out.c_test
 
     def record(k):
         out[:, k] = 0.5 * c * np.sum(X[:, 0] ** 2, axis=1)
         if test is not None:
-            e_test = np.asarray(held_out.e0_test, np.float64) + (X[:, 0] - e0) @ M_out.T
-            test[:, k] = 0.5 * held_out.c_test * np.sum(e_test**2, axis=1)
+            e_test = e0_test + (X[:, 0] - e0) @ M_out.T
+            test[:, k] = 0.5 * c_test * np.sum(e_test**2, axis=1)
 
     record(0)
     with np.errstate(over="ignore", invalid="ignore"):
         for k in range(1, steps + 1):
-            T, u = spec.method.step(_step_hyper(hyper, etas, k), float(k))
-            T, u = np.asarray(T, np.float64), np.asarray(u, np.float64)
+            T_rows, u_rows = spec.linear.step(_step_hyper(hyper, etas, k), float(k))
+            T, u = np.asarray(T_rows, np.float64), np.asarray(u_rows, np.float64)
             g = ((n / batch_size) * next(stream) * X[:, 0]) @ K  # K S e (K symmetric), (runs, n)
             X = np.einsum("rs,Rsn->Rrn", T, X) + u[None, :, None] * g[:, None, :]
             record(k)
@@ -259,13 +263,13 @@ def second_moment_rate(spec: OptimizerSpec, hyper: dict, lam, V, batch_size: int
     means the mean loss does not converge."""
     from scipy.sparse.linalg import LinearOperator, eigs
 
-    if not spec.constant or schedules.is_scheduled(hyper.get("eta")):
+    if not spec.constant or schedules.step_of(hyper).scheduled:
         raise ValueError(f"second_moment_rate: {spec.name} with this eta is not a constant method")
     lam = np.asarray(lam, np.float64)
     V = np.asarray(V, np.float64)
     n = lam.size
     A = companion(spec, hyper, lam, 1)
-    u = np.asarray(spec.method.step(hyper, 1.0)[1], np.float64)
+    u = np.asarray(spec.linear.step(hyper, 1.0)[1], np.float64)
     P = A.shape[-1]
     if P == 1 and n * n > 400:
         return _first_order_rate(A[:, 0, 0], float(u[0]), lam, V, batch_size)

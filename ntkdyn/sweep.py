@@ -53,7 +53,7 @@ def axis_values(key: str, spec) -> list:
                 f"'optimizers.0.eta.peak_value: [0.001, 0.01]' (one program per schedule)"
             )
         return spec
-    values = None
+    values: list[int] | list[float] | None = None
     if isinstance(spec, dict) and len(spec) == 1:
         ((kind, args),) = spec.items()
         try:
@@ -81,7 +81,7 @@ def _assignments(raw: dict, key: str, value) -> list[str]:
         targets = []
         for i, o in enumerate(raw.get("optimizers") or []):
             name = o.get("name") if isinstance(o, dict) else None
-            spec = optimizers.REGISTRY.get(name)
+            spec = optimizers.REGISTRY.get(name) if isinstance(name, str) else None
             if key == "eta" or (spec is not None and key in spec.hyper):
                 targets.append(f"optimizers.{i}.{key}")
         if not targets:

@@ -60,6 +60,7 @@ class TrainResult:
     # train.sharpness_every: the steps and parameter snapshots the sharpness is computed at (None: off)
     sharpness_at: np.ndarray | None = None
     sharpness_snapshots: Any = None
+    hyper: Any = None  # the resolved hyperparameters trained with (``optimizers.Resolved``, run path)
 
 
 def n_blocks(plan: TrainPlan) -> int:

@@ -10,7 +10,7 @@ import os
 import pytest
 import yaml
 
-from ntkdyn.pipeline import folder
+from ntkdyn.pipeline import claim
 from ntkdyn.run import main
 
 TINY = {
@@ -103,5 +103,5 @@ def test_sweep_resumes_only_runs_of_the_same_config(tmp_path, capsys):
 def test_config_differences_name_every_dotted_key():
     old = {"a": 1, "b": {"c": [1, 2], "d": "x"}, "opts": [{"eta": 0.1}]}
     new = {"a": 1, "b": {"c": [1, 3]}, "opts": [{"eta": 0.2}], "e": None}
-    assert folder.config_differences(old, new) == ["b.c", "b.d", "e", "opts.0.eta"]
-    assert folder.config_differences(old, old) == []
+    assert claim.config_differences(old, new) == ["b.c", "b.d", "e", "opts.0.eta"]
+    assert claim.config_differences(old, old) == []

@@ -8,6 +8,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
@@ -138,7 +139,7 @@ def apply_override(raw: dict, assignment: str) -> dict:
     return raw
 
 
-def load(path: str, overrides: list[str] = ()) -> Config:
+def load(path: str, overrides: Sequence[str] = ()) -> Config:
     raw = load_raw(path)
     for assignment in overrides:
         raw = apply_override(raw, assignment)

@@ -7,7 +7,7 @@ import dataclasses
 import os
 import zipfile
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -19,6 +19,16 @@ COMMON_KEYS = ("source", "n", "normalize", "test")  # data.<key>s that apply to 
 OPTIONAL_KEYS = ("d", "target", "noise", "teacher_width", "classes", "path")  # per source
 
 Arrays = tuple[np.ndarray, np.ndarray]
+T = TypeVar("T")
+
+
+def given(value: T | None, key: str) -> T:
+    """``value`` of the config key ``key`` once validation has filled it (a default, or a required
+    key): a ValueError naming the key when it is still None (a config that did not pass
+    ``config.validate``)."""
+    if value is None:
+        raise ValueError(f"{key}: missing; a config gets it from config.from_dict / config.validate")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ntkdyn.data._base import Source, normalise, random_rows
+from ntkdyn.data._base import Source, given, normalise, random_rows
 
 if TYPE_CHECKING:
     from ntkdyn.config import DataConfig
@@ -95,14 +95,28 @@ def _validate(d: DataConfig) -> None:
 
 def _check(d: DataConfig) -> None:
     """data.n (+ data.test.n) within the bundled images of ``classes``."""
-    count = digits_count(d.classes)
-    if d.n > count:
+    count, n = digits_count(d.classes), given(d.n, "data.n")
+    if n > count:
         raise ValueError(f"data.n: {d.n} is more than the {count} digits of classes {d.classes}")
-    if d.test is not None and d.n + d.test.n > count:
+    if d.test is not None and n + given(d.test.n, "data.test.n") > count:
         raise ValueError(
             f"data.test.n: data.n={d.n} + data.test.n={d.test.n} is more than the {count} digits "
             f"of classes {d.classes}"
         )
+
+
+def _rules(d: DataConfig) -> tuple[str, str]:
+    """(target, normalize) of a validated config."""
+    return given(d.target, "data.target"), given(d.normalize, "data.normalize")
+
+
+def _load(d: DataConfig, seed: int):
+    return digits(given(d.n, "data.n"), d.classes, *_rules(d), seed)
+
+
+def _load_held_out(d: DataConfig, seed: int):
+    n_test = given(given(d.test, "data.test").n, "data.test.n")
+    return digits_test(given(d.n, "data.n"), n_test, d.classes, *_rules(d), seed)
 
 
 SOURCE = Source(
@@ -110,8 +124,8 @@ SOURCE = Source(
     keys=("target", "classes"),
     default_n=64,
     pixel_max=PIXEL_MAX,
-    load=lambda d, seed: digits(d.n, d.classes, d.target, d.normalize, seed),
-    load_held_out=lambda d, seed: digits_test(d.n, d.test.n, d.classes, d.target, d.normalize, seed),
+    load=_load,
+    load_held_out=_load_held_out,
     input_dim=lambda d: D,
     validate=_validate,
     check=_check,

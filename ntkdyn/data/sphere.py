@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ntkdyn.data._base import Source
+from ntkdyn.data._base import Source, given
 
 if TYPE_CHECKING:
     from ntkdyn.config import DataConfig
@@ -44,7 +44,7 @@ def _sphere_draw(rng: np.random.Generator, X: np.ndarray, rule: str, noise: floa
     n, d = X.shape
     f = target_function(rng, rule, d, teacher_width)
     raw = rng.standard_normal(n) if f is None else f(X)
-    shift, scale = (0.0, 1.0) if f is None else (raw.mean(), raw.std() + 1e-300)
+    shift, scale = (0.0, 1.0) if f is None else (float(np.mean(raw)), float(np.std(raw)) + 1e-300)
     return (raw - shift) / scale + noise * rng.standard_normal(n), f, shift, scale
 
 
@@ -91,15 +91,15 @@ def sphere_test(
 def _validate(d: DataConfig) -> None:
     """d >= 1, target in TARGETS, noise >= 0, teacher_width (teacher target only) >= 1; data.test:
     n required (new points are drawn), no path."""
-    if d.d < 1:
+    if given(d.d, "data.d") < 1:
         raise ValueError(f"data.d: must be >= 1, got {d.d}")
     if d.target not in TARGETS:
         raise ValueError(f"data.target: {d.target!r} is not allowed; allowed: {', '.join(TARGETS)}")
-    if d.noise < 0:
+    if given(d.noise, "data.noise") < 0:
         raise ValueError(f"data.noise: must be >= 0, got {d.noise}")
     if d.target == "teacher":
-        d.teacher_width = 64 if d.teacher_width is None else d.teacher_width
-        if d.teacher_width < 1:
+        d.teacher_width = width = 64 if d.teacher_width is None else d.teacher_width
+        if width < 1:
             raise ValueError(f"data.teacher_width: must be >= 1, got {d.teacher_width}")
     elif d.teacher_width is not None:
         raise ValueError(
@@ -117,11 +117,18 @@ def _validate(d: DataConfig) -> None:
 
 
 def _load(d: DataConfig, seed: int):
-    return sphere(d.n, d.d, d.target, seed, d.noise, d.teacher_width or 64)
+    return sphere(
+        given(d.n, "data.n"), given(d.d, "data.d"), given(d.target, "data.target"), seed,
+        given(d.noise, "data.noise"), d.teacher_width or 64,
+    )  # fmt: skip
 
 
 def _load_held_out(d: DataConfig, seed: int):
-    return sphere_test(d.n, d.d, d.target, seed, d.test.n, d.noise, d.teacher_width or 64)
+    test = given(d.test, "data.test")
+    return sphere_test(
+        given(d.n, "data.n"), given(d.d, "data.d"), given(d.target, "data.target"), seed,
+        given(test.n, "data.test.n"), given(d.noise, "data.noise"), d.teacher_width or 64,
+    )  # fmt: skip
 
 
 SOURCE = Source(
@@ -132,7 +139,7 @@ SOURCE = Source(
     default_normalize=None,  # the points lie on the unit sphere
     load=_load,
     load_held_out=_load_held_out,
-    input_dim=lambda d: int(d.d),
+    input_dim=lambda d: int(given(d.d, "data.d")),
     validate=_validate,
     check=lambda d: None,  # nothing to read
 )

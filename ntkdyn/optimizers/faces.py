@@ -10,12 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ntkdyn import schedules
 from ntkdyn.optimizers.spec import Hyper, OptimizerSpec
 
 
 # --------------------------------------------------------------------------- training face
 class LinearMethodState(NamedTuple):
-    count: jax.Array  # number of updates done
+    count: jax.Array  # type: ignore[assignment]  # number of updates done (shadows tuple.count)
     z: tuple  # the auxiliary vectors z_1..z_p (pytrees like params)
 
 
@@ -38,7 +39,8 @@ def linear_method_transformation(spec: OptimizerSpec, hyper: Hyper) -> optax.Gra
     """The training face of a linear method: z_j <- T_j0 theta + sum_i T_ji z_i + u_j g and
     update = (T_00 - 1) theta + sum_i T_0i z_i + u_0 g. ``hyper`` values may be traced;
     ``hyper["eta"]`` may be an optax schedule (update k uses eta_k = schedule(k - 1))."""
-    method = spec.method
+    method = spec.linear
+    scheduled = schedules.step_of(hyper).scheduled
 
     def init(params):
         z = tuple(
@@ -54,7 +56,7 @@ def linear_method_transformation(spec: OptimizerSpec, hyper: Hyper) -> optax.Gra
         # to the gradients' dtype before any coefficient (eta beta, eta (1 + beta)) is formed: several optax
         # schedules return float32 even with x64 on, and a float32 eta * beta is 1e-8..1e-5 off in a
         # float64 run (optax.sgd multiplies its float32 eta_k into float64 updates, so this is its value)
-        if callable(hyper.get("eta")):
+        if scheduled:
             dtype = jax.tree.leaves(grads)[0].dtype
             h = {**hyper, "eta": jnp.asarray(hyper["eta"](state.count)).astype(dtype)}
         else:
@@ -82,6 +84,8 @@ def transformation(spec: OptimizerSpec, hyper: Hyper) -> optax.GradientTransform
     """optax transformation for training (any spec)."""
     if spec.method is not None:
         return linear_method_transformation(spec, hyper)
+    if spec.optax_factory is None:
+        raise ValueError(f"optimizer {spec.name!r} has neither a linear method nor an optax factory")
     extra = {k: v for k, v in hyper.items() if k != "eta"}
     return spec.optax_factory(hyper["eta"], **extra)
 
@@ -89,9 +93,9 @@ def transformation(spec: OptimizerSpec, hyper: Hyper) -> optax.GradientTransform
 # --------------------------------------------------------------------------- recurrence face
 def companion(spec: OptimizerSpec, hyper: Hyper, lam, k) -> np.ndarray:
     """A_k(lambda) = T_k + lambda u_k e_0^T, shape lam.shape + (p+1, p+1), float64."""
-    T, u = spec.method.step(hyper, float(k))
-    T = np.asarray(T, np.float64)
-    u = np.asarray(u, np.float64)
+    T_rows, u_rows = spec.linear.step(hyper, float(k))
+    T = np.asarray(T_rows, np.float64)
+    u = np.asarray(u_rows, np.float64)
     lam = np.asarray(lam, np.float64)
     A = np.broadcast_to(T, lam.shape + T.shape).copy()
     A[..., :, 0] += lam[..., None] * u
@@ -101,7 +105,7 @@ def companion(spec: OptimizerSpec, hyper: Hyper, lam, k) -> np.ndarray:
 def initial_state(spec: OptimizerSpec, coef) -> np.ndarray:
     """X_0 per mode: (e_0, then e_0 for point states and 0 for vector states), shape (n, p+1)."""
     coef = np.asarray(coef, np.float64)
-    cols = [coef] + [coef if kind == "point" else np.zeros_like(coef) for kind in spec.method.states]
+    cols = [coef] + [coef if kind == "point" else np.zeros_like(coef) for kind in spec.linear.states]
     return np.stack(cols, axis=-1)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -95,7 +95,8 @@ class RestartState(NamedTuple):
 
 
 def _tree_vdot(a, b) -> jax.Array:
-    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    # sum's start 0 adds nothing (the trees have leaves)
+    return cast(jax.Array, sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
 
 
 def restart_transformation(restart: Restart, hyper: Hyper) -> optax.GradientTransformationExtraArgs:

@@ -5,15 +5,39 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any, Literal, get_args
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, NoReturn, get_args
 
 import numpy as np
 import optax
 
 from ntkdyn.odes import LimitODE
+from ntkdyn.schedules import Step
 
 Hyper = dict[str, Any]
+
+
+class Resolved(dict[str, Any]):
+    """An optimizer's hyperparameters resolved for one run (defaults filled, a relative step made a
+    number, tuned from the spectrum: ``pipeline.training.optimizer_hyper``): the mapping
+    ``{"eta": ..., "beta": ..., ...}``, read-only (copy it with ``dict(hyper)`` or
+    ``schedules.hyper_at`` to change a value), whose ``step`` is its step size decided once
+    (``schedules.Step``: a number or a schedule). Code asks ``hyper.step`` instead of re-deriving it."""
+
+    def __init__(self, values: Mapping[str, Any]):
+        super().__init__(values)
+        self.step = Step.of(self.get("eta"))
+
+    def _read_only(self, *args, **kwargs) -> NoReturn:
+        raise TypeError("resolved hyperparameters are read-only; copy them with dict(hyper) to change one")
+
+    __setitem__ = __delitem__ = update = pop = popitem = setdefault = clear = _read_only
+    __ior__ = _read_only
+
+    def __reduce__(self):
+        return (Resolved, (dict(self),))
+
+
 Scalar = Any  # Python number, numpy scalar or traced jax scalar
 
 
@@ -75,6 +99,14 @@ class OptimizerSpec:
     tune: Callable[[Hyper, np.ndarray], Hyper] | None = None
     ode_hr: Callable[[Hyper], Any] | None = None
     restart: Any = None
+
+    @property
+    def linear(self) -> LinearMethod:
+        """``method``, for code that needs one: a ValueError naming the optimizer when it has none
+        (an optax-only optimizer has no recurrence)."""
+        if self.method is None:
+            raise ValueError(f"optimizer {self.name!r} has no linear method (no recurrence)")
+        return self.method
 
     @property
     def has_theory(self) -> bool:

@@ -21,8 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -36,11 +35,7 @@ from ntkdyn.pipeline import setup as setup_mod
 from ntkdyn.pipeline import training
 from ntkdyn.pipeline.evaluate import run_result
 from ntkdyn.pipeline.setup import Setup
-
-
-class StabilityWarning(UserWarning):
-    """eta lambda_max(K) exceeds the method's stability limit: the kernel-regime prediction diverges."""
-
+from ntkdyn.pipeline.training import StabilityWarning  # noqa: F401  (re-exported: warned before training)
 
 _TEST_TWICE = "data.test: given both in the config and as test_data=...; give it once"
 
@@ -192,10 +187,6 @@ def evaluate_group(
     Returns:
         One ``Evaluated`` per run, in order.
     """
-    for cfg, setup in zip(cfgs, setups):  # before training: a step past the method's stability limit
-        text = training.stability_warning(setup, cfg.optimizers[index])
-        if text is not None:
-            warnings.warn(text, StabilityWarning, stacklevel=2)
     with jax.enable_x64(True):
         trained = training.train_runs(list(cfgs), list(setups), index, progress)
         out = []
@@ -206,6 +197,53 @@ def evaluate_group(
             result, times = evaluate_mod.evaluate(cfg, setup, oc, res)
             out.append(Evaluated(oc.label, result, res, {**times, "evaluate_s": time.perf_counter() - t}))
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """How far a group of runs has gone (``stages``), as typed runs: before any optimizer
+    (``label`` None: what the runs know before training), then after each optimizer (its
+    ``label``; ``evaluated`` its ``Evaluated`` per run, or ``error`` where it raised: it is then
+    recorded as failed in every run and the next optimizer still runs). ``seconds``: the optimizer's
+    training and evaluation time."""
+
+    runs: list[results.RunResult]
+    label: str | None = None
+    evaluated: list[Evaluated] = dataclasses.field(default_factory=list)
+    error: Exception | None = None
+    seconds: float = 0.0
+
+
+def stages(
+    cfgs: Sequence[config_mod.Config],
+    setups: Sequence[Setup],
+    run_ids: Sequence[str],
+    progress: Callable[[str], Any] | None = None,
+) -> Iterator[Stage]:
+    """The runs of a group (equal shapes, prepared) as they proceed: a ``Stage`` before training,
+    then one after each optimizer (``evaluate_group``: trained as ONE program, then each run
+    evaluated). Each stage's runs hold every optimizer done so far (``evaluate.run_result``), so a
+    caller may write them as they come (``folder.write_progress``) and lose nothing on a later
+    failure. ``progress``: label -> ``train.progress_printer`` (or None)."""
+    opts: list[dict[str, results.OptimizerResult]] = [{} for _ in cfgs]
+
+    def runs() -> list[results.RunResult]:
+        return [run_result(c, s, o, run_id=r) for c, s, o, r in zip(cfgs, setups, opts, run_ids)]
+
+    yield Stage(runs())
+    for i, oc in enumerate(cfgs[0].optimizers):
+        assert oc.label is not None  # validate fills it
+        t = time.perf_counter()
+        try:
+            evaluated = evaluate_group(cfgs, setups, i, progress(oc.label) if progress else None)
+        except Exception as exc:  # noqa: BLE001 - recorded as failed; the next optimizer still runs
+            for o in opts:
+                o[oc.label] = evaluate_mod.failed_result(oc, exc)
+            yield Stage(runs(), oc.label, error=exc, seconds=time.perf_counter() - t)
+            continue
+        for o, ev in zip(opts, evaluated):
+            o[oc.label] = ev.result
+        yield Stage(runs(), oc.label, evaluated, seconds=time.perf_counter() - t)
 
 
 def run_group(
@@ -262,31 +300,22 @@ def run_group(
             setup_mod.prepare(c, xy if xy is not None else setup_mod.load_data(c), b, t)
             for c, xy, b, t in zip(cfgs, pairs, built, test_pairs)
         ]
-        opts: list[dict] = [{} for _ in cfgs]
         times: list[dict] = [dict(s.times) for s in setups]
-        for i, oc in enumerate(cfgs[0].optimizers):
-            assert oc.label is not None  # validate fills it
-            printer = train.progress_printer(oc.label, cfgs[0].train.steps, n) if progress else None
-            for j, ev in enumerate(evaluate_group(cfgs, setups, i, printer)):
+        steps = cfgs[0].train.steps
+        printer = (lambda label: train.progress_printer(label, steps, n)) if progress else None
+        ids = list(run_ids) if run_ids is not None else [c.name for c in cfgs]
+        for stage in stages(cfgs, setups, ids, printer):
+            if stage.error is not None:
+                raise stage.error
+            for j, ev in enumerate(stage.evaluated):
                 times[j][ev.label] = dict(ev.times)
-                opts[j][ev.label] = ev.result
     total = time.perf_counter() - t_start
     out = []
-    for j, (cfg, setup) in enumerate(zip(cfgs, setups)):
+    for j, (cfg, setup, run) in enumerate(zip(cfgs, setups, stage.runs)):
         times[j]["group_total"] = total
         env = {"dtype": cfg.dtype, "seed": cfg.seed, "command": "ntkdyn.run_study", "times_s": times[j]}
-        out.append(
-            run_result(
-                cfg,
-                setup,
-                opts[j],
-                env=env,
-                run_id=run_ids[j] if run_ids is not None else cfg.name,
-                config_doc=_described_config(
-                    cfg, setup, models[j] is not None, data[j] is not None, tests[j] is not None
-                ),
-            )
-        )
+        doc = _described_config(cfg, setup, models[j] is not None, data[j] is not None, tests[j] is not None)
+        out.append(dataclasses.replace(run, env=env, config=doc))
     return out
 
 
@@ -321,12 +350,14 @@ def run_study(
         ConfigError / ValueError: bad config, model or data, before any training.
     """
     if out is not None:
-        from ntkdyn.pipeline import folder
+        from ntkdyn.pipeline import claim
 
         checks.check_out_folder(out, "out")
-        folder.check_out_path(out)
+        claim.check_out_path(out)
     (run,) = run_group([config], models=[model], data=[data], progress=progress, test_data=[test_data])
     if out is not None:
+        from ntkdyn.pipeline import folder
+
         run = dataclasses.replace(run, folder=out)
         folder.write_run(out, run)
     return run

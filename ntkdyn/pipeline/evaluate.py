@@ -21,13 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkdyn import config as config_mod
-from ntkdyn import ntk, optimizers, rates, schedules, theory
+from ntkdyn import ntk, optimizers, rates, theory
 from ntkdyn.config import Config, OptimizerConfig, RelativeStep
 from ntkdyn.pipeline import faces as faces_mod
 from ntkdyn.pipeline import sharpness_path
 from ntkdyn.pipeline.faces import Context, Face, FaceValue
 from ntkdyn.pipeline.setup import Setup, jax_dtype, kernel_rtol
-from ntkdyn.pipeline.training import optimizer_hyper
 from ntkdyn.results import (
     Deviation,
     Fitted,
@@ -61,7 +60,11 @@ def evaluate(
     """The typed result of optimizer ``oc`` trained as ``res`` (module docstring), and the seconds
     spent per stage (kernel_drift_s, face_<name>_s). ``faces``: default ``faces.FACES``."""
     spec = optimizers.get(oc.name)
-    hyper = optimizer_hyper(setup, oc)
+    hyper = res.hyper  # resolved once, before training (``training.optimizer_hyper``)
+    if not isinstance(hyper, optimizers.Resolved):
+        raise ValueError(
+            "evaluate: res must come from training.train_runs (its hyper: the resolved hyperparameters)"
+        )
     times = {"train_compile_s": res.compile_s, "train_run_s": res.run_s}
     arrays = training_arrays(res)
     t = time.perf_counter()
@@ -95,7 +98,7 @@ def evaluate(
     result = OptimizerResult(
         label=oc.label,
         optimizer=oc.name,
-        eta=schedules.describe(hyper["eta"]),
+        eta=hyper.step.describe(),
         status="diverged" if res.diverged_at is not None else "ok",
         beta=hyper.get("beta"),
         r=hyper.get("r"),
@@ -118,8 +121,8 @@ def evaluate(
     return dataclasses.replace(result, **faces_mod.merged_fields(values)), times
 
 
-def _full_batch_constant(cfg: Config, hyper: Mapping) -> bool:
-    return cfg.train.batch_size is None and not schedules.is_scheduled(hyper["eta"])
+def _full_batch_constant(cfg: Config, hyper: optimizers.Resolved) -> bool:
+    return cfg.train.batch_size is None and not hyper.step.scheduled
 
 
 def training_arrays(res: TrainResult) -> dict[str, np.ndarray]:

@@ -9,7 +9,7 @@
 
 Every task runs ``run_group`` (``runner.sweep_group``, the same entry the local loop uses) on its
 group's resolved configs (``sweep.Run``) and writes its runs' folders, and nothing else: each run
-folder has exactly one writer. The parent claims the folder first (``folder.finished_runs``:
+folder has exactly one writer. The parent claims the folder first (``claim.finished_runs``:
 finished runs of the same config are skipped, a different config is an error, as for a local run),
 writes the sweep's config.yaml, submits the groups with unfinished runs, waits, and writes
 summary.csv from the run folders' metrics.json (``summary_from_folder``), so the summary equals a
@@ -29,7 +29,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ntkdyn.pipeline import folder, runner
+from ntkdyn import config as config_mod
+from ntkdyn.pipeline import claim, folder, runner
 
 Say = Callable[[str], None]
 
@@ -141,10 +142,12 @@ def run_group(task: GroupTask) -> GroupDone:
     warn = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     env: dict = {"times_s": {}}
     before = train.COMPILE_COUNT["n"]
-    metrics: dict[str, dict] = {}
-    failed = runner.sweep_group(
-        task.g, list(task.runs), task.out, env, True, say, warn, task.progress, metrics
-    )
+    computed, failed = runner.sweep_group(task.g, list(task.runs), env, say, warn, task.progress)
+    for run in task.runs:  # this task is the one writer of its runs' folders
+        if run.run_id in computed:
+            folder.write_run(
+                os.path.join(task.out, "runs", run.run_id), computed[run.run_id], config_mod.dump(run.cfg)
+            )
     return GroupDone(task.g, failed, train.COMPILE_COUNT["n"] - before, env["times_s"])
 
 
@@ -255,7 +258,7 @@ def sweep(
 ) -> runner.SweepOutcome:
     """Every grid point of a sweep into ``out`` through ``options.launcher`` (module docstring).
     ``local`` is ``runner.sweep``. Otherwise: finished runs of the same config are kept (a
-    different config is a ``folder.FolderError`` unless ``overwrite``), each shape group's
+    different config is a ``claim.FolderError`` unless ``overwrite``), each shape group's
     unfinished runs become one task, the tasks are submitted (job ids in ``env['jobs']``) and,
     with ``options.wait``, awaited; a task that fails is reported through ``warn`` and the others
     kept; summary.csv is then written from the folder. Returns the rows (empty without waiting),
@@ -267,7 +270,7 @@ def sweep(
 
     from ntkdyn import sweep as sweep_mod
 
-    finished = folder.finished_runs(out, points, overwrite=overwrite, writer=True)
+    finished = claim.finished_runs(out, points, overwrite=overwrite, writer=True)
     submit = _submitit(out, options) if options.launcher == "submitit" else _ray(options)
     folder.start_sweep(out, yaml.safe_dump(raw, sort_keys=False))
     groups = sweep_mod.group_by_shape(list(points))

@@ -1,6 +1,7 @@
 """Runs into a results folder (what ``python -m ntkdyn.run`` does): a single run or a sweep's
-shape group, through the one run path (``entry.evaluate_group``: train a group of runs of equal
-shapes as one program, then evaluate each) and the one folder writer (``folder``). The command line
+shape group, down the run path once: the folder claimed (``claim``), the runs prepared
+(``setup``), their stages computed (``entry.stages``: train a group of runs of equal shapes as one
+program, then evaluate each) and written as they come by the one folder writer (``folder``). The command line
 (``ntkdyn.run``) parses, prints and chooses exit codes. Messages go through ``say`` (progress) and
 ``warn`` (failures) so that the caller decides where they are printed.
 """
@@ -8,13 +9,12 @@ shapes as one program, then evaluate each) and the one folder writer (``folder``
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ntkdyn import config as config_mod
 from ntkdyn import results, train
-from ntkdyn.pipeline import entry, evaluate, folder
+from ntkdyn.pipeline import claim, entry, folder
 from ntkdyn.pipeline import setup as setup_mod
 from ntkdyn.pipeline.setup import Setup
 
@@ -45,12 +45,12 @@ def single_run(
     progress: bool = True,
     overwrite: bool = False,
 ) -> SingleRun:
-    """A single run into folder ``out``: the folder is claimed (``folder.claim_run_folder``: a
-    non-empty folder only with ``overwrite``), the run prepared (``setup.prepare``: bad input raises
-    ValueError before anything is written), then each optimizer trained and evaluated
-    (``entry.evaluate_group`` on a group of one), writing the folder as each stage finishes
-    (``folder.write_run_inputs`` and env.json after the kernels, ``write_run_outputs`` after each
-    optimizer): a later failure loses nothing written.
+    """A single run into folder ``out``, down the run path once: the folder is claimed
+    (``claim.claim_run_folder``: a non-empty folder only with ``overwrite``), the run prepared
+    (``setup.prepare``: bad input raises ValueError before anything is written), then its stages
+    (``entry.stages``: the inputs, then each optimizer trained and evaluated) written as each
+    finishes (``folder.write_progress``: config.yaml, data.npz, kernels.npz and env.json, then
+    trajectories.npz and metrics.json after each optimizer): a later failure loses nothing written.
     An optimizer that raises is recorded as failed and the others still run.
 
     Args:
@@ -59,41 +59,34 @@ def single_run(
     Returns:
         ``SingleRun``: the typed run (env and folder set), its setup and whether an optimizer failed.
     """
-    folder.claim_run_folder(out, overwrite=overwrite)
+    claim.claim_run_folder(out, overwrite=overwrite)
     say(f"ntkdyn: {cfg.name} -> {out} ({env['device']['platform']}, {cfg.dtype})")
     setup = setup_mod.prepare(cfg)
-    folder.make_run_folder(out)
     env["times_s"].update(setup.times)
-    opts: dict[str, results.OptimizerResult] = {}
-    folder.write_run_inputs(out, evaluate.run_result(cfg, setup, opts, env=env), config_mod.dump(cfg))
-    folder.write_env(out, env)
-    lam = setup.lam
-    say(
-        f"  n={setup.X.shape[0]} d={setup.X.shape[1]}  K = {setup.c:g} * {cfg.theory.kernel}: "
-        f"lambda_min={lam[0]:.4g} lambda_max={lam[-1]:.4g}"
-    )
+    printer = (lambda label: train.progress_printer(label, cfg.train.steps, 1)) if progress else None
+    config_text = config_mod.dump(cfg)
     failed = False
-    for i, oc in enumerate(cfg.optimizers):
-        assert oc.label is not None  # validate fills it
-        t = time.perf_counter()
-        try:
-            printer = train.progress_printer(oc.label, cfg.train.steps, 1) if progress else None
-            (ev,) = entry.evaluate_group([cfg], [setup], i, printer)
-        except Exception as exc:  # noqa: BLE001 - one optimizer failing must not lose the others
+    for stage in entry.stages([cfg], [setup], [cfg.name], printer):
+        (run,) = stage.runs
+        if stage.label is None:  # the inputs, before training
+            run = dataclasses.replace(run, env=env)
+            lam = setup.lam
+            say(
+                f"  n={setup.X.shape[0]} d={setup.X.shape[1]}  K = {setup.c:g} * {cfg.theory.kernel}: "
+                f"lambda_min={lam[0]:.4g} lambda_max={lam[-1]:.4g}"
+            )
+        elif stage.error is not None:
             failed = True
-            opts[oc.label] = evaluate.failed_result(oc, exc)
-            warn(f"ntkdyn: optimizer {oc.label} failed: {type(exc).__name__}: {exc}")
-            continue
-        opts[oc.label] = ev.result
-        times = env["times_s"][oc.label] = {**ev.times, "total_s": time.perf_counter() - t}
-        folder.write_run_outputs(out, evaluate.run_result(cfg, setup, opts))
-        say(
-            f"  {oc.label}: {ev.result.status}, {ev.result.verdict} "
-            f"(train {times['train_run_s']:.2f} s + compile {times['train_compile_s']:.2f} s)"
-        )
-    run = evaluate.run_result(cfg, setup, opts, env=env, run_id=cfg.name)
-    folder.write_run_outputs(out, dataclasses.replace(run, env={}))
-    return SingleRun(dataclasses.replace(run, folder=out), setup, failed)
+            warn(f"ntkdyn: optimizer {stage.label} failed: {type(stage.error).__name__}: {stage.error}")
+        else:
+            ((ev,),) = (stage.evaluated,)
+            times = env["times_s"][stage.label] = {**ev.times, "total_s": stage.seconds}
+            say(
+                f"  {stage.label}: {ev.result.status}, {ev.result.verdict} "
+                f"(train {times['train_run_s']:.2f} s + compile {times['train_compile_s']:.2f} s)"
+            )
+        folder.write_progress(out, run, config_text)
+    return SingleRun(dataclasses.replace(run, env=env, folder=out), setup, failed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,96 +120,87 @@ def sweep(
     progress: bool = True,
     overwrite: bool = False,
 ) -> SweepOutcome:
-    """Every grid point of a sweep into ``out``: finished runs of the same config are kept
-    (``folder.finished_runs``; a different config is a ``folder.FolderError`` unless ``overwrite``),
-    the others run by shape group (``sweep_group``); then summary.csv. Only the ``writer`` process
-    writes. Layout: OUT/config.yaml (the sweep), OUT/summary.csv, OUT/runs/<run_id>/ (run folders)."""
+    """Every grid point of a sweep into ``out``, down the run path once: finished runs of the same
+    config are kept (``claim.finished_runs``; a different config is a ``claim.FolderError`` unless
+    ``overwrite``), the others run by shape group (``sweep_group``), and the folder is written as
+    each group finishes (``folder.write_sweep``: the sweep's config.yaml, the group's run folders,
+    summary.csv of the runs so far). Only the ``writer`` process writes. Layout: OUT/config.yaml (the
+    sweep), OUT/summary.csv, OUT/runs/<run_id>/ (run folders)."""
     import yaml
 
     from ntkdyn import sweep as sweep_mod
 
-    finished = folder.finished_runs(out, points, overwrite=overwrite, writer=writer)
-    if writer:
-        folder.start_sweep(out, yaml.safe_dump(raw, sort_keys=False))
+    finished = {
+        run_id: results.RunResult.from_json(doc)
+        for run_id, doc in claim.finished_runs(out, points, overwrite=overwrite, writer=writer).items()
+    }
     groups = sweep_mod.group_by_shape(list(points))
     say(
         f"ntkdyn: sweep {raw.get('name', 'sweep')}: {len(points)} runs in {len(groups)} shape group(s) on "
         f"{env.get('devices_on_run_axis', 1)} device(s) -> {out}"
     )
-    metrics: dict[str, dict] = {}
+    config_text = yaml.safe_dump(raw, sort_keys=False)
+    done: dict[str, results.RunResult] = {}
+    rows: list[dict] = []
     failed = False
     compiles_before = train.COMPILE_COUNT["n"]
     for g, group in enumerate(groups):
-        failed |= sweep_group(g + 1, group, out, env, writer, say, warn, progress, metrics, finished)
-    rows = [
-        row
-        for run in points
-        if run.run_id in metrics
-        for row in summary_rows(run.run_id, run.values, metrics[run.run_id])
-    ]
-    if writer:
-        folder.write_summary(out, rows)
+        new, group_failed = sweep_group(g + 1, group, env, say, warn, progress, finished)
+        failed |= group_failed
+        done.update(
+            {run.run_id: finished[run.run_id] if run.run_id in finished else new[run.run_id] for run in group}
+        )
+        rows = [  # summary.csv: a row per run and optimizer, grid order
+            results.SweepRow.from_result(run.run_id, run.values, done[run.run_id].spectrum, o).to_json()
+            for run in points
+            if run.run_id in done
+            for o in done[run.run_id].optimizers.values()
+        ]
+        if writer:
+            written = {
+                run.run_id: (new[run.run_id], config_mod.dump(run.cfg)) for run in group if run.run_id in new
+            }
+            folder.write_sweep(out, config_text, written, rows)
     return SweepOutcome(rows, failed, train.COMPILE_COUNT["n"] - compiles_before)
 
 
 def sweep_group(
     g: int,
     group: Sequence,
-    out: str,
     env: dict,
-    writer: bool,
     say: Say,
     warn: Say,
     progress: bool,
-    metrics: dict[str, dict],
-    finished: dict[str, dict] | None = None,
-) -> bool:
-    """Shape group ``g`` (1-based) of a sweep: runs in ``finished`` (run_id -> metrics.json of a
-    finished run with the same config, ``folder.finished_runs``) are kept and skipped; the others
-    are prepared, each optimizer trained for the whole group as one program and evaluated
-    (``entry.evaluate_group``), and each run written by ``folder.write_run`` (by the ``writer``
-    process only). Fills ``metrics``; returns whether an optimizer failed. Raises ValueError (bad
-    input) from ``setup.prepare`` before any training."""
+    finished: Mapping[str, results.RunResult] | None = None,
+) -> tuple[dict[str, results.RunResult], bool]:
+    """Shape group ``g`` (1-based) of a sweep: runs in ``finished`` (run_id -> a finished run with
+    the same config, ``claim.finished_runs``) are skipped; the others are prepared, and each
+    optimizer trained for the whole group as one program and evaluated (``entry.stages``). Returns
+    (run_id -> the typed run of each run computed here, whether an optimizer failed). Raises
+    ValueError (bad input) from ``setup.prepare`` before any training."""
     finished = finished or {}
-    todo = []
-    for run in group:
-        if run.run_id in finished:
-            metrics[run.run_id] = finished[run.run_id]
-        else:
-            todo.append(run)
+    todo = [run for run in group if run.run_id not in finished]
     if len(todo) < len(group):
         say(f"  group {g}: {len(group) - len(todo)} finished run(s) found, skipped")
     if not todo:
-        return False
+        return {}, False
     t = time.perf_counter()
     setups = [setup_mod.prepare(run.cfg) for run in todo]
     env["times_s"][f"group{g}_prepare"] = time.perf_counter() - t
-    cfgs = [run.cfg for run in todo]
-    opts: list[dict[str, results.OptimizerResult]] = [{} for _ in todo]
+    steps = todo[0].cfg.train.steps
+    printer = (
+        (lambda label: train.progress_printer(f"group {g} {label}", steps, len(todo))) if progress else None
+    )
     failed = False
-    for i, oc in enumerate(cfgs[0].optimizers):
-        t = time.perf_counter()
-        printer = (
-            train.progress_printer(f"group {g} {oc.label}", cfgs[0].train.steps, len(todo))
-            if progress
-            else None
-        )
-        try:
-            evaluated = entry.evaluate_group(cfgs, setups, i, printer)
-        except Exception as exc:  # noqa: BLE001 - keep the other optimizers and groups
+    for stage in entry.stages([run.cfg for run in todo], setups, [run.run_id for run in todo], printer):
+        if stage.error is not None:
             failed = True
-            warn(f"ntkdyn: group {g} optimizer {oc.label} failed: {type(exc).__name__}: {exc}")
-            for o in opts:
-                o[oc.label] = evaluate.failed_result(oc, exc)
-            continue
-        theory_s = sum(ev.times["evaluate_s"] for ev in evaluated)
-        env["times_s"][f"group{g}_{oc.label}_train"] = time.perf_counter() - t - theory_s
-        env["times_s"][f"group{g}_{oc.label}_theory"] = theory_s
-        for o, ev in zip(opts, evaluated):
-            o[oc.label] = ev.result
-    for run, setup, o in zip(todo, setups, opts):
-        result = evaluate.run_result(run.cfg, setup, o, run_id=run.run_id)
-        metrics[run.run_id] = result.to_json()
-        if writer:
-            folder.write_run(os.path.join(out, "runs", run.run_id), result, config_mod.dump(run.cfg))
-    return failed
+            warn(
+                f"ntkdyn: group {g} optimizer {stage.label} failed: "
+                f"{type(stage.error).__name__}: {stage.error}"
+            )
+        elif stage.label is not None:
+            theory_s = sum(ev.times["evaluate_s"] for ev in stage.evaluated)
+            env["times_s"][f"group{g}_{stage.label}_train"] = stage.seconds - theory_s
+            env["times_s"][f"group{g}_{stage.label}_theory"] = theory_s
+    return {run.run_id: result for run, result in zip(todo, stage.runs)}, failed

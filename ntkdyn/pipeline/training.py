@@ -7,13 +7,14 @@ trajectory: recorded steps, losses, errors, snapshots).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkdyn import linearized, models, optimizers, quadratic, schedules
+from ntkdyn import linearized, models, optimizers, quadratic
 from ntkdyn.config import Config, OptimizerConfig, resolve_eta
 from ntkdyn.pipeline.setup import Setup, jax_dtype
 from ntkdyn.train import TrainPlan, TrainResult, train_batch
@@ -71,14 +72,20 @@ def progress_chunks(blocks: int, target: int = 10) -> int:
     return min(divisors, key=lambda c: (abs(c - target), c))
 
 
-def optimizer_hyper(setup: Setup, oc: OptimizerConfig) -> dict:
+class StabilityWarning(UserWarning):
+    """eta lambda_max(K) exceeds the method's stability limit: the kernel-regime prediction diverges."""
+
+
+def optimizer_hyper(setup: Setup, oc: OptimizerConfig) -> optimizers.Resolved:
     """Hyperparameters of ``oc`` with defaults filled; a step relative to the spectrum
     (``eta: {per_lambda_max: p}``) becomes the number p / lambda_max(K) (``config.resolve_eta``, with
     K = c H the kernel the predictions use); a spec with a ``tune(hyper, lam)`` hook (e.g.
-    Polyak-tuned HB) sets them from the eigenvalues of K."""
+    Polyak-tuned HB) sets them from the eigenvalues of K. The step size is decided here, once: the
+    result's ``step`` (``schedules.Step``) says whether it is a number or a schedule. ``train_runs``
+    resolves each run's once and hands it on with its ``TrainResult`` (``hyper``)."""
     hyper = oc.hyper()
     hyper["eta"] = resolve_eta(hyper["eta"], float(setup.lam[-1]))
-    return optimizers.resolve_hyper(optimizers.get(oc.name), hyper, setup.lam)
+    return optimizers.Resolved(optimizers.resolve_hyper(optimizers.get(oc.name), hyper, setup.lam))
 
 
 def largest_stable_step(spec, hyper: dict, hi: float = 16.0) -> float | None:
@@ -103,13 +110,16 @@ def largest_stable_step(spec, hyper: dict, hi: float = 16.0) -> float | None:
     return lo
 
 
-def stability_warning(setup: Setup, oc: OptimizerConfig) -> str | None:
+def stability_warning(
+    setup: Setup, oc: OptimizerConfig, hyper: optimizers.Resolved | None = None
+) -> str | None:
     """A warning, before training, when eta lambda_max(K) exceeds the method's stability limit
     (``largest_stable_step``): the kernel-regime prediction then diverges (training may or may not:
-    past the kernel regime a network can catapult). None when the step is stable or has no limit."""
+    past the kernel regime a network can catapult). None when the step is stable or has no limit.
+    ``hyper``: ``oc``'s resolved hyperparameters (default ``optimizer_hyper``)."""
     spec = optimizers.get(oc.name)
     try:
-        hyper = optimizer_hyper(setup, oc)
+        hyper = optimizer_hyper(setup, oc) if hyper is None else hyper
         limit = largest_stable_step(spec, hyper)
     except (TypeError, ValueError, KeyError):
         return None
@@ -125,12 +135,26 @@ def stability_warning(setup: Setup, oc: OptimizerConfig) -> str | None:
 
 
 def train_runs(cfgs: list[Config], setups: list[Setup], index: int, progress=None) -> list[TrainResult]:
-    """Train optimizer ``index`` of every run (same shapes) as one batched program."""
+    """Train optimizer ``index`` of every run (same shapes) as one batched program: each run's
+    hyperparameters resolved once (``optimizer_hyper``; a ``StabilityWarning`` where the step is past
+    the method's stability limit), and handed on with its ``TrainResult`` (``hyper``)."""
+    hypers = [optimizer_hyper(s, c.optimizers[index]) for c, s in zip(cfgs, setups)]
+    for cfg, setup, hyper in zip(cfgs, setups, hypers):
+        text = stability_warning(setup, cfg.optimizers[index], hyper)
+        if text is not None:
+            warnings.warn(text, StabilityWarning, stacklevel=3)
+    trained = _train_runs(cfgs, setups, index, hypers, progress)
+    return [dataclasses.replace(res, hyper=hyper) for res, hyper in zip(trained, hypers)]
+
+
+def _train_runs(
+    cfgs: list[Config], setups: list[Setup], index: int, hypers: list[optimizers.Resolved], progress=None
+) -> list[TrainResult]:
     cfg = cfgs[0]
     spec = optimizers.get(cfg.optimizers[index].name)
     dtype = jax_dtype(cfg)
-    hypers = [optimizer_hyper(s, c.optimizers[index]) for c, s in zip(cfgs, setups)]
-    scheduled = [h["eta"] for h in hypers if schedules.is_scheduled(h["eta"])]
+    scheduled = [h["eta"] for h in hypers if h.step.scheduled]
+    plain: list[dict] = [*hypers]
     if scheduled and (len(scheduled) < len(hypers) or len(set(scheduled)) > 1):  # a schedule is compiled in
         raise ValueError(
             "runs with different step-size schedules cannot train as one program; run them separately"
@@ -139,7 +163,7 @@ def train_runs(cfgs: list[Config], setups: list[Setup], index: int, progress=Non
         trained = train_batch(
             setups[0].model,
             spec,
-            hypers,
+            plain,
             setups[0].c,
             train_plan(cfg, sharpness=True),
             [s.params for s in setups],
@@ -155,7 +179,7 @@ def train_runs(cfgs: list[Config], setups: list[Setup], index: int, progress=Non
             spec,
             cfgs,
             setups,
-            hypers,
+            plain,
             [(s.params, s.consts) for s in setups],
             progress,
             sharpness=True,

@@ -93,7 +93,8 @@ def _recurrence_program(
     import jax.numpy as jnp
 
     spec, h = optimizers.get(optimizer), dict(hyper)
-    kinds = spec.method.states
+    method = spec.linear
+    kinds = method.states
     grad = jax.grad(lambda f, y: loss_scale * loss(f, y))
 
     def init(f):
@@ -106,7 +107,7 @@ def _recurrence_program(
     def run(H, Kx, y, f0, ft0):
         def body(carry, kk):
             X, Xt = carry
-            T, u = spec.method.step(h, kk)
+            T, u = method.step(h, kk)
             G = grad(X[0], y)
             X, Xt = new(T, u, X, _apply(shared, H, G)), new(T, u, Xt, _apply(shared, Kx, G))
             return (X, Xt), (X[0], Xt[0])

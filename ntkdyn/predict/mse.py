@@ -35,6 +35,8 @@ class DiscretePredictor:
     @property
     def time_step(self) -> float:
         """ODE time of one update of this method's limit (t = k * time_step)."""
+        if self.spec.ode is None:
+            raise ValueError(f"optimizer {self.spec.name!r} has no limiting ODE, so no ODE time step")
         return self.spec.ode(self.hyper).time_step
 
     def __call__(self, *, step, fx_train_0=0.0, fx_test_0=None, k_test_train=None) -> Prediction:

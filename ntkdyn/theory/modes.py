@@ -48,8 +48,9 @@ def discrete_modes(spec: OptimizerSpec, hyper: dict, lam, coef, steps: int) -> n
     X = initial_state(spec, coef)
     out = np.empty((steps + 1, lam.size))
     out[0] = X[:, 0]
-    scheduled = schedules.is_scheduled(hyper.get("eta"))
-    etas = schedules.eta_values(hyper["eta"], steps) if scheduled else None
+    step = schedules.step_of(hyper)
+    scheduled = step.scheduled
+    etas = step.values(steps) if scheduled else None
     A = companion(spec, hyper, lam, 1) if spec.constant and not scheduled else None
     with np.errstate(over="ignore", invalid="ignore"):
         for k in range(1, steps + 1):

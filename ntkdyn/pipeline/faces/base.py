@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from ntkdyn import optimizers, rates, schedules
+from ntkdyn import optimizers, rates
 from ntkdyn.config import Config
 from ntkdyn.pipeline.setup import Setup
 from ntkdyn.train import TrainResult
@@ -36,7 +36,7 @@ class Context:
     cfg: Config
     setup: Setup
     spec: optimizers.OptimizerSpec
-    hyper: dict[str, Any]
+    hyper: optimizers.Resolved
     trained: TrainResult
     fit: rates.RateFit
     null: np.ndarray
@@ -44,8 +44,9 @@ class Context:
 
     @property
     def scheduled(self) -> bool:
-        """Is eta a schedule (a callable of the step) rather than a number?"""
-        return schedules.is_scheduled(self.hyper["eta"])
+        """Is eta a schedule (a callable of the step) rather than a number? (``hyper.step``,
+        decided once by ``training.optimizer_hyper``)"""
+        return self.hyper.step.scheduled
 
     @property
     def full_batch(self) -> bool:
