@@ -53,6 +53,14 @@ def check_outputs(cfg: Config) -> None:
                 "model.loss: 'logistic' needs one output with ±1 targets (data.source digits, "
                 f"data.target pm1); got data.source {d.source!r}, data.target {d.target!r}, model.outputs {k}"
             )
+    if m.loss in models.CLASSIFICATION_LOSSES:
+        if cfg.train.batch_size is not None:
+            raise ConfigError(
+                f"train.batch_size: mini-batch runs with model.loss {m.loss!r} are not supported "
+                "(the function-space predictions are full batch); leave train.batch_size out"
+            )
+        if th.solver == "krylov":
+            raise ConfigError(f"theory.solver: 'krylov' does not take model.loss {m.loss!r}; use eigen or auto")
     if not onehot.is_onehot(d) and th.kernel_outputs is not None:
         raise ConfigError(
             f"theory.kernel_outputs: applies to models with several outputs (data.target onehot); got "

@@ -242,6 +242,11 @@ def _prepare(cfg: Config, data, built, test) -> Setup:
     t = time.perf_counter()
     c = models.loss_scale(model.loss, X.shape[0])
     if check_solver(cfg, X.shape[0]) == "krylov":
+        if model.outputs > 1 or not models.is_squared(model.loss):
+            raise ConfigError(
+                f"theory.solver: resolves to krylov for n = {X.shape[0]} (auto: krylov when n > "
+                f"{KRYLOV_AUTO_N}), which takes one output and a squared loss; set theory.solver: eigen"
+            )
         setup = _krylov_setup(cfg, X, y, (model, params, consts), Xj, c, e0, times)
         return setup if test is None else with_held_out(cfg, setup, *test)
     H0 = ntk.gram(model, params, consts, Xj)

@@ -77,6 +77,8 @@ def stability_warning(setup: Setup, oc: OptimizerConfig) -> str | None:
     (``largest_stable_step``): the kernel-regime prediction then diverges (training may or may not:
     past the kernel regime a network can catapult). None when the step is stable or has no limit."""
     spec = optimizers.get(oc.name)
+    if not models.is_squared(setup.model.loss):  # the limit is the squared loss's (K = c H)
+        return None
     try:
         hyper = optimizer_hyper(setup, oc)
         limit = largest_stable_step(spec, hyper)
