@@ -413,6 +413,11 @@ def run_single(cfg: config_mod.Config, args: argparse.Namespace, say, t_start: f
     failed |= not guarded_stage(
         env, "plot", lambda: plots.loss_figure(trajectories, opts, os.path.join(out, f"loss.{args.format}"))
     )
+    if any("accuracy" in a for a in trajectories.values()):  # classification targets
+        failed |= not guarded_stage(
+            env, "plot_accuracy",
+            lambda: plots.accuracy_figure(trajectories, os.path.join(out, f"accuracy.{args.format}")),
+        )  # fmt: skip
     if cfg.control is not None:  # control.json and the control figures (ntkdyn.control)
 
         def control_stage():

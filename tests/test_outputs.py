@@ -5,6 +5,7 @@ the verdict on cross-entropy and the config checks."""
 from __future__ import annotations
 
 import copy
+import os
 
 import jax
 import numpy as np
@@ -15,6 +16,7 @@ from ntkdyn import config as config_mod
 from ntkdyn import models, ntk, optimizers, theory
 from ntkdyn.config import ConfigError
 
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 BASE = {
     "name": "outputs",
     "seed": 1,
@@ -147,3 +149,30 @@ def test_cross_entropy_verdict_is_not_forced(tmp_path):
     assert gd.verdict == "unclassified"
     assert "cross-entropy on separable data" in gd.fitted.reason
     assert gd.theory_verdicts["discrete"] == "unclassified"
+
+
+@pytest.mark.parametrize("name", ["digits10", "digits10_ce"])
+def test_digits10_configs_are_ten_classes(name):
+    cfg = config_mod.load(os.path.join(CONFIGS, f"{name}.yaml"))
+    assert cfg.model.outputs == 10 and cfg.theory.kernel_outputs == "full"
+    assert {o.name for o in cfg.optimizers} == {"gd", "hb", "nag_c", "adam"}
+
+
+def test_digits10_ce_runs_at_a_tiny_size(tmp_path):
+    """configs/digits10_ce.yaml at a tiny size (the ten classes, 20 points), NAG-C: its damped flow in
+    function space (diffrax, from the series start at t0), recurrence and linearised network, with
+    accuracy; the folder reads back as the result."""
+    raw = config_mod.load_raw(os.path.join(CONFIGS, "digits10_ce.yaml"))
+    raw["data"].update(n=20, test={"n": 10})
+    raw["model"]["width"] = 64
+    raw["train"].update(steps=20, kernel_at=[0, 20])
+    raw["theory"]["diffrax"] = True
+    raw["optimizers"] = [o for o in raw["optimizers"] if o["name"] == "nag_c"]
+    run = ntkdyn.run_study(raw, out=str(tmp_path / "run"))
+    nag = run.optimizers["nag_c"]
+    tr = nag.trajectory
+    assert np.all(np.isfinite(tr["loss_ode"])) and np.all(np.isfinite(tr["test_loss_ode"]))
+    assert tr["loss_ode"][0] == pytest.approx(tr["loss"][0], rel=1e-12)
+    np.testing.assert_allclose(tr["loss_linearized"], tr["loss_discrete"], rtol=1e-8)
+    assert set(nag.accuracy.predicted_final) == {"discrete", "ode", "linearized"}
+    assert ntkdyn.load(str(tmp_path / "run")).optimizers == run.optimizers
