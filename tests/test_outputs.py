@@ -74,7 +74,9 @@ def test_cross_entropy_recurrence_is_a_numpy_loop_and_the_linearised_network(tmp
 def test_traced_kernel_is_k_independent_scalar_runs(tmp_path):
     """Squared loss, H∞ traced: the k-output recurrence's loss is the sum over the outputs of k
     scalar recurrences on the shared kernel, each from its own column of the initial error."""
-    raw = _raw(theory={"kernel": "Hinf", "diffrax": False}, optimizers=[{"name": "hb", "eta": 0.4, "beta": 0.6}])
+    raw = _raw(
+        theory={"kernel": "Hinf", "diffrax": False}, optimizers=[{"name": "hb", "eta": 0.4, "beta": 0.6}]
+    )
     run = ntkdyn.run_study(raw, out=str(tmp_path / "run"))
     setup = ntkdyn.prepare(raw)
     n, k = setup.y.shape
@@ -82,7 +84,8 @@ def test_traced_kernel_is_k_independent_scalar_runs(tmp_path):
     E0 = setup.e0.reshape(n, k)
     spec, hyper = optimizers.get("hb"), {"eta": 0.4, "beta": 0.6}
     total = sum(
-        theory.modal_loss(theory.discrete_modes(spec, hyper, lam, V.T @ E0[:, b], 30), setup.c) for b in range(k)
+        theory.modal_loss(theory.discrete_modes(spec, hyper, lam, V.T @ E0[:, b], 30), setup.c)
+        for b in range(k)
     )
     np.testing.assert_allclose(run.optimizers["hb"].trajectory["loss_discrete"], total, rtol=1e-10)
 
@@ -91,7 +94,8 @@ def test_full_gram_recurrence_is_the_linearised_network(tmp_path):
     """Squared loss, full output Gram: the kernel recurrence equals the linearised network trained
     exactly (heavy ball, float64, 1e-8)."""
     raw = _raw(
-        theory={"diffrax": False, "linearized": "always"}, optimizers=[{"name": "hb", "eta": 0.3, "beta": 0.7}]
+        theory={"diffrax": False, "linearized": "always"},
+        optimizers=[{"name": "hb", "eta": 0.3, "beta": 0.7}],
     )
     run = ntkdyn.run_study(raw, out=str(tmp_path / "run"))
     tr = run.optimizers["hb"].trajectory

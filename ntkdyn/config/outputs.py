@@ -42,7 +42,9 @@ def check_outputs(cfg: Config) -> None:
         raise ConfigError("model.outputs: the released model has one output; use model.name paper or mlp")
     if m.loss is not None:
         if m.loss not in models.ALL_LOSSES:
-            raise ConfigError(f"model.loss: {m.loss!r} is not allowed; allowed: {', '.join(models.ALL_LOSSES)}")
+            raise ConfigError(
+                f"model.loss: {m.loss!r} is not allowed; allowed: {', '.join(models.ALL_LOSSES)}"
+            )
         if m.loss == "softmax_ce" and not onehot.is_onehot(d):
             raise ConfigError(
                 f"model.loss: 'softmax_ce' needs one-hot targets (data.target: onehot), got data.target "
@@ -60,7 +62,9 @@ def check_outputs(cfg: Config) -> None:
                 "(the function-space predictions are full batch); leave train.batch_size out"
             )
         if th.solver == "krylov":
-            raise ConfigError(f"theory.solver: 'krylov' does not take model.loss {m.loss!r}; use eigen or auto")
+            raise ConfigError(
+                f"theory.solver: 'krylov' does not take model.loss {m.loss!r}; use eigen or auto"
+            )
     if not onehot.is_onehot(d) and th.kernel_outputs is not None:
         raise ConfigError(
             f"theory.kernel_outputs: applies to models with several outputs (data.target onehot); got "
@@ -71,7 +75,8 @@ def check_outputs(cfg: Config) -> None:
             th.kernel_outputs = "traced" if th.kernel == "Hinf" else "full"
         if th.kernel_outputs not in KERNEL_OUTPUTS:
             raise ConfigError(
-                f"theory.kernel_outputs: {th.kernel_outputs!r} is not allowed; allowed: {', '.join(KERNEL_OUTPUTS)}"
+                f"theory.kernel_outputs: {th.kernel_outputs!r} is not allowed; allowed: "
+                f"{', '.join(KERNEL_OUTPUTS)}"
             )
         if th.kernel == "Hinf" and th.kernel_outputs == "full":
             raise ConfigError(

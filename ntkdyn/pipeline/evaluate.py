@@ -221,7 +221,9 @@ def deviations(
             res.step, pred, window, pred_floor, stall_factor=cfg.rates.stall_factor, floor_star=L_star
         )
         if cfg.model.loss is not None and not models.is_squared(cfg.model.loss):
-            theory_fit = rates.cross_entropy_verdict(theory_fit, separable=floors.info.get("null_modes", 0) == 0)
+            theory_fit = rates.cross_entropy_verdict(
+                theory_fit, separable=floors.info.get("null_modes", 0) == 0
+            )
         verdicts[name] = theory_fit.verdict
     if "grad_norm_sq_discrete" in arrays:  # the predicted squared gradient norm against training's
         g_pred, g_train = arrays["grad_norm_sq_discrete"], np.asarray(res.grad_norm_sq, np.float64)

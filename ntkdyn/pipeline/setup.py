@@ -263,9 +263,7 @@ def _prepare(cfg: Config, data, built, test) -> Setup:
     else:
         lam, V = theory.eigen(c * H)
     times["kernels"] = time.perf_counter() - t
-    setup = Setup(
-        X, y, model, params, consts, c, e0, H0, Hinf, lam, V, V.T @ e0, times, outputs=k, H_pred=H
-    )
+    setup = Setup(X, y, model, params, consts, c, e0, H0, Hinf, lam, V, V.T @ e0, times, outputs=k, H_pred=H)
     return setup if test is None else with_held_out(cfg, setup, *test)
 
 

@@ -72,7 +72,8 @@ def drawn_series() -> list[Series]:
 
 
 __all__ = [
-    "FACES", "NOTHING", "ClassAccuracy", "Context", "DiffraxCheck", "Face", "FaceValue", "HeldOutPrediction", "HighResOde",
+    "FACES", "NOTHING", "ClassAccuracy", "Context", "DiffraxCheck", "Face", "FaceValue", "HeldOutPrediction",
+    "HighResOde",
     "LimitingOde", "LinearizedNetwork", "MiniBatch", "OdeProblem", "OdeValue", "QuadraticModel", "Recurrence",
     "Series",
     "compared_names", "drawn_series", "merged_arrays", "merged_fields", "register", "unregister",

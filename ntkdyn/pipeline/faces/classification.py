@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,8 @@ def outputs_of(ctx: Context, e_flat: np.ndarray) -> np.ndarray:
     return np.asarray(e_flat, np.float64).reshape(e_flat.shape[:-1] + y.shape) + y
 
 
-def _loss_name(ctx: Context) -> str:
+def _loss_name(ctx: Context) -> Any:
+    """``predict``'s name of the run's loss (``predict.LossName``)."""
     return "softmax_ce" if ctx.setup.model.loss == "softmax_ce" else "sigmoid_ce"
 
 
@@ -77,15 +79,16 @@ def _initial(ctx: Context) -> tuple[np.ndarray, np.ndarray | None]:
     """f(X; theta_0) and f(X_test; theta_0) in the targets' shape."""
     s = ctx.setup
     f0 = s.e0.reshape(s.y.shape) + s.y
-    ft0 = None if s.e0_test is None else s.e0_test.reshape(s.y_test.shape) + s.y_test
-    return f0, ft0
+    if s.e0_test is None or s.y_test is None:
+        return f0, None
+    return f0, s.e0_test.reshape(s.y_test.shape) + s.y_test
 
 
 def _arrays(ctx: Context, key: str, train, test, train_at, steps_name: str = "step") -> FaceValue:
     s = ctx.setup
     arrays = {f"loss_{key}": _loss(ctx, train, s.y, s.c)}
     if test is not None:
-        assert s.c_test is not None  # set with the held-out set
+        assert s.c_test is not None and s.y_test is not None  # set with the held-out set
         arrays[f"test_loss_{key}"] = _loss(ctx, test, s.y_test, s.c_test)
     if train_at is not None:
         arrays[f"accuracy_{key}"] = accuracy(train_at, s.y)
@@ -136,9 +139,9 @@ def flow(ctx: Context) -> FaceValue:
         fs, fts = out.train, out.test
     else:
         fs, fts = damped_flow(ctx, ode, y, f0, ft0, both, rtol, atol)
-    train, at = fs[: times.size], fs[times.size :]
+    train = fs[: times.size]
     held = None if fts is None else fts[: times.size]
-    at = at if records_accuracy(ctx) else None
+    at = fs[times.size :] if records_accuracy(ctx) else None
     value = _arrays(ctx, "ode", train, held, at)
     arrays = {"ode_time": times, **value.arrays}
     return FaceValue(arrays=arrays, fields={"ode": _describe(ode)})
@@ -151,7 +154,7 @@ def _describe(ode) -> str:
     return f"f'' + {damping} f' + H grad_f L(f) = 0 (any loss, diffrax), t = k*sqrt(eta)"
 
 
-def _apply(H: np.ndarray, G, k: int):
+def _apply(H: Any, G, k: int):
     """H acting on an (rows, k) array: shared H @ G, full (H @ vec G) reshaped."""
     import jax.numpy as jnp
 
@@ -267,9 +270,10 @@ class ClassAccuracy:
         where = {int(k): i for i, k in enumerate(res.step)}
         for value in earlier.values():
             for name, modes in value.modes.items():
-                rows = [where.get(int(k)) for k in steps]
-                if s.V is None or any(r is None for r in rows):
+                found = [where.get(int(k)) for k in steps]
+                if s.V is None or any(r is None for r in found):
                     continue
+                rows = np.asarray(found, int)
                 e = np.asarray(modes)[rows] @ s.V.T
                 arrays[f"accuracy_{name}"] = accuracy(outputs_of(ctx, e), s.y)
         for value in earlier.values():
@@ -290,4 +294,3 @@ class ClassAccuracy:
             predicted_final=predicted,
         )
         return FaceValue(arrays=arrays, fields={"accuracy": field})
-
