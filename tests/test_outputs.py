@@ -144,12 +144,28 @@ def test_onehot_fills_outputs_and_the_accuracy_steps():
     assert cfg.train.error_at[0] == 0 and cfg.train.error_at[-1] == 30 and len(cfg.train.error_at) > 2
 
 
-def test_cross_entropy_verdict_is_not_forced(tmp_path):
-    """On separable data (K positive definite) the cross-entropy loss is not classified linear or
-    sublinear: the verdict says why."""
-    raw = _raw(model={"loss": "softmax_ce"}, optimizers=[{"name": "gd", "eta": 4.0}], train={"steps": 60})
+def test_logistic_loss_one_output_and_its_verdict(tmp_path):
+    """logistic loss, one output, ±1 targets: the recurrence is the numpy loop
+    f <- f - eta H (c (-y sigmoid(-y f))), the accuracy is by sign, and on separable data (K positive
+    definite) the verdict is not forced to linear or sublinear: it says why."""
+    raw = _raw(
+        data={"classes": [3, 5], "target": "pm1"},
+        model={"loss": "logistic"},
+        optimizers=[{"name": "gd", "eta": 8.0}],
+        train={"steps": 60, "kernel_at": [0, 60]},
+    )
     run = ntkdyn.run_study(raw, out=str(tmp_path / "run"))
+    setup = ntkdyn.prepare(raw)
     gd = run.optimizers["gd"]
+    c, y, H = 1.0 / setup.y.size, setup.y, setup.H0
+    f, losses = setup.e0 + y, []
+    for step in range(61):
+        losses.append(c * np.sum(np.logaddexp(0.0, -y * f)))
+        if step == 60:
+            break
+        f = f - 8.0 * H @ (c * -y / (1.0 + np.exp(y * f)))
+    np.testing.assert_allclose(gd.trajectory["loss_discrete"], losses, rtol=1e-10)
+    assert gd.accuracy.predicted_final["discrete"] == pytest.approx(np.mean(np.sign(f) == y))
     assert gd.verdict == "unclassified"
     assert "cross-entropy on separable data" in gd.fitted.reason
     assert gd.theory_verdicts["discrete"] == "unclassified"

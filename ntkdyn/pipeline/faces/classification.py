@@ -101,10 +101,13 @@ def discrete(ctx: Context) -> FaceValue:
     s, hyper = ctx.setup, dict(ctx.hyper)
     eta = hyper.pop("eta")
     assert s.H_pred is not None  # the eigen path
-    pred = predict.gradient_descent(
-        _loss_name(ctx), s.H_pred, _targets(ctx, s.y), eta=float(eta), optimizer=ctx.spec.name,
-        loss_scale=s.c, **hyper,
-    )  # fmt: skip
+    try:
+        pred = predict.gradient_descent(
+            _loss_name(ctx), s.H_pred, _targets(ctx, s.y), eta=float(eta), optimizer=ctx.spec.name,
+            loss_scale=s.c, **hyper,
+        )  # fmt: skip
+    except (TypeError, ValueError) as exc:  # e.g. hyperparameters set from the spectrum
+        return FaceValue(note=f"cross-entropy: no function-space recurrence for {ctx.spec.name} ({exc})")
     f0, ft0 = _initial(ctx)
     test = {} if ft0 is None else {"fx_test_0": ft0, "k_test_train": s.H_test}
     steps, at_steps = ctx.trained.step, ctx.trained.error_at

@@ -35,7 +35,7 @@ class Recurrence:
 
     def applies(self, ctx: Context) -> bool | str:
         if classification.is_classification_loss(ctx):  # nonlinear: the function-space recurrence
-            if ctx.spec.restart is not None or not ctx.spec.has_theory:
+            if ctx.spec.restart is not None or ctx.spec.method is None:
                 return "empirical only: no function-space recurrence for this optimizer (cross-entropy)"
             if ctx.scheduled:
                 return "cross-entropy: the function-space recurrence takes a constant eta"
