@@ -24,10 +24,31 @@ from typing import Any
 
 import numpy as np
 
-from ntkdyn import models, predict, theory
+from ntkdyn import models, theory
 from ntkdyn.pipeline.faces.base import Context, FaceValue
+from ntkdyn.predict import _core as predict_core
+from ntkdyn.predict import losses as predict_losses
 from ntkdyn.results import finite
 from ntkdyn.results.types import Accuracy
+
+# diffrax tolerances of the function-space ODEs when theory.diffrax is off (theory.rtol / atol unset):
+# far below the gaps to training they are compared with, looser than the squared loss's closed forms need
+FLOW_RTOL, FLOW_ATOL = 1e-8, 1e-10
+
+
+def _problem(ctx: Context) -> predict_core._Setup:
+    """``predict``'s problem for the run's kernel ``Setup.H_pred`` and targets, without its
+    eigen-decomposition (the function-space programs use H, the layout and y only; the run has
+    decomposed K already)."""
+    s = ctx.setup
+    assert s.H_pred is not None  # the eigen path
+    H = np.asarray(s.H_pred, np.float64)
+    y = np.asarray(_targets(ctx, s.y), np.float64)
+    scalar = y.ndim == 1
+    y2 = y[:, None] if scalar else y
+    shared = H.shape[0] == y2.shape[0]
+    empty = np.zeros(0)
+    return predict_core._Setup(H, shared, y2, scalar, empty, np.zeros((0, 0)), np.zeros(0, bool))
 
 
 def is_classification_loss(ctx: Context) -> bool:
@@ -102,12 +123,12 @@ def discrete(ctx: Context) -> FaceValue:
     eta = hyper.pop("eta")
     assert s.H_pred is not None  # the eigen path
     try:
-        pred = predict.gradient_descent(
-            _loss_name(ctx), s.H_pred, _targets(ctx, s.y), eta=float(eta), optimizer=ctx.spec.name,
-            loss_scale=s.c, **hyper,
-        )  # fmt: skip
+        spec, h = predict_core._linear_spec(ctx.spec.name, {"eta": float(eta), **hyper})
     except (TypeError, ValueError) as exc:  # e.g. hyperparameters set from the spectrum
         return FaceValue(note=f"cross-entropy: no function-space recurrence for {ctx.spec.name} ({exc})")
+    pred = predict_losses.RecurrencePredictor(
+        _problem(ctx), spec, h, predict_losses._loss_fn(_loss_name(ctx)), float(s.c)
+    )
     f0, ft0 = _initial(ctx)
     test = {} if ft0 is None else {"fx_test_0": ft0, "k_test_train": s.H_test}
     steps, at_steps = ctx.trained.step, ctx.trained.error_at
@@ -129,14 +150,15 @@ def flow(ctx: Context) -> FaceValue:
     s, ode = ctx.setup, ctx.ode
     assert ode is not None and s.H_pred is not None  # LimitingOde.applies: full batch, constant eta
     th = ctx.cfg.theory
-    rtol, atol = th.rtol or 1e-10, th.atol or 1e-12
+    rtol, atol = th.rtol or FLOW_RTOL, th.atol or FLOW_ATOL
     f0, ft0 = _initial(ctx)
     y = _targets(ctx, s.y)
     times = ctx.trained.step * ode.time_step
     t_acc = ctx.trained.error_at * ode.time_step
     both = np.concatenate([times, t_acc])  # one solve for the recorded and the accuracy steps
     if ode.order == 1:
-        pred = predict.gradient_flow(_loss_name(ctx), s.H_pred, y, loss_scale=s.c, rtol=rtol, atol=atol)
+        loss = predict_losses._loss_fn(_loss_name(ctx))
+        pred = predict_losses.LossFlowPredictor(_problem(ctx), loss, float(s.c), float(rtol), float(atol))
         test = {} if ft0 is None else {"fx_test_0": ft0, "k_test_train": s.H_test}
         out = pred(t=both, fx_train_0=f0, **test)
         fs, fts = out.train, out.test
