@@ -87,7 +87,8 @@ def windowed(L, window):
     return out
 
 
-def compare(loss, p, X, y, eta, beta, steps, every, window, dt, transient, save=None):
+def compare(loss, p, X, y, eta, beta, steps, every, window, dt, transient, save=None, windows=None):
+    windows = windows or (window, 5 * window)
     t0 = time.time()
     L, W, idx, S = run_optimizer(loss, p, X, y, eta, beta, steps, every)
     t_opt = time.time() - t0
@@ -118,6 +119,18 @@ def compare(loss, p, X, y, eta, beta, steps, every, window, dt, transient, save=
         f"p95 {np.percentile(dev, 95):.4f}; after edge+{transient}: max "
         f"{np.abs(S[idx >= k_edge + transient, 0] / thr - 1).max():.4f}"
     )
+    every_ = int(idx[1] - idx[0]) if idx.size > 1 else 1
+    for win in windows:
+        m = max(win // every_, 1)
+        Sa = windowed(S[:, 0], m) if m > 1 else S[:, 0]
+        sel = np.isfinite(Sa) & after
+        if sel.any():
+            d = np.abs(Sa[sel] / thr - 1)
+            print(
+                f"   optimizer's {m * every_}-step mean sharpness after the edge: |mean/thr - 1| max "
+                f"{d.max():.4f}, median {np.median(d):.4f}, fraction within 5% {np.mean(d <= 0.05):.3f}"
+            )
+    print(f"   flow: largest number of oscillating directions (rank Sigma) {cf.n_edge.max()}")
     fdev = np.abs(cf.sharpness[k_edge:] / thr - 1)
     on = cf.sigma2[k_edge:] > 0
     print(
@@ -126,7 +139,7 @@ def compare(loss, p, X, y, eta, beta, steps, every, window, dt, transient, save=
         f"fraction of steps at the edge {on.mean():.3f}"
     )
     ks = np.arange(L.size)
-    for win in (window, 5 * window):
+    for win in windows:
         avg = windowed(L, win)
         rel = np.abs(cf.loss_predicted - avg) / avg
         ok = np.isfinite(rel)
@@ -167,6 +180,7 @@ def compare(loss, p, X, y, eta, beta, steps, every, window, dt, transient, save=
             flow_pred=cf.loss_predicted,
             flow_sharp=cf.sharpness,
             flow_sigma2=cf.sigma2,
+            n_edge=cf.n_edge,
             threshold=thr,
         )
     return k_edge, L, W, cf
@@ -222,6 +236,14 @@ def main():
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--betas", type=float, nargs="*", default=[0.5])
     ap.add_argument("--window", type=int, default=40)
+    ap.add_argument(
+        "--windows",
+        type=int,
+        nargs="*",
+        default=None,
+        help="averaging windows (steps) for the loss and sharpness comparisons (default: window, 5 window); "
+        "windows that span a self-stabilisation cycle (~300 steps in the default run) are the fair ones",
+    )
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--dt", type=float, default=0.25)
     ap.add_argument("--transient", type=int, default=300)
@@ -236,7 +258,9 @@ def main():
     print(f"P = {ravel_pytree(p)[0].size}, n = {a.n}, width {a.width}, depth {a.depth}")
     for beta in [0.0] + list(a.betas):
         eta = a.eta * (1 + beta)  # the same threshold 2(1 + beta)/eta = 2/a.eta for every method
-        res = compare(loss, p, X, y, eta, beta, a.steps, a.every, a.window, a.dt, a.transient, a.save)
+        res = compare(
+            loss, p, X, y, eta, beta, a.steps, a.every, a.window, a.dt, a.transient, a.save, a.windows
+        )
         if res is not None:
             order_before_edge(loss, p, X, y, eta, beta, max(res[0] // 3, 10), a.dt)
 

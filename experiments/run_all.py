@@ -27,6 +27,8 @@ STUDIES = [
     "deep_mlp_width",
     "batch_size",
     "adam_width",
+    "finite_width",
+    "catapult",
 ]
 HERE = os.path.dirname(os.path.abspath(__file__))
 

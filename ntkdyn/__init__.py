@@ -34,7 +34,7 @@ Submodules with a public API (their documented functions; ``ntkdyn.theory.discre
     (kernels), odes (ODE kinds as types), predict (neural-tangents-shaped predictions: many outputs, any
     loss, ensembles), quadratic (the second-order Taylor model), sharpness (Hessian / NTK top eigenvalue,
     stability limits), flips (ReLU activation-pattern flips, counted and predicted), central_flow (GD's
-    central flow at the edge of stability, single eigenvalue; measured, not a face); the run path's
+    central flow at the edge of stability, matrix form; measured, not a face); the run path's
     modules are in ``ntkdyn.pipeline`` (setup, training, faces, evaluate, entry, folder, runner)
 
 Every name is imported explicitly below (visible to editors and type checkers); ``import ntkdyn``

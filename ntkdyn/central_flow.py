@@ -1,25 +1,32 @@
 """Central flows: the time-averaged trajectory of full-batch gradient descent (and of heavy ball) at the
-edge of stability, single-eigenvalue form.
+edge of stability, in the matrix (several eigenvalues at the edge) form.
 
 Gradient descent (Cohen, Damian et al., "Understanding Optimization in Deep Learning with Central
-Flows", ICLR 2025, arXiv 2410.24206, sec. 3, the case of one eigenvalue at the edge). With
-S(w) = lambda_max(Hess L(w)) (the sharpness) and u its unit eigenvector, GD w_{k+1} = w_k - eta grad L
-is modelled as w_k = w(t) + x_k u with E[x_k] = 0, E[x_k^2] = sigma^2(t); a third-order Taylor expansion
-of grad L around w(t) averages to grad L(w) + 1/2 sigma^2 grad S(w), so
+Flows", ICLR 2025, arXiv 2410.24206, sec. 3). GD w_{k+1} = w_k - eta grad L is modelled as
+w_k = w(t) + delta_k with E[delta_k] = 0 and E[delta_k delta_k^T] = Sigma(t), an oscillation inside the
+eigenspace of the Hessian eigenvalues at 2/eta; a third-order Taylor expansion of grad L around w(t)
+averages to grad L(w) + 1/2 grad <Sigma, Hess L(w)>, so
 
-    dw/dt = -[grad L(w) + 1/2 sigma^2(t) grad S(w)],     t = k eta (flow time; the paper writes
-                                                         dw/dk = -eta [...], the same curve),
+    dw/dt = -[grad L(w) + 1/2 grad_w <Sigma(t), Hess L(w)>],     t = k eta (flow time; the paper
+                                                                  writes dw/dk = -eta [...], the same curve),
 
-with sigma^2 >= 0 the smallest value that keeps S(w(t)) <= 2/eta: sigma^2 = 0 while S < 2/eta (the
-central flow is then the gradient flow), and at S = 2/eta
+with Sigma = U X U^T (U: the top-k eigenvectors of Hess L(w), X a k x k symmetric matrix) the solution of
+the complementarity problem that keeps every eigenvalue <= 2/eta:
 
-    sigma^2 = 2 max(0, -<grad S, grad L>) / ||grad S||^2,      so that dS/dt = 0.
+    X >= 0,   -d/dt (U^T Hess L U) >= 0 where the eigenvalues sit at 2/eta,   <X, d/dt U^T Hess L U> = 0
 
-grad S = D^3 L(w)[u, u, .] (the derivative of the eigenvalue, u held fixed: Hellmann-Feynman for a
-simple eigenvalue) is computed as a ``jax.jvp`` along u of the Hessian-vector product w -> Hess L(w) u
-(forward over forward over reverse); no third-order tensor is formed. The prediction of GD's
-time-averaged loss is the paper's E[L(w_k)] ~ L(w(t)) + (1/eta) tr Sigma(t), which with one eigenvalue
-at the edge (Sigma = sigma^2 u u^T, S = 2/eta) is L(w(t)) + 1/2 sigma^2 S(w(t)): ``loss_predicted``.
+(>= 0: positive semidefinite). With H_ij = u_i^T Hess L u_j and G_ij = grad_w H_ij = D^3 L(w)[u_i, u_j, .]
+(u held fixed: the derivative of the eigenvalues for a simple spectrum, of the restricted Hessian for a
+multiple one), d/dt H_ij = -<G_ij, grad L> - 1/2 sum_kl X_kl <G_ij, G_kl>: linear in X, through the
+Gram operator of the G's (positive semidefinite), so the problem is the convex program
+min_{X >= 0} 1/2 <X, A X> + <c, X> (its KKT conditions are the complementarity problem). With one
+eigenvalue at the edge it reduces to the scalar rule Sigma = sigma^2 u u^T,
+
+    sigma^2 = 2 max(0, -<grad S, grad L>) / ||grad S||^2,      so that dS/dt = 0   (grad S = G_11).
+
+G_ij is a ``jax.jvp`` along u_j of the Hessian-vector product w -> Hess L(w) u_i (forward over forward
+over reverse; no third-order tensor is formed). The prediction of GD's time-averaged loss is the paper's
+E[L(w_k)] ~ L(w(t)) + 1/2 <Sigma, Hess L> = L(w(t)) + (1/eta) tr Sigma at the edge: ``loss_predicted``.
 
 Heavy ball (not in the paper; derived here). HB: v_{k+1} = beta v_k + grad L(w_k),
 w_{k+1} = w_k - eta v_{k+1}, 0 <= beta < 1.
@@ -43,38 +50,47 @@ only; every other mode follows the gradient flow) are not proved; the period-2 o
 
 Discretisation (units: one substep is ``dt`` optimizer steps, i.e. dt * eta_eff of flow time,
 eta_eff = eta/(1 - beta)): explicit Euler in the flattened parameters; the constraint is imposed on
-the linearised next sharpness, as the paper's code does for its complementarity problem: sigma^2 is the
-smallest value >= 0 with S + dt eta_eff dS/dt <= S_max, i.e.
+the linearised next restricted Hessian, as the paper's code does for its complementarity problem: X is the
+solution of the problem above with c = (S_max I - Theta)/h + [<G_ij, grad L>] (Theta: the top-k
+eigenvalues, h = dt eta_eff), i.e. U^T Hess L U + h d/dt U^T Hess L U <= S_max I. In the scalar case
 
-    sigma^2 = max(0, 2 [(S - S_max)/(dt eta_eff) - <grad S, grad L>] / ||grad S||^2),
+    sigma^2 = max(0, 2 [(S - S_max)/h - <grad S, grad L>] / ||grad S||^2),
 
-which equals the continuous rule at S = S_max, is 0 while S + dt eta_eff dS/dt (gradient flow) stays
-below S_max, and pulls a value that overshot S_max back onto it in one substep. The sharpness is held at
-S_max up to O(dt^2) per substep.
+which equals the continuous rule at S = S_max, is 0 while S + h dS/dt (gradient flow) stays below S_max,
+and pulls a value that overshot S_max back onto it in one substep; eigenvalues well below S_max have a
+large c_ii and take no part. The k x k problem is solved by accelerated projected gradient (FISTA; the
+projection onto X >= 0 clips a k x k eigendecomposition), ``qp_iters`` iterations per substep,
+warm-started from the previous substep's X carried into the new eigenbasis.
 
-Measured (``experiments/central_flow_probe.py``; tanh MLPs, standard parametrisation, half-MSE, float64;
-the figures of the last run are in the project report). What holds: the flow's S stays at the threshold
-to 1e-8 once sigma^2 > 0; grad S matches finite differences of the dense top eigenvalue; below the edge
-the flow is the gradient flow and GD's gap to it shrinks like eta (order 1); the flow reaches the edge
-within a few % of GD's step; the toy's period-2 orbits are reproduced exactly. What does NOT hold on
-these small networks (so this is not shipped as a prediction face): GD's sharpness after the edge has a
-median deviation below 1 % from 2/eta but excursions of 7-10 % (p95-max) in self-stabilisation cycles the
-flow does not model; the loss prediction L + 1/2 sigma^2 S is within 10 % of GD's 40-step mean loss only
-on part of the run (n = 100, P = 228: median error 6 %, p90 12-14 %, max 43 %, 88 % of the steps after
-the edge within 10 %; averaged over 200 steps, i.e. over whole cycles: median 6 %, max 10.2 %; n = 16, P
-= 72: median 17-30 %), short of the issue's "within 10 % over the run". For heavy ball the derived flow
-fails: HB's sharpness does stay near 2(1 + beta)/eta (median deviation 2 %), but the loss prediction is
-off by factors 2-5 (median error 80-110 %): at the edge eta_eff S = 2(1 + beta)/(1 - beta) (6 at beta =
-0.5), so the modes next to the top one are far from the small-step regime that step (2) of the derivation
-assumes (HB's modes with eta lambda > (1 - sqrt(beta))^2 are under-damped oscillators, not gradient
-flow), and the measurements bear that out.
+Measured (``experiments/central_flow_probe.py``, defaults: tanh MLP 2 x 12 hidden, P = 228, n = 100,
+standard parametrisation, half-MSE, float64, eta = 0.25, 3000 steps, dt = 1/4; docs/beyond-kernel-regime.md).
+What holds: the flow's S stays at 2/eta to 7e-9 once Sigma != 0; grad S matches finite differences of
+the dense top eigenvalue; below the edge the flow is the gradient flow and GD's gap to it shrinks like
+eta (order 1.08-1.19); the flow reaches the edge 32 steps after GD (1200); the toys' period-2 orbits
+(one and two directions at the edge) are reproduced exactly. On that run lambda_2 stays below 0.86 x 2/eta
+(GD and flow), so Sigma has rank 1 throughout and the matrix form gives the scalar one's figures: the
+misses are not a multi-eigenvalue effect. They are GD's self-stabilisation cycles: GD's sharpness climbs
+to 1.09 x 2/eta over ~300 steps, then a loss spike (x4 for ~20 steps) throws it back to 0.94, so GD's
+loss is below the flow's prediction between spikes (by ~7 %) and far above it during them. Averaged
+over windows that span a cycle the prediction holds: 400-step centred means, after GD's edge, loss
+error max 8.8 % (median 3.9 %, every step within 10 %) and GD's mean sharpness within 4.5 % of 2/eta
+(median 0.3 %); 300-step means: loss max 9.0 %, sharpness max 6.0 % (96 % of steps within 5 %); 200-step
+means: loss max 10.2 %, sharpness max 7.4 %; 40-step means: loss max 43 %, 88 % of steps within 10 %.
+So the issue's figures are met only with cycle-long averages, on one small network; not shipped as a
+face. The Euler error is part of the residual: on the tests' MLP (P = 72, eta = 0.72, 400 steps) the loss
+prediction moves by 2.2 % from dt = 1/4 to 1/16 (0.7 % from 1/8 to 1/16). For heavy ball the derived
+flow fails: HB's sharpness does stay near 2(1 + beta)/eta (median deviation 2 %), but the loss
+prediction is off by factors 2-5 (median error 80-110 %): at the edge eta_eff S = 2(1 + beta)/(1 - beta)
+(6 at beta = 0.5), so the modes next to the top one are far from the small-step regime that step (2) of
+the derivation assumes (HB's modes with eta lambda > (1 - sqrt(beta))^2 are under-damped oscillators,
+not gradient flow), and the measurements bear that out. A second derivation, HB's own iteration on the
+averaged gradient (``experiments/central_flow_hb_map.py``), misses too (median 12-22 %).
 
-What it does not do: the matrix form (several eigenvalues at the edge, Sigma from a semidefinite
-complementarity problem) is not implemented. ``second`` records lambda_2 (``eigen="dense"``) and
-``CentralFlow.single_edge`` says whether it stayed below the threshold, i.e. whether the
-single-eigenvalue form was valid over the run. The flow starts from w_0 with no oscillation; it does
-not model the transient at the onset (GD's first loss spike), and it is exact for neither method: its
-agreement with GD/HB is measured, not guaranteed.
+What it does not do: the matrix form is solved over the top ``edge_dim`` eigenvectors only (an edge
+space wider than that is cut; ``CentralFlow.n_edge`` is the rank of Sigma reached); ``eigen="lanczos"``
+is the scalar form. The flow starts from w_0 with no oscillation; it does not model the transient at
+the onset (GD's first loss spike) nor the self-stabilisation cycles around 2/eta, and it is exact for
+neither method: its agreement with GD/HB is measured, not guaranteed.
 
 Eigenpair: ``eigen="dense"`` forms Hess L (``jax.hessian``) inside one compiled ``lax.scan`` and takes
 its top eigenpairs by LOBPCG (``jax.experimental.sparse.linalg.lobpcg_standard``, the top 3, warm-started
@@ -103,9 +119,10 @@ from jax.flatten_util import ravel_pytree
 from ntkdyn.sharpness import hessian_top, stability_limit
 
 EIGEN = ("dense", "lanczos")
-BLOCK = 3  # eigenpairs tracked by LOBPCG (the top one drives the flow; the second checks the single edge)
+BLOCK = 3  # the top eigenspace tracked (LOBPCG block; the edge problem lives in it)
 DENSE_EIGH_MAX = 16  # below this P the top pair comes from a full eigh, above from LOBPCG
 LOBPCG_ITER, LOBPCG_TOL = 200, 1e-12
+QP_ITERS = 60  # FISTA iterations of the edge problem per substep (warm-started from the last substep)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,8 +131,9 @@ class CentralFlow:
 
     ``t``: flow time k eta/(1 - beta); ``loss``: L(w(t)); ``loss_predicted``: L(w(t)) + 1/2 sigma^2 S,
     the prediction of the optimizer's time-averaged loss; ``sharpness``: S = lambda_max(Hess L(w(t)));
-    ``second``: lambda_2 (NaN with ``eigen="lanczos"``); ``sigma2``: sigma^2 (units of param^2, the
-    predicted variance of the oscillation along u); ``threshold``: the edge 2(1 + beta)/eta;
+    ``second``: lambda_2 (NaN with ``eigen="lanczos"``); ``sigma2``: tr Sigma (units of param^2, the
+    predicted variance of the oscillation; sigma^2 in the single-eigenvalue form); ``n_edge``: the rank
+    of Sigma (how many directions oscillate); ``threshold``: the edge 2(1 + beta)/eta;
     ``params``: w at the last recorded step (the input's pytree structure)."""
 
     step: np.ndarray
@@ -125,6 +143,7 @@ class CentralFlow:
     sharpness: np.ndarray
     second: np.ndarray
     sigma2: np.ndarray
+    n_edge: np.ndarray
     threshold: float
     eta: float
     beta: float
@@ -137,9 +156,8 @@ class CentralFlow:
 
     @property
     def single_edge(self) -> bool:
-        """lambda_2 stayed below the threshold (always True when lambda_2 was not computed)."""
-        second = self.second[np.isfinite(self.second)]
-        return bool(np.all(second < self.threshold))
+        """At most one direction oscillated (Sigma of rank <= 1) at every recorded step."""
+        return bool(np.all(self.n_edge <= 1))
 
 
 def _validate(eta, beta, steps, dt, record_every, eigen) -> None:
@@ -197,6 +215,8 @@ def central_flow(
     record_every: int = 1,
     eigen: str = "dense",
     key: jax.Array | None = None,
+    edge_dim: int = BLOCK,
+    qp_iters: int = QP_ITERS,
 ) -> CentralFlow:
     """Integrate the central flow of GD (beta = 0) or of heavy ball (module docstring) from ``params``
     over ``steps`` optimizer steps (flow time steps * eta/(1 - beta)).
@@ -211,10 +231,18 @@ def central_flow(
         record_every: record at steps 0, record_every, ... (and ``steps``).
         eigen: "dense" (Hessian + LOBPCG, one compiled scan) or "lanczos" (``sharpness.hessian_top``).
         key: the start block (dense) or start vector (lanczos) of the eigensolver.
+        edge_dim: (dense) the top eigenspace tracked, k: Sigma = U X U^T lives in the span U of the top
+            k eigenvectors (the matrix form; 1 gives the single-eigenvalue form). With ``eigen="lanczos"``
+            the form is the single-eigenvalue one.
+        qp_iters: (dense) FISTA iterations of the k x k edge problem per substep (warm-started).
     Returns:
         ``CentralFlow``.
     """
     _validate(eta, beta, steps, dt, record_every, eigen)
+    if not (isinstance(edge_dim, int) and edge_dim >= 1):
+        raise ValueError(f"central_flow: edge_dim = {edge_dim!r}; allowed: an integer >= 1")
+    if not (isinstance(qp_iters, int) and qp_iters >= 1):
+        raise ValueError(f"central_flow: qp_iters = {qp_iters!r}; allowed: an integer >= 1")
     if beta:
         warnings.warn(
             "central_flow with beta > 0 integrates a heavy-ball extension derived here, which did not "
@@ -230,19 +258,20 @@ def central_flow(
     h = eta_eff / q
     record = list(range(0, steps, record_every)) + [steps]
     if eigen == "dense":
-        out = _run_dense(flat_loss, flat0, threshold, h, q, tuple(np.diff(record)), key)
+        k = min(edge_dim, flat0.shape[0])
+        out = _run_dense(flat_loss, flat0, threshold, h, q, tuple(np.diff(record)), key, k, qp_iters)
     else:
         out = _run_lanczos(flat_loss, flat0, threshold, h, q, np.diff(record), key)
-    w_last, L, S, S2, s2 = out
-    L, S, s2 = np.asarray(L), np.asarray(S), np.asarray(s2)
+    w_last, L, S, S2, s2, extra, rank = out
     return CentralFlow(
         step=np.asarray(record),
         t=np.asarray(record, float) * eta_eff,
         loss=L,
-        loss_predicted=L + 0.5 * s2 * S,
+        loss_predicted=L + extra,
         sharpness=S,
-        second=np.asarray(S2),
+        second=S2,
         sigma2=s2,
+        n_edge=rank.astype(int),
         threshold=float(threshold),
         eta=float(eta),
         beta=float(beta),
@@ -261,45 +290,100 @@ def _top_pair(H, U):
     return theta, vecs
 
 
-def _run_dense(flat_loss, w0, threshold, h, q, gaps, key):
-    """Compiled: a ``lax.scan`` of Euler substeps; at each the dense Hessian's top pair (``_top_pair``,
-    warm-started from the previous substep's block)."""
-    grad, grad_sharpness = _derivatives(flat_loss)
+def _pairs(k):
+    """Index pairs (i <= j) of a k x k symmetric matrix in svec order, and their weights (1 on the
+    diagonal, sqrt 2 off it: svec(A) . svec(B) = <A, B>)."""
+    ii, jj = np.triu_indices(k)
+    return ii, jj, np.where(ii == jj, 1.0, math.sqrt(2.0))
+
+
+def _smat(x, k):
+    """The symmetric k x k matrix of the svec vector x (inverse of ``svec``)."""
+    ii, jj, wts = _pairs(k)
+    M = jnp.zeros((k, k), x.dtype).at[ii, jj].set(x / wts)
+    return M + M.T - jnp.diag(jnp.diag(M))
+
+
+def _svec(M):
+    ii, jj, wts = _pairs(M.shape[0])
+    return M[ii, jj] * wts
+
+
+def _psd_project(M):
+    evals, evecs = jnp.linalg.eigh(M)
+    return (evecs * jnp.maximum(evals, 0.0)) @ evecs.T
+
+
+def _edge_qp(Q, c, x0, k, iters):
+    """min_{X >= 0 (PSD)} 1/2 x^T Q x + c^T x over x = svec(X): the complementarity problem
+    X >= 0, c + Q x >= 0 (as matrices), <X, c + Q x> = 0 (its KKT conditions; Q is PSD), by accelerated
+    projected gradient (FISTA, step 1/lambda_max(Q)) warm-started at x0."""
+    step = 1.0 / jnp.maximum(jnp.linalg.eigvalsh(Q)[-1], jnp.finfo(Q.dtype).tiny)
+    proj = lambda z: _svec(_psd_project(_smat(z, k)))  # noqa: E731
+
+    def body(carry, _):
+        x, z, tk = carry
+        x_new = proj(z - step * (Q @ z + c))
+        t_new = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * tk * tk))
+        return (x_new, x_new + ((tk - 1.0) / t_new) * (x_new - x), t_new), None
+
+    x0 = proj(x0)
+    return jax.lax.scan(body, (x0, x0, jnp.ones((), Q.dtype)), None, length=iters)[0][0]
+
+
+def _run_dense(flat_loss, w0, threshold, h, q, gaps, key, k, qp_iters):
+    """Compiled: a ``lax.scan`` of Euler substeps; at each the dense Hessian's top-k block (``_top_pair``,
+    warm-started from the previous substep's block) and the edge complementarity problem (``_edge_qp``)
+    over it, warm-started from the previous substep's X (carried into the new basis)."""
+    grad = jax.grad(flat_loss)
     hessian = jax.hessian(flat_loss)
-    k = min(BLOCK, w0.shape[0])
+    ii, jj, wts = _pairs(k)
+
+    def hvp(w, u):
+        return jax.jvp(grad, (w,), (u,))[1]
+
+    def d3(w, a, b):  # D^3 L(w)[a, b, .] = grad_w (a^T Hess L(w) b)
+        return jax.jvp(lambda z: hvp(z, a), (w,), (b,))[1]
+
     key = jax.random.PRNGKey(0) if key is None else key
     U0 = jnp.linalg.qr(jax.random.normal(key, (w0.shape[0], k), w0.dtype))[0]
+    x0 = jnp.zeros(ii.size, w0.dtype)
 
-    def state(w, U):
+    def state(w, U_old, x_old):
         g = grad(w)
-        theta, U = _top_pair(hessian(w), U)
-        S, u = theta[0], U[:, 0]
-        gS = grad_sharpness(w, u)
-        s2 = _sigma2(S, gS, g, threshold, h)
-        return g, gS, S, theta[1] if k > 1 else -jnp.inf, s2, U
+        theta, U = _top_pair(hessian(w), U_old)
+        G = jax.vmap(lambda a, b: d3(w, a, b))(U[:, ii].T, U[:, jj].T) * wts[:, None]  # (pairs, P)
+        Q = 0.5 * G @ G.T
+        c = _svec(jnp.diag(threshold - theta)) / h + G @ g
+        R = U.T @ U_old  # X_old in the new basis: R X_old R^T
+        X = _smat(_edge_qp(Q, c, _svec(R @ _smat(x_old, k) @ R.T), k, qp_iters), k)
+        x = _svec(X)
+        return g, G, theta, x, X, U
 
     def substep(carry, _):
-        w, U = carry
-        g, gS, _, _, s2, U = state(w, U)
-        return (w - h * (g + 0.5 * s2 * gS), U), None
+        w, U, x = carry
+        g, G, _, x, _, U = state(w, U, x)
+        return (w - h * (g + 0.5 * (G.T @ x)), U, x), None
 
-    @functools.partial(jax.jit, static_argnums=2)
-    def advance(w, U, n_sub):
-        return jax.lax.scan(substep, (w, U), None, length=n_sub)[0]
+    @functools.partial(jax.jit, static_argnums=3)
+    def advance(w, U, x, n_sub):
+        return jax.lax.scan(substep, (w, U, x), None, length=n_sub)[0]
 
     @jax.jit
-    def observe(w, U):
-        _, _, S, S2, s2, U = state(w, U)
-        return (flat_loss(w), S, S2, s2), U
+    def observe(w, U, x):
+        g, G, theta, x, X, U = state(w, U, x)
+        var = jnp.linalg.eigvalsh(X)
+        rank = jnp.sum(var > 1e-9 * jnp.maximum(var[-1], jnp.finfo(w.dtype).tiny))
+        extra = 0.5 * jnp.sum(jnp.diag(X) * theta)  # 1/2 <X, Theta>: the oscillation's mean loss
+        return (flat_loss(w), theta[0], theta[1] if k > 1 else -jnp.inf, jnp.trace(X), extra, rank), U, x
 
-    row, U = observe(w0, U0)
+    row, U, x = observe(w0, U0, x0)
     rows, w = [row], w0
     for gap in gaps:
-        w, U = advance(w, U, int(gap) * q)
-        row, U = observe(w, U)
+        w, U, x = advance(w, U, x, int(gap) * q)
+        row, U, x = observe(w, U, x)
         rows.append(row)
-    L, S, S2, s2 = (np.array([float(r[i]) for r in rows]) for i in range(4))
-    return w, L, S, S2, s2
+    return (w,) + tuple(np.array([float(r[i]) for r in rows]) for i in range(6))
 
 
 def _run_lanczos(flat_loss, w0, threshold, h, q, gaps, key):
@@ -324,4 +408,4 @@ def _run_lanczos(flat_loss, w0, threshold, h, q, gaps, key):
                 g, gS, S, s2 = state(w)
             w = w - h * (g + 0.5 * s2 * gS)
     L, S, S2, s2 = (np.array([r[i] for r in rows]) for i in range(4))
-    return w, L, S, S2, s2
+    return w, L, S, S2, s2, 0.5 * s2 * S, (s2 > 0).astype(int)

@@ -129,7 +129,9 @@ def estimate(cfg: Config, runs: int = 1, d: int | None = None, params=None, n: i
     S = len(cfg.train.kernel_at or ())
     T = cfg.train.steps // cfg.train.record_every + 1
     R = runs
-    training = R * (P * s * (8 + S) + n * H * s * 3)
+    every = cfg.train.sharpness_every  # its snapshots travel with the kernel snapshots
+    S_sharp = 0 if every is None else cfg.train.steps // every + 2
+    training = R * (P * s * (8 + S + S_sharp) + n * H * s * 3)
     if resolve_solver(cfg.theory.solver, n) == "krylov":
         kernels, predictions = krylov_parts(cfg, n, H, s, S)
         parts = {"training": training, "kernels": R * kernels, "predictions": R * predictions}

@@ -363,3 +363,48 @@ def sharpness_figure(run: results.RunResult, path: str) -> str:
     columns = {k: v for k, v in table.items() if k != "run_id"}
     results.write_csv(data_path(path), {**columns, "stability_limit": limits})
     return path
+
+
+def sharpness_path_figure(run: results.RunResult, path: str) -> str:
+    """The sharpness recorded along training (train.sharpness_every; ``OptimizerResult.sharpness``):
+    lambda_max of the full-batch loss Hessian (left) and of K = c H (right) at the recorded steps, with
+    each optimizer's stability limit h*/eta_k drawn dashed (a horizontal line for a constant step, a
+    line per step for a schedule). The data (one row per label and step) goes to ``data_path(path)``.
+    Returns ``path``."""
+    fmt = figure_format(path)
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    cols: dict[str, list] = {
+        k: [] for k in ("label", "step", "hessian_lambda_max", "ntk_lambda_max", "limit")
+    }
+    nan = lambda vs: np.array([np.nan if v is None else v for v in vs], np.float64)  # noqa: E731
+    for i, (label, o) in enumerate((k, o) for k, o in run.optimizers.items() if o.sharpness is not None):
+        s, colour = o.sharpness, colours[i % len(colours)]
+        assert s is not None
+        steps = np.asarray(s.steps)
+        limit = None if s.stability_limit is None else nan(s.stability_limit)
+        for ax, values in zip(axes, (nan(s.hessian_lambda_max), nan(s.ntk_lambda_max))):
+            ax.plot(steps, values, "o-", color=colour, label=label)
+            if limit is not None and np.all(limit == limit[0]):
+                ax.axhline(limit[0], color=colour, ls="--", lw=1, label=f"{label} limit {limit[0]:.3g}")
+            elif limit is not None:
+                ax.step(
+                    steps, limit, where="post", color=colour, ls="--", lw=1, label=f"{label} limit h*/eta_k"
+                )
+        cols["label"] += [label] * steps.size
+        cols["step"] += list(steps)
+        cols["hessian_lambda_max"] += list(nan(s.hessian_lambda_max))
+        cols["ntk_lambda_max"] += list(nan(s.ntk_lambda_max))
+        cols["limit"] += list(limit if limit is not None else np.full(steps.size, np.nan))
+    axes[0].set_title("lambda_max of the loss Hessian (full batch)")
+    axes[1].set_title("lambda_max of K = c H")
+    for ax in axes:
+        ax.set_xlabel("iteration k")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format=fmt)
+    plt.close(fig)
+    results.write_csv(data_path(path), {k: np.asarray(v) for k, v in cols.items()})
+    return path

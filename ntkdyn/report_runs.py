@@ -139,7 +139,68 @@ def run_blocks(run: results.RunResult, assets: str, figures: str, index: int) ->
                     f"Data: {os.path.basename(plots.data_path(path))}.",
                 )
             )
+    blocks += sharpness_blocks(run, assets, figures, index)
     return blocks
+
+
+def sharpness_blocks(run: results.RunResult, assets: str, figures: str, index: int) -> list:
+    """With train.sharpness_every: a short section, per optimizer the initial, final and max
+    lambda_max of the loss Hessian and of K = c H against the stability limit (max_k of
+    lambda_max / limit_k: above 1 the step is past the edge), and the figure; [] without it."""
+    have = {label: o.sharpness for label, o in run.optimizers.items() if o.sharpness is not None}
+    if not have:
+        return []
+    from ntkdyn import plots
+
+    rows = []
+    for label, s in have.items():
+        h, k = s.summary("hessian"), s.summary("ntk")
+        rows.append(
+            [
+                label,
+                _fmt(h["initial"]),
+                _fmt(h["final"]),
+                _fmt(h["max"]),
+                _fmt(k["initial"]),
+                _fmt(k["final"]),
+                _fmt(k["max"]),
+                _fmt(h["limit_initial"])
+                + ("" if h["limit_final"] == h["limit_initial"] else f" → {_fmt(h['limit_final'])}"),
+                _fmt(h["max_ratio"]),
+                _fmt(all(s.converged)),
+            ]
+        )
+    every = sorted({s.every for s in have.values()})
+    path = os.path.join(assets, f"run{index}_{_safe(run.run_id)}_sharpness_path.{figures}")
+    plots.sharpness_path_figure(run, path)
+    return [
+        Heading(3, "Sharpness along training"),
+        Para(
+            f"λ_max of the full-batch loss Hessian and of K = c·H every {', '.join(map(str, every))} steps "
+            "(Lanczos, float64), against the stability limit h*/η of the optimizer's linear recurrence "
+            "(GD 2/η, heavy ball 2(1+β)/η); max ratio = max over the steps of λ_max(Hess L)/limit."
+        ),
+        Table(
+            [
+                "label",
+                "Hess initial",
+                "Hess final",
+                "Hess max",
+                "K initial",
+                "K final",
+                "K max",
+                "limit",
+                "max ratio",
+                "converged",
+            ],
+            rows,
+        ),  # fmt: skip
+        Figure(
+            path,
+            "λ_max of the loss Hessian (left) and of K = c·H (right) along training; dashed: the "
+            f"stability limit. Data: {os.path.basename(plots.data_path(path))}.",
+        ),
+    ]
 
 
 def _safe(text: str) -> str:

@@ -52,6 +52,7 @@ config keys (docs/configuration.md; each section's keys on the lines below it):
     batch_size               mini-batch size b, 1..n (default null: full batch)
     sampling                 replacement (b i.i.d. indices a step) | shuffle (epochs of a permutation)
     sampling_runs            batch orders trained per optimizer as one program (mini-batch only)
+    sharpness_every          lambda_max of Hess L and of K = c H every k steps (a multiple of record_every)
   theory:
     kernel             H0 | Hinf
     diffrax, rtol, atol      also integrate each ODE numerically, with these tolerances
@@ -145,10 +146,69 @@ def parse_args(argv=None) -> argparse.Namespace:
         "(default: found by jax on a cluster, or JAX_COORDINATOR_ADDRESS)",
     )
     p.add_argument("--num-processes", type=int, help="with --distributed: number of processes")
+    add_launcher_args(p)
     p.add_argument(
         "--process-id", type=int, help="with --distributed: this process's id (0 writes the results)"
     )
     return p.parse_args(argv)
+
+
+def add_launcher_args(p: argparse.ArgumentParser) -> None:
+    """The sweep launcher's flags (``pipeline.launch``; docs/running.md "Clusters")."""
+    g = p.add_argument_group("sweeps on a cluster (docs/running.md, Clusters)")
+    g.add_argument(
+        "--launcher",
+        default="local",
+        help="local (default: this process) | submitit (a job array: SLURM, or submitit's local executor) "
+        "| ray (tasks on an existing Ray cluster): where a sweep's shape groups run",
+    )
+    g.add_argument("--partition", help="submitit: SLURM partition")
+    g.add_argument("--timeout", type=int, metavar="MIN", help="submitit: time limit of each job, in minutes")
+    g.add_argument("--array-parallelism", type=int, metavar="N", help="submitit: jobs of the array at once")
+    g.add_argument(
+        "--cluster",
+        help="submitit: slurm | local | debug (default: slurm where sbatch is found, else local)",
+    )
+    g.add_argument(
+        "--executor-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="submitit: another executor parameter (mem_gb=16, gpus_per_node=1, slurm_account=abc, ...); "
+        "ray: a task option (num_cpus=2, num_gpus=1, ...)",
+    )
+    g.add_argument("--ray-address", help="ray: the cluster's address (default: RAY_ADDRESS, else auto)")
+    g.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="submitit: print the job ids and return; once the jobs have finished, the same command "
+        "without --no-wait writes summary.csv (every run found finished)",
+    )
+
+
+def launch_options(args: argparse.Namespace):
+    """``pipeline.launch.LaunchOptions`` from the command line; LauncherError (exit 2) on a bad
+    combination, e.g. --partition without --launcher submitit."""
+    import yaml
+
+    from ntkdyn.pipeline import launch
+
+    extra = []
+    for item in args.executor_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise launch.LauncherError(f"--executor-arg: expected KEY=VALUE, got {item!r}")
+        extra.append((key.strip(), yaml.safe_load(value)))
+    return launch.LaunchOptions(
+        launcher=args.launcher,
+        cluster=args.cluster,
+        partition=args.partition,
+        timeout_min=args.timeout,
+        array_parallelism=args.array_parallelism,
+        executor_args=tuple(extra),
+        address=args.ray_address,
+        wait=not args.no_wait,
+    )
 
 
 versions = results.versions
@@ -384,6 +444,20 @@ def _main(args: argparse.Namespace) -> int:
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     raw, cfg, points = read_config(args)
     checks.check_out_folder(args.out or "results", "--out")
+    options = launch_options(args)
+    if options.launcher != "local":
+        from ntkdyn.pipeline import launch
+
+        if points is None:
+            raise launch.LauncherError(
+                f"--launcher {options.launcher}: only for sweeps (a config with sweep:)"
+            )
+        if args.distributed:
+            raise launch.LauncherError(
+                f"--distributed: not with --launcher {options.launcher} (jax.distributed spreads one "
+                "process's sweep over hosts; a launcher runs each shape group as its own job)"
+            )
+        launch.check_available(options)
 
     import jax
 
@@ -455,7 +529,21 @@ def run_sweep(raw: dict, points, args, say, t_start: float) -> int:
     writer = jax.process_index() == 0  # multi-host: one process writes
     env = new_env(processes=jax.process_count(), devices_on_run_axis=len(jax.devices()), runs=len(points))
     warn = lambda text: print(text, file=sys.stderr)  # noqa: E731
-    done = runner.sweep(raw, points, out, env, writer, say, warn, not args.quiet, args.overwrite)
+    options = launch_options(args)
+    if options.launcher == "local":
+        done = runner.sweep(raw, points, out, env, writer, say, warn, not args.quiet, args.overwrite)
+    else:  # the groups as jobs (pipeline.launch): the run folders are theirs, summary.csv read back
+        from ntkdyn.pipeline import launch
+
+        done = launch.sweep(raw, points, out, env, options, say, warn, not args.quiet, args.overwrite)
+        if not options.wait:
+            env["times_s"]["total"] = time.perf_counter() - t_start
+            folder.write_env(out, env)
+            print(
+                f"submitted: {out}; once the jobs have finished, the same command without --no-wait "
+                "writes summary.csv"
+            )
+            return 0
     env["compiles"] = done.compiles
     failed = done.failed
     if writer:

@@ -85,22 +85,25 @@ def lanczos_top(
     if not (tol > 0) or max_iter < 1:
         raise ValueError(f"need tol > 0 and max_iter >= 1, got tol={tol}, max_iter={max_iter}")
     key = jax.random.PRNGKey(0) if key is None else key
-    q = jax.random.normal(key, (dim,), dtype)
-    q = q / jnp.linalg.norm(q)
+    # the vector arithmetic runs in numpy on the host: eager jnp ops on a basis that grows by one row
+    # per step would compile a kernel per shape (seconds per call); only the products are jax
+    mv = lambda v: np.asarray(matvec(jnp.asarray(v)))  # noqa: E731
+    q = np.asarray(jax.random.normal(key, (dim,), dtype))
+    q = q / np.linalg.norm(q)
     Q = [q]
     alphas: list[float] = []
     betas: list[float] = []
-    w = matvec(q)
+    w = mv(q)
     converged = False
     theta, s = float("nan"), np.ones(1)
     steps = min(max_iter, dim)
     for j in range(steps):
-        alpha = float(jnp.vdot(Q[j], w))
+        alpha = float(np.vdot(Q[j], w))
         alphas.append(alpha)
-        Qm = jnp.stack(Q)
+        Qm = np.stack(Q)
         for _ in range(2):  # full re-orthogonalisation against every basis vector, twice
             w = w - Qm.T @ (Qm @ w)
-        beta = float(jnp.linalg.norm(w))
+        beta = float(np.linalg.norm(w))
         T = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
         evals, evecs = np.linalg.eigh(T)
         theta, s = float(evals[-1]), evecs[:, -1]
@@ -112,10 +115,10 @@ def lanczos_top(
             break
         betas.append(beta)
         Q.append(w / beta)
-        w = matvec(Q[-1])
-    x = jnp.stack(Q[: len(s)]).T @ jnp.asarray(s, dtype)
-    x = x / jnp.linalg.norm(x)
-    residual = float(jnp.linalg.norm(matvec(x) - theta * x))
+        w = mv(Q[-1])
+    x = np.stack(Q[: len(s)]).T @ np.asarray(s, Q[0].dtype)
+    x = x / np.linalg.norm(x)
+    residual = float(np.linalg.norm(mv(x) - theta * x))
     return TopEigen(theta, residual, len(alphas), converged, np.asarray(x))
 
 

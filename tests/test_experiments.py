@@ -185,3 +185,171 @@ def test_nag_gradient_norms_quick_recomputes_from_its_arrays(tmp_path):
     assert claim["result"] == ("agrees" if all(conds) else "partly" if any(conds) else "differs")
     assert f"<= {tol:g}" in claim["line"] and f"|p_ode + {r:g}| <= {env:g}" in claim["line"]
     assert (out / "nag_gradient_norms.png").stat().st_size > 10_000
+
+
+def test_finite_width_quick_recomputes_from_its_arrays(tmp_path):
+    """finite_width --quick: each run's linear and quadratic gaps (max_k |L_model - L| / L_0), recomputed
+    here from arrays.npz, give by scipy's linregress the exponents the claims state; the share
+    1 - gap_quad / gap_lin at the largest width (median over seeds) and the stated rule give the
+    claims' results; the Taylor models start at the network (f_lin(theta_0) = f_quad(theta_0) = f)."""
+    from scipy import stats
+
+    out = _run_quick("finite_width", tmp_path)
+    doc = json.loads((out / "verdicts.json").read_text())
+    assert doc["study"] == "finite_width" and doc["mode"] == "quick"
+    widths, seeds = doc["settings"]["widths"], doc["settings"]["seeds"]
+    opts = doc["settings"]["optimizers"]
+    claims = {c["id"]: c for c in doc["claims"]}
+    assert set(claims) == {
+        "softplus_quadratic_explains",
+        "relu_quadratic_not_the_correction",
+        "relu_flips_predicted",
+        "kernel_drift_predicted",
+    }
+    for c in doc["claims"]:
+        assert c["result"] in RESULTS and c["line"] and c["source"], c
+    assert (out / "finite_width.png").stat().st_size > 10_000
+    with np.load(out / "arrays.npz") as arr:
+        for act, claim in (
+            ("softplus", "softplus_quadratic_explains"),
+            ("relu", "relu_quadratic_not_the_correction"),
+        ):
+            ok = {}
+            for o in opts:
+                x, gl, gq, share = [], [], [], []
+                for m in widths:
+                    for s in seeds:
+                        L, Ll, Lq = (
+                            arr[f"{act}/{o}/m={m}/seed={s}/{k}"] for k in ("loss", "loss_lin", "loss_quad")
+                        )
+                        np.testing.assert_allclose([Ll[0], Lq[0]], L[0], rtol=1e-12)
+                        a, b = np.max(np.abs(Ll - L)) / L[0], np.max(np.abs(Lq - L)) / L[0]
+                        x.append(np.log(m))
+                        gl.append(np.log(a))
+                        gq.append(np.log(b))
+                        if m == widths[-1]:
+                            share.append(1 - b / a)
+                nums = claims[claim]["numbers"][o]
+                fl, fq = stats.linregress(x, gl), stats.linregress(x, gq)
+                np.testing.assert_allclose(
+                    [nums["lin"]["slope"], nums["lin"]["se"]], [fl.slope, fl.stderr], rtol=1e-6
+                )
+                np.testing.assert_allclose(
+                    [nums["quad"]["slope"], nums["quad"]["se"]], [fq.slope, fq.stderr], rtol=1e-6
+                )
+                np.testing.assert_allclose(nums["share"], np.median(share), rtol=1e-9)
+                ok[o] = (
+                    (np.median(share) >= 0.8 and fq.slope < fl.slope)
+                    if act == "softplus"
+                    else np.median(share) < 0.5
+                )
+            k = sum(ok.values())
+            assert claims[claim]["result"] == (
+                "agrees" if k == len(ok) else "differs" if k == 0 else "partly"
+            )
+            assert f"for {k}/{len(ok)} optimizers" in claims[claim]["line"]
+
+
+def test_catapult_quick_phases_from_its_arrays(tmp_path):
+    """catapult --quick: each network run's phase, recomputed from arrays.npz by the stated rule
+    (diverged: NaN loss; catapult: lambda_max(K) ends below 0.98 lambda_0; else lazy), gives the onset
+    brackets of the claim; eta = ratio x limit / lambda_0 with the methods' stability limits (GD 2,
+    HB 2(1 + beta), NAG-SC 2(1 + beta)/(1 + 2 beta)); every claim's result follows its count."""
+    out = _run_quick("catapult", tmp_path)
+    doc = json.loads((out / "verdicts.json").read_text())
+    assert doc["study"] == "catapult" and doc["mode"] == "quick"
+    st = doc["settings"]
+    claims = {c["id"]: c for c in doc["claims"]}
+    assert {"onset_at_stability_limit", "catapult_ends_below_limit", "edge_from_quadratic_model"} <= set(
+        claims
+    )
+    for c in doc["claims"]:
+        assert c["result"] in RESULTS and c["line"] and c["source"], c
+    limits = {"gd": 2.0, "hb_0.5": 3.0, "hb_0.9": 3.8, "nag_sc_0.9": 2 * 1.9 / 2.8}
+    for label, lim in limits.items():
+        assert abs(st["methods"][label]["limit"] - lim) < 1e-12
+    onset = claims["onset_at_stability_limit"]["numbers"]["onset"]
+    with np.load(out / "arrays.npz") as arr:
+        for m in st["widths"]:
+            for label, lim in limits.items():
+                phases = []
+                for r in st["ratios"]:
+                    key = f"network/{label}/m={m}/ratio={r:g}/seed={st['seeds'][0]}"
+                    loss, lam, lam0 = arr[f"{key}/loss"], arr[f"{key}/lam_max"], float(arr[f"{key}/lam0"])
+                    np.testing.assert_allclose(float(arr[f"{key}/eta"]), r * lim / lam0, rtol=1e-12)
+                    np.testing.assert_allclose(lam[0], lam0, rtol=1e-9)
+                    if not np.all(np.isfinite(loss)):
+                        phases.append("diverged")
+                    else:
+                        phases.append("catapult" if lam[-1] < 0.98 * lam0 else "lazy")
+                cat = [r for r, p in zip(st["ratios"], phases) if p == "catapult"]
+                first = min(cat) if cat else None
+                got = onset[f"m={m}/{label}/seed={st['seeds'][0]}"]
+                if first is None:
+                    assert got[1] is None
+                else:
+                    assert got[1] == first
+                    lazy = [r for r, p in zip(st["ratios"], phases) if p == "lazy" and r < first]
+                    assert got[0] == (max(lazy) if lazy else None)
+    within = claims["onset_at_stability_limit"]["numbers"]["within"]
+    k = sum(within.values())
+    assert claims["onset_at_stability_limit"]["result"] == (
+        "agrees" if k == len(within) else "differs" if k == 0 else "partly"
+    )
+    for f in ("catapult_phases.png", "catapult_sharpness.png"):
+        assert (out / f).stat().st_size > 10_000
+
+
+def test_two_layer_trainer_matches_train_taylor():
+    """experiments/_two_layer.trajectories (one vmapped program, model and optimizer selected per row)
+    against ntkdyn's own loops on a tiny model (m = 8, n = 16, 30 steps, float64): the network rows
+    equal a plain optax loop, the linear and quadratic rows equal ``quadratic.train_taylor`` of order
+    1 and 2, for heavy ball and for NAG (rows of one program selected by ``switch_tx``); the recorded
+    Gram at step 0 is the network's J J^T."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    sys.path.insert(0, os.path.join(ROOT, "experiments"))
+    import _two_layer as T
+
+    from ntkdyn import optimizers, quadratic
+
+    def make(h):
+        return T.switch_tx(
+            [
+                T.registry_tx("hb", {"eta": h["eta"], "beta": 0.5}),
+                T.registry_tx("nag", {"eta": h["eta"], "beta": 0.5}),
+            ],
+            h["kind"],
+        )
+
+    pb = T.problem("softplus", 8, [0])
+    eta = 0.8 / pb.lam0[0]
+    rows = [(k, w) for k in (0, 1) for w in (0, 1, 2)]
+    tr = T.trajectories(
+        pb, make, {"eta": [eta] * 6, "kind": [k for k, _ in rows]}, [0] * 6, [w for _, w in rows], 30, 10
+    )
+    p0 = T.row(pb.params0, 0)
+    J = jax.jacrev(lambda p: pb.model.apply(p, pb.consts, pb.X))(p0)
+    Jf = np.concatenate([np.asarray(j).reshape(16, -1) for j in jax.tree.leaves(J)], axis=1)
+    for j, (k, w) in enumerate(rows):
+        np.testing.assert_allclose(tr.gram[j, 0], Jf @ Jf.T, rtol=1e-10)
+        name = ("hb", "nag")[k]
+        tx = optimizers.transformation(optimizers.get(name), {"eta": eta, "beta": 0.5})
+        if w == 0:
+
+            def loss(p):
+                e = pb.model.apply(p, pb.consts, pb.X) - pb.y
+                return 0.5 * pb.c * jnp.sum(e * e)
+
+            p, state, ref = p0, tx.init(p0), []
+            for _ in range(30):
+                L, g = jax.value_and_grad(loss)(p)
+                ref.append(float(L))
+                upd, state = tx.update(g, state, p)
+                p = optax.apply_updates(p, upd)
+            ref.append(float(loss(p)))
+        else:
+            ref = quadratic.train_taylor(pb.model, p0, pb.consts, pb.X, pb.y, tx, 30, order=w).loss
+        np.testing.assert_allclose(tr.loss[j], ref, rtol=1e-9)

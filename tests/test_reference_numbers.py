@@ -166,11 +166,18 @@ VERDICT_LEAVES = {"verdict", "reason", "scope"}
 #   training may only have shrunk.
 CLOSER_LIMIT = {("deviation", "ode"), ("deviation_log10", "ode")}
 SCHEDULED_SECOND_ORDER = {"hb_cosine"}
+# - the gap between the ODE's closed form and diffrax's solution is round-off (about 1e-12): its digits
+#   follow the summation order of the installed XLA/LAPACK builds, not ntkdyn's code (a fresh install
+#   on 2026-12-02 moved it by 1e-4 relative). It must stay at round-off: both below ROUND_OFF.
+SOLVER_GAPS = {"ode_closed_vs_diffrax"}
+ROUND_OFF = 1e-9
 
 
 def _changed_by_design(path: tuple, old, new) -> bool:
     if path[-1] in VERDICT_LEAVES or "theory_verdicts" in path:
         return True
+    if path[-1] in SOLVER_GAPS:
+        return isinstance(new, float) and abs(old) < ROUND_OFF and abs(new) < ROUND_OFF
     label = path[path.index("optimizers") + 1] if "optimizers" in path else None
     if label in SCHEDULED_SECOND_ORDER and any(
         path[i : i + 2] == pair for pair in CLOSER_LIMIT for i in range(len(path) - 1)

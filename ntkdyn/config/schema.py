@@ -98,6 +98,9 @@ class TrainConfig:
     batch_size: int | None = None  # mini-batch size b (default: full batch); 1..data.n
     sampling: str | None = None  # with batch_size: replacement (default; b i.i.d. indices a step) | shuffle
     sampling_runs: int = 1  # independent batch orders trained per optimizer (one program; same data, init)
+    # lambda_max of the loss Hessian and of K = c H at steps 0, k, 2k, ... and train.steps (k a multiple
+    # of record_every); null: not recorded (pipeline.sharpness)
+    sharpness_every: int | None = None
 
 
 @dataclasses.dataclass

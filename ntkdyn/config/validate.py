@@ -178,6 +178,22 @@ def _check_train(cfg: Config) -> None:
         setattr(t, key, sorted({min(v, t.steps) for v in values}))
     if 0 not in t.kernel_at:
         t.kernel_at = [0] + t.kernel_at
+    _check_sharpness_every(t)
+
+
+def _check_sharpness_every(t) -> None:
+    """train.sharpness_every: null, or an integer k >= 1 that is a multiple of train.record_every
+    and at most train.steps (sharpness is recorded at recorded steps only: 0, k, 2k, ... and steps)."""
+    k = t.sharpness_every
+    if k is None:
+        return
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise ConfigError(f"train.sharpness_every: must be an integer or null, got {k!r}")
+    if k < 1 or k % t.record_every or k > t.steps:
+        raise ConfigError(
+            f"train.sharpness_every: must be a multiple of train.record_every={t.record_every} in "
+            f"1..train.steps={t.steps} (or null: off), got {k}"
+        )
 
 
 def _check_theory_and_rates(cfg: Config) -> None:

@@ -8,8 +8,11 @@ this list):
     entry      the Python entry points: run_study, run_group, prepare, evaluate_group
     folder     the writer of run and sweep folders (resume checks, atomic files)
     runner     a single run or a sweep's shape group into a folder (what the command line runs)
+    launch     a sweep's shape groups handed to an executor: this process, submitit, Ray
+               (imported on use: ``from ntkdyn.pipeline import launch``; the engines are extras)
 
-The command line (``ntkdyn.run``) parses, prints and sets exit codes; it calls ``runner``.
+The command line (``ntkdyn.run``) parses, prints and sets exit codes; it calls ``runner`` (or
+``launch`` with ``--launcher``).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from ntkdyn import config as config_mod
 from ntkdyn import models, ntk, optimizers, rates, schedules, theory
 from ntkdyn.config import Config, OptimizerConfig, RelativeStep
 from ntkdyn.pipeline import faces as faces_mod
+from ntkdyn.pipeline import sharpness_path
 from ntkdyn.pipeline.faces import Context, Face, FaceValue
 from ntkdyn.pipeline.setup import Setup, jax_dtype, kernel_rtol
 from ntkdyn.pipeline.training import optimizer_hyper
@@ -66,6 +67,10 @@ def evaluate(
     t = time.perf_counter()
     drift_arrays = kernel_drift(cfg, setup, res)
     times["kernel_drift_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    sharp = sharpness_path.record(cfg, setup, spec, hyper, res)  # None unless train.sharpness_every
+    if sharp is not None:
+        times["sharpness_s"] = time.perf_counter() - t
     fit, floors, null = training_fit(cfg, setup, res)
     ode = spec.ode(hyper) if spec.ode is not None and _full_batch_constant(cfg, hyper) else None
     ctx = Context(cfg, setup, spec, hyper, res, fit, null, ode)
@@ -79,6 +84,8 @@ def evaluate(
             values[face.name] = FaceValue(note=applies)
         times[f"face_{face.name}_s"] = time.perf_counter() - t
     arrays.update(drift_arrays)
+    if sharp is not None:
+        arrays.update(sharp[1])
     arrays.update(faces_mod.merged_arrays(values))
     compared = [p for face in (faces_mod.FACES if faces is None else faces) for p in face.compares]
     deviation, log_gaps, verdicts, diverged = deviations(cfg, res, floors, arrays, compared)
@@ -106,6 +113,7 @@ def evaluate(
         note=notes[-1] if notes else None,
         test=held_out(cfg, setup, res, arrays, compared) if res.test_loss is not None else None,
         trajectory=arrays,
+        sharpness=None if sharp is None else sharp[0],
     )
     return dataclasses.replace(result, **faces_mod.merged_fields(values)), times
 

@@ -19,18 +19,49 @@ from ntkdyn.pipeline.setup import Setup, jax_dtype
 from ntkdyn.train import TrainPlan, TrainResult, train_batch
 
 
-def train_plan(cfg: Config) -> TrainPlan:
+def train_plan(cfg: Config, sharpness: bool = False) -> TrainPlan:
+    """The run's ``TrainPlan``; with ``sharpness`` (the network's own training) the parameters are
+    also snapshotted at the ``sharpness_steps`` (none unless train.sharpness_every is set)."""
     t = cfg.train
     assert t.error_at is not None and t.kernel_at is not None  # validate fills them
+    snapshot_at = sorted(set(t.kernel_at) | set(sharpness_steps(cfg))) if sharpness else t.kernel_at
     return TrainPlan(
         t.steps,
         t.record_every,
         tuple(t.error_at),
-        tuple(t.kernel_at),
+        tuple(snapshot_at),
         t.divergence_factor,
         chunks=progress_chunks(t.steps // t.record_every),
         batch_size=t.batch_size,
         sampling=t.sampling,
+    )
+
+
+def sharpness_steps(cfg: Config) -> list[int]:
+    """The steps train.sharpness_every = k records the sharpness at: 0, k, 2k, ... and train.steps
+    (k is a multiple of train.record_every, so they are recorded steps); [] when it is null."""
+    k, steps = cfg.train.sharpness_every, cfg.train.steps
+    return [] if k is None else sorted(set(range(0, steps + 1, k)) | {steps})
+
+
+def split_sharpness(cfg: Config, res: TrainResult) -> TrainResult:
+    """``res`` of a plan with the sharpness steps (``train_plan(cfg, sharpness=True)``) as the kernel
+    steps alone (snapshot_at = train.kernel_at, as without sharpness) with the sharpness steps' snapshots
+    in ``sharpness_at`` / ``sharpness_snapshots``. Unchanged when train.sharpness_every is null."""
+    wanted = sharpness_steps(cfg)
+    if not wanted:
+        return res
+    at = [int(s) for s in res.snapshot_at]
+    take = lambda steps: jax.tree.map(
+        lambda a: a[np.asarray([at.index(s) for s in steps], int)], res.snapshots
+    )  # noqa: E731
+    kernel_at = list(cfg.train.kernel_at or ())
+    return dataclasses.replace(
+        res,
+        snapshot_at=np.asarray(kernel_at, int),
+        snapshots=take(kernel_at),
+        sharpness_at=np.asarray(wanted, int),
+        sharpness_snapshots=take(wanted),
     )
 
 
@@ -107,12 +138,12 @@ def train_runs(cfgs: list[Config], setups: list[Setup], index: int, progress=Non
             "runs with different step-size schedules cannot train as one program; run them separately"
         )
     if cfg.train.batch_size is None:
-        return train_batch(
+        trained = train_batch(
             setups[0].model,
             spec,
             hypers,
             setups[0].c,
-            train_plan(cfg),
+            train_plan(cfg, sharpness=True),
             [s.params for s in setups],
             [s.consts for s in setups],
             [jnp.asarray(s.X, dtype) for s in setups],
@@ -120,9 +151,18 @@ def train_runs(cfgs: list[Config], setups: list[Setup], index: int, progress=Non
             progress,
             test=held_out_sets(setups),
         )
-    return train_sampled(
-        setups[0].model, spec, cfgs, setups, hypers, [(s.params, s.consts) for s in setups], progress
-    )
+    else:
+        trained = train_sampled(
+            setups[0].model,
+            spec,
+            cfgs,
+            setups,
+            hypers,
+            [(s.params, s.consts) for s in setups],
+            progress,
+            sharpness=True,
+        )
+    return [split_sharpness(c, r) for c, r in zip(cfgs, trained)]
 
 
 def held_out_sets(setups: list[Setup]) -> list[tuple] | None:
@@ -151,12 +191,14 @@ def train_sampled(
     hypers: list[dict],
     inits: list[tuple],
     progress=None,
+    sharpness: bool = False,
 ) -> list[TrainResult]:
     """Mini-batch training of every config with its ``train.sampling_runs`` batch orders as ONE
     program (runs x orders); per config one TrainResult whose ``loss`` (and gradient norm, errors)
     is the mean over its orders, ``loss_runs`` the orders' losses, ``diverged_at`` the earliest
     divergence; snapshots and final parameters are those of the first order. ``inits[i]`` =
-    (params, consts) of config i (the network's, or its linearisation's)."""
+    (params, consts) of config i (the network's, or its linearisation's); ``sharpness``: snapshot the
+    sharpness steps too (``train_plan``)."""
     dtype = jax_dtype(cfgs[0])
     R = cfgs[0].train.sampling_runs
     rep = lambda items: [x for x in items for _ in range(R)]
@@ -166,7 +208,7 @@ def train_sampled(
         spec,
         rep(hypers),
         setups[0].c,
-        train_plan(cfgs[0]),
+        train_plan(cfgs[0], sharpness),
         rep([p for p, _ in inits]),
         rep([c for _, c in inits]),
         rep([jnp.asarray(s.X, dtype) for s in setups]),

@@ -18,7 +18,9 @@ Results folder of one run (written by ``python -m ntkdyn.run`` and by ``pipeline
                        L/loss_ode_diffrax, L/loss_ode_hr, L/ode_time (one value per recorded step),
                        L/error_steps + L/errors (n-vectors), L/kernel_steps + L/kernels + L/kernel_drift;
                        with a held-out set L/test_loss (training's) and its predictions
-                       L/test_loss_discrete, L/test_loss_ode, L/test_loss_linearized
+                       L/test_loss_discrete, L/test_loss_ode, L/test_loss_linearized; with
+                       train.sharpness_every L/sharpness_steps, L/sharpness_hessian, L/sharpness_ntk
+                       (lambda_max of K = c H) and L/sharpness_limit (when the method has one)
     metrics.json       the schema below
     loss.<png|svg|pdf> (+ loss.csv: the data behind the figure)
 
@@ -56,7 +58,9 @@ metrics.json (one run; keys in ``[]`` are written only when they have a value, `
         ["linearized": {"diverged_at", "runs"}], ["quadratic": {"diverged_at", "runs"}],
         ["test": {"n", "loss_scale", "loss_initial", "loss_final", "final_step",
                   "predicted_final": {"discrete"|"ode"|"linearized": loss}, "deviation": {same keys},
-                  ["note"]}]}}}
+                  ["note"]}],
+        ["sharpness": {"every", "steps", "hessian_lambda_max", "ntk_lambda_max",
+                       "stability_limit"|null, "converged"}]}}}
 
 An optimizer that failed is written as ``{"optimizer", "eta", "status": "failed", "error"}`` (sweep
 folders written before the sweep used ``write_run`` hold it without "eta"; read back, eta is None).
@@ -99,6 +103,7 @@ from ntkdyn.results.types import (
     Predicted,
     Regime,
     RunResult,
+    Sharpness,
     Spectrum,
     Stochastic,
 )
@@ -106,7 +111,7 @@ from ntkdyn.results.types import (
 __all__ = [
     "ALWAYS_COMPARED", "Accuracy", "BandCheck", "CLAIM_RESULTS", "Claim", "ClaimResult", "DEVIATION_COLUMNS", "Deviation",
     "Fitted", "HeldOut", "Linearized", "LogGap", "LossFloor", "MiniBatchBound", "OptimizerResult", "Quadratic", "Solver", "KrylovFace",
-    "Predicted", "Regime", "RunResult", "SUMMARY_COLUMNS", "Spectrum", "Stochastic", "StudyCollection",
+    "Predicted", "Regime", "RunResult", "SUMMARY_COLUMNS", "Sharpness", "Spectrum", "Stochastic", "StudyCollection",
     "StudyResult", "SweepResult", "SweepRow", "VERSIONED", "atomic_write", "describe_config", "finite",
     "kind_of", "load", "load_run", "load_study", "load_sweep", "long_table", "per_step_columns",
     "read_npz_groups", "versions", "write_csv", "write_json", "write_npz", "write_text",

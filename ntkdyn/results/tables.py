@@ -10,7 +10,8 @@ import numpy as np
 
 def per_step_columns(arrays: Mapping[str, np.ndarray]) -> list[str]:
     """Names of the arrays indexed by the recorded steps: 1-D, as long as ``step``, and not one of
-    the series indexed by ``error_steps`` or ``kernel_steps`` (names starting 'error' or 'kernel')."""
+    the series indexed by ``error_steps``, ``kernel_steps`` or ``sharpness_steps`` (names starting
+    'error', 'kernel' or 'sharpness')."""
     step = arrays.get("step")
     if step is None:
         return []
@@ -18,7 +19,7 @@ def per_step_columns(arrays: Mapping[str, np.ndarray]) -> list[str]:
     return [
         k
         for k, v in arrays.items()
-        if np.ndim(v) == 1 and np.shape(v)[0] == n and not k.startswith(("error", "kernel"))
+        if np.ndim(v) == 1 and np.shape(v)[0] == n and not k.startswith(("error", "kernel", "sharpness"))
     ]
 
 

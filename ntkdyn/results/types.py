@@ -4,7 +4,8 @@ nothing is kept in an untyped ``extra`` mapping. Keys that a reader does not kno
 newer version) are ignored when read.
 
 Small parts: ``Spectrum``, ``Fitted``, ``Predicted``, ``Deviation``, ``LogGap``, ``Regime``,
-``LossFloor``, ``BandCheck``, ``MiniBatchBound``, ``Stochastic``, ``Linearized``, ``HeldOut``;
+``LossFloor``, ``BandCheck``, ``MiniBatchBound``, ``Stochastic``, ``Linearized``, ``HeldOut``,
+``Sharpness``;
 assembled: ``OptimizerResult`` (one optimizer of one run) and ``RunResult`` (one run).
 """
 
@@ -344,6 +345,59 @@ class HeldOut(Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class Sharpness(Record):
+    """The sharpness along training (train.sharpness_every = ``every``), recorded at ``steps`` (0,
+    every, 2 every, ... and train.steps) from the network's parameter snapshots, in float64:
+
+    * ``hessian_lambda_max[j]``: lambda_max(Hess_theta L) of the FULL-BATCH loss
+      L = (c/2)||f(theta) - y||^2 (mini-batch runs too; their first batch order's parameters);
+    * ``ntk_lambda_max[j]``: lambda_max(K) of the dynamics kernel K = c H, H = J J^T the empirical NTK on
+      the training points (the convention of every face; ``Spectrum.lambda_max`` is its value at
+      theta_0 for the H0 kernel), so that eta lambda_max(K) is compared with the limits below;
+    * ``stability_limit[j]``: h* / eta_k, the largest sharpness at which one mode of the optimizer's
+      linear recurrence does not grow at step k (h* the largest stable eta lambda:
+      ``pipeline.training.largest_stable_step``, GD 2, heavy ball 2 (1 + beta), Nesterov
+      2 (1 + beta) / (1 + 2 beta); eta_k the step size of the update after step k, so a schedule
+      gives a limit per step); None when the method has no recurrence;
+    * ``converged[j]``: both Lanczos runs (``ntkdyn.sharpness``, tol 1e-10) converged.
+
+    Steps after a divergence have None values. Both values are Lanczos estimates on
+    Hessian-vector / Gram-vector products (``ntkdyn.sharpness.sharpness``)."""
+
+    every: int
+    steps: tuple[int, ...]
+    hessian_lambda_max: tuple[float | None, ...]
+    ntk_lambda_max: tuple[float | None, ...]
+    stability_limit: tuple[float | None, ...] | None
+    converged: tuple[bool, ...]
+
+    _TUPLES = ("steps", "hessian_lambda_max", "ntk_lambda_max", "stability_limit", "converged")
+
+    def summary(self, which: str = "hessian") -> dict[str, float | None]:
+        """initial, final (last finite) and max of ``which`` ("hessian" or "ntk"), with the stability
+        limit at the first and last steps and max over steps of value / limit (``max_ratio``)."""
+        values = np.array(
+            [np.nan if v is None else v for v in getattr(self, f"{which}_lambda_max")], np.float64
+        )
+        ok = np.isfinite(values)
+        lim = (
+            None
+            if self.stability_limit is None
+            else [np.nan if v is None else v for v in self.stability_limit]
+        )
+        ratio = None if lim is None else values / np.asarray(lim, np.float64)
+        last = int(np.flatnonzero(ok)[-1]) if ok.any() else None
+        return {
+            "initial": float(values[0]) if ok[0] else None,
+            "final": None if last is None else float(values[last]),
+            "max": float(np.max(values[ok])) if ok.any() else None,
+            "limit_initial": None if lim is None or not np.isfinite(lim[0]) else float(lim[0]),
+            "limit_final": None if lim is None or last is None else float(lim[last]),
+            "max_ratio": None if ratio is None or not ok.any() else float(np.nanmax(ratio[ok])),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
 class KrylovFace(Record):
     """How one face's Krylov-path prediction was made (``largen.LargeNPrediction``): ``method``
     "matvec" (the exact recurrence by products with K; no truncation, ``error_estimate`` None) or
@@ -422,6 +476,7 @@ class OptimizerResult:
     error: str | None = None
     test: HeldOut | None = None
     solver: Solver | None = None  # which solver made the predictions (theory.solver), how
+    sharpness: Sharpness | None = None  # train.sharpness_every: the sharpness along training
     accuracy: Accuracy | None = None  # classification targets: accuracy beside the loss
     trajectory: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
@@ -442,6 +497,7 @@ class OptimizerResult:
         "quadratic": Quadratic,
         "test": HeldOut,
         "solver": Solver,
+        "sharpness": Sharpness,
         "accuracy": Accuracy,
     }
 
@@ -564,7 +620,7 @@ class RunResult:
                 continue
             H = np.asarray(H, np.float64)
             lam_max = np.linalg.eigvalsh(c * 0.5 * (H + np.swapaxes(H, -1, -2)))[:, -1]
-            eta = np.nan if o.eta is None else float(o.eta)
+            eta = float(o.eta) if isinstance(o.eta, (int, float)) else np.nan  # a schedule: no one eta
             drift = o.trajectory.get("kernel_drift", np.full(len(steps), np.nan))
             groups.append(
                 (
