@@ -42,8 +42,9 @@ def check_files(cfg: Config) -> Config:
     return cfg
 
 
-def _pair(X, y, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """X (n, d) and y (n,) as float64, n >= 1, d >= 1, numbers, finite; y (n, 1) is flattened."""
+def _pair(X, y, key: str, outputs: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """X (n, d) and y (n,) as float64, n >= 1, d >= 1, numbers, finite; y (n, 1) is flattened;
+    with k = ``outputs`` > 1 outputs y is (n, k)."""
     try:
         X, y = np.asarray(X), np.asarray(y)
     except Exception as exc:  # noqa: BLE001 - ragged lists and the like
@@ -56,9 +57,10 @@ def _pair(X, y, key: str) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"{key}: X must be 2-D (n, d), got shape {X.shape}")
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise InputError(f"{key}: X is empty (shape {X.shape}); it needs n >= 1 points of d >= 1 features")
-    y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
-    if y.shape != (X.shape[0],):
-        raise InputError(f"{key}: y must have shape ({X.shape[0]},) to match X, got {y.shape}")
+    y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 and outputs == 1 else y
+    want = (X.shape[0],) if outputs == 1 else (X.shape[0], outputs)
+    if y.shape != want:
+        raise InputError(f"{key}: y must have shape {want} to match X, got {y.shape}")
     if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
         raise InputError(f"{key}: X and y must be finite")
     return X, y
@@ -88,11 +90,12 @@ def check_inputs(
     Raises:
         InputError: naming the argument and what is allowed.
     """
-    X, y = _pair(X, y, key)
+    outputs = getattr(cfg.model, "outputs", None) or 1
+    X, y = _pair(X, y, key, outputs)
     if (X_test is None) != (y_test is None):
         raise InputError("test_data: give both X_test and y_test, or neither")
     if X_test is not None:
-        X_t, _ = _pair(X_test, y_test, "test_data")
+        X_t, _ = _pair(X_test, y_test, "test_data", outputs)
         if X_t.shape[1] != X.shape[1]:
             raise InputError(
                 f"test_data: X_test has d={X_t.shape[1]} columns but the training X has d={X.shape[1]}; "
@@ -126,9 +129,10 @@ def _probe_model(cfg: Config, built, X: np.ndarray) -> None:
                 f"model: a forward pass on {k} points of X (d={X.shape[1]}) failed ({type(exc).__name__}: "
                 f"{_first_line(exc)[:200]}); does the model take inputs of dimension {X.shape[1]}?"
             ) from None
-    if out.size != k:
+    outputs = getattr(model, "outputs", 1)
+    if out.size != k * outputs:
         raise InputError(
-            f"model: {k} points gave outputs of shape {out.shape}; expected one number per point"
+            f"model: {k} points gave outputs of shape {out.shape}; expected {outputs} number(s) per point"
         )
     if not np.all(np.isfinite(out)):
         raise InputError(

@@ -1,8 +1,17 @@
-"""Models: a pure ``apply(params, consts, X) -> u`` (shape (n,)) plus what theory knows about it.
+"""Models: a pure ``apply(params, consts, X) -> u`` (shape (n,), or (n, k) for a model with k =
+``Model.outputs`` > 1 outputs) plus what theory knows about it.
 
-``params`` are trained, ``consts`` are fixed (e.g. the paper model's output signs). Losses are
-all of the form L = (c / 2) ||u - y||^2 (``loss_scale``), so gradient descent on the weights
-moves the error as e' = -c H e with H the raw output Gram J J^T: the dynamics kernel is K = c H.
+``params`` are trained, ``consts`` are fixed (e.g. the paper model's output signs). The squared
+losses are of the form L = (c / 2) ||u - y||^2 (``loss_scale``; summed over all n k entries), so
+gradient descent on the weights moves the error as e' = -c H e with H the raw output Gram J J^T:
+the dynamics kernel is K = c H. With k outputs the error is n x k; the theory works on its
+row-major flattening vec(e) (index i k + a, point i, output a) and H is the (n k x n k) Gram of
+the outputs (``ntk.gram``), or the traced form H_shared ⊗ I_k.
+
+The classification losses (``loss_value``) are c times a sum over points: ``softmax_ce``
+(k >= 2 outputs, one-hot y) sum_i [logsumexp(u_i) - y_i . u_i] and ``logistic`` (one output,
+y = ±1) sum_i log(1 + exp(-y_i u_i)), with c = 1/n (the mean over points). Their function-space
+dynamics are nonlinear (``ntkdyn.predict.losses``).
 """
 
 from __future__ import annotations
@@ -19,42 +28,77 @@ import numpy as np
 
 Params = Any
 LOSSES = ("half_sum", "mse", "half_mse")
+SQUARED_LOSSES = LOSSES
+CLASSIFICATION_LOSSES = ("softmax_ce", "logistic")  # nonlinear in function space (module docstring)
+ALL_LOSSES = SQUARED_LOSSES + CLASSIFICATION_LOSSES
 
 
 def loss_scale(loss: str, n: int) -> float:
-    """c in L = (c/2)||e||^2: half_sum ½||e||² -> 1; mse (1/n)||e||² -> 2/n; half_mse (1/2n)||e||² -> 1/n."""
+    """c in L = (c/2)||e||^2: half_sum ½||e||² -> 1; mse (1/n)||e||² -> 2/n; half_mse (1/2n)||e||² -> 1/n;
+    softmax_ce and logistic: c = 1/n in L = c sum_i l(u_i, y_i) (the mean over the n points)."""
     if loss == "half_sum":
         return 1.0
     if loss == "mse":
         return 2.0 / n
-    if loss == "half_mse":
+    if loss in ("half_mse", "softmax_ce", "logistic"):
         return 1.0 / n
-    raise ValueError(f"unknown loss {loss!r}; allowed: {', '.join(LOSSES)}")
+    raise ValueError(f"unknown loss {loss!r}; allowed: {', '.join(ALL_LOSSES)}")
+
+
+def is_squared(loss: str) -> bool:
+    """Is ``loss`` one of the squared losses (linear dynamics in function space)?"""
+    return loss in SQUARED_LOSSES
+
+
+def loss_value(loss: str, c: float, u, y):
+    """The loss of outputs ``u`` against targets ``y`` (jax arrays of one shape, (n,) or (n, k)):
+    squared (c/2) sum (u - y)^2; softmax_ce c sum_i [logsumexp(u_i) - y_i . u_i] (rows are points,
+    y one-hot); logistic c sum_i log(1 + exp(-y_i u_i)) = c sum softplus(-y u) (y = ±1)."""
+    if loss == "softmax_ce":
+        return c * jnp.sum(jax.nn.logsumexp(u, axis=-1) - jnp.sum(y * u, axis=-1))
+    if loss == "logistic":
+        return c * jnp.sum(jax.nn.softplus(-y * u))
+    e = u - y
+    return 0.5 * c * jnp.sum(e * e)
 
 
 @dataclasses.dataclass(frozen=True)
 class Model:
     """A model definition. ``fast_gram(params, consts, X)`` is an exact closed-form H (or None);
-    ``hinf(X)`` the infinite-width H (or None)."""
+    ``hinf(X)`` the infinite-width H (or None). ``outputs``: k, the number of outputs (``apply``
+    returns (n,) for 1, (n, k) otherwise); for k > 1 ``fast_gram`` takes the augmented inputs of
+    ``augment`` (one row per (point, output) pair) and ``hinf`` is the kernel shared by the outputs
+    (the infinite-width NTK is H∞ ⊗ I_k)."""
 
     name: str
     apply: Callable[[Params, Params, jax.Array], jax.Array]
     loss: str
     fast_gram: Callable | None = None
     hinf: Callable[[np.ndarray], np.ndarray] | None = None
+    outputs: int = 1
 
 
 # --------------------------------------------------------------------------- paper model
 def paper_apply(params, consts, X):
-    """f(x) = (1/sqrt m) sum_r a_r relu(w_r . x)  (Du et al. 2019; Bu, Xu, Chen 2021)."""
+    """f(x) = (1/sqrt m) sum_r a_r relu(w_r . x)  (Du et al. 2019; Bu, Xu, Chen 2021); with k outputs
+    a is m x k and f_b(x) = (1/sqrt m) sum_r a_rb relu(w_r . x), shape (n, k)."""
     W, a = params["W"], consts["a"]
     return jax.nn.relu(X @ W.T) @ a / math.sqrt(W.shape[0])
 
 
 def paper_gram(params, consts, X):
-    """Exact H_ij = (x_i.x_j / m) sum_r a_r^2 1[w_r.x_i >= 0] 1[w_r.x_j >= 0] (grad wrt W only)."""
+    """Exact H_ij = (x_i.x_j / m) sum_r a_r^2 1[w_r.x_i >= 0] 1[w_r.x_j >= 0] (grad wrt W only).
+
+    k outputs (a of shape m x k): X holds the augmented rows [x_i, s] of ``augment`` (s the one-hot
+    output selector) and H_(ib),(jc) = (x_i.x_j / m) sum_r a_rb a_rc 1[w_r.x_i >= 0] 1[w_r.x_j >= 0]:
+    the same formula with a_r replaced by the row's a_r . s."""
     W, a = params["W"], consts["a"]
-    S = (X @ W.T >= 0).astype(X.dtype) * a
+    if a.ndim == 2:
+        k = a.shape[1]
+        X, sel = X[:, :-k], X[:, -k:]
+        S = (X @ W.T >= 0).astype(X.dtype) * (sel @ a.T)
+    else:
+        S = (X @ W.T >= 0).astype(X.dtype) * a
     return (X @ X.T) * (S @ S.T) / W.shape[0]
 
 
@@ -69,10 +113,13 @@ def paper_hinf(X) -> np.ndarray:
     return G * (np.pi - np.arccos(cos)) / (2 * np.pi)
 
 
-def paper_init(key, d: int, width: int, init_std: float, dtype):
+def paper_init(key, d: int, width: int, init_std: float, dtype, outputs: int = 1):
+    """W ~ N(0, init_std^2) (width x d), a_r = ±1 with probability 1/2 each (fixed); with k = ``outputs``
+    > 1, a is width x k with the same law per entry (one output: today's draw, unchanged)."""
     kw, ka = jax.random.split(key)
     W = init_std * jax.random.normal(kw, (width, d), dtype)
-    a = jnp.where(jax.random.bernoulli(ka, 0.5, (width,)), 1.0, -1.0).astype(dtype)
+    shape = (width,) if outputs == 1 else (width, outputs)
+    a = jnp.where(jax.random.bernoulli(ka, 0.5, shape), 1.0, -1.0).astype(dtype)
     return {"W": W}, {"a": a}
 
 
@@ -135,10 +182,12 @@ RELEASED = Model("released", released_apply, "mse", released_gram, None)
 
 
 # --------------------------------------------------------------------------- flax models
-def from_flax(module, loss: str = "half_sum", name: str = "flax") -> tuple[Model, Params, Params]:
-    """Wrap any flax NNX module (``module(X)`` of shape (n,) or (n, 1)): trained = its nnx.Param.
-    A pair ``(linen_module, variables)`` goes to ``from_linen`` (so a ``model.module`` factory may
-    return either)."""
+def from_flax(
+    module, loss: str = "half_sum", name: str = "flax", outputs: int = 1
+) -> tuple[Model, Params, Params]:
+    """Wrap any flax NNX module (``module(X)`` of shape (n,) or (n, 1); (n, k) with k = ``outputs``
+    > 1): trained = its nnx.Param. A pair ``(linen_module, variables)`` goes to ``from_linen`` (so a
+    ``model.module`` factory may return either)."""
     if isinstance(module, tuple) and len(module) == 2:
         return from_linen(module[0], module[1], loss, name)
     from flax import nnx
@@ -147,14 +196,38 @@ def from_flax(module, loss: str = "half_sum", name: str = "flax") -> tuple[Model
 
     def apply(p, c, X):
         out = nnx.merge(graphdef, p, c)(X)
-        return out.reshape(X.shape[0])
+        return out.reshape(X.shape[0]) if outputs == 1 else out.reshape(X.shape[0], outputs)
 
-    return Model(name, apply, loss), params, rest
+    return Model(name, apply, loss, outputs=outputs), params, rest
 
 
-def ntk_mlp(key, d: int, width: int, depth: int, W_std: float, b_std: float, dtype):
+def augment(X, k: int):
+    """The (n k, d + k) rows [x_i, e_b] for point i and output b, row index i k + b (the row-major
+    flattening of an (n, k) output array): the inputs of ``scalarized``. numpy or jax arrays."""
+    xp = jnp if isinstance(X, jax.Array) else np
+    n = X.shape[0]
+    rows = xp.repeat(X, k, axis=0)
+    sel = xp.tile(xp.eye(k, dtype=X.dtype), (n, 1))
+    return xp.concatenate([rows, sel], axis=1)
+
+
+def scalarized(model: Model) -> Model:
+    """A model with k outputs as a one-output model of the augmented inputs (``augment``):
+    g(theta; [x, e_b]) = f_b(theta; x). Its Gram over ``augment(X, k)`` is the (n k x n k) output
+    Gram H_(ib),(jc) = <grad f_b(x_i), grad f_c(x_j)> of the k-output model (row i k + b). The
+    model's ``fast_gram`` (which takes augmented inputs, ``Model``) is kept."""
+    k = model.outputs
+
+    def apply(p, c, Xa):
+        return jnp.sum(model.apply(p, c, Xa[:, :-k]) * Xa[:, -k:], axis=1)
+
+    return dataclasses.replace(model, name=f"{model.name}_scalar", apply=apply, outputs=1, hinf=None)
+
+
+def ntk_mlp(key, d: int, width: int, depth: int, W_std: float, b_std: float, dtype, outputs: int = 1):
     """Depth-``depth`` ReLU MLP in NTK parameterisation as a flax NNX module:
-    h_{l+1} = W_std / sqrt(fan_in) * h_l @ W + b_std * b, W, b ~ N(0, 1), scalar output."""
+    h_{l+1} = W_std / sqrt(fan_in) * h_l @ W + b_std * b, W, b ~ N(0, 1), scalar output (k =
+    ``outputs`` > 1: a last layer of k columns, output (n, k))."""
     from flax import nnx
 
     class NTKDense(nnx.Module):
@@ -169,13 +242,14 @@ def ntk_mlp(key, d: int, width: int, depth: int, W_std: float, b_std: float, dty
 
     class MLP(nnx.Module):
         def __init__(self, rngs: nnx.Rngs):
-            sizes = [d] + [width] * depth + [1]
+            sizes = [d] + [width] * depth + [outputs]
             self.layers = nnx.List([NTKDense(i, o, rngs) for i, o in zip(sizes[:-1], sizes[1:])])
 
         def __call__(self, x):
             for layer in self.layers[:-1]:
                 x = jax.nn.relu(layer(x))
-            return self.layers[-1](x)[..., 0]
+            out = self.layers[-1](x)
+            return out[..., 0] if outputs == 1 else out
 
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
     return MLP(nnx.Rngs(params=seed))
@@ -247,8 +321,8 @@ def _scalar_output(out, n: int, what: str):
 
 
 def _check_loss(loss: str) -> None:
-    if loss not in LOSSES:
-        raise ValueError(f"loss: unknown {loss!r}; allowed: {', '.join(LOSSES)}")
+    if loss not in ALL_LOSSES:
+        raise ValueError(f"loss: unknown {loss!r}; allowed: {', '.join(ALL_LOSSES)}")
 
 
 def from_linen(

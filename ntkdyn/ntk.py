@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkdyn.models import Model
+from ntkdyn.models import Model, augment, scalarized
 
 NTKMethod = Literal["auto", "jacobian", "ntvp"]  # module docstring; "auto": the cheaper by FLOP estimate
 METHODS: tuple[str, ...] = get_args(NTKMethod)
@@ -365,7 +365,13 @@ def mlp_fast_gram(W_std: float, b_std: float | None):
 
 
 def gram(model: Model, params, consts, X, chunk: int = 256) -> np.ndarray:
-    """H for ``model`` at ``params``: its exact fast path when it has one, else ``ntk_gram``."""
+    """H for ``model`` at ``params``: its exact fast path when it has one, else ``ntk_gram``.
+
+    A model with k = ``model.outputs`` > 1 outputs: the full (n k x n k) output Gram
+    H_(ib),(jc) = <grad f_b(x_i), grad f_c(x_j)>, row i k + b (``models.scalarized`` over
+    ``models.augment(X, k)``); ``trace_outputs`` gives its shared (n x n) form."""
+    if model.outputs > 1:
+        return gram(_scalar(model), params, consts, augment(jnp.asarray(X), model.outputs), chunk)
     if model.fast_gram is not None:
         return np.asarray(_jit_fast(model.fast_gram)(params, consts, X), np.float64)
     return ntk_gram(model.apply, params, consts, X, chunk)
@@ -383,6 +389,9 @@ def cross_gram(model: Model, params, consts, Xa, Xb, chunk: int = 256, memory_gb
     Jacobian.
     """
     Xa, Xb = jnp.asarray(Xa), jnp.asarray(Xb)
+    if model.outputs > 1:  # (na k x nb k), rows i k + b as ``gram``
+        k = model.outputs
+        return cross_gram(_scalar(model), params, consts, augment(Xa, k), augment(Xb, k), chunk, memory_gb)
     na, nb = int(Xa.shape[0]), int(Xb.shape[0])
     if model.fast_gram is not None:
         return gram(model, params, consts, jnp.concatenate([Xb, Xa]))[nb:, :nb].copy()
@@ -411,6 +420,23 @@ def cross_gram(model: Model, params, consts, Xa, Xb, chunk: int = 256, memory_gb
 
 
 _FAST_JIT: dict = {}
+_SCALAR: dict = {}
+
+
+def _scalar(model: Model) -> Model:
+    """``models.scalarized(model)``, one per model (so its compiled Jacobians are reused)."""
+    if model not in _SCALAR:
+        _SCALAR[model] = scalarized(model)
+    return _SCALAR[model]
+
+
+def trace_outputs(H: np.ndarray, k: int) -> np.ndarray:
+    """The shared kernel of a full (n k x n k) output Gram (row i k + b): (1/k) sum_b H_(ib),(jb),
+    shape (n x n): the form H_shared ⊗ I_k is exact when the outputs' Gram blocks are equal and the
+    cross-output blocks vanish (the infinite-width NTK; neural-tangents' ``trace_axes``)."""
+    H = np.asarray(H)
+    na, nb = H.shape[0] // k, H.shape[1] // k
+    return np.einsum("ibjb->ij", H.reshape(na, k, nb, k)) / k
 
 
 def _jit_fast(fn):

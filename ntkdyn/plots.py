@@ -153,6 +153,43 @@ def loss_figure(
     results.write_csv(data_path(path), columns)
 
 
+def accuracy_figure(trajectories: Mapping[str, Mapping[str, np.ndarray]], path: str) -> bool:
+    """Accuracy against iteration for classification targets (``results.Accuracy``): training's
+    (solid) and each prediction's ``accuracy_<name>`` (discrete dashed, ode dotted, linearised network
+    dash-dot) at ``accuracy_steps``, in the optimizer's colour; the data beside it (``data_path``).
+    Returns False (nothing written) when no trajectory has an accuracy."""
+    if not any("accuracy" in a for a in trajectories.values()):
+        return False
+    styles = {"discrete": "--", "ode": ":", "ode_hr": "-.", "linearized": (0, (5, 1, 1, 1))}
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    columns: dict[str, list] = {"label": [], "series": [], "step": [], "accuracy": []}
+    for i, (label, arr) in enumerate(trajectories.items()):
+        if "accuracy" not in arr:
+            continue
+        colour, steps = colours[i % len(colours)], np.asarray(arr["accuracy_steps"])
+        keys = ["accuracy"] + [f"accuracy_{n}" for n in styles if f"accuracy_{n}" in arr]
+        for key in keys:
+            name = key[len("accuracy_") :] if key != "accuracy" else "training"
+            y = np.asarray(arr[key], np.float64)
+            ax.plot(steps, y, linestyle=styles.get(name, "-"), color=colour, label=f"{label} {name}")
+            columns["label"] += [label] * y.size
+            columns["series"] += [name] * y.size
+            columns["step"] += steps.tolist()
+            columns["accuracy"] += y.tolist()
+    ax.set_xlabel("iteration k")
+    ax.set_ylabel("training accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format=figure_format(path))
+    plt.close(fig)
+    results.write_csv(data_path(path), {k: np.asarray(v) for k, v in columns.items()})
+    return True
+
+
 def _rate_exponent(q):
     """-log q: the per-iteration log-rate (bigger is faster); NaN where undefined."""
     q = np.asarray([np.nan if v is None or v == "" else float(v) for v in q])

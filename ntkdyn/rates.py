@@ -69,7 +69,9 @@ from typing import Any
 
 import numpy as np
 
-VERDICTS = ("linear", "sublinear", "superlinear", "undecided", "growing", "stalled", "diverged")
+VERDICTS = (
+    "linear", "sublinear", "superlinear", "undecided", "growing", "stalled", "diverged", "unclassified",
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -536,3 +538,24 @@ def tail_fit(step, loss, window, floor: float = 0.0, peaks_only: bool = True, mi
         crossover_step=float(p / logq) if logq < 0 and p < 0 else None,
     )
     return out
+
+
+def cross_entropy_verdict(fit: RateFit, separable: bool) -> RateFit:
+    """The verdict on a cross-entropy loss (softmax_ce, logistic; ``models.loss_value``).
+
+    On data the kernel separates (K = c H positive definite: every labelling is interpolated, so the
+    outputs can grow along a separating direction for ever) the loss has no minimiser: it tends to 0
+    while the margin grows like log t, so L decays like a power of t times log factors (about 1/t for
+    gradient flow on an exponential-tailed loss; Soudry et al. 2018, JMLR 19(70)), not geometrically,
+    and a fixed window's "linear" or "sublinear" label depends on where the window lies. The verdict
+    is then ``unclassified`` with the reason; the fitted numbers (local rate, power exponent) are
+    kept. Without separability the loss has a minimiser and the ordinary verdict stands. A diverged
+    run stays ``diverged``."""
+    if fit.verdict == "diverged" or not separable:
+        return fit
+    reason = (
+        f"not classified: cross-entropy on separable data (K positive definite) has no minimiser; the "
+        f"loss decays like a power of t with log factors, not geometrically (window fit: "
+        f"{fit.verdict}; local power exponent {fit.local_power_exponent:.3g})"
+    )
+    return dataclasses.replace(fit, verdict="unclassified", reason=reason)

@@ -118,6 +118,16 @@ def run_blocks(run: results.RunResult, assets: str, figures: str, index: int) ->
                 f"{os.path.basename(plots.data_path(path))}.",
             )
         )
+        path = os.path.join(assets, f"run{index}_{_safe(run.run_id)}_accuracy.{figures}")
+        if plots.accuracy_figure({label: o.trajectory for label, o in run.optimizers.items()}, path):
+            blocks.append(
+                Figure(
+                    path,
+                    "Training accuracy (argmax against the class; one output: sign) and each "
+                    "prediction's at the same steps: kernel recurrence (dashed), ODE (dotted), "
+                    f"linearised network (dash-dot). Data: {os.path.basename(plots.data_path(path))}.",
+                )
+            )
         if any("kernels" in o.trajectory for o in run.optimizers.values()):
             path = os.path.join(assets, f"run{index}_{_safe(run.run_id)}_sharpness.{figures}")
             plots.sharpness_figure(run, path)

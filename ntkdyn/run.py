@@ -29,7 +29,8 @@ config keys (docs/configuration.md; each section's keys on the lines below it):
   data:
     source             sphere | digits | npz | mnist (files you have; nothing is downloaded)
     n, d               points (default 64; npz: all; mnist: 600); input dimension (sphere)
-    target             sphere: gaussian | teacher (default) | smooth; digits: pm1 | label; mnist: label
+    target             sphere: gaussian | teacher (default) | smooth; digits: pm1 | label | onehot;
+                       mnist: label | onehot; npz: onehot (integer labels as one-hot rows)
     noise, teacher_width     sphere: target noise std; width of the teacher network
     classes            digits to keep (digits)
     normalize          unit | standardize | none | pixels (image sources; mnist's default)
@@ -40,7 +41,8 @@ config keys (docs/configuration.md; each section's keys on the lines below it):
     width, depth       hidden width; hidden layers (mlp)
     init_std, init     first-layer std; released only: notebook (default) | gaussian_bias
     W_std, b_std       mlp weight and bias std (NTK parameterisation)
-    loss               half_sum | mse | half_mse (default: the model's)
+    loss               half_sum | mse | half_mse | softmax_ce | logistic (default: the model's)
+    outputs            k outputs (default 1; data.target onehot: the number of classes; docs/outputs.md)
     module, kwargs     flax: 'package.module:factory', called as factory(key, d, **kwargs)
     init_params        .npz with the initial parameters
   train:
@@ -59,6 +61,7 @@ config keys (docs/configuration.md; each section's keys on the lines below it):
     solver             auto (krylov when n > 4096) | eigen | krylov: predictions through K's eigenbasis, or
                        by products with K (Lanczos; no eigendecomposition, see docs/large-n.md)
     mc_runs            sampled batch orders of the kernel recurrence (mini-batch bands, shuffle's mean)
+    kernel_outputs     k outputs: traced (H (x) I_k; default with Hinf) | full (the nk x nk Gram; with H0)
   rates:
     window             [start, end]: fractions of steps, or absolute steps when > 1
     stall_factor       loss-envelope factor over the window: risen by more, growing; moved less, stalled
@@ -487,6 +490,11 @@ def run_single(cfg: config_mod.Config, args: argparse.Namespace, say, t_start: f
     failed |= not guarded_stage(
         env, "plot", lambda: plots.loss_figure(trajectories, opts, os.path.join(out, f"loss.{args.format}"))
     )
+    if any("accuracy" in a for a in trajectories.values()):  # classification targets
+        failed |= not guarded_stage(
+            env, "plot_accuracy",
+            lambda: plots.accuracy_figure(trajectories, os.path.join(out, f"accuracy.{args.format}")),
+        )  # fmt: skip
     if cfg.control is not None:  # control.json and the control figures (ntkdyn.control)
 
         def control_stage():

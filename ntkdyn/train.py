@@ -42,7 +42,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from ntkdyn import optimizers
-from ntkdyn.models import Model, loss_scale
+from ntkdyn.models import Model, loss_scale, loss_value
 from ntkdyn.placement import all_equal as _all_equal
 from ntkdyn.placement import (
     init_distributed,  # noqa: F401  (ntkdyn.train.init_distributed, as before)
@@ -131,8 +131,10 @@ def batched_fns(
     reads_loss = spec.restart is not None and spec.restart.rule == "function"
 
     def loss_fn(p, consts, X, y):
-        e = model.apply(p, consts, X) - y
-        return 0.5 * c * jnp.sum(e * e), e
+        """(L, e): the model's loss (``models.loss_value``: (c/2)||u - y||^2 for the squared losses)
+        and the error e = u - y, flattened row-major for k > 1 outputs (index i k + b)."""
+        u = model.apply(p, consts, X)
+        return loss_value(model.loss, c, u, y), (u - y).reshape(-1)
 
     def one_step(params, opt_state, hyper, consts, X, y, step):
         """The plain optax step of one run: (new params, new state, L, e, ||g||^2); L, e and g on the
@@ -162,7 +164,7 @@ def batched_fns(
             return L, e, _sum_sq(g)
 
         def estimate(p):
-            return L_b, jnp.zeros_like(y), jnp.full_like(L_b, jnp.nan)
+            return L_b, jnp.zeros_like(y).reshape(-1), jnp.full_like(L_b, jnp.nan)
 
         wanted = (step % plan.record_every == 0) | jnp.any(jnp.asarray(error_at) == step)
         if reads_loss:  # the function restart compares full-set losses at every step
@@ -176,10 +178,10 @@ def batched_fns(
 
     def held_out_loss(p, consts, hyper):
         """The loss on the run's held-out set (X_t, y_t) = hyper[TEST_KEY], the training loss's
-        convention: (c_t/2)||f(X_t) - y_t||^2, c_t = ``models.loss_scale(model.loss, n_t)``."""
+        convention: (c_t/2)||f(X_t) - y_t||^2, c_t = ``models.loss_scale(model.loss, n_t)`` (any loss:
+        ``models.loss_value`` with c_t)."""
         Xt, yt = hyper[TEST_KEY]
-        e = model.apply(p, consts, Xt) - yt
-        return 0.5 * loss_scale(model.loss, yt.shape[-1]) * jnp.sum(e * e)
+        return loss_value(model.loss, loss_scale(model.loss, yt.shape[0]), model.apply(p, consts, Xt), yt)
 
     vheld = _vmap_runs(held_out_loss, (0, axes[0], 0))
 
@@ -192,7 +194,7 @@ def batched_fns(
         if k == 1:
             return (fn(p, consts, hyper),)
         yt = hyper[TEST_KEY][1]
-        skip = jnp.full(yt.shape[:-1], jnp.nan, yt.dtype)
+        skip = jnp.full(yt.shape[: yt.ndim - (1 if model.outputs == 1 else 2)], jnp.nan, yt.dtype)
         return (jax.lax.cond(k_abs % k == 0, lambda q: fn(q, consts, hyper), lambda q: skip, p),)
 
     def is_bad(L, limit):
@@ -299,7 +301,8 @@ def batched_fns(
         (L0, _), _ = jax.eval_shape(vloss, params, consts, X, y)  # shapes and dtype only
         opt_state = jax.vmap(lambda h, p: tx_of(h).init(p))(hyper, params)
         R = L0.shape[0]
-        n = y.shape[-1]
+        # points x outputs (the error is flattened, ``loss_fn``); y is (n[, k]) or stacked per run
+        n = y.shape[-1] if model.outputs == 1 else y.shape[-2] * model.outputs
         errors = jnp.full((R, error_at.shape[0], n), jnp.nan, L0.dtype)  # NaN: step never reached
         slots = len(plan.snapshot_at)
         snaps = jax.tree.map(lambda x: jnp.zeros((x.shape[0], slots) + x.shape[1:], x.dtype), params)
@@ -415,6 +418,7 @@ def train_batch(
     key = (
         model.name,
         id(model.apply),
+        model.loss,  # the loss is compiled in (``loss_fn``)
         spec.name,
         c,
         plan,

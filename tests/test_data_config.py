@@ -520,7 +520,7 @@ def test_targets_per_source(tmp_path):
         config.from_dict(_with(data={"source": "mnist", "path": str(tmp_path), "n": 3, "classes": [3, 5]}))
     path, _ = _npz(tmp_path)
     with pytest.raises(
-        ConfigError, match="data.target: does not apply .*an npz file brings its own targets y"
+        ConfigError, match="data.target: 'teacher' is not allowed for data.source 'npz' .*onehot"
     ):
         config.from_dict(_with(data={"source": "npz", "path": path, "target": "teacher"}))
 

@@ -81,7 +81,8 @@ class ModelConfig:
     depth: int | None = None  # mlp hidden layers (default 2)
     W_std: float | None = None  # mlp (default sqrt 2)
     b_std: float | None = None  # mlp (default 0)
-    loss: str | None = None  # half_sum | mse | half_mse; default: the model's own
+    loss: str | None = None  # half_sum | mse | half_mse | softmax_ce | logistic; default: the model's own
+    outputs: int | None = None  # k outputs (paper, mlp, flax; default 1; data.target onehot: the classes)
     module: str | None = None  # flax: 'package.module:factory', factory(key, d, **kwargs) -> nnx.Module
     kwargs: dict | None = None
     init_params: str | None = None  # .npz with the initial parameters
@@ -119,6 +120,9 @@ class TheoryConfig:
     # how the predictions are computed: eigen (K's eigendecomposition) | krylov (products with K,
     # Lanczos; ntkdyn.largen) | auto (krylov when n > KRYLOV_AUTO_N, else eigen)
     solver: str = "auto"
+    # k > 1 outputs: the kernel over (point, output) pairs the predictions use: traced (H_shared ⊗ I_k,
+    # exact for Hinf) | full (the (n k x n k) Gram of the outputs); default: traced for Hinf, full for H0
+    kernel_outputs: str | None = None
 
 
 # theory.solver auto: the Krylov path above this many training points. At n = 4096 the

@@ -16,6 +16,7 @@ import numpy as np
 
 from ntkdyn import data as data_mod
 from ntkdyn import models, optimizers, schedules
+from ntkdyn.config.outputs import check_outputs
 from ntkdyn.config.schema import (
     MODEL_DEFAULTS,
     MODEL_KEYS,
@@ -46,6 +47,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"seed: must be an integer >= 0 (numpy and jax seeds), got {cfg.seed}")
     _check_data(cfg.data)
     _check_model(cfg.model)
+    check_outputs(cfg)  # model.outputs, data.target onehot, classification losses (config.outputs)
     _check_train(cfg)
     _check_theory_and_rates(cfg)
     labels = _check_optimizers(cfg)
@@ -133,7 +135,7 @@ def _check_model(m: ModelConfig) -> None:
         m.init = m.init or "notebook"
         _allowed("model.init", m.init, models.RELEASED_INITS)
     if m.loss is not None:
-        _allowed("model.loss", m.loss, ("half_sum", "mse", "half_mse"))
+        _allowed("model.loss", m.loss, models.ALL_LOSSES)
     if m.name == "flax" and not m.module:
         raise ConfigError("model.module: required when model.name is 'flax' ('package.module:factory')")
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from ntkdyn.data import digits as _digits_mod
 from ntkdyn.data import mnist as _mnist_mod
 from ntkdyn.data import npz as _npz_mod
+from ntkdyn.data import onehot
 from ntkdyn.data import sphere as _sphere_mod
 from ntkdyn.data._base import (
     COMMON_KEYS,
@@ -119,6 +120,9 @@ def load(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         ValueError: a data file that does not hold data.n points or cannot be read.
     """
+    if onehot.is_onehot(cfg.data):  # integer labels -> (n, k) one-hot rows (data.onehot)
+        X, labels = get(cfg.data.source).load(onehot.as_labels(cfg.data), cfg.seed)
+        return X, onehot.encode(labels, onehot.classes_of(cfg.data))
     return get(cfg.data.source).load(cfg.data, cfg.seed)
 
 
@@ -129,6 +133,9 @@ def load_held_out(cfg: Config) -> tuple[np.ndarray, np.ndarray] | None:
     ``npz_test``, ``mnist_test``). Disjoint from the training points; normalised as they are."""
     if cfg.data.test is None:
         return None
+    if onehot.is_onehot(cfg.data):
+        X, labels = get(cfg.data.source).load_held_out(onehot.as_labels(cfg.data), cfg.seed)
+        return X, onehot.encode(labels, onehot.classes_of(cfg.data), "data.test")
     return get(cfg.data.source).load_held_out(cfg.data, cfg.seed)
 
 
@@ -145,6 +152,10 @@ def check(cfg: Config) -> Config:
 
     try:
         get(cfg.data.source).check(cfg.data)
+        if onehot.is_onehot(cfg.data):  # npz: k from the file's labels (digits, mnist: validate)
+            from ntkdyn.config.outputs import check_class_count
+
+            check_class_count(cfg, len(onehot.classes_of(cfg.data)))
     except ConfigError:
         raise
     except ValueError as exc:

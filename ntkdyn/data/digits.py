@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ntkdyn.config import DataConfig
 
 PIXEL_MAX = 16.0  # the bundled intensities run 0..16
-TARGETS = ("pm1", "label")
+TARGETS = ("pm1", "label", "onehot")  # onehot: data.onehot (labels -> (n, k) rows)
 D = 64  # 8 x 8 pixels
 
 
@@ -77,7 +77,7 @@ def digits_test(n: int, n_test: int, classes: list[int] | None, target: str, nor
 def _validate(d: DataConfig) -> None:
     """target required (pm1 | label); classes are digits 0..9; data.test: n required, no path."""
     if d.target is None:
-        raise ValueError("data.target: required when data.source is 'digits'; allowed: pm1, label")
+        raise ValueError("data.target: required when data.source is 'digits'; allowed: pm1, label, onehot")
     if d.target not in TARGETS:
         raise ValueError(f"data.target: {d.target!r} is not allowed; allowed: {', '.join(TARGETS)}")
     for c in d.classes or []:

@@ -186,8 +186,8 @@ def _validate(d: DataConfig) -> None:
     """data.path required; target 'label' only; data.test: n required without its own path."""
     if not d.path:
         raise ValueError("data.path: required when data.source is 'mnist'")
-    if d.target != "label":
-        raise ValueError(f"data.target: {d.target!r} is not allowed; allowed: label")
+    if d.target not in ("label", "onehot"):
+        raise ValueError(f"data.target: {d.target!r} is not allowed; allowed: label, onehot")
     if d.test is not None and d.test.path is None and d.test.n is None:
         raise ValueError(
             "data.test.n: required without data.test.path (the held-out points are those of "

@@ -108,6 +108,11 @@ def _validate(d: DataConfig) -> None:
     """data.path required; data.test: n required without its own path."""
     if not d.path:
         raise ValueError("data.path: required when data.source is 'npz'")
+    if d.target not in (None, "onehot"):
+        raise ValueError(
+            f"data.target: {d.target!r} is not allowed for data.source 'npz' (its y are the targets); "
+            "allowed: onehot (integer labels in y as one-hot rows), or leave it out"
+        )
     if d.test is not None and d.test.path is None and d.test.n is None:
         raise ValueError(
             "data.test.n: required without data.test.path (the held-out points are those of "
@@ -161,12 +166,11 @@ def _input_dim(d: DataConfig) -> int:
 
 SOURCE = Source(
     name="npz",
-    keys=("path",),
+    keys=("path", "target"),
     default_n=None,  # every point of the file
     load=_load,
     load_held_out=lambda d, seed: npz_test(d.path, d.n, seed, d.test.n, d.test.path, d.normalize),
     input_dim=_input_dim,
     validate=_validate,
     check=_check,
-    refusals={"target": "an npz file brings its own targets y"},
 )

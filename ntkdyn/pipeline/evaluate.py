@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkdyn import config as config_mod
-from ntkdyn import ntk, optimizers, rates, theory
+from ntkdyn import models, ntk, optimizers, rates, theory
 from ntkdyn.config import Config, OptimizerConfig, RelativeStep
 from ntkdyn.pipeline import faces as faces_mod
 from ntkdyn.pipeline import sharpness_path
@@ -139,15 +139,19 @@ def training_arrays(res: TrainResult) -> dict[str, np.ndarray]:
 
 def kernel_drift(cfg: Config, setup: Setup, res: TrainResult) -> dict[str, np.ndarray]:
     """The empirical NTK at each recorded snapshot reached before a divergence, and its drift
-    ||H_k - H_0||_F / ||H_0||_F (arrays kernel_steps, kernels, kernel_drift)."""
+    ||H_k - H_0||_F / ||H_0||_F (arrays kernel_steps, kernels, kernel_drift). k > 1 outputs: the drift
+    of the full (n k x n k) output Gram; ``kernels`` holds its trace over the outputs (n x n)."""
     X = jnp.asarray(setup.X, jax_dtype(cfg))
     reached = [i for i, k in enumerate(res.snapshot_at) if res.diverged_at is None or k <= res.diverged_at]
     snapshot = lambda i: jax.tree.map(lambda s: s[i], res.snapshots)  # noqa: E731
     grams = [ntk.gram(setup.model, snapshot(i), setup.consts, X) for i in reached]
     drift = [ntk.kernel_drift(H, setup.H0) for H in grams]
+    if setup.outputs > 1:  # drift of the full output Gram; stored: its shared (n x n) trace, k^2 x smaller
+        grams = [ntk.trace_outputs(H, setup.outputs) for H in grams]
+    n = setup.X.shape[0]
     return {
         "kernel_steps": res.snapshot_at[reached],
-        "kernels": np.asarray(grams).reshape(len(grams), *setup.H0.shape),
+        "kernels": np.asarray(grams).reshape(len(grams), n, n),
         "kernel_drift": np.asarray(drift),
     }
 
@@ -162,12 +166,17 @@ def training_fit(cfg: Config, setup: Setup, res: TrainResult) -> tuple[rates.Rat
     # is above the float floor, rates are fitted on L - L* (rates.fit_rates, docs/verdicts.md)
     floor_info = theory.loss_floor_star(setup.lam, setup.coef, setup.c, kernel_rtol(cfg, setup.lam.size))
     L_star = floor_info["floor"] if floor_info["floor"] > floor else 0.0
+    squared = models.is_squared(setup.model.loss)
+    if not squared:  # cross-entropy: no least-squares floor
+        L_star = 0.0
     null = theory.null_modes(setup.lam, floor_info["rtol"])
     fit_floor = rates.difference_floor(floor, L_star, float(np.finfo(cfg.dtype).eps))
     fit = rates.fit_rates(
         res.step, res.loss, window, fit_floor, res.diverged_at is not None, cfg.rates.stall_factor,
         floor_star=L_star,
     )  # fmt: skip
+    if not squared:  # rates.cross_entropy_verdict: separable when K has no null mode
+        fit = rates.cross_entropy_verdict(fit, separable=not null.any())
     return fit, Floors(L0, floor, L_star, floor_info, window), null
 
 
@@ -222,6 +231,10 @@ def deviations(
         theory_fit = rates.fit_rates(
             res.step, pred, window, pred_floor, stall_factor=cfg.rates.stall_factor, floor_star=L_star
         )
+        if cfg.model.loss is not None and not models.is_squared(cfg.model.loss):
+            theory_fit = rates.cross_entropy_verdict(
+                theory_fit, separable=floors.info.get("null_modes", 0) == 0
+            )
         verdicts[name] = theory_fit.verdict
     if "grad_norm_sq_discrete" in arrays:  # the predicted squared gradient norm against training's
         g_pred, g_train = arrays["grad_norm_sq_discrete"], np.asarray(res.grad_norm_sq, np.float64)

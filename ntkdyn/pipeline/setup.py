@@ -87,6 +87,13 @@ class Setup:
     test_map: np.ndarray | None = None  # theory.held_out_map: K_x K^+ in K's eigenbasis (eigen only)
     solver: str = "eigen"  # the solver resolved from theory.solver: eigen | krylov
     krylov: KrylovSetup | None = None  # krylov only
+    # k = model.outputs (docs/outputs.md). k > 1: y is (n, k); e0, e0_test, coef and the modes are the
+    # row-major flattening (index i k + b), lam and V those of the (n k x n k) K = c H_pred, H0 the full
+    # output Gram (n k x n k), Hinf the shared (n x n) kernel. H_pred: the raw kernel the predictions
+    # use in ntkdyn.predict's layout: shared (n x n; traced, K = c H_pred ⊗ I_k) or full (n k x n k);
+    # H_test likewise (n_test x n or n_test k x n k).
+    outputs: int = 1
+    H_pred: np.ndarray | None = None
 
     @property
     def K(self) -> np.ndarray:
@@ -153,11 +160,12 @@ def build_model(cfg: Config, d: int):
     m = cfg.model
     dtype = jax_dtype(cfg)
     key = jax.random.PRNGKey(cfg.seed)
+    k = m.outputs or 1  # config.outputs: k outputs (one-hot targets)
     # validate fills width, depth, W_std and b_std (MODEL_DEFAULTS) for the models they apply to
     if m.name == "paper":
         assert m.width is not None
-        model = models.PAPER
-        params, consts = models.paper_init(key, d, m.width, m.init_std or 1.0, dtype)
+        model = models.PAPER if k == 1 else dataclasses.replace(models.PAPER, outputs=k)
+        params, consts = models.paper_init(key, d, m.width, m.init_std or 1.0, dtype, k)
     elif m.name == "released":
         assert m.width is not None
         model = models.RELEASED
@@ -165,17 +173,18 @@ def build_model(cfg: Config, d: int):
     elif m.name == "mlp":
         width, depth, W_std, b_std = m.width, m.depth, m.W_std, m.b_std
         assert width is not None and depth is not None and W_std is not None and b_std is not None
-        module = models.ntk_mlp(key, d, width, depth, W_std, b_std, dtype)
-        model, params, consts = models.from_flax(module, "half_sum", "mlp")
+        module = models.ntk_mlp(key, d, width, depth, W_std, b_std, dtype, k)
+        model, params, consts = models.from_flax(module, "half_sum", "mlp", k)
         model = dataclasses.replace(
             model,
             hinf=lambda X: ntk.mlp_kernels(X, None, depth, W_std, b_std)[1],
-            fast_gram=ntk.mlp_fast_gram(W_std, b_std),
+            # the closed form is for one output; k outputs: the Jacobian path of ntk.gram
+            fast_gram=ntk.mlp_fast_gram(W_std, b_std) if k == 1 else None,
         )
     else:
         assert m.module is not None  # validate: required for model.name flax
         module = models.load_factory(m.module)(key, d, **(m.kwargs or {}))
-        model, params, consts = models.from_flax(module, "half_sum", "flax")
+        model, params, consts = models.from_flax(module, "half_sum", "flax", k)
     if m.loss is not None:
         model = dataclasses.replace(model, loss=m.loss)
     if m.init_params:
@@ -233,6 +242,11 @@ def _prepare(cfg: Config, data, built, test) -> Setup:
     t = time.perf_counter()
     c = models.loss_scale(model.loss, X.shape[0])
     if check_solver(cfg, X.shape[0]) == "krylov":
+        if model.outputs > 1 or not models.is_squared(model.loss):
+            raise ConfigError(
+                f"theory.solver: resolves to krylov for n = {X.shape[0]} (auto: krylov when n > "
+                f"{KRYLOV_AUTO_N}), which takes one output and a squared loss; set theory.solver: eigen"
+            )
         setup = _krylov_setup(cfg, X, y, (model, params, consts), Xj, c, e0, times)
         return setup if test is None else with_held_out(cfg, setup, *test)
     H0 = ntk.gram(model, params, consts, Xj)
@@ -241,10 +255,38 @@ def _prepare(cfg: Config, data, built, test) -> Setup:
     if cfg.theory.kernel == "Hinf":
         assert Hinf is not None  # validate: Hinf for models with an H∞ only
         H = Hinf
-    lam, V = theory.eigen(c * H)
+    k = model.outputs
+    if k > 1:
+        H = output_kernel(cfg, H0, Hinf, k)
+        lam, V = output_eigen(c * H, k, X.shape[0])
+        e0 = e0.reshape(-1)
+    else:
+        lam, V = theory.eigen(c * H)
     times["kernels"] = time.perf_counter() - t
-    setup = Setup(X, y, model, params, consts, c, e0, H0, Hinf, lam, V, V.T @ e0, times)
+    setup = Setup(X, y, model, params, consts, c, e0, H0, Hinf, lam, V, V.T @ e0, times, outputs=k, H_pred=H)
     return setup if test is None else with_held_out(cfg, setup, *test)
+
+
+def output_kernel(cfg: Config, H0: np.ndarray, Hinf: np.ndarray | None, k: int) -> np.ndarray:
+    """The raw kernel of a k-output run in ``ntkdyn.predict``'s layout (theory.kernel_outputs):
+    traced, the shared (n x n) H∞ or trace of H0 over the outputs (``ntk.trace_outputs``); full, H0
+    itself (n k x n k)."""
+    if cfg.theory.kernel_outputs == "full":
+        return H0
+    if cfg.theory.kernel == "Hinf":
+        assert Hinf is not None  # validate: Hinf for models with an H∞ only
+        return np.asarray(Hinf, np.float64)
+    return ntk.trace_outputs(H0, k)
+
+
+def output_eigen(K: np.ndarray, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ascending eigenpairs of the (n k x n k) dynamics kernel of a k-output run: K full, its own;
+    K shared (n x n), those of K ⊗ I_k: each eigenvalue k times, eigenvectors V ⊗ I_k (column
+    a k + b: mode a of K on output b), so coef = (V^T E0) flattened row-major."""
+    if K.shape[0] == n * k:
+        return theory.eigen(K)
+    lam, V = theory.eigen(K)
+    return np.repeat(lam, k), np.kron(V, np.eye(k))
 
 
 def check_solver(cfg: Config, n: int) -> str:
@@ -337,15 +379,17 @@ def with_held_out(cfg: Config, setup: Setup, X_test: np.ndarray, y_test: np.ndar
     t = time.perf_counter()
     X_test, y_test = np.asarray(X_test, np.float64), np.asarray(y_test, np.float64)
     n, d = setup.X.shape
-    if X_test.ndim != 2 or X_test.shape[1] != d or y_test.shape != (X_test.shape[0],):
+    k = setup.outputs
+    want = (X_test.shape[0],) if k == 1 else (X_test.shape[0], k)
+    if X_test.ndim != 2 or X_test.shape[1] != d or y_test.shape != want:
         raise ValueError(
-            f"test_data: expected X_test (n_test, {d}) and y_test (n_test,) to match the training X, "
-            f"got {X_test.shape} and {y_test.shape}"
+            f"test_data: expected X_test (n_test, {d}) and y_test {('n_test',) if k == 1 else ('n_test', k)} "
+            f"to match the training X and y, got {X_test.shape} and {y_test.shape}"
         )
     dtype = jax_dtype(cfg)
     Xj = jnp.asarray(X_test, dtype)
     f0 = setup.model.apply(setup.params, setup.consts, Xj)
-    e0_test = np.asarray(f0 - jnp.asarray(y_test, dtype), np.float64)
+    e0_test = np.asarray(f0 - jnp.asarray(y_test, dtype), np.float64).reshape(-1)
     if cfg.theory.kernel == "Hinf":
         both = np.concatenate([setup.X, X_test])
         tile = hinf_tile(cfg, setup.model, both) if setup.krylov is not None else None
@@ -356,6 +400,8 @@ def with_held_out(cfg: Config, setup: Setup, X_test: np.ndarray, y_test: np.ndar
             H_test = setup.model.hinf(both)[n:, :n]
     else:
         H_test = ntk.cross_gram(setup.model, setup.params, setup.consts, Xj, jnp.asarray(setup.X, dtype))
+        if k > 1 and cfg.theory.kernel_outputs == "traced":
+            H_test = ntk.trace_outputs(H_test, k)
     c_test = models.loss_scale(setup.model.loss, X_test.shape[0])
     test_map, krylov = None, setup.krylov
     if krylov is not None:  # no K^+: the faces carry the cross kernel through their recurrences
@@ -363,7 +409,8 @@ def with_held_out(cfg: Config, setup: Setup, X_test: np.ndarray, y_test: np.ndar
     else:
         assert setup.V is not None  # the eigen path
         null = theory.null_modes(setup.lam, kernel_rtol(cfg, setup.lam.size))
-        test_map = theory.held_out_map(setup.c * H_test, setup.lam, setup.V, null)
+        H_flat = H_test if k == 1 or H_test.shape[1] == n * k else np.kron(H_test, np.eye(k))
+        test_map = theory.held_out_map(setup.c * H_flat, setup.lam, setup.V, null)
     times = {**setup.times, "held_out": time.perf_counter() - t}
     return dataclasses.replace(
         setup,

@@ -118,6 +118,8 @@ def stability_warning(
     past the kernel regime a network can catapult). None when the step is stable or has no limit.
     ``hyper``: ``oc``'s resolved hyperparameters (default ``optimizer_hyper``)."""
     spec = optimizers.get(oc.name)
+    if not models.is_squared(setup.model.loss):  # the limit is the squared loss's (K = c H)
+        return None
     try:
         hyper = optimizer_hyper(setup, oc) if hyper is None else hyper
         limit = largest_stable_step(spec, hyper)

@@ -87,6 +87,7 @@ from ntkdyn.results.sweep import DEVIATION_COLUMNS, SUMMARY_COLUMNS, SweepResult
 from ntkdyn.results.tables import describe_config, long_table, per_step_columns
 from ntkdyn.results.types import (
     ALWAYS_COMPARED,
+    Accuracy,
     BandCheck,
     Deviation,
     Fitted,
@@ -108,7 +109,7 @@ from ntkdyn.results.types import (
 )
 
 __all__ = [
-    "ALWAYS_COMPARED", "BandCheck", "CLAIM_RESULTS", "Claim", "ClaimResult", "DEVIATION_COLUMNS", "Deviation",
+    "ALWAYS_COMPARED", "Accuracy", "BandCheck", "CLAIM_RESULTS", "Claim", "ClaimResult", "DEVIATION_COLUMNS", "Deviation",
     "Fitted", "HeldOut", "Linearized", "LogGap", "LossFloor", "MiniBatchBound", "OptimizerResult", "Quadratic", "Solver", "KrylovFace",
     "Predicted", "Regime", "RunResult", "SUMMARY_COLUMNS", "Sharpness", "Spectrum", "Stochastic", "StudyCollection",
     "StudyResult", "SweepResult", "SweepRow", "VERSIONED", "atomic_write", "describe_config", "finite",

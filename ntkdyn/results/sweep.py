@@ -59,6 +59,9 @@ class SweepRow:
     predicted_crossover_step: float | None
     deviation: Mapping[str, float | None]
     kernel_drift: float | None
+    # classification targets (results.Accuracy): "final" (training's) and each prediction's final
+    # accuracy; columns accuracy.<key>, written only when there are some
+    accuracy: Mapping[str, float | None] = dataclasses.field(default_factory=dict)
 
     @property
     def deviation_discrete(self) -> float | None:
@@ -87,6 +90,7 @@ class SweepRow:
         out.update({f"deviation.{k}": self.deviation.get(k) for k in DEVIATION_COLUMNS})
         out.update({f"deviation.{k}": v for k, v in self.deviation.items() if k not in DEVIATION_COLUMNS})
         out["kernel_drift"] = self.kernel_drift
+        out.update({f"accuracy.{k}": v for k, v in self.accuracy.items()})
         return out
 
     @classmethod
@@ -104,6 +108,7 @@ class SweepRow:
             **{**fields, "label": str(fields["label"])},
             deviation={k.split(".", 1)[1]: v for k, v in row.items() if k.startswith("deviation.")},
             kernel_drift=row.get("kernel_drift"),
+            accuracy={k.split(".", 1)[1]: v for k, v in row.items() if k.startswith("accuracy.")},
         )
 
     @classmethod
@@ -134,6 +139,11 @@ class SweepRow:
             predicted_crossover_step=None if p is None else p.crossover_step,
             deviation={k: deviation.get(k) for k in DEVIATION_COLUMNS} | deviation,
             kernel_drift=result.kernel_drift,
+            accuracy=(
+                {}
+                if result.accuracy is None
+                else {"final": result.accuracy.final, **dict(result.accuracy.predicted_final)}
+            ),
         )
 
 

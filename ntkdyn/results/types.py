@@ -312,6 +312,20 @@ class Quadratic(Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class Accuracy(Record):
+    """Classification accuracy beside the loss (one-hot targets: argmax; one output with ±1 targets:
+    sign; ``pipeline.faces.classification``): training's at step 0 (``initial``) and at
+    ``final_step`` (the last of train.error_at reached before any divergence), and each prediction's
+    there (``predicted_final``: discrete, ode, ode_hr, linearized, ...). The per-step values are the
+    arrays ``accuracy`` and ``accuracy_<name>`` of trajectories.npz over ``accuracy_steps``."""
+
+    initial: float | None
+    final: float | None
+    final_step: int | None
+    predicted_final: Mapping[str, float | None] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
 class HeldOut(Record):
     """The held-out set of a run (data.test / ``test_data=``): its size ``n`` and ``loss_scale`` c_t
     (L_test = (c_t/2)||f(X_test) - y_test||^2, the training loss's convention), training's held-out
@@ -463,6 +477,7 @@ class OptimizerResult:
     test: HeldOut | None = None
     solver: Solver | None = None  # which solver made the predictions (theory.solver), how
     sharpness: Sharpness | None = None  # train.sharpness_every: the sharpness along training
+    accuracy: Accuracy | None = None  # classification targets: accuracy beside the loss
     trajectory: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     _FAILED: ClassVar[tuple[str, ...]] = ("optimizer", "eta", "status", "error")
@@ -483,6 +498,7 @@ class OptimizerResult:
         "test": HeldOut,
         "solver": Solver,
         "sharpness": Sharpness,
+        "accuracy": Accuracy,
     }
 
     def to_json(self) -> dict:

@@ -21,6 +21,7 @@ from ntkdyn.pipeline.faces.base import (
     merged_arrays,
     merged_fields,
 )
+from ntkdyn.pipeline.faces.classification import ClassAccuracy
 from ntkdyn.pipeline.faces.diffrax_check import DiffraxCheck
 from ntkdyn.pipeline.faces.held_out import HeldOutPrediction
 from ntkdyn.pipeline.faces.highres import HighResOde
@@ -40,6 +41,7 @@ FACES: list[Face] = [
     LinearizedNetwork(),
     QuadraticModel(),
     HeldOutPrediction(),
+    ClassAccuracy(),
 ]
 
 
@@ -70,7 +72,8 @@ def drawn_series() -> list[Series]:
 
 
 __all__ = [
-    "FACES", "NOTHING", "Context", "DiffraxCheck", "Face", "FaceValue", "HeldOutPrediction", "HighResOde",
+    "FACES", "NOTHING", "ClassAccuracy", "Context", "DiffraxCheck", "Face", "FaceValue", "HeldOutPrediction",
+    "HighResOde",
     "LimitingOde", "LinearizedNetwork", "MiniBatch", "OdeProblem", "OdeValue", "QuadraticModel", "Recurrence",
     "Series",
     "compared_names", "drawn_series", "merged_arrays", "merged_fields", "register", "unregister",

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ntkdyn import theory
+from ntkdyn import models, theory
 from ntkdyn.pipeline.faces.base import Context, FaceValue
 from ntkdyn.pipeline.faces.ode import OdeValue
 from ntkdyn.results import finite
@@ -23,8 +23,8 @@ class DiffraxCheck:
     series = ()  # a check of the ODE face's closed form: not drawn over it
 
     def applies(self, ctx: Context) -> bool | str:
-        if not ctx.cfg.theory.diffrax:
-            return False
+        if not ctx.cfg.theory.diffrax or not models.is_squared(ctx.setup.model.loss):
+            return False  # cross-entropy: the ODE face itself is the diffrax solution
         missing = ctx.setup.no_eigenbasis
         return True if missing is None else "the diffrax check " + missing
 

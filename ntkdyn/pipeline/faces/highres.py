@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ntkdyn import theory
+from ntkdyn import models, theory
 from ntkdyn.pipeline.faces.base import Context, FaceValue, Series
 from ntkdyn.pipeline.faces.ode import krylov_solution, krylov_value
 
@@ -21,6 +21,8 @@ class HighResOde:
     series = (Series("loss_ode_hr", "-.", "high-res ODE"),)
 
     def applies(self, ctx: Context) -> bool | str:
+        if ctx.spec.ode_hr is not None and not models.is_squared(ctx.setup.model.loss):
+            return False  # the high-resolution ODEs are written for the squared loss (per mode)
         return ctx.spec.ode_hr is not None and ctx.full_batch_constant
 
     def predict(self, ctx: Context, earlier: Mapping[str, FaceValue]) -> FaceValue:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 from ntkdyn import stochastic
 from ntkdyn.pipeline import training
+from ntkdyn.pipeline.faces import classification
 from ntkdyn.pipeline.faces.base import Context, FaceValue, Series, merged_arrays, merged_fields
 from ntkdyn.pipeline.faces.minibatch import band_check
 from ntkdyn.results import Linearized
@@ -34,6 +35,10 @@ class LinearizedNetwork:
         arrays = {"loss_linearized": lin.loss}
         if lin.test_loss is not None:
             arrays["test_loss_linearized"] = lin.test_loss
+        if classification.records_accuracy(ctx) and lin.errors.size:  # at train.error_at, as training's
+            arrays["accuracy_linearized"] = classification.accuracy(
+                classification.outputs_of(ctx, lin.errors), ctx.setup.y
+            )
         fields: dict = {"linearized": Linearized(diverged_at=lin.diverged_at, runs=t.sampling_runs)}
         if lin.loss_runs is not None:
             arrays["loss_linearized_runs"] = lin.loss_runs

@@ -23,6 +23,7 @@ import numpy as np
 
 from ntkdyn import largen, schedules, theory
 from ntkdyn.pipeline import setup as setup_mod
+from ntkdyn.pipeline.faces import classification
 from ntkdyn.pipeline.faces.base import Context, FaceValue, Series, merged_fields
 from ntkdyn.pipeline.faces.recurrence import solver_record
 
@@ -55,6 +56,10 @@ class LimitingOde:
         spec = ctx.spec
         if spec.ode is None:
             return "no limiting ODE is declared for this optimizer" if spec.has_theory else False
+        if classification.is_classification_loss(ctx):  # function space, constant eta only
+            if ctx.ode is None or ctx.ode.order == 2 and ctx.ode.damping not in ("constant", "vanishing"):
+                return "cross-entropy: the limiting ODE in function space needs a constant eta"
+            return True
         if ctx.full_batch_constant:
             return True
         if ctx.full_batch and spec.has_theory and _scheduled_ode(ctx) is not None:
@@ -70,6 +75,8 @@ class LimitingOde:
 
     def predict(self, ctx: Context, earlier: Mapping[str, FaceValue]) -> FaceValue:
         s, res = ctx.setup, ctx.trained
+        if classification.is_classification_loss(ctx):
+            return classification.flow(ctx)
         if s.krylov is not None:
             return _krylov(ctx, earlier)
         if ctx.ode is not None:

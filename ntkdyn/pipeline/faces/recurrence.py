@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ntkdyn import largen, optimizers, rates, schedules, theory
+from ntkdyn.pipeline.faces import classification
 from ntkdyn.pipeline.faces.base import Context, FaceValue, Series
 from ntkdyn.pipeline.setup import kernel_rtol
 from ntkdyn.results import Predicted, Regime, finite
@@ -33,6 +34,12 @@ class Recurrence:
     series = (Series("loss_discrete", "--", "kernel recurrence"),)
 
     def applies(self, ctx: Context) -> bool | str:
+        if classification.is_classification_loss(ctx):  # nonlinear: the function-space recurrence
+            if ctx.spec.restart is not None or ctx.spec.method is None:
+                return "empirical only: no function-space recurrence for this optimizer (cross-entropy)"
+            if ctx.scheduled:
+                return "cross-entropy: the function-space recurrence takes a constant eta"
+            return True
         if ctx.spec.restart is not None and not ctx.full_batch:
             return "restart predictions are full-batch: not compared with mini-batch training"
         if ctx.spec.restart is None and not ctx.spec.has_theory:
@@ -45,6 +52,8 @@ class Recurrence:
         return True
 
     def predict(self, ctx: Context, earlier: Mapping[str, FaceValue]) -> FaceValue:
+        if classification.is_classification_loss(ctx):
+            return classification.discrete(ctx)
         if ctx.setup.krylov is not None:
             return _krylov(ctx)
         if ctx.spec.restart is not None:
