@@ -97,7 +97,11 @@ def test_krylov_equals_eigen(both):
         s = b.solver
         assert s.solver == "krylov" and s.storage == "float64" and s.storage_error_bound == 0.0
         assert s.extremes_converged and s.extremes_iterations >= 2
-        assert s.faces["discrete"].method == "matvec" and s.faces["discrete"].iterations == 40
+        d = s.faces["discrete"]  # the recurrence polynomial in the shared Krylov basis, <= steps + 1
+        assert d.method == "lanczos" and d.converged and d.iterations <= 41
+        # the kernel drift by tiles (no n x n Gram per snapshot kept) equals the dense one
+        _close(a.trajectory["kernel_drift"], b.trajectory["kernel_drift"], f"{label} kernel_drift")
+        assert "kernels" in a.trajectory and "kernels" not in b.trajectory
         assert s.faces["ode"].method == "lanczos" and s.faces["ode"].converged
         assert s.faces["ode"].error_estimate <= s.faces["ode"].tolerance
         assert ("ode_hr" in s.faces) == ("loss_ode_hr" in keys)
@@ -181,7 +185,8 @@ def test_float32_storage_within_its_bound(monkeypatch):
     bound = largen.float32_storage_bound(
         a["step"] * eta, s.storage_error_bound, a["loss_discrete"][0], a["loss_discrete"]
     )
-    assert rel.max() > 0 and np.all(rel <= bound)
+    # + the Krylov recurrence's own tolerance (ODE_RTOL 1e-10 on e, so ~2e-10 on the loss) and round-off
+    assert rel.max() > 0 and np.all(rel <= bound + 1e-9)
 
 
 def test_bad_solver_is_a_config_error():

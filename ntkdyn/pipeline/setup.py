@@ -40,13 +40,21 @@ class KrylovSetup:
     as ``Setup.H0`` / ``Setup.Hinf`` when c = 1); ``storage_error_bound``: a bound on ||E||_2 of that
     storage, K_stored = K + E (float32: |E_ij| <= 2^-24 |K_ij|, so ||E||_2 <= 2^-24 ||K||_F; float64:
     0); ``extremes``: lambda_min / lambda_max by Lanczos with their residuals; ``K_cross``: c H(X_test, X)
-    with a held-out set, else None."""
+    with a held-out set, else None. ``basis(e0)``: the run's one ``largen.KrylovBasis`` of (K, e0),
+    made on first use and shared by every Krylov face of every optimizer (capacity ``ODE_MAX_ITER``)."""
 
     K: np.ndarray
     storage: str
     storage_error_bound: float
     extremes: largen.ExtremeEigenvalues
     K_cross: np.ndarray | None = None
+    _bases: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    def basis(self, e0: np.ndarray) -> largen.KrylovBasis:
+        b = self._bases.get("e0")
+        if b is None or b.e0.shape != np.shape(e0) or not np.array_equal(b.e0, e0):
+            b = self._bases["e0"] = largen.KrylovBasis(self.K, e0, capacity=ODE_MAX_ITER)
+        return b
 
     @property
     def lambda_min(self) -> float:
