@@ -135,11 +135,9 @@ def kernel_drift(cfg: Config, setup: Setup, res: TrainResult) -> dict[str, np.nd
     reached = [i for i, k in enumerate(res.snapshot_at) if res.diverged_at is None or k <= res.diverged_at]
     snapshot = lambda i: jax.tree.map(lambda s: s[i], res.snapshots)  # noqa: E731
     if setup.krylov is not None:  # large n: the drift by tiles, no n x n Gram per snapshot kept
-        drift = [
-            0.0 if res.snapshot_at[i] == 0  # theta_0: H_0 = H0
-            else largen.drift_tiled(largen.empirical_tile(setup.model, snapshot(i), setup.consts, X), setup.H0)
-            for i in reached
-        ]  # fmt: skip
+        tile = lambda i: largen.empirical_tile(setup.model, snapshot(i), setup.consts, X)  # noqa: E731
+        # the snapshot at step 0 is theta_0 itself: H_0 = H0, drift 0
+        drift = [0.0 if res.snapshot_at[i] == 0 else largen.drift_tiled(tile(i), setup.H0) for i in reached]
         return {"kernel_steps": res.snapshot_at[reached], "kernel_drift": np.asarray(drift, np.float64)}
     grams = [ntk.gram(setup.model, snapshot(i), setup.consts, X) for i in reached]
     drift = [ntk.kernel_drift(H, setup.H0) for H in grams]
