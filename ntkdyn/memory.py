@@ -25,7 +25,7 @@ theory.kernel Hinf; K = c H as its own array when the loss scale c != 1):
                R * n * H * s * 2           the Gram tiles' intermediate
   predictions  R * (M + 1) * n * 8         the run's one Krylov basis of (K, e0) shared by its faces
                                            (M = ``pipeline.setup.ODE_MAX_ITER``)
-               R * (E + 1) * n * 8         the Lanczos basis of the extremes (E = EXTREMES_MAX_ITER)
+               R * (E + 1) * n * 8         the Lanczos basis of the extremes (E: setup.extremes_max_iter)
                R * n * 8 * 8               products, held-out weights
 
 Above ``COMPILED_ABOVE`` bytes the training part is taken instead from the compiled programs
@@ -34,8 +34,9 @@ chunk program (the training loop) of the optimizer with the largest state on abs
 built: argument + output + temporary bytes, less the donated state) where the model's parameters
 can be traced abstractly, and the estimate records it (``Estimate.compiled``).
 ``Estimate.process``: the resident memory of this process when the estimate was made (imports,
-jax's runtime), so ``Estimate.peak_rss`` = process + total is the peak RSS the run should reach; the
-check compares ``total`` with the memory still available.
+jax) plus ``RUNTIME`` (jax's compiler and runtime buffers), so ``Estimate.peak_rss`` = process +
+total is the peak RSS the run should reach; the check compares ``total`` with the memory still
+available.
 
 The limit is the host's available memory (``MemAvailable``), and on an accelerator also its
 memory (``bytes_limit``) for the training and kernel parts. User flax modules count their
@@ -56,6 +57,9 @@ from ntkdyn.config.schema import resolve_solver
 
 GB = 1e9
 COMPILED_ABOVE = 0.5e9  # training part taken from the compiled programs when the estimate exceeds this
+# jax's runtime and compiler beyond the import, once the run's programs are compiled and run (measured on
+# CPU, jax 0.10.2: a run at n = 256 peaks 0.25 GB above the resident memory at its estimate)
+RUNTIME = 0.25e9
 TILE_ROWS = 1024  # rows of a Gram tile (largen.gram_tiled's default)
 
 
@@ -165,11 +169,14 @@ def estimate(cfg: Config, runs: int = 1, d: int | None = None, params=None, n: i
         got = compiled_training(cfg, R, n, d)
         if got is not None:
             parts["training"], compiled = got, True
-    return Estimate(parts, n, d, P, H, R, note, compiled, resident())
+    return Estimate(parts, n, d, P, H, R, note, compiled, resident() + RUNTIME)
 
 
 def resident() -> float:
-    """Resident bytes of this process now (VmRSS; 0 where /proc is absent)."""
+    """Resident bytes of this process now (VmRSS; 0 where /proc is absent), with jax imported (the run
+    imports it)."""
+    import jax  # noqa: F401
+
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
@@ -272,7 +279,7 @@ def krylov_parts(cfg: Config, n: int, H: int, s: int, S: int) -> tuple[int, int]
     stored = 1 + (cfg.theory.kernel == "Hinf") + (_loss_scale_is_not_one(cfg))
     tile = 4 * (2 * min(n, TILE_ROWS)) ** 2 * 8
     kernels = n * n * b * stored + tile + n * H * s * 2
-    predictions = (setup_mod.ODE_MAX_ITER + 1 + setup_mod.EXTREMES_MAX_ITER + 1) * n * 8 + n * 8 * 8
+    predictions = (setup_mod.ODE_MAX_ITER + 1 + setup_mod.extremes_max_iter(n) + 1) * n * 8 + n * 8 * 8
     return kernels, predictions
 
 
