@@ -157,7 +157,11 @@ def estimate(cfg: Config, runs: int = 1, d: int | None = None, params=None, n: i
     training = R * (P * s * (8 + S) + n * H * s * 3)
     if resolve_solver(cfg.theory.solver, n) == "krylov":
         kernels, predictions = krylov_parts(cfg, n, H, s, S)
-        parts = {"training": training, "kernels": R * kernels, "predictions": R * predictions}
+        parts: dict[str, float] = {
+            "training": training,
+            "kernels": R * kernels,
+            "predictions": R * predictions,
+        }
     else:
         parts = {
             "training": training,

@@ -225,6 +225,25 @@ def test_auto_threshold_and_memory_estimate(monkeypatch):
     assert est["krylov"] < 24e9 < est["eigen"]
 
 
+def test_memory_estimate_from_the_compiled_program(monkeypatch):
+    """Above COMPILED_ABOVE the training part comes from the compiled chunk program on abstract shapes
+    (nothing built): at least the training state it carries, computed once per run shape; the
+    Krylov path's kernels part holds no Gram per snapshot, so more snapshots do not change it."""
+    monkeypatch.setattr(memory, "COMPILED_ABOVE", 0.0)
+    monkeypatch.setattr(memory, "_COMPILED", {})
+    raw = _raw("krylov", optimizers=OPTS[:2])
+    cfg = config.from_dict(raw)
+    est = memory.estimate(cfg, n=64, d=4)
+    assert est.compiled and len(memory._COMPILED) == 1
+    assert est.peak_rss == est.process + est.total and est.process >= memory.RUNTIME
+    P = 4 * cfg.model.width
+    assert est.parts["training"] >= 2 * P * 8  # parameters and their update at least (float64)
+    memory.estimate(cfg, n=64, d=4)
+    assert len(memory._COMPILED) == 1  # cached: the CLI and setup.prepare compile once
+    more = config.from_dict({**raw, "train": {**raw["train"], "kernel_at": [0, 5, 10, 20]}})
+    assert memory.estimate(more, n=64, d=4).parts["kernels"] == est.parts["kernels"]
+
+
 def test_control_view_refused_on_the_krylov_path():
     """The control view reads K's eigenbasis: with theory.solver krylov the run stops before any
     kernel with a ConfigError naming control and theory.solver."""
