@@ -1007,8 +1007,32 @@ def readme_scaling(results: dict) -> str:
     return "\n".join(out)
 
 
+def readme_memory(results: dict) -> str:
+    """The memory table of docs/large-n.md (markdown) from one ``--memory`` JSON: per n the estimate
+    made before the run (process + parts), the peak RSS, their ratio, and the time split."""
+    rows = [
+        "| n | estimate (GB) | peak RSS (GB) | estimate / peak | compiled | kernels (s) | Lanczos (s) | "
+        "training (s) | faces (s) | predictions / training | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["memory"]["rows"]:
+        if "error" in r:
+            rows.append(f"| {r['n']} | failed | | | | | | | | | |")
+            continue
+        st = r["stages_s"]
+        rows.append(
+            f"| {r['n']} | {r['estimate_peak_rss_gb']:.2f} | {r['peak_rss_gb']:.2f} | "
+            f"{r['estimate_over_peak']:.2f} | {'yes' if r['estimate_compiled'] else 'no'} | "
+            f"{st['kernels']:.3g} | {st['lanczos_or_eigen']:.3g} | {st['train']:.3g} | {st['faces']:.3g} | "
+            f"{r['predictions_over_train']:.2f} | {r['load_before']:.1f}-{r['load_after']:.1f} |"
+        )
+    return "\n".join(rows)
+
+
 def readme_table(results: dict) -> str:
     """The table of docs/performance.md (markdown) from one benchmark JSON."""
+    if "memory" in results:
+        return readme_memory(results)
     if "scaling" in results:
         return readme_scaling(results)
     rows = [
