@@ -292,6 +292,14 @@ def test_discrete_lanczos_scheduled_and_exact_at_full_degree(k512):
     assert got.iterations >= 61
 
 
+def test_discrete_lanczos_overflow_stops_unconverged(k512):
+    """A diverging recurrence whose polynomial overflows: no estimate, so the result says unconverged
+    at once (the recurrence face then runs the exact matvec recurrence) instead of growing the basis."""
+    K, e0, lam, _, _ = k512
+    got = largen.discrete_lanczos(*_hyper("gd", 2.5 / lam[-1]), K, e0, 2000, 1.0)
+    assert not got.converged and got.iterations <= 25 and got.error_estimate == np.inf
+
+
 def test_shared_basis_serves_every_face_with_max_products(k512):
     """One KrylovBasis of (K, e0) for a recurrence and two ODEs: the same results as separate bases,
     and the products made are the largest m any of them needed, not the sum."""

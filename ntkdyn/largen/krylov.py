@@ -184,7 +184,8 @@ def lanczos_function(
     once convergence is superlinear; measured in tests/test_largen.py).
 
     ``basis``: a ``KrylovBasis`` of the same (K, e0) to use and grow (shared with other calls); its
-    capacity caps m together with ``max_iter``."""
+    capacity caps m together with ``max_iter``. Where f_t overflows at the Ritz values (a diverging
+    recurrence) it stops at once, unconverged (estimate inf), instead of growing the basis to the cap."""
     n = _check_square(K)
     e0 = _check_vector("e0", e0, n)
     if not (rtol > 0 and atol >= 0 and extra >= 1 and start >= 1 and max_iter > extra):
@@ -217,6 +218,8 @@ def lanczos_function(
             return _action(lz, coefs(hi), hi, 0.0, True)
         lo = max(1, hi - extra)
         C_hi, C_lo = coefs(hi), coefs(lo)
+        if not (np.all(np.isfinite(C_hi)) and np.all(np.isfinite(C_lo))):  # f_t overflows: no estimate
+            return _action(lz, C_hi, hi, float("inf"), False)
         diff = np.sqrt(np.linalg.norm(C_hi[:, :lo] - C_lo, axis=1) ** 2 + np.sum(C_hi[:, lo:] ** 2, axis=1))
         size = np.linalg.norm(C_hi, axis=1)
         ok = bool(np.all(diff <= rtol * size + atol * norm0))
@@ -351,8 +354,10 @@ def _function_prediction(
     act = lanczos_function(
         fn, K, e0, rtol=rtol, atol=atol, extra=extra, max_iter=max_iter, rows=rows, basis=basis
     )
-    loss = 0.5 * c * np.sum(act.coef * act.coef, axis=1)
-    errors = act.vectors(keep_ix) if keep_ix.size else None
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging recurrence: inf, as the eigen path
+        loss = 0.5 * c * np.sum(act.coef * act.coef, axis=1)
+        grad = c * act.quadratic()
+        errors = act.vectors(keep_ix) if keep_ix.size else None
     test_loss = test_errors = None
     if K_cross is not None:
         K_cross = np.asarray(K_cross)
@@ -384,7 +389,7 @@ def _function_prediction(
         act.estimate,
         rtol,
         act.converged,
-        grad_norm_sq=c * act.quadratic(),
+        grad_norm_sq=grad,
         test_loss=test_loss,
         test_errors=test_errors,
     )
