@@ -551,6 +551,106 @@ def bench_sweep_memory(steps: int) -> dict:
     return {"runs": 32, "n": 256, "m": 4096, "steps": steps, "peak_rss_gb": peak_kb / 1e6}
 
 
+MEMORY_CHILD = """
+import json, sys, time
+import yaml
+from ntkdyn import config, memory
+from ntkdyn import run as cli
+path, out = sys.argv[1], sys.argv[2]
+with open(path) as fh:
+    cfg = config.from_dict(yaml.safe_load(fh))
+t = time.perf_counter()
+est = memory.estimate(cfg)
+est_s = time.perf_counter() - t
+t = time.perf_counter()
+code = cli.main([path, "--out", out, "--quiet", "--overwrite"])
+wall = time.perf_counter() - t
+hwm = [x for x in open("/proc/self/status") if x.startswith("VmHWM")][0].split()[1]
+print(json.dumps({"exit": code, "wall_s": wall, "estimate_s": est_s, "parts": est.parts,
+                  "process": est.process, "compiled": est.compiled, "peak_kb": int(hwm)}))
+"""
+
+
+def memory_point(path: str, n: int, tmp: str, sets: dict) -> dict:
+    """One ``python -m ntkdyn.run`` of the config at ``path`` with data.n = n in a child process: the
+    memory estimate made there before anything is built (``memory.estimate``: parts, the process's
+    resident memory then, whether the training part came from the compiled program), the peak RSS the
+    child read itself at the end (VmHWM), and the time split from env.json: training (train_run_s,
+    compile apart), predictions (Lanczos / eigendecomposition + every face), the kernels and the drift."""
+    import yaml
+
+    with open(path) as fh:
+        raw = yaml.safe_load(fh)
+    raw["data"]["n"] = n
+    for key, value in sets.items():
+        node = raw
+        *head, last = key.split(".")
+        for k in head:
+            node = node[int(k)] if isinstance(node, list) else node.setdefault(k, {})
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    cfg_path, out = os.path.join(tmp, f"mem-n{n}.yaml"), os.path.join(tmp, f"mem-n{n}")
+    _write_yaml(cfg_path, raw)
+    load_before = os.getloadavg()[0]
+    proc = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, cfg_path, out], capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )  # fmt: skip
+    if proc.returncode != 0:
+        return {"n": n, "error": proc.stderr[-2000:]}
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    with open(os.path.join(out, "env.json")) as fh:
+        times = json.load(fh)["times_s"]
+    labels = [o["label"] for o in raw["optimizers"]]
+    per = {lab: times[lab] for lab in labels}
+    faces = sum(v for p in per.values() for k, v in p.items() if k.startswith("face_"))
+    train = sum(p["train_run_s"] for p in per.values())
+    estimate = got["process"] + sum(got["parts"].values())
+    peak = got["peak_kb"] * 1024
+    return {
+        "n": n,
+        "m": raw["model"]["width"],
+        "steps": raw["train"]["steps"],
+        "solver": raw["theory"].get("solver", "auto"),
+        "exit": got["exit"],
+        "wall_s": got["wall_s"],
+        "estimate_parts_gb": {k: v / 1e9 for k, v in got["parts"].items()},
+        "estimate_process_gb": got["process"] / 1e9,
+        "estimate_compiled": got["compiled"],
+        "estimate_s": got["estimate_s"],
+        "estimate_peak_rss_gb": estimate / 1e9,
+        "peak_rss_gb": peak / 1e9,
+        "estimate_over_peak": estimate / peak,
+        "stages_s": {
+            "kernels": times["kernels"],
+            "lanczos_or_eigen": times.get("eigen", 0.0),
+            "train_compile": sum(p["train_compile_s"] for p in per.values()),
+            "train": train,
+            "faces": faces,
+            "drift": sum(p["kernel_drift_s"] for p in per.values()),
+        },
+        "predictions_over_train": (faces + times.get("eigen", 0.0)) / train,
+        "faces_over_train": faces / train,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+    }
+
+
+def bench_memory(ns: list[int], path: str, sets: dict) -> dict:
+    """The memory table (issue 18 part 2): estimate before the run vs the child's peak RSS per n."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [memory_point(path, n, tmp, sets) for n in ns]
+    ok = [r for r in rows if "estimate_over_peak" in r]
+    return {
+        "config": os.path.relpath(path, ROOT),
+        "set": sets,
+        "rows": rows,
+        "within_30_percent": all(0.7 <= r["estimate_over_peak"] <= 1.3 for r in ok) if ok else None,
+    }
+
+
 def bench_ode(ctx, n: int = 64, steps: int = 2000) -> dict:
     """NAG-C (Bessel) and HB (damped oscillator) closed forms vs diffrax, both to ~1e-8."""
     import numpy as np
@@ -907,8 +1007,32 @@ def readme_scaling(results: dict) -> str:
     return "\n".join(out)
 
 
+def readme_memory(results: dict) -> str:
+    """The memory table of docs/large-n.md (markdown) from one ``--memory`` JSON: per n the estimate
+    made before the run (process + parts), the peak RSS, their ratio, and the time split."""
+    rows = [
+        "| n | estimate (GB) | peak RSS (GB) | estimate / peak | compiled | kernels (s) | Lanczos (s) | "
+        "training (s) | faces (s) | predictions / training | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["memory"]["rows"]:
+        if "error" in r:
+            rows.append(f"| {r['n']} | failed | | | | | | | | | |")
+            continue
+        st = r["stages_s"]
+        rows.append(
+            f"| {r['n']} | {r['estimate_peak_rss_gb']:.2f} | {r['peak_rss_gb']:.2f} | "
+            f"{r['estimate_over_peak']:.2f} | {'yes' if r['estimate_compiled'] else 'no'} | "
+            f"{st['kernels']:.3g} | {st['lanczos_or_eigen']:.3g} | {st['train']:.3g} | {st['faces']:.3g} | "
+            f"{r['predictions_over_train']:.2f} | {r['load_before']:.1f}-{r['load_after']:.1f} |"
+        )
+    return "\n".join(rows)
+
+
 def readme_table(results: dict) -> str:
     """The table of docs/performance.md (markdown) from one benchmark JSON."""
+    if "memory" in results:
+        return readme_memory(results)
     if "scaling" in results:
         return readme_scaling(results)
     rows = [
@@ -964,6 +1088,11 @@ def main(argv=None) -> int:
     p.add_argument("--require-idle", action="store_true", help="refuse to run at load > 0.5 per core")
     p.add_argument("--scaling", action="store_true", help="the scaling study instead of the peers")
     p.add_argument("--plot", help="--scaling: write the log-log plot here")
+    p.add_argument(
+        "--memory", nargs="*", type=int, help="the memory table instead: these n (child runs of --config)"
+    )
+    p.add_argument("--config", default=os.path.join("configs", "large_n.yaml"), help="--memory: the config")
+    p.add_argument("--set", dest="sets", action="append", default=[], help="--memory: KEY=VALUE (yaml)")
     p.add_argument("--readme", action="store_true", help="print the table of docs/performance.md")
     p.add_argument("--from", dest="source", help="with --readme: read this JSON instead of measuring")
     args = p.parse_args(argv)
@@ -1008,7 +1137,15 @@ def main(argv=None) -> int:
         results["torch"] = torch.__version__
     except ImportError:
         results["torch"] = None
-    if args.scaling:
+    if args.memory:
+        import yaml
+
+        sets = {k: yaml.safe_load(v) for k, v in (x.split("=", 1) for x in args.sets)}
+        results["memory"] = bench_memory(args.memory, os.path.join(ROOT, args.config), sets)
+        results["load_end"] = os.getloadavg()[0]
+        for r in results["memory"]["rows"]:
+            print(json.dumps(r, default=float))
+    elif args.scaling:
         results["scaling"] = bench_scaling(args.quick, args.plot)
         results["load_end"] = os.getloadavg()[0]
         print(scaling_table(results["scaling"]))

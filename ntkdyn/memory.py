@@ -14,16 +14,29 @@ units per input, R = runs trained together, n = inputs, T = recorded steps, S = 
   predictions  R * T * n * 8 * 4      discrete, ODE, high-resolution ODE and diffrax modes
 
 On the Krylov path (theory.solver krylov, or auto with n > 4096: ``config.schema.resolve_solver``)
-there are no eigenvectors and no modal arrays; with b = bytes per stored kernel entry (4 when
-n > ``pipeline.setup.FLOAT32_STORAGE_N`` = 8192, else 8) and k = stored n x n kernels (H0; H_inf
-with theory.kernel Hinf; K = c H as its own array when the loss scale c != 1):
+there are no eigenvectors, no modal arrays and no Gram per snapshot (the drift is taken by tiles,
+``largen.drift_tiled``); with b = bytes per stored kernel entry (4 when n >
+``pipeline.setup.FLOAT32_STORAGE_N`` = 8192, else 8) and k = stored n x n kernels (H0; H_inf with
+theory.kernel Hinf; K = c H as its own array when the loss scale c != 1):
 
-  kernels      R * n^2 * (b * k + 8 * S * o)  stored kernels, one float64 Gram per snapshot and
-                                           optimizer (o optimizers: each result keeps its own)
+  kernels      R * n^2 * b * k             stored kernels
+               R * 2 * (2 t)^2 * 8         one Gram tile and its temporaries (t = 1024 rows; the fast
+                                           path's tile is the Gram of 2 t inputs)
                R * n * H * s * 2           the Gram tiles' intermediate
-  predictions  R * (M + 1) * n * 8         the Lanczos basis (M = the ODE's Krylov dimension cap,
-                                           ``pipeline.setup.ODE_MAX_ITER``; the extremes use fewer)
-               R * n * 8 * 8               recurrence state, products and held-out weights
+  predictions  R * (M + 1) * n * 8         the run's one Krylov basis of (K, e0) shared by its faces
+                                           (M = ``pipeline.setup.ODE_MAX_ITER``)
+               R * (E + 1) * n * 8         the Lanczos basis of the extremes (E: setup.extremes_max_iter)
+               R * n * 8 * 8               products, held-out weights
+
+Above ``COMPILED_ABOVE`` bytes the training part is taken instead from the compiled programs
+(``compiled_training``: ``jax.jit(f).lower(...).compile().memory_analysis()`` of the run's
+chunk program (the training loop) of the optimizer with the largest state on abstract shapes, nothing
+built: argument + output + temporary bytes, less the donated state) where the model's parameters
+can be traced abstractly, and the estimate records it (``Estimate.compiled``).
+``Estimate.process``: the resident memory of this process when the estimate was made (imports,
+jax) plus ``RUNTIME`` (jax's compiler and runtime buffers), so ``Estimate.peak_rss`` = process +
+total is the peak RSS the run should reach; the check compares ``total`` with the memory still
+available.
 
 The limit is the host's available memory (``MemAvailable``), and on an accelerator also its
 memory (``bytes_limit``) for the training and kernel parts. User flax modules count their
@@ -43,6 +56,11 @@ from ntkdyn.config import Config, ConfigError
 from ntkdyn.config.schema import resolve_solver
 
 GB = 1e9
+COMPILED_ABOVE = 0.5e9  # training part taken from the compiled programs when the estimate exceeds this
+# jax's runtime and compiler beyond the import, once the run's programs are compiled and run (measured on
+# CPU, jax 0.10.2: a run at n = 256 peaks 0.25 GB above the resident memory at its estimate)
+RUNTIME = 0.25e9
+TILE_ROWS = 1024  # rows of a Gram tile (largen.gram_tiled's default)
 
 
 class TooLarge(ConfigError):
@@ -58,10 +76,17 @@ class Estimate:
     hidden: int  # H per input
     runs: int
     note: str = ""  # what the estimate leaves out, if anything
+    compiled: bool = False  # the training part is from the compiled programs (memory_analysis)
+    process: float = 0.0  # resident bytes of this process when estimated (VmRSS)
 
     @property
     def total(self) -> float:
         return float(sum(self.parts.values()))
+
+    @property
+    def peak_rss(self) -> float:
+        """The peak resident memory the run should reach: this process's RSS plus the estimate."""
+        return self.process + self.total
 
     @property
     def device_part(self) -> float:
@@ -142,14 +167,123 @@ def estimate(cfg: Config, runs: int = 1, d: int | None = None, params=None, n: i
     training = R * (P * s * (8 + S + S_sharp) + n * H * s * 3)
     if resolve_solver(cfg.theory.solver, n) == "krylov":
         kernels, predictions = krylov_parts(cfg, n, H, s, S)
-        parts = {"training": training, "kernels": R * kernels, "predictions": R * predictions}
-        return Estimate(parts, n, d, P, H, R, note)
-    parts = {
-        "training": training,
-        "kernels": R * (n * n * 8 * (4 + S) + n * H * s * 2),
-        "predictions": R * T * n * 8 * 4,
-    }
-    return Estimate(parts, n, d, P, H, R, note)
+        parts: dict[str, float] = {
+            "training": training,
+            "kernels": R * kernels,
+            "predictions": R * predictions,
+        }
+    else:
+        parts = {
+            "training": training,
+            "kernels": R * (n * n * 8 * (4 + S) + n * H * s * 2),
+            "predictions": R * T * n * 8 * 4,
+        }
+    process = resident() + RUNTIME  # before compiling: the compiler's memory is in RUNTIME
+    compiled = False
+    if sum(parts.values()) > COMPILED_ABOVE and params is None and size is not None:
+        got = compiled_training(cfg, R, n, d)
+        if got is not None:
+            parts["training"], compiled = got, True
+    return Estimate(parts, n, d, P, H, R, note, compiled, process)
+
+
+def resident() -> float:
+    """Resident bytes of this process now (VmRSS; 0 where /proc is absent), with jax imported (the run
+    imports it)."""
+    import jax  # noqa: F401
+
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def compiled_training(cfg: Config, runs: int, n: int, d: int) -> float | None:
+    """Bytes of the run's training from its compiled programs, before anything is built: the model's
+    parameters by ``jax.eval_shape`` of ``pipeline.setup.build_model``, the batched init / chunk /
+    finish programs of ``train.batched_fns`` on ``jax.ShapeDtypeStruct`` inputs; the chunk program (the
+    training loop) of the optimizer with the largest state lowered and compiled, its argument + output
+    + temporary bytes (``memory_analysis``) less the aliased (donated) bytes, plus the recorded trajectories
+    (steps / record_every losses per run, the error vectors and snapshots, on the host). None when a
+    program cannot be traced abstractly (e.g. a flax factory that needs concrete values). Cached per
+    run shape (the CLI and ``setup.prepare`` both check)."""
+    key = (repr(cfg.model), cfg.dtype, repr(cfg.train), repr(cfg.optimizers), runs, n, d)
+    if key not in _COMPILED:  # the CLI and setup.prepare both check: one compile per run shape
+        _COMPILED[key] = _compiled_training(cfg, runs, n, d)
+    return _COMPILED[key]
+
+
+_COMPILED: dict = {}
+
+
+def _compiled_training(cfg: Config, runs: int, n: int, d: int) -> float | None:
+    import jax
+    import jax.numpy as jnp
+
+    from ntkdyn import optimizers
+    from ntkdyn.pipeline import setup as setup_mod
+    from ntkdyn.pipeline.training import train_plan
+    from ntkdyn.train import batched_fns
+
+    R = runs
+    try:
+        with jax.enable_x64(cfg.dtype == "float64"):
+            dtype = setup_mod.jax_dtype(cfg)
+            held: dict = {}
+
+            def build():
+                model, p, c = setup_mod.build_model(cfg, d)
+                held["model"] = model
+                return p, c
+
+            p_sds, c_sds = jax.eval_shape(build)
+            stack = lambda tree: jax.tree.map(  # noqa: E731
+                lambda x: jax.ShapeDtypeStruct((R, *x.shape), x.dtype), tree
+            )
+            X = jax.ShapeDtypeStruct((n, d), dtype)
+            y = jax.ShapeDtypeStruct((n,), dtype)
+            plan = train_plan(cfg)
+            # the chunk program (the training loop; init and finish hold the same state and less) of
+            # the optimizer with the largest state: one compile
+            best_state, chosen = -1, None
+            for oc in cfg.optimizers:
+                spec = optimizers.get(oc.name)
+                hyper = oc.hyper()
+                numeric = [
+                    k for k, v in hyper.items() if isinstance(v, float | int) and not isinstance(v, bool)
+                ]
+                if "eta" not in numeric:
+                    numeric.append("eta")  # relative or scheduled steps: a number per run as well
+                static = {k: v for k, v in hyper.items() if k not in numeric}
+                h = {k: jax.ShapeDtypeStruct((R,), dtype) for k in numeric}
+                fns = batched_fns(held["model"], spec, static, 1.0, plan, (None, None, None))
+                state = jax.eval_shape(fns[0], h, stack(p_sds), c_sds, X, y)
+                nbytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+                if nbytes > best_state:
+                    best_state, chosen = nbytes, (fns[1], state, h)
+            assert chosen is not None  # validate: at least one optimizer
+            chunk, state, h = chosen
+            b0 = jax.ShapeDtypeStruct((), jnp.int32)
+            ma = jax.jit(chunk, donate_argnums=0).lower(state, h, c_sds, X, y, b0).compile().memory_analysis()
+            if ma is None:
+                return None
+            best = float(
+                ma.argument_size_in_bytes
+                + ma.output_size_in_bytes
+                + ma.temp_size_in_bytes
+                - ma.alias_size_in_bytes
+            )
+    except Exception:  # noqa: BLE001 - no abstract trace: the formula stays
+        return None
+    T = cfg.train.steps // cfg.train.record_every + 1
+    s = 8 if cfg.dtype == "float64" else 4
+    P = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(p_sds))
+    host = R * (T * 8 * 3 + len(cfg.train.error_at or ()) * n * 8 + len(cfg.train.kernel_at or ()) * P * s)
+    return best + host
 
 
 def krylov_parts(cfg: Config, n: int, H: int, s: int, S: int) -> tuple[int, int]:
@@ -158,8 +292,9 @@ def krylov_parts(cfg: Config, n: int, H: int, s: int, S: int) -> tuple[int, int]
 
     b = 4 if setup_mod.storage_dtype(n) == "float32" else 8
     stored = 1 + (cfg.theory.kernel == "Hinf") + (_loss_scale_is_not_one(cfg))
-    kernels = n * n * (b * stored + 8 * S * max(1, len(cfg.optimizers))) + n * H * s * 2
-    predictions = (setup_mod.ODE_MAX_ITER + 1) * n * 8 + n * 8 * 8
+    tile = 2 * (2 * min(n, TILE_ROWS)) ** 2 * 8
+    kernels = n * n * b * stored + tile + n * H * s * 2
+    predictions = (setup_mod.ODE_MAX_ITER + 1 + setup_mod.extremes_max_iter(n) + 1) * n * 8 + n * 8 * 8
     return kernels, predictions
 
 

@@ -80,6 +80,25 @@ def test_empirical_tiles_equal_gram_fast_path_and_jacobians():
     assert np.max(np.abs(Kj - ref_j)) <= 1e-12 * np.max(np.abs(ref_j))
 
 
+def test_drift_tiled_equals_full_gram_drift():
+    """||H - H0||_F / ||H0||_F from tiles (no n x n H) equals ntk.kernel_drift on the full Grams, for
+    H0 stored float64 and float32 (then to float32's rounding)."""
+    import jax
+    import jax.numpy as jnp
+
+    X = jnp.asarray(unit_sphere(np.random.default_rng(4), 90, 6))
+    params, consts = models.paper_init(jax.random.PRNGKey(0), 6, 48, 1.0, jnp.float64)
+    moved = jax.tree.map(lambda p: p + 0.05 * jnp.sin(jnp.arange(p.size).reshape(p.shape)), params)
+    H0 = ntk.gram(models.PAPER, params, consts, X)
+    ref = ntk.kernel_drift(ntk.gram(models.PAPER, moved, consts, X), H0)
+    tile = largen.empirical_tile(models.PAPER, moved, consts, X)
+    assert ref > 1e-3
+    assert abs(largen.drift_tiled(tile, H0, rows=32) - ref) <= 1e-12 * ref
+    assert abs(largen.drift_tiled(tile, H0.astype(np.float32), rows=40) - ref) <= 1e-6 * ref
+    with pytest.raises(ValueError, match="rows"):
+        largen.drift_tiled(tile, H0, rows=0)
+
+
 def test_float32_storage_error_on_predicted_loss(k512):
     """K stored in float32 = K + E, |E_ij| <= 2^-24 |K_ij|. For GD the relative loss change is within
     ``float32_storage_bound`` (with ||E||_2, and with the computable ||E||_F <= 2^-24 ||K||_F); for
@@ -234,6 +253,78 @@ def test_discrete_matvec_batch_equals_single_runs(k512):
         one = largen.discrete_matvec(spec, h, K, E0[:, i], 80, 2.0, keep=[80])
         np.testing.assert_allclose(batch[i].loss, one.loss, rtol=1e-13)
         np.testing.assert_allclose(batch[i].errors, one.errors, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name,kw", CASES)
+def test_discrete_lanczos_equals_eigenbasis_and_matvec(k512, name, kw):
+    """The recurrence as a Krylov matrix function equals the eigenbasis path (loss, e_k, c e^T K e) and
+    the exact matvec recurrence to 1e-8, in fewer products than steps for GD."""
+    K, e0, lam, V, coef = k512
+    spec, h = _hyper(name, 1.0 / lam[-1], **kw)
+    record = np.r_[0:20, 20:201:9]
+    got = largen.discrete_lanczos(spec, h, K, e0, 200, 0.7, record=record, keep=[0, 5, len(record) - 1])
+    modes = theory.discrete_modes(spec, h, lam, coef, 200)[record]
+    np.testing.assert_allclose(got.loss, theory.modal_loss(modes, 0.7), rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(
+        got.grad_norm_sq, theory.modal_grad_norm_sq(modes, lam, 0.7), rtol=1e-8, atol=1e-14
+    )
+    ref_e = modes[got.kept] @ V.T
+    err = np.linalg.norm(got.errors - ref_e, axis=1) / np.linalg.norm(ref_e, axis=1)
+    assert err.max() <= 1e-8
+    mv = largen.discrete_matvec(spec, h, K, e0, 200, 0.7, record=record)
+    np.testing.assert_allclose(got.loss, mv.loss, rtol=1e-8, atol=1e-14)
+    assert got.method == "lanczos" and got.converged and np.array_equal(got.steps, record)
+    if name == "gd":
+        assert got.iterations < 100  # m ~ sqrt(k eta lambda_max) products, not one per step
+
+
+def test_discrete_lanczos_scheduled_and_exact_at_full_degree(k512):
+    """A scheduled eta goes through the same polynomials; with rtol below round-off the basis reaches
+    m = steps + 1, where the projection is exact (deg p_k < m)."""
+    K, e0, lam, V, coef = k512
+    sched = schedules.from_config(
+        {"schedule": "cosine_decay", "init_value": 1.0 / lam[-1], "decay_steps": 60, "alpha": 0.1}
+    )
+    spec, h = _hyper("hb", sched, beta=0.9)
+    got = largen.discrete_lanczos(spec, h, K, e0, 60, 1.0, rtol=1e-30, atol=0.0)
+    ref = theory.modal_loss(theory.discrete_modes(spec, h, lam, coef, 60), 1.0)
+    np.testing.assert_allclose(got.loss, ref, rtol=1e-9)
+    assert got.iterations >= 61
+
+
+def test_discrete_lanczos_overflow_stops_unconverged(k512):
+    """A diverging recurrence whose polynomial overflows: no estimate, so the result says unconverged
+    at once (the recurrence face then runs the exact matvec recurrence) instead of growing the basis."""
+    K, e0, lam, _, _ = k512
+    got = largen.discrete_lanczos(*_hyper("gd", 2.5 / lam[-1]), K, e0, 2000, 1.0)
+    assert not got.converged and got.iterations <= 25 and got.error_estimate == np.inf
+
+
+def test_shared_basis_serves_every_face_with_max_products(k512):
+    """One KrylovBasis of (K, e0) for a recurrence and two ODEs: the same results as separate bases,
+    and the products made are the largest m any of them needed, not the sum."""
+    K, e0, lam, _, _ = k512
+    eta = 1.0 / lam[-1]
+    spec, h = _hyper("hb", eta, beta=0.9)
+    ode_a, ode_b = _odes(lam[-1], eta)[1], _odes(lam[-1], eta)[0]
+    t_a, t_b = np.arange(101) * ode_a.time_step, np.arange(101) * ode_b.time_step
+    alone = [
+        largen.discrete_lanczos(spec, h, K, e0, 100, 1.0),
+        largen.ode_lanczos(ode_a, K, e0, t_a, 1.0),
+        largen.ode_lanczos(ode_b, K, e0, t_b, 1.0),
+    ]
+    basis = largen.KrylovBasis(K, e0, capacity=800)
+    shared = [
+        largen.discrete_lanczos(spec, h, K, e0, 100, 1.0, basis=basis),
+        largen.ode_lanczos(ode_a, K, e0, t_a, 1.0, basis=basis),
+        largen.ode_lanczos(ode_b, K, e0, t_b, 1.0, basis=basis),
+    ]
+    for a, b in zip(alone, shared):
+        np.testing.assert_allclose(b.loss, a.loss, rtol=1e-12)
+        assert a.iterations == b.iterations
+    assert basis.products == max(a.iterations for a in alone)
+    with pytest.raises(ValueError, match="another e0"):
+        largen.ode_lanczos(ode_b, K, 2 * e0, t_b, 1.0, basis=basis)
 
 
 # --------------------------------------------------------------------------- ODE solutions

@@ -16,6 +16,10 @@ L = (c / 2) ||e||^2 (c from ``models.loss_scale``).
 * **Discrete recurrences** (``discrete_matvec``, ``discrete_matvec_batch``): the method's state-space
   recurrence X_k = T_k X_{k-1} + u_k (K e_{k-1}) of ``ntkdyn.optimizers`` in the output space, one
   product with K per step; exact (no truncation), round-off only.
+* **Recurrences in the Krylov space** (``discrete_lanczos``): e_k = p_k(K) e0 with the method's
+  recurrence polynomial evaluated on the Ritz values (exact once m > k; a-posteriori estimate before).
+  A ``KrylovBasis`` of (K, e0) is shared by every recurrence and ODE solution of a run, so all
+  optimizers' faces together cost max(m) products with K.
 * **ODE solutions** (``ode_lanczos``, ``lanczos_function``): e(t) = f_t(K) e0 for the limiting ODEs
   (exp(-tK) e0, the damped oscillator, the Bessel solution of NAG-C), f_t(K) e0 ~= ||e0|| V_m f_t(T_m) e_1
   on the Krylov space of (K, e0), with m chosen adaptively until the a-posteriori estimate
@@ -46,6 +50,7 @@ from ntkdyn.largen._types import (
     matvec,
 )
 from ntkdyn.largen.kernels import (
+    drift_tiled,
     empirical_tile,
     float32_storage_bound,
     gram_tiled,
@@ -53,20 +58,29 @@ from ntkdyn.largen.kernels import (
     mlp_hinf_tile,
     spectral_norm_bound,
 )
-from ntkdyn.largen.krylov import extreme_eigenvalues, lanczos_function, ode_lanczos
+from ntkdyn.largen.krylov import (
+    KrylovBasis,
+    discrete_lanczos,
+    extreme_eigenvalues,
+    lanczos_function,
+    ode_lanczos,
+)
 from ntkdyn.largen.recurrence import discrete_matvec, discrete_matvec_batch, regime_from_extremes
 
 __all__ = [
     "ExtremeEigenvalues",
     "KrylovAction",
+    "KrylovBasis",
     "LargeNPrediction",
     "METHODS",
     "Method",
     "STORAGE_DTYPES",
     "Tile",
     "U32",
+    "discrete_lanczos",
     "discrete_matvec",
     "discrete_matvec_batch",
+    "drift_tiled",
     "empirical_tile",
     "extreme_eigenvalues",
     "float32_storage_bound",

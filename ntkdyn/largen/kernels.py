@@ -43,6 +43,30 @@ def gram_tiled(tile: Tile, n: int, *, dtype: str = "float64", rows: int = 1024, 
     return out
 
 
+def drift_tiled(tile: Tile, H0, *, rows: int = 1024) -> float:
+    """||H - H0||_F / ||H0||_F for the symmetric H whose blocks are ``tile(a, b)`` (``gram_tiled``'s
+    tiles, lower triangle b <= a, off-diagonal tiles counted twice) against the stored H0 (float64 or
+    float32, converted a tile at a time): H is never formed, so the memory is one tile and its
+    temporaries besides H0. Same value as ``ntk.kernel_drift(gram_tiled(tile, n), H0)`` up to
+    round-off (the diagonal tiles are symmetrised as there)."""
+    n = _check_square(H0)
+    if not (isinstance(rows, (int, np.integer)) and rows >= 1):
+        raise ValueError(f"rows: expected an integer >= 1, got {rows!r}")
+    diff = ref = 0.0
+    for i0 in range(0, n, rows):
+        a = slice(i0, min(n, i0 + rows))
+        for j0 in range(0, i0 + 1, rows):
+            b = slice(j0, min(n, j0 + rows))
+            blk = np.asarray(tile(a, b), np.float64)
+            if i0 == j0:
+                blk = 0.5 * (blk + blk.T)
+            h0 = np.asarray(H0[a, b], np.float64)
+            w = 1.0 if i0 == j0 else 2.0
+            diff += w * float(np.sum((blk - h0) ** 2))
+            ref += w * float(np.sum(h0 * h0))
+    return math.sqrt(diff / ref) if ref > 0 else float("nan")
+
+
 def hinf_tile(X) -> Tile:
     """Tiles of the paper model's H-infinity, H_ij = x_i.x_j (pi - t_ij) / (2 pi), cos t = x_i.x_j /
     (|x_i||x_j|) (``ntk.paper_kernels``, = ``models.paper_hinf``); diagonal tiles get the exact diagonal

@@ -91,7 +91,7 @@ def discrete_matvec_batch(
             X[j] = E0
     W = np.zeros((p + 1, n, R)) if test else None
     etas = [schedules.eta_values(h["eta"], steps) for h in hypers]
-    fixed = spec.constant and not any(schedules.is_scheduled(h.get("eta")) for h in hypers)
+    fixed = spec.constant and not any(schedules.step_of(h).scheduled for h in hypers)
 
     def coeffs(k):
         Ts, us = [], []

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkdyn import config as config_mod
-from ntkdyn import models, ntk, optimizers, rates, theory
+from ntkdyn import largen, models, ntk, optimizers, rates, theory
 from ntkdyn.config import Config, OptimizerConfig, RelativeStep
 from ntkdyn.pipeline import faces as faces_mod
 from ntkdyn.pipeline import sharpness_path
@@ -140,10 +140,17 @@ def training_arrays(res: TrainResult) -> dict[str, np.ndarray]:
 def kernel_drift(cfg: Config, setup: Setup, res: TrainResult) -> dict[str, np.ndarray]:
     """The empirical NTK at each recorded snapshot reached before a divergence, and its drift
     ||H_k - H_0||_F / ||H_0||_F (arrays kernel_steps, kernels, kernel_drift). k > 1 outputs: the drift
-    of the full (n k x n k) output Gram; ``kernels`` holds its trace over the outputs (n x n)."""
+    of the full (n k x n k) output Gram; ``kernels`` holds its trace over the outputs (n x n). On the
+    Krylov path (large n) the drift only, by tiles (``largen.drift_tiled``: no n x n Gram per snapshot;
+    the snapshot at step 0 is theta_0 itself, drift 0)."""
     X = jnp.asarray(setup.X, jax_dtype(cfg))
     reached = [i for i, k in enumerate(res.snapshot_at) if res.diverged_at is None or k <= res.diverged_at]
     snapshot = lambda i: jax.tree.map(lambda s: s[i], res.snapshots)  # noqa: E731
+    if setup.krylov is not None:  # large n: the drift by tiles, no n x n Gram per snapshot kept
+        tile = lambda i: largen.empirical_tile(setup.model, snapshot(i), setup.consts, X)  # noqa: E731
+        # the snapshot at step 0 is theta_0 itself: H_0 = H0, drift 0
+        drift = [0.0 if res.snapshot_at[i] == 0 else largen.drift_tiled(tile(i), setup.H0) for i in reached]
+        return {"kernel_steps": res.snapshot_at[reached], "kernel_drift": np.asarray(drift, np.float64)}
     grams = [ntk.gram(setup.model, snapshot(i), setup.consts, X) for i in reached]
     drift = [ntk.kernel_drift(H, setup.H0) for H in grams]
     if setup.outputs > 1:  # drift of the full output Gram; stored: its shared (n x n) trace, k^2 x smaller

@@ -28,6 +28,19 @@ from ntkdyn.config.schema import KRYLOV_AUTO_N, resolve_solver
 # instead of 8.6 GB at n = 32,768); each entry then carries a relative rounding error <= 2^-24.
 FLOAT32_STORAGE_N = 8192
 EXTREMES_MAX_ITER = 300  # Lanczos steps for lambda_min / lambda_max (largen.extreme_eigenvalues)
+# ... above KRYLOV_AUTO_N points: a product with K (n^2 entries read) then costs about one training step
+# of the paper model at width 1024 (measured at n = 8192: 300 steps took 0.9x the three optimizers'
+# training), so the extremes get fewer: lambda_max converges in ~20-40 steps; lambda_min of a dense
+# low end does not converge in either budget and stays an upper bound (flagged: extremes_converged).
+EXTREMES_MAX_ITER_LARGE = 60
+
+
+def extremes_max_iter(n: int) -> int:
+    """Lanczos steps of the extremes for n points (``EXTREMES_MAX_ITER``, ``EXTREMES_MAX_ITER_LARGE``
+    above ``config.schema.KRYLOV_AUTO_N``)."""
+    return EXTREMES_MAX_ITER if n <= KRYLOV_AUTO_N else EXTREMES_MAX_ITER_LARGE
+
+
 ODE_MAX_ITER = 800  # Krylov dimension cap of the ODE solutions (largen.ode_lanczos)
 ODE_RTOL = 1e-10  # relative tolerance of the ODE solutions' a-posteriori estimate (largen.ode_lanczos)
 
@@ -40,13 +53,21 @@ class KrylovSetup:
     as ``Setup.H0`` / ``Setup.Hinf`` when c = 1); ``storage_error_bound``: a bound on ||E||_2 of that
     storage, K_stored = K + E (float32: |E_ij| <= 2^-24 |K_ij|, so ||E||_2 <= 2^-24 ||K||_F; float64:
     0); ``extremes``: lambda_min / lambda_max by Lanczos with their residuals; ``K_cross``: c H(X_test, X)
-    with a held-out set, else None."""
+    with a held-out set, else None. ``basis(e0)``: the run's one ``largen.KrylovBasis`` of (K, e0),
+    made on first use and shared by every Krylov face of every optimizer (capacity ``ODE_MAX_ITER``)."""
 
     K: np.ndarray
     storage: str
     storage_error_bound: float
     extremes: largen.ExtremeEigenvalues
     K_cross: np.ndarray | None = None
+    _bases: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    def basis(self, e0: np.ndarray) -> largen.KrylovBasis:
+        b = self._bases.get("e0")
+        if b is None or b.e0.shape != np.shape(e0) or not np.array_equal(b.e0, e0):
+            b = self._bases["e0"] = largen.KrylovBasis(self.K, e0, capacity=ODE_MAX_ITER)
+        return b
 
     @property
     def lambda_min(self) -> float:
@@ -344,7 +365,7 @@ def _krylov_setup(cfg: Config, X, y, built, Xj, c: float, e0: np.ndarray, times:
     bound = largen.U32 * largen.spectral_norm_bound(K) if dtype == "float32" else 0.0
     times["kernels"] = time.perf_counter() - t
     t = time.perf_counter()
-    ext = largen.extreme_eigenvalues(K, 1, 1, max_iter=EXTREMES_MAX_ITER, seed=cfg.seed)
+    ext = largen.extreme_eigenvalues(K, 1, 1, max_iter=extremes_max_iter(n), seed=cfg.seed)
     times["eigen"] = time.perf_counter() - t
     lam = np.array([ext.lambda_min, ext.lambda_max])
     kry = KrylovSetup(K, dtype, float(bound), ext)

@@ -112,8 +112,13 @@ def krylov_solution(ctx: Context, ode, t: np.ndarray, held_out: bool = True) -> 
     return largen.ode_lanczos(
         ode, kry.K, s.e0, t, s.c, steps=ctx.trained.step, rtol=setup_mod.ODE_RTOL,
         max_iter=setup_mod.ODE_MAX_ITER, K_cross=cross, e0_test=s.e0_test, c_test=s.c_test,
-        null_rtol=setup_mod.kernel_rtol(ctx.cfg, s.X.shape[0]),
+        null_rtol=setup_mod.kernel_rtol(ctx.cfg, s.X.shape[0]), basis=_basis(kry, s.e0),
     )  # fmt: skip
+
+
+def _basis(kry, e0) -> largen.KrylovBasis | None:
+    """The run's shared Krylov basis of (K, e0) (``KrylovSetup.basis``), None where e0 = 0."""
+    return kry.basis(e0) if np.any(e0) else None
 
 
 def krylov_value(ctx: Context, earlier, face: str, key: str, pred, fields: dict, note=None) -> FaceValue:

@@ -7,7 +7,10 @@ stability, NAG-C's fixed-step tail, or the per-step stability of a schedule), an
 constant-eta run the asymptotic ``regime`` and the verdict's ``scope``.
 
 On the Krylov path (``Setup.krylov``, theory.solver) the same recurrence runs in the output space by
-one product with K per step (``largen.discrete_matvec``: exact, no eigenvectors), with the held-out
+the recurrence polynomial evaluated in the run's shared Krylov basis of (K, e0)
+(``largen.discrete_lanczos``: exact once the basis is longer than the steps, a-posteriori estimate to
+``setup.ODE_RTOL`` before; the exact ``largen.discrete_matvec``, one product with K per step, where it
+does not converge), with the held-out
 errors through the cross kernel (``test_loss_discrete``), and the rate, stability and regime come
 from lambda_min and lambda_max alone (``largen.regime_from_extremes``; ``unstable_modes`` None). Its
 field ``solver`` records which solver ran (``results.Solver``). Restart rules and mini-batch
@@ -89,10 +92,21 @@ def _krylov(ctx: Context) -> FaceValue:
     s, spec, hyper, res = ctx.setup, ctx.spec, ctx.hyper, ctx.trained
     kry = s.krylov
     assert kry is not None  # the Krylov path
-    pred = largen.discrete_matvec(
-        spec, hyper, kry.K, s.e0, ctx.cfg.train.steps, s.c, record=res.step,
-        K_cross=kry.K_cross, e0_test=s.e0_test, c_test=s.c_test,
+    from ntkdyn.pipeline.faces.ode import _basis
+    from ntkdyn.pipeline.setup import ODE_MAX_ITER, ODE_RTOL
+
+    # the recurrence polynomial on the run's shared Krylov basis (m products for every face and
+    # optimizer together); the exact matvec recurrence (one product per step) where it does not converge
+    pred = largen.discrete_lanczos(
+        spec, hyper, kry.K, s.e0, ctx.cfg.train.steps, s.c, record=res.step, rtol=ODE_RTOL,
+        max_iter=ODE_MAX_ITER, K_cross=kry.K_cross, e0_test=s.e0_test, c_test=s.c_test,
+        null_rtol=kernel_rtol(ctx.cfg, s.X.shape[0]), basis=_basis(kry, s.e0),
     )  # fmt: skip
+    if not pred.converged:
+        pred = largen.discrete_matvec(
+            spec, hyper, kry.K, s.e0, ctx.cfg.train.steps, s.c, record=res.step,
+            K_cross=kry.K_cross, e0_test=s.e0_test, c_test=s.c_test,
+        )  # fmt: skip
     assert pred.grad_norm_sq is not None  # discrete_matvec always records it
     arrays = {"loss_discrete": pred.loss, "grad_norm_sq_discrete": pred.grad_norm_sq}
     if pred.test_loss is not None:
