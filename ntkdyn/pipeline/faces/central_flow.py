@@ -7,10 +7,10 @@ trajectory of full-batch gradient descent at the edge of stability (Cohen, Damia
 Sigma the smallest oscillation covariance that keeps the Hessian's eigenvalues at or below 2/eta
 (``ntkdyn.central_flow``: matrix form over the top 3 eigenvectors, explicit Euler with 4 substeps a
 step, float64 whatever the run's dtype). Its prediction of GD's time-averaged loss,
-L(w(t)) + 1/2 <Sigma, Hess L>, is ``loss_central_flow`` at the recorded steps (compared with training
-like every face; pointwise, that deviation includes GD's oscillation and loss spikes, which the flow
-averages out), with ``sharpness_central_flow`` (lambda_max of Hess L(w(t))) and ``sigma2_central_flow``
-(tr Sigma).
+L(w(t)) + 1/2 <Sigma, Hess L>, is ``loss_central_flow`` at the recorded steps (drawn in the loss
+figure, but not in ``deviation``: step by step GD's oscillation and loss spikes, which the flow averages
+out, would dominate that gap; so the face adds no summary column), with ``sharpness_central_flow``
+(lambda_max of Hess L(w(t))) and ``sigma2_central_flow`` (tr Sigma).
 
 The field ``central_flow`` (``results.CentralFlowFace``) is the comparison the flow is built for: GD's
 loss and sharpness averaged over GD's own self-stabilisation cycles (from one upward crossing of 2/eta
@@ -76,7 +76,7 @@ def why_not(ctx: Context) -> str | None:
 
 class CentralFlow:
     name = "central_flow"
-    compares = ("central_flow",)
+    compares: tuple[str, ...] = ()  # pointwise, GD's oscillation would dominate: the field compares
     series = (Series("loss_central_flow", (0, (1, 1)), "central flow (GD)"),)
 
     def applies(self, ctx: Context) -> bool | str:
