@@ -12,6 +12,8 @@ Measured, for GD (beta = 0) and HB (each --beta):
 * loss: the optimizer's loss averaged over a centred window of --window steps against the flow's
   ``loss_predicted`` at the window's centre: relative error (max, median) over the run (after the edge,
   and before it);
+* GD (beta = 0): the face's window rule, ``central_flow.cycle_agreement`` (GD averaged over its own
+  self-stabilisation cycles, from one upward crossing of 2/eta by its sharpness to the next);
 * before the edge: ||w_k - w(t_k)|| at the last step before the edge for eta, eta/2, eta/4 (the same flow
   time): the order of the gap as eta -> 0 (1 expected for GD and HB against gradient flow).
 
@@ -31,7 +33,7 @@ from jax.flatten_util import ravel_pytree
 
 jax.config.update("jax_enable_x64", True)
 
-from ntkdyn.central_flow import central_flow  # noqa: E402
+from ntkdyn.central_flow import central_flow, cycle_agreement  # noqa: E402
 
 
 def problem(n=100, d=4, width=12, depth=2, seed=2, scale=1.0):
@@ -130,6 +132,16 @@ def compare(loss, p, X, y, eta, beta, steps, every, window, dt, transient, save=
                 f"   optimizer's {m * every_}-step mean sharpness after the edge: |mean/thr - 1| max "
                 f"{d.max():.4f}, median {np.median(d):.4f}, fraction within 5% {np.mean(d <= 0.05):.3f}"
             )
+    if beta == 0:  # the window rule of the face (theory.central_flow): GD's own self-stabilisation cycles
+        agr = cycle_agreement(np.arange(L.size), L, idx, S[:, 0], cf.loss_predicted, thr)
+        pct = lambda xs: ", ".join(f"{100 * x:.1f}" for x in xs)  # noqa: E731
+        tail = (agr.tail_loss_error, agr.tail_sharpness_error)
+        print(
+            f"   cycles (upward crossings of 2/eta by GD's sharpness) {list(agr.cycles)}: loss error % "
+            f"[{pct(agr.loss_error)}], GD's mean sharpness off 2/eta % [{pct(agr.sharpness_error)}]; tail "
+            + (f"{100 * tail[0]:.1f} % / {100 * tail[1]:.1f} %" if None not in tail else "-")
+            + f"; verdict (10 %/5 %, whole run) {agr.agrees()}"
+        )
     print(f"   flow: largest number of oscillating directions (rank Sigma) {cf.n_edge.max()}")
     fdev = np.abs(cf.sharpness[k_edge:] / thr - 1)
     on = cf.sigma2[k_edge:] > 0

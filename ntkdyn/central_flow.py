@@ -76,8 +76,13 @@ over windows that span a cycle the prediction holds: 400-step centred means, aft
 error max 8.8 % (median 3.9 %, every step within 10 %) and GD's mean sharpness within 4.5 % of 2/eta
 (median 0.3 %); 300-step means: loss max 9.0 %, sharpness max 6.0 % (96 % of steps within 5 %); 200-step
 means: loss max 10.2 %, sharpness max 7.4 %; 40-step means: loss max 43 %, 88 % of steps within 10 %.
-So the issue's figures are met only with cycle-long averages, on one small network; not shipped as a
-face. The Euler error is part of the residual: on the tests' MLP (P = 72, eta = 0.72, 400 steps) the loss
+Fixed windows are a choice; GD's own cycles are not: averaged over each self-stabilisation cycle (from
+one upward crossing of 2/eta by GD's sharpness to the next; ``cycle_agreement``) the loss error is 1.5,
+2.8, 3.4, 4.3 % and GD's mean sharpness is within 3.0 % of 2/eta (6.3 % / 0.1 % over the incomplete last
+cycle). On smaller networks the first cycle and a late, oscillation-dominated phase miss (10-35 %;
+docs/beyond-kernel-regime.md): the flow is an opt-in face (``pipeline.faces.central_flow``) whose
+verdict is measured per run. The Euler error is part of the residual: on the tests' MLP (P = 72,
+eta = 0.72, 400 steps) the loss
 prediction moves by 2.2 % from dt = 1/4 to 1/16 (0.7 % from 1/8 to 1/16). For heavy ball the derived
 flow fails: HB's sharpness does stay near 2(1 + beta)/eta (median deviation 2 %), but the loss
 prediction is off by factors 2-5 (median error 80-110 %): at the edge eta_eff S = 2(1 + beta)/(1 - beta)
@@ -409,3 +414,91 @@ def _run_lanczos(flat_loss, w0, threshold, h, q, gaps, key):
             w = w - h * (g + 0.5 * s2 * gS)
     L, S, S2, s2 = (np.array([r[i] for r in rows]) for i in range(4))
     return w, L, S, S2, s2, 0.5 * s2 * S, (s2 > 0).astype(int)
+
+
+@dataclasses.dataclass(frozen=True)
+class CycleAgreement:
+    """The central flow against gradient descent, averaged over GD's own self-stabilisation cycles
+    (``cycle_agreement``). ``edge_step``: GD's first recorded step with S >= 2/eta (None: GD never
+    reached the edge; then no cycle and every figure is None); ``cycles``: the (start, end) steps of the
+    complete cycles; ``loss_error``: per complete cycle |mean_flow - mean_GD| / mean_GD of the loss
+    (the flow's ``loss_predicted`` and GD's loss, each averaged over the cycle's recorded steps);
+    ``sharpness_error``: per complete cycle |mean S_GD / (2/eta) - 1|; ``tail_loss_error``,
+    ``tail_sharpness_error``: the same over the incomplete cycle after the last crossing (None if it
+    holds fewer than two recorded steps); ``before_edge_loss_error``: max over the recorded steps before
+    the edge of |L_flow - L_GD| / L_GD (pointwise: GD does not oscillate there)."""
+
+    edge_step: int | None
+    cycles: tuple[tuple[int, int], ...]
+    loss_error: tuple[float, ...]
+    sharpness_error: tuple[float, ...]
+    tail_loss_error: float | None
+    tail_sharpness_error: float | None
+    before_edge_loss_error: float | None
+
+    def agrees(self, loss_tol: float = 0.10, sharpness_tol: float = 0.05) -> bool | None:
+        """Over the whole run: the loss within ``loss_tol`` before the edge (pointwise), over every
+        complete cycle and over the tail, and GD's mean sharpness within ``sharpness_tol`` of 2/eta over
+        every cycle and the tail; None when GD never reached the edge (no edge to judge)."""
+        if self.edge_step is None:
+            return None
+        loss = [
+            e for e in (*self.loss_error, self.tail_loss_error, self.before_edge_loss_error) if e is not None
+        ]
+        sharp = [e for e in (*self.sharpness_error, self.tail_sharpness_error) if e is not None]
+        return max(loss, default=0.0) <= loss_tol and max(sharp, default=0.0) <= sharpness_tol
+
+
+def cycle_agreement(
+    step: np.ndarray,
+    loss: np.ndarray,
+    sharp_step: np.ndarray,
+    sharpness: np.ndarray,
+    flow_loss_predicted: np.ndarray,
+    threshold: float,
+) -> CycleAgreement:
+    """Compare the flow's time-averaged loss prediction with GD over GD's self-stabilisation cycles.
+
+    The window rule (fixed, not tuned): a cycle runs from one upward crossing of the threshold 2/eta by
+    GD's sharpness trace (``sharp_step``, ``sharpness``: S_{j-1} < 2/eta <= S_j, the crossing dated
+    at step sharp_step[j]) to the next; GD's loss and the flow's prediction (both at the recorded steps
+    ``step``, the flow's ``flow_loss_predicted`` aligned with ``step``) are averaged over the recorded
+    steps k with start <= k < end, and GD's sharpness over its samples in the cycle. A cycle holds one
+    excursion above 2/eta and its fall back (Damian et al., "Self-stabilization", arXiv 2209.15594),
+    so its mean is GD's time average at that stage of training; a window shorter than a cycle compares
+    the flow with part of an excursion. ``loss`` must be recorded at every step (or an odd spacing):
+    GD oscillates with period 2 at the edge, and an even spacing samples one phase of it."""
+    step = np.asarray(step)
+    loss = np.asarray(loss, float)
+    pred = np.asarray(flow_loss_predicted, float)
+    sharp_step = np.asarray(sharp_step)
+    S = np.asarray(sharpness, float)
+    if not (step.shape == loss.shape == pred.shape and sharp_step.shape == S.shape):
+        raise ValueError("cycle_agreement: step/loss/flow_loss_predicted and sharp_step/sharpness must match")
+    hit = np.nonzero(S >= threshold)[0]
+    if hit.size == 0:
+        return CycleAgreement(None, (), (), (), None, None, None)
+    edge = int(sharp_step[hit[0]])
+    up = [int(sharp_step[j]) for j in range(1, S.size) if S[j - 1] < threshold <= S[j]]
+    if not up or up[0] != edge:  # at the edge from the first sample: the edge is a crossing
+        up = [edge] + [k for k in up if k > edge]
+    before = step < edge
+    pre = float(np.max(np.abs(pred[before] - loss[before]) / loss[before])) if before.any() else None
+
+    def errors(a: int, b: int) -> tuple[float | None, float | None]:
+        sel = (step >= a) & (step < b)
+        ssel = (sharp_step >= a) & (sharp_step < b)
+        if sel.sum() < 2 or not ssel.any():
+            return None, None
+        gd = float(np.mean(loss[sel]))
+        return abs(float(np.mean(pred[sel])) - gd) / gd, abs(float(np.mean(S[ssel])) / threshold - 1.0)
+
+    cycles, lerr, serr = [], [], []
+    for a, b in zip(up[:-1], up[1:]):
+        le, se = errors(a, b)
+        if le is not None and se is not None:
+            cycles.append((a, b))
+            lerr.append(le)
+            serr.append(se)
+    tail_l, tail_s = errors(up[-1], int(step[-1]) + 1)
+    return CycleAgreement(edge, tuple(cycles), tuple(lerr), tuple(serr), tail_l, tail_s, pre)

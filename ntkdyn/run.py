@@ -58,6 +58,7 @@ config keys (docs/configuration.md; each section's keys on the lines below it):
     diffrax, rtol, atol      also integrate each ODE numerically, with these tolerances
     linearized         auto (optimizers without a recurrence) | always | never: train the linearisation too
     quadratic          never | auto | always: train the second-order Taylor model too (where Hess f != 0)
+    central_flow       true: the GD central flow at the edge of stability too (full-batch gd, constant eta)
     solver             auto (krylov when n > 4096) | eigen | krylov: predictions through K's eigenbasis, or
                        by products with K (Lanczos; no eigendecomposition, see docs/large-n.md)
     mc_runs            sampled batch orders of the kernel recurrence (mini-batch bands, shuffle's mean)

@@ -114,6 +114,9 @@ class TheoryConfig:
     # train the second-order Taylor model at theta_0 too (ntkdyn.quadratic): never | auto (where Hess f
     # does not vanish: both layers trained, smooth activations) | always (and say why where it cannot)
     quadratic: str = "never"
+    # the GD central flow at the edge of stability (ntkdyn.central_flow; pipeline.faces.central_flow):
+    # full-batch gd with a constant eta and a squared loss only; off by default (costly)
+    central_flow: bool = False
     mc_runs: int | None = (
         None  # with batch_size (default 2000): sampled batch orders of the kernel recurrence
     )

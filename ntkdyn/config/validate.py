@@ -404,6 +404,7 @@ def _check_beyond_full_batch(cfg: Config) -> None:
         )
     _allowed("theory.linearized", th.linearized, ("auto", "always", "never"))
     _allowed("theory.quadratic", th.quadratic, ("never", "auto", "always"))
+    _check_central_flow(cfg)
     if th.mc_runs is not None and th.mc_runs < 2:
         raise ConfigError(f"theory.mc_runs: must be >= 2, got {th.mc_runs}")
     for i, o in enumerate(cfg.optimizers):
@@ -431,3 +432,26 @@ def _check_beyond_full_batch(cfg: Config) -> None:
                 f"control: the control view is full-batch with a constant eta; remove {what} "
                 "or the control: section"
             )
+
+
+def _check_central_flow(cfg: Config) -> None:
+    """theory.central_flow: the GD central flow (``pipeline.faces.central_flow``) needs full-batch
+    ``gd`` with a constant eta and a squared loss; a config asking it for anything else is refused
+    here, naming the key, before any compute."""
+    if not cfg.theory.central_flow:
+        return
+    why = None
+    if cfg.train.batch_size is not None:
+        why = f"full-batch training only (train.batch_size is {cfg.train.batch_size})"
+    elif cfg.model.loss in models.CLASSIFICATION_LOSSES:
+        why = f"squared losses only (model.loss is {cfg.model.loss})"
+    else:
+        for i, o in enumerate(cfg.optimizers):
+            if o.name != "gd":
+                why = f"gradient descent only (optimizers[{i}].name is {o.name!r}; allowed: gd)"
+                break
+            if isinstance(o.eta, dict) and "schedule" in o.eta:
+                why = f"a constant eta only (optimizers[{i}].eta is a schedule)"
+                break
+    if why is not None:
+        raise ConfigError(f"theory.central_flow: applies to {why}; set it false or change the run")

@@ -60,7 +60,11 @@ metrics.json (one run; keys in ``[]`` are written only when they have a value, `
                   "predicted_final": {"discrete"|"ode"|"linearized": loss}, "deviation": {same keys},
                   ["note"]}],
         ["sharpness": {"every", "steps", "hessian_lambda_max", "ntk_lambda_max",
-                       "stability_limit"|null, "converged"}]}}}
+                       "stability_limit"|null, "converged"}],
+        ["central_flow": {"verdict"|null, "unavailable"|null, "threshold", "window_rule",
+                          "loss_tolerance", "sharpness_tolerance", "flow_edge_step", "flow_sharpness_error",
+                          "edge_step", "cycles", "loss_error", "sharpness_error", "tail_loss_error",
+                          "tail_sharpness_error", "before_edge_loss_error"}]}}}
 
 An optimizer that failed is written as ``{"optimizer", "eta", "status": "failed", "error"}`` (sweep
 folders written before the sweep used ``write_run`` hold it without "eta"; read back, eta is None).
@@ -89,6 +93,7 @@ from ntkdyn.results.types import (
     ALWAYS_COMPARED,
     Accuracy,
     BandCheck,
+    CentralFlowFace,
     Deviation,
     Fitted,
     HeldOut,
@@ -109,6 +114,7 @@ from ntkdyn.results.types import (
 )
 
 __all__ = [
+    "CentralFlowFace",
     "ALWAYS_COMPARED", "Accuracy", "BandCheck", "CLAIM_RESULTS", "Claim", "ClaimResult", "DEVIATION_COLUMNS", "Deviation",
     "Fitted", "HeldOut", "Linearized", "LogGap", "LossFloor", "MiniBatchBound", "OptimizerResult", "Quadratic", "Solver", "KrylovFace",
     "Predicted", "Regime", "RunResult", "SUMMARY_COLUMNS", "Sharpness", "Spectrum", "Stochastic", "StudyCollection",

@@ -312,6 +312,45 @@ class Quadratic(Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class CentralFlowFace(Record):
+    """The GD central flow against the network (theory.central_flow; ``pipeline.faces.central_flow``),
+    averaged over GD's self-stabilisation cycles (``window_rule`` "gd_sharpness_cycles": from one
+    upward crossing of ``threshold`` = 2/eta by the network's sharpness trace to the next;
+    ``central_flow.cycle_agreement``). ``verdict`` over the whole run: "agrees" (the loss within
+    ``loss_tolerance`` over every cycle, the tail and, pointwise, before the edge; GD's mean sharpness
+    within ``sharpness_tolerance`` of 2/eta over every cycle and the tail), "misses", or None with the
+    reason in ``unavailable`` (no sharpness trace, an even record_every, divergence, GD never at the
+    edge). ``edge_step``: GD's first sharpness sample at or above 2/eta;
+    ``flow_edge_step``: the flow's first step with Sigma != 0; ``flow_sharpness_error``: max
+    |S_flow eta/2 - 1| after that step; ``cycles``: (start, end) steps; ``loss_error`` /
+    ``sharpness_error``: per cycle (relative); ``tail_*``: the incomplete cycle after the last crossing;
+    ``before_edge_loss_error``: max pointwise relative loss error before GD's edge."""
+
+    verdict: str | None
+    unavailable: str | None
+    threshold: float
+    window_rule: str
+    loss_tolerance: float
+    sharpness_tolerance: float
+    flow_edge_step: int | None = None
+    flow_sharpness_error: float | None = None
+    edge_step: int | None = None
+    cycles: tuple[tuple[int, int], ...] = ()
+    loss_error: tuple[float, ...] = ()
+    sharpness_error: tuple[float, ...] = ()
+    tail_loss_error: float | None = None
+    tail_sharpness_error: float | None = None
+    before_edge_loss_error: float | None = None
+
+    _TUPLES: ClassVar[tuple[str, ...]] = ("loss_error", "sharpness_error")
+
+    @classmethod
+    def from_json(cls, doc: Mapping):
+        out = super().from_json(doc)
+        return dataclasses.replace(out, cycles=tuple(tuple(int(k) for k in c) for c in out.cycles))
+
+
+@dataclasses.dataclass(frozen=True)
 class Accuracy(Record):
     """Classification accuracy beside the loss (one-hot targets: argmax; one output with ±1 targets:
     sign; ``pipeline.faces.classification``): training's at step 0 (``initial``) and at
@@ -472,6 +511,7 @@ class OptimizerResult:
     stochastic: Stochastic | None = None
     linearized: Linearized | None = None
     quadratic: Quadratic | None = None
+    central_flow: CentralFlowFace | None = None  # theory.central_flow: the GD central flow face
     note: str | None = None
     error: str | None = None
     test: HeldOut | None = None
@@ -495,6 +535,7 @@ class OptimizerResult:
         "stochastic": Stochastic,
         "linearized": Linearized,
         "quadratic": Quadratic,
+        "central_flow": CentralFlowFace,
         "test": HeldOut,
         "solver": Solver,
         "sharpness": Sharpness,

@@ -21,6 +21,7 @@ from ntkdyn.pipeline.faces.base import (
     merged_arrays,
     merged_fields,
 )
+from ntkdyn.pipeline.faces.central_flow import CentralFlow
 from ntkdyn.pipeline.faces.classification import ClassAccuracy
 from ntkdyn.pipeline.faces.diffrax_check import DiffraxCheck
 from ntkdyn.pipeline.faces.held_out import HeldOutPrediction
@@ -40,6 +41,7 @@ FACES: list[Face] = [
     MiniBatch(),
     LinearizedNetwork(),
     QuadraticModel(),
+    CentralFlow(),  # off unless theory.central_flow
     HeldOutPrediction(),
     ClassAccuracy(),
 ]
@@ -72,6 +74,7 @@ def drawn_series() -> list[Series]:
 
 
 __all__ = [
+    "CentralFlow",
     "FACES", "NOTHING", "ClassAccuracy", "Context", "DiffraxCheck", "Face", "FaceValue", "HeldOutPrediction",
     "HighResOde",
     "LimitingOde", "LinearizedNetwork", "MiniBatch", "OdeProblem", "OdeValue", "QuadraticModel", "Recurrence",
