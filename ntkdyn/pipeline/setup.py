@@ -51,8 +51,10 @@ class KrylovSetup:
 
     ``K``: c H (H0 or Hinf per theory.kernel), n x n in ``storage`` (float64 or float32; the same array
     as ``Setup.H0`` / ``Setup.Hinf`` when c = 1); ``storage_error_bound``: a bound on ||E||_2 of that
-    storage, K_stored = K + E (float32: |E_ij| <= 2^-24 |K_ij|, so ||E||_2 <= 2^-24 ||K||_F; float64:
-    0); ``extremes``: lambda_min / lambda_max by Lanczos with their residuals; ``K_cross``: c H(X_test, X)
+    storage and of the products with it, K_stored = K + E (float32: |E_ij| <= 2^-24 |K_ij|) and each
+    product fl(K_stored x) = (K_stored + F) x with |F| <= rho |K_stored| (``largen.matvec``'s float32
+    tiles, rho = ``largen.product_error_coefficient(n)`` ~ 257 * 2^-24), so the K every product acts
+    with is within (2^-24 + rho (1 + 2^-24)) ||K||_F of K in the 2-norm; float64: 0); ``extremes``: lambda_min / lambda_max by Lanczos with their residuals; ``K_cross``: c H(X_test, X)
     with a held-out set, else None. ``basis(e0)``: the run's one ``largen.KrylovBasis`` of (K, e0),
     made on first use and shared by every Krylov face of every optimizer (capacity ``ODE_MAX_ITER``)."""
 
@@ -362,7 +364,9 @@ def _krylov_setup(cfg: Config, X, y, built, Xj, c: float, e0: np.ndarray, times:
         assert Hinf is not None  # validate: Hinf for models with an H∞ only
         H = Hinf
     K = H if c == 1.0 else (c * H).astype(dtype, copy=False)
-    bound = largen.U32 * largen.spectral_norm_bound(K) if dtype == "float32" else 0.0
+    # storage (|E| <= u|K|) plus every float32 product's backward error (|F| <= rho |K|, largen.matvec)
+    rho = largen.product_error_coefficient(n)
+    bound = (largen.U32 + rho * (1 + largen.U32)) * largen.spectral_norm_bound(K) if dtype == "float32" else 0.0
     times["kernels"] = time.perf_counter() - t
     t = time.perf_counter()
     ext = largen.extreme_eigenvalues(K, 1, 1, max_iter=extremes_max_iter(n), seed=cfg.seed)
