@@ -568,3 +568,26 @@ def test_regime_from_extremes_equals_full_spectrum(name):
             assert math.isclose(got["max_spectral_radius"], st["max_spectral_radius"], rel_tol=1e-12)
             if ref["horizon"] is not None:
                 assert math.isclose(got["horizon"], ref["horizon"], rel_tol=1e-12)
+
+
+def test_extremes_from_the_shared_basis_cost_the_faces_nothing(k512):
+    """``extreme_eigenvalues(basis=)``: Lanczos started from e0 in the run's ``KrylovBasis``. lambda_max
+    equals eigvalsh's, lambda_min's Ritz value is >= the smallest eigenvalue (interlacing) with a true
+    residual; the basis keeps the products, so the ODE face given the same basis afterwards makes only
+    the products it needs beyond them (max, not sum)."""
+    K, e0, lam, V, coef = k512
+    basis = largen.KrylovBasis(K, e0, capacity=400)
+    ext = largen.extreme_eigenvalues(K, 1, 1, max_iter=60, basis=basis)
+    assert basis.products == ext.iterations <= 60
+    np.testing.assert_allclose(ext.lambda_max, lam[-1], rtol=1e-10)
+    assert ext.lambda_min >= lam[0] - 1e-12 * lam[-1]
+    lo = np.abs(lam - ext.lambda_min).min()
+    assert lo <= ext.bottom_residual[0] + 1e-12 * lam[-1]
+    ode = _odes(lam[-1], 1.0 / lam[-1])[1]
+    t = np.arange(101) * ode.time_step
+    alone = largen.ode_lanczos(ode, K, e0, t, 1.0)
+    shared = largen.ode_lanczos(ode, K, e0, t, 1.0, basis=basis)
+    np.testing.assert_allclose(shared.loss, alone.loss, rtol=1e-12)
+    assert basis.products == max(ext.iterations, alone.iterations)
+    with pytest.raises(ValueError, match="basis: built for n = 512, K has n = 100"):
+        largen.extreme_eigenvalues(K[:100, :100], basis=basis)

@@ -348,8 +348,9 @@ def hinf_tile(cfg: Config, model: models.Model, X: np.ndarray) -> largen.Tile | 
 def _krylov_setup(cfg: Config, X, y, built, Xj, c: float, e0: np.ndarray, times: dict) -> Setup:
     """The Krylov path's setup (module docstring): H0 by tiles (empirical NTK at theta_0; kept for the
     kernel drift), H∞ by tiles only when theory.kernel is Hinf, K = c H in ``storage_dtype(n)``, the
-    extreme eigenvalues by Lanczos (seeded by ``cfg.seed``). Times: kernels (the Gram tiles) and
-    eigen (Lanczos)."""
+    extreme eigenvalues by Lanczos started from e0 in the run's one ``largen.KrylovBasis`` of (K, e0)
+    (kept in ``KrylovSetup``, so the faces reuse those products; a random start seeded by ``cfg.seed``
+    where e0 = 0). Times: kernels (the Gram tiles) and eigen (Lanczos)."""
     model, params, consts = built
     n = X.shape[0]
     t = time.perf_counter()
@@ -369,10 +370,13 @@ def _krylov_setup(cfg: Config, X, y, built, Xj, c: float, e0: np.ndarray, times:
     bound = (largen.U32 + rho * (1 + largen.U32)) * largen.spectral_norm_bound(K) if dtype == "float32" else 0.0
     times["kernels"] = time.perf_counter() - t
     t = time.perf_counter()
-    ext = largen.extreme_eigenvalues(K, 1, 1, max_iter=extremes_max_iter(n), seed=cfg.seed)
+    # the extremes from the run's one Krylov basis of (K, e0): the faces reuse these products
+    basis = largen.KrylovBasis(K, e0, capacity=ODE_MAX_ITER)
+    ext = largen.extreme_eigenvalues(K, 1, 1, max_iter=extremes_max_iter(n), seed=cfg.seed, basis=basis)
     times["eigen"] = time.perf_counter() - t
     lam = np.array([ext.lambda_min, ext.lambda_max])
     kry = KrylovSetup(K, dtype, float(bound), ext)
+    kry._bases["e0"] = basis
     return Setup(
         X,
         y,
