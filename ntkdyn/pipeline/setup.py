@@ -367,7 +367,9 @@ def _krylov_setup(cfg: Config, X, y, built, Xj, c: float, e0: np.ndarray, times:
     K = H if c == 1.0 else (c * H).astype(dtype, copy=False)
     # storage (|E| <= u|K|) plus every float32 product's backward error (|F| <= rho |K|, largen.matvec)
     rho = largen.product_error_coefficient(n)
-    bound = (largen.U32 + rho * (1 + largen.U32)) * largen.spectral_norm_bound(K) if dtype == "float32" else 0.0
+    bound = (
+        (largen.U32 + rho * (1 + largen.U32)) * largen.spectral_norm_bound(K) if dtype == "float32" else 0.0
+    )
     times["kernels"] = time.perf_counter() - t
     t = time.perf_counter()
     # the extremes from the run's one Krylov basis of (K, e0): the faces reuse these products
