@@ -54,7 +54,8 @@ class KrylovSetup:
     storage and of the products with it, K_stored = K + E (float32: |E_ij| <= 2^-24 |K_ij|) and each
     product fl(K_stored x) = (K_stored + F) x with |F| <= rho |K_stored| (``largen.matvec``'s float32
     tiles, rho = ``largen.product_error_coefficient(n)`` ~ 257 * 2^-24), so the K every product acts
-    with is within (2^-24 + rho (1 + 2^-24)) ||K||_F of K in the 2-norm; float64: 0); ``extremes``: lambda_min / lambda_max by Lanczos with their residuals; ``K_cross``: c H(X_test, X)
+    with is within (2^-24 + rho (1 + 2^-24)) ||K||_F of K in the 2-norm; float64: 0); ``extremes``:
+    lambda_min / lambda_max by Lanczos with their residuals; ``K_cross``: c H(X_test, X)
     with a held-out set, else None. ``basis(e0)``: the run's one ``largen.KrylovBasis`` of (K, e0),
     made on first use and shared by every Krylov face of every optimizer (capacity ``ODE_MAX_ITER``)."""
 
