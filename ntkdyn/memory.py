@@ -18,8 +18,9 @@ units per input, R = runs trained together, n = inputs, T = recorded steps, S = 
                                       eigenvectors and one Gram per snapshot (the diffrax face's dense
                                       K = V diag(lam) V^T with its temporary and jax copy stays below
                                       the first count). Measured (benchmarks/run.py --memory with
-                                      theory.solver eigen): the first count within 0.95-1.03 of the peak
-                                      RSS at n = 1024 ... 4096 (docs/large-n.md)
+                                      theory.solver eigen, configs/large_n.yaml): estimate / peak RSS
+                                      0.96-1.02 at n = 1024 ... 4096, 0.85-0.91 with the diffrax face
+                                      (docs/large-n.md)
                R * n * H * s * 2      the Gram's intermediate (activation patterns)
   predictions  R * T * n * 8 * 4      discrete, ODE, high-resolution ODE and diffrax modes
 
