@@ -9,7 +9,18 @@ units per input, R = runs trained together, n = inputs, T = recorded steps, S = 
   training     R * P * s * (8 + S)    params, new params, gradient, update, 2 optimizer states
                                       (old and new), S snapshots
                R * n * H * s * 3      pre-activations, activations and their gradient
-  kernels      R * n^2 * 8 * (4 + S)  H0, H_inf, K, eigenvectors, one Gram per snapshot (float64)
+  kernels      R * n^2 * 8 * max(6 + h, 2 + h + S)
+                                      float64 n x n arrays alive at once, h = 1 for a model with an H_inf
+                                      (paper, mlp), else 0. At the eigendecomposition (``theory.eigen``):
+                                      H0, H_inf, K = c H (a copy even at c = 1), its symmetrised copy
+                                      (K + K^T) / 2, and inside ``np.linalg.eigh`` (LAPACK dsyevd) the
+                                      eigenvector array and its 2 n^2 workspace; later H0, H_inf, the
+                                      eigenvectors and one Gram per snapshot (the diffrax face's dense
+                                      K = V diag(lam) V^T with its temporary and jax copy stays below
+                                      the first count). Measured (benchmarks/run.py --memory with
+                                      theory.solver eigen, configs/large_n.yaml): estimate / peak RSS
+                                      0.96-1.02 at n = 1024 ... 4096, 0.85-0.91 with the diffrax face
+                                      (docs/large-n.md)
                R * n * H * s * 2      the Gram's intermediate (activation patterns)
   predictions  R * T * n * 8 * 4      discrete, ODE, high-resolution ODE and diffrax modes
 
@@ -173,9 +184,10 @@ def estimate(cfg: Config, runs: int = 1, d: int | None = None, params=None, n: i
             "predictions": R * predictions,
         }
     else:
+        h = int(cfg.model.name in ("paper", "mlp"))  # models with an H_inf (built beside H0)
         parts = {
             "training": training,
-            "kernels": R * (n * n * 8 * (4 + S) + n * H * s * 2),
+            "kernels": R * (n * n * 8 * max(6 + h, 2 + h + S) + n * H * s * 2),
             "predictions": R * T * n * 8 * 4,
         }
     process = resident() + RUNTIME  # before compiling: the compiler's memory is in RUNTIME

@@ -33,13 +33,15 @@ L = (c / 2) ||e||^2 (c from ``models.loss_scale``).
 
 Every prediction returns a ``LargeNPrediction`` (frozen) that records how it was made.
 
-Modules: ``_types`` (results, checks, ``matvec``), ``kernels`` (tiles, float32 storage bound), ``krylov``
+Modules: ``_types`` (results, checks, ``matvec``: float32 K in float32 tiles, its error
+``product_error_coefficient``), ``kernels`` (tiles, float32 storage bound), ``krylov``
 (Lanczos, extreme eigenvalues, matrix functions), ``recurrence`` (discrete recurrences, regimes from the
 extreme eigenvalues). Every public name is importable from ``ntkdyn.largen``.
 """
 
 from ntkdyn.largen._types import (
     METHODS,
+    PRODUCT_COLS,
     STORAGE_DTYPES,
     U32,
     ExtremeEigenvalues,
@@ -48,6 +50,7 @@ from ntkdyn.largen._types import (
     Method,
     Tile,
     matvec,
+    product_error_coefficient,
 )
 from ntkdyn.largen.kernels import (
     drift_tiled,
@@ -74,6 +77,7 @@ __all__ = [
     "LargeNPrediction",
     "METHODS",
     "Method",
+    "PRODUCT_COLS",
     "STORAGE_DTYPES",
     "Tile",
     "U32",
@@ -90,6 +94,7 @@ __all__ = [
     "matvec",
     "mlp_hinf_tile",
     "ode_lanczos",
+    "product_error_coefficient",
     "regime_from_extremes",
     "spectral_norm_bound",
 ]

@@ -100,9 +100,16 @@ def extreme_eigenvalues(
     max_iter: int = 300,
     seed: int = 0,
     rows: int | None = None,
+    basis: KrylovBasis | None = None,
 ) -> ExtremeEigenvalues:
     """The ``top`` largest and ``bottom`` smallest eigenvalues of the symmetric K by Lanczos (full
-    reorthogonalisation, products with K only; random start, ``seed``).
+    reorthogonalisation, products with K only; random start, ``seed``). With ``basis`` (a
+    ``KrylovBasis`` of (K, e0), e0 != 0) the start is e0 and its basis is grown and kept: the matrix
+    functions given the same basis later reuse these products (the run's extremes then cost no
+    products beyond those its faces make anyway). Ritz values of any Krylov space interlace, so the
+    guarantees below are the same for either start; only the modes e0 reaches are seen (those the
+    predicted dynamics of e0 involve), and the explicit residuals bound the distance to some
+    eigenvalue.
 
     Steps are added (10 at a time from 20) until the recurrence's residual estimate beta_m |s_{m,i}| of
     every wanted Ritz pair is <= rtol * |theta_max|, or ``max_iter``, or an invariant subspace is found.
@@ -119,19 +126,26 @@ def extreme_eigenvalues(
         raise ValueError("top, bottom: ask for at least one eigenvalue")
     if not (rtol > 0 and max_iter >= 1):
         raise ValueError(f"rtol, max_iter: expected rtol > 0 and max_iter >= 1, got {rtol!r}, {max_iter!r}")
-    mv = matvec(K, rows)
-    v0 = np.random.default_rng(seed).standard_normal(n)
-    lz = _Lanczos(mv, v0, max_iter)
-    m = min(20, lz.capacity)
+    if basis is not None and basis.lanczos is not None:
+        if basis.n != n:
+            raise ValueError(f"basis: built for n = {basis.n}, K has n = {n}")
+        lz = basis.lanczos
+        cap = min(max_iter, lz.capacity)
+    else:
+        lz = _Lanczos(matvec(K, rows), np.random.default_rng(seed).standard_normal(n), max_iter)
+        cap = lz.capacity
+    mv = lz.mv
+    m = min(20, cap)
     while True:
-        m = lz.extend(m)
+        m = min(lz.extend(m), m)  # a shared basis may be longer already: its first m vectors
+        broke = lz.breakdown and m == lz.m
         theta, S = lz.ritz(m)
-        est = np.abs(lz.beta[m - 1] * S[-1]) if not lz.breakdown else np.zeros(m)
+        est = np.abs(lz.beta[m - 1] * S[-1]) if not broke else np.zeros(m)
         idx = _wanted(m, top, bottom)
         ok = bool(np.all(est[idx] <= rtol * np.max(np.abs(theta))))
-        if ok or lz.breakdown or m >= lz.capacity:
+        if ok or broke or m >= cap:
             break
-        m += 10
+        m = min(m + 10, cap)
 
     def pairs(ix):
         vals = theta[ix]
@@ -144,7 +158,7 @@ def extreme_eigenvalues(
     b_ix = list(range(min(bottom, m)))
     tv, tr, tg = pairs(t_ix)
     bv, br, bg = pairs(b_ix)
-    return ExtremeEigenvalues(tv, bv, tr, br, tg, bg, m, ok or lz.breakdown)
+    return ExtremeEigenvalues(tv, bv, tr, br, tg, bg, m, ok or broke)
 
 
 def _wanted(m: int, top: int, bottom: int) -> np.ndarray:

@@ -51,8 +51,11 @@ class KrylovSetup:
 
     ``K``: c H (H0 or Hinf per theory.kernel), n x n in ``storage`` (float64 or float32; the same array
     as ``Setup.H0`` / ``Setup.Hinf`` when c = 1); ``storage_error_bound``: a bound on ||E||_2 of that
-    storage, K_stored = K + E (float32: |E_ij| <= 2^-24 |K_ij|, so ||E||_2 <= 2^-24 ||K||_F; float64:
-    0); ``extremes``: lambda_min / lambda_max by Lanczos with their residuals; ``K_cross``: c H(X_test, X)
+    storage and of the products with it, K_stored = K + E (float32: |E_ij| <= 2^-24 |K_ij|) and each
+    product fl(K_stored x) = (K_stored + F) x with |F| <= rho |K_stored| (``largen.matvec``'s float32
+    tiles, rho = ``largen.product_error_coefficient(n)`` ~ 257 * 2^-24), so the K every product acts
+    with is within (2^-24 + rho (1 + 2^-24)) ||K||_F of K in the 2-norm; float64: 0); ``extremes``:
+    lambda_min / lambda_max by Lanczos with their residuals; ``K_cross``: c H(X_test, X)
     with a held-out set, else None. ``basis(e0)``: the run's one ``largen.KrylovBasis`` of (K, e0),
     made on first use and shared by every Krylov face of every optimizer (capacity ``ODE_MAX_ITER``)."""
 
@@ -346,8 +349,9 @@ def hinf_tile(cfg: Config, model: models.Model, X: np.ndarray) -> largen.Tile | 
 def _krylov_setup(cfg: Config, X, y, built, Xj, c: float, e0: np.ndarray, times: dict) -> Setup:
     """The Krylov path's setup (module docstring): H0 by tiles (empirical NTK at theta_0; kept for the
     kernel drift), H∞ by tiles only when theory.kernel is Hinf, K = c H in ``storage_dtype(n)``, the
-    extreme eigenvalues by Lanczos (seeded by ``cfg.seed``). Times: kernels (the Gram tiles) and
-    eigen (Lanczos)."""
+    extreme eigenvalues by Lanczos started from e0 in the run's one ``largen.KrylovBasis`` of (K, e0)
+    (kept in ``KrylovSetup``, so the faces reuse those products; a random start seeded by ``cfg.seed``
+    where e0 = 0). Times: kernels (the Gram tiles) and eigen (Lanczos)."""
     model, params, consts = built
     n = X.shape[0]
     t = time.perf_counter()
@@ -362,13 +366,20 @@ def _krylov_setup(cfg: Config, X, y, built, Xj, c: float, e0: np.ndarray, times:
         assert Hinf is not None  # validate: Hinf for models with an H∞ only
         H = Hinf
     K = H if c == 1.0 else (c * H).astype(dtype, copy=False)
-    bound = largen.U32 * largen.spectral_norm_bound(K) if dtype == "float32" else 0.0
+    # storage (|E| <= u|K|) plus every float32 product's backward error (|F| <= rho |K|, largen.matvec)
+    rho = largen.product_error_coefficient(n)
+    bound = (
+        (largen.U32 + rho * (1 + largen.U32)) * largen.spectral_norm_bound(K) if dtype == "float32" else 0.0
+    )
     times["kernels"] = time.perf_counter() - t
     t = time.perf_counter()
-    ext = largen.extreme_eigenvalues(K, 1, 1, max_iter=extremes_max_iter(n), seed=cfg.seed)
+    # the extremes from the run's one Krylov basis of (K, e0): the faces reuse these products
+    basis = largen.KrylovBasis(K, e0, capacity=ODE_MAX_ITER)
+    ext = largen.extreme_eigenvalues(K, 1, 1, max_iter=extremes_max_iter(n), seed=cfg.seed, basis=basis)
     times["eigen"] = time.perf_counter() - t
     lam = np.array([ext.lambda_min, ext.lambda_max])
     kry = KrylovSetup(K, dtype, float(bound), ext)
+    kry._bases["e0"] = basis
     return Setup(
         X,
         y,
