@@ -144,3 +144,38 @@ def test_sphere_teacher_with_k_outputs(tmp_path):
     assert run.optimizers["hb"].accuracy is None  # real-valued outputs: no classes
     with pytest.raises(config_mod.ConfigError, match=r"model\.outputs"):
         config_mod.from_dict({**raw, "data": {**raw["data"], "target": "smooth"}})
+
+
+def _square_apply(params, consts, X):
+    """f_b(x) = (1/m) sum_r a_rb (w_r . x)^2: exactly quadratic in W, three outputs."""
+    return (X @ params["W"].T) ** 2 @ consts["a"] / params["W"].shape[0]
+
+
+def test_quadratic_model_with_k_outputs_is_the_network():
+    """The quadratic face's model (``quadratic.quadratize``, trained as ``training.train_expansion``
+    does) of a network exactly quadratic in its parameters with k = 3 outputs equals the network: the
+    same losses and held-out errors along heavy-ball training (float64)."""
+    from ntkdyn import linearized, models, optimizers, quadratic, train
+
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(1)
+        X, Xt = jnp.asarray(rng.normal(size=(8, 4))), rng.normal(size=(5, 4))
+        y, yt = jnp.asarray(rng.normal(size=(8, 3))), rng.normal(size=(5, 3))
+        model = models.Model("square", _square_apply, "half_mse", outputs=3)
+        params = {"W": jnp.asarray(rng.normal(size=(16, 4)))}
+        consts = {"a": jnp.asarray(rng.choice([-1.0, 1.0], size=(16, 3)))}
+        assert quadratic.applies(model, params, consts, X) is None  # not the linearisation
+        plan = train.TrainPlan(steps=40, record_every=2, error_at=(0, 20, 40))
+        spec, hyper = optimizers.get("hb"), {"eta": 0.05, "beta": 0.5}
+        net = train.train(model, spec, hyper, 1 / 8, plan, params, consts, X, y, test=(Xt, yt))
+        quad = train.train(
+            quadratic.quadratize(model), spec, hyper, 1 / 8, plan, params,
+            linearized.linear_consts(params, consts), X, y, test=(Xt, yt),
+        )  # fmt: skip
+        lin = train.train(
+            linearized.linearize(model), spec, hyper, 1 / 8, plan, params,
+            linearized.linear_consts(params, consts), X, y,
+        )  # fmt: skip
+    np.testing.assert_allclose(quad.loss, net.loss, rtol=1e-10)
+    np.testing.assert_allclose(quad.test_errors, net.test_errors, rtol=1e-9, atol=1e-12)
+    assert np.max(np.abs(lin.loss / net.loss - 1)) > 1e-3  # the linearisation is not the network
