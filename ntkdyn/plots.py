@@ -156,33 +156,88 @@ def loss_figure(
 def accuracy_figure(trajectories: Mapping[str, Mapping[str, np.ndarray]], path: str) -> bool:
     """Accuracy against iteration for classification targets (``results.Accuracy``): training's
     (solid) and each prediction's ``accuracy_<name>`` (discrete dashed, ode dotted, linearised network
-    dash-dot) at ``accuracy_steps``, in the optimizer's colour; the data beside it (``data_path``).
-    Returns False (nothing written) when no trajectory has an accuracy."""
+    dash-dot) at ``accuracy_steps``, in the optimizer's colour; with a held-out set a second panel,
+    the same for ``test_accuracy`` and ``test_accuracy_<name>``. The data beside it (``data_path``;
+    column ``set``: train or held_out). Returns False (nothing written) when no trajectory has an
+    accuracy."""
     if not any("accuracy" in a for a in trajectories.values()):
         return False
     styles = {"discrete": "--", "ode": ":", "ode_hr": "-.", "linearized": (0, (5, 1, 1, 1))}
+    held = any("test_accuracy" in a for a in trajectories.values())
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, axes = plt.subplots(1, 2 if held else 1, figsize=(12 if held else 7, 4.5), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    columns: dict[str, list] = {"label": [], "series": [], "step": [], "accuracy": []}
-    for i, (label, arr) in enumerate(trajectories.items()):
-        if "accuracy" not in arr:
-            continue
-        colour, steps = colours[i % len(colours)], np.asarray(arr["accuracy_steps"])
-        keys = ["accuracy"] + [f"accuracy_{n}" for n in styles if f"accuracy_{n}" in arr]
-        for key in keys:
-            name = key[len("accuracy_") :] if key != "accuracy" else "training"
-            y = np.asarray(arr[key], np.float64)
-            ax.plot(steps, y, linestyle=styles.get(name, "-"), color=colour, label=f"{label} {name}")
-            columns["label"] += [label] * y.size
-            columns["series"] += [name] * y.size
-            columns["step"] += steps.tolist()
-            columns["accuracy"] += y.tolist()
-    ax.set_xlabel("iteration k")
-    ax.set_ylabel("training accuracy")
-    ax.set_ylim(0, 1.02)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    columns: dict[str, list] = {"label": [], "set": [], "series": [], "step": [], "accuracy": []}
+    panels = [("accuracy", "train", "training accuracy")]
+    if held:
+        panels.append(("test_accuracy", "held_out", "held-out accuracy"))
+    for ax, (base, which, title) in zip(axes[0], panels):
+        for i, (label, arr) in enumerate(trajectories.items()):
+            if base not in arr:
+                continue
+            colour, steps = colours[i % len(colours)], np.asarray(arr["accuracy_steps"])
+            keys = [base] + [f"{base}_{n}" for n in styles if f"{base}_{n}" in arr]
+            for key in keys:
+                name = key[len(base) + 1 :] if key != base else "training"
+                y = np.asarray(arr[key], np.float64)
+                ax.plot(steps, y, linestyle=styles.get(name, "-"), color=colour, label=f"{label} {name}")
+                columns["label"] += [label] * y.size
+                columns["set"] += [which] * y.size
+                columns["series"] += [name] * y.size
+                columns["step"] += steps.tolist()
+                columns["accuracy"] += y.tolist()
+        ax.set_xlabel("iteration k")
+        ax.set_ylabel(title)
+        ax.set_ylim(0, 1.02)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format=figure_format(path))
+    plt.close(fig)
+    results.write_csv(data_path(path), {k: np.asarray(v) for k, v in columns.items()})
+    return True
+
+
+def loss_outputs_figure(trajectories: Mapping[str, Mapping[str, np.ndarray]], path: str) -> bool:
+    """The loss per output against iteration for k > 1 outputs (``loss_outputs`` of trajectories.npz,
+    ``pipeline.faces.classification.per_output_loss``: per output column for squared losses, per class
+    for softmax_ce; they sum to the loss): one panel per optimizer, one colour per output, training
+    solid at ``accuracy_steps`` and the first prediction there is (discrete, else the linearised
+    network) dashed. The data beside it (``data_path``: label, series, output, step, loss; every
+    prediction). Returns False (nothing written) when no trajectory has per-output losses."""
+    shown = {label: arr for label, arr in trajectories.items() if "loss_outputs" in arr}
+    if not shown:
+        return False
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 4.2), squeeze=False, sharey=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    columns: dict[str, list] = {"label": [], "series": [], "output": [], "step": [], "loss": []}
+    for ax, (label, arr) in zip(axes[0], shown.items()):
+        steps = np.asarray(arr["accuracy_steps"])
+        names = ["training"] + [k[len("loss_outputs_") :] for k in arr if k.startswith("loss_outputs_")]
+        drawn = next((n for n in ("discrete", "linearized") if n in names), None)
+        for name in names:
+            key = "loss_outputs" if name == "training" else f"loss_outputs_{name}"
+            L = np.asarray(arr[key], np.float64)  # (steps, k)
+            for b in range(L.shape[1]):
+                columns["label"] += [label] * steps.size
+                columns["series"] += [name] * steps.size
+                columns["output"] += [b] * steps.size
+                columns["step"] += steps.tolist()
+                columns["loss"] += L[:, b].tolist()
+                if name in ("training", drawn):
+                    ok = np.isfinite(L[:, b]) & (L[:, b] > 0)
+                    ax.plot(
+                        steps[ok], L[ok, b], "-" if name == "training" else "--",
+                        color=colours[b % len(colours)], lw=1.2,
+                        label=(f"output {b}" if name == "training" else None),
+                    )  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_title(f"{label}: solid training" + (f", dashed {drawn}" if drawn else ""), fontsize=9)
+        ax.set_xlabel("iteration k")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("loss per output (sums to the loss)")
+    axes[0][-1].legend(fontsize=6, loc="upper right", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110, format=figure_format(path))
     plt.close(fig)

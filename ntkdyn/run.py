@@ -16,7 +16,7 @@ import platform
 import sys
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ntkdyn import checks, results
@@ -342,6 +342,40 @@ def _deviation_cells(o: results.OptimizerResult, compared: list[str], held_out: 
     ]
 
 
+def _accuracy_columns(run: results.RunResult) -> list[tuple[str, Callable[[results.OptimizerResult], str]]]:
+    """Classification targets: the final accuracy of training and of its first prediction
+    (``acc train/pred``: discrete, else ode, else the linearised network), and the same on the
+    held-out set (``held-out acc``) where there is one; none otherwise."""
+    accs = [o.accuracy for o in run.optimizers.values() if o.accuracy is not None]
+    if not accs:
+        return []
+
+    def pair(final, predicted) -> str:
+        first = next(
+            (predicted[n] for n in ("discrete", "ode", "linearized") if n in (predicted or {})), None
+        )
+        return f"{fmt(final, '.3f')}/{fmt(first, '.3f')}"
+
+    cols: list[tuple[str, Callable[[results.OptimizerResult], str]]] = [
+        (
+            "acc train/pred",
+            lambda o: "-" if o.accuracy is None else pair(o.accuracy.final, o.accuracy.predicted_final),
+        )
+    ]
+    if any(a.held_out_final is not None for a in accs):
+        cols.append(
+            (
+                "held-out acc",
+                lambda o: (
+                    "-"
+                    if o.accuracy is None
+                    else pair(o.accuracy.held_out_final, o.accuracy.held_out_predicted_final)
+                ),
+            )
+        )
+    return cols
+
+
 def summary_table(run: results.RunResult) -> str:
     """One row per optimizer (docs/verdicts.md): verdict (on L - L* where marked) and its
     margin over the fitted steps; local (envelope) rate and exponent; theory's asymptotic loss factor
@@ -368,6 +402,8 @@ def summary_table(run: results.RunResult) -> str:
         "log10 gap disc",
         "drift",
     ]
+    acc = _accuracy_columns(run)
+    head += [title for title, _ in acc]
     rows = [head]
     for label, o in run.optimizers.items():
         rows.append(
@@ -381,6 +417,7 @@ def summary_table(run: results.RunResult) -> str:
                 *_theory_cells(o),
                 *_deviation_cells(o, compared, held_out),
                 fmt(o.kernel_drift, ".3g"),
+                *(cell(o) for _, cell in acc),
             ]
         )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
@@ -495,6 +532,11 @@ def run_single(cfg: config_mod.Config, args: argparse.Namespace, say, t_start: f
         failed |= not guarded_stage(
             env, "plot_accuracy",
             lambda: plots.accuracy_figure(trajectories, os.path.join(out, f"accuracy.{args.format}")),
+        )  # fmt: skip
+    if any("loss_outputs" in a for a in trajectories.values()):  # k > 1 outputs: the loss per output
+        failed |= not guarded_stage(
+            env, "plot_loss_outputs",
+            lambda: plots.loss_outputs_figure(trajectories, os.path.join(out, f"loss_outputs.{args.format}")),
         )  # fmt: skip
     if cfg.control is not None:  # control.json and the control figures (ntkdyn.control)
 

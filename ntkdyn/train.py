@@ -74,6 +74,7 @@ class TrainState(NamedTuple):
     opt_state: Any
     diverged_at: jax.Array  # (R,) int32, -1 while running
     errors: jax.Array  # (R, len(error_at), n)
+    test_errors: jax.Array  # (R, len(error_at), n_t) with a held-out set, else (R, 0, 0)
     snapshots: Any  # params pytree, leaves (R, len(snapshot_at), ...)
     limit: jax.Array  # (R,) divergence_factor * L_0 (+inf before step 0)
 
@@ -185,6 +186,13 @@ def batched_fns(
 
     vheld = _vmap_runs(held_out_loss, (0, axes[0], 0))
 
+    def held_out_error(p, consts, hyper):
+        """e_t = f(X_t) - y_t on the run's held-out set, flattened like the training error."""
+        Xt, yt = hyper[TEST_KEY]
+        return (model.apply(p, consts, Xt) - yt).reshape(-1)
+
+    vheld_error = _vmap_runs(held_out_error, (0, axes[0], 0))
+
     def held_out_at(k_abs, p, consts, hyper, one_run: bool) -> tuple:
         """(held-out loss,) at a recorded step (k_abs % record_every == 0; NaN at the others, which
         are dropped), evaluated only there; () without a held-out set (nothing is added)."""
@@ -216,12 +224,21 @@ def batched_fns(
             snaps,
         )
 
-    def record(k_abs, live, e, params, errors, snaps):
-        """Errors and a parameter snapshot at step k_abs (a scalar, not per run); e None: no error step."""
+    def record(k_abs, live, e, params, errors, snaps, test_errors, consts, hyper):
+        """Errors (and, with a held-out set, the held-out errors, evaluated at error steps only) and a
+        parameter snapshot at step k_abs (a scalar, not per run); e None: no error step."""
         if e is not None:
-            hit_e = (jnp.asarray(error_at) == k_abs)[None, :, None] & live[:, None, None]
+            hit = jnp.asarray(error_at) == k_abs
+            hit_e = hit[None, :, None] & live[:, None, None]
             errors = jnp.where(hit_e, e[:, None, :], errors)
-        return errors, take_snapshot(k_abs, params, snaps)
+            if TEST_KEY in hyper:
+                test_errors = jax.lax.cond(
+                    jnp.any(hit),
+                    lambda te: jnp.where(hit_e, vheld_error(params, consts, hyper)[:, None, :], te),
+                    lambda te: te,
+                    test_errors,
+                )
+        return errors, take_snapshot(k_abs, params, snaps), test_errors
 
     def careful_group(state: TrainState, g, hyper, consts, X, y):
         """The G * k steps of group g with per-step divergence checks, freezes and recording (the
@@ -231,7 +248,9 @@ def batched_fns(
             live = st.diverged_at < 0
             held = held_out_at(k_abs, st.params, consts, hyper, False)
             p, o, L, e, gn = vstep(st.params, st.opt_state, hyper, consts, X, y, k_abs)
-            errors, snaps = record(k_abs, live, e, st.params, st.errors, st.snapshots)
+            errors, snaps, t_err = record(
+                k_abs, live, e, st.params, st.errors, st.snapshots, st.test_errors, consts, hyper
+            )
             limit = limit_at(k_abs, L, st.limit)
             bad = live & is_bad(L, limit)
             move = live & ~bad
@@ -240,6 +259,7 @@ def batched_fns(
                 _select(move, o, st.opt_state),
                 jnp.where(bad, k_abs, st.diverged_at),
                 errors,
+                t_err,
                 snaps,
                 limit,
             )
@@ -287,9 +307,11 @@ def batched_fns(
                 lambda: (p, o),
                 lambda: (_select(live, p, state.params), _select(live, o, state.opt_state)),
             )
-            errors, snaps = record(s0, live, e0, state.params, state.errors, state.snapshots)
+            errors, snaps, t_err = record(
+                s0, live, e0, state.params, state.errors, state.snapshots, state.test_errors, consts, hyper
+            )
             return (
-                TrainState(new_p, new_o, state.diverged_at, errors, snaps, limit),
+                TrainState(new_p, new_o, state.diverged_at, errors, t_err, snaps, limit),
                 tuple(jnp.where(live, v, jnp.nan) for v in (Ls, gns, *held)),
             )
 
@@ -304,10 +326,14 @@ def batched_fns(
         # points x outputs (the error is flattened, ``loss_fn``); y is (n[, k]) or stacked per run
         n = y.shape[-1] if model.outputs == 1 else y.shape[-2] * model.outputs
         errors = jnp.full((R, error_at.shape[0], n), jnp.nan, L0.dtype)  # NaN: step never reached
+        n_t = 0
+        if TEST_KEY in hyper:  # the held-out outputs (n_t[, k]) flattened like the training error
+            n_t = int(np.prod(hyper[TEST_KEY][1].shape[1:]))
+        test_errors = jnp.full((R, error_at.shape[0] if n_t else 0, n_t), jnp.nan, L0.dtype)
         slots = len(plan.snapshot_at)
         snaps = jax.tree.map(lambda x: jnp.zeros((x.shape[0], slots) + x.shape[1:], x.dtype), params)
         limit = jnp.full((R,), jnp.inf, L0.dtype)
-        return TrainState(params, opt_state, jnp.full((R,), -1, jnp.int32), errors, snaps, limit)
+        return TrainState(params, opt_state, jnp.full((R,), -1, jnp.int32), errors, test_errors, snaps, limit)
 
     def chunk(state: TrainState, hyper, consts, X, y, first_block):
         def group(st, g):
@@ -324,7 +350,9 @@ def batched_fns(
         (L, e), g = vloss(state.params, consts, X, y)
         gn = jax.vmap(_sum_sq)(g)
         live = state.diverged_at < 0
-        errors, snaps = record(plan.steps, live, e, state.params, state.errors, state.snapshots)
+        errors, snaps, t_err = record(
+            plan.steps, live, e, state.params, state.errors, state.snapshots, state.test_errors, consts, hyper
+        )
         bad = live & is_bad(L, state.limit)
         held = held_out_at(plan.steps, state.params, consts, hyper, False)
         return (
@@ -332,6 +360,7 @@ def batched_fns(
             jnp.where(live, gn, jnp.nan),
             jnp.where(bad, plan.steps, state.diverged_at),
             errors,
+            t_err,
             snaps,
             *(jnp.where(live, h, jnp.nan) for h in held),
         )
@@ -482,7 +511,7 @@ def train_batch(
             progress((i + 1) * blocks_per_chunk * plan.record_every, elapsed * (1 - done) / done)
     out = jax.block_until_ready(f_finish(state, h, cs, Xb, yb))
     t2 = time.perf_counter()
-    (L_end, gn_end, div_at, errors, snaps, *held_end), final, losses, gnorms, helds = _to_host(
+    (L_end, gn_end, div_at, errors, t_errors, snaps, *held_end), final, losses, gnorms, helds = _to_host(
         (out, state.params, losses, gnorms, helds)
     )
     held = (
@@ -513,6 +542,7 @@ def train_batch(
             run_s=(t2 - t1) / R,
             grad_norm_sq=gnorm[i],
             test_loss=None if held is None else held[i],
+            test_errors=t_errors[i, : len(plan.error_at)] if t_errors.shape[-1] else None,
         )
         for i in range(R)
     ]

@@ -57,6 +57,8 @@ class TrainResult:
     grad_norm_sq: np.ndarray  # ||grad_theta L||^2 at ``step`` (NaN after divergence, like ``loss``)
     loss_runs: np.ndarray | None = None  # (R, len(step)) when ``loss`` is the mean of R sampled runs
     test_loss: np.ndarray | None = None  # loss on the held-out set at ``step`` (NaN after divergence)
+    # with a held-out set: e_t = f(X_t) - y_t at ``error_at`` (len(error_at), n_t[*k]); NaN after divergence
+    test_errors: np.ndarray | None = None
     # train.sharpness_every: the steps and parameter snapshots the sharpness is computed at (None: off)
     sharpness_at: np.ndarray | None = None
     sharpness_snapshots: Any = None

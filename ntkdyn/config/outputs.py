@@ -32,12 +32,15 @@ def check_outputs(cfg: Config) -> None:
         k = onehot.count_without_files(d)
         if k is not None:
             check_class_count(cfg, k)
-    elif m.outputs is not None and m.outputs > 1:
+    elif m.outputs is not None and m.outputs > 1 and not (d.source == "sphere" and d.target == "teacher"):
         raise ConfigError(
             f"model.outputs: {m.outputs} outputs need targets with one column per output: set "
-            f"data.target: onehot (digits, mnist, npz with integer labels); got data.target {d.target!r}"
+            f"data.target: onehot (digits, mnist, npz with integer labels), or data.source sphere with "
+            f"data.target teacher (a teacher with k outputs); got data.source {d.source!r}, "
+            f"data.target {d.target!r}"
         )
     k = m.outputs or 1
+    several = onehot.is_onehot(d) or k > 1  # targets with one column per output
     if k > 1 and m.name == "released":
         raise ConfigError("model.outputs: the released model has one output; use model.name paper or mlp")
     if m.loss is not None:
@@ -65,12 +68,12 @@ def check_outputs(cfg: Config) -> None:
             raise ConfigError(
                 f"theory.solver: 'krylov' does not take model.loss {m.loss!r}; use eigen or auto"
             )
-    if not onehot.is_onehot(d) and th.kernel_outputs is not None:
+    if not several and th.kernel_outputs is not None:
         raise ConfigError(
-            f"theory.kernel_outputs: applies to models with several outputs (data.target onehot); got "
-            f"{th.kernel_outputs!r}; leave it out"
+            f"theory.kernel_outputs: applies to models with several outputs (data.target onehot, or "
+            f"model.outputs > 1 with a sphere teacher); got {th.kernel_outputs!r}; leave it out"
         )
-    if onehot.is_onehot(d):
+    if several:
         if th.kernel_outputs is None:
             th.kernel_outputs = "traced" if th.kernel == "Hinf" else "full"
         if th.kernel_outputs not in KERNEL_OUTPUTS:
@@ -85,8 +88,8 @@ def check_outputs(cfg: Config) -> None:
             )
         if cfg.train.batch_size is not None:
             raise ConfigError(
-                "train.batch_size: mini-batch runs with several outputs (data.target onehot) are not "
-                "supported; leave train.batch_size out"
+                "train.batch_size: mini-batch runs with several outputs are not supported; leave "
+                "train.batch_size out"
             )
         if th.solver == "krylov":
             raise ConfigError("theory.solver: 'krylov' does not take several outputs; use eigen or auto")

@@ -208,17 +208,20 @@ def _check_theory_and_rates(cfg: Config) -> None:
             f"(got {m.name!r}); use 'H0'"
         )
     th = cfg.theory
+    # the classification losses' function-space ODEs are diffrax solves too: they read rtol / atol
+    # (unset: pipeline.faces.classification's FLOW_RTOL / FLOW_ATOL)
+    flows = m.loss in models.CLASSIFICATION_LOSSES
     for key, default in (("rtol", 1e-10), ("atol", 1e-12)):
         value = getattr(th, key)
-        if not th.diffrax and value is not None:
+        if not th.diffrax and not flows and value is not None:
             raise ConfigError(
-                f"theory.{key}: applies with theory.diffrax true only (got {value!r} with diffrax false); "
-                "set theory.diffrax or leave it out"
+                f"theory.{key}: applies with theory.diffrax true only, or with model.loss softmax_ce / "
+                f"logistic (got {value!r} with diffrax false); set theory.diffrax or leave it out"
             )
         if th.diffrax:
             setattr(th, key, default if value is None else value)
-            if not getattr(th, key) > 0:
-                raise ConfigError(f"theory.{key}: must be > 0, got {getattr(th, key)}")
+        if getattr(th, key) is not None and not getattr(th, key) > 0:
+            raise ConfigError(f"theory.{key}: must be > 0, got {getattr(th, key)}")
     w = cfg.rates.window
     if len(w) != 2 or not 0 <= w[0] < w[1]:
         raise ConfigError(f"rates.window: expected [start, end] with 0 <= start < end, got {w}")

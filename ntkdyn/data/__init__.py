@@ -123,6 +123,10 @@ def load(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
     if onehot.is_onehot(cfg.data):  # integer labels -> (n, k) one-hot rows (data.onehot)
         X, labels = get(cfg.data.source).load(onehot.as_labels(cfg.data), cfg.seed)
         return X, onehot.encode(labels, onehot.classes_of(cfg.data))
+    if cfg.data.source == "sphere" and (cfg.model.outputs or 1) > 1:  # a teacher with k outputs
+        from ntkdyn.data.sphere import load_outputs
+
+        return load_outputs(cfg.data, cfg.seed, cfg.model.outputs or 1)
     return get(cfg.data.source).load(cfg.data, cfg.seed)
 
 
@@ -136,6 +140,10 @@ def load_held_out(cfg: Config) -> tuple[np.ndarray, np.ndarray] | None:
     if onehot.is_onehot(cfg.data):
         X, labels = get(cfg.data.source).load_held_out(onehot.as_labels(cfg.data), cfg.seed)
         return X, onehot.encode(labels, onehot.classes_of(cfg.data), "data.test")
+    if cfg.data.source == "sphere" and (cfg.model.outputs or 1) > 1:
+        from ntkdyn.data.sphere import load_held_out_outputs
+
+        return load_held_out_outputs(cfg.data, cfg.seed, cfg.model.outputs or 1)
     return get(cfg.data.source).load_held_out(cfg.data, cfg.seed)
 
 

@@ -254,6 +254,11 @@ def mean_result(results: list[TrainResult]) -> TrainResult:
         loss_runs=runs,
         grad_norm_sq=np.stack([r.grad_norm_sq for r in results]).mean(0),
         errors=np.stack([r.errors for r in results]).mean(0),
+        test_errors=(
+            None
+            if results[0].test_errors is None
+            else np.stack([cast(np.ndarray, r.test_errors) for r in results]).mean(0)
+        ),
         test_loss=(
             None
             if results[0].test_loss is None

@@ -355,13 +355,19 @@ class Accuracy(Record):
     """Classification accuracy beside the loss (one-hot targets: argmax; one output with ±1 targets:
     sign; ``pipeline.faces.classification``): training's at step 0 (``initial``) and at
     ``final_step`` (the last of train.error_at reached before any divergence), and each prediction's
-    there (``predicted_final``: discrete, ode, ode_hr, linearized, ...). The per-step values are the
-    arrays ``accuracy`` and ``accuracy_<name>`` of trajectories.npz over ``accuracy_steps``."""
+    there (``predicted_final``: discrete, ode, ode_hr, linearized, ...). With a held-out set the
+    same on its points (``held_out_initial``, ``held_out_final`` at ``final_step``,
+    ``held_out_predicted_final``: each prediction mapped to the held-out points). The per-step values
+    are the arrays ``accuracy``, ``accuracy_<name>``, ``test_accuracy`` and ``test_accuracy_<name>``
+    of trajectories.npz over ``accuracy_steps``."""
 
     initial: float | None
     final: float | None
     final_step: int | None
     predicted_final: Mapping[str, float | None] = dataclasses.field(default_factory=dict)
+    held_out_initial: float | None = _field(omit_none=True)
+    held_out_final: float | None = _field(omit_none=True)
+    held_out_predicted_final: Mapping[str, float | None] | None = _field(omit_none=True)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,8 +56,9 @@ def is_classification_loss(ctx: Context) -> bool:
 
 
 def records_accuracy(ctx: Context) -> bool:
-    """Are the targets classes: one-hot rows (k > 1 outputs) or the ±1 labels of one output."""
-    return ctx.setup.outputs > 1 or ctx.cfg.data.target == "pm1"
+    """Are the targets classes: one-hot rows (k > 1 outputs) or the ±1 labels of one output (not the
+    k real outputs of a sphere teacher)."""
+    return ctx.cfg.data.target in ("onehot", "pm1")
 
 
 def accuracy(f: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -69,10 +70,37 @@ def accuracy(f: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.mean(np.sign(f) == np.sign(y), axis=-1)
 
 
-def outputs_of(ctx: Context, e_flat: np.ndarray) -> np.ndarray:
-    """Outputs f = e + y from flattened errors (..., n k) (row-major), shaped (..., n, k) or (..., n)."""
-    y = np.asarray(ctx.setup.y, np.float64)
+def outputs_of(ctx: Context, e_flat: np.ndarray, held_out: bool = False) -> np.ndarray:
+    """Outputs f = e + y from flattened errors (..., n k) (row-major), shaped (..., n, k) or (..., n);
+    ``held_out``: of the held-out points (e_t, y_t)."""
+    y = np.asarray(ctx.setup.y_test if held_out else ctx.setup.y, np.float64)
     return np.asarray(e_flat, np.float64).reshape(e_flat.shape[:-1] + y.shape) + y
+
+
+def per_output_loss(ctx: Context, f: np.ndarray, y: np.ndarray, c: float) -> np.ndarray:
+    """The loss split over the k outputs, (..., k), summing to the loss over the last axis: squared
+    losses per output column, L_b = (c/2) sum_i (f_ib - y_ib)^2; softmax_ce per class (the outputs are
+    coupled through the softmax, the points are not), L_b = c sum_{i: y_i = e_b} l(f_i, y_i)."""
+    f, y = np.asarray(f, np.float64), np.asarray(y, np.float64)
+    if models.is_squared(ctx.setup.model.loss):
+        return 0.5 * c * np.sum((f - y) ** 2, axis=-2)
+    top = f.max(-1, keepdims=True)
+    per_point = np.log(np.sum(np.exp(f - top), -1)) + top[..., 0] - np.sum(y * f, -1)  # (..., n)
+    return c * np.einsum("...i,ib->...b", per_point, y)
+
+
+def class_arrays(ctx: Context, name: str, f_at: np.ndarray, ft_at: np.ndarray | None = None) -> dict:
+    """The classification arrays of one trajectory of outputs at the error steps: ``accuracy_<name>``,
+    with held-out outputs ``test_accuracy_<name>``, and with k > 1 outputs ``loss_outputs_<name>``
+    (``per_output_loss``, steps x k); name "" is training's (``accuracy``, ``test_accuracy``,
+    ``loss_outputs``)."""
+    s, tail = ctx.setup, f"_{name}" if name else ""
+    out = {f"accuracy{tail}": accuracy(f_at, s.y)}
+    if ft_at is not None and s.y_test is not None:
+        out[f"test_accuracy{tail}"] = accuracy(ft_at, s.y_test)
+    if s.outputs > 1:
+        out[f"loss_outputs{tail}"] = per_output_loss(ctx, f_at, s.y, s.c)
+    return out
 
 
 def _loss_name(ctx: Context) -> Any:
@@ -105,14 +133,16 @@ def _initial(ctx: Context) -> tuple[np.ndarray, np.ndarray | None]:
     return f0, s.e0_test.reshape(s.y_test.shape) + s.y_test
 
 
-def _arrays(ctx: Context, key: str, train, test, train_at, steps_name: str = "step") -> FaceValue:
+def _arrays(ctx: Context, key: str, train, test, train_at, test_at=None) -> FaceValue:
+    """The loss (and held-out loss) at the recorded steps, the accuracy (and held-out accuracy) at the
+    error steps, of the outputs a function-space face predicts."""
     s = ctx.setup
     arrays = {f"loss_{key}": _loss(ctx, train, s.y, s.c)}
     if test is not None:
         assert s.c_test is not None and s.y_test is not None  # set with the held-out set
         arrays[f"test_loss_{key}"] = _loss(ctx, test, s.y_test, s.c_test)
     if train_at is not None:
-        arrays[f"accuracy_{key}"] = accuracy(train_at, s.y)
+        arrays.update(class_arrays(ctx, key, train_at, test_at))
     return FaceValue(arrays=arrays)
 
 
@@ -135,7 +165,8 @@ def discrete(ctx: Context) -> FaceValue:
     out = pred(step=np.concatenate([steps, at_steps]), fx_train_0=f0, **test)  # one compiled run
     m = steps.size
     at = out.train[m:] if records_accuracy(ctx) else None
-    value = _arrays(ctx, "discrete", out.train[:m], None if out.test is None else out.test[:m], at)
+    test_at = None if out.test is None else out.test[m:]
+    value = _arrays(ctx, "discrete", out.train[:m], None if out.test is None else out.test[:m], at, test_at)
     return FaceValue(arrays=value.arrays, fields={"predicted": _no_rate()})
 
 
@@ -167,7 +198,7 @@ def flow(ctx: Context) -> FaceValue:
     train = fs[: times.size]
     held = None if fts is None else fts[: times.size]
     at = fs[times.size :] if records_accuracy(ctx) else None
-    value = _arrays(ctx, "ode", train, held, at)
+    value = _arrays(ctx, "ode", train, held, at, None if fts is None else fts[times.size :])
     arrays = {"ode_time": times, **value.arrays}
     return FaceValue(arrays=arrays, fields={"ode": _describe(ode)})
 
@@ -278,7 +309,11 @@ class ClassAccuracy:
     """Accuracy beside the loss (module docstring): training's at ``train.error_at`` (array
     ``accuracy`` over ``accuracy_steps``), each squared-loss prediction's from its modes (e = V c,
     f = e + y) at the same steps; the cross-entropy faces and the linearised network record their own
-    ``accuracy_<name>``. Field ``accuracy`` (``results.Accuracy``): the initial and final values."""
+    ``accuracy_<name>``. With a held-out set the same on the held-out points: the network's
+    (``test_accuracy``, from its outputs f(X_t) recorded at the error steps) and each prediction's
+    (``test_accuracy_<name>``; squared losses: its modes mapped to the new points,
+    e_t(k) = e_t(0) + K_x K^+ (e_k - e_0), ``theory.held_out_errors``). Field ``accuracy``
+    (``results.Accuracy``): the initial and final values."""
 
     name = "accuracy"
     compares = ()
@@ -290,8 +325,13 @@ class ClassAccuracy:
     def predict(self, ctx: Context, earlier: Mapping[str, FaceValue]) -> FaceValue:
         s, res = ctx.setup, ctx.trained
         steps = np.asarray(res.error_at, int)
-        train = accuracy(outputs_of(ctx, res.errors), s.y)
-        arrays: dict[str, np.ndarray] = {"accuracy_steps": steps, "accuracy": train}
+        held = res.test_errors is not None and s.y_test is not None
+        f_test = outputs_of(ctx, np.asarray(res.test_errors), True) if held else None
+        arrays: dict[str, np.ndarray] = {
+            "accuracy_steps": steps,
+            **class_arrays(ctx, "", outputs_of(ctx, res.errors), f_test),
+        }
+        train = arrays["accuracy"]
         where = {int(k): i for i, k in enumerate(res.step)}
         for value in earlier.values():
             for name, modes in value.modes.items():
@@ -300,22 +340,33 @@ class ClassAccuracy:
                     continue
                 rows = np.asarray(found, int)
                 e = np.asarray(modes)[rows] @ s.V.T
-                arrays[f"accuracy_{name}"] = accuracy(outputs_of(ctx, e), s.y)
+                ft = None
+                if held and s.test_map is not None and s.e0_test is not None:
+                    e_t = theory.held_out_errors(np.asarray(modes)[rows], s.coef, s.test_map, s.e0_test)
+                    ft = outputs_of(ctx, e_t, True)
+                arrays.update(class_arrays(ctx, name, outputs_of(ctx, e), ft))
         for value in earlier.values():
             for key, arr in value.arrays.items():
-                if key.startswith("accuracy_"):
+                if key.startswith(("accuracy_", "test_accuracy_", "loss_outputs_")):
                     arrays.setdefault(key, arr)
         live = np.isfinite(res.errors).all(axis=1)
         last = int(np.flatnonzero(live)[-1]) if live.any() else None
-        predicted = {
-            key[len("accuracy_") :]: (None if last is None else finite(arr[last]))
-            for key, arr in arrays.items()
-            if key.startswith("accuracy_") and key != "accuracy_steps"
-        }
+
+        def at_last(prefix: str) -> dict[str, float | None]:
+            return {
+                key[len(prefix) :]: (None if last is None else finite(arr[last]))
+                for key, arr in arrays.items()
+                if key.startswith(prefix) and key != "accuracy_steps"
+            }
+
+        test = arrays.get("test_accuracy")
         field = Accuracy(
             initial=finite(train[0]) if live[0] else None,
             final=None if last is None else finite(train[last]),
             final_step=None if last is None else int(steps[last]),
-            predicted_final=predicted,
+            predicted_final=at_last("accuracy_"),
+            held_out_initial=None if test is None or not live[0] else finite(test[0]),
+            held_out_final=None if test is None or last is None else finite(test[last]),
+            held_out_predicted_final=None if test is None else at_last("test_accuracy_"),
         )
         return FaceValue(arrays=arrays, fields={"accuracy": field})

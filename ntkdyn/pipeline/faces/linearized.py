@@ -36,9 +36,9 @@ class LinearizedNetwork:
         if lin.test_loss is not None:
             arrays["test_loss_linearized"] = lin.test_loss
         if classification.records_accuracy(ctx) and lin.errors.size:  # at train.error_at, as training's
-            arrays["accuracy_linearized"] = classification.accuracy(
-                classification.outputs_of(ctx, lin.errors), ctx.setup.y
-            )
+            held = None if lin.test_errors is None else classification.outputs_of(ctx, lin.test_errors, True)
+            f_at = classification.outputs_of(ctx, lin.errors)
+            arrays.update(classification.class_arrays(ctx, "linearized", f_at, held))
         fields: dict = {"linearized": Linearized(diverged_at=lin.diverged_at, runs=t.sampling_runs)}
         if lin.loss_runs is not None:
             arrays["loss_linearized_runs"] = lin.loss_runs
