@@ -1,6 +1,6 @@
 """Typed results, the results-folder files and ``load``. Every file is written atomically.
 
-The package: ``types`` (the typed results of a run), ``sweep`` (summary rows, sweeps), ``study``
+The package: ``types`` (the typed results of a run, with ``parts`` and ``record``), ``sweep`` (summary rows, sweeps), ``study``
 (experiments/ studies), ``tables`` (long tables), ``files`` (atomic files), ``load`` (reading a
 folder). The one writer of run and sweep folders is ``ntkdyn.pipeline.folder``.
 
@@ -89,28 +89,30 @@ from ntkdyn.results.load import kind_of, load, load_run, load_study, load_sweep
 from ntkdyn.results.study import CLAIM_RESULTS, Claim, ClaimResult, StudyCollection, StudyResult
 from ntkdyn.results.sweep import DEVIATION_COLUMNS, SUMMARY_COLUMNS, SweepResult, SweepRow
 from ntkdyn.results.tables import describe_config, long_table, per_step_columns
-from ntkdyn.results.types import (
-    ALWAYS_COMPARED,
+from ntkdyn.results.parts import (
     Accuracy,
     BandCheck,
     CentralFlowFace,
-    Deviation,
-    Fitted,
     HeldOut,
-    Linearized,
     KrylovFace,
-    Quadratic,
-    Solver,
+    Linearized,
     LogGap,
     LossFloor,
     MiniBatchBound,
+    Quadratic,
+    Regime,
+    Sharpness,
+    Solver,
+    Stochastic,
+)
+from ntkdyn.results.types import (
+    ALWAYS_COMPARED,
+    Deviation,
+    Fitted,
     OptimizerResult,
     Predicted,
-    Regime,
     RunResult,
-    Sharpness,
     Spectrum,
-    Stochastic,
 )
 
 __all__ = [

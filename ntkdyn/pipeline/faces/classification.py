@@ -29,7 +29,7 @@ from ntkdyn.pipeline.faces.base import Context, FaceValue
 from ntkdyn.predict import _core as predict_core
 from ntkdyn.predict import losses as predict_losses
 from ntkdyn.results import finite
-from ntkdyn.results.types import Accuracy
+from ntkdyn.results.parts import Accuracy
 
 # diffrax tolerances of the function-space ODEs when theory.diffrax is off (theory.rtol / atol unset):
 # far below the gaps to training they are compared with, looser than the squared loss's closed forms need

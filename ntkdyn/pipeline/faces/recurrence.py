@@ -28,7 +28,7 @@ from ntkdyn.pipeline.faces import classification
 from ntkdyn.pipeline.faces.base import Context, FaceValue, Series
 from ntkdyn.pipeline.setup import kernel_rtol
 from ntkdyn.results import Predicted, Regime, finite
-from ntkdyn.results.types import KrylovFace, Solver
+from ntkdyn.results.parts import KrylovFace, Solver
 
 
 class Recurrence:
