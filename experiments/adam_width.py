@@ -38,6 +38,8 @@ import sys
 import _common as C
 import numpy as np
 
+from ntkdyn.pipeline import optimizer_hyper
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 ADAM_CONFIG, GD_CONFIG = "configs/adam.yaml", "configs/quickstart.yaml"
 SIZES = {
@@ -106,7 +108,7 @@ def run_deviations(series: str, arrays: dict, result: C.results.OptimizerResult,
     }
     if not adaptive:  # the linearisation's error vector is the recurrence's: e_T = V modes_T
         spec = C.optimizers.get(cfg.optimizers[0].name)
-        hyper = C.optimizers.resolve_hyper(spec, cfg.optimizers[0].hyper())
+        hyper = optimizer_hyper(setup, cfg.optimizers[0])  # as the run resolved it (training)
         modes = C.theory.discrete_modes(spec, hyper, setup.lam, setup.coef, cfg.train.steps)
         e_lin = modes[-1] @ setup.V.T
         e_T = np.asarray(arrays["errors"], np.float64)[list(arrays["error_steps"]).index(cfg.train.steps)]

@@ -19,6 +19,8 @@ import sys
 import _common as C
 import numpy as np
 
+from ntkdyn.pipeline import optimizer_hyper
+
 CONFIG = "configs/deep_mlp.yaml"
 SOURCE = "Lee et al. 2019 (arXiv:1902.06720): a wide network stays within O(m^-1/2) of its linearisation"
 SIZES = {
@@ -52,7 +54,7 @@ def raw_for(width: int, seed: int, steps: int, every: int, optimizer: dict) -> d
 def deviations(arrays: dict, result: C.results.OptimizerResult, cfg, setup) -> dict:
     """err_dev and loss_dev against the Hinf and H0 recurrences of one trained run."""
     spec = C.optimizers.get(cfg.optimizers[0].name)
-    hyper = C.optimizers.resolve_hyper(spec, cfg.optimizers[0].hyper())
+    hyper = optimizer_hyper(setup, cfg.optimizers[0])  # as the run resolved it (training)
     steps = cfg.train.steps
     ks, errs = np.asarray(arrays["error_steps"]), np.asarray(arrays["errors"], np.float64)
     loss = np.asarray(arrays["loss"], np.float64)
