@@ -19,8 +19,6 @@ import sys
 import _common as C
 import numpy as np
 
-from ntkdyn.pipeline import optimizer_hyper
-
 CONFIG = "configs/deep_mlp.yaml"
 SOURCE = "Lee et al. 2019 (arXiv:1902.06720): a wide network stays within O(m^-1/2) of its linearisation"
 SIZES = {
@@ -51,10 +49,10 @@ def raw_for(width: int, seed: int, steps: int, every: int, optimizer: dict) -> d
     return {**raw, "optimizers": [optimizer]}
 
 
-def deviations(arrays: dict, result: C.results.OptimizerResult, cfg, setup) -> dict:
-    """err_dev and loss_dev against the Hinf and H0 recurrences of one trained run."""
+def deviations(arrays: dict, result: C.results.OptimizerResult, cfg, setup, hyper: dict) -> dict:
+    """err_dev and loss_dev against the Hinf and H0 recurrences of one trained run; ``hyper``: the
+    hyperparameters it trained with (its ``TrainResult.hyper``, resolved once by training)."""
     spec = C.optimizers.get(cfg.optimizers[0].name)
-    hyper = optimizer_hyper(setup, cfg.optimizers[0])  # as the run resolved it (training)
     steps = cfg.train.steps
     ks, errs = np.asarray(arrays["error_steps"]), np.asarray(arrays["errors"], np.float64)
     loss = np.asarray(arrays["loss"], np.float64)
@@ -130,15 +128,15 @@ def run(study: C.Study, args, sz: dict) -> None:
     for width in sz["widths"]:
         for opt in optimizers:
             raws = [raw_for(width, args.seed + s, sz["steps"], sz["every"], opt) for s in range(sz["seeds"])]
-            for s, (arrays, result, cfg, setup) in enumerate(
-                C.run_group(raws, label=f"{opt['label']} m={width}")
+            for s, (arrays, result, cfg, setup, trained) in enumerate(
+                C.run_group(raws, label=f"{opt['label']} m={width}", keep=True)
             ):
                 rows.append(
                     {
                         "width": width,
                         "seed": args.seed + s,
                         "label": opt["label"],
-                        **deviations(arrays, result, cfg, setup),
+                        **deviations(arrays, result, cfg, setup, trained.hyper),
                     }
                 )
                 study.add_arrays(
