@@ -86,9 +86,12 @@ def raw_for(base: dict, width: int, seed: int, optimizer: dict) -> dict:
     }
 
 
-def run_deviations(series: str, arrays: dict, result: C.results.OptimizerResult, cfg, setup) -> dict:
+def run_deviations(
+    series: str, arrays: dict, result: C.results.OptimizerResult, cfg, setup, hyper: dict
+) -> dict:
     """One run against its linearisation: deviation (max relative loss gap), final gap, absolute gap
-    (units of L_0), losses at T / L_0, kernel drift; GD/HB also the output gap at T."""
+    (units of L_0), losses at T / L_0, kernel drift; GD/HB also the output gap at T. ``hyper``: the
+    hyperparameters the run trained with (its ``TrainResult.hyper``, resolved once by training)."""
     adaptive = series.startswith("adam")
     key = "linearized" if adaptive else "discrete"
     loss = np.asarray(arrays["loss"], np.float64)
@@ -106,7 +109,6 @@ def run_deviations(series: str, arrays: dict, result: C.results.OptimizerResult,
     }
     if not adaptive:  # the linearisation's error vector is the recurrence's: e_T = V modes_T
         spec = C.optimizers.get(cfg.optimizers[0].name)
-        hyper = C.optimizers.resolve_hyper(spec, cfg.optimizers[0].hyper())
         modes = C.theory.discrete_modes(spec, hyper, setup.lam, setup.coef, cfg.train.steps)
         e_lin = modes[-1] @ setup.V.T
         e_T = np.asarray(arrays["errors"], np.float64)[list(arrays["error_steps"]).index(cfg.train.steps)]
@@ -178,15 +180,15 @@ def run(study: C.Study, args, sz: dict) -> None:
         for series in sz["series"]:
             opt = optimizer_at(series, opts[series], width, m_ref)
             raws = [raw_for(base, width, sd, opt) for sd in seeds]
-            for sd, (arrays, result, cfg, setup) in zip(
-                seeds, C.run_group(raws, data_seed=args.seed, label=f"{series} m={width}")
+            for sd, (arrays, result, cfg, setup, trained) in zip(
+                seeds, C.run_group(raws, data_seed=args.seed, label=f"{series} m={width}", keep=True)
             ):
                 rows.append(
                     {
                         "series": series,
                         "width": width,
                         "seed": sd,
-                        **run_deviations(series, arrays, result, cfg, setup),
+                        **run_deviations(series, arrays, result, cfg, setup, trained.hyper),
                     }
                 )
                 lin = "loss_linearized" if series.startswith("adam") else "loss_discrete"

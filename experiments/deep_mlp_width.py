@@ -49,10 +49,10 @@ def raw_for(width: int, seed: int, steps: int, every: int, optimizer: dict) -> d
     return {**raw, "optimizers": [optimizer]}
 
 
-def deviations(arrays: dict, result: C.results.OptimizerResult, cfg, setup) -> dict:
-    """err_dev and loss_dev against the Hinf and H0 recurrences of one trained run."""
+def deviations(arrays: dict, result: C.results.OptimizerResult, cfg, setup, hyper: dict) -> dict:
+    """err_dev and loss_dev against the Hinf and H0 recurrences of one trained run; ``hyper``: the
+    hyperparameters it trained with (its ``TrainResult.hyper``, resolved once by training)."""
     spec = C.optimizers.get(cfg.optimizers[0].name)
-    hyper = C.optimizers.resolve_hyper(spec, cfg.optimizers[0].hyper())
     steps = cfg.train.steps
     ks, errs = np.asarray(arrays["error_steps"]), np.asarray(arrays["errors"], np.float64)
     loss = np.asarray(arrays["loss"], np.float64)
@@ -128,15 +128,15 @@ def run(study: C.Study, args, sz: dict) -> None:
     for width in sz["widths"]:
         for opt in optimizers:
             raws = [raw_for(width, args.seed + s, sz["steps"], sz["every"], opt) for s in range(sz["seeds"])]
-            for s, (arrays, result, cfg, setup) in enumerate(
-                C.run_group(raws, label=f"{opt['label']} m={width}")
+            for s, (arrays, result, cfg, setup, trained) in enumerate(
+                C.run_group(raws, label=f"{opt['label']} m={width}", keep=True)
             ):
                 rows.append(
                     {
                         "width": width,
                         "seed": args.seed + s,
                         "label": opt["label"],
-                        **deviations(arrays, result, cfg, setup),
+                        **deviations(arrays, result, cfg, setup, trained.hyper),
                     }
                 )
                 study.add_arrays(

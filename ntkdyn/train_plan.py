@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -63,6 +64,9 @@ class TrainResult:
     sharpness_at: np.ndarray | None = None
     sharpness_snapshots: Any = None
     hyper: Any = None  # the resolved hyperparameters trained with (``optimizers.Resolved``, run path)
+    # run path: the models the faces asked to be trained beside the network (face name -> its own
+    # TrainResult: e.g. the linearisation, the quadratic model; ``training.train_runs(expansions=...)``)
+    expansions: Mapping[str, TrainResult] = dataclasses.field(default_factory=dict)
 
 
 def n_blocks(plan: TrainPlan) -> int:

@@ -117,3 +117,25 @@ def asymptotic_companion(spec: OptimizerSpec, hyper: Hyper, lam) -> np.ndarray:
 def spectral_radius(A) -> np.ndarray:
     """max |eigenvalue| of each square matrix in a stack (float64)."""
     return np.max(np.abs(np.linalg.eigvals(np.asarray(A, np.float64))), axis=-1)
+
+
+def largest_stable_step(spec: OptimizerSpec, hyper: Hyper, hi: float = 16.0) -> float | None:
+    """The largest h = eta lambda at which one mode of the method's linear recurrence does not grow
+    (spectral radius of its companion matrix <= 1), found by bisection on (0, hi]: GD 2, heavy ball
+    2 (1 + beta), optax's Nesterov 2 (1 + beta) / (1 + 2 beta) (``sharpness.stability_limit`` derives
+    these). None when the method has no recurrence, a scheduled eta, or no limit below ``hi``."""
+    eta = hyper.get("eta")
+    if not spec.has_theory or not isinstance(eta, (int, float)) or not eta > 0:
+        return None
+
+    def stable(h: float) -> bool:
+        A = asymptotic_companion(spec, hyper, np.array([h / eta]))
+        return bool(spectral_radius(A)[0] <= 1.0 + 1e-12)
+
+    if stable(hi):
+        return None
+    lo, up = 0.0, hi
+    for _ in range(60):
+        mid = 0.5 * (lo + up)
+        lo, up = (mid, up) if stable(mid) else (lo, mid)
+    return lo

@@ -4,8 +4,11 @@ this list):
     claim      what an existing results folder means, decided before anything is computed
     setup      config -> data, model and parameters, kernels (H0, H∞), eigenpairs of K = c H
     training   a group of runs of equal shapes trained as ONE compiled program -> ``TrainResult``
-               (with the hyperparameters it resolved once, step size included)
-    faces      the theory faces (``Face``) and ``FACES``, the one list of them
+               (with the hyperparameters it resolved once, step size included, and the models the
+               faces asked for trained beside the network: ``TrainResult.expansions``)
+    faces      the theory faces (``Face``) and ``FACES``, the one list of them; they predict from
+               the setup and training's results and never train (``faces.expansions`` says, before
+               training, what a face needs trained)
     evaluate   assembly: training's trajectory + the faces' values -> ``results.OptimizerResult``
     entry      the Python entry points: run_study, run_group, prepare, evaluate_group, and
                ``stages`` (a group of runs as it proceeds, as typed runs)
@@ -15,7 +18,7 @@ this list):
                (imported on use: ``from ntkdyn.pipeline import launch``; the engines are extras)
 
 The command line (``ntkdyn.run``) parses, prints and sets exit codes; it calls ``runner``, which
-goes down the path once: claim -> setup -> entry (training, faces, evaluate) -> folder (or
+goes down the path once: claim -> setup -> entry (training, then evaluate with its faces) -> folder (or
 ``launch`` with ``--launcher``, which hands the sweep's groups to ``runner`` on an executor).
 """
 
@@ -51,8 +54,10 @@ from ntkdyn.pipeline.training import (
     optimizer_hyper,
     progress_chunks,
     sampling_keys,
+    train_expansion,
     train_linearized,
     train_plan,
+    train_quadratic,
     train_runs,
     train_sampled,
 )
@@ -63,5 +68,6 @@ __all__ = [
     "failed_result", "folder", "held_out_sets", "jax_dtype", "kernel_rtol", "load_data", "load_test_data",
     "mean_result", "optimizer_hyper", "prepare", "progress_chunks", "run_group", "run_optimizer",
     "run_result", "run_study", "runner", "sampling_keys", "setup", "spectrum_of", "stages",
-    "train_linearized", "train_plan", "train_runs", "train_sampled", "training", "with_held_out",
+    "train_expansion", "train_linearized", "train_plan", "train_quadratic", "train_runs", "train_sampled",
+    "training", "with_held_out",
 ]  # fmt: skip

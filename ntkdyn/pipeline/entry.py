@@ -10,7 +10,8 @@ data, then training, the empirical NTK, every prediction and the verdicts, as a 
 
 The stages are ``setup.prepare`` (data, model, H0, spectrum of K = c H) and, per optimizer,
 ``training.train_runs`` (one compiled scan for a whole group of runs of equal shapes,
-``run_group``) then ``evaluate.evaluate`` (the faces, assembled into a typed result): the same code
+``run_group``; with the models the faces ask for, ``faces.expansions``, trained in the same call) then
+``evaluate.evaluate`` (the faces, assembled into a typed result): the same code
 as ``python -m ntkdyn.run``. Float64 (used by the theory) is switched on inside these calls only
 (``jax.enable_x64``); training runs in the config's ``dtype``. Writing a folder (``out=``) is
 ``folder.write_run``'s job.
@@ -27,12 +28,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from ntkdyn import checks, results, train
+from ntkdyn import checks, optimizers, results, train
 from ntkdyn import config as config_mod
 from ntkdyn.models import Model
 from ntkdyn.pipeline import evaluate as evaluate_mod
+from ntkdyn.pipeline import faces, training
 from ntkdyn.pipeline import setup as setup_mod
-from ntkdyn.pipeline import training
 from ntkdyn.pipeline.evaluate import run_result
 from ntkdyn.pipeline.setup import Setup
 from ntkdyn.pipeline.training import StabilityWarning  # noqa: F401  (re-exported: warned before training)
@@ -152,7 +153,8 @@ class Evaluated:
 
     ``result``: the typed ``results.OptimizerResult`` (its ``trajectory``: the arrays of
     trajectories.npz under its label); ``trained``: training's ``train.TrainResult`` (parameter
-    snapshots, final parameters); ``times``: seconds per stage (train_compile_s, train_run_s,
+    snapshots, final parameters, ``expansions``); ``times``: seconds per stage (train_compile_s,
+    train_run_s, train_<face>_compile_s / train_<face>_run_s for a face's trained model,
     kernel_drift_s, face_<name>_s, evaluate_s). ``arrays`` and ``metrics`` are views of ``result``
     (its trajectory and its metrics.json entry) for code that reads them by key.
     """
@@ -177,9 +179,11 @@ def evaluate_group(
     cfgs: Sequence[config_mod.Config], setups: Sequence, index: int, progress=None
 ) -> list[Evaluated]:
     """THE run path: optimizer ``index`` of every run (equal shapes) trained as ONE compiled,
-    batched program (``training.train_runs``), then each run evaluated (``evaluate.evaluate``:
-    kernel drift, the verdict, every face of ``faces.FACES``, deviations). Used by ``run_group``,
-    the CLI's single runs and sweeps, and the studies in ``experiments/``.
+    batched program (``training.train_runs``), with the models the faces ask for trained beside it
+    in the same call (``faces.expansions``: the linearised network, the quadratic model), then each
+    run evaluated (``evaluate.evaluate``: kernel drift, the verdict, every face of ``faces.FACES``,
+    deviations; the faces predict, they do not train). Used by ``run_group``, the CLI's single runs
+    and sweeps, and the studies in ``experiments/``.
 
     Args:
         cfgs: validated configs of the runs; setups: their ``prepare`` results.
@@ -188,7 +192,9 @@ def evaluate_group(
         One ``Evaluated`` per run, in order.
     """
     with jax.enable_x64(True):
-        trained = training.train_runs(list(cfgs), list(setups), index, progress)
+        spec = optimizers.get(cfgs[0].optimizers[index].name)
+        asked = [faces.expansions(cfg, setup, spec) for cfg, setup in zip(cfgs, setups)]
+        trained = training.train_runs(list(cfgs), list(setups), index, progress, expansions=asked)
         out = []
         for cfg, setup, res in zip(cfgs, setups, trained):
             t = time.perf_counter()

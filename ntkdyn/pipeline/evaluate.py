@@ -58,7 +58,9 @@ def evaluate(
     cfg: Config, setup: Setup, oc: OptimizerConfig, res: TrainResult, faces: Iterable[Face] | None = None
 ) -> tuple[OptimizerResult, dict[str, float]]:
     """The typed result of optimizer ``oc`` trained as ``res`` (module docstring), and the seconds
-    spent per stage (kernel_drift_s, face_<name>_s). ``faces``: default ``faces.FACES``."""
+    spent per stage (train_*_s, kernel_drift_s, face_<name>_s). ``faces``: default ``faces.FACES``;
+    a face that reads a trained model (``faces.Trains``) finds it in ``res.expansions``
+    (``training.train_runs(expansions=faces.expansions(...))``)."""
     spec = optimizers.get(oc.name)
     hyper = res.hyper  # resolved once, before training (``training.optimizer_hyper``)
     if not isinstance(hyper, optimizers.Resolved):
@@ -66,6 +68,9 @@ def evaluate(
             "evaluate: res must come from training.train_runs (its hyper: the resolved hyperparameters)"
         )
     times = {"train_compile_s": res.compile_s, "train_run_s": res.run_s}
+    for name, trained in res.expansions.items():  # the faces' models, trained beside the network
+        times[f"train_{name}_compile_s"] = trained.compile_s
+        times[f"train_{name}_run_s"] = trained.run_s
     arrays = training_arrays(res)
     t = time.perf_counter()
     drift_arrays = kernel_drift(cfg, setup, res)

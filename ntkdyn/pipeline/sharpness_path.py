@@ -16,7 +16,7 @@ products each).
 * NTK: lambda_max(K), K = c J J^T (the kernel of every face; at theta_0 it is ``Spectrum.lambda_max``
   for theory.kernel H0).
 * Limit: h* / eta_k with h* the largest stable eta lambda of one mode of the method's asymptotic
-  linear recurrence (``training.largest_stable_step`` at eta = 1; GD 2, heavy ball 2 (1 + beta),
+  linear recurrence (``optimizers.largest_stable_step`` at eta = 1; GD 2, heavy ball 2 (1 + beta),
   Nesterov 2 (1 + beta) / (1 + 2 beta); ``ntkdyn.sharpness.stability_limit`` derives them) and eta_k
   the step size of the update after step k (``schedules.eta_values``; the last step uses the last
   update's). None for methods without a recurrence (Adam, ...).
@@ -28,11 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkdyn import schedules
+from ntkdyn import optimizers, schedules
 from ntkdyn import sharpness as sharpness_mod
 from ntkdyn.config import Config
 from ntkdyn.pipeline.setup import Setup
-from ntkdyn.pipeline.training import largest_stable_step
 from ntkdyn.results import Sharpness, finite
 from ntkdyn.train import TrainResult
 
@@ -48,7 +47,7 @@ def _float64(tree):
 def limits(spec, hyper: dict, steps: np.ndarray, total: int) -> np.ndarray | None:
     """The stability limit on lambda_max at each of ``steps`` (module docstring), or None."""
     try:
-        h = largest_stable_step(spec, {**hyper, "eta": 1.0})
+        h = optimizers.largest_stable_step(spec, {**hyper, "eta": 1.0})
     except (TypeError, ValueError, KeyError):
         return None
     if h is None:

@@ -1,13 +1,15 @@
 """Training of the run path: one optimizer of a group of runs of equal shapes as ONE compiled,
 batched program (``train.train_batch``), full batch or mini-batch (``train.sampling_runs`` batch
-orders), and the network's linearisation trained alike. Returns ``train.TrainResult`` (the typed
-trajectory: recorded steps, losses, errors, snapshots).
+orders), and the Taylor models of the network the faces ask for (its linearisation, its quadratic
+model) trained alike, in the same call (``train_runs(expansions=...)``). Returns
+``train.TrainResult`` (the typed trajectory: recorded steps, losses, errors, snapshots).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 import jax
@@ -88,33 +90,11 @@ def optimizer_hyper(setup: Setup, oc: OptimizerConfig) -> optimizers.Resolved:
     return optimizers.Resolved(optimizers.resolve_hyper(optimizers.get(oc.name), hyper, setup.lam))
 
 
-def largest_stable_step(spec, hyper: dict, hi: float = 16.0) -> float | None:
-    """The largest h = eta lambda at which one mode of the method's linear recurrence does not grow
-    (spectral radius of its companion matrix <= 1), found by bisection on (0, hi]: GD 2, heavy ball
-    2 (1 + beta), optax's Nesterov 2 (1 + beta) / (1 + 2 beta) (``sharpness.stability_limit`` derives
-    these). None when the method has no recurrence, a scheduled eta, or no limit below ``hi``."""
-    eta = hyper.get("eta")
-    if not spec.has_theory or not isinstance(eta, (int, float)) or not eta > 0:
-        return None
-
-    def stable(h: float) -> bool:
-        A = optimizers.asymptotic_companion(spec, hyper, np.array([h / eta]))
-        return bool(optimizers.spectral_radius(A)[0] <= 1.0 + 1e-12)
-
-    if stable(hi):
-        return None
-    lo, up = 0.0, hi
-    for _ in range(60):
-        mid = 0.5 * (lo + up)
-        lo, up = (mid, up) if stable(mid) else (lo, mid)
-    return lo
-
-
 def stability_warning(
     setup: Setup, oc: OptimizerConfig, hyper: optimizers.Resolved | None = None
 ) -> str | None:
     """A warning, before training, when eta lambda_max(K) exceeds the method's stability limit
-    (``largest_stable_step``): the kernel-regime prediction then diverges (training may or may not:
+    (``optimizers.largest_stable_step``): the kernel-regime prediction then diverges (training may or may not:
     past the kernel regime a network can catapult). None when the step is stable or has no limit.
     ``hyper``: ``oc``'s resolved hyperparameters (default ``optimizer_hyper``)."""
     spec = optimizers.get(oc.name)
@@ -122,7 +102,7 @@ def stability_warning(
         return None
     try:
         hyper = optimizer_hyper(setup, oc) if hyper is None else hyper
-        limit = largest_stable_step(spec, hyper)
+        limit = optimizers.largest_stable_step(spec, hyper)
     except (TypeError, ValueError, KeyError):
         return None
     if limit is None:
@@ -136,17 +116,44 @@ def stability_warning(
     )
 
 
-def train_runs(cfgs: list[Config], setups: list[Setup], index: int, progress=None) -> list[TrainResult]:
+def train_runs(
+    cfgs: list[Config],
+    setups: list[Setup],
+    index: int,
+    progress=None,
+    expansions: Sequence[Mapping[str, models.Model]] | None = None,
+) -> list[TrainResult]:
     """Train optimizer ``index`` of every run (same shapes) as one batched program: each run's
     hyperparameters resolved once (``optimizer_hyper``; a ``StabilityWarning`` where the step is past
-    the method's stability limit), and handed on with its ``TrainResult`` (``hyper``)."""
+    the method's stability limit), and handed on with its ``TrainResult`` (``hyper``).
+
+    ``expansions``: per run, the models the theory faces need trained beside the network (face
+    name -> a Taylor model of the network at theta_0, e.g. ``linearized.linearize(setup.model)``;
+    ``faces.expansions`` asks the faces), each trained after the network by ``train_expansion``
+    with the run's resolved hyperparameters, plan and batches; returned in the run's
+    ``TrainResult.expansions`` under the same names. Training is the only stage that trains: the
+    faces read these results, they do not train."""
+    wanted: list[Mapping[str, models.Model]] = [{}] * len(cfgs) if expansions is None else list(expansions)
+    if len(wanted) != len(cfgs):
+        raise ValueError(f"train_runs: {len(cfgs)} runs need as many expansions (got {len(wanted)})")
     hypers = [optimizer_hyper(s, c.optimizers[index]) for c, s in zip(cfgs, setups)]
     for cfg, setup, hyper in zip(cfgs, setups, hypers):
         text = stability_warning(setup, cfg.optimizers[index], hyper)
         if text is not None:
             warnings.warn(text, StabilityWarning, stacklevel=3)
     trained = _train_runs(cfgs, setups, index, hypers, progress)
-    return [dataclasses.replace(res, hyper=hyper) for res, hyper in zip(trained, hypers)]
+    spec = optimizers.get(cfgs[0].optimizers[index].name)
+    return [
+        dataclasses.replace(
+            res,
+            hyper=hyper,
+            expansions={
+                name: dataclasses.replace(train_expansion(cfg, setup, spec, hyper, model), hyper=hyper)
+                for name, model in asked.items()
+            },
+        )
+        for cfg, setup, res, hyper, asked in zip(cfgs, setups, trained, hypers, wanted)
+    ]
 
 
 def _train_runs(

@@ -212,7 +212,7 @@ class Sharpness(Record):
       theta_0 for the H0 kernel), so that eta lambda_max(K) is compared with the limits below;
     * ``stability_limit[j]``: h* / eta_k, the largest sharpness at which one mode of the optimizer's
       linear recurrence does not grow at step k (h* the largest stable eta lambda:
-      ``pipeline.training.largest_stable_step``, GD 2, heavy ball 2 (1 + beta), Nesterov
+      ``optimizers.largest_stable_step``, GD 2, heavy ball 2 (1 + beta), Nesterov
       2 (1 + beta) / (1 + 2 beta); eta_k the step size of the update after step k, so a schedule
       gives a limit per step); None when the method has no recurrence;
     * ``converged[j]``: both Lanczos runs (``ntkdyn.sharpness``, tol 1e-10) converged.

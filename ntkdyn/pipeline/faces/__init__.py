@@ -8,16 +8,24 @@ A new face is a module here (a class with ``name``, ``compares``, ``series``, ``
 
     from ntkdyn.pipeline import faces
     faces.register(MyFace())       # after the shipped ones; unregister("my_face") removes it
+
+A face that needs a model trained (``Trains``: ``expansion(cfg, setup, spec)``) is asked before
+training (``expansions``); training trains it beside the network, and the face reads the result.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from ntkdyn import models, optimizers
+from ntkdyn.config import Config
 from ntkdyn.pipeline.faces.base import (
     NOTHING,
     Context,
     Face,
     FaceValue,
     Series,
+    Trains,
     merged_arrays,
     merged_fields,
 )
@@ -31,6 +39,7 @@ from ntkdyn.pipeline.faces.minibatch import MiniBatch
 from ntkdyn.pipeline.faces.ode import LimitingOde, OdeProblem, OdeValue
 from ntkdyn.pipeline.faces.quadratic import QuadraticModel
 from ntkdyn.pipeline.faces.recurrence import Recurrence
+from ntkdyn.pipeline.setup import Setup
 
 # The one list of faces, in the order they run (a face reads the values of those before it).
 FACES: list[Face] = [
@@ -63,6 +72,21 @@ def unregister(name: str) -> None:
     FACES[:] = [f for f in FACES if f.name != name]
 
 
+def expansions(
+    cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec, faces: Iterable[Face] | None = None
+) -> dict[str, models.Model]:
+    """What the faces (default ``FACES``) need trained beside the network for optimizer ``spec`` of
+    this run: face name -> model, from each face with an ``expansion`` (``Trains``) that returns
+    one. Asked before training; ``training.train_runs(expansions=...)`` trains them."""
+    out: dict[str, models.Model] = {}
+    for face in FACES if faces is None else faces:
+        if isinstance(face, Trains):
+            model = face.expansion(cfg, setup, spec)
+            if model is not None:
+                out[face.name] = model
+    return out
+
+
 def compared_names() -> list[str]:
     """The prediction names compared with training (each face's ``compares``, in ``FACES`` order)."""
     return [p for face in FACES for p in face.compares]
@@ -78,6 +102,7 @@ __all__ = [
     "FACES", "NOTHING", "ClassAccuracy", "Context", "DiffraxCheck", "Face", "FaceValue", "HeldOutPrediction",
     "HighResOde",
     "LimitingOde", "LinearizedNetwork", "MiniBatch", "OdeProblem", "OdeValue", "QuadraticModel", "Recurrence",
-    "Series",
-    "compared_names", "drawn_series", "merged_arrays", "merged_fields", "register", "unregister",
+    "Series", "Trains",
+    "compared_names", "drawn_series", "expansions", "merged_arrays", "merged_fields", "register",
+    "unregister",
 ]  # fmt: skip

@@ -8,6 +8,14 @@ mini-batch mean replaces the full-batch recurrence as ``loss_discrete``). ``comp
 p whose prediction ``loss_p`` is compared with training's loss (deviation, log10 gap, verdict);
 ``series``: how its per-step arrays are drawn in the loss figure. The assembly
 (``pipeline.evaluate``) runs the faces in order and builds the ``OptimizerResult`` from their values.
+
+A face that predicts by training a model of its own (the linearised network, the quadratic model)
+does not train it: it also has ``expansion(cfg, setup, spec)`` (the ``Trains`` protocol), which
+says, before training, which model it needs trained (or None). The entry asks every face
+(``faces.expansions``) and hands the models to the one training call
+(``training.train_runs(expansions=...)``), which trains them beside the network; the face reads
+its trained model's ``TrainResult`` from ``ctx.expanded(name)``. So a run goes down its layers
+once: training trains everything, the faces only predict.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from ntkdyn import optimizers, rates
+from ntkdyn import models, optimizers, rates
 from ntkdyn.config import Config
 from ntkdyn.pipeline.setup import Setup
 from ntkdyn.train import TrainResult
@@ -57,6 +65,18 @@ class Context:
         """Full-batch training with a constant eta: the setting of the limiting ODEs (which describe
         the mean error, not the mean loss of mini-batch runs) and of the fixed-eta rates."""
         return self.full_batch and not self.scheduled
+
+    def expanded(self, name: str) -> TrainResult:
+        """The trained model that face ``name`` asked for (``Trains.expansion``), trained beside the
+        network by ``training.train_runs`` (``trained.expansions[name]``); ValueError when it was
+        not trained (``trained`` did not come from ``train_runs`` with ``faces.expansions``)."""
+        got = self.trained.expansions.get(name)
+        if got is None:
+            raise ValueError(
+                f"face {name!r}: its model was not trained; train with training.train_runs(..., "
+                "expansions=[faces.expansions(cfg, setup, spec), ...]) (entry.evaluate_group does)"
+            )
+        return got
 
     @property
     def live(self) -> np.ndarray:
@@ -115,6 +135,19 @@ class Face(Protocol):
     def applies(self, ctx: Context) -> bool | str: ...
 
     def predict(self, ctx: Context, earlier: Mapping[str, FaceValue]) -> FaceValue: ...
+
+
+@runtime_checkable
+class Trains(Protocol):
+    """A face that predicts from a model trained beside the network (module docstring): an optional
+    member, apart from ``Face``. ``expansion`` is asked before training, from what is known then
+    (the config, the prepared setup, the optimizer's declaration); it returns the model to train
+    (a ``models.Model`` with the network's parameters and consts: a Taylor model of the network at
+    theta_0, whose expansion point travels in its consts, ``linearized.linear_consts``), or None
+    when the face will not apply. It must agree with ``applies``: a face that applies reads its
+    trained model from ``ctx.expanded(name)``."""
+
+    def expansion(self, cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec) -> models.Model | None: ...
 
 
 def merged_arrays(earlier: Mapping[str, FaceValue]) -> dict[str, np.ndarray]:

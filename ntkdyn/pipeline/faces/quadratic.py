@@ -4,7 +4,9 @@
 
 (``ntkdyn.quadratic``; Zhu, Liu, Belkin 2022, arXiv 2205.11787, use it for catapult dynamics),
 evaluated through a jvp of a jvp (no Hessian materialised) and trained by the same training path,
-optimizer, schedule and (mini-batch) batches as the network. Applies per theory.quadratic: never
+optimizer, schedule and (mini-batch) batches as the network: the face asks for it before training
+(``expansion``), ``training.train_runs`` trains it beside the network, and the face reads its
+trajectory (``ctx.expanded("quadratic")``). Applies per theory.quadratic: never
 (the default: it costs about as much as training the network again), auto or always. Where Hess f
 vanishes on the data (the ``paper`` model: only W trained through ReLU, f piecewise linear in W) the
 quadratic model is the linearisation: the face does not apply and says why (``quadratic.applies``).
@@ -18,11 +20,21 @@ from collections.abc import Mapping
 
 import jax.numpy as jnp
 
-from ntkdyn import quadratic
-from ntkdyn.pipeline import training
+from ntkdyn import models, optimizers, quadratic
+from ntkdyn.config import Config
 from ntkdyn.pipeline.faces.base import Context, FaceValue, Series
-from ntkdyn.pipeline.setup import jax_dtype
+from ntkdyn.pipeline.setup import Setup, jax_dtype
 from ntkdyn.results import Quadratic
+
+
+def applies_to(cfg: Config, setup: Setup) -> bool | str:
+    """False under theory.quadratic: never; else True, or the reason the quadratic model is the
+    linearisation here (``quadratic.applies``: Hess f(theta_0) vanishes on the training inputs)."""
+    if cfg.theory.quadratic == "never":
+        return False
+    X = jnp.asarray(setup.X, jax_dtype(cfg))
+    reason = quadratic.applies(setup.model, setup.params, setup.consts, X)
+    return True if reason is None else f"quadratic model: {reason}"
 
 
 class QuadraticModel:
@@ -30,16 +42,19 @@ class QuadraticModel:
     compares = ("quadratic",)
     series = (Series("loss_quadratic", (0, (3, 1, 1, 1, 1, 1)), "quadratic model"),)
 
+    def expansion(self, cfg: Config, setup: Setup, spec: optimizers.OptimizerSpec) -> models.Model | None:
+        """The network's quadratic model at theta_0 (``quadratic.quadratize``), when the face applies."""
+        return quadratic.quadratize(setup.model) if applies_to(cfg, setup) is True else None
+
     def applies(self, ctx: Context) -> bool | str:
         if ctx.cfg.theory.quadratic == "never":
             return False
-        s = ctx.setup
-        X = jnp.asarray(s.X, jax_dtype(ctx.cfg))
-        reason = quadratic.applies(s.model, s.params, s.consts, X)
-        return True if reason is None else f"quadratic model: {reason}"
+        if self.name in ctx.trained.expansions:  # asked and trained: applies_to was True
+            return True
+        return applies_to(ctx.cfg, ctx.setup)
 
     def predict(self, ctx: Context, earlier: Mapping[str, FaceValue]) -> FaceValue:
-        quad = training.train_quadratic(ctx.cfg, ctx.setup, ctx.spec, ctx.hyper)
+        quad = ctx.expanded(self.name)  # trained beside the network (training.train_runs)
         arrays = {"loss_quadratic": quad.loss}
         if quad.test_loss is not None:
             arrays["test_loss_quadratic"] = quad.test_loss
