@@ -148,7 +148,14 @@ def train_runs(
             res,
             hyper=hyper,
             expansions={
-                name: dataclasses.replace(train_expansion(cfg, setup, spec, hyper, model), hyper=hyper)
+                # no face reads a Taylor model's parameter snapshots: dropped, so that a group's runs
+                # do not hold them until evaluation
+                name: dataclasses.replace(
+                    train_expansion(cfg, setup, spec, hyper, model),
+                    hyper=hyper,
+                    snapshots=None,
+                    sharpness_snapshots=None,
+                )
                 for name, model in asked.items()
             },
         )
