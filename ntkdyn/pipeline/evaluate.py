@@ -45,13 +45,16 @@ from ntkdyn.train import TrainResult
 @dataclasses.dataclass(frozen=True)
 class Floors:
     """Loss levels of one run: L0, the float floor, the least-squares floor L* (0 unless above the
-    float floor), ``theory.loss_floor_star``'s info and the rate window."""
+    float floor), ``theory.loss_floor_star``'s info and the rate window; ``separable``: for a
+    cross-entropy loss, whether K has no null mode (``rates.cross_entropy_verdict``), None for the
+    squared losses."""
 
     L0: float
     floor: float
     L_star: float
     info: Mapping[str, Any]
     window: tuple
+    separable: bool | None = None
 
 
 def evaluate(
@@ -187,9 +190,10 @@ def training_fit(cfg: Config, setup: Setup, res: TrainResult) -> tuple[rates.Rat
         res.step, res.loss, window, fit_floor, res.diverged_at is not None, cfg.rates.stall_factor,
         floor_star=L_star,
     )  # fmt: skip
-    if not squared:  # rates.cross_entropy_verdict: separable when K has no null mode
-        fit = rates.cross_entropy_verdict(fit, separable=not null.any())
-    return fit, Floors(L0, floor, L_star, floor_info, window), null
+    separable = None if squared else not null.any()  # cross-entropy: separable when K has no null mode
+    if separable is not None:
+        fit = rates.cross_entropy_verdict(fit, separable=separable)
+    return fit, Floors(L0, floor, L_star, floor_info, window, separable), null
 
 
 def fitted_of(fit: rates.RateFit) -> Fitted:
@@ -243,10 +247,8 @@ def deviations(
         theory_fit = rates.fit_rates(
             res.step, pred, window, pred_floor, stall_factor=cfg.rates.stall_factor, floor_star=L_star
         )
-        if cfg.model.loss is not None and not models.is_squared(cfg.model.loss):
-            theory_fit = rates.cross_entropy_verdict(
-                theory_fit, separable=floors.info.get("null_modes", 0) == 0
-            )
+        if floors.separable is not None:  # cross-entropy: the same rule as training's verdict
+            theory_fit = rates.cross_entropy_verdict(theory_fit, separable=floors.separable)
         verdicts[name] = theory_fit.verdict
     if "grad_norm_sq_discrete" in arrays:  # the predicted squared gradient norm against training's
         g_pred, g_train = arrays["grad_norm_sq_discrete"], np.asarray(res.grad_norm_sq, np.float64)
