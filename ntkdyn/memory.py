@@ -204,14 +204,20 @@ def resident() -> float:
     imports it)."""
     import jax  # noqa: F401
 
+    rss = _proc_bytes("/proc/self/status", "VmRSS:")
+    return 0.0 if rss is None else rss
+
+
+def _proc_bytes(path: str, key: str) -> float | None:
+    """The value of line ``key`` (in kB) of a /proc file, in bytes; None where the file or line is absent."""
     try:
-        with open("/proc/self/status") as fh:
+        with open(path) as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key):
                     return float(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0.0
+    return None
 
 
 def compiled_training(cfg: Config, runs: int, n: int, d: int) -> float | None:
@@ -319,14 +325,8 @@ def _loss_scale_is_not_one(cfg: Config) -> bool:
 
 def host_available() -> float:
     """Bytes the host can still give (MemAvailable; total physical memory where /proc is absent)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    available = _proc_bytes("/proc/meminfo", "MemAvailable:")
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) if available is None else available
 
 
 def device_limit() -> float | None:
