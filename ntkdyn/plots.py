@@ -245,6 +245,17 @@ def loss_outputs_figure(trajectories: Mapping[str, Mapping[str, np.ndarray]], pa
     return True
 
 
+def _finish_steps_figure(plt, fig, axes, path: str, fmt: str) -> None:
+    """Panels over the iteration k (x label, grid, legend), laid out, written to ``path``, closed."""
+    for ax in axes:
+        ax.set_xlabel("iteration k")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format=fmt)
+    plt.close(fig)
+
+
 def _rate_exponent(q):
     """-log q: the per-iteration log-rate (bigger is faster); NaN where undefined."""
     q = np.asarray([np.nan if v is None or v == "" else float(v) for v in q])
@@ -408,13 +419,7 @@ def sharpness_figure(run: results.RunResult, path: str) -> str:
     axes[0].set_ylabel("lambda_max(K_k)")
     axes[1].set_title("eta * lambda_max(K_k) and the stability limit")
     axes[1].set_yscale("log")
-    for ax in axes:
-        ax.set_xlabel("iteration k")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format=fmt)
-    plt.close(fig)
+    _finish_steps_figure(plt, fig, axes, path, fmt)
     columns = {k: v for k, v in table.items() if k != "run_id"}
     results.write_csv(data_path(path), {**columns, "stability_limit": limits})
     return path
@@ -454,12 +459,6 @@ def sharpness_path_figure(run: results.RunResult, path: str) -> str:
         cols["limit"] += list(limit if limit is not None else np.full(steps.size, np.nan))
     axes[0].set_title("lambda_max of the loss Hessian (full batch)")
     axes[1].set_title("lambda_max of K = c H")
-    for ax in axes:
-        ax.set_xlabel("iteration k")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format=fmt)
-    plt.close(fig)
+    _finish_steps_figure(plt, fig, axes, path, fmt)
     results.write_csv(data_path(path), {k: np.asarray(v) for k, v in cols.items()})
     return path
